@@ -38,6 +38,12 @@ extern crate std;
 mod serde_bytes;
 
 pub mod codec;
+pub mod crypto;
+pub mod frame;
+pub mod handshake;
 pub mod hash;
 pub mod identity;
+pub mod merkle;
 pub mod reading;
+pub mod sealed;
+pub mod session;
