@@ -178,3 +178,45 @@ pub mod ctx {
     /// World-state commitment.
     pub const STATE: &str = "sensorchain/state/v1";
 }
+
+/// The id of one chain (one network). Every signature and every
+/// domain-separated hash of the ledger and the handshake covers it, so nothing
+/// signed for one network verifies on another. It is fixed at genesis:
+/// `tagged_hash("sensorchain/chain-id/v1", name)` by default.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct ChainId(pub [u8; 32]);
+
+crate::serde_bytes::bytes_newtype_serde!(ChainId, 32);
+
+impl ChainId {
+    /// The chain id derived from a human-readable network name.
+    ///
+    /// ```
+    /// # use sensorchain_core::hash::ChainId;
+    /// assert_ne!(ChainId::from_name("ward-7"), ChainId::from_name("ward-8"));
+    /// ```
+    pub fn from_name(name: &str) -> Self {
+        ChainId(tagged_hash(ctx::CHAIN_ID, &[name.as_bytes()]).0)
+    }
+
+    /// The first 4 bytes, sent in clear in the first handshake message so a
+    /// node can say "wrong chain" precisely. Never used alone for security:
+    /// the full id is in every transcript and signature.
+    pub fn tag(&self) -> [u8; 4] {
+        [self.0[0], self.0[1], self.0[2], self.0[3]]
+    }
+}
+
+impl fmt::Debug for ChainId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ChainId(")?;
+        write_hex(f, &self.0)?;
+        write!(f, ")")
+    }
+}
+
+impl fmt::Display for ChainId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_hex(f, &self.0)
+    }
+}
