@@ -44,6 +44,7 @@ pub mod handshake;
 pub mod hash;
 pub mod identity;
 pub mod merkle;
+pub mod permissions;
 pub mod reading;
 pub mod sealed;
 pub mod session;
