@@ -1,0 +1,242 @@
+//! Blocks: the header and its hash, optional proof of work, the proposer's
+//! signature, and finality certificates.
+//!
+//! The block hash is `tagged_hash("sensorchain/block/v1", header bytes)`
+//! over the exact postcard encoding of the [`BlockHeader`]. A light client (a
+//! sensor, even) checks a block with one header and a [`FinalityCert`], and
+//! its own reading with a Merkle inclusion proof against `tx_root`.
+
+use core::fmt;
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{self, DecodeError};
+use crate::hash::{ChainId, Hash32, TaggedHasher, ctx};
+use crate::identity::{KeyId, Keypair, PublicKey, Signature, SignatureError, VerifyingKey};
+use crate::tx::{sign_tagged, verify_tagged};
+
+/// The header format version this crate writes and accepts.
+pub const BLOCK_VERSION: u16 = 1;
+
+/// Upper bound of an encoded header (its fields are fixed but varints vary).
+pub const HEADER_MAX_LEN: usize = 192;
+
+/// A block header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct BlockHeader {
+    /// Format version, [`BLOCK_VERSION`].
+    pub version: u16,
+    /// The chain this block belongs to.
+    pub chain_id: ChainId,
+    /// 0 for genesis, then +1 per block.
+    pub height: u64,
+    /// Hash of the previous block's header ([`Hash32::ZERO`] for genesis).
+    pub prev_hash: Hash32,
+    /// RFC 6962 Merkle root over the exact bytes of the block's transactions.
+    pub tx_root: Hash32,
+    /// Commitment to the world state after this block
+    /// ([`crate::state::WorldState::commitment`]).
+    pub state_root: Hash32,
+    /// The proposer's clock, ms since the Unix epoch; never below the
+    /// previous block's.
+    pub timestamp_ms: u64,
+    /// The proposing validator.
+    pub proposer: PublicKey,
+    /// Proof-of-work difficulty (leading zero bits of the hash), the chain's
+    /// parameter; 0 when proof of work is off.
+    pub difficulty: u8,
+    /// Proof-of-work nonce.
+    pub nonce: u64,
+}
+
+impl BlockHeader {
+    /// The block hash (the paper's `calculate_hash`).
+    #[doc(alias = "calculate_hash")]
+    pub fn hash(&self) -> Hash32 {
+        let mut buf = [0u8; HEADER_MAX_LEN];
+        // Headers have fixed-size fields; HEADER_MAX_LEN bounds their encoding.
+        let bytes = codec::encode_to_slice(self, &mut buf).map(|b| &*b).unwrap_or(&[]);
+        let mut h = TaggedHasher::new(ctx::BLOCK);
+        h.update(bytes);
+        h.finalize()
+    }
+
+    /// True if the hash has at least `difficulty` leading zero bits.
+    pub fn meets_difficulty(&self) -> bool {
+        self.hash().leading_zero_bits() >= self.difficulty as u32
+    }
+
+    /// Searches nonces until the hash meets `difficulty` (the paper's
+    /// `mine_block`). Each extra bit doubles the expected work; difficulty 0
+    /// returns at once.
+    #[doc(alias = "mine_block")]
+    pub fn mine(&mut self, difficulty: u8) {
+        self.difficulty = difficulty;
+        while !self.meets_difficulty() {
+            self.nonce = self.nonce.wrapping_add(1);
+        }
+    }
+
+    /// The exact bytes of the header.
+    pub fn encode<'b>(&self, buf: &'b mut [u8]) -> Result<&'b mut [u8], crate::codec::EncodeError> {
+        codec::encode_to_slice(self, buf)
+    }
+
+    /// Strictly decodes a header.
+    pub fn decode(bytes: &[u8]) -> Result<BlockHeader, DecodeError> {
+        codec::decode_exact(bytes, HEADER_MAX_LEN)
+    }
+
+    /// The proposer's signature over this header's hash.
+    pub fn sign_proposal(&self, proposer: &Keypair) -> Signature {
+        // 32 bytes always fit the signing buffer.
+        sign_tagged(proposer, ctx::BLOCK_PROPOSAL, &self.chain_id, &self.hash().0)
+            .unwrap_or(Signature([0; 64]))
+    }
+
+    /// Verifies a proposer signature over this header's hash.
+    pub fn verify_proposal(&self, proposer: &VerifyingKey, sig: &Signature) -> Result<(), SignatureError> {
+        verify_tagged(proposer, ctx::BLOCK_PROPOSAL, &self.chain_id, &self.hash().0, sig)
+    }
+}
+
+/// A validator's vote that a block is final: its signature over
+/// `len || "sensorchain/finality/v1" || chain_id || height (u64 LE) || block hash`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinalityVote {
+    /// The validator's key id.
+    pub validator: KeyId,
+    /// Its signature.
+    pub signature: Signature,
+}
+
+/// Most votes in one certificate.
+pub const CERT_MAX_VOTES: usize = 32;
+
+/// A finality certificate: a quorum of validator signatures over a block
+/// hash. Kept beside the block (not inside its hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinalityCert {
+    /// The block's height.
+    pub height: u64,
+    /// The block's hash.
+    pub block_hash: Hash32,
+    /// The votes, at most one per validator.
+    pub votes: heapless::Vec<FinalityVote, CERT_MAX_VOTES>,
+}
+
+/// Why a finality certificate does not prove finality.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum CertError {
+    /// The certificate is for another block.
+    WrongBlock,
+    /// A vote names a key id that is not a validator.
+    UnknownValidator,
+    /// Two votes from one validator.
+    DuplicateVote,
+    /// A vote's signature does not verify.
+    BadSignature,
+    /// Fewer valid votes than the quorum.
+    NoQuorum {
+        /// Valid distinct votes.
+        votes: u32,
+        /// Votes needed.
+        quorum: u32,
+    },
+    /// The certificate has no room for another vote.
+    Full,
+}
+
+impl fmt::Display for CertError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CertError::WrongBlock => f.write_str("certificate is for another block"),
+            CertError::UnknownValidator => f.write_str("vote from a key that is not a validator"),
+            CertError::DuplicateVote => f.write_str("two votes from one validator"),
+            CertError::BadSignature => f.write_str("vote signature does not verify"),
+            CertError::NoQuorum { votes, quorum } => write!(f, "{votes} votes, quorum is {quorum}"),
+            CertError::Full => f.write_str("certificate is full"),
+        }
+    }
+}
+
+impl core::error::Error for CertError {}
+
+/// The quorum of `n` validators: a majority, `n / 2 + 1` (Raft's crash-fault
+/// model: with 5 gateways, 3 votes; 2 may fail).
+pub const fn quorum(n: usize) -> usize {
+    n / 2 + 1
+}
+
+fn vote_message(height: u64, block_hash: &Hash32) -> [u8; 40] {
+    let mut m = [0u8; 40];
+    m[..8].copy_from_slice(&height.to_le_bytes());
+    m[8..].copy_from_slice(&block_hash.0);
+    m
+}
+
+impl FinalityCert {
+    /// An empty certificate for a block.
+    pub fn new(header: &BlockHeader) -> Self {
+        FinalityCert {
+            height: header.height,
+            block_hash: header.hash(),
+            votes: heapless::Vec::new(),
+        }
+    }
+
+    /// A validator's vote for `header` (what every gateway signs after it has
+    /// validated and applied the block).
+    pub fn vote(header: &BlockHeader, validator: &Keypair) -> FinalityVote {
+        let msg = vote_message(header.height, &header.hash());
+        FinalityVote {
+            validator: validator.public().key_id(),
+            signature: sign_tagged(validator, ctx::FINALITY, &header.chain_id, &msg)
+                .unwrap_or(Signature([0; 64])),
+        }
+    }
+
+    /// Adds a vote (not verified here; [`verify`](Self::verify) checks all).
+    pub fn add(&mut self, vote: FinalityVote) -> Result<(), CertError> {
+        if self.votes.iter().any(|v| v.validator == vote.validator) {
+            return Err(CertError::DuplicateVote);
+        }
+        self.votes.push(vote).map_err(|_| CertError::Full)
+    }
+
+    /// Checks that the certificate proves `header` final under the validator
+    /// set `validators` (keys already registered): every vote is from a
+    /// distinct validator and verifies, and there are at least
+    /// `quorum(validators.len())` of them.
+    pub fn verify(&self, header: &BlockHeader, validators: &[VerifyingKey]) -> Result<(), CertError> {
+        let hash = header.hash();
+        if self.block_hash != hash || self.height != header.height {
+            return Err(CertError::WrongBlock);
+        }
+        let msg = vote_message(header.height, &hash);
+        let mut count = 0u32;
+        for (i, v) in self.votes.iter().enumerate() {
+            if self.votes[..i].iter().any(|w| w.validator == v.validator) {
+                return Err(CertError::DuplicateVote);
+            }
+            let vk = validators
+                .iter()
+                .find(|k| k.public().key_id() == v.validator)
+                .ok_or(CertError::UnknownValidator)?;
+            verify_tagged(vk, ctx::FINALITY, &header.chain_id, &msg, &v.signature)
+                .map_err(|_| CertError::BadSignature)?;
+            count += 1;
+        }
+        let q = quorum(validators.len()) as u32;
+        if count < q {
+            return Err(CertError::NoQuorum { votes: count, quorum: q });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(feature = "alloc")]
+mod body;
+#[cfg(feature = "alloc")]
+pub use body::Block;

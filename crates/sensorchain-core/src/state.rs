@@ -1,0 +1,590 @@
+//! The world state and the deterministic state transition (needs `alloc`).
+//!
+//! The state holds, per identity, its registered key, MultiChain-style
+//! [`Permissions`], its [`Role`], its last accepted sequence number and (for
+//! devices) the patient it measures; pending admin-consensus votes; and the
+//! patients' consents. [`WorldState::apply_block`] is deterministic and
+//! all-or-nothing: a block with one bad transaction is refused whole and the
+//! state is left unchanged.
+//!
+//! ## Sequence numbers
+//! Every signer's transactions carry a sequence number that must be strictly
+//! above the last one accepted from that signer: an equal or lower number is a
+//! replay and is refused ([`TxRuleError::Replay`]). Gaps are allowed: a
+//! reading a device dropped (it failed locally, or was never acknowledged and
+//! then abandoned) must not block the device forever; the size of each gap is
+//! visible to anyone comparing consecutive sequences. A device must therefore
+//! persist its counter before it sends (the device crate does), so that a
+//! reboot never reuses a number. Revocation keeps the record, so a re-granted
+//! identity cannot replay its old transactions.
+//!
+//! ## Access rules (who may read a sealed reading)
+//! A sealed reading's recipients must each hold `RECEIVE` and be either the
+//! patient the device is assigned to, or a reader (doctor, nurse, insurer)
+//! that patient has consented to. An insurer therefore reads nothing without
+//! consent. A reader added later gets access to *new* readings only:
+//! re-wrapping old content keys is a documented non-goal (the device, which
+//! alone had the content key, has forgotten it).
+
+use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+
+use crate::block::{Block, BlockHeader, FinalityCert};
+use crate::hash::{ChainId, Hash32, ctx};
+use crate::identity::{KeyId, PublicKey, VerifyingKey};
+use crate::permissions::{Permissions, Role};
+use crate::tx::{GenesisConfig, Params, Payload, Transaction, TxKind};
+
+mod errors;
+pub use errors::{BlockError, BlockErrorKind, TxRuleError};
+
+/// Whether signatures still need verifying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SigCheck {
+    /// Verify every signature with the one strict rule.
+    Verify,
+    /// The caller has already verified every transaction signature of this
+    /// block with [`Transaction::verify_encoded`] under the signer's
+    /// registered key (a gateway verifies each reading once, at ingest, in
+    /// parallel). Permissions, sequences and everything else are still
+    /// checked.
+    AlreadyVerified,
+}
+
+/// What the ledger knows about one identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityRecord {
+    /// Its permissions.
+    pub permissions: Permissions,
+    /// Its role, once set.
+    pub role: Option<Role>,
+    /// The last accepted sequence number, if any.
+    pub last_sequence: Option<u64>,
+    /// For a device: the patient it measures.
+    pub patient: Option<PublicKey>,
+}
+
+/// A pending admin-consensus vote: (target, single permission bit, grant?).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct VoteKey {
+    /// Whose permission.
+    pub target: PublicKey,
+    /// The bit (`ADMIN` or `VALIDATE`).
+    pub permission: Permissions,
+    /// `true` for a grant, `false` for a revocation.
+    pub grant: bool,
+}
+
+/// The world state of one chain.
+#[derive(Debug, Clone)]
+pub struct WorldState {
+    chain_id: ChainId,
+    params: Params,
+    /// Height of the next block.
+    next_height: u64,
+    last_hash: Hash32,
+    last_timestamp_ms: u64,
+    identities: BTreeMap<PublicKey, IdentityRecord>,
+    keys: BTreeMap<PublicKey, VerifyingKey>,
+    by_key_id: BTreeMap<KeyId, PublicKey>,
+    votes: BTreeMap<VoteKey, BTreeSet<PublicKey>>,
+    consents: BTreeSet<(PublicKey, PublicKey)>,
+}
+
+/// The part of the state the commitment covers, in a fixed order.
+#[derive(Serialize)]
+struct Committed<'a> {
+    chain_id: &'a ChainId,
+    params: &'a Params,
+    identities: &'a BTreeMap<PublicKey, IdentityRecord>,
+    votes: &'a BTreeMap<VoteKey, BTreeSet<PublicKey>>,
+    consents: &'a BTreeSet<(PublicKey, PublicKey)>,
+}
+
+/// A postcard flavor feeding SHA-256.
+struct HashFlavor(crate::hash::TaggedHasher);
+
+impl postcard::ser_flavors::Flavor for HashFlavor {
+    type Output = Hash32;
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.update(data);
+        Ok(())
+    }
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.update(&[data]);
+        Ok(())
+    }
+    fn finalize(self) -> postcard::Result<Hash32> {
+        Ok(self.0.finalize())
+    }
+}
+
+fn rule(e: TxRuleError) -> Result<(), TxRuleError> {
+    Err(e)
+}
+
+impl WorldState {
+    /// The empty state of a chain that has no genesis block yet.
+    pub fn new(chain_id: ChainId) -> Self {
+        WorldState {
+            chain_id,
+            params: Params::default(),
+            next_height: 0,
+            last_hash: Hash32::ZERO,
+            last_timestamp_ms: 0,
+            identities: BTreeMap::new(),
+            keys: BTreeMap::new(),
+            by_key_id: BTreeMap::new(),
+            votes: BTreeMap::new(),
+            consents: BTreeSet::new(),
+        }
+    }
+
+    /// The chain id.
+    pub fn chain_id(&self) -> &ChainId {
+        &self.chain_id
+    }
+    /// The chain parameters (defaults until genesis).
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+    /// The height the next block must have (0 before genesis).
+    pub fn next_height(&self) -> u64 {
+        self.next_height
+    }
+    /// The hash of the last applied block ([`Hash32::ZERO`] before genesis).
+    pub fn last_hash(&self) -> Hash32 {
+        self.last_hash
+    }
+    /// The timestamp of the last applied block.
+    pub fn last_timestamp_ms(&self) -> u64 {
+        self.last_timestamp_ms
+    }
+    /// An identity's record.
+    pub fn identity(&self, pk: &PublicKey) -> Option<&IdentityRecord> {
+        self.identities.get(pk)
+    }
+    /// Every identity, ordered by key.
+    pub fn identities(&self) -> impl Iterator<Item = (&PublicKey, &IdentityRecord)> {
+        self.identities.iter()
+    }
+    /// The registered key of an identity.
+    pub fn verifying_key(&self, pk: &PublicKey) -> Option<&VerifyingKey> {
+        self.keys.get(pk)
+    }
+    /// The public key with this key id, if registered.
+    pub fn by_key_id(&self, id: &KeyId) -> Option<&PublicKey> {
+        self.by_key_id.get(id)
+    }
+    /// An identity's permissions (none if unknown).
+    pub fn permissions(&self, pk: &PublicKey) -> Permissions {
+        self.identities.get(pk).map(|r| r.permissions).unwrap_or_default()
+    }
+    /// True if `pk` holds every bit of `p`.
+    pub fn has(&self, pk: &PublicKey, p: Permissions) -> bool {
+        self.permissions(pk).contains(p)
+    }
+    /// The validators (`VALIDATE`), ordered by key.
+    pub fn validators(&self) -> Vec<VerifyingKey> {
+        self.identities
+            .iter()
+            .filter(|(_, r)| r.permissions.contains(Permissions::VALIDATE))
+            .filter_map(|(pk, _)| self.keys.get(pk).copied())
+            .collect()
+    }
+    /// Number of admins.
+    pub fn admin_count(&self) -> usize {
+        self.identities.values().filter(|r| r.permissions.contains(Permissions::ADMIN)).count()
+    }
+    /// Pending admin-consensus votes.
+    pub fn pending_votes(&self) -> impl Iterator<Item = (&VoteKey, &BTreeSet<PublicKey>)> {
+        self.votes.iter()
+    }
+    /// True if `patient` has consented to `reader`.
+    pub fn has_consent(&self, patient: &PublicKey, reader: &PublicKey) -> bool {
+        self.consents.contains(&(*patient, *reader))
+    }
+    /// Every (patient, reader) consent.
+    pub fn consents(&self) -> impl Iterator<Item = &(PublicKey, PublicKey)> {
+        self.consents.iter()
+    }
+
+    /// Votes needed under admin consensus with the current admins.
+    pub fn votes_needed(&self) -> usize {
+        let admins = self.admin_count();
+        let num = self.params.admin_consensus_num as usize;
+        let den = (self.params.admin_consensus_den as usize).max(1);
+        (admins * num).div_ceil(den).max(1)
+    }
+
+    /// True if `reader` may be a recipient of `device`'s sealed readings.
+    pub fn may_read(&self, device: &PublicKey, reader: &PublicKey) -> bool {
+        let Some(patient) = self.identities.get(device).and_then(|d| d.patient) else {
+            return false;
+        };
+        if !self.has(reader, Permissions::RECEIVE) {
+            return false;
+        }
+        *reader == patient || self.has_consent(&patient, reader)
+    }
+
+    /// The readers authorised for `device`'s sealed readings now: its patient
+    /// (if it may receive) and every consented reader with `RECEIVE`.
+    pub fn authorised_readers(&self, device: &PublicKey) -> Vec<PublicKey> {
+        let Some(patient) = self.identities.get(device).and_then(|d| d.patient) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        if self.has(&patient, Permissions::RECEIVE) {
+            out.push(patient);
+        }
+        for (_, reader) in self.consents.range((patient, PublicKey([0; 32]))..=(patient, PublicKey([0xff; 32]))) {
+            if self.has(reader, Permissions::RECEIVE) {
+                out.push(*reader);
+            }
+        }
+        out
+    }
+
+    /// The commitment to the state (`state_root` of block headers):
+    /// `tagged_hash("sensorchain/state/v1", postcard(chain_id, params,
+    /// identities, votes, consents))` with maps and sets in key order.
+    pub fn commitment(&self) -> Hash32 {
+        let c = Committed {
+            chain_id: &self.chain_id,
+            params: &self.params,
+            identities: &self.identities,
+            votes: &self.votes,
+            consents: &self.consents,
+        };
+        postcard::serialize_with_flavor(&c, HashFlavor(crate::hash::TaggedHasher::new(ctx::STATE)))
+            .unwrap_or(Hash32::ZERO)
+    }
+
+    fn register(&mut self, pk: &PublicKey) -> Result<&mut IdentityRecord, TxRuleError> {
+        if !self.keys.contains_key(pk) {
+            let vk = VerifyingKey::from_public(pk).map_err(TxRuleError::BadKey)?;
+            self.keys.insert(*pk, vk);
+            self.by_key_id.insert(pk.key_id(), *pk);
+        }
+        Ok(self.identities.entry(*pk).or_insert(IdentityRecord {
+            permissions: Permissions::NONE,
+            role: None,
+            last_sequence: None,
+            patient: None,
+        }))
+    }
+
+    /// Checks and applies one transaction given its exact encoding. On error
+    /// the state may be partly changed: callers that need all-or-nothing
+    /// apply to a copy (as [`apply_block`](Self::apply_block) does).
+    pub fn apply_tx(
+        &mut self,
+        tx: &Transaction,
+        encoded: &[u8],
+        block_timestamp_ms: u64,
+        sigs: SigCheck,
+    ) -> Result<(), TxRuleError> {
+        let body = &tx.body;
+        if let TxKind::Genesis(cfg) = &body.kind {
+            return self.apply_genesis(tx, encoded, cfg, sigs);
+        }
+        let signer = body.signer;
+        let Some(rec) = self.identities.get(&signer) else {
+            return rule(TxRuleError::UnknownSigner);
+        };
+        if let Some(last) = rec.last_sequence {
+            if body.sequence <= last {
+                return rule(TxRuleError::Replay { last, got: body.sequence });
+            }
+        }
+        if body.timestamp_ms > block_timestamp_ms.saturating_add(self.params.max_future_skew_ms) {
+            return rule(TxRuleError::TimestampTooFarAhead);
+        }
+        let perms = rec.permissions;
+        let role = rec.role;
+        let need = |p: Permissions| {
+            if perms.contains(p) { Ok(()) } else { Err(TxRuleError::NotPermitted { needed: p }) }
+        };
+        match &body.kind {
+            TxKind::Reading { payload, .. } => {
+                need(Permissions::WRITE)?;
+                match payload {
+                    Payload::Plain(v) => v.check().map_err(TxRuleError::Reading)?,
+                    Payload::Sealed(s) => {
+                        if rec.patient.is_none() {
+                            return rule(TxRuleError::DeviceNotAssigned);
+                        }
+                        if s.version != crate::sealed::SEALED_VERSION || s.recipients.is_empty() {
+                            return rule(TxRuleError::BadSealedPayload);
+                        }
+                        for (i, r) in s.recipients.iter().enumerate() {
+                            if s.recipients[..i].iter().any(|o| o.key_id == r.key_id) {
+                                return rule(TxRuleError::BadSealedPayload);
+                            }
+                            let reader = self.by_key_id.get(&r.key_id).ok_or(TxRuleError::UnknownRecipient)?;
+                            if !self.may_read(&signer, reader) {
+                                return rule(TxRuleError::RecipientNotAuthorised);
+                            }
+                        }
+                    }
+                }
+            }
+            TxKind::Grant { target, permissions } | TxKind::Revoke { target, permissions } => {
+                need(Permissions::ADMIN)?;
+                if permissions.is_empty() || !permissions.is_valid() {
+                    return rule(TxRuleError::InvalidPermissions);
+                }
+                let grant = matches!(body.kind, TxKind::Grant { .. });
+                self.verify_sig(tx, encoded, sigs)?;
+                self.change_permissions(&signer, target, *permissions, grant)?;
+            }
+            TxKind::SetRole { target, role } => {
+                need(Permissions::ADMIN)?;
+                self.verify_sig(tx, encoded, sigs)?;
+                self.register(target)?.role = Some(*role);
+            }
+            TxKind::AssignDevice { device, patient } => {
+                need(Permissions::ADMIN)?;
+                let d = self.identities.get(device).ok_or(TxRuleError::UnknownRecipient)?;
+                let p = self.identities.get(patient).ok_or(TxRuleError::UnknownRecipient)?;
+                if d.role != Some(Role::Device) || p.role != Some(Role::Patient) {
+                    return rule(TxRuleError::WrongRole);
+                }
+                self.verify_sig(tx, encoded, sigs)?;
+                if let Some(d) = self.identities.get_mut(device) {
+                    d.patient = Some(*patient);
+                }
+            }
+            TxKind::Consent { reader, granted } => {
+                need(Permissions::SEND)?;
+                if role != Some(Role::Patient) {
+                    return rule(TxRuleError::WrongRole);
+                }
+                let r = self.identities.get(reader).ok_or(TxRuleError::UnknownRecipient)?;
+                if !r.role.is_some_and(Role::may_receive_consent) {
+                    return rule(TxRuleError::WrongRole);
+                }
+                self.verify_sig(tx, encoded, sigs)?;
+                if *granted {
+                    self.consents.insert((signer, *reader));
+                } else if !self.consents.remove(&(signer, *reader)) {
+                    return rule(TxRuleError::NothingToRevoke);
+                }
+            }
+            TxKind::Genesis(_) => return rule(TxRuleError::GenesisMisplaced),
+        }
+        if matches!(body.kind, TxKind::Reading { .. }) {
+            self.verify_sig(tx, encoded, sigs)?;
+        }
+        if let Some(r) = self.identities.get_mut(&signer) {
+            r.last_sequence = Some(body.sequence);
+        }
+        Ok(())
+    }
+
+    fn verify_sig(&self, tx: &Transaction, encoded: &[u8], sigs: SigCheck) -> Result<(), TxRuleError> {
+        if sigs == SigCheck::AlreadyVerified {
+            return Ok(());
+        }
+        let vk = self.keys.get(&tx.body.signer).ok_or(TxRuleError::UnknownSigner)?;
+        Transaction::verify_encoded(encoded, &self.chain_id, vk, &tx.signature).map_err(|e| match e {
+            crate::tx::TxError::BadSignature(s) => TxRuleError::BadSignature(s),
+            e => TxRuleError::Encoding(e),
+        })
+    }
+
+    fn change_permissions(
+        &mut self,
+        admin: &PublicKey,
+        target: &PublicKey,
+        perms: Permissions,
+        grant: bool,
+    ) -> Result<(), TxRuleError> {
+        let direct = perms.without(Permissions::CONSENSUS);
+        let voted = perms.intersect(Permissions::CONSENSUS);
+        let rec = self.register(target)?;
+        if grant {
+            rec.permissions = rec.permissions.union(direct);
+        } else {
+            rec.permissions = rec.permissions.without(direct);
+        }
+        for bit in voted.bits() {
+            let has = self.has(target, bit);
+            if has == grant {
+                continue; // already so: nothing to vote on
+            }
+            if !grant && bit == Permissions::ADMIN && self.admin_count() <= 1 {
+                return rule(TxRuleError::LastAdmin);
+            }
+            let key = VoteKey { target: *target, permission: bit, grant };
+            self.votes.entry(key).or_default().insert(*admin);
+            // only votes of current admins count
+            let voters: BTreeSet<PublicKey> = self.votes[&key]
+                .iter()
+                .filter(|v| self.has(v, Permissions::ADMIN))
+                .copied()
+                .collect();
+            if voters.len() >= self.votes_needed() {
+                self.votes.remove(&key);
+                if let Some(r) = self.identities.get_mut(target) {
+                    r.permissions = if grant { r.permissions.union(bit) } else { r.permissions.without(bit) };
+                }
+            } else {
+                self.votes.insert(key, voters);
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_genesis(
+        &mut self,
+        tx: &Transaction,
+        encoded: &[u8],
+        cfg: &GenesisConfig,
+        sigs: SigCheck,
+    ) -> Result<(), TxRuleError> {
+        if self.next_height != 0 || !self.identities.is_empty() {
+            return rule(TxRuleError::GenesisMisplaced);
+        }
+        if ChainId::from_name(&cfg.name) != self.chain_id
+            || cfg.params.admin_consensus_den == 0
+            || cfg.params.admin_consensus_num > cfg.params.admin_consensus_den
+            || cfg.params.max_block_txs == 0
+        {
+            return rule(TxRuleError::InvalidGenesis);
+        }
+        let signer_is_admin = cfg
+            .members
+            .iter()
+            .any(|m| m.key == tx.body.signer && m.permissions.contains(Permissions::ADMIN));
+        if !signer_is_admin {
+            return rule(TxRuleError::InvalidGenesis);
+        }
+        self.params = cfg.params;
+        for m in &cfg.members {
+            if self.identities.contains_key(&m.key) || !m.permissions.is_valid() {
+                return rule(TxRuleError::InvalidGenesis);
+            }
+            let r = self.register(&m.key)?;
+            r.permissions = m.permissions;
+            r.role = Some(m.role);
+        }
+        self.verify_sig(tx, encoded, sigs)?;
+        if let Some(r) = self.identities.get_mut(&tx.body.signer) {
+            r.last_sequence = Some(tx.body.sequence);
+        }
+        Ok(())
+    }
+
+    /// Checks the header of the next block against this state, without its
+    /// transactions.
+    pub fn check_header(&self, h: &BlockHeader) -> Result<(), BlockErrorKind> {
+        if h.version != crate::block::BLOCK_VERSION {
+            return Err(BlockErrorKind::Version);
+        }
+        if h.chain_id != self.chain_id {
+            return Err(BlockErrorKind::WrongChain);
+        }
+        if h.height != self.next_height {
+            return Err(BlockErrorKind::Height { expected: self.next_height });
+        }
+        if h.prev_hash != self.last_hash {
+            return Err(BlockErrorKind::PrevHash);
+        }
+        if h.timestamp_ms < self.last_timestamp_ms {
+            return Err(BlockErrorKind::Timestamp);
+        }
+        Ok(())
+    }
+
+    /// Validates `block` as the next block and applies it, all or nothing.
+    ///
+    /// Checks, in order: header fields against the chain (version, chain id,
+    /// height, previous hash, timestamp), proposer permission and signature,
+    /// difficulty and proof of work, transaction count, Merkle root, every
+    /// transaction (signature unless `sigs` says they were verified, then
+    /// permissions, sequence, plausibility, access rules) in order, the state
+    /// commitment, and the finality certificate if one is given (under the
+    /// validators before this block). On error the state is unchanged and the
+    /// error says where.
+    pub fn apply_block(&mut self, block: &Block, cert: Option<&FinalityCert>, sigs: SigCheck) -> Result<(), BlockError> {
+        let encoded = block.encoded_txs();
+        self.apply_block_encoded(block, &encoded, cert, sigs)
+    }
+
+    /// [`apply_block`](Self::apply_block) with the transactions' exact
+    /// encodings supplied by the caller (who has them already).
+    pub fn apply_block_encoded(
+        &mut self,
+        block: &Block,
+        encoded: &[Vec<u8>],
+        cert: Option<&FinalityCert>,
+        sigs: SigCheck,
+    ) -> Result<(), BlockError> {
+        let h = &block.header;
+        let err = |kind, tx_index: Option<usize>| BlockError {
+            height: h.height,
+            tx_index: tx_index.map(|i| i as u32),
+            kind,
+        };
+        self.check_header(h).map_err(|k| err(k, None))?;
+        let genesis = h.height == 0;
+        // Proposer: a validator, or for genesis the genesis signer.
+        let proposer_key = if genesis {
+            match block.txs.first() {
+                Some(t) if t.body.signer == h.proposer => VerifyingKey::from_public(&h.proposer).ok(),
+                _ => None,
+            }
+        } else if self.has(&h.proposer, Permissions::VALIDATE) {
+            self.keys.get(&h.proposer).copied()
+        } else {
+            None
+        };
+        let proposer_key = proposer_key.ok_or(err(BlockErrorKind::ProposerNotValidator, None))?;
+        h.verify_proposal(&proposer_key, &block.proposer_sig)
+            .map_err(|_| err(BlockErrorKind::ProposerSignature, None))?;
+        if encoded.len() != block.txs.len() {
+            return Err(err(BlockErrorKind::TxRoot, None));
+        }
+        if block.tx_root_matches(encoded).is_err() {
+            return Err(err(BlockErrorKind::TxRoot, None));
+        }
+        let mut next = self.clone();
+        if genesis {
+            if block.txs.len() != 1 || !matches!(block.txs[0].body.kind, TxKind::Genesis(_)) {
+                return Err(err(BlockErrorKind::Tx(TxRuleError::GenesisMisplaced), Some(0)));
+            }
+        } else if block.txs.len() > self.params.max_block_txs as usize {
+            return Err(err(BlockErrorKind::TooManyTxs, None));
+        }
+        for (i, (tx, bytes)) in block.txs.iter().zip(encoded).enumerate() {
+            next.apply_tx(tx, bytes, h.timestamp_ms, sigs)
+                .map_err(|e| err(BlockErrorKind::Tx(e), Some(i)))?;
+        }
+        // Difficulty is the chain's parameter (known only after genesis applies).
+        if h.difficulty != next.params.pow_difficulty {
+            return Err(err(BlockErrorKind::Difficulty, None));
+        }
+        if !h.meets_difficulty() {
+            return Err(err(BlockErrorKind::ProofOfWork, None));
+        }
+        if h.state_root != next.commitment() {
+            return Err(err(BlockErrorKind::StateRoot, None));
+        }
+        if let Some(c) = cert {
+            // The genesis block is final under its own validators.
+            let vals = if genesis { next.validators() } else { self.validators() };
+            c.verify(h, &vals).map_err(|e| err(BlockErrorKind::Certificate(e), None))?;
+        }
+        next.next_height = h.height + 1;
+        next.last_hash = h.hash();
+        next.last_timestamp_ms = h.timestamp_ms;
+        *self = next;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,324 @@
+//! Transactions: what a signer asks the ledger to record, signed over
+//! domain-separated exact bytes.
+//!
+//! A [`Transaction`] is a [`TxBody`] followed by the signer's Ed25519
+//! signature. The signature covers
+//! `len(ctx) || "sensorchain/tx/v1" || chain_id (32) || body bytes`,
+//! where the body bytes are the exact postcard encoding of the body; the
+//! encoding of a transaction is the body bytes followed by the 64 signature
+//! bytes. Every transaction carries the signer's sequence number: replay
+//! protection is by meaning (signer, sequence), not by hash.
+//!
+//! Building and signing a reading needs no `alloc`:
+//!
+//! ```
+//! use sensorchain_core::{hash::ChainId, identity::Keypair, reading::Vital, tx::*};
+//! let chain = ChainId::from_name("ward-7");
+//! let device = Keypair::from_seed([1; 32]);
+//! let tx = Transaction::sign(
+//!     TxBody::reading(device.public(), 1, 1_700_000_000_000, 0, Vital::HeartRate { bpm: 72 }),
+//!     &chain,
+//!     &device,
+//! ).unwrap();
+//! let mut buf = [0u8; TX_MAX_LEN];
+//! let bytes = tx.encode(&mut buf).unwrap();
+//! let decoded = Transaction::decode(bytes).unwrap();
+//! assert_eq!(decoded, tx);
+//! ```
+
+use core::fmt;
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{self, DecodeError, EncodeError};
+use crate::hash::{ChainId, Hash32, ctx};
+use crate::identity::{PublicKey, Signature, SignatureError, VerifyingKey, Keypair};
+use crate::permissions::{Permissions, Role};
+use crate::reading::Vital;
+use crate::sealed::SealedPayload;
+
+/// Upper bound of an encoded transaction, in bytes. Larger inputs are refused
+/// before decoding.
+pub const TX_MAX_LEN: usize = 1024;
+
+/// Most members a genesis configuration can list (more join later by grants).
+pub const GENESIS_MAX_MEMBERS: usize = 16;
+
+/// Longest chain name, in bytes.
+pub const CHAIN_NAME_MAX: usize = 32;
+
+/// A reading's value: in clear, or sealed for its authorised readers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Payload {
+    /// A value every gateway and API client with access can read.
+    Plain(Vital),
+    /// A value only the listed readers can decrypt.
+    Sealed(SealedPayload),
+}
+
+/// Chain parameters, fixed at genesis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Params {
+    /// Admin consensus for granting or revoking `ADMIN` and `VALIDATE`: the
+    /// fraction `num/den` of current admins whose votes are needed (rounded
+    /// up, at least one), like MultiChain's `admin-consensus-admin`.
+    pub admin_consensus_num: u8,
+    /// Denominator of the admin consensus fraction (non-zero).
+    pub admin_consensus_den: u8,
+    /// Proof-of-work difficulty in leading zero bits of the block hash
+    /// (0: no proof of work, the default).
+    pub pow_difficulty: u8,
+    /// Most transactions in one block.
+    pub max_block_txs: u32,
+    /// How far a transaction's timestamp may be ahead of its block's, in ms.
+    pub max_future_skew_ms: u64,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            admin_consensus_num: 1,
+            admin_consensus_den: 2,
+            pow_difficulty: 0,
+            max_block_txs: 10_000,
+            max_future_skew_ms: 5 * 60 * 1000,
+        }
+    }
+}
+
+/// An identity listed at genesis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// Its public key.
+    pub key: PublicKey,
+    /// Its permissions.
+    pub permissions: Permissions,
+    /// Its role.
+    pub role: Role,
+}
+
+/// The configuration recorded by the genesis transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenesisConfig {
+    /// The network's name; the chain id is `ChainId::from_name(name)`.
+    pub name: heapless::String<CHAIN_NAME_MAX>,
+    /// Parameters.
+    pub params: Params,
+    /// The first admins, validators and other identities.
+    pub members: heapless::Vec<Member, GENESIS_MAX_MEMBERS>,
+}
+
+/// What a transaction does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxKind {
+    /// A device's reading on one of its streams. Needs `WRITE`.
+    Reading {
+        /// The device's stream (channel) number, device-defined.
+        stream: u16,
+        /// The value.
+        payload: Payload,
+    },
+    /// Grant permissions (needs `ADMIN`; `ADMIN`/`VALIDATE` bits are votes
+    /// under admin consensus).
+    Grant {
+        /// Who receives them.
+        target: PublicKey,
+        /// Which bits.
+        permissions: Permissions,
+    },
+    /// Revoke permissions (same rules as [`TxKind::Grant`]).
+    Revoke {
+        /// From whom.
+        target: PublicKey,
+        /// Which bits.
+        permissions: Permissions,
+    },
+    /// Set an identity's role (needs `ADMIN`).
+    SetRole {
+        /// Whose.
+        target: PublicKey,
+        /// The role.
+        role: Role,
+    },
+    /// Assign a device to the patient it measures (needs `ADMIN`).
+    AssignDevice {
+        /// The device.
+        device: PublicKey,
+        /// The patient.
+        patient: PublicKey,
+    },
+    /// A patient's consent that `reader` may (or may no longer) read the
+    /// patient's sealed readings. Signed by the patient; needs `SEND`.
+    Consent {
+        /// The reader (a doctor, nurse or insurer).
+        reader: PublicKey,
+        /// `true` grants, `false` revokes.
+        granted: bool,
+    },
+    /// The first transaction of a chain (only in the genesis block).
+    Genesis(GenesisConfig),
+}
+
+/// The signed part of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxBody {
+    /// Who signs.
+    pub signer: PublicKey,
+    /// The signer's sequence number: strictly increasing per signer (gaps
+    /// allowed).
+    pub sequence: u64,
+    /// The signer's clock, ms since the Unix epoch.
+    pub timestamp_ms: u64,
+    /// What it does.
+    pub kind: TxKind,
+}
+
+impl TxBody {
+    /// A plain reading.
+    pub fn reading(device: PublicKey, sequence: u64, timestamp_ms: u64, stream: u16, value: Vital) -> Self {
+        TxBody {
+            signer: device,
+            sequence,
+            timestamp_ms,
+            kind: TxKind::Reading {
+                stream,
+                payload: Payload::Plain(value),
+            },
+        }
+    }
+}
+
+/// A signed transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transaction {
+    /// The signed body.
+    pub body: TxBody,
+    /// The signer's signature over the domain-separated body bytes.
+    pub signature: Signature,
+}
+
+/// Why a transaction could not be built or checked on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum TxError {
+    /// The encoding is longer than [`TX_MAX_LEN`] or a buffer was too small.
+    TooLarge,
+    /// The bytes are not a canonical transaction.
+    Decode(DecodeError),
+    /// The signature does not verify under the signer's key.
+    BadSignature(SignatureError),
+}
+
+impl fmt::Display for TxError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TxError::TooLarge => write!(f, "transaction larger than {TX_MAX_LEN} bytes"),
+            TxError::Decode(e) => write!(f, "transaction does not decode: {e}"),
+            TxError::BadSignature(e) => write!(f, "transaction signature: {e}"),
+        }
+    }
+}
+
+impl core::error::Error for TxError {}
+
+impl From<EncodeError> for TxError {
+    fn from(_: EncodeError) -> Self {
+        TxError::TooLarge
+    }
+}
+
+/// Length of the signing prefix `len(ctx) || ctx || chain_id`.
+const fn prefix_len(ctx: &str) -> usize {
+    1 + ctx.len() + 32
+}
+
+/// Writes `len(ctx) || ctx || chain_id` into the front of `buf`, returning its length.
+pub(crate) fn write_signing_prefix(buf: &mut [u8], ctx: &str, chain: &ChainId) -> Result<usize, EncodeError> {
+    let n = prefix_len(ctx);
+    let out = buf.get_mut(..n).ok_or(EncodeError::BufferFull)?;
+    out[0] = ctx.len() as u8;
+    out[1..1 + ctx.len()].copy_from_slice(ctx.as_bytes());
+    out[1 + ctx.len()..].copy_from_slice(&chain.0);
+    Ok(n)
+}
+
+/// Signs `len(ctx) || ctx || chain_id || data` (data at most [`TX_MAX_LEN`]).
+pub(crate) fn sign_tagged(kp: &Keypair, ctx: &str, chain: &ChainId, data: &[u8]) -> Result<Signature, EncodeError> {
+    let mut buf = [0u8; 64 + TX_MAX_LEN];
+    let n = write_signing_prefix(&mut buf, ctx, chain)?;
+    let end = n.checked_add(data.len()).ok_or(EncodeError::BufferFull)?;
+    buf.get_mut(n..end).ok_or(EncodeError::BufferFull)?.copy_from_slice(data);
+    Ok(kp.sign(&buf[..end]))
+}
+
+/// Verifies a signature over `len(ctx) || ctx || chain_id || data` with the
+/// one strict rule.
+pub fn verify_tagged(
+    vk: &VerifyingKey,
+    ctx: &str,
+    chain: &ChainId,
+    data: &[u8],
+    sig: &Signature,
+) -> Result<(), SignatureError> {
+    let mut prefix = [0u8; 64];
+    // Context strings are crate constants shorter than 31 bytes.
+    let n = write_signing_prefix(&mut prefix, ctx, chain).map_err(|_| SignatureError::Mismatch)?;
+    vk.verify_parts(&[&prefix[..n], data], sig)
+}
+
+impl Transaction {
+    /// Signs `body` for chain `chain` with `kp` (whose public key should be
+    /// `body.signer`; the ledger checks that it is).
+    pub fn sign(body: TxBody, chain: &ChainId, kp: &Keypair) -> Result<Transaction, TxError> {
+        let mut buf = [0u8; TX_MAX_LEN];
+        let bytes = codec::encode_to_slice(&body, &mut buf)?;
+        let signature = sign_tagged(kp, ctx::TX_SIG, chain, bytes)?;
+        Ok(Transaction { body, signature })
+    }
+
+    /// Encodes into `buf`: body bytes then the 64 signature bytes.
+    pub fn encode<'b>(&self, buf: &'b mut [u8]) -> Result<&'b mut [u8], TxError> {
+        Ok(codec::encode_to_slice(self, buf)?)
+    }
+
+    /// Encodes into a new vector.
+    #[cfg(feature = "alloc")]
+    pub fn to_vec(&self) -> alloc::vec::Vec<u8> {
+        codec::encode_to_vec(self)
+    }
+
+    /// Strictly decodes one transaction from exactly `bytes`.
+    pub fn decode(bytes: &[u8]) -> Result<Transaction, TxError> {
+        codec::decode_exact(bytes, TX_MAX_LEN).map_err(|e| match e {
+            DecodeError::TooLong => TxError::TooLarge,
+            e => TxError::Decode(e),
+        })
+    }
+
+    /// Verifies the signature given this transaction's exact encoding
+    /// `encoded` (as received, or as produced by [`encode`](Self::encode))
+    /// and the signer's registered key. The signed body bytes are `encoded`
+    /// without its last 64 bytes.
+    pub fn verify_encoded(encoded: &[u8], chain: &ChainId, signer: &VerifyingKey, sig: &Signature) -> Result<(), TxError> {
+        let body_len = encoded.len().checked_sub(64).ok_or(TxError::Decode(DecodeError::Malformed))?;
+        let body = encoded.get(..body_len).ok_or(TxError::Decode(DecodeError::Malformed))?;
+        verify_tagged(signer, ctx::TX_SIG, chain, body, sig).map_err(TxError::BadSignature)
+    }
+
+    /// Verifies the signature, re-encoding the transaction (see
+    /// [`verify_encoded`](Self::verify_encoded) to avoid the re-encoding).
+    pub fn verify(&self, chain: &ChainId, signer: &VerifyingKey) -> Result<(), TxError> {
+        let mut buf = [0u8; TX_MAX_LEN];
+        let bytes = self.encode(&mut buf)?;
+        Self::verify_encoded(bytes, chain, signer, &self.signature)
+    }
+
+    /// The transaction id: the RFC 6962 leaf hash of its exact encoding, the
+    /// value the block's Merkle tree commits to.
+    pub fn id_of_encoded(encoded: &[u8]) -> Hash32 {
+        crate::merkle::leaf_hash(encoded)
+    }
+}
+
+#[cfg(test)]
+mod tests;
