@@ -67,12 +67,59 @@ pub fn build_block(
             kind: BlockErrorKind::Tx(e),
         })?;
     }
+    Ok(finish_block(state, &next, proposer, txs, &encoded, timestamp_ms))
+}
+
+/// Like [`build_block`], but leaves out the transactions the state refuses
+/// instead of failing: returns the block and, for each left-out candidate,
+/// its index in `candidates` and the reason. This is how a gateway cuts a
+/// block from its pool (signatures verified once at ingest: pass
+/// [`SigCheck::AlreadyVerified`]).
+pub fn build_block_filtered(
+    state: &WorldState,
+    proposer: &Keypair,
+    candidates: Vec<Transaction>,
+    timestamp_ms: u64,
+    sigs: SigCheck,
+) -> (Block, Vec<(usize, crate::state::TxRuleError)>) {
+    let ts = timestamp_ms.max(state.last_timestamp_ms());
+    let mut next = state.clone();
+    let mut rejected = Vec::new();
+    let mut txs = Vec::with_capacity(candidates.len());
+    let mut encoded = Vec::with_capacity(candidates.len());
+    let max = state.params().max_block_txs as usize;
+    for (i, tx) in candidates.into_iter().enumerate() {
+        if txs.len() >= max {
+            rejected.push((i, crate::state::TxRuleError::BlockFull));
+            continue;
+        }
+        let bytes = tx.to_vec();
+        match next.apply_tx(&tx, &bytes, ts, sigs) {
+            Ok(()) => {
+                txs.push(tx);
+                encoded.push(bytes);
+            }
+            Err(e) => rejected.push((i, e)),
+        }
+    }
+    let block = finish_block(state, &next, proposer, txs, &encoded, ts);
+    (block, rejected)
+}
+
+fn finish_block(
+    state: &WorldState,
+    next: &WorldState,
+    proposer: &Keypair,
+    txs: Vec<Transaction>,
+    encoded: &[Vec<u8>],
+    timestamp_ms: u64,
+) -> Block {
     let mut header = BlockHeader {
         version: BLOCK_VERSION,
         chain_id: *state.chain_id(),
-        height,
+        height: state.next_height(),
         prev_hash: state.last_hash(),
-        tx_root: Block::tx_root_of(&encoded),
+        tx_root: Block::tx_root_of(encoded),
         state_root: next.commitment(),
         timestamp_ms: timestamp_ms.max(state.last_timestamp_ms()),
         proposer: proposer.public(),
@@ -81,7 +128,7 @@ pub fn build_block(
     };
     header.mine(next.params().pow_difficulty);
     let proposer_sig = header.sign_proposal(proposer);
-    Ok(Block { header, proposer_sig, txs })
+    Block { header, proposer_sig, txs }
 }
 
 impl Chain {

@@ -102,6 +102,18 @@ struct Committed<'a> {
     consents: &'a BTreeSet<(PublicKey, PublicKey)>,
 }
 
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    chain_id: ChainId,
+    params: Params,
+    next_height: u64,
+    last_hash: Hash32,
+    last_timestamp_ms: u64,
+    identities: BTreeMap<PublicKey, IdentityRecord>,
+    votes: BTreeMap<VoteKey, BTreeSet<PublicKey>>,
+    consents: BTreeSet<(PublicKey, PublicKey)>,
+}
+
 /// A postcard flavor feeding SHA-256.
 struct HashFlavor(crate::hash::TaggedHasher);
 
@@ -262,6 +274,42 @@ impl WorldState {
             .unwrap_or(Hash32::ZERO)
     }
 
+    /// A snapshot of the whole state (for a gateway's fast restart):
+    /// postcard of (chain id, params, next height, last hash, last
+    /// timestamp, identities, votes, consents).
+    pub fn snapshot(&self) -> Vec<u8> {
+        crate::codec::encode_to_vec(&Snapshot {
+            chain_id: self.chain_id,
+            params: self.params,
+            next_height: self.next_height,
+            last_hash: self.last_hash,
+            last_timestamp_ms: self.last_timestamp_ms,
+            identities: self.identities.clone(),
+            votes: self.votes.clone(),
+            consents: self.consents.clone(),
+        })
+    }
+
+    /// Restores a [`snapshot`](Self::snapshot), re-registering every key
+    /// (a key that fails registration makes the snapshot invalid).
+    pub fn from_snapshot(bytes: &[u8]) -> Result<WorldState, crate::codec::DecodeError> {
+        let s: Snapshot = crate::codec::decode_exact(bytes, usize::MAX)?;
+        let mut st = WorldState::new(s.chain_id);
+        st.params = s.params;
+        st.next_height = s.next_height;
+        st.last_hash = s.last_hash;
+        st.last_timestamp_ms = s.last_timestamp_ms;
+        for pk in s.identities.keys() {
+            let vk = VerifyingKey::from_public(pk).map_err(|_| crate::codec::DecodeError::Malformed)?;
+            st.keys.insert(*pk, vk);
+            st.by_key_id.insert(pk.key_id(), *pk);
+        }
+        st.identities = s.identities;
+        st.votes = s.votes;
+        st.consents = s.consents;
+        Ok(st)
+    }
+
     fn register(&mut self, pk: &PublicKey) -> Result<&mut IdentityRecord, TxRuleError> {
         if !self.keys.contains_key(pk) {
             let vk = VerifyingKey::from_public(pk).map_err(TxRuleError::BadKey)?;
@@ -276,10 +324,27 @@ impl WorldState {
         }))
     }
 
-    /// Checks and applies one transaction given its exact encoding. On error
-    /// the state may be partly changed: callers that need all-or-nothing
-    /// apply to a copy (as [`apply_block`](Self::apply_block) does).
+    /// Checks and applies one transaction given its exact encoding. Atomic:
+    /// on error the state is unchanged. A reading (the hot path) is checked
+    /// fully before anything changes; rarer administrative transactions are
+    /// applied to a copy.
     pub fn apply_tx(
+        &mut self,
+        tx: &Transaction,
+        encoded: &[u8],
+        block_timestamp_ms: u64,
+        sigs: SigCheck,
+    ) -> Result<(), TxRuleError> {
+        if matches!(tx.body.kind, TxKind::Reading { .. }) {
+            return self.apply_tx_inner(tx, encoded, block_timestamp_ms, sigs);
+        }
+        let mut next = self.clone();
+        next.apply_tx_inner(tx, encoded, block_timestamp_ms, sigs)?;
+        *self = next;
+        Ok(())
+    }
+
+    fn apply_tx_inner(
         &mut self,
         tx: &Transaction,
         encoded: &[u8],
@@ -583,6 +648,16 @@ impl WorldState {
         next.last_timestamp_ms = h.timestamp_ms;
         *self = next;
         Ok(())
+    }
+}
+
+impl PartialEq for WorldState {
+    /// Equal when chain position and committed content are equal.
+    fn eq(&self, o: &Self) -> bool {
+        self.next_height == o.next_height
+            && self.last_hash == o.last_hash
+            && self.last_timestamp_ms == o.last_timestamp_ms
+            && self.commitment() == o.commitment()
     }
 }
 

@@ -58,6 +58,9 @@ pub enum TxRuleError {
     /// A genesis transaction outside the genesis block, or another
     /// transaction inside it.
     GenesisMisplaced,
+    /// The block already holds the most transactions the chain allows
+    /// (the transaction waits for the next block).
+    BlockFull,
     /// The genesis configuration is invalid (chain id, params, members, or
     /// a signer that is not one of its admins).
     InvalidGenesis,
@@ -87,6 +90,7 @@ impl fmt::Display for TxRuleError {
             TxRuleError::LastAdmin => f.write_str("revocation would leave no admin"),
             TxRuleError::NothingToRevoke => f.write_str("no such consent to revoke"),
             TxRuleError::GenesisMisplaced => f.write_str("genesis transaction misplaced"),
+            TxRuleError::BlockFull => f.write_str("block is full"),
             TxRuleError::InvalidGenesis => f.write_str("invalid genesis configuration"),
         }
     }

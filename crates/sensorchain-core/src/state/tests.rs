@@ -396,3 +396,25 @@ fn unknown_signer_and_future_timestamp() {
     let t = Transaction::sign(body, w.chain.chain_id(), &d).unwrap();
     assert_eq!(w.commit(vec![t]).unwrap_err().kind, BlockErrorKind::Tx(TxRuleError::TimestampTooFarAhead));
 }
+
+#[test]
+fn snapshot_roundtrip_and_filtered_build() {
+    let mut w = World::new(Params::default());
+    let a = w.admins[0].clone();
+    let (dev, pat) = (w.device.public(), w.patient.public());
+    let t = w.tx(&a, TxKind::AssignDevice { device: dev, patient: pat });
+    w.commit(vec![t]).unwrap();
+    let st = w.chain.state();
+    let back = WorldState::from_snapshot(&st.snapshot()).unwrap();
+    assert!(back == *st);
+    assert_eq!(back.authorised_readers(&dev), vec![pat]);
+    // filtered build drops the bad candidate and keeps the good ones
+    let good = w.reading(hr(70));
+    let bad = w.reading(hr(9000));
+    let good2 = w.reading(hr(71));
+    let (b, rejected) = crate::chain::build_block_filtered(
+        w.chain.state(), &w.gateways[0], vec![good, bad, good2], 9_000, SigCheck::Verify);
+    assert_eq!(b.txs.len(), 2);
+    assert_eq!(rejected, vec![(1, TxRuleError::Reading(ReadingError::OutOfRange))]);
+    w.chain.add_block(b, None).unwrap();
+}
