@@ -1,1 +1,812 @@
-//! (being written)
+//! The connection handshake, both roles, sans-I/O.
+//!
+//! A SIGMA-style exchange of three messages (213 bytes in total) that gives
+//! mutual authentication with Ed25519 identities, key confirmation, forward
+//! secrecy (the session keys come from ephemeral X25519 keys only), replay
+//! and reflection resistance, and a bounded number of half-open handshakes
+//! on the responder:
+//!
+//! ```text
+//! initiator (device)                                   responder (gateway)
+//!   Message1 { version, chain tag, kid_I, E_I }   ──►  allowlist(kid_I)?  (no DH, no signature before)
+//!                                                      replay cache, half-open slot
+//!   ◄──  Message2 { kid_R, E_R, Sig_R(TH2 || MAC2) }
+//!   trusted(kid_R)? verify
+//!   Message3 { Sig_I(TH3 || MAC3) }               ──►  verify (the strict rule)
+//!   both: session keys = HKDF(DH(E_I, E_R), TH4)
+//! ```
+//!
+//! `MAC2` and `MAC3` are derived from the X25519 shared secret and are *not*
+//! transmitted: each side signs a value only the holder of the shared secret
+//! can compute, so a verified signature is also key confirmation, at no wire
+//! cost (as EDHOC's signature methods). The full 32-byte chain id, both full
+//! public keys and role-specific labels are in the transcript hashes, so a
+//! message of one chain, session or role never verifies for another.
+//!
+//! Every byte, hash input and label is in `docs/PROTOCOL.md`, "Handshake".
+//!
+//! # Use
+//!
+//! ```
+//! use sensorchain_core::handshake::*;
+//! use sensorchain_core::hash::ChainId;
+//! use sensorchain_core::identity::{KeyId, Keypair, VerifyingKey};
+//! # struct Rng(u64);
+//! # impl rand_core::TryRng for Rng {
+//! #     type Error = core::convert::Infallible;
+//! #     fn try_next_u32(&mut self) -> Result<u32, Self::Error> { Ok(self.try_next_u64()? as u32) }
+//! #     fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+//! #         self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); Ok(self.0) }
+//! #     fn try_fill_bytes(&mut self, d: &mut [u8]) -> Result<(), Self::Error> {
+//! #         for b in d { *b = (self.try_next_u64()? >> 56) as u8; } Ok(()) }
+//! # }
+//! # impl rand_core::TryCryptoRng for Rng {}
+//! # let mut rng = Rng(1);
+//! let device = Keypair::from_seed([1; 32]);
+//! let gateway = Keypair::from_seed([2; 32]);
+//! let config = HandshakeConfig::new(ChainId::from_name("ward-7"));
+//!
+//! // The gateway's allowlist (backed by the world state in a real gateway).
+//! struct OneDevice(VerifyingKey);
+//! impl Allowlist for OneDevice {
+//!     fn lookup(&self, id: &KeyId) -> Result<VerifyingKey, Refusal> {
+//!         if *id == self.0.public().key_id() { Ok(self.0) } else { Err(Refusal::Unknown) }
+//!     }
+//! }
+//! let allow = OneDevice(VerifyingKey::from_public(&device.public()).unwrap());
+//! let mut table: ResponderTable<8, 64> = ResponderTable::new();
+//! let trusted = [gateway.public()];
+//!
+//! let (mut m1, mut m2, mut m3) = ([0u8; MESSAGE1_LEN], [0u8; MESSAGE2_LEN], [0u8; MESSAGE3_LEN]);
+//! let (init, n1) = Initiator::start(&config, &device, 0, &mut rng, &mut m1)?;
+//! let (resp, n2) = Responder::respond(&config, &gateway, &mut table, &allow, &m1[..n1], 5, &mut rng, &mut m2)?;
+//! let (dev_done, n3) = init.finish(&device, &trusted, &m2[..n2], 10, &mut m3)?;
+//! let gw_done = resp.finish(&mut table, &m3[..n3], 15)?;
+//! assert_eq!(dev_done.transcript, gw_done.transcript);
+//! assert_eq!(gw_done.peer, device.public());
+//! # Ok::<(), HandshakeError>(())
+//! ```
+
+use core::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{decode_exact, encode_to_slice};
+use crate::crypto::{SecretKey, X25519Public, X25519Secret, hkdf_expand_key, hkdf_extract};
+use crate::hash::{ChainId, Hash32, TaggedHasher};
+use crate::identity::{KeyId, Keypair, PublicKey, Signature, VerifyingKey};
+use crate::session::Session;
+
+/// Protocol version carried in the first byte of message 1.
+pub const VERSION: u8 = 1;
+/// Encoded length of [`Message1`].
+pub const MESSAGE1_LEN: usize = 1 + 4 + 8 + 32;
+/// Encoded length of [`Message2`].
+pub const MESSAGE2_LEN: usize = 8 + 32 + 64;
+/// Encoded length of [`Message3`].
+pub const MESSAGE3_LEN: usize = 64;
+/// Default time a handshake may take from its first message, in ms.
+pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+
+/// Domain-separation labels of the handshake (hash contexts, signature
+/// contexts and HKDF info prefixes). `docs/PROTOCOL.md` lists them.
+pub mod label {
+    /// Transcript hash after message 2's clear part.
+    pub const TH2: &str = "sensorchain/hs/v1/th2";
+    /// Transcript hash after message 2.
+    pub const TH3: &str = "sensorchain/hs/v1/th3";
+    /// Transcript hash after message 3 (the handshake's result).
+    pub const TH4: &str = "sensorchain/hs/v1/th4";
+    /// HKDF info prefix of the responder's key-confirmation value.
+    pub const MAC2: &str = "sensorchain/hs/v1/mac2";
+    /// HKDF info prefix of the initiator's key-confirmation value.
+    pub const MAC3: &str = "sensorchain/hs/v1/mac3";
+    /// Signature context of the responder (message 2).
+    pub const SIG2: &str = "sensorchain/hs/v1/sig2-responder";
+    /// Signature context of the initiator (message 3).
+    pub const SIG3: &str = "sensorchain/hs/v1/sig3-initiator";
+    /// HKDF info prefix of the initiator→responder session key.
+    pub const KEY_I2R: &str = "sensorchain/hs/v1/key-i2r";
+    /// HKDF info prefix of the responder→initiator session key.
+    pub const KEY_R2I: &str = "sensorchain/hs/v1/key-r2i";
+}
+
+/// Why a handshake step failed. Every error ends the handshake: the state is
+/// consumed, a new handshake starts from message 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum HandshakeError {
+    /// Responder: the initiator's key id is not in the allowlist.
+    UnknownIdentity,
+    /// Responder: the initiator is known but lacks the permission to connect
+    /// (e.g. revoked).
+    NotPermitted,
+    /// A signature does not verify over the transcript and the
+    /// key-confirmation value (a forged, replayed, reflected or cross-session
+    /// message, or a peer that does not share the X25519 secret).
+    BadSignature,
+    /// Responder: message 1 carries an ephemeral key seen recently.
+    Replayed,
+    /// Message 1 names another chain (its 4-byte chain tag differs).
+    WrongChain,
+    /// Message 1 has another protocol version.
+    VersionMismatch,
+    /// The handshake state is older than its configured timeout.
+    Timeout,
+    /// The message is not a strict encoding of the expected message, or
+    /// carries a small-order ephemeral key.
+    Malformed,
+    /// Initiator: the responder's key id is not in the trusted set (a rogue
+    /// gateway).
+    UntrustedResponder,
+    /// The caller's output buffer cannot hold the outgoing message.
+    BufferTooSmall,
+    /// Responder: all half-open slots are taken by live handshakes.
+    TooManyHalfOpen,
+    /// Initiator: `finish` was called with another key pair than `start`.
+    IdentityMismatch,
+}
+
+impl fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HandshakeError::UnknownIdentity => "unknown identity",
+            HandshakeError::NotPermitted => "identity not permitted to connect",
+            HandshakeError::BadSignature => "handshake signature does not verify",
+            HandshakeError::Replayed => "replayed handshake message",
+            HandshakeError::WrongChain => "peer is on another chain",
+            HandshakeError::VersionMismatch => "unsupported handshake version",
+            HandshakeError::Timeout => "handshake timed out",
+            HandshakeError::Malformed => "malformed handshake message",
+            HandshakeError::UntrustedResponder => "responder is not a trusted gateway",
+            HandshakeError::BufferTooSmall => "output buffer too small",
+            HandshakeError::TooManyHalfOpen => "too many half-open handshakes",
+            HandshakeError::IdentityMismatch => "finish called with another identity than start",
+        })
+    }
+}
+
+impl core::error::Error for HandshakeError {}
+
+/// Why an allowlist refuses an identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Refusal {
+    /// No registered identity has this key id.
+    Unknown,
+    /// The identity is registered but may not connect.
+    NotPermitted,
+}
+
+/// The responder's view of who may connect (a gateway backs it with the
+/// world state's `connect` permission). Called once per message 1, before
+/// any Diffie–Hellman or signature work; it should be cheap.
+pub trait Allowlist {
+    /// The registered (validated) key of `id`, or why it may not connect.
+    fn lookup(&self, id: &KeyId) -> Result<VerifyingKey, Refusal>;
+}
+
+impl<T: Allowlist + ?Sized> Allowlist for &T {
+    fn lookup(&self, id: &KeyId) -> Result<VerifyingKey, Refusal> {
+        (**self).lookup(id)
+    }
+}
+
+/// The initiator's set of trusted responders (a device's gateways).
+pub trait TrustedResponders {
+    /// The trusted public key with key id `id`, if any.
+    fn trusted(&self, id: &KeyId) -> Option<PublicKey>;
+}
+
+impl TrustedResponders for [PublicKey] {
+    fn trusted(&self, id: &KeyId) -> Option<PublicKey> {
+        self.iter().find(|pk| pk.key_id() == *id).copied()
+    }
+}
+
+impl<const N: usize> TrustedResponders for [PublicKey; N] {
+    fn trusted(&self, id: &KeyId) -> Option<PublicKey> {
+        self.as_slice().trusted(id)
+    }
+}
+
+impl<T: TrustedResponders + ?Sized> TrustedResponders for &T {
+    fn trusted(&self, id: &KeyId) -> Option<PublicKey> {
+        (**self).trusted(id)
+    }
+}
+
+/// Parameters both roles agree on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandshakeConfig {
+    /// The chain (network) this node belongs to.
+    pub chain: ChainId,
+    /// A handshake state older than this (ms since its first step) refuses
+    /// to advance; the responder also reclaims its half-open slot then.
+    pub timeout_ms: u64,
+}
+
+impl HandshakeConfig {
+    /// The configuration for `chain` with [`DEFAULT_TIMEOUT_MS`].
+    pub fn new(chain: ChainId) -> Self {
+        HandshakeConfig {
+            chain,
+            timeout_ms: DEFAULT_TIMEOUT_MS,
+        }
+    }
+}
+
+/// Message 1, initiator → responder (45 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message1 {
+    /// [`VERSION`].
+    pub version: u8,
+    /// [`ChainId::tag`] of the initiator's chain.
+    pub chain_tag: [u8; 4],
+    /// The initiator's key id.
+    pub initiator: KeyId,
+    /// The initiator's ephemeral X25519 key.
+    pub ephemeral: X25519Public,
+}
+
+/// Message 2, responder → initiator (104 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message2 {
+    /// The responder's key id.
+    pub responder: KeyId,
+    /// The responder's ephemeral X25519 key (also the challenge).
+    pub ephemeral: X25519Public,
+    /// The responder's signature over `TH2 || MAC2`.
+    pub signature: Signature,
+}
+
+/// Message 3, initiator → responder (64 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message3 {
+    /// The initiator's signature over `TH3 || MAC3`.
+    pub signature: Signature,
+}
+
+/// A completed handshake: who the peer is, the transcript hash, and the
+/// session channel.
+#[derive(Debug)]
+pub struct Established {
+    /// The authenticated peer's public key.
+    pub peer: PublicKey,
+    /// Its key id.
+    pub peer_id: KeyId,
+    /// `TH4`, the hash of the whole transcript (unique per handshake; may be
+    /// used as a session id or for channel binding).
+    pub transcript: Hash32,
+    /// The encrypted channel.
+    pub session: Session,
+}
+
+// ---------------------------------------------------------------------------
+// Key schedule, shared by both roles.
+
+fn th2(
+    chain: &ChainId,
+    msg1: &[u8],
+    initiator: &PublicKey,
+    responder_id: &KeyId,
+    responder_eph: &X25519Public,
+    responder: &PublicKey,
+) -> Hash32 {
+    let mut h = TaggedHasher::new(label::TH2);
+    h.update(&chain.0)
+        .update(msg1)
+        .update(&initiator.0)
+        .update(&responder_id.0)
+        .update(&responder_eph.0)
+        .update(&responder.0);
+    h.finalize()
+}
+
+fn th_next(label: &str, th: &Hash32, sig: &Signature) -> Hash32 {
+    let mut h = TaggedHasher::new(label);
+    h.update(&th.0).update(&sig.0);
+    h.finalize()
+}
+
+fn mac(prk: &SecretKey, label: &str, th: &Hash32) -> SecretKey {
+    hkdf_expand_key(prk, &[label.as_bytes(), &th.0])
+}
+
+/// The bytes a handshake signature covers:
+/// `len(ctx) || ctx || TH || MAC` (the MAC never goes on the wire).
+fn signed_parts<'a>(
+    ctx_len: &'a [u8; 1],
+    ctx: &'a str,
+    th: &'a Hash32,
+    mac: &'a SecretKey,
+) -> [&'a [u8]; 4] {
+    [ctx_len, ctx.as_bytes(), &th.0, mac.as_bytes()]
+}
+
+fn sign_parts(kp: &Keypair, ctx: &str, th: &Hash32, mac: &SecretKey) -> Signature {
+    // 1 + 32 + 32 + 32 bytes: ctx strings are short constants.
+    let mut buf = [0u8; 1 + 40 + 64];
+    let len = ctx.len();
+    buf[0] = len as u8;
+    let mut pos = 1;
+    for part in [ctx.as_bytes(), &th.0, mac.as_bytes()] {
+        if let Some(dst) = buf.get_mut(pos..pos + part.len()) {
+            dst.copy_from_slice(part);
+        }
+        pos += part.len();
+    }
+    let msg = buf.get(..pos).unwrap_or(&buf);
+    let sig = kp.sign(msg);
+    zeroize::Zeroize::zeroize(&mut buf);
+    sig
+}
+
+fn session_keys(prk: &SecretKey, th4: &Hash32) -> (SecretKey, SecretKey) {
+    (
+        hkdf_expand_key(prk, &[label::KEY_I2R.as_bytes(), &th4.0]),
+        hkdf_expand_key(prk, &[label::KEY_R2I.as_bytes(), &th4.0]),
+    )
+}
+
+fn elapsed(started: u64, now: u64) -> u64 {
+    now.saturating_sub(started)
+}
+
+// ---------------------------------------------------------------------------
+// Initiator.
+
+/// The initiator after sending message 1, waiting for message 2.
+pub struct Initiator {
+    chain: ChainId,
+    timeout_ms: u64,
+    started_ms: u64,
+    me: PublicKey,
+    ephemeral: X25519Secret,
+    msg1: [u8; MESSAGE1_LEN],
+}
+
+impl fmt::Debug for Initiator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Initiator")
+            .field("me", &self.me.key_id())
+            .field("started_ms", &self.started_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Initiator {
+    /// Starts a handshake: draws an ephemeral key from `rng` and writes
+    /// message 1 ([`MESSAGE1_LEN`] bytes) into `out`. Returns the state and
+    /// the number of bytes written.
+    pub fn start<R: rand_core::CryptoRng + ?Sized>(
+        config: &HandshakeConfig,
+        identity: &Keypair,
+        now_ms: u64,
+        rng: &mut R,
+        out: &mut [u8],
+    ) -> Result<(Initiator, usize), HandshakeError> {
+        if out.len() < MESSAGE1_LEN {
+            return Err(HandshakeError::BufferTooSmall);
+        }
+        let ephemeral = X25519Secret::generate(rng);
+        let me = identity.public();
+        let m1 = Message1 {
+            version: VERSION,
+            chain_tag: config.chain.tag(),
+            initiator: me.key_id(),
+            ephemeral: ephemeral.public(),
+        };
+        let mut msg1 = [0u8; MESSAGE1_LEN];
+        let n = encode_to_slice(&m1, &mut msg1)
+            .map_err(|_| HandshakeError::BufferTooSmall)?
+            .len();
+        if n != MESSAGE1_LEN {
+            return Err(HandshakeError::Malformed);
+        }
+        out.get_mut(..n)
+            .ok_or(HandshakeError::BufferTooSmall)?
+            .copy_from_slice(&msg1);
+        Ok((
+            Initiator {
+                chain: config.chain,
+                timeout_ms: config.timeout_ms,
+                started_ms: now_ms,
+                me,
+                ephemeral,
+                msg1,
+            },
+            n,
+        ))
+    }
+
+    /// The time this handshake started.
+    pub fn started_ms(&self) -> u64 {
+        self.started_ms
+    }
+
+    /// Processes message 2: checks the responder against `trusted`,
+    /// verifies its signature (which includes key confirmation), writes
+    /// message 3 ([`MESSAGE3_LEN`] bytes) into `out` and returns the
+    /// established session and the number of bytes written.
+    ///
+    /// The responder's signature is checked with
+    /// [`PublicKey::verify_device`]: this verdict decides a device's trust in
+    /// its gateway, never ledger validity.
+    pub fn finish<T: TrustedResponders + ?Sized>(
+        self,
+        identity: &Keypair,
+        trusted: &T,
+        msg2: &[u8],
+        now_ms: u64,
+        out: &mut [u8],
+    ) -> Result<(Established, usize), HandshakeError> {
+        if elapsed(self.started_ms, now_ms) > self.timeout_ms {
+            return Err(HandshakeError::Timeout);
+        }
+        if out.len() < MESSAGE3_LEN {
+            return Err(HandshakeError::BufferTooSmall);
+        }
+        if identity.public() != self.me {
+            return Err(HandshakeError::IdentityMismatch);
+        }
+        let m2: Message2 =
+            decode_exact(msg2, MESSAGE2_LEN).map_err(|_| HandshakeError::Malformed)?;
+        let responder = trusted
+            .trusted(&m2.responder)
+            .ok_or(HandshakeError::UntrustedResponder)?;
+        let dh = self
+            .ephemeral
+            .diffie_hellman(&m2.ephemeral)
+            .map_err(|_| HandshakeError::Malformed)?;
+        let th2 = th2(
+            &self.chain,
+            &self.msg1,
+            &self.me,
+            &m2.responder,
+            &m2.ephemeral,
+            &responder,
+        );
+        let prk = hkdf_extract(&th2.0, dh.as_bytes());
+        drop(dh);
+        let mac2 = mac(&prk, label::MAC2, &th2);
+        let ctx_len = [label::SIG2.len() as u8];
+        let parts = signed_parts(&ctx_len, label::SIG2, &th2, &mac2);
+        verify_device_parts(&responder, &parts, &m2.signature)?;
+
+        let th3 = th_next(label::TH3, &th2, &m2.signature);
+        let mac3 = mac(&prk, label::MAC3, &th3);
+        let sig3 = sign_parts(identity, label::SIG3, &th3, &mac3);
+        let m3 = Message3 { signature: sig3 };
+        let n = encode_to_slice(&m3, out)
+            .map_err(|_| HandshakeError::BufferTooSmall)?
+            .len();
+        let th4 = th_next(label::TH4, &th3, &sig3);
+        let (i2r, r2i) = session_keys(&prk, &th4);
+        Ok((
+            Established {
+                peer: responder,
+                peer_id: m2.responder,
+                transcript: th4,
+                session: Session::from_secret_keys(i2r, r2i),
+            },
+            n,
+        ))
+    }
+}
+
+/// `verify_device` over parts: ed25519-compact needs one contiguous message.
+fn verify_device_parts(
+    pk: &PublicKey,
+    parts: &[&[u8]; 4],
+    sig: &Signature,
+) -> Result<(), HandshakeError> {
+    let mut buf = [0u8; 1 + 40 + 64];
+    let mut pos = 0;
+    for p in parts {
+        let end = pos + p.len();
+        buf.get_mut(pos..end)
+            .ok_or(HandshakeError::BadSignature)?
+            .copy_from_slice(p);
+        pos = end;
+    }
+    let msg = buf.get(..pos).ok_or(HandshakeError::BadSignature)?;
+    pk.verify_device(msg, sig)
+        .map_err(|_| HandshakeError::BadSignature)
+}
+
+// ---------------------------------------------------------------------------
+// Responder.
+
+#[derive(Clone, Copy)]
+struct Slot {
+    ticket: u64,
+    started_ms: u64,
+}
+
+#[derive(Clone, Copy)]
+struct Seen {
+    ephemeral: [u8; 32],
+    used: bool,
+}
+
+/// The responder's shared admission state, held across connections: at most
+/// `HALF_OPEN` handshakes between message 1 and message 3 at a time, and a
+/// cache of the last `REPLAY` initiator ephemeral keys (so a replayed
+/// message 1 is refused with [`HandshakeError::Replayed`] before any
+/// expensive work). Slots of handshakes older than the timeout are reclaimed
+/// automatically; [`Responder::finish`] and [`Responder::abort`] release
+/// theirs.
+pub struct ResponderTable<const HALF_OPEN: usize, const REPLAY: usize> {
+    slots: [Option<Slot>; HALF_OPEN],
+    next_ticket: u64,
+    seen: [Seen; REPLAY],
+    seen_pos: usize,
+}
+
+impl<const HALF_OPEN: usize, const REPLAY: usize> Default for ResponderTable<HALF_OPEN, REPLAY> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const HALF_OPEN: usize, const REPLAY: usize> fmt::Debug for ResponderTable<HALF_OPEN, REPLAY> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponderTable")
+            .field("half_open", &self.half_open())
+            .field("capacity", &HALF_OPEN)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<const HALF_OPEN: usize, const REPLAY: usize> ResponderTable<HALF_OPEN, REPLAY> {
+    /// An empty table.
+    pub const fn new() -> Self {
+        ResponderTable {
+            slots: [None; HALF_OPEN],
+            next_ticket: 0,
+            seen: [Seen {
+                ephemeral: [0; 32],
+                used: false,
+            }; REPLAY],
+            seen_pos: 0,
+        }
+    }
+
+    /// Number of slots taken (including expired ones not yet reclaimed).
+    pub fn half_open(&self) -> usize {
+        self.slots.iter().filter(|s| s.is_some()).count()
+    }
+
+    /// Frees the slots of handshakes older than `timeout_ms`.
+    pub fn reclaim_expired(&mut self, now_ms: u64, timeout_ms: u64) {
+        for s in self.slots.iter_mut() {
+            if let Some(slot) = s
+                && elapsed(slot.started_ms, now_ms) > timeout_ms
+            {
+                *s = None;
+            }
+        }
+    }
+
+    fn was_seen(&self, eph: &X25519Public) -> bool {
+        self.seen.iter().any(|s| s.used && s.ephemeral == eph.0)
+    }
+
+    fn remember(&mut self, eph: &X25519Public) {
+        if REPLAY == 0 {
+            return;
+        }
+        if let Some(s) = self.seen.get_mut(self.seen_pos) {
+            *s = Seen {
+                ephemeral: eph.0,
+                used: true,
+            };
+        }
+        self.seen_pos = (self.seen_pos + 1) % REPLAY;
+    }
+
+    fn admit(&mut self, now_ms: u64, timeout_ms: u64) -> Result<u64, HandshakeError> {
+        self.reclaim_expired(now_ms, timeout_ms);
+        let ticket = self.next_ticket;
+        let free = self
+            .slots
+            .iter_mut()
+            .find(|s| s.is_none())
+            .ok_or(HandshakeError::TooManyHalfOpen)?;
+        *free = Some(Slot {
+            ticket,
+            started_ms: now_ms,
+        });
+        self.next_ticket = self.next_ticket.wrapping_add(1);
+        Ok(ticket)
+    }
+
+    fn release(&mut self, ticket: u64) {
+        for s in self.slots.iter_mut() {
+            if matches!(s, Some(slot) if slot.ticket == ticket) {
+                *s = None;
+            }
+        }
+    }
+}
+
+/// The responder after sending message 2, waiting for message 3. Holds a
+/// half-open slot of its [`ResponderTable`] until `finish` or `abort` (or
+/// until the slot expires).
+pub struct Responder {
+    ticket: u64,
+    started_ms: u64,
+    timeout_ms: u64,
+    initiator: VerifyingKey,
+    initiator_id: KeyId,
+    prk: SecretKey,
+    th3: Hash32,
+}
+
+impl fmt::Debug for Responder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Responder")
+            .field("initiator", &self.initiator_id)
+            .field("started_ms", &self.started_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Responder {
+    /// Processes message 1 and writes message 2 ([`MESSAGE2_LEN`] bytes)
+    /// into `out`.
+    ///
+    /// Checks, in this order and before any Diffie–Hellman or signature:
+    /// version, encoding, chain tag, output buffer, `allowlist`, replay
+    /// cache, half-open admission.
+    #[allow(clippy::too_many_arguments)]
+    pub fn respond<A, R, const HALF_OPEN: usize, const REPLAY: usize>(
+        config: &HandshakeConfig,
+        identity: &Keypair,
+        table: &mut ResponderTable<HALF_OPEN, REPLAY>,
+        allowlist: &A,
+        msg1: &[u8],
+        now_ms: u64,
+        rng: &mut R,
+        out: &mut [u8],
+    ) -> Result<(Responder, usize), HandshakeError>
+    where
+        A: Allowlist + ?Sized,
+        R: rand_core::CryptoRng + ?Sized,
+    {
+        match msg1.first() {
+            None => return Err(HandshakeError::Malformed),
+            Some(&v) if v != VERSION => return Err(HandshakeError::VersionMismatch),
+            Some(_) => {}
+        }
+        let m1: Message1 =
+            decode_exact(msg1, MESSAGE1_LEN).map_err(|_| HandshakeError::Malformed)?;
+        if m1.chain_tag != config.chain.tag() {
+            return Err(HandshakeError::WrongChain);
+        }
+        if out.len() < MESSAGE2_LEN {
+            return Err(HandshakeError::BufferTooSmall);
+        }
+        let initiator = allowlist.lookup(&m1.initiator).map_err(|r| match r {
+            Refusal::Unknown => HandshakeError::UnknownIdentity,
+            Refusal::NotPermitted => HandshakeError::NotPermitted,
+        })?;
+        if initiator.public().key_id() != m1.initiator {
+            return Err(HandshakeError::UnknownIdentity);
+        }
+        if table.was_seen(&m1.ephemeral) {
+            return Err(HandshakeError::Replayed);
+        }
+        let ticket = table.admit(now_ms, config.timeout_ms)?;
+        table.remember(&m1.ephemeral);
+
+        let result = Self::respond_admitted(
+            config, identity, &m1, msg1, initiator, now_ms, rng, out, ticket,
+        );
+        if result.is_err() {
+            table.release(ticket);
+        }
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn respond_admitted<R: rand_core::CryptoRng + ?Sized>(
+        config: &HandshakeConfig,
+        identity: &Keypair,
+        m1: &Message1,
+        msg1: &[u8],
+        initiator: VerifyingKey,
+        now_ms: u64,
+        rng: &mut R,
+        out: &mut [u8],
+        ticket: u64,
+    ) -> Result<(Responder, usize), HandshakeError> {
+        let ephemeral = X25519Secret::generate(rng);
+        let eph_pub = ephemeral.public();
+        let dh = ephemeral
+            .diffie_hellman(&m1.ephemeral)
+            .map_err(|_| HandshakeError::Malformed)?;
+        drop(ephemeral);
+        let me = identity.public();
+        let my_id = me.key_id();
+        let th2 = th2(
+            &config.chain,
+            msg1,
+            initiator.public(),
+            &my_id,
+            &eph_pub,
+            &me,
+        );
+        let prk = hkdf_extract(&th2.0, dh.as_bytes());
+        drop(dh);
+        let mac2 = mac(&prk, label::MAC2, &th2);
+        let sig2 = sign_parts(identity, label::SIG2, &th2, &mac2);
+        let m2 = Message2 {
+            responder: my_id,
+            ephemeral: eph_pub,
+            signature: sig2,
+        };
+        let n = encode_to_slice(&m2, out)
+            .map_err(|_| HandshakeError::BufferTooSmall)?
+            .len();
+        let th3 = th_next(label::TH3, &th2, &sig2);
+        Ok((
+            Responder {
+                ticket,
+                started_ms: now_ms,
+                timeout_ms: config.timeout_ms,
+                initiator,
+                initiator_id: m1.initiator,
+                prk,
+                th3,
+            },
+            n,
+        ))
+    }
+
+    /// The initiator's key id (claimed in message 1, not yet authenticated).
+    pub fn initiator_id(&self) -> KeyId {
+        self.initiator_id
+    }
+
+    /// Processes message 3: verifies the initiator's signature with the
+    /// strict rule ([`VerifyingKey::verify_parts`]), which also confirms the
+    /// shared key, and releases the half-open slot (on success and on
+    /// error).
+    pub fn finish<const HALF_OPEN: usize, const REPLAY: usize>(
+        self,
+        table: &mut ResponderTable<HALF_OPEN, REPLAY>,
+        msg3: &[u8],
+        now_ms: u64,
+    ) -> Result<Established, HandshakeError> {
+        table.release(self.ticket);
+        if elapsed(self.started_ms, now_ms) > self.timeout_ms {
+            return Err(HandshakeError::Timeout);
+        }
+        let m3: Message3 =
+            decode_exact(msg3, MESSAGE3_LEN).map_err(|_| HandshakeError::Malformed)?;
+        let mac3 = mac(&self.prk, label::MAC3, &self.th3);
+        let ctx_len = [label::SIG3.len() as u8];
+        let parts = signed_parts(&ctx_len, label::SIG3, &self.th3, &mac3);
+        self.initiator
+            .verify_parts(&parts, &m3.signature)
+            .map_err(|_| HandshakeError::BadSignature)?;
+        let th4 = th_next(label::TH4, &self.th3, &m3.signature);
+        let (i2r, r2i) = session_keys(&self.prk, &th4);
+        Ok(Established {
+            peer: *self.initiator.public(),
+            peer_id: self.initiator_id,
+            transcript: th4,
+            session: Session::from_secret_keys(r2i, i2r),
+        })
+    }
+
+    /// Gives up this handshake and frees its half-open slot.
+    pub fn abort<const HALF_OPEN: usize, const REPLAY: usize>(
+        self,
+        table: &mut ResponderTable<HALF_OPEN, REPLAY>,
+    ) {
+        table.release(self.ticket);
+    }
+}
