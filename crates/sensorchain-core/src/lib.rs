@@ -43,6 +43,7 @@ pub mod frame;
 pub mod handshake;
 pub mod hash;
 pub mod identity;
+pub mod link;
 pub mod merkle;
 pub mod permissions;
 pub mod reading;
