@@ -1,0 +1,120 @@
+//! Helpers shared by the `secure_*` integration tests: a deterministic RNG
+//! and fixed allowlists.
+#![allow(dead_code)]
+
+use sensorchain_core::handshake::{Allowlist, Refusal};
+use sensorchain_core::hash::tagged_hash;
+use sensorchain_core::identity::{KeyId, Keypair, PublicKey, VerifyingKey};
+use std::cell::Cell;
+use std::vec::Vec;
+
+/// A deterministic test RNG: block `i` is
+/// `SHA-256(len || "sensorchain/test-rng/v1" || seed || i as u64 LE)`.
+/// Documented in docs/PROTOCOL.md so the vectors can be regenerated
+/// elsewhere. Counts the bytes it produced.
+pub struct TestRng {
+    seed: [u8; 32],
+    block: u64,
+    buf: [u8; 32],
+    pos: usize,
+    pub drawn: Cell<usize>,
+}
+
+impl TestRng {
+    pub fn new(seed: [u8; 32]) -> Self {
+        TestRng {
+            seed,
+            block: 0,
+            buf: [0; 32],
+            pos: 32,
+            drawn: Cell::new(0),
+        }
+    }
+
+    pub fn from_u64(n: u64) -> Self {
+        let mut s = [0u8; 32];
+        s[..8].copy_from_slice(&n.to_le_bytes());
+        Self::new(s)
+    }
+
+    fn byte(&mut self) -> u8 {
+        if self.pos == 32 {
+            self.buf = tagged_hash(
+                "sensorchain/test-rng/v1",
+                &[&self.seed, &self.block.to_le_bytes()],
+            )
+            .0;
+            self.block += 1;
+            self.pos = 0;
+        }
+        let b = self.buf[self.pos];
+        self.pos += 1;
+        self.drawn.set(self.drawn.get() + 1);
+        b
+    }
+}
+
+impl rand_core::TryRng for TestRng {
+    type Error = core::convert::Infallible;
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        let mut b = [0u8; 4];
+        self.try_fill_bytes(&mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        let mut b = [0u8; 8];
+        self.try_fill_bytes(&mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+        for d in dst {
+            *d = self.byte();
+        }
+        Ok(())
+    }
+}
+impl rand_core::TryCryptoRng for TestRng {}
+
+/// A fixed allowlist: permitted keys, and known-but-refused keys. Counts
+/// lookups.
+pub struct FixedAllowlist {
+    pub permitted: Vec<VerifyingKey>,
+    pub refused: Vec<PublicKey>,
+    pub lookups: Cell<usize>,
+}
+
+impl FixedAllowlist {
+    pub fn new(permitted: &[&Keypair]) -> Self {
+        FixedAllowlist {
+            permitted: permitted
+                .iter()
+                .map(|k| VerifyingKey::from_public(&k.public()).unwrap())
+                .collect(),
+            refused: Vec::new(),
+            lookups: Cell::new(0),
+        }
+    }
+}
+
+impl Allowlist for FixedAllowlist {
+    fn lookup(&self, id: &KeyId) -> Result<VerifyingKey, Refusal> {
+        self.lookups.set(self.lookups.get() + 1);
+        if let Some(vk) = self.permitted.iter().find(|v| v.public().key_id() == *id) {
+            return Ok(*vk);
+        }
+        if self.refused.iter().any(|p| p.key_id() == *id) {
+            return Err(Refusal::NotPermitted);
+        }
+        Err(Refusal::Unknown)
+    }
+}
+
+pub fn device() -> Keypair {
+    Keypair::from_seed([0x11; 32])
+}
+pub fn gateway() -> Keypair {
+    Keypair::from_seed([0x22; 32])
+}
+pub fn rogue() -> Keypair {
+    Keypair::from_seed([0x33; 32])
+}
