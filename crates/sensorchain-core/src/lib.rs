@@ -37,6 +37,9 @@ extern crate std;
 
 mod serde_bytes;
 
+pub mod block;
+#[cfg(feature = "alloc")]
+pub mod chain;
 pub mod codec;
 pub mod crypto;
 pub mod frame;
@@ -49,3 +52,6 @@ pub mod permissions;
 pub mod reading;
 pub mod sealed;
 pub mod session;
+#[cfg(feature = "alloc")]
+pub mod state;
+pub mod tx;
