@@ -426,10 +426,12 @@ mod tests {
     }
 
     /// RFC 5869 Appendix A, test cases 1–3 (SHA-256).
+    type HkdfCase = (Vec<u8>, Vec<u8>, Vec<u8>, &'static str, &'static str);
+
     #[test]
     fn rfc5869_hkdf() {
         let range = |a: u8, b: u8| (a..=b).collect::<Vec<u8>>();
-        let cases: [(Vec<u8>, Vec<u8>, Vec<u8>, &str, &str); 3] = [
+        let cases: [HkdfCase; 3] = [
             (
                 std::vec![0x0b; 22],
                 range(0x00, 0x0c),

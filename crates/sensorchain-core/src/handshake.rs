@@ -85,6 +85,9 @@ pub const MESSAGE1_LEN: usize = 1 + 4 + 8 + 32;
 pub const MESSAGE2_LEN: usize = 8 + 32 + 64;
 /// Encoded length of [`Message3`].
 pub const MESSAGE3_LEN: usize = 64;
+// The design budget: at most 230 bytes on the wire for the three messages.
+const _: () = assert!(MESSAGE1_LEN + MESSAGE2_LEN + MESSAGE3_LEN <= 230);
+
 /// Default time a handshake may take from its first message, in ms.
 pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 
