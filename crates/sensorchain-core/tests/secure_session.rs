@@ -175,3 +175,17 @@ proptest! {
         prop_assert_eq!(&o.payload[..], &payload[..]);
     }
 }
+
+/// State sizes (no pointers inside, so the same on a 32-bit MCU): what a
+/// sensor keeps in RAM for a handshake and a session.
+#[test]
+fn state_sizes_are_small() {
+    use sensorchain_core::handshake::{Initiator, Responder};
+    let (i, r, s) = (
+        core::mem::size_of::<Initiator>(),
+        core::mem::size_of::<Responder>(),
+        core::mem::size_of::<Session>(),
+    );
+    println!("Initiator {i} B, Responder {r} B, Session {s} B");
+    assert!(i <= 160 && s <= 112 && r <= 320, "{i} {r} {s}");
+}
