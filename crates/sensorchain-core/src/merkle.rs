@@ -16,8 +16,8 @@
 //! [`RootBuilder`] for leaves that arrive one by one) and verifies proofs
 //! ([`verify_inclusion`], [`verify_consistency`]) with a few hashes on the
 //! stack — enough for a sensor to check that its reading is in a final block.
-//! With `alloc`, [`inclusion_proof`], [`consistency_proof`] and
-//! [`MerkleTree`] produce proofs.
+//! With `alloc`, `inclusion_proof`, `consistency_proof` and `MerkleTree`
+//! produce proofs.
 //!
 //! ```
 //! use sensorchain_core::merkle::{leaf_hash, root_from_leaf_hashes, verify_inclusion};
