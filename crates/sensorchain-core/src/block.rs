@@ -55,7 +55,9 @@ impl BlockHeader {
     pub fn hash(&self) -> Hash32 {
         let mut buf = [0u8; HEADER_MAX_LEN];
         // Headers have fixed-size fields; HEADER_MAX_LEN bounds their encoding.
-        let bytes = codec::encode_to_slice(self, &mut buf).map(|b| &*b).unwrap_or(&[]);
+        let bytes = codec::encode_to_slice(self, &mut buf)
+            .map(|b| &*b)
+            .unwrap_or(&[]);
         let mut h = TaggedHasher::new(ctx::BLOCK);
         h.update(bytes);
         h.finalize()
@@ -90,13 +92,28 @@ impl BlockHeader {
     /// The proposer's signature over this header's hash.
     pub fn sign_proposal(&self, proposer: &Keypair) -> Signature {
         // 32 bytes always fit the signing buffer.
-        sign_tagged(proposer, ctx::BLOCK_PROPOSAL, &self.chain_id, &self.hash().0)
-            .unwrap_or(Signature([0; 64]))
+        sign_tagged(
+            proposer,
+            ctx::BLOCK_PROPOSAL,
+            &self.chain_id,
+            &self.hash().0,
+        )
+        .unwrap_or(Signature([0; 64]))
     }
 
     /// Verifies a proposer signature over this header's hash.
-    pub fn verify_proposal(&self, proposer: &VerifyingKey, sig: &Signature) -> Result<(), SignatureError> {
-        verify_tagged(proposer, ctx::BLOCK_PROPOSAL, &self.chain_id, &self.hash().0, sig)
+    pub fn verify_proposal(
+        &self,
+        proposer: &VerifyingKey,
+        sig: &Signature,
+    ) -> Result<(), SignatureError> {
+        verify_tagged(
+            proposer,
+            ctx::BLOCK_PROPOSAL,
+            &self.chain_id,
+            &self.hash().0,
+            sig,
+        )
     }
 }
 
@@ -209,7 +226,11 @@ impl FinalityCert {
     /// set `validators` (keys already registered): every vote is from a
     /// distinct validator and verifies, and there are at least
     /// `quorum(validators.len())` of them.
-    pub fn verify(&self, header: &BlockHeader, validators: &[VerifyingKey]) -> Result<(), CertError> {
+    pub fn verify(
+        &self,
+        header: &BlockHeader,
+        validators: &[VerifyingKey],
+    ) -> Result<(), CertError> {
         let hash = header.hash();
         if self.block_hash != hash || self.height != header.height {
             return Err(CertError::WrongBlock);
@@ -230,7 +251,10 @@ impl FinalityCert {
         }
         let q = quorum(validators.len()) as u32;
         if count < q {
-            return Err(CertError::NoQuorum { votes: count, quorum: q });
+            return Err(CertError::NoQuorum {
+                votes: count,
+                quorum: q,
+            });
         }
         Ok(())
     }

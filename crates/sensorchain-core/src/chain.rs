@@ -61,13 +61,21 @@ pub fn build_block(
     let encoded: Vec<Vec<u8>> = txs.iter().map(Transaction::to_vec).collect();
     let mut next = state.clone();
     for (i, (tx, bytes)) in txs.iter().zip(&encoded).enumerate() {
-        next.apply_tx(tx, bytes, timestamp_ms, sigs).map_err(|e| BlockError {
-            height,
-            tx_index: Some(i as u32),
-            kind: BlockErrorKind::Tx(e),
-        })?;
+        next.apply_tx(tx, bytes, timestamp_ms, sigs)
+            .map_err(|e| BlockError {
+                height,
+                tx_index: Some(i as u32),
+                kind: BlockErrorKind::Tx(e),
+            })?;
     }
-    Ok(finish_block(state, &next, proposer, txs, &encoded, timestamp_ms))
+    Ok(finish_block(
+        state,
+        &next,
+        proposer,
+        txs,
+        &encoded,
+        timestamp_ms,
+    ))
 }
 
 /// Like [`build_block`], but leaves out the transactions the state refuses
@@ -128,7 +136,11 @@ fn finish_block(
     };
     header.mine(next.params().pow_difficulty);
     let proposer_sig = header.sign_proposal(proposer);
-    Block { header, proposer_sig, txs }
+    Block {
+        header,
+        proposer_sig,
+        txs,
+    }
 }
 
 impl Chain {
@@ -136,7 +148,11 @@ impl Chain {
     /// `create_genesis_block`): `creator` (an admin member of `config`) signs
     /// the genesis transaction and proposes block 0.
     #[doc(alias = "create_genesis_block")]
-    pub fn genesis(creator: &Keypair, config: GenesisConfig, timestamp_ms: u64) -> Result<Chain, BlockError> {
+    pub fn genesis(
+        creator: &Keypair,
+        config: GenesisConfig,
+        timestamp_ms: u64,
+    ) -> Result<Chain, BlockError> {
         let chain_id = ChainId::from_name(&config.name);
         let block = Self::genesis_block(creator, config, timestamp_ms)?;
         let mut state = WorldState::new(chain_id);
@@ -149,7 +165,11 @@ impl Chain {
     }
 
     /// The genesis block for `config`, signed by `creator`.
-    pub fn genesis_block(creator: &Keypair, config: GenesisConfig, timestamp_ms: u64) -> Result<Block, BlockError> {
+    pub fn genesis_block(
+        creator: &Keypair,
+        config: GenesisConfig,
+        timestamp_ms: u64,
+    ) -> Result<Block, BlockError> {
         let chain_id = ChainId::from_name(&config.name);
         let body = TxBody {
             signer: creator.public(),
@@ -162,16 +182,29 @@ impl Chain {
             tx_index: Some(0),
             kind: BlockErrorKind::Tx(crate::state::TxRuleError::Encoding(e)),
         })?;
-        build_block(&WorldState::new(chain_id), creator, alloc::vec![tx], timestamp_ms, SigCheck::Verify)
+        build_block(
+            &WorldState::new(chain_id),
+            creator,
+            alloc::vec![tx],
+            timestamp_ms,
+            SigCheck::Verify,
+        )
     }
 
     /// Replays stored blocks from genesis, validating each (the paper's
     /// `is_chain_valid` over a chain received from elsewhere).
-    pub fn from_blocks(blocks: Vec<Block>, certs: Vec<Option<FinalityCert>>) -> Result<Chain, BlockError> {
+    pub fn from_blocks(
+        blocks: Vec<Block>,
+        certs: Vec<Option<FinalityCert>>,
+    ) -> Result<Chain, BlockError> {
         let state = validate_blocks(&blocks, &certs)?;
         let mut certs = certs;
         certs.resize(blocks.len(), None);
-        Ok(Chain { blocks, certs, state })
+        Ok(Chain {
+            blocks,
+            certs,
+            state,
+        })
     }
 
     /// The chain id.
@@ -205,14 +238,24 @@ impl Chain {
     }
 
     /// Builds the next block from `txs` (see [`build_block`]); does not add it.
-    pub fn propose(&self, proposer: &Keypair, txs: Vec<Transaction>, timestamp_ms: u64) -> Result<Block, BlockError> {
+    pub fn propose(
+        &self,
+        proposer: &Keypair,
+        txs: Vec<Transaction>,
+        timestamp_ms: u64,
+    ) -> Result<Block, BlockError> {
         build_block(&self.state, proposer, txs, timestamp_ms, SigCheck::Verify)
     }
 
     /// Validates `block` against the current state and appends it (the
     /// paper's `add_block`). All or nothing.
-    pub fn add_block(&mut self, block: Block, cert: Option<FinalityCert>) -> Result<(), BlockError> {
-        self.state.apply_block(&block, cert.as_ref(), SigCheck::Verify)?;
+    pub fn add_block(
+        &mut self,
+        block: Block,
+        cert: Option<FinalityCert>,
+    ) -> Result<(), BlockError> {
+        self.state
+            .apply_block(&block, cert.as_ref(), SigCheck::Verify)?;
         self.blocks.push(block);
         self.certs.push(cert);
         Ok(())
@@ -225,7 +268,9 @@ impl Chain {
         let block = self.blocks.get(h).ok_or(BlockError {
             height: cert.height,
             tx_index: None,
-            kind: BlockErrorKind::Height { expected: self.state.next_height() },
+            kind: BlockErrorKind::Height {
+                expected: self.state.next_height(),
+            },
         })?;
         let vals = self.validators_before(h)?;
         cert.verify(&block.header, &vals).map_err(|e| BlockError {
@@ -239,7 +284,10 @@ impl Chain {
         Ok(())
     }
 
-    fn validators_before(&self, h: usize) -> Result<Vec<crate::identity::VerifyingKey>, BlockError> {
+    fn validators_before(
+        &self,
+        h: usize,
+    ) -> Result<Vec<crate::identity::VerifyingKey>, BlockError> {
         // Replaying is O(h); certificates are normally checked as blocks are
         // added, and this path serves late votes.
         let upto = if h == 0 { 1 } else { h };
@@ -259,7 +307,10 @@ impl Chain {
 
 /// Validates `blocks` from genesis with their certificates (missing entries
 /// mean none) and returns the resulting state.
-pub fn validate_blocks(blocks: &[Block], certs: &[Option<FinalityCert>]) -> Result<WorldState, BlockError> {
+pub fn validate_blocks(
+    blocks: &[Block],
+    certs: &[Option<FinalityCert>],
+) -> Result<WorldState, BlockError> {
     let Some(first) = blocks.first() else {
         return Err(BlockError {
             height: 0,

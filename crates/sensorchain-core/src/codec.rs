@@ -182,7 +182,10 @@ mod tests {
             Err(DecodeError::NonCanonical)
         );
         assert_eq!(decode_exact::<u64>(&[], 16), Err(DecodeError::Malformed));
-        assert_eq!(decode_exact::<u8>(&[1, 2], 16), Err(DecodeError::TrailingBytes));
+        assert_eq!(
+            decode_exact::<u8>(&[1, 2], 16),
+            Err(DecodeError::TrailingBytes)
+        );
         assert_eq!(decode_exact::<u8>(&[1, 2], 1), Err(DecodeError::TooLong));
         // bool must be 0 or 1
         assert_eq!(decode_exact::<bool>(&[2], 1), Err(DecodeError::Malformed));

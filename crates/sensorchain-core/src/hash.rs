@@ -207,6 +207,13 @@ impl ChainId {
     }
 }
 
+#[cfg(feature = "defmt")]
+impl defmt::Format for ChainId {
+    fn format(&self, f: defmt::Formatter) {
+        defmt::write!(f, "{=[u8]:x}", self.0[..4])
+    }
+}
+
 impl fmt::Debug for ChainId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "ChainId(")?;

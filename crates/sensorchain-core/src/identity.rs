@@ -82,7 +82,9 @@ impl FromStr for PublicKey {
     type Err = ParseError;
     /// Parses 64 hex digits.
     fn from_str(s: &str) -> Result<Self, ParseError> {
-        crate::hash::parse_hex::<32>(s.trim()).map(PublicKey).ok_or(ParseError::BadHex)
+        crate::hash::parse_hex::<32>(s.trim())
+            .map(PublicKey)
+            .ok_or(ParseError::BadHex)
     }
 }
 
@@ -436,7 +438,10 @@ impl FromStr for Address {
         let mut bytes = [0u8; 40];
         let mut len = 0;
         for &c in s {
-            let v = B58.iter().position(|&d| d == c).ok_or(ParseError::BadBase58)? as u32;
+            let v = B58
+                .iter()
+                .position(|&d| d == c)
+                .ok_or(ParseError::BadBase58)? as u32;
             let mut carry = v;
             for b in bytes[..len].iter_mut() {
                 carry += (*b as u32) * 58;

@@ -184,8 +184,15 @@ mod tests {
     #[test]
     fn roundtrip_and_strictness() {
         let msgs = [
-            GatewayMsg::Ack { sequence: 7, tx_id: Hash32([3; 32]), height: 9 },
-            GatewayMsg::Reject { sequence: 8, reason: RejectReason::Replay },
+            GatewayMsg::Ack {
+                sequence: 7,
+                tx_id: Hash32([3; 32]),
+                height: 9,
+            },
+            GatewayMsg::Reject {
+                sequence: 8,
+                reason: RejectReason::Replay,
+            },
             GatewayMsg::Busy { sequence: 1 },
             GatewayMsg::Pong(5),
         ];
@@ -195,7 +202,10 @@ mod tests {
             assert_eq!(decode::<GatewayMsg>(b).unwrap(), m);
         }
         // borrowed bytes with an over-long length varint are non-canonical
-        assert_eq!(decode::<DeviceMsg>(&[0, 0x81, 0x00, 1]), Err(DecodeError::NonCanonical));
+        assert_eq!(
+            decode::<DeviceMsg>(&[0, 0x81, 0x00, 1]),
+            Err(DecodeError::NonCanonical)
+        );
         assert_eq!(decode::<DeviceMsg>(&[0, 1, 9]), Ok(DeviceMsg::Submit(&[9])));
         assert_eq!(decode::<DeviceMsg>(&[0, 2, 9]), Err(DecodeError::Malformed));
         assert_eq!(decode::<LinkFrame>(&[9]), Err(DecodeError::Malformed));

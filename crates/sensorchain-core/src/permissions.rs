@@ -67,7 +67,9 @@ impl Permissions {
     }
     /// Iterates over the single bits that are set.
     pub fn bits(self) -> impl Iterator<Item = Permissions> {
-        (0..6).map(|i| Permissions(1 << i)).filter(move |b| self.contains(*b))
+        (0..6)
+            .map(|i| Permissions(1 << i))
+            .filter(move |b| self.contains(*b))
     }
 
     /// Parses a comma-separated list such as `connect,write`.
@@ -216,6 +218,9 @@ impl fmt::Display for Role {
 impl core::str::FromStr for Role {
     type Err = UnknownName;
     fn from_str(s: &str) -> Result<Self, UnknownName> {
-        Role::ALL.into_iter().find(|r| r.name() == s.trim()).ok_or(UnknownName)
+        Role::ALL
+            .into_iter()
+            .find(|r| r.name() == s.trim())
+            .ok_or(UnknownName)
     }
 }

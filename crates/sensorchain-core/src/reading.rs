@@ -104,7 +104,11 @@ impl Vital {
             Vital::HeartRate { bpm } => (20..=250).contains(&bpm),
             Vital::Opaque { .. } => true,
         };
-        if ok { Ok(()) } else { Err(ReadingError::OutOfRange) }
+        if ok {
+            Ok(())
+        } else {
+            Err(ReadingError::OutOfRange)
+        }
     }
 
     /// A short name of the kind of value, for logs and indexes.
@@ -145,23 +149,58 @@ mod tests {
     #[test]
     fn ranges() {
         use Vital::*;
-        assert!(BodyTemperature { centi_celsius: 3700 }.check().is_ok());
-        assert!(BodyTemperature { centi_celsius: 2499 }.check().is_err());
-        assert!(BodyTemperature { centi_celsius: 4501 }.check().is_err());
+        assert!(
+            BodyTemperature {
+                centi_celsius: 3700
+            }
+            .check()
+            .is_ok()
+        );
+        assert!(
+            BodyTemperature {
+                centi_celsius: 2499
+            }
+            .check()
+            .is_err()
+        );
+        assert!(
+            BodyTemperature {
+                centi_celsius: 4501
+            }
+            .check()
+            .is_err()
+        );
         assert!(SpO2 { percent: 100 }.check().is_ok());
         assert!(SpO2 { percent: 101 }.check().is_err());
         assert!(SpO2 { percent: 49 }.check().is_err());
-        let bp = |s, d| BloodPressure { systolic_mmhg: s, diastolic_mmhg: d }.check();
+        let bp = |s, d| {
+            BloodPressure {
+                systolic_mmhg: s,
+                diastolic_mmhg: d,
+            }
+            .check()
+        };
         assert!(bp(120, 80).is_ok());
         assert_eq!(bp(80, 120), Err(ReadingError::Inconsistent));
         assert_eq!(bp(300, 80), Err(ReadingError::OutOfRange));
         assert!(HeartRate { bpm: 250 }.check().is_ok());
-        assert_eq!(HeartRate { bpm: 60000 }.check(), Err(ReadingError::OutOfRange));
+        assert_eq!(
+            HeartRate { bpm: 60000 }.check(),
+            Err(ReadingError::OutOfRange)
+        );
         assert_eq!(HeartRate { bpm: 19 }.check(), Err(ReadingError::OutOfRange));
     }
 
     #[test]
     fn display() {
-        assert_eq!(std::format!("{}", Vital::BodyTemperature { centi_celsius: 3705 }), "37.05 °C");
+        assert_eq!(
+            std::format!(
+                "{}",
+                Vital::BodyTemperature {
+                    centi_celsius: 3705
+                }
+            ),
+            "37.05 °C"
+        );
     }
 }

@@ -67,7 +67,8 @@ impl<const N: usize> Visitor<'_> for HexVisitor<N> {
         write!(f, "{} hex digits", 2 * N)
     }
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<[u8; N], E> {
-        crate::hash::parse_hex::<N>(v).ok_or_else(|| E::invalid_value(serde::de::Unexpected::Str(v), &self))
+        crate::hash::parse_hex::<N>(v)
+            .ok_or_else(|| E::invalid_value(serde::de::Unexpected::Str(v), &self))
     }
 }
 

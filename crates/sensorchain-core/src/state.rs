@@ -191,7 +191,10 @@ impl WorldState {
     }
     /// An identity's permissions (none if unknown).
     pub fn permissions(&self, pk: &PublicKey) -> Permissions {
-        self.identities.get(pk).map(|r| r.permissions).unwrap_or_default()
+        self.identities
+            .get(pk)
+            .map(|r| r.permissions)
+            .unwrap_or_default()
     }
     /// True if `pk` holds every bit of `p`.
     pub fn has(&self, pk: &PublicKey, p: Permissions) -> bool {
@@ -207,7 +210,10 @@ impl WorldState {
     }
     /// Number of admins.
     pub fn admin_count(&self) -> usize {
-        self.identities.values().filter(|r| r.permissions.contains(Permissions::ADMIN)).count()
+        self.identities
+            .values()
+            .filter(|r| r.permissions.contains(Permissions::ADMIN))
+            .count()
     }
     /// Pending admin-consensus votes.
     pub fn pending_votes(&self) -> impl Iterator<Item = (&VoteKey, &BTreeSet<PublicKey>)> {
@@ -251,7 +257,10 @@ impl WorldState {
         if self.has(&patient, Permissions::RECEIVE) {
             out.push(patient);
         }
-        for (_, reader) in self.consents.range((patient, PublicKey([0; 32]))..=(patient, PublicKey([0xff; 32]))) {
+        for (_, reader) in self
+            .consents
+            .range((patient, PublicKey([0; 32]))..=(patient, PublicKey([0xff; 32])))
+        {
             if self.has(reader, Permissions::RECEIVE) {
                 out.push(*reader);
             }
@@ -300,7 +309,8 @@ impl WorldState {
         st.last_hash = s.last_hash;
         st.last_timestamp_ms = s.last_timestamp_ms;
         for pk in s.identities.keys() {
-            let vk = VerifyingKey::from_public(pk).map_err(|_| crate::codec::DecodeError::Malformed)?;
+            let vk =
+                VerifyingKey::from_public(pk).map_err(|_| crate::codec::DecodeError::Malformed)?;
             st.keys.insert(*pk, vk);
             st.by_key_id.insert(pk.key_id(), *pk);
         }
@@ -359,10 +369,13 @@ impl WorldState {
         let Some(rec) = self.identities.get(&signer) else {
             return rule(TxRuleError::UnknownSigner);
         };
-        if let Some(last) = rec.last_sequence {
-            if body.sequence <= last {
-                return rule(TxRuleError::Replay { last, got: body.sequence });
-            }
+        if let Some(last) = rec.last_sequence
+            && body.sequence <= last
+        {
+            return rule(TxRuleError::Replay {
+                last,
+                got: body.sequence,
+            });
         }
         if body.timestamp_ms > block_timestamp_ms.saturating_add(self.params.max_future_skew_ms) {
             return rule(TxRuleError::TimestampTooFarAhead);
@@ -370,7 +383,11 @@ impl WorldState {
         let perms = rec.permissions;
         let role = rec.role;
         let need = |p: Permissions| {
-            if perms.contains(p) { Ok(()) } else { Err(TxRuleError::NotPermitted { needed: p }) }
+            if perms.contains(p) {
+                Ok(())
+            } else {
+                Err(TxRuleError::NotPermitted { needed: p })
+            }
         };
         match &body.kind {
             TxKind::Reading { payload, .. } => {
@@ -388,7 +405,10 @@ impl WorldState {
                             if s.recipients[..i].iter().any(|o| o.key_id == r.key_id) {
                                 return rule(TxRuleError::BadSealedPayload);
                             }
-                            let reader = self.by_key_id.get(&r.key_id).ok_or(TxRuleError::UnknownRecipient)?;
+                            let reader = self
+                                .by_key_id
+                                .get(&r.key_id)
+                                .ok_or(TxRuleError::UnknownRecipient)?;
                             if !self.may_read(&signer, reader) {
                                 return rule(TxRuleError::RecipientNotAuthorised);
                             }
@@ -396,7 +416,14 @@ impl WorldState {
                     }
                 }
             }
-            TxKind::Grant { target, permissions } | TxKind::Revoke { target, permissions } => {
+            TxKind::Grant {
+                target,
+                permissions,
+            }
+            | TxKind::Revoke {
+                target,
+                permissions,
+            } => {
                 need(Permissions::ADMIN)?;
                 if permissions.is_empty() || !permissions.is_valid() {
                     return rule(TxRuleError::InvalidPermissions);
@@ -412,8 +439,14 @@ impl WorldState {
             }
             TxKind::AssignDevice { device, patient } => {
                 need(Permissions::ADMIN)?;
-                let d = self.identities.get(device).ok_or(TxRuleError::UnknownRecipient)?;
-                let p = self.identities.get(patient).ok_or(TxRuleError::UnknownRecipient)?;
+                let d = self
+                    .identities
+                    .get(device)
+                    .ok_or(TxRuleError::UnknownRecipient)?;
+                let p = self
+                    .identities
+                    .get(patient)
+                    .ok_or(TxRuleError::UnknownRecipient)?;
                 if d.role != Some(Role::Device) || p.role != Some(Role::Patient) {
                     return rule(TxRuleError::WrongRole);
                 }
@@ -427,7 +460,10 @@ impl WorldState {
                 if role != Some(Role::Patient) {
                     return rule(TxRuleError::WrongRole);
                 }
-                let r = self.identities.get(reader).ok_or(TxRuleError::UnknownRecipient)?;
+                let r = self
+                    .identities
+                    .get(reader)
+                    .ok_or(TxRuleError::UnknownRecipient)?;
                 if !r.role.is_some_and(Role::may_receive_consent) {
                     return rule(TxRuleError::WrongRole);
                 }
@@ -449,12 +485,21 @@ impl WorldState {
         Ok(())
     }
 
-    fn verify_sig(&self, tx: &Transaction, encoded: &[u8], sigs: SigCheck) -> Result<(), TxRuleError> {
+    fn verify_sig(
+        &self,
+        tx: &Transaction,
+        encoded: &[u8],
+        sigs: SigCheck,
+    ) -> Result<(), TxRuleError> {
         if sigs == SigCheck::AlreadyVerified {
             return Ok(());
         }
-        let vk = self.keys.get(&tx.body.signer).ok_or(TxRuleError::UnknownSigner)?;
-        Transaction::verify_encoded(encoded, &self.chain_id, vk, &tx.signature).map_err(|e| match e {
+        let vk = self
+            .keys
+            .get(&tx.body.signer)
+            .ok_or(TxRuleError::UnknownSigner)?;
+        Transaction::verify_encoded(encoded, &self.chain_id, vk, &tx.signature).map_err(|e| match e
+        {
             crate::tx::TxError::BadSignature(s) => TxRuleError::BadSignature(s),
             e => TxRuleError::Encoding(e),
         })
@@ -483,7 +528,11 @@ impl WorldState {
             if !grant && bit == Permissions::ADMIN && self.admin_count() <= 1 {
                 return rule(TxRuleError::LastAdmin);
             }
-            let key = VoteKey { target: *target, permission: bit, grant };
+            let key = VoteKey {
+                target: *target,
+                permission: bit,
+                grant,
+            };
             self.votes.entry(key).or_default().insert(*admin);
             // only votes of current admins count
             let voters: BTreeSet<PublicKey> = self.votes[&key]
@@ -494,7 +543,11 @@ impl WorldState {
             if voters.len() >= self.votes_needed() {
                 self.votes.remove(&key);
                 if let Some(r) = self.identities.get_mut(target) {
-                    r.permissions = if grant { r.permissions.union(bit) } else { r.permissions.without(bit) };
+                    r.permissions = if grant {
+                        r.permissions.union(bit)
+                    } else {
+                        r.permissions.without(bit)
+                    };
                 }
             } else {
                 self.votes.insert(key, voters);
@@ -553,7 +606,9 @@ impl WorldState {
             return Err(BlockErrorKind::WrongChain);
         }
         if h.height != self.next_height {
-            return Err(BlockErrorKind::Height { expected: self.next_height });
+            return Err(BlockErrorKind::Height {
+                expected: self.next_height,
+            });
         }
         if h.prev_hash != self.last_hash {
             return Err(BlockErrorKind::PrevHash);
@@ -574,7 +629,12 @@ impl WorldState {
     /// commitment, and the finality certificate if one is given (under the
     /// validators before this block). On error the state is unchanged and the
     /// error says where.
-    pub fn apply_block(&mut self, block: &Block, cert: Option<&FinalityCert>, sigs: SigCheck) -> Result<(), BlockError> {
+    pub fn apply_block(
+        &mut self,
+        block: &Block,
+        cert: Option<&FinalityCert>,
+        sigs: SigCheck,
+    ) -> Result<(), BlockError> {
         let encoded = block.encoded_txs();
         self.apply_block_encoded(block, &encoded, cert, sigs)
     }
@@ -599,7 +659,9 @@ impl WorldState {
         // Proposer: a validator, or for genesis the genesis signer.
         let proposer_key = if genesis {
             match block.txs.first() {
-                Some(t) if t.body.signer == h.proposer => VerifyingKey::from_public(&h.proposer).ok(),
+                Some(t) if t.body.signer == h.proposer => {
+                    VerifyingKey::from_public(&h.proposer).ok()
+                }
                 _ => None,
             }
         } else if self.has(&h.proposer, Permissions::VALIDATE) {
@@ -613,13 +675,16 @@ impl WorldState {
         if encoded.len() != block.txs.len() {
             return Err(err(BlockErrorKind::TxRoot, None));
         }
-        if block.tx_root_matches(encoded).is_err() {
+        if !block.tx_root_matches(encoded) {
             return Err(err(BlockErrorKind::TxRoot, None));
         }
         let mut next = self.clone();
         if genesis {
             if block.txs.len() != 1 || !matches!(block.txs[0].body.kind, TxKind::Genesis(_)) {
-                return Err(err(BlockErrorKind::Tx(TxRuleError::GenesisMisplaced), Some(0)));
+                return Err(err(
+                    BlockErrorKind::Tx(TxRuleError::GenesisMisplaced),
+                    Some(0),
+                ));
             }
         } else if block.txs.len() > self.params.max_block_txs as usize {
             return Err(err(BlockErrorKind::TooManyTxs, None));
@@ -640,8 +705,13 @@ impl WorldState {
         }
         if let Some(c) = cert {
             // The genesis block is final under its own validators.
-            let vals = if genesis { next.validators() } else { self.validators() };
-            c.verify(h, &vals).map_err(|e| err(BlockErrorKind::Certificate(e), None))?;
+            let vals = if genesis {
+                next.validators()
+            } else {
+                self.validators()
+            };
+            c.verify(h, &vals)
+                .map_err(|e| err(BlockErrorKind::Certificate(e), None))?;
         }
         next.next_height = h.height + 1;
         next.last_hash = h.hash();

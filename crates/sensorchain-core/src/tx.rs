@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, DecodeError, EncodeError};
 use crate::hash::{ChainId, Hash32, ctx};
-use crate::identity::{PublicKey, Signature, SignatureError, VerifyingKey, Keypair};
+use crate::identity::{Keypair, PublicKey, Signature, SignatureError, VerifyingKey};
 use crate::permissions::{Permissions, Role};
 use crate::reading::Vital;
 use crate::sealed::SealedPayload;
@@ -47,6 +47,8 @@ pub const GENESIS_MAX_MEMBERS: usize = 16;
 pub const CHAIN_NAME_MAX: usize = 32;
 
 /// A reading's value: in clear, or sealed for its authorised readers.
+// Fixed capacity without alloc: boxing the sealed variant is not an option.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Payload {
     /// A value every gateway and API client with access can read.
@@ -109,6 +111,7 @@ pub struct GenesisConfig {
 }
 
 /// What a transaction does.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TxKind {
     /// A device's reading on one of its streams. Needs `WRITE`.
@@ -175,7 +178,13 @@ pub struct TxBody {
 
 impl TxBody {
     /// A plain reading.
-    pub fn reading(device: PublicKey, sequence: u64, timestamp_ms: u64, stream: u16, value: Vital) -> Self {
+    pub fn reading(
+        device: PublicKey,
+        sequence: u64,
+        timestamp_ms: u64,
+        stream: u16,
+        value: Vital,
+    ) -> Self {
         TxBody {
             signer: device,
             sequence,
@@ -233,7 +242,11 @@ const fn prefix_len(ctx: &str) -> usize {
 }
 
 /// Writes `len(ctx) || ctx || chain_id` into the front of `buf`, returning its length.
-pub(crate) fn write_signing_prefix(buf: &mut [u8], ctx: &str, chain: &ChainId) -> Result<usize, EncodeError> {
+pub(crate) fn write_signing_prefix(
+    buf: &mut [u8],
+    ctx: &str,
+    chain: &ChainId,
+) -> Result<usize, EncodeError> {
     let n = prefix_len(ctx);
     let out = buf.get_mut(..n).ok_or(EncodeError::BufferFull)?;
     out[0] = ctx.len() as u8;
@@ -243,11 +256,18 @@ pub(crate) fn write_signing_prefix(buf: &mut [u8], ctx: &str, chain: &ChainId) -
 }
 
 /// Signs `len(ctx) || ctx || chain_id || data` (data at most [`TX_MAX_LEN`]).
-pub(crate) fn sign_tagged(kp: &Keypair, ctx: &str, chain: &ChainId, data: &[u8]) -> Result<Signature, EncodeError> {
+pub(crate) fn sign_tagged(
+    kp: &Keypair,
+    ctx: &str,
+    chain: &ChainId,
+    data: &[u8],
+) -> Result<Signature, EncodeError> {
     let mut buf = [0u8; 64 + TX_MAX_LEN];
     let n = write_signing_prefix(&mut buf, ctx, chain)?;
     let end = n.checked_add(data.len()).ok_or(EncodeError::BufferFull)?;
-    buf.get_mut(n..end).ok_or(EncodeError::BufferFull)?.copy_from_slice(data);
+    buf.get_mut(n..end)
+        .ok_or(EncodeError::BufferFull)?
+        .copy_from_slice(data);
     Ok(kp.sign(&buf[..end]))
 }
 
@@ -299,9 +319,19 @@ impl Transaction {
     /// `encoded` (as received, or as produced by [`encode`](Self::encode))
     /// and the signer's registered key. The signed body bytes are `encoded`
     /// without its last 64 bytes.
-    pub fn verify_encoded(encoded: &[u8], chain: &ChainId, signer: &VerifyingKey, sig: &Signature) -> Result<(), TxError> {
-        let body_len = encoded.len().checked_sub(64).ok_or(TxError::Decode(DecodeError::Malformed))?;
-        let body = encoded.get(..body_len).ok_or(TxError::Decode(DecodeError::Malformed))?;
+    pub fn verify_encoded(
+        encoded: &[u8],
+        chain: &ChainId,
+        signer: &VerifyingKey,
+        sig: &Signature,
+    ) -> Result<(), TxError> {
+        let body_len = encoded
+            .len()
+            .checked_sub(64)
+            .ok_or(TxError::Decode(DecodeError::Malformed))?;
+        let body = encoded
+            .get(..body_len)
+            .ok_or(TxError::Decode(DecodeError::Malformed))?;
         verify_tagged(signer, ctx::TX_SIG, chain, body, sig).map_err(TxError::BadSignature)
     }
 

@@ -67,8 +67,8 @@ impl Block {
 }
 
 impl Block {
-    /// Checks `header.tx_root` against the given encodings.
-    pub fn tx_root_matches(&self, encoded: &[Vec<u8>]) -> Result<(), ()> {
-        if Self::tx_root_of(encoded) == self.header.tx_root { Ok(()) } else { Err(()) }
+    /// True if `header.tx_root` is the root of the given encodings.
+    pub fn tx_root_matches(&self, encoded: &[Vec<u8>]) -> bool {
+        Self::tx_root_of(encoded) == self.header.tx_root
     }
 }

@@ -98,7 +98,9 @@ fn s_not_below_l_rejected() {
     let kp = Keypair::from_seed([5; 32]);
     let sig = kp.sign(b"msg");
     // L = 2^252 + 27742317777372353535851937790883648493, little endian
-    let l: [u8; 32] = h("edd3f55c1a631258d69cf7a2def9de1400000000000000000000000000000010").try_into().unwrap();
+    let l: [u8; 32] = h("edd3f55c1a631258d69cf7a2def9de1400000000000000000000000000000010")
+        .try_into()
+        .unwrap();
     let mut s = [0u8; 32];
     let mut carry = 0u16;
     for i in 0..32 {
@@ -126,10 +128,19 @@ fn small_order_component_in_r_rejected_but_cofactored_accepts() {
     for t in EIGHT_TORSION.iter().skip(1) {
         let sig = sign_with_nonce(&seed, Scalar::from(12345u64), *t, b"reading");
         assert_eq!(vk.verify(b"reading", &sig), Err(SignatureError::Mismatch));
-        assert_eq!(kp.public().verify_device(b"reading", &sig), Ok(()), "cofactored accepts");
+        assert_eq!(
+            kp.public().verify_device(b"reading", &sig),
+            Ok(()),
+            "cofactored accepts"
+        );
     }
     // control: the same construction without torsion verifies everywhere
-    let sig = sign_with_nonce(&seed, Scalar::from(12345u64), EdwardsPoint::default(), b"reading");
+    let sig = sign_with_nonce(
+        &seed,
+        Scalar::from(12345u64),
+        EdwardsPoint::default(),
+        b"reading",
+    );
     assert_eq!(vk.verify(b"reading", &sig), Ok(()));
 }
 
@@ -167,14 +178,21 @@ fn non_canonical_r_rejected() {
     let mut sig = [0u8; 64];
     sig[..32].copy_from_slice(&r);
     sig[32..].copy_from_slice(s.as_bytes());
-    assert_eq!(vk.verify(b"m", &Signature(sig)), Err(SignatureError::Mismatch));
+    assert_eq!(
+        vk.verify(b"m", &Signature(sig)),
+        Err(SignatureError::Mismatch)
+    );
 }
 
 #[test]
 fn small_order_keys_refused() {
     for t in EIGHT_TORSION.iter() {
         let pk = PublicKey(t.compress().0);
-        assert_eq!(VerifyingKey::from_public(&pk).unwrap_err(), KeyError::SmallOrder, "{pk}");
+        assert_eq!(
+            VerifyingKey::from_public(&pk).unwrap_err(),
+            KeyError::SmallOrder,
+            "{pk}"
+        );
     }
 }
 
@@ -184,7 +202,10 @@ fn mixed_order_keys_refused() {
     let point = CompressedEdwardsY(a.0).decompress().unwrap();
     for t in EIGHT_TORSION.iter().skip(1) {
         let mixed = PublicKey((point + t).compress().0);
-        assert_eq!(VerifyingKey::from_public(&mixed).unwrap_err(), KeyError::MixedOrder);
+        assert_eq!(
+            VerifyingKey::from_public(&mixed).unwrap_err(),
+            KeyError::MixedOrder
+        );
     }
 }
 
@@ -217,7 +238,10 @@ fn not_on_curve_refused() {
     // y = 2 is not on the curve (x^2 would be a non-square).
     let mut e = [0u8; 32];
     e[0] = 2;
-    assert_eq!(VerifyingKey::from_public(&PublicKey(e)).unwrap_err(), KeyError::NotOnCurve);
+    assert_eq!(
+        VerifyingKey::from_public(&PublicKey(e)).unwrap_err(),
+        KeyError::NotOnCurve
+    );
 }
 
 #[test]

@@ -70,22 +70,37 @@ impl fmt::Display for TxRuleError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TxRuleError::UnknownSigner => f.write_str("signer is not registered"),
-            TxRuleError::NotPermitted { needed } => write!(f, "signer lacks the {needed} permission"),
-            TxRuleError::Replay { last, got } => {
-                write!(f, "sequence {got} is not above the last accepted {last} (replay)")
+            TxRuleError::NotPermitted { needed } => {
+                write!(f, "signer lacks the {needed} permission")
             }
-            TxRuleError::TimestampTooFarAhead => f.write_str("timestamp too far ahead of the block"),
+            TxRuleError::Replay { last, got } => {
+                write!(
+                    f,
+                    "sequence {got} is not above the last accepted {last} (replay)"
+                )
+            }
+            TxRuleError::TimestampTooFarAhead => {
+                f.write_str("timestamp too far ahead of the block")
+            }
             TxRuleError::Reading(e) => write!(f, "implausible reading: {e}"),
-            TxRuleError::DeviceNotAssigned => f.write_str("sealed reading from a device assigned to no patient"),
-            TxRuleError::UnknownRecipient => f.write_str("sealed reading names an unregistered recipient"),
+            TxRuleError::DeviceNotAssigned => {
+                f.write_str("sealed reading from a device assigned to no patient")
+            }
+            TxRuleError::UnknownRecipient => {
+                f.write_str("sealed reading names an unregistered recipient")
+            }
             TxRuleError::RecipientNotAuthorised => {
                 f.write_str("sealed reading names a recipient the access rules do not allow")
             }
-            TxRuleError::BadSealedPayload => f.write_str("sealed payload: unknown version, no or duplicate recipients"),
+            TxRuleError::BadSealedPayload => {
+                f.write_str("sealed payload: unknown version, no or duplicate recipients")
+            }
             TxRuleError::BadKey(e) => write!(f, "bad public key: {e}"),
             TxRuleError::BadSignature(e) => write!(f, "bad signature: {e}"),
             TxRuleError::Encoding(e) => write!(f, "{e}"),
-            TxRuleError::WrongRole => f.write_str("identity has the wrong role for this transaction"),
+            TxRuleError::WrongRole => {
+                f.write_str("identity has the wrong role for this transaction")
+            }
             TxRuleError::InvalidPermissions => f.write_str("no or undefined permission bits"),
             TxRuleError::LastAdmin => f.write_str("revocation would leave no admin"),
             TxRuleError::NothingToRevoke => f.write_str("no such consent to revoke"),

@@ -28,34 +28,77 @@ impl World {
         let (device, patient, doctor, insurer) = (kp(20), kp(21), kp(22), kp(23));
         let mut members = Vec::new();
         for a in &admins {
-            members.push(Member { key: a.public(), permissions: Role::Admin.default_permissions(), role: Role::Admin });
+            members.push(Member {
+                key: a.public(),
+                permissions: Role::Admin.default_permissions(),
+                role: Role::Admin,
+            });
         }
         for g in &gateways {
-            members.push(Member { key: g.public(), permissions: Role::Gateway.default_permissions(), role: Role::Gateway });
+            members.push(Member {
+                key: g.public(),
+                permissions: Role::Gateway.default_permissions(),
+                role: Role::Gateway,
+            });
         }
-        for (k, r) in [(&device, Role::Device), (&patient, Role::Patient), (&doctor, Role::Doctor), (&insurer, Role::Insurer)] {
-            members.push(Member { key: k.public(), permissions: r.default_permissions(), role: r });
+        for (k, r) in [
+            (&device, Role::Device),
+            (&patient, Role::Patient),
+            (&doctor, Role::Doctor),
+            (&insurer, Role::Insurer),
+        ] {
+            members.push(Member {
+                key: k.public(),
+                permissions: r.default_permissions(),
+                role: r,
+            });
         }
         let cfg = GenesisConfig::new("ward-7", params, &members).unwrap();
         let chain = Chain::genesis(&admins[0], cfg, 1_000).unwrap();
-        World { admins, gateways, device, patient, doctor, insurer, chain, seq: BTreeMap::new() }
+        World {
+            admins,
+            gateways,
+            device,
+            patient,
+            doctor,
+            insurer,
+            chain,
+            seq: BTreeMap::new(),
+        }
     }
 
     pub fn tx(&mut self, who: &Keypair, kind: TxKind) -> Transaction {
         let s = self.seq.entry(who.public()).or_insert(0);
         *s += 1;
-        let body = TxBody { signer: who.public(), sequence: *s, timestamp_ms: 2_000, kind };
+        let body = TxBody {
+            signer: who.public(),
+            sequence: *s,
+            timestamp_ms: 2_000,
+            kind,
+        };
         Transaction::sign(body, self.chain.chain_id(), who).unwrap()
     }
 
     pub fn reading(&mut self, v: Vital) -> Transaction {
         let d = self.device.clone();
-        self.tx(&d, TxKind::Reading { stream: 0, payload: Payload::Plain(v) })
+        self.tx(
+            &d,
+            TxKind::Reading {
+                stream: 0,
+                payload: Payload::Plain(v),
+            },
+        )
     }
 
     pub fn commit(&mut self, txs: Vec<Transaction>) -> Result<(), BlockError> {
         let ts = self.chain.state().last_timestamp_ms() + 1000;
-        let b = build_block(self.chain.state(), &self.gateways[0], txs, ts, SigCheck::AlreadyVerified)?;
+        let b = build_block(
+            self.chain.state(),
+            &self.gateways[0],
+            txs,
+            ts,
+            SigCheck::AlreadyVerified,
+        )?;
         self.chain.add_block(b, None)
     }
 }
@@ -71,13 +114,23 @@ fn readings_replays_and_gaps() {
     w.commit(vec![t1.clone()]).unwrap();
     // replay of the same transaction
     let e = w.commit(vec![t1]).unwrap_err();
-    assert_eq!(e.kind, BlockErrorKind::Tx(TxRuleError::Replay { last: 1, got: 1 }));
+    assert_eq!(
+        e.kind,
+        BlockErrorKind::Tx(TxRuleError::Replay { last: 1, got: 1 })
+    );
     assert_eq!(e.tx_index, Some(0));
     // a gap is accepted
     w.seq.insert(w.device.public(), 10);
     let t = w.reading(hr(71));
     w.commit(vec![t]).unwrap();
-    assert_eq!(w.chain.state().identity(&w.device.public()).unwrap().last_sequence, Some(11));
+    assert_eq!(
+        w.chain
+            .state()
+            .identity(&w.device.public())
+            .unwrap()
+            .last_sequence,
+        Some(11)
+    );
 }
 
 #[test]
@@ -87,7 +140,10 @@ fn implausible_reading_refused_with_index() {
     let b = w.reading(hr(60000));
     let before = w.chain.state().commitment();
     let e = w.commit(vec![a, b]).unwrap_err();
-    assert_eq!(e.kind, BlockErrorKind::Tx(TxRuleError::Reading(ReadingError::OutOfRange)));
+    assert_eq!(
+        e.kind,
+        BlockErrorKind::Tx(TxRuleError::Reading(ReadingError::OutOfRange))
+    );
     assert_eq!(e.tx_index, Some(1));
     assert_eq!(e.height, 1);
     assert_eq!(w.chain.state().commitment(), before);
@@ -101,7 +157,14 @@ fn block_with_one_bad_tx_leaves_state_unchanged() {
     // build a valid block, then corrupt one signature and re-root it so
     // only the signature is wrong
     let ts = 5_000;
-    let mut block = build_block(w.chain.state(), &w.gateways[0], vec![good, bad.clone()], ts, SigCheck::Verify).unwrap();
+    let mut block = build_block(
+        w.chain.state(),
+        &w.gateways[0],
+        vec![good, bad.clone()],
+        ts,
+        SigCheck::Verify,
+    )
+    .unwrap();
     bad.signature.0[0] ^= 1;
     block.txs[1] = bad;
     block.header.tx_root = block.compute_tx_root();
@@ -109,7 +172,10 @@ fn block_with_one_bad_tx_leaves_state_unchanged() {
     let mut st = w.chain.state().clone();
     let before = (st.commitment(), st.next_height(), st.last_hash());
     let e = st.apply_block(&block, None, SigCheck::Verify).unwrap_err();
-    assert!(matches!(e.kind, BlockErrorKind::Tx(TxRuleError::BadSignature(_))), "{e}");
+    assert!(
+        matches!(e.kind, BlockErrorKind::Tx(TxRuleError::BadSignature(_))),
+        "{e}"
+    );
     assert_eq!(e.tx_index, Some(1));
     assert_eq!((st.commitment(), st.next_height(), st.last_hash()), before);
     assert_eq!(st.identity(&w.device.public()).unwrap().last_sequence, None);
@@ -122,12 +188,29 @@ fn permissions_enforced_and_revocation_keeps_sequence() {
     w.commit(vec![t]).unwrap();
     let a = w.admins[0].clone();
     let dev = w.device.public();
-    let rv = w.tx(&a, TxKind::Revoke { target: dev, permissions: Permissions::WRITE });
+    let rv = w.tx(
+        &a,
+        TxKind::Revoke {
+            target: dev,
+            permissions: Permissions::WRITE,
+        },
+    );
     w.commit(vec![rv]).unwrap();
     let t = w.reading(hr(70));
     let e = w.commit(vec![t]).unwrap_err();
-    assert_eq!(e.kind, BlockErrorKind::Tx(TxRuleError::NotPermitted { needed: Permissions::WRITE }));
-    let g = w.tx(&a, TxKind::Grant { target: dev, permissions: Permissions::WRITE });
+    assert_eq!(
+        e.kind,
+        BlockErrorKind::Tx(TxRuleError::NotPermitted {
+            needed: Permissions::WRITE
+        })
+    );
+    let g = w.tx(
+        &a,
+        TxKind::Grant {
+            target: dev,
+            permissions: Permissions::WRITE,
+        },
+    );
     w.commit(vec![g]).unwrap();
     // the counter was kept: sequence 1 is still a replay
     w.seq.insert(dev, 0);
@@ -138,10 +221,18 @@ fn permissions_enforced_and_revocation_keeps_sequence() {
     ));
     // a non-admin cannot grant
     let d = w.doctor.clone();
-    let g = w.tx(&d, TxKind::Grant { target: d.public(), permissions: Permissions::WRITE });
+    let g = w.tx(
+        &d,
+        TxKind::Grant {
+            target: d.public(),
+            permissions: Permissions::WRITE,
+        },
+    );
     assert_eq!(
         w.commit(vec![g]).unwrap_err().kind,
-        BlockErrorKind::Tx(TxRuleError::NotPermitted { needed: Permissions::ADMIN })
+        BlockErrorKind::Tx(TxRuleError::NotPermitted {
+            needed: Permissions::ADMIN
+        })
     );
 }
 
@@ -152,7 +243,13 @@ fn admin_consensus_records_votes() {
     assert_eq!(w.chain.state().votes_needed(), 2);
     let newbie = kp(40).public();
     let (a0, a1) = (w.admins[0].clone(), w.admins[1].clone());
-    let g = w.tx(&a0, TxKind::Grant { target: newbie, permissions: Permissions::ADMIN.union(Permissions::CONNECT) });
+    let g = w.tx(
+        &a0,
+        TxKind::Grant {
+            target: newbie,
+            permissions: Permissions::ADMIN.union(Permissions::CONNECT),
+        },
+    );
     w.commit(vec![g]).unwrap();
     let st = w.chain.state();
     // CONNECT applied at once, ADMIN pending with one vote
@@ -161,10 +258,22 @@ fn admin_consensus_records_votes() {
     assert_eq!(votes.len(), 1);
     assert_eq!(votes[0].1.len(), 1);
     // the same admin voting again does not count twice
-    let g = w.tx(&a0, TxKind::Grant { target: newbie, permissions: Permissions::ADMIN });
+    let g = w.tx(
+        &a0,
+        TxKind::Grant {
+            target: newbie,
+            permissions: Permissions::ADMIN,
+        },
+    );
     w.commit(vec![g]).unwrap();
     assert!(!w.chain.state().has(&newbie, Permissions::ADMIN));
-    let g = w.tx(&a1, TxKind::Grant { target: newbie, permissions: Permissions::ADMIN });
+    let g = w.tx(
+        &a1,
+        TxKind::Grant {
+            target: newbie,
+            permissions: Permissions::ADMIN,
+        },
+    );
     w.commit(vec![g]).unwrap();
     assert!(w.chain.state().has(&newbie, Permissions::ADMIN));
     assert_eq!(w.chain.state().pending_votes().count(), 0);
@@ -173,50 +282,129 @@ fn admin_consensus_records_votes() {
 
 #[test]
 fn last_admin_cannot_be_revoked() {
-    let mut p = Params::default();
-    p.admin_consensus_num = 0; // one vote suffices
-    let mut w = World::new(p);
+    // one vote suffices
+    let mut w = World::new(Params {
+        admin_consensus_num: 0,
+        ..Default::default()
+    });
     let a: Vec<Keypair> = w.admins.clone();
     for victim in &a[1..] {
-        let r = w.tx(&a[0], TxKind::Revoke { target: victim.public(), permissions: Permissions::ADMIN });
+        let r = w.tx(
+            &a[0],
+            TxKind::Revoke {
+                target: victim.public(),
+                permissions: Permissions::ADMIN,
+            },
+        );
         w.commit(vec![r]).unwrap();
     }
     assert_eq!(w.chain.state().admin_count(), 1);
-    let r = w.tx(&a[0], TxKind::Revoke { target: a[0].public(), permissions: Permissions::ADMIN });
-    assert_eq!(w.commit(vec![r]).unwrap_err().kind, BlockErrorKind::Tx(TxRuleError::LastAdmin));
+    let r = w.tx(
+        &a[0],
+        TxKind::Revoke {
+            target: a[0].public(),
+            permissions: Permissions::ADMIN,
+        },
+    );
+    assert_eq!(
+        w.commit(vec![r]).unwrap_err().kind,
+        BlockErrorKind::Tx(TxRuleError::LastAdmin)
+    );
 }
 
 #[test]
 fn consent_and_access_rules() {
     let mut w = World::new(Params::default());
-    let (dev, pat, doc, ins) = (w.device.public(), w.patient.public(), w.doctor.public(), w.insurer.public());
+    let (dev, pat, doc, ins) = (
+        w.device.public(),
+        w.patient.public(),
+        w.doctor.public(),
+        w.insurer.public(),
+    );
     let a = w.admins[0].clone();
-    assert!(!w.chain.state().may_read(&dev, &pat), "unassigned device has no readers");
-    let t = w.tx(&a, TxKind::AssignDevice { device: dev, patient: pat });
+    assert!(
+        !w.chain.state().may_read(&dev, &pat),
+        "unassigned device has no readers"
+    );
+    let t = w.tx(
+        &a,
+        TxKind::AssignDevice {
+            device: dev,
+            patient: pat,
+        },
+    );
     w.commit(vec![t]).unwrap();
     let st = w.chain.state();
     assert!(st.may_read(&dev, &pat));
     assert!(!st.may_read(&dev, &doc));
-    assert!(!st.may_read(&dev, &ins), "insurer reads nothing without consent");
+    assert!(
+        !st.may_read(&dev, &ins),
+        "insurer reads nothing without consent"
+    );
     let p = w.patient.clone();
-    let c = w.tx(&p, TxKind::Consent { reader: doc, granted: true });
+    let c = w.tx(
+        &p,
+        TxKind::Consent {
+            reader: doc,
+            granted: true,
+        },
+    );
     w.commit(vec![c]).unwrap();
     assert!(w.chain.state().may_read(&dev, &doc));
     assert_eq!(w.chain.state().authorised_readers(&dev), vec![pat, doc]);
-    let c = w.tx(&p, TxKind::Consent { reader: doc, granted: false });
+    let c = w.tx(
+        &p,
+        TxKind::Consent {
+            reader: doc,
+            granted: false,
+        },
+    );
     w.commit(vec![c]).unwrap();
     assert!(!w.chain.state().may_read(&dev, &doc));
-    let c = w.tx(&p, TxKind::Consent { reader: doc, granted: false });
-    assert_eq!(w.commit(vec![c]).unwrap_err().kind, BlockErrorKind::Tx(TxRuleError::NothingToRevoke));
+    let c = w.tx(
+        &p,
+        TxKind::Consent {
+            reader: doc,
+            granted: false,
+        },
+    );
+    assert_eq!(
+        w.commit(vec![c]).unwrap_err().kind,
+        BlockErrorKind::Tx(TxRuleError::NothingToRevoke)
+    );
     // only a patient consents, and only to a reader role
     let d = w.doctor.clone();
-    let c = w.tx(&d, TxKind::Consent { reader: ins, granted: true });
+    let c = w.tx(
+        &d,
+        TxKind::Consent {
+            reader: ins,
+            granted: true,
+        },
+    );
     assert!(w.commit(vec![c]).is_err());
-    let c = w.tx(&p, TxKind::Consent { reader: dev, granted: true });
-    assert_eq!(w.commit(vec![c]).unwrap_err().kind, BlockErrorKind::Tx(TxRuleError::WrongRole));
+    let c = w.tx(
+        &p,
+        TxKind::Consent {
+            reader: dev,
+            granted: true,
+        },
+    );
+    assert_eq!(
+        w.commit(vec![c]).unwrap_err().kind,
+        BlockErrorKind::Tx(TxRuleError::WrongRole)
+    );
     // assigning needs the right roles
-    let t = w.tx(&a, TxKind::AssignDevice { device: doc, patient: pat });
-    assert_eq!(w.commit(vec![t]).unwrap_err().kind, BlockErrorKind::Tx(TxRuleError::WrongRole));
+    let t = w.tx(
+        &a,
+        TxKind::AssignDevice {
+            device: doc,
+            patient: pat,
+        },
+    );
+    assert_eq!(
+        w.commit(vec![t]).unwrap_err().kind,
+        BlockErrorKind::Tx(TxRuleError::WrongRole)
+    );
 }
 
 #[test]
@@ -234,21 +422,51 @@ fn header_rules() {
         let mut s = st.clone();
         s.apply_block(&b, None, SigCheck::Verify).unwrap_err().kind
     };
-    assert_eq!(check(&|b| b.header.version = 2, true), BlockErrorKind::Version);
-    assert_eq!(check(&|b| b.header.chain_id = ChainId::from_name("x"), true), BlockErrorKind::WrongChain);
-    assert_eq!(check(&|b| b.header.height = 5, true), BlockErrorKind::Height { expected: 1 });
-    assert_eq!(check(&|b| b.header.prev_hash = Hash32([1; 32]), true), BlockErrorKind::PrevHash);
-    assert_eq!(check(&|b| b.header.timestamp_ms = 1, true), BlockErrorKind::Timestamp);
-    assert_eq!(check(&|b| b.header.state_root = Hash32([1; 32]), true), BlockErrorKind::StateRoot);
-    assert_eq!(check(&|b| b.header.tx_root = Hash32([1; 32]), true), BlockErrorKind::TxRoot);
-    assert_eq!(check(&|b| b.header.nonce = 7, false), BlockErrorKind::ProposerSignature);
-    assert_eq!(check(&|b| b.header.difficulty = 3, true), BlockErrorKind::Difficulty);
+    assert_eq!(
+        check(&|b| b.header.version = 2, true),
+        BlockErrorKind::Version
+    );
+    assert_eq!(
+        check(&|b| b.header.chain_id = ChainId::from_name("x"), true),
+        BlockErrorKind::WrongChain
+    );
+    assert_eq!(
+        check(&|b| b.header.height = 5, true),
+        BlockErrorKind::Height { expected: 1 }
+    );
+    assert_eq!(
+        check(&|b| b.header.prev_hash = Hash32([1; 32]), true),
+        BlockErrorKind::PrevHash
+    );
+    assert_eq!(
+        check(&|b| b.header.timestamp_ms = 1, true),
+        BlockErrorKind::Timestamp
+    );
+    assert_eq!(
+        check(&|b| b.header.state_root = Hash32([1; 32]), true),
+        BlockErrorKind::StateRoot
+    );
+    assert_eq!(
+        check(&|b| b.header.tx_root = Hash32([1; 32]), true),
+        BlockErrorKind::TxRoot
+    );
+    assert_eq!(
+        check(&|b| b.header.nonce = 7, false),
+        BlockErrorKind::ProposerSignature
+    );
+    assert_eq!(
+        check(&|b| b.header.difficulty = 3, true),
+        BlockErrorKind::Difficulty
+    );
     // a non-validator proposer
     let mut b = base.clone();
     b.header.proposer = w.doctor.public();
     b.proposer_sig = b.header.sign_proposal(&w.doctor);
     let mut s = st.clone();
-    assert_eq!(s.apply_block(&b, None, SigCheck::Verify).unwrap_err().kind, BlockErrorKind::ProposerNotValidator);
+    assert_eq!(
+        s.apply_block(&b, None, SigCheck::Verify).unwrap_err().kind,
+        BlockErrorKind::ProposerNotValidator
+    );
     // and the untouched block applies
     let mut s = st.clone();
     s.apply_block(&base, None, SigCheck::Verify).unwrap();
@@ -256,9 +474,10 @@ fn header_rules() {
 
 #[test]
 fn proof_of_work() {
-    let mut p = Params::default();
-    p.pow_difficulty = 10;
-    let mut w = World::new(p);
+    let mut w = World::new(Params {
+        pow_difficulty: 10,
+        ..Default::default()
+    });
     assert!(w.chain.blocks()[0].hash().leading_zero_bits() >= 10);
     let t = w.reading(hr(70));
     w.commit(vec![t]).unwrap();
@@ -276,7 +495,12 @@ fn proof_of_work() {
         }
     }
     b2.proposer_sig = b2.header.sign_proposal(&g);
-    assert_eq!(st.apply_block(&b2, None, SigCheck::Verify).unwrap_err().kind, BlockErrorKind::ProofOfWork);
+    assert_eq!(
+        st.apply_block(&b2, None, SigCheck::Verify)
+            .unwrap_err()
+            .kind,
+        BlockErrorKind::ProofOfWork
+    );
 }
 
 fn validate_prefix(c: &Chain, n: usize) -> WorldState {
@@ -296,22 +520,41 @@ fn finality_certificates() {
     for g in &w.gateways[..2] {
         cert.add(FinalityCert::vote(&b.header, g)).unwrap();
     }
-    assert_eq!(cert.verify(&b.header, &vals), Err(crate::block::CertError::NoQuorum { votes: 2, quorum: 3 }));
-    assert_eq!(cert.add(FinalityCert::vote(&b.header, &w.gateways[0])), Err(crate::block::CertError::DuplicateVote));
-    cert.add(FinalityCert::vote(&b.header, &w.gateways[2])).unwrap();
+    assert_eq!(
+        cert.verify(&b.header, &vals),
+        Err(crate::block::CertError::NoQuorum {
+            votes: 2,
+            quorum: 3
+        })
+    );
+    assert_eq!(
+        cert.add(FinalityCert::vote(&b.header, &w.gateways[0])),
+        Err(crate::block::CertError::DuplicateVote)
+    );
+    cert.add(FinalityCert::vote(&b.header, &w.gateways[2]))
+        .unwrap();
     assert_eq!(cert.verify(&b.header, &vals), Ok(()));
     // a vote by a non-validator
     let mut c2 = cert.clone();
     c2.add(FinalityCert::vote(&b.header, &w.doctor)).unwrap();
-    assert_eq!(c2.verify(&b.header, &vals), Err(crate::block::CertError::UnknownValidator));
+    assert_eq!(
+        c2.verify(&b.header, &vals),
+        Err(crate::block::CertError::UnknownValidator)
+    );
     // a forged vote
     let mut c3 = cert.clone();
     c3.votes[0].signature.0[5] ^= 1;
-    assert_eq!(c3.verify(&b.header, &vals), Err(crate::block::CertError::BadSignature));
+    assert_eq!(
+        c3.verify(&b.header, &vals),
+        Err(crate::block::CertError::BadSignature)
+    );
     // certificate for another block
     let mut other = b.header.clone();
     other.nonce += 1;
-    assert_eq!(cert.verify(&other, &vals), Err(crate::block::CertError::WrongBlock));
+    assert_eq!(
+        cert.verify(&other, &vals),
+        Err(crate::block::CertError::WrongBlock)
+    );
     w.chain.add_block(b, Some(cert)).unwrap();
     assert!(w.chain.validate().is_ok());
 }
@@ -340,7 +583,11 @@ fn tampering_is_located() {
     }
     assert!(w.chain.validate().is_ok());
     let mut c = w.chain.clone();
-    if let TxKind::Reading { payload: Payload::Plain(v), .. } = &mut c.blocks_mut()[2].txs[0].body.kind {
+    if let TxKind::Reading {
+        payload: Payload::Plain(v),
+        ..
+    } = &mut c.blocks_mut()[2].txs[0].body.kind
+    {
         *v = hr(150);
     }
     let e = c.validate().unwrap_err();
@@ -348,7 +595,11 @@ fn tampering_is_located() {
     // re-rooting does not help: the header hash changes, the link to block 3 breaks
     let mut c = w.chain.clone();
     let b = &mut c.blocks_mut()[2];
-    if let TxKind::Reading { payload: Payload::Plain(v), .. } = &mut b.txs[0].body.kind {
+    if let TxKind::Reading {
+        payload: Payload::Plain(v),
+        ..
+    } = &mut b.txs[0].body.kind
+    {
         *v = hr(150);
     }
     b.header.tx_root = b.compute_tx_root();
@@ -360,7 +611,11 @@ fn tampering_is_located() {
 #[test]
 fn genesis_rules() {
     let a = kp(1);
-    let m = [Member { key: a.public(), permissions: Permissions::CONNECT, role: Role::Admin }];
+    let m = [Member {
+        key: a.public(),
+        permissions: Permissions::CONNECT,
+        role: Role::Admin,
+    }];
     // the creator must be an admin member
     let cfg = GenesisConfig::new("g", Params::default(), &m).unwrap();
     assert_eq!(
@@ -369,8 +624,16 @@ fn genesis_rules() {
     );
     // a small-order member key is refused
     let m = [
-        Member { key: a.public(), permissions: Permissions::ALL, role: Role::Admin },
-        Member { key: PublicKey([0; 32]), permissions: Permissions::CONNECT, role: Role::Device },
+        Member {
+            key: a.public(),
+            permissions: Permissions::ALL,
+            role: Role::Admin,
+        },
+        Member {
+            key: PublicKey([0; 32]),
+            permissions: Permissions::CONNECT,
+            role: Role::Device,
+        },
     ];
     let cfg = GenesisConfig::new("g", Params::default(), &m).unwrap();
     assert!(matches!(
@@ -382,19 +645,42 @@ fn genesis_rules() {
     let a0 = w.admins[0].clone();
     let cfg = GenesisConfig::new("ward-7", Params::default(), &[]).unwrap();
     let t = w.tx(&a0, TxKind::Genesis(cfg));
-    assert_eq!(w.commit(vec![t]).unwrap_err().kind, BlockErrorKind::Tx(TxRuleError::GenesisMisplaced));
+    assert_eq!(
+        w.commit(vec![t]).unwrap_err().kind,
+        BlockErrorKind::Tx(TxRuleError::GenesisMisplaced)
+    );
 }
 
 #[test]
 fn unknown_signer_and_future_timestamp() {
     let mut w = World::new(Params::default());
     let stranger = kp(99);
-    let t = w.tx(&stranger, TxKind::Reading { stream: 0, payload: Payload::Plain(hr(70)) });
-    assert_eq!(w.commit(vec![t]).unwrap_err().kind, BlockErrorKind::Tx(TxRuleError::UnknownSigner));
+    let t = w.tx(
+        &stranger,
+        TxKind::Reading {
+            stream: 0,
+            payload: Payload::Plain(hr(70)),
+        },
+    );
+    assert_eq!(
+        w.commit(vec![t]).unwrap_err().kind,
+        BlockErrorKind::Tx(TxRuleError::UnknownSigner)
+    );
     let d = w.device.clone();
-    let body = TxBody { signer: d.public(), sequence: 1, timestamp_ms: 10_000_000_000, kind: TxKind::Reading { stream: 0, payload: Payload::Plain(hr(70)) } };
+    let body = TxBody {
+        signer: d.public(),
+        sequence: 1,
+        timestamp_ms: 10_000_000_000,
+        kind: TxKind::Reading {
+            stream: 0,
+            payload: Payload::Plain(hr(70)),
+        },
+    };
     let t = Transaction::sign(body, w.chain.chain_id(), &d).unwrap();
-    assert_eq!(w.commit(vec![t]).unwrap_err().kind, BlockErrorKind::Tx(TxRuleError::TimestampTooFarAhead));
+    assert_eq!(
+        w.commit(vec![t]).unwrap_err().kind,
+        BlockErrorKind::Tx(TxRuleError::TimestampTooFarAhead)
+    );
 }
 
 #[test]
@@ -402,7 +688,13 @@ fn snapshot_roundtrip_and_filtered_build() {
     let mut w = World::new(Params::default());
     let a = w.admins[0].clone();
     let (dev, pat) = (w.device.public(), w.patient.public());
-    let t = w.tx(&a, TxKind::AssignDevice { device: dev, patient: pat });
+    let t = w.tx(
+        &a,
+        TxKind::AssignDevice {
+            device: dev,
+            patient: pat,
+        },
+    );
     w.commit(vec![t]).unwrap();
     let st = w.chain.state();
     let back = WorldState::from_snapshot(&st.snapshot()).unwrap();
@@ -413,8 +705,16 @@ fn snapshot_roundtrip_and_filtered_build() {
     let bad = w.reading(hr(9000));
     let good2 = w.reading(hr(71));
     let (b, rejected) = crate::chain::build_block_filtered(
-        w.chain.state(), &w.gateways[0], vec![good, bad, good2], 9_000, SigCheck::Verify);
+        w.chain.state(),
+        &w.gateways[0],
+        vec![good, bad, good2],
+        9_000,
+        SigCheck::Verify,
+    );
     assert_eq!(b.txs.len(), 2);
-    assert_eq!(rejected, vec![(1, TxRuleError::Reading(ReadingError::OutOfRange))]);
+    assert_eq!(
+        rejected,
+        vec![(1, TxRuleError::Reading(ReadingError::OutOfRange))]
+    );
     w.chain.add_block(b, None).unwrap();
 }

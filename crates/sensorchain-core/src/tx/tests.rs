@@ -24,7 +24,10 @@ fn sign_verify_roundtrip() {
     let mut buf = [0u8; TX_MAX_LEN];
     let bytes = tx.encode(&mut buf).unwrap();
     assert_eq!(Transaction::decode(bytes).unwrap(), tx);
-    assert_eq!(Transaction::verify_encoded(bytes, &chain(), &vk, &tx.signature), Ok(()));
+    assert_eq!(
+        Transaction::verify_encoded(bytes, &chain(), &vk, &tx.signature),
+        Ok(())
+    );
 }
 
 #[test]
@@ -46,7 +49,10 @@ fn other_purpose_rejected() {
     let body = codec::encode_to_slice(&tx.body, &mut buf).unwrap();
     let forged = sign_tagged(&kp, ctx::FINALITY, &chain(), body).unwrap();
     let vk = VerifyingKey::from_public(&kp.public()).unwrap();
-    let t2 = Transaction { body: tx.body.clone(), signature: forged };
+    let t2 = Transaction {
+        body: tx.body.clone(),
+        signature: forged,
+    };
     assert!(t2.verify(&chain(), &vk).is_err());
 }
 
@@ -64,7 +70,9 @@ fn every_bit_flip_is_caught() {
             Ok(t) => {
                 // the signer itself may have changed: then its key is another
                 match VerifyingKey::from_public(&t.body.signer) {
-                    Ok(k) if k == vk => Transaction::verify_encoded(&b, &chain(), &k, &t.signature).is_ok(),
+                    Ok(k) if k == vk => {
+                        Transaction::verify_encoded(&b, &chain(), &k, &t.signature).is_ok()
+                    }
                     _ => false,
                 }
             }
@@ -79,6 +87,12 @@ fn trailing_and_oversized_rejected() {
     let mut buf = [0u8; TX_MAX_LEN];
     let mut bytes = tx.encode(&mut buf).unwrap().to_vec();
     bytes.push(0);
-    assert_eq!(Transaction::decode(&bytes), Err(TxError::Decode(DecodeError::TrailingBytes)));
-    assert_eq!(Transaction::decode(&[0u8; TX_MAX_LEN + 1]), Err(TxError::TooLarge));
+    assert_eq!(
+        Transaction::decode(&bytes),
+        Err(TxError::Decode(DecodeError::TrailingBytes))
+    );
+    assert_eq!(
+        Transaction::decode(&[0u8; TX_MAX_LEN + 1]),
+        Err(TxError::TooLarge)
+    );
 }
