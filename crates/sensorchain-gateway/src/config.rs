@@ -1,1 +1,243 @@
-//! (being written)
+//! The gateway's TOML configuration.
+//!
+//! ```toml
+//! # paths are relative to this file's directory
+//! data_dir = "data"            # redb database and snapshots
+//! key_file = "gateway.key"     # this gateway's identity (sensorchain keygen)
+//! genesis_file = "genesis.block"
+//!
+//! [listen]
+//! tcp = "0.0.0.0:7400"         # sensor links (omit to disable)
+//! api = "127.0.0.1:7480"       # HTTP API and /metrics (loopback by default)
+//! serial = [{ path = "/dev/ttyUSB0", baud = 115200 }]
+//!
+//! [batch]                      # a block is cut when either is reached
+//! max_txs = 2000
+//! timeout_ms = 20
+//!
+//! [limits]
+//! max_sessions = 4096
+//! max_half_open = 256          # handshakes in progress
+//! handshake_timeout_ms = 5000
+//! idle_timeout_ms = 120000     # a session with no frame for this long is closed
+//! max_pending = 100000         # readings waiting for a block; above it: busy
+//! snapshot_every = 64          # blocks between state snapshots (restart speed)
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Where the database lives.
+    pub data_dir: PathBuf,
+    /// The gateway's key file.
+    pub key_file: PathBuf,
+    /// The chain's genesis block file.
+    pub genesis_file: PathBuf,
+    /// Listening addresses.
+    #[serde(default)]
+    pub listen: Listen,
+    /// Block cutting.
+    #[serde(default)]
+    pub batch: Batch,
+    /// Resource limits.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// Listening addresses.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// TCP address for sensor links; `None` disables TCP.
+    #[serde(default = "default_tcp")]
+    pub tcp: Option<String>,
+    /// HTTP API address; `None` disables the API.
+    #[serde(default = "default_api")]
+    pub api: Option<String>,
+    /// Serial ports carrying sensor links.
+    #[serde(default)]
+    pub serial: Vec<SerialPort>,
+}
+
+/// A serial port.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SerialPort {
+    /// Device path, e.g. `/dev/ttyUSB0`.
+    pub path: String,
+    /// Baud rate.
+    #[serde(default = "default_baud")]
+    pub baud: u32,
+}
+
+/// When blocks are cut (like Fabric's batch size and batch timeout).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Batch {
+    /// Most transactions per block.
+    #[serde(default = "default_max_txs")]
+    pub max_txs: usize,
+    /// Longest wait from the first pending transaction to the cut, in ms.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+/// Resource limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Most concurrent sessions.
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions: usize,
+    /// Most concurrent half-open handshakes.
+    #[serde(default = "default_max_half_open")]
+    pub max_half_open: usize,
+    /// A handshake must finish within this many ms.
+    #[serde(default = "default_handshake_timeout_ms")]
+    pub handshake_timeout_ms: u64,
+    /// A session idle for this many ms is closed.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    /// Most transactions waiting for a block.
+    #[serde(default = "default_max_pending")]
+    pub max_pending: usize,
+    /// Blocks between state snapshots.
+    #[serde(default = "default_snapshot_every")]
+    pub snapshot_every: u64,
+}
+
+fn default_tcp() -> Option<String> {
+    Some("127.0.0.1:7400".into())
+}
+fn default_api() -> Option<String> {
+    Some("127.0.0.1:7480".into())
+}
+fn default_baud() -> u32 {
+    115_200
+}
+fn default_max_txs() -> usize {
+    2000
+}
+fn default_timeout_ms() -> u64 {
+    20
+}
+fn default_max_sessions() -> usize {
+    4096
+}
+fn default_max_half_open() -> usize {
+    256
+}
+fn default_handshake_timeout_ms() -> u64 {
+    5000
+}
+fn default_idle_timeout_ms() -> u64 {
+    120_000
+}
+fn default_max_pending() -> usize {
+    100_000
+}
+fn default_snapshot_every() -> u64 {
+    64
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            tcp: default_tcp(),
+            api: default_api(),
+            serial: Vec::new(),
+        }
+    }
+}
+impl Default for Batch {
+    fn default() -> Self {
+        Batch {
+            max_txs: default_max_txs(),
+            timeout_ms: default_timeout_ms(),
+        }
+    }
+}
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_sessions: default_max_sessions(),
+            max_half_open: default_max_half_open(),
+            handshake_timeout_ms: default_handshake_timeout_ms(),
+            idle_timeout_ms: default_idle_timeout_ms(),
+            max_pending: default_max_pending(),
+            snapshot_every: default_snapshot_every(),
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// A configuration with defaults for everything but the three paths.
+    pub fn new(data_dir: PathBuf, key_file: PathBuf, genesis_file: PathBuf) -> Self {
+        GatewayConfig {
+            data_dir,
+            key_file,
+            genesis_file,
+            listen: Listen::default(),
+            batch: Batch::default(),
+            limits: Limits::default(),
+        }
+    }
+
+    /// Reads a TOML file; relative paths are taken relative to its directory.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
+        let mut cfg: GatewayConfig =
+            toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut cfg.data_dir, &mut cfg.key_file, &mut cfg.genesis_file] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks the values are usable.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.batch.max_txs > 0, "batch.max_txs must be at least 1");
+        anyhow::ensure!(self.batch.timeout_ms > 0, "batch.timeout_ms must be at least 1");
+        anyhow::ensure!(self.limits.max_half_open > 0, "limits.max_half_open must be at least 1");
+        anyhow::ensure!(self.limits.max_sessions > 0, "limits.max_sessions must be at least 1");
+        anyhow::ensure!(self.limits.snapshot_every > 0, "limits.snapshot_every must be at least 1");
+        Ok(())
+    }
+
+    /// The configuration as TOML text.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("gw.toml");
+        std::fs::write(&p, "data_dir = \"d\"\nkey_file = \"k\"\ngenesis_file = \"g\"\n[batch]\nmax_txs = 5\n").unwrap();
+        let c = GatewayConfig::load(&p).unwrap();
+        assert_eq!(c.data_dir, dir.path().join("d"));
+        assert_eq!(c.batch.max_txs, 5);
+        assert_eq!(c.batch.timeout_ms, 20);
+        assert_eq!(c.listen.api.as_deref(), Some("127.0.0.1:7480"));
+        std::fs::write(&p, "data_dir = \"d\"\nkey_file = \"k\"\ngenesis_file = \"g\"\nbogus = 1\n").unwrap();
+        let e = GatewayConfig::load(&p).unwrap_err();
+        assert!(format!("{e:#}").contains("bogus"), "{e:#}");
+        let round: GatewayConfig = toml::from_str(&c.to_toml()).unwrap();
+        assert_eq!(round.batch.max_txs, 5);
+    }
+}

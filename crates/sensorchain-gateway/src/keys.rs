@@ -1,1 +1,105 @@
-//! (being written)
+//! Key files: an identity's 32-byte Ed25519 seed in hex, written readable by
+//! its owner only (mode 0600 on Unix).
+//!
+//! Format (text, one value per line, `#` comments allowed):
+//! ```text
+//! # sensorchain secret key: keep private
+//! # public 3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29
+//! 9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60
+//! ```
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use sensorchain_core::hash::parse_hex;
+use sensorchain_core::identity::{Keypair, PublicKey};
+
+/// Writes `kp`'s seed to `path` with mode 0600. Refuses to overwrite unless
+/// `force`.
+pub fn write_keypair(path: &Path, kp: &Keypair, force: bool) -> anyhow::Result<()> {
+    let mut opts = OpenOptions::new();
+    opts.write(true);
+    if force {
+        opts.create(true).truncate(true);
+    } else {
+        opts.create_new(true);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).with_context(|| {
+        if path.exists() && !force {
+            format!("{} exists (use --force to overwrite)", path.display())
+        } else {
+            format!("cannot create key file {}", path.display())
+        }
+    })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(fs::Permissions::from_mode(0o600))?;
+    }
+    let seed = kp.seed();
+    writeln!(
+        f,
+        "# sensorchain secret key: keep private\n# public {}\n{}",
+        kp.public(),
+        hex::encode(seed)
+    )?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// Reads a key file written by [`write_keypair`].
+pub fn read_keypair(path: &Path) -> anyhow::Result<Keypair> {
+    let text = fs::read_to_string(path).with_context(|| format!("cannot read key file {}", path.display()))?;
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .with_context(|| format!("{}: no key in file", path.display()))?;
+    let Some(seed) = parse_hex::<32>(line) else {
+        bail!("{}: expected 64 hex digits of secret key", path.display());
+    };
+    Ok(Keypair::from_seed(seed))
+}
+
+/// Parses a public key given as 64 hex digits or as the path of a key file.
+pub fn parse_public(s: &str) -> anyhow::Result<PublicKey> {
+    if let Ok(pk) = s.parse::<PublicKey>() {
+        return Ok(pk);
+    }
+    let p = Path::new(s);
+    if p.exists() {
+        return Ok(read_keypair(p)?.public());
+    }
+    bail!("{s:?} is neither 64 hex digits of public key nor a key file")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip_and_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k.key");
+        let kp = Keypair::from_seed([5; 32]);
+        write_keypair(&p, &kp, false).unwrap();
+        assert_eq!(read_keypair(&p).unwrap().public(), kp.public());
+        assert!(write_keypair(&p, &kp, false).is_err(), "no silent overwrite");
+        write_keypair(&p, &kp, true).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        assert_eq!(parse_public(p.to_str().unwrap()).unwrap(), kp.public());
+        assert_eq!(parse_public(&kp.public().to_string()).unwrap(), kp.public());
+        assert!(parse_public("nonsense").is_err());
+    }
+}

@@ -14,6 +14,7 @@
 pub mod cli;
 pub mod config;
 pub mod keys;
+pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod store;
