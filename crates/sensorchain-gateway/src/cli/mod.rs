@@ -1,5 +1,8 @@
 //! The `sensorchain` command line.
 
+pub mod audit;
+pub mod export;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
