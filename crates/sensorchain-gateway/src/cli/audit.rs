@@ -465,4 +465,25 @@ mod tests {
         drop(Store::open(dir.path()).unwrap());
         assert!(audit_dir(dir.path(), false).is_err());
     }
+
+    /// Audit speed (run with `--ignored --nocapture`).
+    #[test]
+    #[ignore]
+    fn audit_throughput() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut w = World::new(3);
+        w.commit_genesis(&store);
+        w.fill(&store, 20, 1000);
+        drop(store);
+        let r = run(dir.path());
+        assert!(r.valid);
+        eprintln!(
+            "audit: {} blocks, {} transactions in {:.2} s: {:.0} transactions/s",
+            r.blocks,
+            r.transactions,
+            r.seconds,
+            r.transactions as f64 / r.seconds
+        );
+    }
 }

@@ -91,6 +91,9 @@ const BY_STREAM: TableDefinition<&[u8], (u64, u32, u16)> = TableDefinition::new(
 const BY_TIME: TableDefinition<&[u8], (u64, u32, u16)> = TableDefinition::new("by_time");
 const SNAPSHOTS: TableDefinition<u64, &[u8]> = TableDefinition::new("snapshots");
 
+/// A reading index opened for reading.
+type ReadingTable = ReadOnlyTable<&'static [u8], (u64, u32, u16)>;
+
 const META_HEAD: &str = "head";
 const META_FORMAT: &str = "format";
 const HEAD_LEN: usize = 64;
@@ -443,7 +446,7 @@ impl TxOffsets {
     /// Decodes and checks against the block bytes' length.
     fn decode(height: u64, b: &[u8], block_len: usize) -> Result<TxOffsets, StoreError> {
         let bad = |what: &str| StoreError::corrupt(height, format!("transaction offsets: {what}"));
-        if b.len() < 8 || b.len() % 4 != 0 {
+        if b.len() < 8 || !b.len().is_multiple_of(4) {
             return Err(bad("bad length"));
         }
         let mut it = b
@@ -1085,7 +1088,7 @@ impl Store {
             if let TxKind::Reading { stream, .. } = tx.body.kind {
                 let (dev, ts, seq) = (tx.body.signer, tx.body.timestamp_ms, tx.body.sequence);
                 let want = (height, i as u32, stream);
-                let keys: [(&ReadOnlyTable<&[u8], (u64, u32, u16)>, Vec<u8>, &str); 3] = [
+                let keys: [(&ReadingTable, Vec<u8>, &str); 3] = [
                     (&by_device, key_device(&dev, ts, seq).to_vec(), "by_device"),
                     (
                         &by_stream,

@@ -113,8 +113,12 @@ impl World {
                 })
                 .collect();
             let b = self.next_block(txs, ts);
-            let cert = (b.header.height % 2 == 0).then(|| self.cert(&b));
-            let snap = (b.header.height % 4 == 0).then(|| self.chain.state().snapshot());
+            let cert = b.header.height.is_multiple_of(2).then(|| self.cert(&b));
+            let snap = b
+                .header
+                .height
+                .is_multiple_of(4)
+                .then(|| self.chain.state().snapshot());
             store
                 .commit_block(&b, &b.encoded_txs(), cert.as_ref(), snap.as_deref())
                 .unwrap();
@@ -152,7 +156,7 @@ fn commit_and_read_back() {
         assert_eq!(store.block_bytes(h).unwrap(), Some(b.to_vec()));
         assert_eq!(store.header(h).unwrap().as_ref(), Some(&b.header));
         let cert = store.cert(h).unwrap();
-        assert_eq!(cert.is_some(), h % 2 == 0 && h > 0);
+        assert_eq!(cert.is_some(), h.is_multiple_of(2) && h > 0);
         if let Some(c) = cert {
             assert_eq!(c.block_hash, b.hash());
         }
@@ -319,7 +323,7 @@ fn reading_indexes_and_ranges() {
     let r = store.readings_by_time(10_000, 10_002, 100).unwrap();
     let got: Vec<(u64, PublicKey)> = r.iter().map(|x| (x.timestamp_ms, x.device)).collect();
     let mut want = vec![(10_000, d0), (10_000, d1), (10_001, d0), (10_002, d1)];
-    want.sort_by(|a, b| (a.0, a.1.0).cmp(&(b.0, b.1.0)));
+    want.sort_by_key(|a| (a.0, a.1.0));
     assert_eq!(got, want);
     assert_eq!(store.readings_by_time(0, u64::MAX, 100).unwrap().len(), 6);
     assert_eq!(store.readings_by_time(0, u64::MAX, 5).unwrap().len(), 5);
@@ -589,14 +593,14 @@ fn disk_full_is_named() {
 fn commit_throughput() {
     let dir = tmp();
     let store = Store::open(dir.path()).unwrap();
-    let mut w = World::new(16);
+    let mut w = World::new(12);
     w.commit_genesis(&store);
     for per_block in [100usize, 1000, 5000] {
         let mut blocks = Vec::new();
         for _ in 0..5 {
             let ts = w.chain.state().last_timestamp_ms() + 1_000;
             let txs: Vec<Transaction> = (0..per_block)
-                .map(|i| w.reading(i % 16, (i % 4) as u16, ts))
+                .map(|i| w.reading(i % 12, (i % 4) as u16, ts))
                 .collect();
             blocks.push(w.next_block(txs, ts));
         }
