@@ -458,6 +458,30 @@ mod tests {
     }
 
     #[test]
+    fn head_record_disagreement_is_named() {
+        let (dir, _w) = stored_chain();
+        let store = Store::open(dir.path()).unwrap();
+        let head = store.head().unwrap().unwrap();
+        crate::store::tests::overwrite_head(
+            &store,
+            crate::store::Head {
+                reading_count_total: head.reading_count_total - 1,
+                ..head
+            },
+        );
+        drop(store);
+        let e = run(dir.path()).error.unwrap();
+        assert_eq!((e.height, e.kind.as_str()), (6, "head"), "{e:?}");
+
+        let store = Store::open(dir.path()).unwrap();
+        crate::store::tests::overwrite_head(&store, crate::store::Head { height: 9, ..head });
+        drop(store);
+        let r = run(dir.path());
+        assert!(!r.valid);
+        assert_eq!(r.error.unwrap().kind, "head");
+    }
+
+    #[test]
     fn missing_store_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         assert!(audit_dir(dir.path(), false).is_err());

@@ -615,3 +615,13 @@ fn commit_throughput() {
         );
     }
 }
+
+/// Replaces the head record without any check (for audit tests).
+pub(crate) fn overwrite_head(store: &Store, head: Head) {
+    let w = store.begin_write().unwrap();
+    w.open_table(META)
+        .unwrap()
+        .insert(META_HEAD, head.encode().as_slice())
+        .unwrap();
+    w.commit().unwrap();
+}
