@@ -263,4 +263,4 @@ impl FinalityCert {
 #[cfg(feature = "alloc")]
 mod body;
 #[cfg(feature = "alloc")]
-pub use body::Block;
+pub use body::{BLOCK_MAX_LEN, Block};

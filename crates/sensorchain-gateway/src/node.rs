@@ -1,1 +1,487 @@
-//! (being written)
+//! The ledger node of one gateway: ingest, block production, validation and
+//! durable storage, as three separate parts.
+//!
+//! * **Ingest** ([`Node::submit`]) runs in the caller's task (one per link,
+//!   on every core): strict decoding, the cheap state checks, then the one
+//!   signature rule — each signature is verified exactly once per gateway.
+//! * **Proposal**: a block producer thread takes verified transactions from a
+//!   bounded queue and cuts a block when `batch.max_txs` are waiting or
+//!   `batch.timeout_ms` has passed since the first (Fabric's batch size and
+//!   timeout), leaving out what the state refuses.
+//! * **Validation**: the proposed block goes through the core's
+//!   `WorldState::apply_block` — the same rule every other gateway and the
+//!   auditor apply — before it is stored.
+//! * **Storage**: one durable redb transaction per block; only then is every
+//!   submitter answered. An acknowledged reading is on disk.
+//!
+//! A consensus layer slots in between proposal and validation: it orders
+//! proposals, and every gateway validates and stores what it orders.
+
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use sensorchain_core::block::Block;
+use sensorchain_core::chain::build_block_filtered;
+use sensorchain_core::codec::DecodeError;
+use sensorchain_core::hash::Hash32;
+use sensorchain_core::identity::{Keypair, PublicKey};
+use sensorchain_core::link::RejectReason;
+use sensorchain_core::permissions::Permissions;
+use sensorchain_core::state::{SigCheck, TxRuleError, WorldState};
+use sensorchain_core::tx::{Payload, Transaction, TxError, TxKind};
+use tokio::sync::{broadcast, oneshot};
+
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreError};
+
+/// Block production settings.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Most transactions per block (also bounded by the chain's parameter).
+    pub batch_max_txs: usize,
+    /// Longest wait from the first pending transaction to the cut.
+    pub batch_timeout: Duration,
+    /// Most transactions waiting; beyond it submissions are answered busy.
+    pub max_pending: usize,
+    /// Blocks between state snapshots.
+    pub snapshot_every: u64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            batch_max_txs: 2000,
+            batch_timeout: Duration::from_millis(20),
+            max_pending: 100_000,
+            snapshot_every: 64,
+        }
+    }
+}
+
+/// Where a committed transaction is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    /// The block's height.
+    pub height: u64,
+    /// The index in the block.
+    pub index: u32,
+    /// The transaction id (Merkle leaf hash of its exact bytes).
+    pub tx_id: Hash32,
+}
+
+/// Why a submission was not committed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejected {
+    /// Not a canonical transaction encoding, or too large.
+    #[error("malformed transaction: {0}")]
+    Malformed(String),
+    /// Signed by someone other than the link's identity.
+    #[error("transaction signed by another identity than the session's")]
+    WrongSigner,
+    /// The signer is not registered on the chain.
+    #[error("signer is not registered")]
+    UnknownSigner,
+    /// The signature does not verify.
+    #[error("signature does not verify")]
+    BadSignature,
+    /// A ledger rule refuses it.
+    #[error("{0}")]
+    Rule(TxRuleError),
+    /// Too many transactions are waiting; try again later.
+    #[error("gateway busy")]
+    Busy,
+    /// It could not be stored (disk full, I/O): nothing was committed.
+    #[error("storage failed: {0}")]
+    Storage(String),
+    /// The node is stopping.
+    #[error("gateway shutting down")]
+    ShuttingDown,
+}
+
+impl Rejected {
+    /// The reason code sent to a sensor, or `None` for "busy, retry".
+    pub fn reason(&self) -> Option<RejectReason> {
+        Some(match self {
+            Rejected::Malformed(_) => RejectReason::Malformed,
+            Rejected::WrongSigner => RejectReason::WrongSigner,
+            Rejected::UnknownSigner => RejectReason::NotPermitted,
+            Rejected::BadSignature => RejectReason::BadSignature,
+            Rejected::Rule(r) => match r {
+                TxRuleError::Replay { .. } => RejectReason::Replay,
+                TxRuleError::NotPermitted { .. } | TxRuleError::UnknownSigner => RejectReason::NotPermitted,
+                TxRuleError::Reading(_) => RejectReason::OutOfRange,
+                TxRuleError::RecipientNotAuthorised
+                | TxRuleError::UnknownRecipient
+                | TxRuleError::DeviceNotAssigned => RejectReason::NotAuthorised,
+                TxRuleError::BadSignature(_) => RejectReason::BadSignature,
+                TxRuleError::BlockFull => return None,
+                _ => RejectReason::Invalid,
+            },
+            Rejected::Storage(_) => RejectReason::StorageFailed,
+            Rejected::Busy | Rejected::ShuttingDown => return None,
+        })
+    }
+
+    /// A snake_case label for metrics and summaries.
+    pub fn label(&self) -> &'static str {
+        match self.reason() {
+            Some(r) => r.as_str(),
+            None => match self {
+                Rejected::ShuttingDown => "shutting_down",
+                _ => "busy",
+            },
+        }
+    }
+}
+
+/// Something that happened on the chain.
+#[derive(Debug, Clone)]
+pub enum NodeEvent {
+    /// A block was committed.
+    Block {
+        /// Its height.
+        height: u64,
+        /// Its hash.
+        hash: Hash32,
+        /// Transactions in it.
+        txs: usize,
+    },
+    /// The permissions of these identities changed (sessions re-check them:
+    /// a revoked identity's sessions are dropped at once).
+    PermissionsChanged(Vec<PublicKey>),
+}
+
+struct Pending {
+    tx: Transaction,
+    encoded: Vec<u8>,
+    arrived: Instant,
+    reply: oneshot::Sender<Result<Committed, Rejected>>,
+}
+
+/// What the block producer shares with the submitters.
+struct Shared {
+    store: Arc<Store>,
+    state: RwLock<Arc<WorldState>>,
+    events: broadcast::Sender<NodeEvent>,
+    metrics: Arc<Metrics>,
+    key: Keypair,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    /// Only the `Node` handles hold the sender: when the last one is dropped
+    /// the producer sees the queue close, finishes and releases the store.
+    queue: SyncSender<Pending>,
+}
+
+impl std::ops::Deref for Inner {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
+}
+
+/// A running ledger node (cheap to clone).
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl Node {
+    /// Opens the store, initialises it with `genesis` if empty (after
+    /// validating it), recovers the state (latest snapshot, then the blocks
+    /// after it, fully validated), and starts the block producer.
+    pub fn start(
+        store: Store,
+        key: Keypair,
+        genesis: &Block,
+        cfg: NodeConfig,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Node> {
+        let store = Arc::new(store);
+        let state = recover(&store, genesis)?;
+        metrics.block_height.set(state.next_height().saturating_sub(1) as i64);
+        let (queue, rx) = sync_channel(cfg.max_pending.max(1));
+        let (events, _) = broadcast::channel(1024);
+        let shared = Arc::new(Shared {
+            store,
+            state: RwLock::new(Arc::new(state)),
+            events,
+            metrics,
+            key,
+        });
+        let producer = shared.clone();
+        let inner = Arc::new(Inner { shared, queue });
+        std::thread::Builder::new()
+            .name("block-producer".into())
+            .spawn(move || produce(producer, rx, cfg))
+            .context("cannot start the block producer")?;
+        Ok(Node { inner })
+    }
+
+    /// The state after the last committed block.
+    pub fn state(&self) -> Arc<WorldState> {
+        self.inner.state.read().map(|s| s.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.inner.store
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// This gateway's public key.
+    pub fn public(&self) -> PublicKey {
+        self.inner.key.public()
+    }
+
+    /// This gateway's key pair (for the handshake responder).
+    pub fn keypair(&self) -> &Keypair {
+        &self.inner.key
+    }
+
+    /// Chain events.
+    pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Submits one transaction given its exact bytes and waits until it is
+    /// durably committed or refused. `session_identity`: the identity of the
+    /// link it came on, which must be its signer (`None` for the API, where
+    /// any registered signer may submit).
+    pub async fn submit(&self, encoded: Vec<u8>, session_identity: Option<PublicKey>) -> Result<Committed, Rejected> {
+        let arrived = Instant::now();
+        let r = self.check_and_enqueue(encoded, session_identity, arrived);
+        let r = match r {
+            Ok(rx) => rx.await.unwrap_or(Err(Rejected::ShuttingDown)),
+            Err(e) => Err(e),
+        };
+        match &r {
+            Ok(_) => self.inner.metrics.ingest_latency.observe(arrived.elapsed().as_secs_f64()),
+            Err(e) => self.inner.metrics.reject(e.label()),
+        }
+        r
+    }
+
+    fn check_and_enqueue(
+        &self,
+        encoded: Vec<u8>,
+        session_identity: Option<PublicKey>,
+        arrived: Instant,
+    ) -> Result<oneshot::Receiver<Result<Committed, Rejected>>, Rejected> {
+        let tx = Transaction::decode(&encoded).map_err(|e| match e {
+            TxError::Decode(d) => Rejected::Malformed(d.to_string()),
+            e => Rejected::Malformed(e.to_string()),
+        })?;
+        if session_identity.is_some_and(|id| id != tx.body.signer) {
+            return Err(Rejected::WrongSigner);
+        }
+        if matches!(tx.body.kind, TxKind::Genesis(_)) {
+            return Err(Rejected::Rule(TxRuleError::GenesisMisplaced));
+        }
+        let state = self.state();
+        let rec = state.identity(&tx.body.signer).ok_or(Rejected::UnknownSigner)?;
+        // Cheap checks first: no signature work for what will be refused.
+        if let Some(last) = rec.last_sequence
+            && tx.body.sequence <= last
+        {
+            return Err(Rejected::Rule(TxRuleError::Replay { last, got: tx.body.sequence }));
+        }
+        if let TxKind::Reading { payload, .. } = &tx.body.kind {
+            if !rec.permissions.contains(Permissions::WRITE) {
+                return Err(Rejected::Rule(TxRuleError::NotPermitted { needed: Permissions::WRITE }));
+            }
+            if let Payload::Plain(v) = payload {
+                v.check().map_err(|e| Rejected::Rule(TxRuleError::Reading(e)))?;
+            }
+        }
+        let vk = state.verifying_key(&tx.body.signer).ok_or(Rejected::UnknownSigner)?;
+        // The one signature rule, once per transaction per gateway.
+        Transaction::verify_encoded(&encoded, state.chain_id(), vk, &tx.signature).map_err(|_| Rejected::BadSignature)?;
+        let (reply, rx) = oneshot::channel();
+        match self.inner.queue.try_send(Pending { tx, encoded, arrived, reply }) {
+            Ok(()) => {
+                self.inner.metrics.pending.inc();
+                Ok(rx)
+            }
+            Err(TrySendError::Full(_)) => Err(Rejected::Busy),
+            Err(TrySendError::Disconnected(_)) => Err(Rejected::ShuttingDown),
+        }
+    }
+}
+
+/// Rebuilds the state from the store (initialising it with `genesis`).
+fn recover(store: &Store, genesis: &Block) -> anyhow::Result<WorldState> {
+    let chain_id = genesis.header.chain_id;
+    let Some(head) = store.head()? else {
+        let mut state = WorldState::new(chain_id);
+        state
+            .apply_block(genesis, None, SigCheck::Verify)
+            .map_err(|e| anyhow::anyhow!("the genesis block is invalid: {e}"))?;
+        store.commit_block(genesis, &genesis.encoded_txs(), None, Some(&state.snapshot()))?;
+        return Ok(state);
+    };
+    let stored_genesis = store.block(0)?.context("store has a head but no genesis block")?;
+    if stored_genesis.hash() != genesis.hash() {
+        bail!(
+            "the data directory holds another chain (genesis {} here, {} configured)",
+            stored_genesis.hash(),
+            genesis.hash()
+        );
+    }
+    let (mut state, from) = match store.latest_snapshot()? {
+        Some((h, bytes)) => {
+            let s = WorldState::from_snapshot(&bytes).map_err(|e| anyhow::anyhow!("state snapshot at {h}: {e}"))?;
+            (s, h + 1)
+        }
+        None => (WorldState::new(chain_id), 0),
+    };
+    for entry in store.blocks(from) {
+        let (h, bytes) = entry?;
+        let block = Block::decode(&bytes).map_err(|e| anyhow::anyhow!("stored block {h} does not decode: {e}"))?;
+        state
+            .apply_block(&block, None, SigCheck::Verify)
+            .map_err(|e| anyhow::anyhow!("stored chain is invalid: {e}"))?;
+    }
+    if state.next_height() != head.height + 1 || state.last_hash() != head.hash {
+        bail!("stored head ({}, {}) does not match the blocks", head.height, head.hash);
+    }
+    Ok(state)
+}
+
+fn produce(inner: Arc<Shared>, rx: Receiver<Pending>, cfg: NodeConfig) {
+    let mut since_snapshot = 0u64;
+    loop {
+        let Ok(first) = rx.recv() else { return };
+        let deadline = Instant::now() + cfg.batch_timeout;
+        let max = cfg.batch_max_txs.max(1);
+        let mut batch = vec![first];
+        while batch.len() < max {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            match rx.recv_timeout(deadline - now) {
+                Ok(p) => batch.push(p),
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        inner.metrics.pending.dec_by(batch.len() as i64);
+        since_snapshot += 1;
+        let snapshot_due = since_snapshot >= cfg.snapshot_every;
+        if commit_batch(&inner, batch, snapshot_due) && snapshot_due {
+            since_snapshot = 0;
+        }
+    }
+}
+
+/// Proposes, validates and stores one block from `batch`; answers every
+/// submitter. Returns true if a block was stored.
+fn commit_batch(inner: &Shared, batch: Vec<Pending>, snapshot: bool) -> bool {
+    let started = Instant::now();
+    let state = inner.state.read().map(|s| s.clone()).unwrap_or_else(|p| p.into_inner().clone());
+    let mut replies = Vec::with_capacity(batch.len());
+    let mut txs = Vec::with_capacity(batch.len());
+    let mut encoded = Vec::with_capacity(batch.len());
+    for p in batch {
+        txs.push(p.tx);
+        encoded.push(p.encoded);
+        replies.push((p.reply, p.arrived));
+    }
+    // Proposal: leave out what the state refuses.
+    let (block, rejected) = build_block_filtered(&state, &inner.key, txs, now_ms(), SigCheck::AlreadyVerified);
+    let mut refused = vec![None; replies.len()];
+    for (i, e) in rejected {
+        refused[i] = Some(match e {
+            TxRuleError::BlockFull => Rejected::Busy,
+            e => Rejected::Rule(e),
+        });
+    }
+    let kept: Vec<usize> = (0..replies.len()).filter(|i| refused[*i].is_none()).collect();
+    let kept_encoded: Vec<Vec<u8>> = kept.iter().map(|&i| std::mem::take(&mut encoded[i])).collect();
+    let mut outcome: Vec<Option<Result<Committed, Rejected>>> = refused.into_iter().map(|r| r.map(Err)).collect();
+    let mut stored = false;
+    if !block.txs.is_empty() {
+        // Validation: the one rule, as every gateway and the auditor apply it.
+        let mut next = (*state).clone();
+        let result = next
+            .apply_block_encoded(&block, &kept_encoded, None, SigCheck::AlreadyVerified)
+            .map_err(|e| Rejected::Storage(format!("proposed block failed validation: {e}")))
+            .and_then(|()| {
+                let snap = snapshot.then(|| next.snapshot());
+                inner
+                    .store
+                    .commit_block(&block, &kept_encoded, None, snap.as_deref())
+                    .map_err(|e: StoreError| {
+                        tracing::error!(height = block.header.height, "cannot store block: {e}");
+                        Rejected::Storage(e.to_string())
+                    })
+            });
+        match result {
+            Ok(()) => {
+                stored = true;
+                let height = block.header.height;
+                let hash = block.header.hash();
+                if let Ok(mut s) = inner.state.write() {
+                    *s = Arc::new(next);
+                }
+                let mut readings = 0u64;
+                let mut changed = Vec::new();
+                for (k, (&i, tx)) in kept.iter().zip(&block.txs).enumerate() {
+                    outcome[i] = Some(Ok(Committed {
+                        height,
+                        index: k as u32,
+                        tx_id: Transaction::id_of_encoded(&kept_encoded[k]),
+                    }));
+                    match &tx.body.kind {
+                        TxKind::Reading { .. } => readings += 1,
+                        TxKind::Grant { target, .. } | TxKind::Revoke { target, .. } | TxKind::SetRole { target, .. } => {
+                            changed.push(*target)
+                        }
+                        _ => {}
+                    }
+                }
+                let m = &inner.metrics;
+                m.blocks_committed.inc();
+                m.block_height.set(height as i64);
+                m.txs_committed.inc_by(block.txs.len() as u64);
+                m.readings_committed.inc_by(readings);
+                m.block_commit_seconds.observe(started.elapsed().as_secs_f64());
+                let _ = inner.events.send(NodeEvent::Block { height, hash, txs: block.txs.len() });
+                if !changed.is_empty() {
+                    let _ = inner.events.send(NodeEvent::PermissionsChanged(changed));
+                }
+                tracing::debug!(height, txs = block.txs.len(), "block committed");
+            }
+            Err(e) => {
+                for &i in &kept {
+                    outcome[i] = Some(Err(e.clone()));
+                }
+            }
+        }
+    }
+    for ((reply, _), o) in replies.into_iter().zip(outcome) {
+        let _ = reply.send(o.unwrap_or(Err(Rejected::Storage("internal: no outcome".into()))));
+    }
+    stored
+}
+
+/// Maps a strict-decoding error to a rejection (for callers decoding first).
+pub fn malformed(e: DecodeError) -> Rejected {
+    Rejected::Malformed(e.to_string())
+}
+
+#[cfg(test)]
+mod tests;
