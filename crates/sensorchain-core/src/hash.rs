@@ -177,6 +177,8 @@ pub mod ctx {
     pub const FINALITY: &str = "sensorchain/finality/v1";
     /// World-state commitment.
     pub const STATE: &str = "sensorchain/state/v1";
+    /// Binding of a sealed payload to the reading that carries it.
+    pub const SEALED_BINDING: &str = "sensorchain/sealed-binding/v1";
 }
 
 /// The id of one chain (one network). Every signature and every

@@ -236,6 +236,26 @@ impl From<EncodeError> for TxError {
     }
 }
 
+/// The binding a sealed reading's payload is encrypted under (the
+/// associated data of [`crate::sealed::seal`] and `open`):
+/// `tagged_hash("sensorchain/sealed-binding/v1", chain_id ‖ device ‖ stream (u16 LE) ‖ sequence (u64 LE))`.
+/// A sealed payload moved to another device, stream, sequence or chain no
+/// longer opens.
+///
+/// ```
+/// # use sensorchain_core::{hash::ChainId, identity::Keypair, tx::sealed_binding};
+/// let d = Keypair::from_seed([1; 32]).public();
+/// let c = ChainId::from_name("x");
+/// assert_ne!(sealed_binding(&c, &d, 0, 1), sealed_binding(&c, &d, 0, 2));
+/// ```
+pub fn sealed_binding(chain: &ChainId, device: &PublicKey, stream: u16, sequence: u64) -> [u8; 32] {
+    crate::hash::tagged_hash(
+        ctx::SEALED_BINDING,
+        &[&chain.0, &device.0, &stream.to_le_bytes(), &sequence.to_le_bytes()],
+    )
+    .0
+}
+
 /// Length of the signing prefix `len(ctx) || ctx || chain_id`.
 const fn prefix_len(ctx: &str) -> usize {
     1 + ctx.len() + 32
