@@ -3,6 +3,9 @@
 pub mod audit;
 pub mod export;
 
+pub mod genesis;
+pub mod keygen;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -156,6 +159,17 @@ pub struct ExportArgs {
 /// Runs a parsed command line; the exit code says success (0), a finding
 /// such as an invalid chain (1), or an error (2, via `Err`).
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let _ = cli;
-    anyhow::bail!("not yet implemented")
+    init_tracing(&cli.log);
+    match &cli.command {
+        Command::Keygen(a) => keygen::keygen(a),
+        Command::Genesis(a) => genesis::genesis(a),
+        Command::Audit(a) => audit::audit(a),
+        Command::Export(a) => export::export(a),
+        other => anyhow::bail!("{other:?}: not available yet"),
+    }
+}
+
+fn init_tracing(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
