@@ -17,8 +17,10 @@ use crate::tx::{sign_tagged, verify_tagged};
 /// The header format version this crate writes and accepts.
 pub const BLOCK_VERSION: u16 = 1;
 
-/// Upper bound of an encoded header (its fields are fixed but varints vary).
-pub const HEADER_MAX_LEN: usize = 192;
+/// Exact upper bound of an encoded header: version (varint u16, ≤ 3),
+/// chain id (32), height (varint u64, ≤ 10), three hashes (96), timestamp
+/// (≤ 10), proposer (32), difficulty (1), nonce (≤ 10).
+pub const HEADER_MAX_LEN: usize = 3 + 32 + 10 + 96 + 10 + 32 + 1 + 10;
 
 /// A block header.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -257,6 +259,36 @@ impl FinalityCert {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: a header with maximal varints once exceeded the bound
+    /// (found by the round-trip property), so its hash covered no bytes.
+    #[test]
+    fn max_header_fits() {
+        let h = BlockHeader {
+            version: u16::MAX,
+            chain_id: ChainId([0xff; 32]),
+            height: u64::MAX,
+            prev_hash: Hash32([0xff; 32]),
+            tx_root: Hash32([0xff; 32]),
+            state_root: Hash32([0xff; 32]),
+            timestamp_ms: u64::MAX,
+            proposer: PublicKey([0xff; 32]),
+            difficulty: u8::MAX,
+            nonce: u64::MAX,
+        };
+        let mut buf = [0u8; HEADER_MAX_LEN];
+        let n = h.encode(&mut buf).unwrap().len();
+        assert_eq!(n, HEADER_MAX_LEN);
+        assert_eq!(BlockHeader::decode(&buf[..n]).unwrap(), h);
+        let mut h2 = h.clone();
+        h2.nonce -= 1;
+        assert_ne!(h.hash(), h2.hash());
     }
 }
 

@@ -251,7 +251,12 @@ impl From<EncodeError> for TxError {
 pub fn sealed_binding(chain: &ChainId, device: &PublicKey, stream: u16, sequence: u64) -> [u8; 32] {
     crate::hash::tagged_hash(
         ctx::SEALED_BINDING,
-        &[&chain.0, &device.0, &stream.to_le_bytes(), &sequence.to_le_bytes()],
+        &[
+            &chain.0,
+            &device.0,
+            &stream.to_le_bytes(),
+            &sequence.to_le_bytes(),
+        ],
     )
     .0
 }

@@ -43,7 +43,9 @@ fn signing_input(ctx: &str, chain: &[u8; 32], data: &[u8]) -> Vec<u8> {
 }
 
 fn ed_verify(pk: &[u8; 32], msg: &[u8], sig: &[u8; 64]) -> bool {
-    ed25519_compact::PublicKey::new(*pk).verify(msg, &ed25519_compact::Signature::new(*sig)).is_ok()
+    ed25519_compact::PublicKey::new(*pk)
+        .verify(msg, &ed25519_compact::Signature::new(*sig))
+        .is_ok()
 }
 
 #[test]
@@ -52,9 +54,21 @@ fn ledger_vectors() {
     let gateway = Keypair::from_seed([2; 32]);
     let device = Keypair::from_seed([3; 32]);
     let members = [
-        Member { key: admin.public(), permissions: Role::Admin.default_permissions(), role: Role::Admin },
-        Member { key: gateway.public(), permissions: Role::Gateway.default_permissions(), role: Role::Gateway },
-        Member { key: device.public(), permissions: Role::Device.default_permissions(), role: Role::Device },
+        Member {
+            key: admin.public(),
+            permissions: Role::Admin.default_permissions(),
+            role: Role::Admin,
+        },
+        Member {
+            key: gateway.public(),
+            permissions: Role::Gateway.default_permissions(),
+            role: Role::Gateway,
+        },
+        Member {
+            key: device.public(),
+            permissions: Role::Device.default_permissions(),
+            role: Role::Device,
+        },
     ];
     let cfg = GenesisConfig::new("ward-7", Params::default(), &members).unwrap();
     let mut chain = Chain::genesis(&admin, cfg, 1_700_000_000_000).unwrap();
@@ -63,7 +77,13 @@ fn ledger_vectors() {
     let genesis = chain.blocks()[0].clone();
 
     // a signed reading
-    let body = TxBody::reading(device.public(), 1, 1_700_000_001_000, 0, Vital::HeartRate { bpm: 72 });
+    let body = TxBody::reading(
+        device.public(),
+        1,
+        1_700_000_001_000,
+        0,
+        Vital::HeartRate { bpm: 72 },
+    );
     let tx = Transaction::sign(body.clone(), chain.chain_id(), &device).unwrap();
     let body_bytes = postcard::to_allocvec(&body).unwrap();
     let tx_bytes = tx.to_vec();
@@ -71,15 +91,24 @@ fn ledger_vectors() {
     assert_eq!(&tx_bytes[body_bytes.len()..], &tx.signature.0[..]);
     let input = signing_input("sensorchain/tx/v1", &chain_id, &body_bytes);
     assert!(ed_verify(&device.public().0, &input, &tx.signature.0));
-    let tx_id: [u8; 32] = Sha256::new().chain_update([0u8]).chain_update(&tx_bytes).finalize().into();
+    let tx_id: [u8; 32] = Sha256::new()
+        .chain_update([0u8])
+        .chain_update(&tx_bytes)
+        .finalize()
+        .into();
     assert_eq!(Transaction::id_of_encoded(&tx_bytes).0, tx_id);
 
     // the next block
-    let block = chain.propose(&gateway, vec![tx.clone()], 1_700_000_002_000).unwrap();
+    let block = chain
+        .propose(&gateway, vec![tx.clone()], 1_700_000_002_000)
+        .unwrap();
     let header_bytes = postcard::to_allocvec(&block.header).unwrap();
     let hash = tagged("sensorchain/block/v1", &[&header_bytes]);
     assert_eq!(block.hash().0, hash);
-    assert_eq!(block.header.tx_root.0, tx_id, "one leaf: the root is its leaf hash");
+    assert_eq!(
+        block.header.tx_root.0, tx_id,
+        "one leaf: the root is its leaf hash"
+    );
     assert!(ed_verify(
         &gateway.public().0,
         &signing_input("sensorchain/block-proposal/v1", &chain_id, &hash),
@@ -133,7 +162,8 @@ fn ledger_vectors() {
         std::fs::write(&p, serde_json::to_string_pretty(&v).unwrap() + "\n").unwrap();
     } else {
         let stored: Value = serde_json::from_str(
-            &std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}; run with UPDATE_VECTORS=1", p.display())),
+            &std::fs::read_to_string(&p)
+                .unwrap_or_else(|e| panic!("{}: {e}; run with UPDATE_VECTORS=1", p.display())),
         )
         .unwrap();
         assert_eq!(stored, v, "ledger vectors differ from the implementation");
