@@ -19,12 +19,24 @@ fn main() {
     let thermometer = Keypair::from_seed([3; 32]);
     let oximeter = Keypair::from_seed([4; 32]);
     println!("1. key pairs");
-    for (name, k) in [("admin", &admin), ("gateway", &gateway), ("thermometer", &thermometer), ("oximeter", &oximeter)] {
-        println!("   {name:<12} {}  (key id {})", k.public().address(), k.public().key_id());
+    for (name, k) in [
+        ("admin", &admin),
+        ("gateway", &gateway),
+        ("thermometer", &thermometer),
+        ("oximeter", &oximeter),
+    ] {
+        println!(
+            "   {name:<12} {}  (key id {})",
+            k.public().address(),
+            k.public().key_id()
+        );
     }
 
     // create_genesis_block, with proof of work of 12 bits
-    let params = Params { pow_difficulty: 12, ..Params::default() };
+    let params = Params {
+        pow_difficulty: 12,
+        ..Params::default()
+    };
     let members: Vec<Member> = [
         (&admin, Role::Admin),
         (&gateway, Role::Gateway),
@@ -32,35 +44,87 @@ fn main() {
         (&oximeter, Role::Device),
     ]
     .into_iter()
-    .map(|(k, role)| Member { key: k.public(), permissions: role.default_permissions(), role })
+    .map(|(k, role)| Member {
+        key: k.public(),
+        permissions: role.default_permissions(),
+        role,
+    })
     .collect();
     let cfg = GenesisConfig::new("quickstart-ward", params, &members).expect("fits");
     let mut chain = Chain::genesis(&admin, cfg, 1_700_000_000_000).expect("valid genesis");
     let g = &chain.blocks()[0];
-    println!("\n2. genesis block {} (chain id {}…)", g.hash(), &chain.chain_id().to_string()[..16]);
+    println!(
+        "\n2. genesis block {} (chain id {}…)",
+        g.hash(),
+        &chain.chain_id().to_string()[..16]
+    );
 
     // sign and verify a transaction
     let chain_id = *chain.chain_id();
     let reading = |k: &Keypair, seq: u64, t: u64, v: Vital| {
         Transaction::sign(TxBody::reading(k.public(), seq, t, 0, v), &chain_id, k).expect("fits")
     };
-    let tx = reading(&thermometer, 1, 1_700_000_001_000, Vital::BodyTemperature { centi_celsius: 3712 });
+    let tx = reading(
+        &thermometer,
+        1,
+        1_700_000_001_000,
+        Vital::BodyTemperature {
+            centi_celsius: 3712,
+        },
+    );
     let vk = VerifyingKey::from_public(&thermometer.public()).expect("prime-order key");
-    println!("\n3. signed a reading of 37.12 °C: signature verifies = {}", tx.verify(chain.chain_id(), &vk).is_ok());
+    println!(
+        "\n3. signed a reading of 37.12 °C: signature verifies = {}",
+        tx.verify(chain.chain_id(), &vk).is_ok()
+    );
     let mut forged = tx.clone();
-    if let TxKind::Reading { payload: Payload::Plain(v), .. } = &mut forged.body.kind {
-        *v = Vital::BodyTemperature { centi_celsius: 3500 };
+    if let TxKind::Reading {
+        payload: Payload::Plain(v),
+        ..
+    } = &mut forged.body.kind
+    {
+        *v = Vital::BodyTemperature {
+            centi_celsius: 3500,
+        };
     }
-    println!("   the same signature on 35.00 °C verifies = {}", forged.verify(chain.chain_id(), &vk).is_ok());
+    println!(
+        "   the same signature on 35.00 °C verifies = {}",
+        forged.verify(chain.chain_id(), &vk).is_ok()
+    );
 
     // add_block, mine_block
     println!("\n4. adding blocks (each mined to 12 leading zero bits)");
     let mut t = 1_700_000_002_000;
     for round in 0..3u64 {
         let txs = vec![
-            if round == 0 { tx.clone() } else { reading(&thermometer, round + 1, t, Vital::BodyTemperature { centi_celsius: 3700 + round as i16 * 15 }) },
-            reading(&oximeter, 2 * round + 1, t, Vital::SpO2 { percent: 97 - round as u8 }),
-            reading(&oximeter, 2 * round + 2, t, Vital::HeartRate { bpm: 72 + round as u16 * 4 }),
+            if round == 0 {
+                tx.clone()
+            } else {
+                reading(
+                    &thermometer,
+                    round + 1,
+                    t,
+                    Vital::BodyTemperature {
+                        centi_celsius: 3700 + round as i16 * 15,
+                    },
+                )
+            },
+            reading(
+                &oximeter,
+                2 * round + 1,
+                t,
+                Vital::SpO2 {
+                    percent: 97 - round as u8,
+                },
+            ),
+            reading(
+                &oximeter,
+                2 * round + 2,
+                t,
+                Vital::HeartRate {
+                    bpm: 72 + round as u16 * 4,
+                },
+            ),
         ];
         let block = chain.propose(&gateway, txs, t).expect("valid transactions");
         println!(
@@ -76,16 +140,34 @@ fn main() {
 
     // a replay and an implausible value are refused
     let replay = chain.propose(&gateway, vec![tx.clone()], t);
-    println!("\n5. replaying the first reading: {}", replay.err().map(|e| e.to_string()).unwrap_or_default());
-    let silly = chain.propose(&gateway, vec![reading(&oximeter, 500, t, Vital::HeartRate { bpm: 60000 })], t);
-    println!("   a heart rate of 60000 bpm: {}", silly.err().map(|e| e.to_string()).unwrap_or_default());
+    println!(
+        "\n5. replaying the first reading: {}",
+        replay.err().map(|e| e.to_string()).unwrap_or_default()
+    );
+    let silly = chain.propose(
+        &gateway,
+        vec![reading(&oximeter, 500, t, Vital::HeartRate { bpm: 60000 })],
+        t,
+    );
+    println!(
+        "   a heart rate of 60000 bpm: {}",
+        silly.err().map(|e| e.to_string()).unwrap_or_default()
+    );
 
     // is_chain_valid
-    println!("\n6. the chain of {} blocks is valid: {:?}", chain.blocks().len(), chain.validate().map(|_| "yes"));
+    println!(
+        "\n6. the chain of {} blocks is valid: {:?}",
+        chain.blocks().len(),
+        chain.validate().map(|_| "yes")
+    );
 
     // tamper: change one stored reading
     let mut tampered = chain.clone();
-    if let TxKind::Reading { payload: Payload::Plain(v), .. } = &mut tampered.blocks_mut()[2].txs[1].body.kind {
+    if let TxKind::Reading {
+        payload: Payload::Plain(v),
+        ..
+    } = &mut tampered.blocks_mut()[2].txs[1].body.kind
+    {
         *v = Vital::SpO2 { percent: 99 };
     }
     match tampered.validate() {
