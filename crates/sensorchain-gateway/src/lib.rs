@@ -11,10 +11,12 @@
 //! core's `WorldState::apply_block`) and *storage* ([`store`]) are separate
 //! parts, so that a consensus layer can order proposals between them.
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod keys;
 pub mod metrics;
 pub mod net;
 pub mod node;
+pub mod sim;
 pub mod store;

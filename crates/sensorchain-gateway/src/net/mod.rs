@@ -1,1 +1,160 @@
-//! (being written)
+//! Sensor links: TCP and serial byte streams carrying the same COBS-framed
+//! link frames ([`codec`]), the gateway side of the handshake and the session
+//! channel ([`link`]), the listeners ([`tcp`], [`serial`]) and the initiator
+//! side used by simulated sensors, the demo and tests ([`client`]).
+//!
+//! One [`Gateway`] holds what all links share: the node, the limits, the
+//! responder table that bounds half-open handshakes across every link, the
+//! session semaphore and the shutdown signal.
+
+pub mod client;
+pub mod codec;
+pub mod link;
+pub mod serial;
+pub mod tcp;
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use sensorchain_core::handshake::{HandshakeConfig, ResponderTable};
+use tokio::sync::{Semaphore, watch};
+
+use crate::config::Limits;
+use crate::node::Node;
+
+/// Capacity of the shared half-open table (the configured
+/// `limits.max_half_open` is clamped to it).
+pub const HALF_OPEN_CAPACITY: usize = 1024;
+/// Initiator ephemeral keys remembered against replayed message 1s.
+pub const REPLAY_CACHE: usize = 4096;
+
+/// The responder table shared by all links.
+pub type Table = ResponderTable<HALF_OPEN_CAPACITY, REPLAY_CACHE>;
+
+/// Link limits (from the `[limits]` section of the configuration).
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    /// A handshake must complete within this time from the first byte.
+    pub handshake_timeout: Duration,
+    /// An established session with no frame and nothing in flight for this
+    /// long is closed.
+    pub idle_timeout: Duration,
+    /// Most established sessions.
+    pub max_sessions: usize,
+    /// Most half-open handshakes across all links.
+    pub max_half_open: usize,
+    /// Most submissions in flight per link (the link stops reading beyond).
+    pub max_inflight: usize,
+    /// Bad frames tolerated per link before it is closed.
+    pub max_bad_frames: u32,
+    /// Longest time one frame may take to write.
+    pub write_timeout: Duration,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        NetConfig::from_limits(&Limits::default())
+    }
+}
+
+impl NetConfig {
+    /// The link limits of a gateway configuration.
+    pub fn from_limits(l: &Limits) -> Self {
+        NetConfig {
+            handshake_timeout: Duration::from_millis(l.handshake_timeout_ms.max(1)),
+            idle_timeout: Duration::from_millis(l.idle_timeout_ms.max(1)),
+            max_sessions: l.max_sessions.max(1),
+            max_half_open: l.max_half_open.clamp(1, HALF_OPEN_CAPACITY),
+            max_inflight: 256,
+            max_bad_frames: codec::DEFAULT_MAX_BAD_FRAMES,
+            write_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What every link of a gateway shares (cheap to clone through `Arc`).
+pub struct Gateway {
+    node: Node,
+    cfg: NetConfig,
+    hs: HandshakeConfig,
+    table: Mutex<Box<Table>>,
+    sessions: Arc<Semaphore>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway").field("cfg", &self.cfg).finish_non_exhaustive()
+    }
+}
+
+/// Milliseconds on a monotonic clock (the handshake's time base).
+pub fn mono_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+impl Gateway {
+    /// The shared link state of `node`, handshaking for the node's chain.
+    pub fn new(node: Node, cfg: NetConfig) -> Arc<Gateway> {
+        let chain = *node.state().chain_id();
+        let mut hs = HandshakeConfig::new(chain);
+        hs.timeout_ms = cfg.handshake_timeout.as_millis() as u64;
+        let (shutdown, _) = watch::channel(false);
+        Arc::new(Gateway {
+            sessions: Arc::new(Semaphore::new(cfg.max_sessions)),
+            node,
+            cfg,
+            hs,
+            table: Mutex::new(Box::new(Table::new())),
+            shutdown,
+        })
+    }
+
+    /// The node.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// The limits.
+    pub fn config(&self) -> &NetConfig {
+        &self.cfg
+    }
+
+    /// Established sessions now.
+    pub fn sessions(&self) -> usize {
+        self.cfg.max_sessions - self.sessions.available_permits()
+    }
+
+    /// Half-open handshakes now (including expired ones not yet reclaimed).
+    pub fn half_open(&self) -> usize {
+        self.table.lock().map(|t| t.half_open()).unwrap_or(0)
+    }
+
+    /// A receiver that sees `true` once shutdown has begun.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// True once shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Begins a graceful shutdown: listeners stop accepting, handshakes in
+    /// progress are refused, sessions stop reading new submissions, answer
+    /// those in flight once committed, send `Refused(ShuttingDown)` and
+    /// close. Waits (at most `grace`) until every session has closed;
+    /// returns whether they all did.
+    pub async fn shutdown(&self, grace: Duration) -> bool {
+        self.shutdown.send_replace(true);
+        let deadline = Instant::now() + grace;
+        while self.sessions() > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+}

@@ -1,0 +1,312 @@
+//! The initiator side of a link, for simulated sensors, the demo and tests:
+//! connect, handshake (refusing any gateway not in the trusted set), then
+//! submit signed transactions through the session and read the gateway's
+//! answers.
+//!
+//! A [`Client`] is one task's state (no background task, no thread): many
+//! thousands fit in one process.
+//!
+//! ```no_run
+//! # async fn f(chain: sensorchain_core::hash::ChainId, kp: sensorchain_core::identity::Keypair,
+//! #            gw: sensorchain_core::identity::PublicKey, tx: Vec<u8>) -> Result<(), sensorchain_gateway::net::client::ClientError> {
+//! use sensorchain_gateway::net::client::Client;
+//! let mut c = Client::connect("127.0.0.1:7400", &chain, &kp, &[gw]).await?;
+//! let answer = c.submit(&tx).await?; // Ack { sequence, tx_id, height } once committed
+//! # let _ = answer; Ok(()) }
+//! ```
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use sensorchain_core::handshake::{
+    HandshakeConfig, HandshakeError, Initiator, MESSAGE1_LEN, MESSAGE3_LEN,
+};
+use sensorchain_core::hash::{ChainId, Hash32};
+use sensorchain_core::identity::{Keypair, PublicKey};
+use sensorchain_core::link::{self, DeviceMsg, GatewayMsg, LINK_MAX_FRAME, LinkFrame, Refusal};
+use sensorchain_core::session::{FRAME_CLOSE, FRAME_DATA, FRAME_OVERHEAD, Session};
+use sensorchain_core::tx::Transaction;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, ToSocketAddrs};
+use tokio_util::codec::{Encoder, Framed};
+
+use super::codec::{CodecError, LinkCodec};
+use super::mono_ms;
+
+/// Default time a connect (TCP and handshake) or one answer may take.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a client operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The gateway refused the link or closed it with a reason (in clear).
+    #[error("refused by the gateway: {0}")]
+    Refused(Refusal),
+    /// The handshake failed on this side (e.g. an untrusted, rogue gateway).
+    #[error("handshake: {0}")]
+    Handshake(HandshakeError),
+    /// The byte stream failed.
+    #[error("link I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// The gateway closed the link without a reason.
+    #[error("link closed by the gateway")]
+    Closed,
+    /// No answer in time.
+    #[error("timed out")]
+    Timeout,
+    /// The gateway sent something this protocol does not allow.
+    #[error("protocol violation: {0}")]
+    Protocol(&'static str),
+    /// The transaction to submit does not decode or does not fit a frame.
+    #[error("bad transaction: {0}")]
+    BadTransaction(String),
+}
+
+impl From<CodecError> for ClientError {
+    fn from(e: CodecError) -> Self {
+        match e {
+            CodecError::Io(e) => ClientError::Io(e),
+            CodecError::TooManyBadFrames(_) => ClientError::Protocol("too many bad frames"),
+            CodecError::FrameTooLarge(_) => ClientError::BadTransaction("frame too large".into()),
+        }
+    }
+}
+
+/// An established link to a gateway.
+pub struct Client<S = TcpStream> {
+    framed: Framed<S, LinkCodec>,
+    session: Session,
+    gateway: PublicKey,
+    transcript: Hash32,
+    timeout: Duration,
+}
+
+impl<S> std::fmt::Debug for Client<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("gateway", &self.gateway).finish_non_exhaustive()
+    }
+}
+
+impl Client<TcpStream> {
+    /// Connects over TCP and handshakes as `identity` for `chain`, trusting
+    /// only `trusted_gateways`. Bounded by [`DEFAULT_TIMEOUT`].
+    pub async fn connect(
+        addr: impl ToSocketAddrs,
+        chain: &ChainId,
+        identity: &Keypair,
+        trusted_gateways: &[PublicKey],
+    ) -> Result<Self, ClientError> {
+        tokio::time::timeout(DEFAULT_TIMEOUT, async {
+            let s = TcpStream::connect(addr).await?;
+            let _ = s.set_nodelay(true);
+            Client::handshake(s, chain, identity, trusted_gateways).await
+        })
+        .await
+        .map_err(|_| ClientError::Timeout)?
+    }
+}
+
+fn frame_of(f: &LinkFrame<'_>) -> Vec<u8> {
+    let mut buf = vec![0u8; LINK_MAX_FRAME];
+    let n = link::encode(f, &mut buf).map(|b| b.len()).unwrap_or(0);
+    buf.truncate(n);
+    buf
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
+    /// Handshakes as initiator over an open byte stream (TCP, serial, an
+    /// in-memory duplex).
+    pub async fn handshake(
+        stream: S,
+        chain: &ChainId,
+        identity: &Keypair,
+        trusted_gateways: &[PublicKey],
+    ) -> Result<Self, ClientError> {
+        let mut framed = Framed::new(stream, LinkCodec::default());
+        let cfg = HandshakeConfig::new(*chain);
+        let mut m1 = [0u8; MESSAGE1_LEN];
+        let (init, n1) = Initiator::start(&cfg, identity, mono_ms(), &mut rand::rng(), &mut m1)
+            .map_err(ClientError::Handshake)?;
+        framed.send(&frame_of(&LinkFrame::Hello(&m1[..n1]))[..]).await?;
+        let f2 = match framed.next().await {
+            Some(f) => f?,
+            None => return Err(ClientError::Closed),
+        };
+        let m2 = match link::decode::<LinkFrame>(&f2) {
+            Ok(LinkFrame::Challenge(m2)) => m2,
+            Ok(LinkFrame::Refused(r)) => return Err(ClientError::Refused(r)),
+            _ => return Err(ClientError::Protocol("expected a challenge")),
+        };
+        let mut m3 = [0u8; MESSAGE3_LEN];
+        let (est, n3) = init
+            .finish(identity, trusted_gateways, m2, mono_ms(), &mut m3)
+            .map_err(ClientError::Handshake)?;
+        framed.send(&frame_of(&LinkFrame::Proof(&m3[..n3]))[..]).await?;
+        Ok(Client {
+            framed,
+            session: est.session,
+            gateway: est.peer,
+            transcript: est.transcript,
+            timeout: DEFAULT_TIMEOUT,
+        })
+    }
+
+    /// The gateway's authenticated key.
+    pub fn gateway(&self) -> PublicKey {
+        self.gateway
+    }
+
+    /// The handshake's transcript hash (a session id).
+    pub fn transcript(&self) -> Hash32 {
+        self.transcript
+    }
+
+    /// Sets how long [`recv`](Self::recv) waits for one answer.
+    pub fn set_timeout(&mut self, t: Duration) {
+        self.timeout = t;
+    }
+
+    /// Seals `msg` and returns the complete wire bytes (COBS frame with its
+    /// delimiter) without sending them; the session counter advances.
+    pub fn seal(&mut self, msg: &DeviceMsg<'_>) -> Result<Vec<u8>, ClientError> {
+        self.seal_kind(FRAME_DATA, msg)
+    }
+
+    fn seal_kind(&mut self, kind: u8, msg: &DeviceMsg<'_>) -> Result<Vec<u8>, ClientError> {
+        let mut plain = vec![0u8; LINK_MAX_FRAME];
+        let p = link::encode(msg, &mut plain).map_err(|_| ClientError::BadTransaction("too large".into()))?;
+        let mut sealed = vec![0u8; p.len() + FRAME_OVERHEAD];
+        let s = self
+            .session
+            .seal(kind, p, &mut sealed)
+            .map_err(|_| ClientError::Protocol("session exhausted"))?;
+        let frame = frame_of(&LinkFrame::Session(s));
+        if frame.is_empty() {
+            return Err(ClientError::BadTransaction("too large for a link frame".into()));
+        }
+        let mut wire = bytes::BytesMut::new();
+        Encoder::<&[u8]>::encode(self.framed.codec_mut(), &frame, &mut wire)?;
+        Ok(wire.to_vec())
+    }
+
+    /// Writes raw bytes to the stream (after anything buffered): for tests
+    /// of what a gateway does with garbage, replays and partial frames.
+    pub async fn send_wire(&mut self, wire: &[u8]) -> Result<(), ClientError> {
+        SinkExt::<&[u8]>::flush(&mut self.framed).await?;
+        let io = self.framed.get_mut();
+        io.write_all(wire).await?;
+        io.flush().await?;
+        Ok(())
+    }
+
+    /// Sends one message through the session.
+    pub async fn send(&mut self, msg: &DeviceMsg<'_>) -> Result<(), ClientError> {
+        let wire = self.seal(msg)?;
+        self.send_wire(&wire).await
+    }
+
+    /// Waits for the next message from the gateway (at most the timeout). A
+    /// `Refused` frame (revocation, shutdown) is
+    /// [`ClientError::Refused`]; the end of the stream [`ClientError::Closed`].
+    /// Cancel-safe.
+    pub async fn recv(&mut self) -> Result<GatewayMsg, ClientError> {
+        let t = self.timeout;
+        tokio::time::timeout(t, self.recv_inner()).await.map_err(|_| ClientError::Timeout)?
+    }
+
+    async fn recv_inner(&mut self) -> Result<GatewayMsg, ClientError> {
+        loop {
+            let mut f = match self.framed.next().await {
+                Some(f) => f?,
+                None => return Err(ClientError::Closed),
+            };
+            let range = match link::decode::<LinkFrame>(&f) {
+                Ok(LinkFrame::Session(ct)) => {
+                    let start = ct.as_ptr() as usize - f.as_ptr() as usize;
+                    start..start + ct.len()
+                }
+                Ok(LinkFrame::Refused(r)) => return Err(ClientError::Refused(r)),
+                _ => return Err(ClientError::Protocol("unexpected frame")),
+            };
+            let opened = self
+                .session
+                .open_in_place(&mut f[range])
+                .map_err(|_| ClientError::Protocol("undecryptable session frame"))?;
+            match opened.kind {
+                FRAME_DATA => {}
+                FRAME_CLOSE => return Err(ClientError::Closed),
+                _ => continue,
+            }
+            return link::decode::<GatewayMsg>(opened.payload).map_err(|_| ClientError::Protocol("malformed message"));
+        }
+    }
+
+    /// Submits one transaction (its exact encoding) and waits for its answer:
+    /// `Ack` once durably committed, `Reject` with a reason, or `Busy`.
+    pub async fn submit(&mut self, encoded_tx: &[u8]) -> Result<GatewayMsg, ClientError> {
+        let mut v = self.submit_pipelined(&[encoded_tx.to_vec()], 1).await?;
+        v.pop().ok_or(ClientError::Closed)
+    }
+
+    /// Submits many transactions with up to `window` in flight, answers
+    /// matched by sequence number; returns the answers in the order of
+    /// `txs`. Sequence numbers should increase along `txs` (a gateway
+    /// refuses a lower one after a higher one as a replay).
+    pub async fn submit_pipelined(
+        &mut self,
+        txs: &[Vec<u8>],
+        window: usize,
+    ) -> Result<Vec<GatewayMsg>, ClientError> {
+        let window = window.max(1);
+        let mut seqs = Vec::with_capacity(txs.len());
+        for t in txs {
+            let tx = Transaction::decode(t).map_err(|e| ClientError::BadTransaction(e.to_string()))?;
+            seqs.push(tx.body.sequence);
+        }
+        let mut waiting: HashMap<u64, VecDeque<usize>> = HashMap::new();
+        let mut answers: Vec<Option<GatewayMsg>> = vec![None; txs.len()];
+        let (mut sent, mut done) = (0, 0);
+        while done < txs.len() {
+            while sent < txs.len() && sent - done < window {
+                let wire = self.seal(&DeviceMsg::Submit(&txs[sent]))?;
+                self.framed.get_mut().write_all(&wire).await?;
+                waiting.entry(seqs[sent]).or_default().push_back(sent);
+                sent += 1;
+            }
+            self.framed.get_mut().flush().await?;
+            let m = self.recv().await?;
+            let seq = match m {
+                GatewayMsg::Ack { sequence, .. } | GatewayMsg::Reject { sequence, .. } | GatewayMsg::Busy { sequence } => {
+                    sequence
+                }
+                GatewayMsg::Pong(_) => continue,
+            };
+            if let Some(i) = waiting.get_mut(&seq).and_then(|q| q.pop_front()) {
+                answers[i] = Some(m);
+                done += 1;
+            } else if matches!(m, GatewayMsg::Reject { sequence: 0, .. }) {
+                return Err(ClientError::Protocol("gateway could not decode a transaction"));
+            }
+        }
+        Ok(answers.into_iter().map(|a| a.unwrap_or(GatewayMsg::Busy { sequence: 0 })).collect())
+    }
+
+    /// Sends a ping and waits for its pong.
+    pub async fn ping(&mut self, n: u32) -> Result<(), ClientError> {
+        self.send(&DeviceMsg::Ping(n)).await?;
+        loop {
+            if self.recv().await? == GatewayMsg::Pong(n) {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Sends a session close frame and shuts the stream down.
+    pub async fn close(mut self) {
+        if let Ok(wire) = self.seal_kind(FRAME_CLOSE, &DeviceMsg::Ping(0)) {
+            let _ = self.send_wire(&wire).await;
+        }
+        let _ = self.framed.get_mut().shutdown().await;
+    }
+}

@@ -1,0 +1,459 @@
+//! The gateway side of one link, over any byte stream (TCP or serial).
+//!
+//! 1. **Handshake** (gateway as responder), within
+//!    `limits.handshake_timeout_ms` of the connection:
+//!    * message 1 arrives in a `Hello` frame; a session slot is reserved (the
+//!      `max_sessions` semaphore; full → `Refused(Busy)`);
+//!    * the allowlist ([`StateAllowlist`], over the node's world state: key
+//!      id → registered key → `CONNECT`) is checked before any Diffie–Hellman
+//!      or signature work; the shared responder table bounds half-open
+//!      handshakes across all links (full → `Refused(Busy)`);
+//!    * message 2 goes out in a `Challenge` frame, message 3 comes back in a
+//!      `Proof` frame.
+//!
+//!    Any failure is answered with `Refused(reason)` in clear and the link
+//!    is closed; the half-open slot is released.
+//! 2. **Session**: every frame is a `Session` frame, opened with the session
+//!    keys and its replay window, holding one strictly decoded
+//!    [`DeviceMsg`]. `Submit(tx)` goes to [`Node::submit`] with the session's
+//!    identity; the answer (`Ack` once durably committed, `Reject`, or `Busy`)
+//!    comes back through the session. At most `max_inflight` submissions are
+//!    in flight per link; beyond, the link stops reading (back-pressure).
+//!    Submissions of one link reach the node in the order they arrived, so a
+//!    sensor may pipeline increasing sequence numbers.
+//! 3. **Ends**: the peer closes (EOF or a close frame); too many bad frames
+//!    (oversized, malformed, undecryptable, replayed: each counted in
+//!    `bad_frames`); no frame for `idle_timeout_ms`; the identity loses
+//!    `CONNECT` (checked on every permission change: `Refused(Revoked)` in
+//!    clear, closed at once); shutdown (in-flight submissions are answered
+//!    first, then `Refused(ShuttingDown)`).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, SinkExt, StreamExt};
+use sensorchain_core::handshake::{
+    self, Allowlist, Established, HandshakeError, MESSAGE2_LEN, Responder,
+};
+use sensorchain_core::identity::{KeyId, PublicKey, VerifyingKey};
+use sensorchain_core::link::{self, DeviceMsg, GatewayMsg, LINK_MAX_FRAME, LinkFrame, Refusal, RejectReason};
+use sensorchain_core::permissions::Permissions;
+use sensorchain_core::session::{FRAME_CLOSE, FRAME_DATA, FRAME_OVERHEAD, Session, SessionError};
+use sensorchain_core::state::WorldState;
+use sensorchain_core::tx::Transaction;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::codec::Framed;
+
+use super::codec::{CodecError, LinkCodec};
+use super::{Gateway, mono_ms};
+use crate::node::{Committed, NodeEvent, Rejected};
+
+/// The allowlist of a gateway: the world state's registered identities that
+/// hold `CONNECT`. Lookups are map reads (the key was validated once, at
+/// registration).
+pub struct StateAllowlist<'a>(pub &'a WorldState);
+
+impl Allowlist for StateAllowlist<'_> {
+    fn lookup(&self, id: &KeyId) -> Result<VerifyingKey, handshake::Refusal> {
+        let pk = self.0.by_key_id(id).ok_or(handshake::Refusal::Unknown)?;
+        let vk = self.0.verifying_key(pk).ok_or(handshake::Refusal::Unknown)?;
+        if !self.0.has(pk, Permissions::CONNECT) {
+            return Err(handshake::Refusal::NotPermitted);
+        }
+        Ok(*vk)
+    }
+}
+
+/// How a link ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkEnd {
+    /// The handshake was refused or failed (the refusal was sent in clear).
+    Refused(Refusal),
+    /// The handshake did not complete in time.
+    HandshakeTimeout,
+    /// The peer closed the link (EOF or a close frame).
+    PeerClosed,
+    /// No frame for the idle timeout.
+    Idle,
+    /// Too many bad frames.
+    BadFrames,
+    /// The identity lost `CONNECT`.
+    Revoked,
+    /// The gateway is shutting down.
+    ShuttingDown,
+    /// The byte stream failed or a write timed out.
+    Io,
+}
+
+impl LinkEnd {
+    /// A snake_case label (the `links_closed` metric).
+    pub fn label(&self) -> &'static str {
+        match self {
+            LinkEnd::Refused(_) => "refused",
+            LinkEnd::HandshakeTimeout => "handshake_timeout",
+            LinkEnd::PeerClosed => "peer_closed",
+            LinkEnd::Idle => "idle",
+            LinkEnd::BadFrames => "bad_frames",
+            LinkEnd::Revoked => "revoked",
+            LinkEnd::ShuttingDown => "shutting_down",
+            LinkEnd::Io => "io",
+        }
+    }
+}
+
+/// The link refusal for a handshake error, and a metric label.
+pub fn refusal_of(e: HandshakeError) -> (Refusal, &'static str) {
+    match e {
+        HandshakeError::UnknownIdentity => (Refusal::UnknownIdentity, "unknown_identity"),
+        HandshakeError::NotPermitted => (Refusal::NotPermitted, "not_permitted"),
+        HandshakeError::WrongChain => (Refusal::WrongChain, "wrong_chain"),
+        HandshakeError::VersionMismatch => (Refusal::VersionMismatch, "version_mismatch"),
+        HandshakeError::TooManyHalfOpen => (Refusal::Busy, "busy"),
+        HandshakeError::BadSignature => (Refusal::HandshakeFailed, "bad_signature"),
+        HandshakeError::Replayed => (Refusal::HandshakeFailed, "replayed"),
+        HandshakeError::Timeout => (Refusal::HandshakeFailed, "timeout"),
+        HandshakeError::Malformed => (Refusal::HandshakeFailed, "malformed"),
+        _ => (Refusal::HandshakeFailed, "failed"),
+    }
+}
+
+type LinkFramed<S> = Framed<S, LinkCodec>;
+
+/// Why the handshake phase ended without a session.
+enum HsFail {
+    /// Answer this refusal in clear, count this label.
+    Refuse(Refusal, &'static str),
+    /// The peer went away or the stream failed.
+    Gone(LinkEnd, &'static str),
+}
+
+/// Keeps a half-open slot until the handshake finishes; releases it if the
+/// handshake is abandoned (timeout, I/O error, bad message).
+struct HalfOpen<'g> {
+    gw: &'g Gateway,
+    resp: Option<Responder>,
+}
+
+impl Drop for HalfOpen<'_> {
+    fn drop(&mut self) {
+        if let Some(r) = self.resp.take() {
+            let mut t = self.gw.table.lock().unwrap_or_else(|p| p.into_inner());
+            r.abort(&mut **t);
+        }
+    }
+}
+
+/// Serves one link until it ends; counts sessions and closes in the
+/// metrics. `peer` names the link in logs (an address or a device path).
+pub async fn serve_link<S>(gw: Arc<Gateway>, stream: S, peer: &str) -> LinkEnd
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let metrics = gw.node.metrics().clone();
+    let codec = LinkCodec::new(Some(metrics.clone())).with_max_bad(gw.cfg.max_bad_frames);
+    let mut framed = Framed::with_capacity(stream, codec, 2048);
+    // Subscribe before the handshake so no revocation is missed in between.
+    let events = gw.node.subscribe();
+    let hs = tokio::time::timeout(gw.cfg.handshake_timeout, handshake(&gw, &mut framed)).await;
+    let end = match hs {
+        Err(_) => {
+            metrics.handshake_failed("timeout");
+            send_clear(&gw, &mut framed, Refusal::HandshakeFailed).await;
+            LinkEnd::HandshakeTimeout
+        }
+        Ok(Err(HsFail::Refuse(r, label))) => {
+            metrics.handshake_failed(label);
+            tracing::debug!(%peer, refusal = %r, "handshake refused");
+            send_clear(&gw, &mut framed, r).await;
+            LinkEnd::Refused(r)
+        }
+        Ok(Err(HsFail::Gone(end, label))) => {
+            metrics.handshake_failed(label);
+            end
+        }
+        Ok(Ok((est, permit))) => {
+            metrics.sessions_total.inc();
+            metrics.sessions_active.inc();
+            tracing::debug!(%peer, device = %est.peer, "session established");
+            let end = session(&gw, &mut framed, est, events).await;
+            metrics.sessions_active.dec();
+            drop(permit);
+            end
+        }
+    };
+    metrics.link_closed(end.label());
+    tracing::debug!(%peer, end = end.label(), "link closed");
+    end
+}
+
+async fn send_clear<S>(gw: &Gateway, framed: &mut LinkFramed<S>, r: Refusal)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut buf = [0u8; 8];
+    if let Ok(b) = link::encode(&LinkFrame::Refused(r), &mut buf) {
+        let b: &[u8] = b;
+        let _ = tokio::time::timeout(Duration::from_secs(1).min(gw.cfg.write_timeout), framed.send(b)).await;
+    }
+}
+
+async fn next_link_frame<S>(framed: &mut LinkFramed<S>) -> Result<bytes::BytesMut, HsFail>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match framed.next().await {
+        Some(Ok(f)) => Ok(f),
+        Some(Err(CodecError::TooManyBadFrames(_))) => Err(HsFail::Refuse(Refusal::HandshakeFailed, "bad_frames")),
+        Some(Err(_)) => Err(HsFail::Gone(LinkEnd::Io, "io")),
+        None => Err(HsFail::Gone(LinkEnd::PeerClosed, "closed")),
+    }
+}
+
+async fn handshake<S>(
+    gw: &Gateway,
+    framed: &mut LinkFramed<S>,
+) -> Result<(Established, OwnedSemaphorePermit), HsFail>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let f1 = next_link_frame(framed).await?;
+    let Ok(LinkFrame::Hello(m1)) = link::decode::<LinkFrame>(&f1) else {
+        let _ = framed.codec_mut().count_bad("unexpected_frame");
+        return Err(HsFail::Refuse(Refusal::HandshakeFailed, "malformed"));
+    };
+    if gw.is_shutting_down() {
+        return Err(HsFail::Refuse(Refusal::ShuttingDown, "shutting_down"));
+    }
+    let permit = gw.sessions.clone().try_acquire_owned().map_err(|_| HsFail::Refuse(Refusal::Busy, "busy"))?;
+    let state = gw.node.state();
+    let allow = StateAllowlist(&state);
+    let mut m2 = [0u8; MESSAGE2_LEN];
+    let mut half = HalfOpen { gw, resp: None };
+    let n2 = {
+        let mut t = gw.table.lock().unwrap_or_else(|p| p.into_inner());
+        let now = mono_ms();
+        t.reclaim_expired(now, gw.hs.timeout_ms);
+        let r = if t.half_open() >= gw.cfg.max_half_open {
+            // Still refuse unknown identities as such (the check is cheap).
+            match precheck(&allow, m1) {
+                Some(e) => Err(e),
+                None => Err(HandshakeError::TooManyHalfOpen),
+            }
+        } else {
+            Responder::respond(&gw.hs, gw.node.keypair(), &mut **t, &allow, m1, now, &mut rand::rng(), &mut m2)
+        };
+        let (resp, n) = r.map_err(|e| {
+            let (r, l) = refusal_of(e);
+            HsFail::Refuse(r, l)
+        })?;
+        half.resp = Some(resp);
+        n
+    };
+    drop(state);
+    let mut buf = [0u8; MESSAGE2_LEN + 8];
+    let frame = link::encode(&LinkFrame::Challenge(&m2[..n2]), &mut buf)
+        .map_err(|_| HsFail::Refuse(Refusal::HandshakeFailed, "failed"))?;
+    let frame: &[u8] = frame;
+    framed.send(frame).await.map_err(|_| HsFail::Gone(LinkEnd::Io, "io"))?;
+
+    let f3 = next_link_frame(framed).await?;
+    let Ok(LinkFrame::Proof(m3)) = link::decode::<LinkFrame>(&f3) else {
+        let _ = framed.codec_mut().count_bad("unexpected_frame");
+        return Err(HsFail::Refuse(Refusal::HandshakeFailed, "malformed"));
+    };
+    let resp = half.resp.take().ok_or(HsFail::Refuse(Refusal::HandshakeFailed, "failed"))?;
+    let est = {
+        let mut t = gw.table.lock().unwrap_or_else(|p| p.into_inner());
+        resp.finish(&mut **t, m3, mono_ms())
+    }
+    .map_err(|e| {
+        let (r, l) = refusal_of(e);
+        HsFail::Refuse(r, l)
+    })?;
+    // Permissions may have changed while the handshake ran.
+    if !gw.node.state().has(&est.peer, Permissions::CONNECT) {
+        return Err(HsFail::Refuse(Refusal::NotPermitted, "not_permitted"));
+    }
+    Ok((est, permit))
+}
+
+/// A cheap allowlist pre-check used when the half-open table is full, so
+/// that an unknown or unpermitted identity is told so rather than "busy".
+fn precheck<A: Allowlist + ?Sized>(allow: &A, msg1: &[u8]) -> Option<HandshakeError> {
+    let m1: handshake::Message1 = sensorchain_core::codec::decode_exact(msg1, handshake::MESSAGE1_LEN).ok()?;
+    match allow.lookup(&m1.initiator) {
+        Err(handshake::Refusal::Unknown) => Some(HandshakeError::UnknownIdentity),
+        Err(handshake::Refusal::NotPermitted) => Some(HandshakeError::NotPermitted),
+        Ok(_) => None,
+    }
+}
+
+/// Seals one gateway message into a link frame (before COBS).
+pub(crate) fn seal_msg(session: &mut Session, msg: &GatewayMsg) -> Option<Vec<u8>> {
+    let mut plain = [0u8; 96];
+    let p = link::encode(msg, &mut plain).ok()?;
+    let mut sealed = vec![0u8; p.len() + FRAME_OVERHEAD];
+    let s = session.seal(FRAME_DATA, p, &mut sealed).ok()?;
+    let mut frame = vec![0u8; s.len() + 8];
+    let n = link::encode(&LinkFrame::Session(s), &mut frame).ok()?.len();
+    frame.truncate(n);
+    Some(frame)
+}
+
+fn submit_future(
+    node: crate::node::Node,
+    bytes: Vec<u8>,
+    peer: PublicKey,
+    sequence: u64,
+) -> impl Future<Output = (u64, Result<Committed, Rejected>)> + Send {
+    async move { (sequence, node.submit(bytes, Some(peer)).await) }
+}
+
+fn answer(sequence: u64, r: Result<Committed, Rejected>) -> GatewayMsg {
+    match r {
+        Ok(c) => GatewayMsg::Ack { sequence, tx_id: c.tx_id, height: c.height },
+        Err(e) => match e.reason() {
+            Some(reason) => GatewayMsg::Reject { sequence, reason },
+            None => GatewayMsg::Busy { sequence },
+        },
+    }
+}
+
+async fn session<S>(
+    gw: &Gateway,
+    framed: &mut LinkFramed<S>,
+    est: Established,
+    mut events: tokio::sync::broadcast::Receiver<NodeEvent>,
+) -> LinkEnd
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let Established { peer, mut session, .. } = est;
+    let cfg = &gw.cfg;
+    let metrics = gw.node.metrics().clone();
+    let mut inflight = FuturesUnordered::new();
+    let mut shutdown = gw.shutdown_signal();
+    let mut draining = *shutdown.borrow();
+    let mut events_open = true;
+    let idle = tokio::time::sleep(cfg.idle_timeout);
+    tokio::pin!(idle);
+    let wt = cfg.write_timeout;
+
+    macro_rules! write_or_end {
+        ($fut:expr) => {
+            match tokio::time::timeout(wt, $fut).await {
+                Ok(Ok(())) => {}
+                _ => return LinkEnd::Io,
+            }
+        };
+    }
+    macro_rules! bad {
+        ($reason:expr) => {
+            if framed.codec_mut().count_bad($reason).is_err() {
+                return LinkEnd::BadFrames;
+            }
+        };
+    }
+
+    loop {
+        if draining && inflight.is_empty() {
+            send_clear(gw, framed, Refusal::ShuttingDown).await;
+            return LinkEnd::ShuttingDown;
+        }
+        let can_read = !draining && inflight.len() < cfg.max_inflight;
+        tokio::select! {
+            biased;
+            ev = events.recv(), if events_open => {
+                let recheck = match ev {
+                    Ok(NodeEvent::PermissionsChanged(keys)) => keys.contains(&peer),
+                    Ok(_) => false,
+                    Err(RecvError::Lagged(_)) => true,
+                    Err(RecvError::Closed) => {
+                        events_open = false;
+                        draining = true;
+                        false
+                    }
+                };
+                if recheck && !gw.node.state().has(&peer, Permissions::CONNECT) {
+                    tracing::info!(device = %peer, "identity lost CONNECT: closing its session");
+                    send_clear(gw, framed, Refusal::Revoked).await;
+                    return LinkEnd::Revoked;
+                }
+            }
+            _ = shutdown.changed(), if !draining => {
+                draining = true;
+            }
+            Some((seq, res)) = inflight.next(), if !inflight.is_empty() => {
+                let mut replies = vec![answer(seq, res)];
+                while let Some(Some((seq, res))) = inflight.next().now_or_never() {
+                    replies.push(answer(seq, res));
+                }
+                for m in &replies {
+                    let Some(frame) = seal_msg(&mut session, m) else { return LinkEnd::Io };
+                    write_or_end!(framed.feed(&frame[..]));
+                }
+                write_or_end!(SinkExt::<&[u8]>::flush(framed));
+                idle.as_mut().reset(tokio::time::Instant::now() + cfg.idle_timeout);
+            }
+            frame = framed.next(), if can_read => {
+                idle.as_mut().reset(tokio::time::Instant::now() + cfg.idle_timeout);
+                let mut bytes = match frame {
+                    None => return LinkEnd::PeerClosed,
+                    Some(Err(CodecError::TooManyBadFrames(_))) => return LinkEnd::BadFrames,
+                    Some(Err(_)) => return LinkEnd::Io,
+                    Some(Ok(b)) => b,
+                };
+                let ct_range = match link::decode::<LinkFrame>(&bytes) {
+                    Ok(LinkFrame::Session(ct)) => {
+                        let start = ct.as_ptr() as usize - bytes.as_ptr() as usize;
+                        start..start + ct.len()
+                    }
+                    Ok(_) => { bad!("unexpected_frame"); continue; }
+                    Err(_) => { bad!("malformed_frame"); continue; }
+                };
+                let opened = match session.open_in_place(&mut bytes[ct_range]) {
+                    Ok(o) => o,
+                    Err(e) => {
+                        bad!(match e {
+                            SessionError::Replayed => "replayed_frame",
+                            SessionError::Decrypt => "undecryptable",
+                            _ => "malformed_session_frame",
+                        });
+                        continue;
+                    }
+                };
+                match opened.kind {
+                    FRAME_DATA => {}
+                    FRAME_CLOSE => return LinkEnd::PeerClosed,
+                    _ => { bad!("unknown_kind"); continue; }
+                }
+                match link::decode::<DeviceMsg>(opened.payload) {
+                    Ok(DeviceMsg::Submit(tx)) => match Transaction::decode(tx) {
+                        Ok(t) => inflight.push(submit_future(gw.node.clone(), tx.to_vec(), peer, t.body.sequence)),
+                        Err(_) => {
+                            metrics.reject(RejectReason::Malformed.as_str());
+                            let m = GatewayMsg::Reject { sequence: 0, reason: RejectReason::Malformed };
+                            let Some(frame) = seal_msg(&mut session, &m) else { return LinkEnd::Io };
+                            write_or_end!(framed.send(&frame[..]));
+                        }
+                    },
+                    Ok(DeviceMsg::Ping(n)) => {
+                        let Some(frame) = seal_msg(&mut session, &GatewayMsg::Pong(n)) else { return LinkEnd::Io };
+                        write_or_end!(framed.send(&frame[..]));
+                    }
+                    Err(_) => { bad!("malformed_message"); }
+                }
+            }
+            _ = &mut idle, if inflight.is_empty() && !draining => {
+                return LinkEnd::Idle;
+            }
+        }
+    }
+}
+
+/// The largest transaction a `Submit` can carry inside one link frame.
+pub const MAX_SUBMIT: usize = LINK_MAX_FRAME - FRAME_OVERHEAD - 8;
