@@ -153,6 +153,25 @@ pub enum NodeEvent {
     PermissionsChanged(Vec<PublicKey>),
 }
 
+/// A queued transaction's outcome, to await.
+pub struct Ticket {
+    rx: oneshot::Receiver<Result<Committed, Rejected>>,
+    arrived: Instant,
+    metrics: Arc<Metrics>,
+}
+
+impl Ticket {
+    /// Waits until the transaction is durably committed or refused.
+    pub async fn wait(self) -> Result<Committed, Rejected> {
+        let r = self.rx.await.unwrap_or(Err(Rejected::ShuttingDown));
+        match &r {
+            Ok(_) => self.metrics.ingest_latency.observe(self.arrived.elapsed().as_secs_f64()),
+            Err(e) => self.metrics.reject(e.label()),
+        }
+        r
+    }
+}
+
 struct Pending {
     tx: Transaction,
     encoded: Vec<u8>,
@@ -261,17 +280,27 @@ impl Node {
     /// link it came on, which must be its signer (`None` for the API, where
     /// any registered signer may submit).
     pub async fn submit(&self, encoded: Vec<u8>, session_identity: Option<PublicKey>) -> Result<Committed, Rejected> {
-        let arrived = Instant::now();
-        let r = self.check_and_enqueue(encoded, session_identity, arrived);
-        let r = match r {
-            Ok(rx) => rx.await.unwrap_or(Err(Rejected::ShuttingDown)),
+        match self.enqueue(encoded, session_identity) {
+            Ok(ticket) => ticket.wait().await,
             Err(e) => Err(e),
-        };
-        match &r {
-            Ok(_) => self.inner.metrics.ingest_latency.observe(arrived.elapsed().as_secs_f64()),
-            Err(e) => self.inner.metrics.reject(e.label()),
         }
-        r
+    }
+
+    /// The first half of [`submit`](Self::submit): decodes, checks and
+    /// verifies the transaction now (in the caller's task) and queues it for
+    /// the next block, returning a [`Ticket`] to await its outcome. A link
+    /// calls this in the order its frames arrive, so one device's sequence
+    /// numbers reach the block producer in order, and awaits the tickets
+    /// concurrently.
+    pub fn enqueue(&self, encoded: Vec<u8>, session_identity: Option<PublicKey>) -> Result<Ticket, Rejected> {
+        let arrived = Instant::now();
+        match self.check_and_enqueue(encoded, session_identity, arrived) {
+            Ok(rx) => Ok(Ticket { rx, arrived, metrics: self.inner.metrics.clone() }),
+            Err(e) => {
+                self.inner.metrics.reject(e.label());
+                Err(e)
+            }
+        }
     }
 
     fn check_and_enqueue(
@@ -389,8 +418,11 @@ fn produce(inner: Arc<Shared>, rx: Receiver<Pending>, cfg: NodeConfig) {
 
 /// Proposes, validates and stores one block from `batch`; answers every
 /// submitter. Returns true if a block was stored.
-fn commit_batch(inner: &Shared, batch: Vec<Pending>, snapshot: bool) -> bool {
+fn commit_batch(inner: &Shared, mut batch: Vec<Pending>, snapshot: bool) -> bool {
     let started = Instant::now();
+    // One signer's transactions in sequence order, whatever order concurrent
+    // submitters reached the queue in (stable: otherwise arrival order).
+    batch.sort_by_key(|p| (p.tx.body.signer, p.tx.body.sequence));
     let state = inner.state.read().map(|s| s.clone()).unwrap_or_else(|p| p.into_inner().clone());
     let mut replies = Vec::with_capacity(batch.len());
     let mut txs = Vec::with_capacity(batch.len());

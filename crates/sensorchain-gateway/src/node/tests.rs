@@ -57,14 +57,21 @@ async fn commits_acks_and_refuses() {
                 let loc = node.store().tx_location(&c.tx_id).unwrap().unwrap();
                 assert_eq!((loc.height, loc.index), (c.height, c.index));
             }
-            // concurrent submissions may arrive out of order: a lower
-            // sequence after a higher one in the same block is a replay
+            // concurrent submissions may reach different blocks out of
+            // order: a lower sequence after a higher one is then a replay
             Err(Rejected::Rule(TxRuleError::Replay { .. })) => replays += 1,
             Err(e) => panic!("{e}"),
         }
     }
     assert_eq!(ok + replays, 200);
     assert!(ok > 0);
+    // submissions enqueued in order are all accepted, however they are awaited
+    let base = node.state().identity(&f.device.public()).unwrap().last_sequence.unwrap() + 1000;
+    let tickets: Vec<_> = (0..100).map(|i| node.enqueue(reading(&f, base + i, 70), dev).unwrap()).collect();
+    let waits: Vec<_> = tickets.into_iter().rev().map(|t| tokio::spawn(t.wait())).collect();
+    for w in waits {
+        w.await.unwrap().unwrap();
+    }
     // sequential: every one accepted
     let last = node.state().identity(&f.device.public()).unwrap().last_sequence.unwrap();
     for seq in last + 1..last + 20 {
