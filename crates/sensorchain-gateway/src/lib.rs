@@ -11,6 +11,7 @@
 //! core's `WorldState::apply_block`) and *storage* ([`store`]) are separate
 //! parts, so that a consensus layer can order proposals between them.
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod keys;

@@ -1,0 +1,1009 @@
+//! The API driven in memory (`tower::ServiceExt::oneshot`) and over a real
+//! loopback socket, on a node in a temporary directory.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use sensorchain_core::block::{Block, BlockHeader};
+use sensorchain_core::chain::Chain;
+use sensorchain_core::hash::{Hash32, parse_hex};
+use sensorchain_core::identity::{Keypair, PublicKey};
+use sensorchain_core::merkle::verify_inclusion;
+use sensorchain_core::permissions::{Permissions, Role};
+use sensorchain_core::reading::Vital;
+use sensorchain_core::sealed;
+use sensorchain_core::tx::{
+    GenesisConfig, Member, Params, Payload, Transaction, TxBody, TxKind, sealed_binding,
+};
+
+use super::*;
+use crate::metrics::Metrics;
+use crate::node::{NodeConfig, now_ms};
+use crate::store::Store;
+
+struct Fx {
+    admin: Keypair,
+    admin2: Keypair,
+    gateway: Keypair,
+    device: Keypair,
+    patient: Keypair,
+    doctor: Keypair,
+    insurer: Keypair,
+    genesis: Block,
+    node: Node,
+    _dir: tempfile::TempDir,
+}
+
+impl Fx {
+    fn chain(&self) -> sensorchain_core::hash::ChainId {
+        self.genesis.header.chain_id
+    }
+
+    fn sign(&self, kp: &Keypair, sequence: u64, kind: TxKind) -> Vec<u8> {
+        let body = TxBody {
+            signer: kp.public(),
+            sequence,
+            timestamp_ms: now_ms(),
+            kind,
+        };
+        Transaction::sign(body, &self.chain(), kp).unwrap().to_vec()
+    }
+
+    fn reading(&self, seq: u64, stream: u16, v: Vital) -> Vec<u8> {
+        self.reading_at(seq, stream, now_ms(), v)
+    }
+
+    fn reading_at(&self, seq: u64, stream: u16, ts: u64, v: Vital) -> Vec<u8> {
+        let body = TxBody::reading(self.device.public(), seq, ts, stream, v);
+        Transaction::sign(body, &self.chain(), &self.device)
+            .unwrap()
+            .to_vec()
+    }
+
+    fn router(&self) -> Router {
+        router(self.node.clone())
+    }
+}
+
+/// A genesis of two admins (admin consensus 1/1: both must vote on
+/// `ADMIN`/`VALIDATE`), a gateway, a device, a patient, a doctor and an
+/// insurer, and a node on it.
+fn fixture() -> Fx {
+    let admin = Keypair::from_seed([1; 32]);
+    let gateway = Keypair::from_seed([2; 32]);
+    let device = Keypair::from_seed([3; 32]);
+    let patient = Keypair::from_seed([4; 32]);
+    let doctor = Keypair::from_seed([5; 32]);
+    let insurer = Keypair::from_seed([6; 32]);
+    let admin2 = Keypair::from_seed([7; 32]);
+    let m = |k: &Keypair, role: Role| Member {
+        key: k.public(),
+        permissions: role.default_permissions(),
+        role,
+    };
+    let members = [
+        m(&admin, Role::Admin),
+        m(&admin2, Role::Admin),
+        m(&gateway, Role::Gateway),
+        m(&device, Role::Device),
+        m(&patient, Role::Patient),
+        m(&doctor, Role::Doctor),
+        m(&insurer, Role::Insurer),
+    ];
+    let params = Params {
+        admin_consensus_num: 1,
+        admin_consensus_den: 1,
+        ..Params::default()
+    };
+    let cfg = GenesisConfig::new("api-test", params, &members).unwrap();
+    let genesis = Chain::genesis_block(&admin, cfg, 1_000).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let ncfg = NodeConfig {
+        batch_timeout: Duration::from_millis(2),
+        snapshot_every: 4,
+        ..Default::default()
+    };
+    let node = Node::start(
+        store,
+        gateway.clone(),
+        &genesis,
+        ncfg,
+        Arc::new(Metrics::new()),
+    )
+    .unwrap();
+    Fx {
+        admin,
+        admin2,
+        gateway,
+        device,
+        patient,
+        doctor,
+        insurer,
+        genesis,
+        node,
+        _dir: dir,
+    }
+}
+
+fn hx(pk: &PublicKey) -> String {
+    hex::encode(pk.0)
+}
+
+fn h32(v: &Value) -> Hash32 {
+    Hash32(parse_hex::<32>(v.as_str().unwrap_or_else(|| panic!("not a string: {v}"))).unwrap())
+}
+
+struct Resp {
+    status: StatusCode,
+    ctype: String,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// Asserts a JSON error with `status` and `code`.
+    fn err(&self, status: StatusCode, code: &str) {
+        let j = self.json();
+        assert_eq!(self.status, status, "{j}");
+        assert_eq!(j["error"]["code"], code, "{j}");
+        assert!(
+            j["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{j}"
+        );
+        assert!(self.ctype.starts_with("application/json"), "{}", self.ctype);
+    }
+}
+
+async fn send(r: &Router, req: Request<Body>) -> Resp {
+    let res = r.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let ctype = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let body = axum::body::to_bytes(res.into_body(), usize::MAX)
+        .await
+        .unwrap()
+        .to_vec();
+    Resp {
+        status,
+        ctype,
+        body,
+    }
+}
+
+async fn get(r: &Router, uri: &str) -> Resp {
+    send(r, Request::get(uri).body(Body::empty()).unwrap()).await
+}
+
+async fn get_ok(r: &Router, uri: &str) -> Value {
+    let res = get(r, uri).await;
+    assert_eq!(
+        res.status,
+        StatusCode::OK,
+        "{uri}: {}",
+        String::from_utf8_lossy(&res.body)
+    );
+    res.json()
+}
+
+async fn post_raw(r: &Router, tx: &[u8]) -> Resp {
+    let req = Request::post("/txs")
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .body(Body::from(tx.to_vec()))
+        .unwrap();
+    send(r, req).await
+}
+
+async fn post_json(r: &Router, body: Value) -> Resp {
+    let req = Request::post("/txs")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    send(r, req).await
+}
+
+/// Submits and expects 201; returns the answer.
+async fn commit(r: &Router, tx: &[u8]) -> Value {
+    let res = post_raw(r, tx).await;
+    assert_eq!(
+        res.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&res.body)
+    );
+    res.json()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_head_and_fallbacks() {
+    let f = fixture();
+    let r = f.router();
+    let h = get_ok(&r, "/health").await;
+    assert_eq!(h["status"], "ok");
+    assert_eq!(h["height"], 0);
+    assert_eq!(h32(&h["head_hash"]), f.genesis.hash());
+    assert_eq!(h["chain_id"], f.chain().to_string());
+
+    let head = get_ok(&r, "/chain/head").await;
+    assert_eq!(head["height"], 0);
+    assert_eq!(h32(&head["hash"]), f.genesis.hash());
+    assert_eq!(head["tx_count_total"], 1);
+    assert_eq!(head["reading_count_total"], 0);
+    assert_eq!(head["chain_name"], "api-test");
+    assert_eq!(head["params"]["admin_consensus_den"], 1);
+    assert_eq!(head["params"]["max_block_txs"], 10_000);
+    assert_eq!(head["admins"], 2);
+    assert_eq!(head["votes_needed"], 2);
+    assert_eq!(head["validators"], json!([hx(&f.gateway.public())]));
+    assert_eq!(head["gateway"], hx(&f.gateway.public()));
+
+    get(&r, "/nope")
+        .await
+        .err(StatusCode::NOT_FOUND, "no_route");
+    let res = send(&r, Request::delete("/health").body(Body::empty()).unwrap()).await;
+    res.err(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocks_and_raw_bytes() {
+    let f = fixture();
+    let r = f.router();
+    let b = get_ok(&r, "/blocks/0").await;
+    assert_eq!(b["height"], 0);
+    assert_eq!(h32(&b["hash"]), f.genesis.hash());
+    assert_eq!(b["tx_count"], 1);
+    assert_eq!(b["txs"][0]["kind"], "genesis");
+    assert!(
+        b["txs"][0]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("api-test"),
+        "{b}"
+    );
+    assert_eq!(b["header"]["prev_hash"], Hash32::ZERO.to_string());
+    assert_eq!(b["proposer"], hx(&f.admin.public()));
+    // the header bytes hash to the block hash
+    let hb = hex::decode(b["header_hex"].as_str().unwrap()).unwrap();
+    assert_eq!(BlockHeader::decode(&hb).unwrap().hash(), f.genesis.hash());
+
+    // a reading makes block 1
+    let c = commit(&r, &f.reading(1, 0, Vital::HeartRate { bpm: 72 })).await;
+    assert_eq!(c["height"], 1);
+    let b1 = get_ok(&r, "/blocks/1").await;
+    assert_eq!(b1["header"]["prev_hash"], b["hash"]);
+    assert_eq!(b1["proposer"], hx(&f.gateway.public()));
+    assert_eq!(b1["txs"][0]["id"], c["tx_id"]);
+    assert_eq!(b1["txs"][0]["kind"], "reading");
+    assert!(
+        b1["txs"][0]["summary"].as_str().unwrap().contains("72 bpm"),
+        "{b1}"
+    );
+
+    let raw = get(&r, "/blocks/1/raw").await;
+    assert_eq!(raw.status, StatusCode::OK);
+    assert_eq!(raw.ctype, "application/octet-stream");
+    assert_eq!(raw.body, f.node.store().block_bytes(1).unwrap().unwrap());
+    assert_eq!(Block::decode(&raw.body).unwrap().hash(), h32(&b1["hash"]));
+
+    get(&r, "/blocks/99")
+        .await
+        .err(StatusCode::NOT_FOUND, "unknown_block");
+    get(&r, "/blocks/99/raw")
+        .await
+        .err(StatusCode::NOT_FOUND, "unknown_block");
+    get(&r, "/blocks/x")
+        .await
+        .err(StatusCode::BAD_REQUEST, "bad_height");
+    get(&r, "/blocks/-1/raw")
+        .await
+        .err(StatusCode::BAD_REQUEST, "bad_height");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consent_and_grant_through_post_change_readers() {
+    let f = fixture();
+    let r = f.router();
+    let dev = hx(&f.device.public());
+    // unassigned device: nobody may read
+    let rd = get_ok(&r, &format!("/identities/{dev}/readers")).await;
+    assert_eq!(rd["patient"], Value::Null);
+    assert_eq!(rd["readers"], json!([]));
+
+    // admin assigns the device to the patient (raw bytes)
+    let assign = f.sign(
+        &f.admin,
+        1,
+        TxKind::AssignDevice {
+            device: f.device.public(),
+            patient: f.patient.public(),
+        },
+    );
+    commit(&r, &assign).await;
+    // the patient consents to the doctor (JSON hex)
+    let consent = f.sign(
+        &f.patient,
+        1,
+        TxKind::Consent {
+            reader: f.doctor.public(),
+            granted: true,
+        },
+    );
+    let res = post_json(&r, json!({ "tx": hex::encode(&consent) })).await;
+    assert_eq!(
+        res.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&res.body)
+    );
+    let c = res.json();
+    assert_eq!(c["tx_id"], Transaction::id_of_encoded(&consent).to_string());
+    assert!(c["height"].as_u64().unwrap() >= 1);
+    assert_eq!(c["index"], 0);
+    assert!(c["block_hash"].is_string());
+
+    let rd = get_ok(&r, &format!("/identities/{dev}/readers")).await;
+    assert_eq!(rd["patient"], hx(&f.patient.public()));
+    let keys: Vec<&str> = rd["readers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys.len(), 2, "{rd}");
+    assert!(keys.contains(&hx(&f.patient.public()).as_str()));
+    assert!(keys.contains(&hx(&f.doctor.public()).as_str()));
+    let doc = rd["readers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["role"] == "doctor")
+        .unwrap();
+    assert_eq!(doc["via"], "consent");
+    // the insurer is not a reader
+    assert!(!keys.contains(&hx(&f.insurer.public()).as_str()));
+
+    // a grant: the admin gives the device SEND (one admin suffices for the
+    // bits outside admin consensus)
+    let grant = f.sign(
+        &f.admin,
+        2,
+        TxKind::Grant {
+            target: f.device.public(),
+            permissions: Permissions::SEND,
+        },
+    );
+    commit(&r, &grant).await;
+    let d = get_ok(&r, &format!("/identities/{dev}")).await;
+    assert_eq!(d["permissions"], json!(["connect", "send", "write"]));
+    assert_eq!(d["role"], "device");
+    assert_eq!(d["patient"], hx(&f.patient.public()));
+    // by address too
+    let addr = f.device.public().address().to_string();
+    let d2 = get_ok(&r, &format!("/identities/{addr}")).await;
+    assert_eq!(d2["key"], dev);
+    assert_eq!(d2["address"], addr);
+
+    let p = get_ok(&r, &format!("/identities/{}", hx(&f.patient.public()))).await;
+    assert_eq!(p["devices"], json!([dev]));
+    assert_eq!(p["consented_readers"], json!([hx(&f.doctor.public())]));
+    assert_eq!(p["last_sequence"], 1);
+    let doc = get_ok(&r, &format!("/identities/{}", hx(&f.doctor.public()))).await;
+    assert_eq!(doc["consented_by"], json!([hx(&f.patient.public())]));
+
+    let all = get_ok(&r, "/identities").await;
+    assert_eq!(all["count"], 7);
+    let admin = all["identities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["key"] == hx(&f.admin.public()))
+        .unwrap();
+    assert_eq!(admin["role"], "admin");
+    assert_eq!(admin["permissions"], json!(["connect", "send", "admin"]));
+    assert_eq!(admin["last_sequence"], 2);
+    assert_eq!(admin["key_id"], hex::encode(f.admin.public().key_id().0));
+
+    let cs = get_ok(&r, "/consents").await;
+    assert_eq!(cs["count"], 1);
+    assert_eq!(cs["consents"][0]["patient"], hx(&f.patient.public()));
+    assert_eq!(cs["consents"][0]["reader"], hx(&f.doctor.public()));
+    assert_eq!(cs["consents"][0]["reader_role"], "doctor");
+
+    // withdrawing the consent removes the doctor
+    let withdraw = f.sign(
+        &f.patient,
+        2,
+        TxKind::Consent {
+            reader: f.doctor.public(),
+            granted: false,
+        },
+    );
+    commit(&r, &withdraw).await;
+    let rd = get_ok(&r, &format!("/identities/{dev}/readers")).await;
+    assert_eq!(rd["readers"].as_array().unwrap().len(), 1, "{rd}");
+    assert_eq!(get_ok(&r, "/consents").await["count"], 0);
+
+    // errors
+    get(&r, "/identities/zz")
+        .await
+        .err(StatusCode::BAD_REQUEST, "bad_key");
+    get(&r, &format!("/identities/{}", "ab".repeat(32)))
+        .await
+        .err(StatusCode::NOT_FOUND, "unknown_identity");
+    get(&r, &format!("/identities/{}/readers", "ab".repeat(32)))
+        .await
+        .err(StatusCode::NOT_FOUND, "unknown_identity");
+    let stranger = Keypair::from_seed([9; 32]).public().address().to_string();
+    get(&r, &format!("/identities/{stranger}"))
+        .await
+        .err(StatusCode::NOT_FOUND, "unknown_identity");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_consensus_votes() {
+    let f = fixture();
+    let r = f.router();
+    let v = get_ok(&r, "/votes").await;
+    assert_eq!(v["votes"], json!([]));
+    assert_eq!(v["votes_needed"], 2);
+    // one of two admins votes to make the doctor a validator: pending
+    let grant = f.sign(
+        &f.admin,
+        1,
+        TxKind::Grant {
+            target: f.doctor.public(),
+            permissions: Permissions::VALIDATE,
+        },
+    );
+    commit(&r, &grant).await;
+    let v = get_ok(&r, "/votes").await;
+    assert_eq!(v["votes"].as_array().unwrap().len(), 1, "{v}");
+    let vote = &v["votes"][0];
+    assert_eq!(vote["target"], hx(&f.doctor.public()));
+    assert_eq!(vote["permission"], json!(["validate"]));
+    assert_eq!(vote["grant"], true);
+    assert_eq!(vote["voters"], json!([hx(&f.admin.public())]));
+    assert_eq!(vote["votes"], 1);
+    // the second admin's vote completes it
+    let grant2 = f.sign(
+        &f.admin2,
+        1,
+        TxKind::Grant {
+            target: f.doctor.public(),
+            permissions: Permissions::VALIDATE,
+        },
+    );
+    commit(&r, &grant2).await;
+    assert_eq!(get_ok(&r, "/votes").await["votes"], json!([]));
+    let d = get_ok(&r, &format!("/identities/{}", hx(&f.doctor.public()))).await;
+    assert!(
+        d["permissions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("validate")),
+        "{d}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readings_tx_and_inclusion_proof() {
+    let f = fixture();
+    let r = f.router();
+    let dev = hx(&f.device.public());
+    let t0 = now_ms() - 10_000;
+    let vitals = [
+        (0u16, Vital::HeartRate { bpm: 72 }),
+        (
+            1,
+            Vital::BodyTemperature {
+                centi_celsius: 3705,
+            },
+        ),
+        (2, Vital::SpO2 { percent: 97 }),
+        (
+            3,
+            Vital::BloodPressure {
+                systolic_mmhg: 121,
+                diastolic_mmhg: 79,
+            },
+        ),
+        (0, Vital::HeartRate { bpm: 75 }),
+    ];
+    let mut ids = Vec::new();
+    for (i, (stream, v)) in vitals.iter().enumerate() {
+        let c = commit(
+            &r,
+            &f.reading_at(i as u64 + 1, *stream, t0 + i as u64 * 1000, v.clone()),
+        )
+        .await;
+        ids.push(c["tx_id"].as_str().unwrap().to_string());
+    }
+
+    // by device, oldest first
+    let all = get_ok(&r, &format!("/devices/{dev}/readings")).await;
+    assert_eq!(all["count"], 5);
+    assert_eq!(all["truncated"], false);
+    let rs = all["readings"].as_array().unwrap();
+    assert_eq!(rs[0]["tx_id"], ids[0]);
+    assert_eq!(rs[0]["device"], dev);
+    assert_eq!(rs[0]["sequence"], 1);
+    assert_eq!(rs[0]["timestamp_ms"], t0);
+    assert_eq!(
+        rs[0]["value"],
+        json!({ "encoding": "plain", "vital": "heart_rate", "bpm": 72, "display": "72 bpm" })
+    );
+    assert_eq!(rs[1]["value"]["centi_celsius"], 3705);
+    assert_eq!(rs[2]["value"]["percent"], 97);
+    assert_eq!(rs[3]["value"]["systolic_mmhg"], 121);
+    assert_eq!(rs[3]["value"]["diastolic_mmhg"], 79);
+    assert_eq!(rs[3]["stream"], 3);
+    // a window and a limit
+    let w = get_ok(
+        &r,
+        &format!(
+            "/devices/{dev}/readings?from={}&to={}",
+            t0 + 1000,
+            t0 + 3000
+        ),
+    )
+    .await;
+    assert_eq!(w["count"], 3);
+    assert_eq!(w["readings"][0]["sequence"], 2);
+    let l = get_ok(&r, &format!("/devices/{dev}/readings?limit=2")).await;
+    assert_eq!(l["count"], 2);
+    assert_eq!(l["truncated"], true);
+    assert_eq!(l["next_from"], t0 + 1000);
+    // by stream
+    let s = get_ok(&r, &format!("/devices/{dev}/streams/0/readings")).await;
+    assert_eq!(s["count"], 2);
+    assert_eq!(s["readings"][1]["value"]["bpm"], 75);
+    // by address
+    let addr = f.device.public().address().to_string();
+    assert_eq!(
+        get_ok(&r, &format!("/devices/{addr}/streams/3/readings")).await["count"],
+        1
+    );
+    // every device, by time
+    let t = get_ok(
+        &r,
+        &format!("/readings?from={t0}&to={}&limit=10000", t0 + 4000),
+    )
+    .await;
+    assert_eq!(t["count"], 5);
+    assert_eq!(t["readings"][4]["tx_id"], ids[4]);
+    assert_eq!(get_ok(&r, "/readings?to=0").await["count"], 0);
+
+    // parameter errors
+    get(&r, &format!("/devices/{dev}/readings?from=5&to=4"))
+        .await
+        .err(StatusCode::BAD_REQUEST, "bad_range");
+    get(&r, &format!("/devices/{dev}/readings?limit=10001"))
+        .await
+        .err(StatusCode::BAD_REQUEST, "bad_limit");
+    get(&r, "/readings?limit=0")
+        .await
+        .err(StatusCode::BAD_REQUEST, "bad_limit");
+    get(&r, "/readings?from=abc")
+        .await
+        .err(StatusCode::BAD_REQUEST, "bad_query");
+    get(&r, "/readings?bogus=1")
+        .await
+        .err(StatusCode::BAD_REQUEST, "bad_query");
+    get(&r, "/devices/xyz/readings")
+        .await
+        .err(StatusCode::BAD_REQUEST, "bad_key");
+    get(&r, &format!("/devices/{}/readings", "cd".repeat(32)))
+        .await
+        .err(StatusCode::NOT_FOUND, "unknown_identity");
+    get(&r, &format!("/devices/{dev}/streams/65536/readings"))
+        .await
+        .err(StatusCode::BAD_REQUEST, "bad_stream");
+
+    // the transaction, decoded
+    let tx = get_ok(&r, &format!("/txs/{}", ids[3])).await;
+    assert_eq!(tx["id"], ids[3]);
+    assert_eq!(tx["kind"], "reading");
+    assert_eq!(tx["signer"], dev);
+    assert_eq!(tx["sequence"], 4);
+    assert_eq!(tx["body"]["stream"], 3);
+    assert_eq!(tx["body"]["value"]["vital"], "blood_pressure");
+    assert_eq!(tx["location"]["index"], 0);
+    let raw = hex::decode(tx["raw"].as_str().unwrap()).unwrap();
+    assert_eq!(Transaction::id_of_encoded(&raw).to_string(), ids[3]);
+
+    // its inclusion proof checks against the header's tx_root
+    let p = get_ok(&r, &format!("/txs/{}/proof", ids[3])).await;
+    let path: Vec<Hash32> = p["path"].as_array().unwrap().iter().map(h32).collect();
+    let header =
+        BlockHeader::decode(&hex::decode(p["header_hex"].as_str().unwrap()).unwrap()).unwrap();
+    assert_eq!(header.hash(), h32(&p["block_hash"]));
+    assert_eq!(header.tx_root, h32(&p["tx_root"]));
+    assert_eq!(h32(&p["leaf_hash"]).to_string(), ids[3]);
+    verify_inclusion(
+        &h32(&p["leaf_hash"]),
+        p["index"].as_u64().unwrap(),
+        p["tree_size"].as_u64().unwrap(),
+        &path,
+        &header.tx_root,
+    )
+    .unwrap();
+    assert_eq!(p["height"], tx["location"]["height"]);
+    assert_eq!(p["block_hash"], tx["location"]["block_hash"]);
+
+    get(&r, &format!("/txs/{}", "00".repeat(32)))
+        .await
+        .err(StatusCode::NOT_FOUND, "unknown_tx");
+    get(&r, &format!("/txs/{}/proof", "00".repeat(32)))
+        .await
+        .err(StatusCode::NOT_FOUND, "unknown_tx");
+    get(&r, "/txs/123")
+        .await
+        .err(StatusCode::BAD_REQUEST, "bad_tx_id");
+    get(&r, "/txs/123/proof")
+        .await
+        .err(StatusCode::BAD_REQUEST, "bad_tx_id");
+}
+
+/// Several transactions (from different signers, submitted at once, so
+/// they usually share a block): every one's proof verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proofs_in_a_multi_tx_block() {
+    let f = fixture();
+    let r = f.router();
+    let txs = vec![
+        f.reading(1, 0, Vital::HeartRate { bpm: 61 }),
+        f.sign(
+            &f.patient,
+            1,
+            TxKind::Consent {
+                reader: f.doctor.public(),
+                granted: true,
+            },
+        ),
+        f.sign(
+            &f.admin,
+            1,
+            TxKind::Grant {
+                target: f.insurer.public(),
+                permissions: Permissions::SEND,
+            },
+        ),
+        f.sign(
+            &f.admin2,
+            1,
+            TxKind::SetRole {
+                target: f.doctor.public(),
+                role: Role::Nurse,
+            },
+        ),
+        // refused (an insurer may not send): left out of the block
+        f.sign(
+            &f.insurer,
+            1,
+            TxKind::Consent {
+                reader: f.doctor.public(),
+                granted: true,
+            },
+        ),
+    ];
+    let handles: Vec<_> = txs
+        .into_iter()
+        .map(|t| {
+            let n = f.node.clone();
+            tokio::spawn(async move { n.submit(t, None).await })
+        })
+        .collect();
+    let mut committed = Vec::new();
+    for h in handles {
+        if let Ok(c) = h.await.unwrap() {
+            committed.push(c);
+        }
+    }
+    assert!(committed.len() >= 4, "{committed:?}");
+    for c in committed {
+        let p = get_ok(&r, &format!("/txs/{}/proof", c.tx_id)).await;
+        assert_eq!(p["index"], c.index);
+        assert_eq!(p["height"], c.height);
+        let path: Vec<Hash32> = p["path"].as_array().unwrap().iter().map(h32).collect();
+        let header =
+            BlockHeader::decode(&hex::decode(p["header_hex"].as_str().unwrap()).unwrap()).unwrap();
+        verify_inclusion(
+            &c.tx_id,
+            c.index as u64,
+            p["tree_size"].as_u64().unwrap(),
+            &path,
+            &header.tx_root,
+        )
+        .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealed_readings_are_served_as_ciphertext() {
+    let f = fixture();
+    let r = f.router();
+    commit(
+        &r,
+        &f.sign(
+            &f.admin,
+            1,
+            TxKind::AssignDevice {
+                device: f.device.public(),
+                patient: f.patient.public(),
+            },
+        ),
+    )
+    .await;
+    commit(
+        &r,
+        &f.sign(
+            &f.patient,
+            1,
+            TxKind::Consent {
+                reader: f.doctor.public(),
+                granted: true,
+            },
+        ),
+    )
+    .await;
+    let binding = sealed_binding(&f.chain(), &f.device.public(), 5, 1);
+    let mut rng = StdRng::seed_from_u64(7);
+    let payload = sealed::seal(
+        b"\x03\x48",
+        &[f.patient.public(), f.doctor.public()],
+        &binding,
+        &mut rng,
+    )
+    .unwrap();
+    let body = TxBody {
+        signer: f.device.public(),
+        sequence: 1,
+        timestamp_ms: now_ms(),
+        kind: TxKind::Reading {
+            stream: 5,
+            payload: Payload::Sealed(payload.clone()),
+        },
+    };
+    let tx = Transaction::sign(body, &f.chain(), &f.device)
+        .unwrap()
+        .to_vec();
+    let c = commit(&r, &tx).await;
+    let t = get_ok(&r, &format!("/txs/{}", c["tx_id"].as_str().unwrap())).await;
+    let v = &t["body"]["value"];
+    assert_eq!(v["encoding"], "sealed");
+    assert_eq!(v["ciphertext"], hex::encode(&payload.ciphertext));
+    assert_eq!(v["plaintext_len"], 2);
+    assert_eq!(
+        v["recipients"][0]["key_id"],
+        hex::encode(f.patient.public().key_id().0)
+    );
+    assert_eq!(v["recipients"][0]["key"], hx(&f.patient.public()));
+    assert_eq!(
+        v["recipients"][1]["wrapped_key"],
+        hex::encode(payload.recipients[1].wrapped.0)
+    );
+    assert!(t["summary"].as_str().unwrap().contains("sealed"), "{t}");
+    let rs = get_ok(
+        &r,
+        &format!("/devices/{}/streams/5/readings", hx(&f.device.public())),
+    )
+    .await;
+    assert_eq!(rs["readings"][0]["value"], *v);
+
+    // sealed for the insurer, who has no consent: a rule violation
+    let binding = sealed_binding(&f.chain(), &f.device.public(), 5, 2);
+    let payload = sealed::seal(b"x", &[f.insurer.public()], &binding, &mut rng).unwrap();
+    let body = TxBody {
+        signer: f.device.public(),
+        sequence: 2,
+        timestamp_ms: now_ms(),
+        kind: TxKind::Reading {
+            stream: 5,
+            payload: Payload::Sealed(payload),
+        },
+    };
+    let tx = Transaction::sign(body, &f.chain(), &f.device)
+        .unwrap()
+        .to_vec();
+    post_raw(&r, &tx)
+        .await
+        .err(StatusCode::UNPROCESSABLE_ENTITY, "not_authorised");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_refusals() {
+    let f = fixture();
+    let r = f.router();
+    commit(&r, &f.reading(10, 0, Vital::HeartRate { bpm: 70 })).await;
+    // malformed
+    post_raw(&r, &[1, 2, 3])
+        .await
+        .err(StatusCode::BAD_REQUEST, "malformed");
+    post_raw(&r, &[])
+        .await
+        .err(StatusCode::BAD_REQUEST, "malformed");
+    post_json(&r, json!({ "tx": "zz" }))
+        .await
+        .err(StatusCode::BAD_REQUEST, "bad_hex");
+    post_json(&r, json!({ "nope": 1 }))
+        .await
+        .err(StatusCode::BAD_REQUEST, "bad_json");
+    let req = Request::post("/txs")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from("{"))
+        .unwrap();
+    send(&r, req).await.err(StatusCode::BAD_REQUEST, "bad_json");
+    // bad signature
+    let mut b = f.reading(11, 0, Vital::HeartRate { bpm: 70 });
+    let n = b.len();
+    b[n - 1] ^= 1;
+    post_raw(&r, &b)
+        .await
+        .err(StatusCode::UNAUTHORIZED, "bad_signature");
+    // replay
+    let res = post_raw(&r, &f.reading(10, 0, Vital::HeartRate { bpm: 70 })).await;
+    res.err(StatusCode::CONFLICT, "replay");
+    // out of range
+    post_raw(&r, &f.reading(12, 0, Vital::HeartRate { bpm: 60000 }))
+        .await
+        .err(StatusCode::UNPROCESSABLE_ENTITY, "out_of_range");
+    // an unknown signer
+    let stranger = Keypair::from_seed([9; 32]);
+    let t = f.sign(
+        &stranger,
+        1,
+        TxKind::Consent {
+            reader: f.doctor.public(),
+            granted: true,
+        },
+    );
+    post_raw(&r, &t)
+        .await
+        .err(StatusCode::FORBIDDEN, "unknown_signer");
+    // not permitted: a device granting permissions, a doctor writing
+    let t = f.sign(
+        &f.device,
+        20,
+        TxKind::Grant {
+            target: f.insurer.public(),
+            permissions: Permissions::WRITE,
+        },
+    );
+    post_raw(&r, &t)
+        .await
+        .err(StatusCode::FORBIDDEN, "not_permitted");
+    let body = TxBody::reading(
+        f.doctor.public(),
+        1,
+        now_ms(),
+        0,
+        Vital::HeartRate { bpm: 70 },
+    );
+    let t = Transaction::sign(body, &f.chain(), &f.doctor)
+        .unwrap()
+        .to_vec();
+    post_raw(&r, &t)
+        .await
+        .err(StatusCode::FORBIDDEN, "not_permitted");
+    // too large a body
+    let res = post_raw(&r, &vec![0u8; MAX_BODY_BYTES + 1]).await;
+    res.err(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
+    // another content type
+    let req = Request::post("/txs")
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Body::from("x"))
+        .unwrap();
+    send(&r, req)
+        .await
+        .err(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    // the status mapping of what a test cannot easily provoke
+    assert_eq!(
+        rejection_status(&Rejected::Busy),
+        (StatusCode::SERVICE_UNAVAILABLE, "busy")
+    );
+    assert_eq!(
+        rejection_status(&Rejected::Storage("disk full".into())),
+        (StatusCode::INSUFFICIENT_STORAGE, "storage_failed")
+    );
+    let busy = ApiError::from(Rejected::Busy).into_response();
+    assert_eq!(busy.headers().get(header::RETRY_AFTER).unwrap(), "1");
+    // and the chain still accepts the next good one
+    commit(&r, &f.reading(13, 0, Vital::HeartRate { bpm: 71 })).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_exposition() {
+    let f = fixture();
+    let r = f.router();
+    commit(&r, &f.reading(1, 0, Vital::HeartRate { bpm: 70 })).await;
+    let _ = post_raw(&r, &f.reading(1, 0, Vital::HeartRate { bpm: 70 })).await;
+    let m = get(&r, "/metrics").await;
+    assert_eq!(m.status, StatusCode::OK);
+    assert!(
+        m.ctype.starts_with("text/plain; version=0.0.4"),
+        "{}",
+        m.ctype
+    );
+    let t = String::from_utf8(m.body).unwrap();
+    assert!(t.contains("sensorchain_readings_committed_total 1"), "{t}");
+    assert!(t.contains("sensorchain_block_height 1"), "{t}");
+    assert!(
+        t.contains("sensorchain_rejects_total{reason=\"replay\"} 1"),
+        "{t}"
+    );
+    assert!(
+        t.contains("sensorchain_ingest_latency_seconds_count 1"),
+        "{t}"
+    );
+}
+
+/// Over a real loopback socket, with a graceful shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_over_loopback() {
+    let f = fixture();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve_with_shutdown(f.node.clone(), listener, async {
+        let _ = stopped.await;
+    }));
+    let tx = f.reading(1, 0, Vital::SpO2 { percent: 98 });
+    let (health, posted, missing) = tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let base = format!("http://{addr}");
+        let health: Value = agent
+            .get(&format!("{base}/health"))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_json()
+            .unwrap();
+        let mut res = agent
+            .post(&format!("{base}/txs"))
+            .header("content-type", "application/octet-stream")
+            .send(&tx[..])
+            .unwrap();
+        let posted = (
+            res.status().as_u16(),
+            res.body_mut().read_json::<Value>().unwrap(),
+        );
+        let mut res = agent.get(&format!("{base}/blocks/77")).call().unwrap();
+        let missing = (
+            res.status().as_u16(),
+            res.body_mut().read_json::<Value>().unwrap(),
+        );
+        (health, posted, missing)
+    })
+    .await
+    .unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(posted.0, 201, "{}", posted.1);
+    assert_eq!(posted.1["height"], 1);
+    assert_eq!(missing.0, 404);
+    assert_eq!(missing.1["error"]["code"], "unknown_block");
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
