@@ -15,12 +15,13 @@
 //!    is closed; the half-open slot is released.
 //! 2. **Session**: every frame is a `Session` frame, opened with the session
 //!    keys and its replay window, holding one strictly decoded
-//!    [`DeviceMsg`]. `Submit(tx)` goes to [`Node::submit`] with the session's
+//!    [`DeviceMsg`]. `Submit(tx)` goes to the node ([`Node::enqueue`](crate::node::Node::enqueue)) with the session's
 //!    identity; the answer (`Ack` once durably committed, `Reject`, or `Busy`)
 //!    comes back through the session. At most `max_inflight` submissions are
 //!    in flight per link; beyond, the link stops reading (back-pressure).
-//!    Submissions of one link reach the node in the order they arrived, so a
-//!    sensor may pipeline increasing sequence numbers.
+//!    Submissions of one link are queued at the node in the order they
+//!    arrived ([`Node::enqueue`](crate::node::Node::enqueue)), so a sensor may pipeline increasing
+//!    sequence numbers.
 //! 3. **Ends**: the peer closes (EOF or a close frame); too many bad frames
 //!    (oversized, malformed, undecryptable, replayed: each counted in
 //!    `bad_frames`); no frame for `idle_timeout_ms`; the identity loses
@@ -304,13 +305,23 @@ pub(crate) fn seal_msg(session: &mut Session, msg: &GatewayMsg) -> Option<Vec<u8
     Some(frame)
 }
 
+/// Enqueues a submission now (so a link's transactions reach the node in
+/// arrival order: a sensor may pipeline increasing sequence numbers) and
+/// returns the wait for its commit.
 fn submit_future(
-    node: crate::node::Node,
+    node: &crate::node::Node,
     bytes: Vec<u8>,
     peer: PublicKey,
     sequence: u64,
-) -> impl Future<Output = (u64, Result<Committed, Rejected>)> + Send {
-    async move { (sequence, node.submit(bytes, Some(peer)).await) }
+) -> impl Future<Output = (u64, Result<Committed, Rejected>)> + Send + use<> {
+    let queued = node.enqueue(bytes, Some(peer));
+    async move {
+        let r = match queued {
+            Ok(ticket) => ticket.wait().await,
+            Err(e) => Err(e),
+        };
+        (sequence, r)
+    }
 }
 
 fn answer(sequence: u64, r: Result<Committed, Rejected>) -> GatewayMsg {
@@ -433,7 +444,7 @@ where
                 }
                 match link::decode::<DeviceMsg>(opened.payload) {
                     Ok(DeviceMsg::Submit(tx)) => match Transaction::decode(tx) {
-                        Ok(t) => inflight.push(submit_future(gw.node.clone(), tx.to_vec(), peer, t.body.sequence)),
+                        Ok(t) => inflight.push(submit_future(&gw.node, tx.to_vec(), peer, t.body.sequence)),
                         Err(_) => {
                             metrics.reject(RejectReason::Malformed.as_str());
                             let m = GatewayMsg::Reject { sequence: 0, reason: RejectReason::Malformed };

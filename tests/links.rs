@@ -1,0 +1,568 @@
+//! Sensor links over real loopback TCP, against a gateway started in this
+//! process (temporary directory): handshakes, acknowledgements, refusals,
+//! revocation, replays, bad frames, slow and half-open connections, and
+//! 1,000 concurrent sensors without loss.
+//!
+//! Tests run one at a time (a shared lock) so that the figures they print
+//! (ack rate under attack, time for 1,000 sensors) are not skewed by each
+//! other on a small machine. Every loop is bounded by count and time.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use sensorchain_core::block::Block;
+use sensorchain_core::chain::Chain;
+use sensorchain_core::handshake::{HandshakeConfig, HandshakeError, Initiator, MESSAGE1_LEN};
+use sensorchain_core::hash::ChainId;
+use sensorchain_core::identity::{Keypair, PublicKey};
+use sensorchain_core::link::{self, DeviceMsg, GatewayMsg, LinkFrame, Refusal, RejectReason};
+use sensorchain_core::permissions::{Permissions, Role};
+use sensorchain_core::reading::Vital;
+use sensorchain_core::tx::{GenesisConfig, Member, Params, Transaction, TxBody, TxKind};
+use sensorchain_gateway::metrics::Metrics;
+use sensorchain_gateway::net::client::{Client, ClientError};
+use sensorchain_gateway::net::codec::LinkCodec;
+use sensorchain_gateway::net::{Gateway, NetConfig, mono_ms, tcp};
+use sensorchain_gateway::node::{Node, NodeConfig, now_ms};
+use sensorchain_gateway::sim::{SimSensor, reading_tx};
+use sensorchain_gateway::store::Store;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Upper bound of any one test.
+const TEST_LIMIT: Duration = Duration::from_secs(40);
+
+struct Fx {
+    _dir: tempfile::TempDir,
+    admin: Keypair,
+    admin_seq: AtomicU64,
+    gw_key: PublicKey,
+    chain: ChainId,
+    devices: Vec<Keypair>,
+    /// Registered as a device but without CONNECT.
+    no_connect: Keypair,
+    node: Node,
+    gateway: Arc<Gateway>,
+    addr: SocketAddr,
+}
+
+fn device(i: u32) -> Keypair {
+    let mut seed = [0x5a; 32];
+    seed[..4].copy_from_slice(&i.to_le_bytes());
+    Keypair::from_seed(seed)
+}
+
+async fn start(n_genesis_devices: u32, net: NetConfig) -> Fx {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = Keypair::from_seed([1; 32]);
+    let gw = Keypair::from_seed([2; 32]);
+    let no_connect = Keypair::from_seed([3; 32]);
+    let devices: Vec<Keypair> = (0..n_genesis_devices).map(device).collect();
+    let mut members = vec![
+        Member { key: admin.public(), permissions: Role::Admin.default_permissions(), role: Role::Admin },
+        Member { key: gw.public(), permissions: Role::Gateway.default_permissions(), role: Role::Gateway },
+        Member { key: no_connect.public(), permissions: Permissions::WRITE, role: Role::Device },
+    ];
+    for d in &devices {
+        members.push(Member { key: d.public(), permissions: Role::Device.default_permissions(), role: Role::Device });
+    }
+    let genesis: Block =
+        Chain::genesis_block(&admin, GenesisConfig::new("links", Params::default(), &members).unwrap(), 1_000).unwrap();
+    let chain = genesis.header.chain_id;
+    let store = Store::open(dir.path()).unwrap();
+    let cfg = NodeConfig { batch_timeout: Duration::from_millis(5), ..Default::default() };
+    let node = Node::start(store, gw.clone(), &genesis, cfg, Arc::new(Metrics::new())).unwrap();
+    let gateway = Gateway::new(node.clone(), net);
+    let addr = tcp::spawn_tcp(gateway.clone(), "127.0.0.1:0").await.unwrap();
+    Fx {
+        _dir: dir,
+        admin,
+        admin_seq: AtomicU64::new(1),
+        gw_key: gw.public(),
+        chain,
+        devices,
+        no_connect,
+        node,
+        gateway,
+        addr,
+    }
+}
+
+impl Fx {
+    async fn connect(&self, kp: &Keypair) -> Result<Client, ClientError> {
+        Client::connect(self.addr, &self.chain, kp, &[self.gw_key]).await
+    }
+
+    fn admin_tx(&self, kind: TxKind) -> Vec<u8> {
+        let seq = self.admin_seq.fetch_add(1, Ordering::SeqCst);
+        let body = TxBody { signer: self.admin.public(), sequence: seq, timestamp_ms: now_ms(), kind };
+        Transaction::sign(body, &self.chain, &self.admin).unwrap().to_vec()
+    }
+
+    /// Grants CONNECT and WRITE to `keys` (registering them), pipelined.
+    async fn grant_all(&self, keys: &[PublicKey]) {
+        let futs: Vec<_> = keys
+            .iter()
+            .map(|k| {
+                let tx = self.admin_tx(TxKind::Grant { target: *k, permissions: Permissions::CONNECT.union(Permissions::WRITE) });
+                self.node.enqueue(tx, None).unwrap().wait()
+            })
+            .collect();
+        for r in futures::future::join_all(futs).await {
+            r.unwrap();
+        }
+    }
+
+    fn metric(&self, needle: &str) -> u64 {
+        self.node
+            .metrics()
+            .encode()
+            .lines()
+            .find(|l| l.starts_with(needle))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .map(|v| v as u64)
+            .unwrap_or(0)
+    }
+
+    fn committed(&self, m: &GatewayMsg) -> bool {
+        match m {
+            GatewayMsg::Ack { tx_id, height, .. } => {
+                self.node.store().tx_location(tx_id).unwrap().is_some_and(|l| l.height == *height)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn hr(kp: &Keypair, chain: &ChainId, seq: u64) -> Vec<u8> {
+    reading_tx(kp, chain, seq, now_ms(), 3, Vital::HeartRate { bpm: 60 + (seq % 40) as u16 })
+}
+
+fn fast_net() -> NetConfig {
+    NetConfig { handshake_timeout: Duration::from_millis(1500), ..NetConfig::default() }
+}
+
+/// The next link frame on a raw connection (clear frames only), or `None`
+/// at the end of the stream.
+async fn raw_next(f: &mut Framed<TcpStream, LinkCodec>) -> Option<Vec<u8>> {
+    match tokio::time::timeout(Duration::from_secs(5), f.next()).await {
+        Ok(Some(Ok(b))) => Some(b.to_vec()),
+        _ => None,
+    }
+}
+
+fn wire(frame: &LinkFrame<'_>) -> Vec<u8> {
+    let mut buf = vec![0u8; 512];
+    let n = link::encode(frame, &mut buf).unwrap().len();
+    buf.truncate(n);
+    buf
+}
+
+fn hello(kp: &Keypair, chain: &ChainId) -> Vec<u8> {
+    let mut m1 = [0u8; MESSAGE1_LEN];
+    let (_init, n) = Initiator::start(&HandshakeConfig::new(*chain), kp, mono_ms(), &mut rand::rng(), &mut m1).unwrap();
+    wire(&LinkFrame::Hello(&m1[..n]))
+}
+
+async fn guarded<F: std::future::Future<Output = ()>>(f: F) {
+    let _g = SERIAL.lock().await;
+    tokio::time::timeout(TEST_LIMIT, f).await.expect("test exceeded its time limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_gets_readings_acknowledged_and_committed() {
+    guarded(async {
+        let fx = start(2, fast_net()).await;
+        let d = &fx.devices[0];
+        let mut c = fx.connect(d).await.unwrap();
+        assert_eq!(c.gateway(), fx.gw_key);
+        c.ping(7).await.unwrap();
+        // simulated vitals, pipelined
+        let mut s = SimSensor::new(d.clone(), fx.chain, 1, 1);
+        let txs: Vec<Vec<u8>> = (0..40).map(|_| s.next_tx(now_ms()).unwrap().1).collect();
+        let answers = c.submit_pipelined(&txs, 16).await.unwrap();
+        for (i, a) in answers.iter().enumerate() {
+            assert!(matches!(a, GatewayMsg::Ack { sequence, .. } if *sequence == i as u64 + 1), "{a:?}");
+            assert!(fx.committed(a), "ack of a transaction not in the store: {a:?}");
+        }
+        // one at a time
+        let a = c.submit(&hr(d, &fx.chain, 100)).await.unwrap();
+        assert!(fx.committed(&a));
+        // replayed reading (same sequence): refused
+        let a = c.submit(&hr(d, &fx.chain, 100)).await.unwrap();
+        assert_eq!(a, GatewayMsg::Reject { sequence: 100, reason: RejectReason::Replay });
+        // a reading signed by another device on this session
+        let a = c.submit(&hr(&fx.devices[1], &fx.chain, 5)).await.unwrap();
+        assert_eq!(a, GatewayMsg::Reject { sequence: 5, reason: RejectReason::WrongSigner });
+        // implausible value
+        let bad = reading_tx(d, &fx.chain, 101, now_ms(), 3, Vital::HeartRate { bpm: 900 });
+        let a = c.submit(&bad).await.unwrap();
+        assert_eq!(a, GatewayMsg::Reject { sequence: 101, reason: RejectReason::OutOfRange });
+        // replayed session frame: the copy is dropped and counted, the link lives on
+        let frame = c.seal(&DeviceMsg::Submit(&hr(d, &fx.chain, 102))).unwrap();
+        c.send_wire(&frame).await.unwrap();
+        c.send_wire(&frame).await.unwrap();
+        let a = c.recv().await.unwrap();
+        assert!(fx.committed(&a), "{a:?}");
+        c.ping(8).await.unwrap();
+        assert_eq!(fx.metric("sensorchain_bad_frames_total{reason=\"replayed_frame\"}"), 1);
+        assert_eq!(fx.metric("sensorchain_sessions_total"), 1);
+        assert_eq!(fx.metric("sensorchain_sessions_active"), 1);
+        c.close().await;
+        let t = Instant::now();
+        while fx.gateway.sessions() > 0 && t.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(fx.gateway.sessions(), 0);
+        assert_eq!(fx.metric("sensorchain_links_closed_total{reason=\"peer_closed\"}"), 1);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_unpermitted_wrong_chain_and_rogue_gateway_are_refused() {
+    guarded(async {
+        let fx = start(1, fast_net()).await;
+        let stranger = Keypair::from_seed([99; 32]);
+        assert!(matches!(fx.connect(&stranger).await, Err(ClientError::Refused(Refusal::UnknownIdentity))));
+        assert!(matches!(fx.connect(&fx.no_connect).await, Err(ClientError::Refused(Refusal::NotPermitted))));
+        let other = ChainId::from_name("elsewhere");
+        let r = Client::connect(fx.addr, &other, &fx.devices[0], &[fx.gw_key]).await;
+        assert!(matches!(r, Err(ClientError::Refused(Refusal::WrongChain))), "{r:?}");
+        // the device trusts another gateway only: this one is rogue to it
+        let trusted = Keypair::from_seed([77; 32]).public();
+        let r = Client::connect(fx.addr, &fx.chain, &fx.devices[0], &[trusted]).await;
+        assert!(matches!(r, Err(ClientError::Handshake(HandshakeError::UntrustedResponder))), "{r:?}");
+        assert_eq!(fx.metric("sensorchain_handshake_failures_total{reason=\"unknown_identity\"}"), 1);
+        assert_eq!(fx.metric("sensorchain_handshake_failures_total{reason=\"not_permitted\"}"), 1);
+        assert_eq!(fx.metric("sensorchain_sessions_total"), 0);
+        // and the device still gets in with the right gateway key
+        let mut c = fx.connect(&fx.devices[0]).await.unwrap();
+        c.ping(1).await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_device_session_is_dropped_at_once() {
+    guarded(async {
+        let fx = start(2, fast_net()).await;
+        let d = &fx.devices[0];
+        let mut c = fx.connect(d).await.unwrap();
+        let mut other = fx.connect(&fx.devices[1]).await.unwrap();
+        assert!(fx.committed(&c.submit(&hr(d, &fx.chain, 1)).await.unwrap()));
+        let revoke = fx.admin_tx(TxKind::Revoke { target: d.public(), permissions: Permissions::CONNECT });
+        fx.node.submit(revoke, None).await.unwrap();
+        let committed = Instant::now();
+        let r = c.recv().await;
+        let dropped_after = committed.elapsed();
+        assert!(matches!(r, Err(ClientError::Refused(Refusal::Revoked))), "{r:?}");
+        println!("revoked session dropped {:.1} ms after the revoke was committed", dropped_after.as_secs_f64() * 1e3);
+        assert!(dropped_after < Duration::from_secs(1));
+        assert!(matches!(fx.connect(d).await, Err(ClientError::Refused(Refusal::NotPermitted))));
+        // another device is not affected
+        assert!(fx.committed(&other.submit(&hr(&fx.devices[1], &fx.chain, 1)).await.unwrap()));
+        assert_eq!(fx.metric("sensorchain_links_closed_total{reason=\"revoked\"}"), 1);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_truncated_and_garbage_frames() {
+    guarded(async {
+        let fx = start(1, fast_net()).await;
+        let d = &fx.devices[0];
+        let mut c = fx.connect(d).await.unwrap();
+        // oversized: counted, skipped, the link lives on
+        let mut big = vec![0x42u8; 3000];
+        big.push(0);
+        c.send_wire(&big).await.unwrap();
+        c.ping(1).await.unwrap();
+        assert_eq!(fx.metric("sensorchain_bad_frames_total{reason=\"oversized\"}"), 1);
+        // garbage after a valid frame: the reading is acknowledged, the garbage counted
+        let mut w = c.seal(&DeviceMsg::Submit(&hr(d, &fx.chain, 1))).unwrap();
+        w.extend_from_slice(&[0x07, 1, 2, 0]); // COBS block cut short
+        w.extend_from_slice(&[0x03, 0xff, 0xee, 0]); // valid COBS, not a link frame
+        c.send_wire(&w).await.unwrap();
+        assert!(fx.committed(&c.recv().await.unwrap()));
+        c.ping(2).await.unwrap();
+        assert_eq!(fx.metric("sensorchain_bad_frames_total{reason=\"malformed_cobs\"}"), 1);
+        assert_eq!(fx.metric("sensorchain_bad_frames_total{reason=\"malformed_frame\"}"), 1);
+        // repeated garbage closes the link
+        let junk: Vec<u8> = (0..20).flat_map(|_| [0x05u8, 9, 0]).collect();
+        c.send_wire(&junk).await.unwrap();
+        let r = c.recv().await;
+        assert!(matches!(r, Err(ClientError::Closed) | Err(ClientError::Io(_))), "{r:?}");
+        // a truncated frame, then the peer goes away
+        let mut s = TcpStream::connect(fx.addr).await.unwrap();
+        let h = hello(d, &fx.chain);
+        let mut enc = bytes::BytesMut::new();
+        tokio_util::codec::Encoder::<&[u8]>::encode(&mut LinkCodec::default(), &h[..], &mut enc).unwrap();
+        s.write_all(&enc[..enc.len() / 2]).await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut rest)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(fx.metric("sensorchain_bad_frames_total{reason=\"truncated\"}"), 1);
+        // garbage instead of a handshake: refused in clear
+        let s = TcpStream::connect(fx.addr).await.unwrap();
+        let mut f = Framed::new(s, LinkCodec::default());
+        f.send(&[9u8, 9, 9][..]).await.unwrap();
+        let r = raw_next(&mut f).await.unwrap();
+        assert_eq!(link::decode::<LinkFrame>(&r).unwrap(), LinkFrame::Refused(Refusal::HandshakeFailed));
+        assert!(raw_next(&mut f).await.is_none(), "closed after the refusal");
+        // the gateway still serves
+        let mut c = fx.connect(d).await.unwrap();
+        assert!(fx.committed(&c.submit(&hr(d, &fx.chain, 2)).await.unwrap()));
+    })
+    .await;
+}
+
+/// Streams readings one after the other until `stop`, counting acks.
+async fn honest_stream(mut c: Client, kp: Keypair, chain: ChainId, first: u64, acks: Arc<AtomicU64>, stop: Instant) -> Client {
+    let mut seq = first;
+    while Instant::now() < stop {
+        match c.submit(&hr(&kp, &chain, seq)).await.unwrap() {
+            GatewayMsg::Ack { .. } => {
+                acks.fetch_add(1, Ordering::Relaxed);
+            }
+            other => panic!("honest sensor got {other:?}"),
+        }
+        seq += 1;
+    }
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_hits_the_handshake_timeout_while_honest_sensor_is_served() {
+    guarded(async {
+        let fx = start(1, NetConfig { handshake_timeout: Duration::from_millis(1000), ..NetConfig::default() }).await;
+        let d = fx.devices[0].clone();
+        let c = fx.connect(&d).await.unwrap();
+        let acks = Arc::new(AtomicU64::new(0));
+        let stop = Instant::now() + Duration::from_millis(2500);
+        let honest = tokio::spawn(honest_stream(c, d, fx.chain, 1, acks.clone(), stop));
+        // 20 silent connections and 20 that send one byte every 200 ms
+        let mut slow = Vec::new();
+        for i in 0..40 {
+            let addr = fx.addr;
+            slow.push(tokio::spawn(async move {
+                let started = Instant::now();
+                let mut s = TcpStream::connect(addr).await.unwrap();
+                let mut buf = vec![0u8; 64];
+                let mut got = Vec::new();
+                for _ in 0..40 {
+                    if i % 2 == 1 && s.write_all(&[0x2d]).await.is_err() {
+                        break;
+                    }
+                    match tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await {
+                        Ok(Ok(0)) | Ok(Err(_)) => break,
+                        Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+                        Err(_) => {}
+                    }
+                }
+                (started.elapsed(), got)
+            }));
+        }
+        for h in slow {
+            let (t, got) = h.await.unwrap();
+            assert!(t < Duration::from_millis(2000), "slow connection lived {t:?}");
+            let mut m = bytes::BytesMut::from(&got[..]);
+            let f = tokio_util::codec::Decoder::decode(&mut LinkCodec::default(), &mut m).unwrap().unwrap();
+            assert_eq!(link::decode::<LinkFrame>(&f).unwrap(), LinkFrame::Refused(Refusal::HandshakeFailed));
+        }
+        honest.await.unwrap();
+        let n = acks.load(Ordering::Relaxed);
+        println!("slowloris: 40 slow connections closed by the handshake timeout; honest sensor: {n} acks in 2.5 s");
+        assert!(n >= 20, "honest sensor starved: {n} acks");
+        assert_eq!(fx.metric("sensorchain_handshake_failures_total{reason=\"timeout\"}"), 40);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_flood_does_not_starve_honest_sensors() {
+    guarded(async {
+        let _ = raise_fd_limit();
+        let fx = start(5, NetConfig { handshake_timeout: Duration::from_millis(2000), ..NetConfig::default() }).await;
+        let max_half_open = fx.gateway.config().max_half_open;
+        // four honest sensors are connected before the attack
+        let mut honest = Vec::new();
+        for d in &fx.devices[..4] {
+            honest.push((fx.connect(d).await.unwrap(), d.clone()));
+        }
+        // baseline ack rate, 1 s
+        let acks = Arc::new(AtomicU64::new(0));
+        let stop = Instant::now() + Duration::from_secs(1);
+        let hs: Vec<_> = honest
+            .into_iter()
+            .map(|(c, d)| tokio::spawn(honest_stream(c, d, fx.chain, 1, acks.clone(), stop)))
+            .collect();
+        let mut honest = Vec::new();
+        for (h, d) in hs.into_iter().zip(&fx.devices) {
+            honest.push((h.await.unwrap(), d.clone()));
+        }
+        let base = acks.swap(0, Ordering::Relaxed);
+        // the flood: 500 connections send message 1 (a registered key id,
+        // fresh ephemerals) and never message 3
+        let flood_start = Instant::now();
+        let victim = fx.devices[4].clone();
+        let mut attackers = Vec::new();
+        for _ in 0..500 {
+            let s = TcpStream::connect(fx.addr).await.unwrap();
+            let mut f = Framed::new(s, LinkCodec::default());
+            f.send(&hello(&victim, &fx.chain)[..]).await.unwrap();
+            attackers.push(f);
+        }
+        let flood_sent = flood_start.elapsed();
+        // honest sensors stream during the attack (1 s)
+        let stop = Instant::now() + Duration::from_secs(1);
+        let hs: Vec<_> = honest
+            .into_iter()
+            .enumerate()
+            .map(|(i, (c, d))| tokio::spawn(honest_stream(c, d, fx.chain, 10_000 + i as u64, acks.clone(), stop)))
+            .collect();
+        // meanwhile a new honest connection is refused as busy, not hung
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let half_open = fx.gateway.half_open();
+        let during = fx.connect(&victim).await;
+        for h in hs {
+            h.await.unwrap();
+        }
+        let attack = acks.load(Ordering::Relaxed);
+        // what the attackers got: a challenge (a slot) or Busy
+        let (mut challenged, mut busy) = (0, 0);
+        for f in attackers.iter_mut() {
+            match raw_next(f).await.map(|b| link::decode::<LinkFrame>(&b).map(|l| matches!(l, LinkFrame::Challenge(_)))) {
+                Some(Ok(true)) => challenged += 1,
+                Some(_) => busy += 1,
+                None => {}
+            }
+        }
+        println!(
+            "half-open flood: 500 message-1 connections sent in {:.0} ms; {challenged} got a slot, {busy} refused busy \
+             (max_half_open {max_half_open}, {half_open} half-open); honest ack rate {:.0}/s before, {:.0}/s during the attack \
+             ({:.0} %)",
+            flood_sent.as_secs_f64() * 1e3,
+            base as f64,
+            attack as f64,
+            100.0 * attack as f64 / base.max(1) as f64
+        );
+        assert_eq!(challenged, max_half_open.min(500));
+        assert_eq!(half_open, max_half_open.min(500));
+        assert!(matches!(during, Err(ClientError::Refused(Refusal::Busy))), "{during:?}");
+        assert!(attack * 4 >= base, "honest sensors starved: {attack} acks vs {base} before");
+        // once the half-open handshakes time out, a new sensor gets in
+        drop(attackers);
+        let t = Instant::now();
+        let c = loop {
+            match fx.connect(&victim).await {
+                Ok(c) => break c,
+                Err(ClientError::Refused(Refusal::Busy)) if t.elapsed() < Duration::from_secs(5) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        drop(c);
+        assert!(fx.metric("sensorchain_handshake_failures_total{reason=\"busy\"}") >= busy);
+    })
+    .await;
+}
+
+fn raise_fd_limit() -> u64 {
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return 0;
+        }
+        let want = r.rlim_max.min(65_536);
+        if r.rlim_cur < want {
+            r.rlim_cur = want;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
+        r.rlim_cur as u64
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_concurrent_sensors_without_loss() {
+    guarded(async {
+        const SENSORS: u32 = 1000;
+        const READINGS: usize = 3;
+        let limit = raise_fd_limit();
+        assert!(limit >= 2 * SENSORS as u64 + 100, "open-file limit {limit} too low for this test");
+        let fx = start(0, fast_net()).await;
+        let keys: Vec<Keypair> = (0..SENSORS).map(|i| device(1000 + i)).collect();
+        let t0 = Instant::now();
+        fx.grant_all(&keys.iter().map(|k| k.public()).collect::<Vec<_>>()).await;
+        let granted = t0.elapsed();
+        let t0 = Instant::now();
+        let busy_retries = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for (i, kp) in keys.into_iter().enumerate() {
+            let (addr, chain, gw, busy) = (fx.addr, fx.chain, fx.gw_key, busy_retries.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut c = None;
+                for _ in 0..50 {
+                    match Client::connect(addr, &chain, &kp, &[gw]).await {
+                        Ok(x) => {
+                            c = Some(x);
+                            break;
+                        }
+                        Err(ClientError::Refused(Refusal::Busy)) => {
+                            busy.fetch_add(1, Ordering::Relaxed);
+                            tokio::time::sleep(Duration::from_millis(20 + (i % 50) as u64)).await;
+                        }
+                        Err(e) => panic!("sensor {i}: {e}"),
+                    }
+                }
+                let mut c = c.expect("never got past busy");
+                let mut s = SimSensor::new(kp, chain, i as u64, 1);
+                let txs: Vec<Vec<u8>> = (0..READINGS).map(|_| s.next_tx(now_ms()).unwrap().1).collect();
+                let answers = c.submit_pipelined(&txs, READINGS).await.unwrap();
+                (c, answers)
+            }));
+        }
+        let mut clients = Vec::new();
+        let mut acks = Vec::new();
+        for t in tasks {
+            let (c, answers) = t.await.unwrap();
+            clients.push(c);
+            acks.extend(answers);
+        }
+        let elapsed = t0.elapsed();
+        let concurrent = fx.gateway.sessions();
+        assert_eq!(concurrent, SENSORS as usize, "every sensor holds its session at the end");
+        assert_eq!(acks.len(), SENSORS as usize * READINGS);
+        let mut missing = 0;
+        for a in &acks {
+            assert!(matches!(a, GatewayMsg::Ack { .. }), "{a:?}");
+            if !fx.committed(a) {
+                missing += 1;
+            }
+        }
+        assert_eq!(missing, 0, "acknowledged readings missing from the store");
+        println!(
+            "1,000 sensors: {} grants in {:.2} s; connect + handshake + {} readings each, all acked and stored, in {:.2} s \
+             ({} busy retries, {} sessions open at once)",
+            SENSORS,
+            granted.as_secs_f64(),
+            READINGS,
+            elapsed.as_secs_f64(),
+            busy_retries.load(Ordering::Relaxed),
+            concurrent
+        );
+        drop(clients);
+    })
+    .await;
+}
