@@ -5,6 +5,8 @@ pub mod export;
 
 pub mod genesis;
 pub mod keygen;
+pub mod run;
+pub mod sensor_sim;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
