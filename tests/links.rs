@@ -65,21 +65,46 @@ async fn start(n_genesis_devices: u32, net: NetConfig) -> Fx {
     let no_connect = Keypair::from_seed([3; 32]);
     let devices: Vec<Keypair> = (0..n_genesis_devices).map(device).collect();
     let mut members = vec![
-        Member { key: admin.public(), permissions: Role::Admin.default_permissions(), role: Role::Admin },
-        Member { key: gw.public(), permissions: Role::Gateway.default_permissions(), role: Role::Gateway },
-        Member { key: no_connect.public(), permissions: Permissions::WRITE, role: Role::Device },
+        Member {
+            key: admin.public(),
+            permissions: Role::Admin.default_permissions(),
+            role: Role::Admin,
+        },
+        Member {
+            key: gw.public(),
+            permissions: Role::Gateway.default_permissions(),
+            role: Role::Gateway,
+        },
+        Member {
+            key: no_connect.public(),
+            permissions: Permissions::WRITE,
+            role: Role::Device,
+        },
     ];
     for d in &devices {
-        members.push(Member { key: d.public(), permissions: Role::Device.default_permissions(), role: Role::Device });
+        members.push(Member {
+            key: d.public(),
+            permissions: Role::Device.default_permissions(),
+            role: Role::Device,
+        });
     }
-    let genesis: Block =
-        Chain::genesis_block(&admin, GenesisConfig::new("links", Params::default(), &members).unwrap(), 1_000).unwrap();
+    let genesis: Block = Chain::genesis_block(
+        &admin,
+        GenesisConfig::new("links", Params::default(), &members).unwrap(),
+        1_000,
+    )
+    .unwrap();
     let chain = genesis.header.chain_id;
     let store = Store::open(dir.path()).unwrap();
-    let cfg = NodeConfig { batch_timeout: Duration::from_millis(5), ..Default::default() };
+    let cfg = NodeConfig {
+        batch_timeout: Duration::from_millis(5),
+        ..Default::default()
+    };
     let node = Node::start(store, gw.clone(), &genesis, cfg, Arc::new(Metrics::new())).unwrap();
     let gateway = Gateway::new(node.clone(), net);
-    let addr = tcp::spawn_tcp(gateway.clone(), "127.0.0.1:0").await.unwrap();
+    let addr = tcp::spawn_tcp(gateway.clone(), "127.0.0.1:0")
+        .await
+        .unwrap();
     Fx {
         _dir: dir,
         admin,
@@ -101,8 +126,15 @@ impl Fx {
 
     fn admin_tx(&self, kind: TxKind) -> Vec<u8> {
         let seq = self.admin_seq.fetch_add(1, Ordering::SeqCst);
-        let body = TxBody { signer: self.admin.public(), sequence: seq, timestamp_ms: now_ms(), kind };
-        Transaction::sign(body, &self.chain, &self.admin).unwrap().to_vec()
+        let body = TxBody {
+            signer: self.admin.public(),
+            sequence: seq,
+            timestamp_ms: now_ms(),
+            kind,
+        };
+        Transaction::sign(body, &self.chain, &self.admin)
+            .unwrap()
+            .to_vec()
     }
 
     /// Grants CONNECT and WRITE to `keys` (registering them), pipelined.
@@ -110,7 +142,10 @@ impl Fx {
         let futs: Vec<_> = keys
             .iter()
             .map(|k| {
-                let tx = self.admin_tx(TxKind::Grant { target: *k, permissions: Permissions::CONNECT.union(Permissions::WRITE) });
+                let tx = self.admin_tx(TxKind::Grant {
+                    target: *k,
+                    permissions: Permissions::CONNECT.union(Permissions::WRITE),
+                });
                 self.node.enqueue(tx, None).unwrap().wait()
             })
             .collect();
@@ -133,20 +168,35 @@ impl Fx {
 
     fn committed(&self, m: &GatewayMsg) -> bool {
         match m {
-            GatewayMsg::Ack { tx_id, height, .. } => {
-                self.node.store().tx_location(tx_id).unwrap().is_some_and(|l| l.height == *height)
-            }
+            GatewayMsg::Ack { tx_id, height, .. } => self
+                .node
+                .store()
+                .tx_location(tx_id)
+                .unwrap()
+                .is_some_and(|l| l.height == *height),
             _ => false,
         }
     }
 }
 
 fn hr(kp: &Keypair, chain: &ChainId, seq: u64) -> Vec<u8> {
-    reading_tx(kp, chain, seq, now_ms(), 3, Vital::HeartRate { bpm: 60 + (seq % 40) as u16 })
+    reading_tx(
+        kp,
+        chain,
+        seq,
+        now_ms(),
+        3,
+        Vital::HeartRate {
+            bpm: 60 + (seq % 40) as u16,
+        },
+    )
 }
 
 fn fast_net() -> NetConfig {
-    NetConfig { handshake_timeout: Duration::from_millis(1500), ..NetConfig::default() }
+    NetConfig {
+        handshake_timeout: Duration::from_millis(1500),
+        ..NetConfig::default()
+    }
 }
 
 /// The next link frame on a raw connection (clear frames only), or `None`
@@ -167,13 +217,22 @@ fn wire(frame: &LinkFrame<'_>) -> Vec<u8> {
 
 fn hello(kp: &Keypair, chain: &ChainId) -> Vec<u8> {
     let mut m1 = [0u8; MESSAGE1_LEN];
-    let (_init, n) = Initiator::start(&HandshakeConfig::new(*chain), kp, mono_ms(), &mut rand::rng(), &mut m1).unwrap();
+    let (_init, n) = Initiator::start(
+        &HandshakeConfig::new(*chain),
+        kp,
+        mono_ms(),
+        &mut rand::rng(),
+        &mut m1,
+    )
+    .unwrap();
     wire(&LinkFrame::Hello(&m1[..n]))
 }
 
 async fn guarded<F: std::future::Future<Output = ()>>(f: F) {
     let _g = SERIAL.lock().await;
-    tokio::time::timeout(TEST_LIMIT, f).await.expect("test exceeded its time limit");
+    tokio::time::timeout(TEST_LIMIT, f)
+        .await
+        .expect("test exceeded its time limit");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,22 +248,53 @@ async fn device_gets_readings_acknowledged_and_committed() {
         let txs: Vec<Vec<u8>> = (0..40).map(|_| s.next_tx(now_ms()).unwrap().1).collect();
         let answers = c.submit_pipelined(&txs, 16).await.unwrap();
         for (i, a) in answers.iter().enumerate() {
-            assert!(matches!(a, GatewayMsg::Ack { sequence, .. } if *sequence == i as u64 + 1), "{a:?}");
-            assert!(fx.committed(a), "ack of a transaction not in the store: {a:?}");
+            assert!(
+                matches!(a, GatewayMsg::Ack { sequence, .. } if *sequence == i as u64 + 1),
+                "{a:?}"
+            );
+            assert!(
+                fx.committed(a),
+                "ack of a transaction not in the store: {a:?}"
+            );
         }
         // one at a time
         let a = c.submit(&hr(d, &fx.chain, 100)).await.unwrap();
         assert!(fx.committed(&a));
         // replayed reading (same sequence): refused
         let a = c.submit(&hr(d, &fx.chain, 100)).await.unwrap();
-        assert_eq!(a, GatewayMsg::Reject { sequence: 100, reason: RejectReason::Replay });
+        assert_eq!(
+            a,
+            GatewayMsg::Reject {
+                sequence: 100,
+                reason: RejectReason::Replay
+            }
+        );
         // a reading signed by another device on this session
         let a = c.submit(&hr(&fx.devices[1], &fx.chain, 5)).await.unwrap();
-        assert_eq!(a, GatewayMsg::Reject { sequence: 5, reason: RejectReason::WrongSigner });
+        assert_eq!(
+            a,
+            GatewayMsg::Reject {
+                sequence: 5,
+                reason: RejectReason::WrongSigner
+            }
+        );
         // implausible value
-        let bad = reading_tx(d, &fx.chain, 101, now_ms(), 3, Vital::HeartRate { bpm: 900 });
+        let bad = reading_tx(
+            d,
+            &fx.chain,
+            101,
+            now_ms(),
+            3,
+            Vital::HeartRate { bpm: 900 },
+        );
         let a = c.submit(&bad).await.unwrap();
-        assert_eq!(a, GatewayMsg::Reject { sequence: 101, reason: RejectReason::OutOfRange });
+        assert_eq!(
+            a,
+            GatewayMsg::Reject {
+                sequence: 101,
+                reason: RejectReason::OutOfRange
+            }
+        );
         // replayed session frame: the copy is dropped and counted, the link lives on
         let frame = c.seal(&DeviceMsg::Submit(&hr(d, &fx.chain, 102))).unwrap();
         c.send_wire(&frame).await.unwrap();
@@ -212,7 +302,10 @@ async fn device_gets_readings_acknowledged_and_committed() {
         let a = c.recv().await.unwrap();
         assert!(fx.committed(&a), "{a:?}");
         c.ping(8).await.unwrap();
-        assert_eq!(fx.metric("sensorchain_bad_frames_total{reason=\"replayed_frame\"}"), 1);
+        assert_eq!(
+            fx.metric("sensorchain_bad_frames_total{reason=\"replayed_frame\"}"),
+            1
+        );
         assert_eq!(fx.metric("sensorchain_sessions_total"), 1);
         assert_eq!(fx.metric("sensorchain_sessions_active"), 1);
         c.close().await;
@@ -221,7 +314,10 @@ async fn device_gets_readings_acknowledged_and_committed() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(fx.gateway.sessions(), 0);
-        assert_eq!(fx.metric("sensorchain_links_closed_total{reason=\"peer_closed\"}"), 1);
+        assert_eq!(
+            fx.metric("sensorchain_links_closed_total{reason=\"peer_closed\"}"),
+            1
+        );
     })
     .await;
 }
@@ -231,17 +327,38 @@ async fn unknown_unpermitted_wrong_chain_and_rogue_gateway_are_refused() {
     guarded(async {
         let fx = start(1, fast_net()).await;
         let stranger = Keypair::from_seed([99; 32]);
-        assert!(matches!(fx.connect(&stranger).await, Err(ClientError::Refused(Refusal::UnknownIdentity))));
-        assert!(matches!(fx.connect(&fx.no_connect).await, Err(ClientError::Refused(Refusal::NotPermitted))));
+        assert!(matches!(
+            fx.connect(&stranger).await,
+            Err(ClientError::Refused(Refusal::UnknownIdentity))
+        ));
+        assert!(matches!(
+            fx.connect(&fx.no_connect).await,
+            Err(ClientError::Refused(Refusal::NotPermitted))
+        ));
         let other = ChainId::from_name("elsewhere");
         let r = Client::connect(fx.addr, &other, &fx.devices[0], &[fx.gw_key]).await;
-        assert!(matches!(r, Err(ClientError::Refused(Refusal::WrongChain))), "{r:?}");
+        assert!(
+            matches!(r, Err(ClientError::Refused(Refusal::WrongChain))),
+            "{r:?}"
+        );
         // the device trusts another gateway only: this one is rogue to it
         let trusted = Keypair::from_seed([77; 32]).public();
         let r = Client::connect(fx.addr, &fx.chain, &fx.devices[0], &[trusted]).await;
-        assert!(matches!(r, Err(ClientError::Handshake(HandshakeError::UntrustedResponder))), "{r:?}");
-        assert_eq!(fx.metric("sensorchain_handshake_failures_total{reason=\"unknown_identity\"}"), 1);
-        assert_eq!(fx.metric("sensorchain_handshake_failures_total{reason=\"not_permitted\"}"), 1);
+        assert!(
+            matches!(
+                r,
+                Err(ClientError::Handshake(HandshakeError::UntrustedResponder))
+            ),
+            "{r:?}"
+        );
+        assert_eq!(
+            fx.metric("sensorchain_handshake_failures_total{reason=\"unknown_identity\"}"),
+            1
+        );
+        assert_eq!(
+            fx.metric("sensorchain_handshake_failures_total{reason=\"not_permitted\"}"),
+            1
+        );
         assert_eq!(fx.metric("sensorchain_sessions_total"), 0);
         // and the device still gets in with the right gateway key
         let mut c = fx.connect(&fx.devices[0]).await.unwrap();
@@ -258,18 +375,40 @@ async fn revoked_device_session_is_dropped_at_once() {
         let mut c = fx.connect(d).await.unwrap();
         let mut other = fx.connect(&fx.devices[1]).await.unwrap();
         assert!(fx.committed(&c.submit(&hr(d, &fx.chain, 1)).await.unwrap()));
-        let revoke = fx.admin_tx(TxKind::Revoke { target: d.public(), permissions: Permissions::CONNECT });
+        let revoke = fx.admin_tx(TxKind::Revoke {
+            target: d.public(),
+            permissions: Permissions::CONNECT,
+        });
         fx.node.submit(revoke, None).await.unwrap();
         let committed = Instant::now();
         let r = c.recv().await;
         let dropped_after = committed.elapsed();
-        assert!(matches!(r, Err(ClientError::Refused(Refusal::Revoked))), "{r:?}");
-        println!("revoked session dropped {:.1} ms after the revoke was committed", dropped_after.as_secs_f64() * 1e3);
+        assert!(
+            matches!(r, Err(ClientError::Refused(Refusal::Revoked))),
+            "{r:?}"
+        );
+        println!(
+            "revoked session dropped {:.1} ms after the revoke was committed",
+            dropped_after.as_secs_f64() * 1e3
+        );
         assert!(dropped_after < Duration::from_secs(1));
-        assert!(matches!(fx.connect(d).await, Err(ClientError::Refused(Refusal::NotPermitted))));
+        assert!(matches!(
+            fx.connect(d).await,
+            Err(ClientError::Refused(Refusal::NotPermitted))
+        ));
         // another device is not affected
-        assert!(fx.committed(&other.submit(&hr(&fx.devices[1], &fx.chain, 1)).await.unwrap()));
-        assert_eq!(fx.metric("sensorchain_links_closed_total{reason=\"revoked\"}"), 1);
+        assert!(
+            fx.committed(
+                &other
+                    .submit(&hr(&fx.devices[1], &fx.chain, 1))
+                    .await
+                    .unwrap()
+            )
+        );
+        assert_eq!(
+            fx.metric("sensorchain_links_closed_total{reason=\"revoked\"}"),
+            1
+        );
     })
     .await;
 }
@@ -285,7 +424,10 @@ async fn oversized_truncated_and_garbage_frames() {
         big.push(0);
         c.send_wire(&big).await.unwrap();
         c.ping(1).await.unwrap();
-        assert_eq!(fx.metric("sensorchain_bad_frames_total{reason=\"oversized\"}"), 1);
+        assert_eq!(
+            fx.metric("sensorchain_bad_frames_total{reason=\"oversized\"}"),
+            1
+        );
         // garbage after a valid frame: the reading is acknowledged, the garbage counted
         let mut w = c.seal(&DeviceMsg::Submit(&hr(d, &fx.chain, 1))).unwrap();
         w.extend_from_slice(&[0x07, 1, 2, 0]); // COBS block cut short
@@ -293,30 +435,46 @@ async fn oversized_truncated_and_garbage_frames() {
         c.send_wire(&w).await.unwrap();
         assert!(fx.committed(&c.recv().await.unwrap()));
         c.ping(2).await.unwrap();
-        assert_eq!(fx.metric("sensorchain_bad_frames_total{reason=\"malformed_cobs\"}"), 1);
-        assert_eq!(fx.metric("sensorchain_bad_frames_total{reason=\"malformed_frame\"}"), 1);
+        assert_eq!(
+            fx.metric("sensorchain_bad_frames_total{reason=\"malformed_cobs\"}"),
+            1
+        );
+        assert_eq!(
+            fx.metric("sensorchain_bad_frames_total{reason=\"malformed_frame\"}"),
+            1
+        );
         // repeated garbage closes the link
         let junk: Vec<u8> = (0..20).flat_map(|_| [0x05u8, 9, 0]).collect();
         c.send_wire(&junk).await.unwrap();
         let r = c.recv().await;
-        assert!(matches!(r, Err(ClientError::Closed) | Err(ClientError::Io(_))), "{r:?}");
+        assert!(
+            matches!(r, Err(ClientError::Closed) | Err(ClientError::Io(_))),
+            "{r:?}"
+        );
         // a truncated frame, then the peer goes away
         let mut s = TcpStream::connect(fx.addr).await.unwrap();
         let h = hello(d, &fx.chain);
         let mut enc = bytes::BytesMut::new();
-        tokio_util::codec::Encoder::<&[u8]>::encode(&mut LinkCodec::default(), &h[..], &mut enc).unwrap();
+        tokio_util::codec::Encoder::<&[u8]>::encode(&mut LinkCodec::default(), &h[..], &mut enc)
+            .unwrap();
         s.write_all(&enc[..enc.len() / 2]).await.unwrap();
         s.shutdown().await.unwrap();
         let mut rest = Vec::new();
         let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut rest)).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(fx.metric("sensorchain_bad_frames_total{reason=\"truncated\"}"), 1);
+        assert_eq!(
+            fx.metric("sensorchain_bad_frames_total{reason=\"truncated\"}"),
+            1
+        );
         // garbage instead of a handshake: refused in clear
         let s = TcpStream::connect(fx.addr).await.unwrap();
         let mut f = Framed::new(s, LinkCodec::default());
         f.send(&[9u8, 9, 9][..]).await.unwrap();
         let r = raw_next(&mut f).await.unwrap();
-        assert_eq!(link::decode::<LinkFrame>(&r).unwrap(), LinkFrame::Refused(Refusal::HandshakeFailed));
+        assert_eq!(
+            link::decode::<LinkFrame>(&r).unwrap(),
+            LinkFrame::Refused(Refusal::HandshakeFailed)
+        );
         assert!(raw_next(&mut f).await.is_none(), "closed after the refusal");
         // the gateway still serves
         let mut c = fx.connect(d).await.unwrap();
@@ -326,7 +484,14 @@ async fn oversized_truncated_and_garbage_frames() {
 }
 
 /// Streams readings one after the other until `stop`, counting acks.
-async fn honest_stream(mut c: Client, kp: Keypair, chain: ChainId, first: u64, acks: Arc<AtomicU64>, stop: Instant) -> Client {
+async fn honest_stream(
+    mut c: Client,
+    kp: Keypair,
+    chain: ChainId,
+    first: u64,
+    acks: Arc<AtomicU64>,
+    stop: Instant,
+) -> Client {
     let mut seq = first;
     while Instant::now() < stop {
         match c.submit(&hr(&kp, &chain, seq)).await.unwrap() {
@@ -480,7 +645,10 @@ async fn half_open_flood_does_not_starve_honest_sensors() {
 fn raise_fd_limit() -> u64 {
     // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
     unsafe {
-        let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
             return 0;
         }
@@ -490,7 +658,7 @@ fn raise_fd_limit() -> u64 {
             let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &r);
         }
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
-        r.rlim_cur as u64
+        r.rlim_cur
     }
 }
 

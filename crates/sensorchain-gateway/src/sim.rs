@@ -86,7 +86,13 @@ impl Patient {
             dia: rng.random_range(65.0..85.0),
             hr: rng.random_range(58.0..88.0),
         };
-        Patient { rng, base, cur: base, episode: None, next_stream: 0 }
+        Patient {
+            rng,
+            base,
+            cur: base,
+            episode: None,
+            next_stream: 0,
+        }
     }
 
     /// The episode in progress, if any.
@@ -151,10 +157,19 @@ impl Patient {
         c.dia = c.dia.min(c.sys - 20.0);
         c.hr = Self::walk(r, c.hr, t.hr, 2.0, HR);
         [
-            Vital::BodyTemperature { centi_celsius: c.temp.round() as i16 },
-            Vital::SpO2 { percent: c.spo2.round() as u8 },
-            Vital::BloodPressure { systolic_mmhg: c.sys.round() as u16, diastolic_mmhg: c.dia.round() as u16 },
-            Vital::HeartRate { bpm: c.hr.round() as u16 },
+            Vital::BodyTemperature {
+                centi_celsius: c.temp.round() as i16,
+            },
+            Vital::SpO2 {
+                percent: c.spo2.round() as u8,
+            },
+            Vital::BloodPressure {
+                systolic_mmhg: c.sys.round() as u16,
+                diastolic_mmhg: c.dia.round() as u16,
+            },
+            Vital::HeartRate {
+                bpm: c.hr.round() as u16,
+            },
         ]
     }
 
@@ -167,21 +182,37 @@ impl Patient {
         }
         let c = &self.cur;
         let v = match s {
-            stream::TEMPERATURE => Vital::BodyTemperature { centi_celsius: c.temp.round() as i16 },
-            stream::SPO2 => Vital::SpO2 { percent: c.spo2.round() as u8 },
-            stream::BLOOD_PRESSURE => {
-                Vital::BloodPressure { systolic_mmhg: c.sys.round() as u16, diastolic_mmhg: c.dia.round() as u16 }
-            }
-            _ => Vital::HeartRate { bpm: c.hr.round() as u16 },
+            stream::TEMPERATURE => Vital::BodyTemperature {
+                centi_celsius: c.temp.round() as i16,
+            },
+            stream::SPO2 => Vital::SpO2 {
+                percent: c.spo2.round() as u8,
+            },
+            stream::BLOOD_PRESSURE => Vital::BloodPressure {
+                systolic_mmhg: c.sys.round() as u16,
+                diastolic_mmhg: c.dia.round() as u16,
+            },
+            _ => Vital::HeartRate {
+                bpm: c.hr.round() as u16,
+            },
         };
         (s, v)
     }
 }
 
 /// A signed plain reading transaction (its exact bytes).
-pub fn reading_tx(kp: &Keypair, chain: &ChainId, sequence: u64, timestamp_ms: u64, stream: u16, v: Vital) -> Vec<u8> {
+pub fn reading_tx(
+    kp: &Keypair,
+    chain: &ChainId,
+    sequence: u64,
+    timestamp_ms: u64,
+    stream: u16,
+    v: Vital,
+) -> Vec<u8> {
     let body = TxBody::reading(kp.public(), sequence, timestamp_ms, stream, v);
-    Transaction::sign(body, chain, kp).map(|t| t.to_vec()).unwrap_or_default()
+    Transaction::sign(body, chain, kp)
+        .map(|t| t.to_vec())
+        .unwrap_or_default()
 }
 
 /// A signed reading transaction whose value is sealed for `readers`: the
@@ -199,16 +230,23 @@ pub fn sealed_reading_tx<R: rand::CryptoRng + ?Sized>(
     rng: &mut R,
 ) -> anyhow::Result<Vec<u8>> {
     let mut plain = [0u8; sealed::MAX_SEALED_PLAINTEXT];
-    let p = sensorchain_core::codec::encode_to_slice(v, &mut plain).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let p = sensorchain_core::codec::encode_to_slice(v, &mut plain)
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let binding = sealed_binding(chain, &kp.public(), stream, sequence);
-    let payload = sealed::seal(p, readers, &binding, rng).map_err(|e| anyhow::anyhow!("seal: {e:?}"))?;
+    let payload =
+        sealed::seal(p, readers, &binding, rng).map_err(|e| anyhow::anyhow!("seal: {e:?}"))?;
     let body = TxBody {
         signer: kp.public(),
         sequence,
         timestamp_ms,
-        kind: TxKind::Reading { stream, payload: Payload::Sealed(payload) },
+        kind: TxKind::Reading {
+            stream,
+            payload: Payload::Sealed(payload),
+        },
     };
-    Ok(Transaction::sign(body, chain, kp).map_err(|e| anyhow::anyhow!("{e}"))?.to_vec())
+    Ok(Transaction::sign(body, chain, kp)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .to_vec())
 }
 
 /// A simulated sensor: a patient's vitals as signed transactions with
@@ -273,7 +311,16 @@ impl SimSensor {
         let tx = if self.readers.is_empty() {
             reading_tx(&self.key, &self.chain, seq, now_ms, stream, v)
         } else {
-            sealed_reading_tx(&self.key, &self.chain, seq, now_ms, stream, &v, &self.readers, &mut self.rng)?
+            sealed_reading_tx(
+                &self.key,
+                &self.chain,
+                seq,
+                now_ms,
+                stream,
+                &v,
+                &self.readers,
+                &mut self.rng,
+            )?
         };
         Ok((seq, tx))
     }
@@ -315,7 +362,13 @@ mod tests {
         let (seq, tx) = s.next_tx(1_000).unwrap();
         assert_eq!(seq, 100);
         let t = Transaction::decode(&tx).unwrap();
-        let TxKind::Reading { stream, payload: Payload::Sealed(sp) } = t.body.kind else { panic!() };
+        let TxKind::Reading {
+            stream,
+            payload: Payload::Sealed(sp),
+        } = t.body.kind
+        else {
+            panic!()
+        };
         let mut out = [0u8; 128];
         let b = sealed_binding(&chain, &dev.public(), stream, seq);
         let p = sp.open(&doc, &b, &mut out).unwrap();

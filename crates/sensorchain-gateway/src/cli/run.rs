@@ -29,7 +29,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 /// Runs `sensorchain run`.
 pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let cfg = GatewayConfig::load(&args.config)?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
     rt.block_on(async {
         let running = start(&cfg).await?;
         wait_for_signal().await;
@@ -73,8 +76,15 @@ pub async fn start(cfg: &GatewayConfig) -> anyhow::Result<Running> {
         .map_err(|e| anyhow::anyhow!("{}: not a genesis block: {e}", cfg.genesis_file.display()))?;
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
-    let store = Store::open(&cfg.data_dir).with_context(|| format!("cannot open store in {}", cfg.data_dir.display()))?;
-    let node = Node::start(store, key, &genesis, node_config(cfg), Arc::new(Metrics::new()))?;
+    let store = Store::open(&cfg.data_dir)
+        .with_context(|| format!("cannot open store in {}", cfg.data_dir.display()))?;
+    let node = Node::start(
+        store,
+        key,
+        &genesis,
+        node_config(cfg),
+        Arc::new(Metrics::new()),
+    )?;
     let state = node.state();
     println!("gateway     {}", node.public());
     println!("chain id    {}", state.chain_id());
@@ -89,15 +99,22 @@ pub async fn start(cfg: &GatewayConfig) -> anyhow::Result<Running> {
         tcp_addr = Some(a);
     }
     for p in &cfg.listen.serial {
-        tokio::spawn(serial::serve_serial(gateway.clone(), p.path.clone(), p.baud));
+        tokio::spawn(serial::serve_serial(
+            gateway.clone(),
+            p.path.clone(),
+            p.baud,
+        ));
         println!("sensors     serial://{} ({} baud)", p.path, p.baud);
     }
     let mut api = None;
     let mut api_task = None;
     if let Some(addr) = &cfg.listen.api {
-        let a: SocketAddr = addr.parse().with_context(|| format!("listen.api: {addr:?} is not an address"))?;
+        let a: SocketAddr = addr
+            .parse()
+            .with_context(|| format!("listen.api: {addr:?} is not an address"))?;
         // Bind here so that a busy port is an error at start, not later.
-        let probe = std::net::TcpListener::bind(a).with_context(|| format!("cannot listen for the API on {a}"))?;
+        let probe = std::net::TcpListener::bind(a)
+            .with_context(|| format!("cannot listen for the API on {a}"))?;
         let a = probe.local_addr()?;
         drop(probe);
         let n = node.clone();
@@ -109,7 +126,13 @@ pub async fn start(cfg: &GatewayConfig) -> anyhow::Result<Running> {
         println!("api         http://{a}  (metrics: http://{a}/metrics)");
         api = Some(a);
     }
-    Ok(Running { node, gateway, tcp: tcp_addr, api, api_task })
+    Ok(Running {
+        node,
+        gateway,
+        tcp: tcp_addr,
+        api,
+        api_task,
+    })
 }
 
 /// The HTTP API's entry point (src/api.rs, owned by the API's author).
@@ -122,7 +145,10 @@ impl Running {
     /// and answered), the API stops, the node finishes its last block.
     pub async fn stop(self) {
         if !self.gateway.shutdown(SHUTDOWN_GRACE).await {
-            tracing::warn!(sessions = self.gateway.sessions(), "sessions still open after the grace period");
+            tracing::warn!(
+                sessions = self.gateway.sessions(),
+                "sessions still open after the grace period"
+            );
         }
         if let Some(t) = self.api_task {
             t.abort();

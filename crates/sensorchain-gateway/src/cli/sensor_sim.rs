@@ -55,7 +55,12 @@ pub struct SimStats {
 
 impl SimStats {
     fn reject(&self, r: RejectReason) {
-        *self.rejected.lock().unwrap_or_else(|p| p.into_inner()).entry(r.as_str()).or_default() += 1;
+        *self
+            .rejected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(r.as_str())
+            .or_default() += 1;
     }
     fn link_error(&self, e: &ClientError) {
         let k = match e {
@@ -66,7 +71,12 @@ impl SimStats {
             ClientError::Timeout => "timeout".into(),
             other => other.to_string(),
         };
-        *self.link_errors.lock().unwrap_or_else(|p| p.into_inner()).entry(k).or_default() += 1;
+        *self
+            .link_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(k)
+            .or_default() += 1;
     }
 
     /// One progress line.
@@ -95,18 +105,29 @@ impl SimStats {
 
 /// Runs `sensorchain sensor-sim`.
 pub fn sensor_sim(args: &SensorSimArgs) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(args.rate > 0.0 && args.rate.is_finite(), "--rate must be a positive number");
+    anyhow::ensure!(
+        args.rate > 0.0 && args.rate.is_finite(),
+        "--rate must be a positive number"
+    );
     let gateway = crate::keys::parse_public(&args.gateway_key).context("--gateway-key")?;
-    let bytes = std::fs::read(&args.genesis).with_context(|| format!("cannot read {}", args.genesis.display()))?;
-    let genesis = Block::decode(&bytes).map_err(|e| anyhow::anyhow!("{}: not a block: {e}", args.genesis.display()))?;
+    let bytes = std::fs::read(&args.genesis)
+        .with_context(|| format!("cannot read {}", args.genesis.display()))?;
+    let genesis = Block::decode(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}: not a block: {e}", args.genesis.display()))?;
     let chain = genesis.header.chain_id;
     let keys = args
         .sensor_keys
         .iter()
         .map(|p| crate::keys::read_keypair(p))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let readers = args.seal_for.iter().map(|r| crate::keys::parse_public(r)).collect::<anyhow::Result<Vec<_>>>()?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let readers = args
+        .seal_for
+        .iter()
+        .map(|r| crate::keys::parse_public(r))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let stats = Arc::new(SimStats::default());
     rt.block_on(async {
         let period = Duration::from_secs_f64(1.0 / args.rate);
@@ -136,7 +157,11 @@ pub fn sensor_sim(args: &SensorSimArgs) -> anyhow::Result<ExitCode> {
         println!("final: {}", stats.line());
     });
     rt.shutdown_timeout(Duration::from_secs(1));
-    Ok(if stats.acked.load(Ordering::Relaxed) > 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if stats.acked.load(Ordering::Relaxed) > 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// One sensor: connect, stream, reconnect with backoff; gives up on a
@@ -181,12 +206,21 @@ fn permanent(e: &ClientError) -> bool {
     matches!(
         e,
         ClientError::Refused(
-            Refusal::UnknownIdentity | Refusal::NotPermitted | Refusal::Revoked | Refusal::WrongChain | Refusal::VersionMismatch
+            Refusal::UnknownIdentity
+                | Refusal::NotPermitted
+                | Refusal::Revoked
+                | Refusal::WrongChain
+                | Refusal::VersionMismatch
         ) | ClientError::Handshake(_)
     )
 }
 
-async fn stream(c: &mut Client, sensor: &mut SimSensor, period: Duration, stats: &SimStats) -> ClientError {
+async fn stream(
+    c: &mut Client,
+    sensor: &mut SimSensor,
+    period: Duration,
+    stats: &SimStats,
+) -> ClientError {
     c.set_timeout(Duration::from_secs(3600));
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

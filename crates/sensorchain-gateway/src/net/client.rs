@@ -84,7 +84,9 @@ pub struct Client<S = TcpStream> {
 
 impl<S> std::fmt::Debug for Client<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("gateway", &self.gateway).finish_non_exhaustive()
+        f.debug_struct("Client")
+            .field("gateway", &self.gateway)
+            .finish_non_exhaustive()
     }
 }
 
@@ -128,7 +130,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         let mut m1 = [0u8; MESSAGE1_LEN];
         let (init, n1) = Initiator::start(&cfg, identity, mono_ms(), &mut rand::rng(), &mut m1)
             .map_err(ClientError::Handshake)?;
-        framed.send(&frame_of(&LinkFrame::Hello(&m1[..n1]))[..]).await?;
+        framed
+            .send(&frame_of(&LinkFrame::Hello(&m1[..n1]))[..])
+            .await?;
         let f2 = match framed.next().await {
             Some(f) => f?,
             None => return Err(ClientError::Closed),
@@ -142,7 +146,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         let (est, n3) = init
             .finish(identity, trusted_gateways, m2, mono_ms(), &mut m3)
             .map_err(ClientError::Handshake)?;
-        framed.send(&frame_of(&LinkFrame::Proof(&m3[..n3]))[..]).await?;
+        framed
+            .send(&frame_of(&LinkFrame::Proof(&m3[..n3]))[..])
+            .await?;
         Ok(Client {
             framed,
             session: est.session,
@@ -175,7 +181,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
 
     fn seal_kind(&mut self, kind: u8, msg: &DeviceMsg<'_>) -> Result<Vec<u8>, ClientError> {
         let mut plain = vec![0u8; LINK_MAX_FRAME];
-        let p = link::encode(msg, &mut plain).map_err(|_| ClientError::BadTransaction("too large".into()))?;
+        let p = link::encode(msg, &mut plain)
+            .map_err(|_| ClientError::BadTransaction("too large".into()))?;
         let mut sealed = vec![0u8; p.len() + FRAME_OVERHEAD];
         let s = self
             .session
@@ -183,7 +190,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             .map_err(|_| ClientError::Protocol("session exhausted"))?;
         let frame = frame_of(&LinkFrame::Session(s));
         if frame.is_empty() {
-            return Err(ClientError::BadTransaction("too large for a link frame".into()));
+            return Err(ClientError::BadTransaction(
+                "too large for a link frame".into(),
+            ));
         }
         let mut wire = bytes::BytesMut::new();
         Encoder::<&[u8]>::encode(self.framed.codec_mut(), &frame, &mut wire)?;
@@ -212,7 +221,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     /// Cancel-safe.
     pub async fn recv(&mut self) -> Result<GatewayMsg, ClientError> {
         let t = self.timeout;
-        tokio::time::timeout(t, self.recv_inner()).await.map_err(|_| ClientError::Timeout)?
+        tokio::time::timeout(t, self.recv_inner())
+            .await
+            .map_err(|_| ClientError::Timeout)?
     }
 
     async fn recv_inner(&mut self) -> Result<GatewayMsg, ClientError> {
@@ -238,7 +249,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                 FRAME_CLOSE => return Err(ClientError::Closed),
                 _ => continue,
             }
-            return link::decode::<GatewayMsg>(opened.payload).map_err(|_| ClientError::Protocol("malformed message"));
+            return link::decode::<GatewayMsg>(opened.payload)
+                .map_err(|_| ClientError::Protocol("malformed message"));
         }
     }
 
@@ -261,7 +273,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         let window = window.max(1);
         let mut seqs = Vec::with_capacity(txs.len());
         for t in txs {
-            let tx = Transaction::decode(t).map_err(|e| ClientError::BadTransaction(e.to_string()))?;
+            let tx =
+                Transaction::decode(t).map_err(|e| ClientError::BadTransaction(e.to_string()))?;
             seqs.push(tx.body.sequence);
         }
         let mut waiting: HashMap<u64, VecDeque<usize>> = HashMap::new();
@@ -277,19 +290,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             self.framed.get_mut().flush().await?;
             let m = self.recv().await?;
             let seq = match m {
-                GatewayMsg::Ack { sequence, .. } | GatewayMsg::Reject { sequence, .. } | GatewayMsg::Busy { sequence } => {
-                    sequence
-                }
+                GatewayMsg::Ack { sequence, .. }
+                | GatewayMsg::Reject { sequence, .. }
+                | GatewayMsg::Busy { sequence } => sequence,
                 GatewayMsg::Pong(_) => continue,
             };
             if let Some(i) = waiting.get_mut(&seq).and_then(|q| q.pop_front()) {
                 answers[i] = Some(m);
                 done += 1;
             } else if matches!(m, GatewayMsg::Reject { sequence: 0, .. }) {
-                return Err(ClientError::Protocol("gateway could not decode a transaction"));
+                return Err(ClientError::Protocol(
+                    "gateway could not decode a transaction",
+                ));
             }
         }
-        Ok(answers.into_iter().map(|a| a.unwrap_or(GatewayMsg::Busy { sequence: 0 })).collect())
+        Ok(answers
+            .into_iter()
+            .map(|a| a.unwrap_or(GatewayMsg::Busy { sequence: 0 }))
+            .collect())
     }
 
     /// Sends a ping and waits for its pong.

@@ -49,7 +49,10 @@ pub struct LinkCodec {
 
 impl std::fmt::Debug for LinkCodec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LinkCodec").field("bad", &self.bad).field("max_bad", &self.max_bad).finish()
+        f.debug_struct("LinkCodec")
+            .field("bad", &self.bad)
+            .field("max_bad", &self.max_bad)
+            .finish()
     }
 }
 
@@ -63,7 +66,12 @@ impl LinkCodec {
     /// A codec counting bad frames in `metrics` (if any), closing after
     /// [`DEFAULT_MAX_BAD_FRAMES`].
     pub fn new(metrics: Option<Arc<Metrics>>) -> Self {
-        LinkCodec { acc: Box::new(FrameAccumulator::new()), metrics, bad: 0, max_bad: DEFAULT_MAX_BAD_FRAMES }
+        LinkCodec {
+            acc: Box::new(FrameAccumulator::new()),
+            metrics,
+            bad: 0,
+            max_bad: DEFAULT_MAX_BAD_FRAMES,
+        }
     }
 
     /// Sets how many bad frames are tolerated before the link is closed.
@@ -96,7 +104,11 @@ impl LinkCodec {
             m.bad_frame(reason);
         }
         self.bad += 1;
-        if self.bad > self.max_bad { Err(CodecError::TooManyBadFrames(self.bad)) } else { Ok(()) }
+        if self.bad > self.max_bad {
+            Err(CodecError::TooManyBadFrames(self.bad))
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -151,7 +163,8 @@ impl Encoder<&[u8]> for LinkCodec {
         let need = max_encoded_len(item.len());
         let start = dst.len();
         dst.put_bytes(0, need);
-        let n = cobs_encode(item, &mut dst[start..]).map_err(|_| CodecError::FrameTooLarge(item.len()))?;
+        let n = cobs_encode(item, &mut dst[start..])
+            .map_err(|_| CodecError::FrameTooLarge(item.len()))?;
         dst.truncate(start + n);
         Ok(())
     }
@@ -187,15 +200,24 @@ mod tests {
         assert_eq!(out, vec![vec![1, 0, 2], vec![9; 300]]);
         assert_eq!(c.bad_frames(), 2);
         let t = m.encode();
-        assert!(t.contains("reason=\"oversized\"") && t.contains("reason=\"malformed_cobs\""), "{t}");
+        assert!(
+            t.contains("reason=\"oversized\"") && t.contains("reason=\"malformed_cobs\""),
+            "{t}"
+        );
         // one more bad frame is one too many
         src.extend_from_slice(&[3, 1, 0]);
-        assert!(matches!(c.decode(&mut src), Err(CodecError::TooManyBadFrames(3))));
+        assert!(matches!(
+            c.decode(&mut src),
+            Err(CodecError::TooManyBadFrames(3))
+        ));
         // truncated at EOF
         let mut c = LinkCodec::default();
         let mut src = BytesMut::from(&[4u8, 1, 2][..]);
         assert!(c.decode_eof(&mut src).unwrap().is_none());
         assert_eq!(c.bad_frames(), 1);
-        assert!(Encoder::<&[u8]>::encode(&mut c, &[1; LINK_MAX_FRAME + 1], &mut BytesMut::new()).is_err());
+        assert!(
+            Encoder::<&[u8]>::encode(&mut c, &[1; LINK_MAX_FRAME + 1], &mut BytesMut::new())
+                .is_err()
+        );
     }
 }

@@ -39,7 +39,9 @@ use sensorchain_core::handshake::{
     self, Allowlist, Established, HandshakeError, MESSAGE2_LEN, Responder,
 };
 use sensorchain_core::identity::{KeyId, PublicKey, VerifyingKey};
-use sensorchain_core::link::{self, DeviceMsg, GatewayMsg, LINK_MAX_FRAME, LinkFrame, Refusal, RejectReason};
+use sensorchain_core::link::{
+    self, DeviceMsg, GatewayMsg, LINK_MAX_FRAME, LinkFrame, Refusal, RejectReason,
+};
 use sensorchain_core::permissions::Permissions;
 use sensorchain_core::session::{FRAME_CLOSE, FRAME_DATA, FRAME_OVERHEAD, Session, SessionError};
 use sensorchain_core::state::WorldState;
@@ -61,7 +63,10 @@ pub struct StateAllowlist<'a>(pub &'a WorldState);
 impl Allowlist for StateAllowlist<'_> {
     fn lookup(&self, id: &KeyId) -> Result<VerifyingKey, handshake::Refusal> {
         let pk = self.0.by_key_id(id).ok_or(handshake::Refusal::Unknown)?;
-        let vk = self.0.verifying_key(pk).ok_or(handshake::Refusal::Unknown)?;
+        let vk = self
+            .0
+            .verifying_key(pk)
+            .ok_or(handshake::Refusal::Unknown)?;
         if !self.0.has(pk, Permissions::CONNECT) {
             return Err(handshake::Refusal::NotPermitted);
         }
@@ -198,7 +203,11 @@ where
     let mut buf = [0u8; 8];
     if let Ok(b) = link::encode(&LinkFrame::Refused(r), &mut buf) {
         let b: &[u8] = b;
-        let _ = tokio::time::timeout(Duration::from_secs(1).min(gw.cfg.write_timeout), framed.send(b)).await;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1).min(gw.cfg.write_timeout),
+            framed.send(b),
+        )
+        .await;
     }
 }
 
@@ -208,7 +217,9 @@ where
 {
     match framed.next().await {
         Some(Ok(f)) => Ok(f),
-        Some(Err(CodecError::TooManyBadFrames(_))) => Err(HsFail::Refuse(Refusal::HandshakeFailed, "bad_frames")),
+        Some(Err(CodecError::TooManyBadFrames(_))) => {
+            Err(HsFail::Refuse(Refusal::HandshakeFailed, "bad_frames"))
+        }
         Some(Err(_)) => Err(HsFail::Gone(LinkEnd::Io, "io")),
         None => Err(HsFail::Gone(LinkEnd::PeerClosed, "closed")),
     }
@@ -229,7 +240,11 @@ where
     if gw.is_shutting_down() {
         return Err(HsFail::Refuse(Refusal::ShuttingDown, "shutting_down"));
     }
-    let permit = gw.sessions.clone().try_acquire_owned().map_err(|_| HsFail::Refuse(Refusal::Busy, "busy"))?;
+    let permit = gw
+        .sessions
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| HsFail::Refuse(Refusal::Busy, "busy"))?;
     let state = gw.node.state();
     let allow = StateAllowlist(&state);
     let mut m2 = [0u8; MESSAGE2_LEN];
@@ -245,7 +260,16 @@ where
                 None => Err(HandshakeError::TooManyHalfOpen),
             }
         } else {
-            Responder::respond(&gw.hs, gw.node.keypair(), &mut **t, &allow, m1, now, &mut rand::rng(), &mut m2)
+            Responder::respond(
+                &gw.hs,
+                gw.node.keypair(),
+                &mut **t,
+                &allow,
+                m1,
+                now,
+                &mut rand::rng(),
+                &mut m2,
+            )
         };
         let (resp, n) = r.map_err(|e| {
             let (r, l) = refusal_of(e);
@@ -259,14 +283,20 @@ where
     let frame = link::encode(&LinkFrame::Challenge(&m2[..n2]), &mut buf)
         .map_err(|_| HsFail::Refuse(Refusal::HandshakeFailed, "failed"))?;
     let frame: &[u8] = frame;
-    framed.send(frame).await.map_err(|_| HsFail::Gone(LinkEnd::Io, "io"))?;
+    framed
+        .send(frame)
+        .await
+        .map_err(|_| HsFail::Gone(LinkEnd::Io, "io"))?;
 
     let f3 = next_link_frame(framed).await?;
     let Ok(LinkFrame::Proof(m3)) = link::decode::<LinkFrame>(&f3) else {
         let _ = framed.codec_mut().count_bad("unexpected_frame");
         return Err(HsFail::Refuse(Refusal::HandshakeFailed, "malformed"));
     };
-    let resp = half.resp.take().ok_or(HsFail::Refuse(Refusal::HandshakeFailed, "failed"))?;
+    let resp = half
+        .resp
+        .take()
+        .ok_or(HsFail::Refuse(Refusal::HandshakeFailed, "failed"))?;
     let est = {
         let mut t = gw.table.lock().unwrap_or_else(|p| p.into_inner());
         resp.finish(&mut **t, m3, mono_ms())
@@ -285,7 +315,8 @@ where
 /// A cheap allowlist pre-check used when the half-open table is full, so
 /// that an unknown or unpermitted identity is told so rather than "busy".
 fn precheck<A: Allowlist + ?Sized>(allow: &A, msg1: &[u8]) -> Option<HandshakeError> {
-    let m1: handshake::Message1 = sensorchain_core::codec::decode_exact(msg1, handshake::MESSAGE1_LEN).ok()?;
+    let m1: handshake::Message1 =
+        sensorchain_core::codec::decode_exact(msg1, handshake::MESSAGE1_LEN).ok()?;
     match allow.lookup(&m1.initiator) {
         Err(handshake::Refusal::Unknown) => Some(HandshakeError::UnknownIdentity),
         Err(handshake::Refusal::NotPermitted) => Some(HandshakeError::NotPermitted),
@@ -326,7 +357,11 @@ fn submit_future(
 
 fn answer(sequence: u64, r: Result<Committed, Rejected>) -> GatewayMsg {
     match r {
-        Ok(c) => GatewayMsg::Ack { sequence, tx_id: c.tx_id, height: c.height },
+        Ok(c) => GatewayMsg::Ack {
+            sequence,
+            tx_id: c.tx_id,
+            height: c.height,
+        },
         Err(e) => match e.reason() {
             Some(reason) => GatewayMsg::Reject { sequence, reason },
             None => GatewayMsg::Busy { sequence },
@@ -343,7 +378,9 @@ async fn session<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let Established { peer, mut session, .. } = est;
+    let Established {
+        peer, mut session, ..
+    } = est;
     let cfg = &gw.cfg;
     let metrics = gw.node.metrics().clone();
     let mut inflight = FuturesUnordered::new();
