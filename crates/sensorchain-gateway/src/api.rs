@@ -213,7 +213,7 @@ pub fn rejection_status(e: &Rejected) -> (StatusCode, &'static str) {
             }
             TxRuleError::LastAdmin => (StatusCode::UNPROCESSABLE_ENTITY, "last_admin"),
             TxRuleError::NothingToRevoke => (StatusCode::UNPROCESSABLE_ENTITY, "nothing_to_revoke"),
-            TxRuleError::BadKey(_) => (StatusCode::UNPROCESSABLE_ENTITY, "bad_key"),
+            TxRuleError::BadKey(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_key"),
             _ => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
         },
     }
@@ -1024,7 +1024,10 @@ async fn submit_tx(
     if encoded.is_empty() {
         return Err(ApiError::bad_request("malformed", "empty transaction"));
     }
-    let c = node.submit(encoded, None).await?;
+    let c = node.submit(encoded, None).await.map_err(|e| {
+        tracing::debug!(reason = e.label(), "API submission refused: {e}");
+        ApiError::from(e)
+    })?;
     let n = node.clone();
     let block_hash = blocking(move || Ok(n.store().header(c.height)?.map(|h| h.hash()))).await?;
     Ok((

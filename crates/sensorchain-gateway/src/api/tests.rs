@@ -901,6 +901,29 @@ async fn submit_refusals() {
     post_raw(&r, &t)
         .await
         .err(StatusCode::FORBIDDEN, "not_permitted");
+    // ledger rules: a consent to a device, withdrawing a consent never given
+    let t = f.sign(
+        &f.patient,
+        1,
+        TxKind::Consent {
+            reader: f.device.public(),
+            granted: true,
+        },
+    );
+    post_raw(&r, &t)
+        .await
+        .err(StatusCode::UNPROCESSABLE_ENTITY, "wrong_role");
+    let t = f.sign(
+        &f.patient,
+        2,
+        TxKind::Consent {
+            reader: f.doctor.public(),
+            granted: false,
+        },
+    );
+    post_raw(&r, &t)
+        .await
+        .err(StatusCode::UNPROCESSABLE_ENTITY, "nothing_to_revoke");
     // too large a body
     let res = post_raw(&r, &vec![0u8; MAX_BODY_BYTES + 1]).await;
     res.err(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
