@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod export;
 
+pub mod demo;
 pub mod genesis;
 pub mod keygen;
 pub mod run;
@@ -161,13 +162,17 @@ pub struct ExportArgs {
 /// Runs a parsed command line; the exit code says success (0), a finding
 /// such as an invalid chain (1), or an error (2, via `Err`).
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    init_tracing(&cli.log);
+    // the demo speaks for itself: only warnings unless asked for more
+    let filter = if matches!(cli.command, Command::Demo(_)) && cli.log == "info" { "warn" } else { &cli.log };
+    init_tracing(filter);
     match &cli.command {
         Command::Keygen(a) => keygen::keygen(a),
         Command::Genesis(a) => genesis::genesis(a),
         Command::Audit(a) => audit::audit(a),
         Command::Export(a) => export::export(a),
-        other => anyhow::bail!("{other:?}: not available yet"),
+        Command::Demo(a) => demo::demo(a),
+        Command::Run(a) => run::run(a),
+        Command::SensorSim(a) => sensor_sim::sensor_sim(a),
     }
 }
 

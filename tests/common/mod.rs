@@ -1,0 +1,139 @@
+//! Shared helpers of the process-level integration tests: a network on disk
+//! (keys, genesis, config) and a `sensorchain run` child process.
+
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sensorchain_core::block::Block;
+use sensorchain_core::chain::Chain;
+use sensorchain_core::hash::ChainId;
+use sensorchain_core::identity::Keypair;
+use sensorchain_core::permissions::Role;
+use sensorchain_core::tx::{GenesisConfig, Member, Params};
+use sensorchain_gateway::config::GatewayConfig;
+use sensorchain_gateway::keys::write_keypair;
+
+/// The `sensorchain` binary under test.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_sensorchain"))
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A network on disk.
+pub struct Net {
+    pub dir: tempfile::TempDir,
+    pub admin: Keypair,
+    pub gateway: Keypair,
+    pub devices: Vec<Keypair>,
+    pub genesis: Block,
+    pub chain: ChainId,
+    pub tcp: SocketAddr,
+    pub api: SocketAddr,
+    pub config: PathBuf,
+}
+
+impl Net {
+    /// Keys, a genesis with `n` devices, and a gateway.toml with free ports.
+    pub fn new(n: usize) -> Net {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = Keypair::from_seed([1; 32]);
+        let gateway = Keypair::from_seed([2; 32]);
+        let devices: Vec<Keypair> = (0..n).map(|i| Keypair::from_seed([10 + i as u8; 32])).collect();
+        let mut members = vec![
+            Member { key: admin.public(), permissions: Role::Admin.default_permissions(), role: Role::Admin },
+            Member { key: gateway.public(), permissions: Role::Gateway.default_permissions(), role: Role::Gateway },
+        ];
+        for d in &devices {
+            members.push(Member { key: d.public(), permissions: Role::Device.default_permissions(), role: Role::Device });
+        }
+        let genesis = Chain::genesis_block(&admin, GenesisConfig::new("it", Params::default(), &members).unwrap(), 1_000).unwrap();
+        std::fs::write(dir.path().join("genesis.block"), genesis.to_vec()).unwrap();
+        write_keypair(&dir.path().join("gateway.key"), &gateway, false).unwrap();
+        let tcp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut cfg = GatewayConfig::new("data".into(), "gateway.key".into(), "genesis.block".into());
+        cfg.listen.tcp = Some(tcp.to_string());
+        cfg.listen.api = Some(api.to_string());
+        cfg.batch.timeout_ms = 5;
+        let config = dir.path().join("gateway.toml");
+        std::fs::write(&config, cfg.to_toml()).unwrap();
+        Net { chain: genesis.header.chain_id, dir, admin, gateway, devices, genesis, tcp, api, config }
+    }
+
+    /// The data directory.
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Starts `sensorchain run` and waits until its sensor port accepts.
+    pub fn start(&self) -> Gateway {
+        let child = Command::new(bin())
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env("SENSORCHAIN_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn sensorchain run");
+        let mut g = Gateway { child };
+        let t = Instant::now();
+        while TcpStream::connect_timeout(&self.tcp, Duration::from_millis(100)).is_err() {
+            if let Ok(Some(status)) = g.child.try_wait() {
+                panic!("gateway exited early: {status}");
+            }
+            assert!(t.elapsed() < Duration::from_secs(30), "gateway did not start listening");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        g
+    }
+}
+
+/// A running gateway process (killed on drop).
+pub struct Gateway {
+    pub child: Child,
+}
+
+impl Gateway {
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM (graceful), and wait up to `d`.
+    pub fn terminate(&mut self, d: Duration) -> bool {
+        unsafe_free_sigterm(self.child.id());
+        let t = Instant::now();
+        while t.elapsed() < d {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+fn unsafe_free_sigterm(pid: u32) {
+    let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs a `sensorchain` subcommand and returns (exit code, stdout).
+pub fn cli(args: &[&str], dir: &Path) -> (i32, String) {
+    let out = Command::new(bin()).args(args).current_dir(dir).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+}
