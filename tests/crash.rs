@@ -35,15 +35,30 @@ fn sigkill_during_ingest_loses_no_acknowledged_reading() {
             .iter()
             .enumerate()
             .map(|(i, d)| {
-                let (d, chain, addr, gwk, acked) = (d.clone(), net.chain, net.tcp, net.gateway.public(), acked.clone());
+                let (d, chain, addr, gwk, acked) = (
+                    d.clone(),
+                    net.chain,
+                    net.tcp,
+                    net.gateway.public(),
+                    acked.clone(),
+                );
                 let first = next_seq[i];
                 rt.spawn(async move {
                     let mut seq = first;
-                    let Ok(mut c) = Client::connect(addr, &chain, &d, &[gwk]).await else { return seq };
+                    let Ok(mut c) = Client::connect(addr, &chain, &d, &[gwk]).await else {
+                        return seq;
+                    };
                     loop {
                         let batch: Vec<Vec<u8>> = (0..16)
                             .map(|k| {
-                                sensorchain_gateway::sim::reading_tx(&d, &chain, seq + k, 2_000, 3, Vital::HeartRate { bpm: 70 })
+                                sensorchain_gateway::sim::reading_tx(
+                                    &d,
+                                    &chain,
+                                    seq + k,
+                                    2_000,
+                                    3,
+                                    Vital::HeartRate { bpm: 70 },
+                                )
                             })
                             .collect();
                         seq += 16;
@@ -77,14 +92,34 @@ fn sigkill_during_ingest_loses_no_acknowledged_reading() {
     }
     assert!(total_acks > 0, "no reading was ever acknowledged");
     // every acknowledged reading is in the store, and the chain validates
-    let (code, out) = common::cli(&["audit", "--data-dir", net.data().to_str().unwrap(), "--json"], net.dir.path());
-    assert_eq!(code, 0, "audit failed: {out}");
+    let (code, out) = common::cli(
+        &[
+            "audit",
+            "--data-dir",
+            net.data().to_str().unwrap(),
+            "--json",
+        ],
+        net.dir.path(),
+    );
+    if code != 0 {
+        let keep = net.dir.path().to_path_buf();
+        std::mem::forget(net);
+        panic!("audit failed ({code}): {out}; data kept in {}", keep.display());
+    }
     let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(report["valid"], true);
     let store = Store::open_read_only(&net.data()).unwrap();
     let acked = acked.lock().unwrap();
-    let missing = acked.iter().filter(|id| store.tx_location(id).unwrap().is_none()).count();
-    assert_eq!(missing, 0, "{missing} of {} acknowledged readings missing", acked.len());
+    let missing = acked
+        .iter()
+        .filter(|id| store.tx_location(id).unwrap().is_none())
+        .count();
+    assert_eq!(
+        missing,
+        0,
+        "{missing} of {} acknowledged readings missing",
+        acked.len()
+    );
     // and the gateway restarts on the crashed store
     drop(store);
     let mut gw = net.start();

@@ -24,7 +24,11 @@ pub fn bin() -> PathBuf {
 
 /// A free loopback port (bound then released).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A network on disk.
@@ -46,26 +50,56 @@ impl Net {
         let dir = tempfile::tempdir().unwrap();
         let admin = Keypair::from_seed([1; 32]);
         let gateway = Keypair::from_seed([2; 32]);
-        let devices: Vec<Keypair> = (0..n).map(|i| Keypair::from_seed([10 + i as u8; 32])).collect();
+        let devices: Vec<Keypair> = (0..n)
+            .map(|i| Keypair::from_seed([10 + i as u8; 32]))
+            .collect();
         let mut members = vec![
-            Member { key: admin.public(), permissions: Role::Admin.default_permissions(), role: Role::Admin },
-            Member { key: gateway.public(), permissions: Role::Gateway.default_permissions(), role: Role::Gateway },
+            Member {
+                key: admin.public(),
+                permissions: Role::Admin.default_permissions(),
+                role: Role::Admin,
+            },
+            Member {
+                key: gateway.public(),
+                permissions: Role::Gateway.default_permissions(),
+                role: Role::Gateway,
+            },
         ];
         for d in &devices {
-            members.push(Member { key: d.public(), permissions: Role::Device.default_permissions(), role: Role::Device });
+            members.push(Member {
+                key: d.public(),
+                permissions: Role::Device.default_permissions(),
+                role: Role::Device,
+            });
         }
-        let genesis = Chain::genesis_block(&admin, GenesisConfig::new("it", Params::default(), &members).unwrap(), 1_000).unwrap();
+        let genesis = Chain::genesis_block(
+            &admin,
+            GenesisConfig::new("it", Params::default(), &members).unwrap(),
+            1_000,
+        )
+        .unwrap();
         std::fs::write(dir.path().join("genesis.block"), genesis.to_vec()).unwrap();
         write_keypair(&dir.path().join("gateway.key"), &gateway, false).unwrap();
         let tcp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut cfg = GatewayConfig::new("data".into(), "gateway.key".into(), "genesis.block".into());
+        let mut cfg =
+            GatewayConfig::new("data".into(), "gateway.key".into(), "genesis.block".into());
         cfg.listen.tcp = Some(tcp.to_string());
         cfg.listen.api = Some(api.to_string());
         cfg.batch.timeout_ms = 5;
         let config = dir.path().join("gateway.toml");
         std::fs::write(&config, cfg.to_toml()).unwrap();
-        Net { chain: genesis.header.chain_id, dir, admin, gateway, devices, genesis, tcp, api, config }
+        Net {
+            chain: genesis.header.chain_id,
+            dir,
+            admin,
+            gateway,
+            devices,
+            genesis,
+            tcp,
+            api,
+            config,
+        }
     }
 
     /// The data directory.
@@ -89,7 +123,10 @@ impl Net {
             if let Ok(Some(status)) = g.child.try_wait() {
                 panic!("gateway exited early: {status}");
             }
-            assert!(t.elapsed() < Duration::from_secs(30), "gateway did not start listening");
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "gateway did not start listening"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         g
@@ -123,7 +160,10 @@ impl Gateway {
 }
 
 fn unsafe_free_sigterm(pid: u32) {
-    let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
 }
 
 impl Drop for Gateway {
@@ -134,6 +174,13 @@ impl Drop for Gateway {
 
 /// Runs a `sensorchain` subcommand and returns (exit code, stdout).
 pub fn cli(args: &[&str], dir: &Path) -> (i32, String) {
-    let out = Command::new(bin()).args(args).current_dir(dir).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+    let out = Command::new(bin())
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }

@@ -26,7 +26,9 @@ use sensorchain_core::identity::{Keypair, PublicKey};
 use sensorchain_core::link::{GatewayMsg, Refusal};
 use sensorchain_core::permissions::{Permissions, Role};
 use sensorchain_core::reading::Vital;
-use sensorchain_core::tx::{GenesisConfig, Member, Params, Payload, Transaction, TxBody, TxKind, sealed_binding};
+use sensorchain_core::tx::{
+    GenesisConfig, Member, Params, Payload, Transaction, TxBody, TxKind, sealed_binding,
+};
 use serde_json::json;
 
 use super::DemoArgs;
@@ -80,7 +82,9 @@ impl Out {
 pub fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.sensors >= 1, "--sensors must be at least 1");
     anyhow::ensure!(args.seconds >= 1, "--seconds must be at least 1");
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(run_demo(args))
 }
 
@@ -107,18 +111,30 @@ async fn run_demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
             (None, d.clone())
         }
         None => {
-            let t = tempfile::Builder::new().prefix("sensorchain-demo-").tempdir()?;
+            let t = tempfile::Builder::new()
+                .prefix("sensorchain-demo-")
+                .tempdir()?;
             let p = t.path().to_path_buf();
             (Some(t), p)
         }
     };
-    out.say(format!("sensorchain demo: {} sensors for {} s, files in {}", args.sensors, args.seconds, dir.display()));
+    out.say(format!(
+        "sensorchain demo: {} sensors for {} s, files in {}",
+        args.sensors,
+        args.seconds,
+        dir.display()
+    ));
 
     // 1. identities and the chain
     let c = cast(args.sensors);
     let keys = dir.join("keys");
     std::fs::create_dir_all(&keys)?;
-    for (name, k) in [("admin", &c.admin), ("gateway", &c.gateway), ("doctor", &c.doctor), ("insurer", &c.insurer)] {
+    for (name, k) in [
+        ("admin", &c.admin),
+        ("gateway", &c.gateway),
+        ("doctor", &c.doctor),
+        ("insurer", &c.insurer),
+    ] {
         write_keypair(&keys.join(format!("{name}.key")), k, false)?;
     }
     for (i, (s, p)) in c.sensors.iter().zip(&c.patients).enumerate() {
@@ -126,27 +142,62 @@ async fn run_demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         write_keypair(&keys.join(format!("patient-{i}.key")), p, false)?;
     }
     let members = [
-        Member { key: c.admin.public(), permissions: Role::Admin.default_permissions(), role: Role::Admin },
-        Member { key: c.gateway.public(), permissions: Role::Gateway.default_permissions(), role: Role::Gateway },
-        Member { key: c.doctor.public(), permissions: Role::Doctor.default_permissions(), role: Role::Doctor },
-        Member { key: c.insurer.public(), permissions: Role::Insurer.default_permissions(), role: Role::Insurer },
+        Member {
+            key: c.admin.public(),
+            permissions: Role::Admin.default_permissions(),
+            role: Role::Admin,
+        },
+        Member {
+            key: c.gateway.public(),
+            permissions: Role::Gateway.default_permissions(),
+            role: Role::Gateway,
+        },
+        Member {
+            key: c.doctor.public(),
+            permissions: Role::Doctor.default_permissions(),
+            role: Role::Doctor,
+        },
+        Member {
+            key: c.insurer.public(),
+            permissions: Role::Insurer.default_permissions(),
+            role: Role::Insurer,
+        },
     ];
-    let cfg = GenesisConfig::new("sensorchain-demo", Params::default(), &members).context("genesis")?;
-    let genesis = Chain::genesis_block(&c.admin, cfg, now_ms()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cfg =
+        GenesisConfig::new("sensorchain-demo", Params::default(), &members).context("genesis")?;
+    let genesis =
+        Chain::genesis_block(&c.admin, cfg, now_ms()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let chain_id = genesis.header.chain_id;
     super::genesis::write_atomic(&dir.join("genesis.block"), &genesis.to_vec())?;
-    let mut gw_cfg = GatewayConfig::new("data".into(), "keys/gateway.key".into(), "genesis.block".into());
+    let mut gw_cfg = GatewayConfig::new(
+        "data".into(),
+        "keys/gateway.key".into(),
+        "genesis.block".into(),
+    );
     gw_cfg.listen.tcp = Some("127.0.0.1:0".into());
     std::fs::write(dir.join("gateway.toml"), gw_cfg.to_toml())?;
-    out.say(format!("  chain {}…, genesis {}…", &chain_id.to_string()[..16], &genesis.hash().to_string()[..16]));
+    out.say(format!(
+        "  chain {}…, genesis {}…",
+        &chain_id.to_string()[..16],
+        &genesis.hash().to_string()[..16]
+    ));
 
     // 2. the gateway
     let metrics = Arc::new(Metrics::new());
     let store = Store::open(&dir.join("data"))?;
-    let node = Node::start(store, c.gateway.clone(), &genesis, NodeConfig::default(), metrics.clone())?;
+    let node = Node::start(
+        store,
+        c.gateway.clone(),
+        &genesis,
+        NodeConfig::default(),
+        metrics.clone(),
+    )?;
     let gw = Gateway::new(node.clone(), NetConfig::default());
     let addr = crate::net::tcp::spawn_tcp(gw.clone(), "127.0.0.1:0").await?;
-    out.say(format!("  gateway {}… listening on {addr}", &c.gateway.public().to_string()[..16]));
+    out.say(format!(
+        "  gateway {}… listening on {addr}",
+        &c.gateway.public().to_string()[..16]
+    ));
 
     // 3. register sensors and patients, assign, consent (signed transactions)
     // registrations first (the patients must exist before they can consent)
@@ -159,7 +210,9 @@ async fn run_demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
             .collect::<Result<_, _>>()
             .map_err(|e| anyhow::anyhow!("setup transaction refused: {e}"))?;
         for t in tickets {
-            t.wait().await.map_err(|e| anyhow::anyhow!("setup transaction refused: {e}"))?;
+            t.wait()
+                .await
+                .map_err(|e| anyhow::anyhow!("setup transaction refused: {e}"))?;
         }
     }
     out.say(format!(
@@ -174,11 +227,26 @@ async fn run_demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let mut tasks = Vec::new();
     for (i, s) in c.sensors.iter().enumerate() {
         let sealed = i % 2 == 0;
-        let readers = if sealed { vec![c.patients[i].public(), c.doctor.public()] } else { vec![] };
+        let readers = if sealed {
+            vec![c.patients[i].public(), c.doctor.public()]
+        } else {
+            vec![]
+        };
         let sim = SimSensor::new(s.clone(), chain_id, i as u64 + 1, 1).seal_for(readers);
-        tasks.push(tokio::spawn(stream_sensor(addr, chain_id, trusted.clone(), sim, stop.clone(), counters.clone())));
+        tasks.push(tokio::spawn(stream_sensor(
+            addr,
+            chain_id,
+            trusted.clone(),
+            sim,
+            stop.clone(),
+            counters.clone(),
+        )));
     }
-    out.say(format!("  streaming ({} sealed for patient and doctor, {} in clear)…", c.sensors.len().div_ceil(2), c.sensors.len() / 2));
+    out.say(format!(
+        "  streaming ({} sealed for patient and doctor, {} in clear)…",
+        c.sensors.len().div_ceil(2),
+        c.sensors.len() / 2
+    ));
 
     let mut scenes = Scenes::default();
     let run_for = Duration::from_secs(args.seconds);
@@ -230,7 +298,10 @@ async fn run_demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         // the block producer releases the database once the node is dropped
         match super::audit::audit_dir(&data, false) {
             Ok(r) => break r,
-            Err(e) if started.elapsed() < Duration::from_secs(600) && format!("{e:#}").contains("in use") => {
+            Err(e)
+                if started.elapsed() < Duration::from_secs(600)
+                    && format!("{e:#}").contains("in use") =>
+            {
                 tokio::time::sleep(Duration::from_millis(50)).await
             }
             Err(e) => return Err(e),
@@ -247,13 +318,33 @@ async fn run_demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
 
     // 7. summary
     let lat = {
-        let mut v = counters.latency_us.lock().map(|v| v.clone()).unwrap_or_default();
+        let mut v = counters
+            .latency_us
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default();
         v.sort_unstable();
-        let p = |q: f64| v.get(((v.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(0) as f64 / 1000.0;
+        let p = |q: f64| {
+            v.get(((v.len() as f64 - 1.0) * q) as usize)
+                .copied()
+                .unwrap_or(0) as f64
+                / 1000.0
+        };
         (p(0.5), p(0.99))
     };
     let mut rejects = BTreeMap::new();
-    for r in ["malformed", "wrong_signer", "bad_signature", "not_permitted", "replay", "out_of_range", "not_authorised", "invalid", "storage_failed", "busy"] {
+    for r in [
+        "malformed",
+        "wrong_signer",
+        "bad_signature",
+        "not_permitted",
+        "replay",
+        "out_of_range",
+        "not_authorised",
+        "invalid",
+        "storage_failed",
+        "busy",
+    ] {
         let n = metrics.reject_count(r);
         if n > 0 {
             rejects.insert(r.to_string(), n);
@@ -261,7 +352,10 @@ async fn run_demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     }
     let mut refused = BTreeMap::new();
     for r in ["unknown_identity", "not_permitted", "revoked"] {
-        let n = metrics.handshake_failures.get_or_create(&crate::metrics::Reason { reason: r.into() }).get();
+        let n = metrics
+            .handshake_failures
+            .get_or_create(&crate::metrics::Reason { reason: r.into() })
+            .get();
         if n > 0 {
             refused.insert(r.to_string(), n);
         }
@@ -290,19 +384,62 @@ async fn run_demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         println!("{summary}");
     } else {
         println!("\nsummary");
-        println!("  readings committed   {} in {} blocks ({:.0} readings/s while streaming)", report.readings, report.blocks, report.readings as f64 / streaming_seconds);
-        println!("  ack latency          p50 {:.1} ms, p99 {:.1} ms (send to durable commit)", lat.0, lat.1);
-        println!("  rejects              {}", if rejects.is_empty() { "none".to_string() } else { format!("{rejects:?}") });
-        println!("  handshakes refused   {}", if refused.is_empty() { "none".to_string() } else { format!("{refused:?}") });
+        println!(
+            "  readings committed   {} in {} blocks ({:.0} readings/s while streaming)",
+            report.readings,
+            report.blocks,
+            report.readings as f64 / streaming_seconds
+        );
+        println!(
+            "  ack latency          p50 {:.1} ms, p99 {:.1} ms (send to durable commit)",
+            lat.0, lat.1
+        );
+        println!(
+            "  rejects              {}",
+            if rejects.is_empty() {
+                "none".to_string()
+            } else {
+                format!("{rejects:?}")
+            }
+        );
+        println!(
+            "  handshakes refused   {}",
+            if refused.is_empty() {
+                "none".to_string()
+            } else {
+                format!("{refused:?}")
+            }
+        );
         println!("  chain valid          {}", report.valid);
-        println!("  tamper detected      {}", tamper.get("detected").and_then(|v| v.as_bool()).unwrap_or(false));
-        println!("  wall time            {:.1} s", started.elapsed().as_secs_f64());
+        println!(
+            "  tamper detected      {}",
+            tamper
+                .get("detected")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false)
+        );
+        println!(
+            "  wall time            {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
         if let Some(d) = &args.data_dir {
-            println!("  files kept in        {} (try: sensorchain audit --data-dir {}/data)", d.display(), d.display());
+            println!(
+                "  files kept in        {} (try: sensorchain audit --data-dir {}/data)",
+                d.display(),
+                d.display()
+            );
         }
     }
-    let ok = report.valid && tamper.get("detected").and_then(|v| v.as_bool()).unwrap_or(false);
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    let ok = report.valid
+        && tamper
+            .get("detected")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 type Txs = Vec<Vec<u8>>;
@@ -312,21 +449,55 @@ fn setup_transactions(c: &Cast, chain: &ChainId) -> anyhow::Result<(Txs, Txs)> {
     let ts = now_ms();
     let mut admin = |kind: TxKind| -> anyhow::Result<Vec<u8>> {
         admin_seq += 1;
-        let body = TxBody { signer: c.admin.public(), sequence: admin_seq, timestamp_ms: ts, kind };
-        Ok(Transaction::sign(body, chain, &c.admin).map_err(|e| anyhow::anyhow!("{e}"))?.to_vec())
+        let body = TxBody {
+            signer: c.admin.public(),
+            sequence: admin_seq,
+            timestamp_ms: ts,
+            kind,
+        };
+        Ok(Transaction::sign(body, chain, &c.admin)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .to_vec())
     };
     let mut txs = Vec::new();
     for (s, p) in c.sensors.iter().zip(&c.patients) {
-        txs.push(admin(TxKind::Grant { target: s.public(), permissions: Role::Device.default_permissions() })?);
-        txs.push(admin(TxKind::SetRole { target: s.public(), role: Role::Device })?);
-        txs.push(admin(TxKind::Grant { target: p.public(), permissions: Role::Patient.default_permissions() })?);
-        txs.push(admin(TxKind::SetRole { target: p.public(), role: Role::Patient })?);
-        txs.push(admin(TxKind::AssignDevice { device: s.public(), patient: p.public() })?);
+        txs.push(admin(TxKind::Grant {
+            target: s.public(),
+            permissions: Role::Device.default_permissions(),
+        })?);
+        txs.push(admin(TxKind::SetRole {
+            target: s.public(),
+            role: Role::Device,
+        })?);
+        txs.push(admin(TxKind::Grant {
+            target: p.public(),
+            permissions: Role::Patient.default_permissions(),
+        })?);
+        txs.push(admin(TxKind::SetRole {
+            target: p.public(),
+            role: Role::Patient,
+        })?);
+        txs.push(admin(TxKind::AssignDevice {
+            device: s.public(),
+            patient: p.public(),
+        })?);
     }
     let mut consents = Vec::new();
     for p in &c.patients {
-        let body = TxBody { signer: p.public(), sequence: 1, timestamp_ms: ts, kind: TxKind::Consent { reader: c.doctor.public(), granted: true } };
-        consents.push(Transaction::sign(body, chain, p).map_err(|e| anyhow::anyhow!("{e}"))?.to_vec());
+        let body = TxBody {
+            signer: p.public(),
+            sequence: 1,
+            timestamp_ms: ts,
+            kind: TxKind::Consent {
+                reader: c.doctor.public(),
+                granted: true,
+            },
+        };
+        consents.push(
+            Transaction::sign(body, chain, p)
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .to_vec(),
+        );
     }
     Ok((txs, consents))
 }
@@ -342,7 +513,9 @@ async fn stream_sensor(
     stop: Arc<AtomicBool>,
     counters: Arc<Counters>,
 ) {
-    let Ok(mut client) = Client::connect(addr, &chain, sim.key(), &trusted).await else { return };
+    let Ok(mut client) = Client::connect(addr, &chain, sim.key(), &trusted).await else {
+        return;
+    };
     let mut lat = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         let mut batch = Vec::with_capacity(WINDOW);
@@ -353,8 +526,12 @@ async fn stream_sensor(
             }
         }
         let sent = Instant::now();
-        counters.sent.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        let Ok(answers) = client.submit_pipelined(&batch, WINDOW).await else { break };
+        counters
+            .sent
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let Ok(answers) = client.submit_pipelined(&batch, WINDOW).await else {
+            break;
+        };
         let us = sent.elapsed().as_micros() as u64;
         for a in answers {
             match a {
@@ -388,13 +565,22 @@ async fn stranger_scene(addr: std::net::SocketAddr, chain: &ChainId, c: &Cast, o
     let r = Client::connect(addr, chain, &c.stranger, &[c.gateway.public()]).await;
     let refused = matches!(r, Err(ClientError::Refused(Refusal::UnknownIdentity)));
     match r {
-        Err(e) => out.say(format!("  scene: a stranger ({}…) tries to connect: refused ({e})", &c.stranger.public().address().to_string()[..10])),
+        Err(e) => out.say(format!(
+            "  scene: a stranger ({}…) tries to connect: refused ({e})",
+            &c.stranger.public().address().to_string()[..10]
+        )),
         Ok(_) => out.say("  scene: a stranger connected (this is a bug)"),
     }
     refused
 }
 
-async fn replay_scene(addr: std::net::SocketAddr, chain: &ChainId, c: &Cast, node: &Node, out: &Out) -> bool {
+async fn replay_scene(
+    addr: std::net::SocketAddr,
+    chain: &ChainId,
+    c: &Cast,
+    node: &Node,
+    out: &Out,
+) -> bool {
     // an acknowledged reading of the last sensor, sent again over a new
     // session of that sensor; then an implausible value
     let s = &c.sensors[c.sensors.len() - 1];
@@ -404,14 +590,31 @@ async fn replay_scene(addr: std::net::SocketAddr, chain: &ChainId, c: &Cast, nod
         .ok()
         .and_then(|r| r.first().copied())
         .and_then(|r| node.store().tx(r.loc).ok().flatten());
-    let Some((old_tx, old_bytes)) = old else { return false };
-    let Ok(mut client) = Client::connect(addr, chain, s, &[c.gateway.public()]).await else { return false };
+    let Some((old_tx, old_bytes)) = old else {
+        return false;
+    };
+    let Ok(mut client) = Client::connect(addr, chain, s, &[c.gateway.public()]).await else {
+        return false;
+    };
     let again = client.submit(&old_bytes).await;
     // far above the stream's numbers, and refused before it is committed
-    let silly = crate::sim::reading_tx(s, chain, u64::MAX / 2, now_ms(), 3, Vital::HeartRate { bpm: 60000 });
+    let silly = crate::sim::reading_tx(
+        s,
+        chain,
+        u64::MAX / 2,
+        now_ms(),
+        3,
+        Vital::HeartRate { bpm: 60000 },
+    );
     let silly = client.submit(&silly).await;
     client.close().await;
-    let replayed = matches!(again, Ok(GatewayMsg::Reject { reason: sensorchain_core::link::RejectReason::Replay, .. }));
+    let replayed = matches!(
+        again,
+        Ok(GatewayMsg::Reject {
+            reason: sensorchain_core::link::RejectReason::Replay,
+            ..
+        })
+    );
     out.say(format!(
         "  scene: sensor {} resends its acknowledged reading {}: {}; sends a heart rate of 60000 bpm: {}",
         c.sensors.len() - 1,
@@ -432,18 +635,36 @@ fn answer(r: &Result<GatewayMsg, ClientError>) -> String {
     }
 }
 
-async fn revoke_scene(addr: std::net::SocketAddr, chain: &ChainId, c: &Cast, node: &Node, out: &Out) -> bool {
+async fn revoke_scene(
+    addr: std::net::SocketAddr,
+    chain: &ChainId,
+    c: &Cast,
+    node: &Node,
+    out: &Out,
+) -> bool {
     // a dedicated session for sensor 1, then its CONNECT is revoked
     let s = &c.sensors[1];
-    let Ok(mut client) = Client::connect(addr, chain, s, &[c.gateway.public()]).await else { return false };
-    let admin_seq = node.state().identity(&c.admin.public()).and_then(|r| r.last_sequence).unwrap_or(0) + 1;
+    let Ok(mut client) = Client::connect(addr, chain, s, &[c.gateway.public()]).await else {
+        return false;
+    };
+    let admin_seq = node
+        .state()
+        .identity(&c.admin.public())
+        .and_then(|r| r.last_sequence)
+        .unwrap_or(0)
+        + 1;
     let body = TxBody {
         signer: c.admin.public(),
         sequence: admin_seq,
         timestamp_ms: now_ms(),
-        kind: TxKind::Revoke { target: s.public(), permissions: Permissions::CONNECT.union(Permissions::WRITE) },
+        kind: TxKind::Revoke {
+            target: s.public(),
+            permissions: Permissions::CONNECT.union(Permissions::WRITE),
+        },
     };
-    let Ok(tx) = Transaction::sign(body, chain, &c.admin) else { return false };
+    let Ok(tx) = Transaction::sign(body, chain, &c.admin) else {
+        return false;
+    };
     if node.submit(tx.to_vec(), None).await.is_err() {
         return false;
     }
@@ -462,7 +683,11 @@ async fn revoke_scene(addr: std::net::SocketAddr, chain: &ChainId, c: &Cast, nod
     let again = Client::connect(addr, chain, s, &[c.gateway.public()]).await;
     out.say(format!(
         "  scene: the admin revokes sensor 1: its live session {}; reconnecting: {}",
-        if closed { "was dropped at once" } else { "was NOT dropped (bug)" },
+        if closed {
+            "was dropped at once"
+        } else {
+            "was NOT dropped (bug)"
+        },
         match &again {
             Err(e) => format!("refused ({e})"),
             Ok(_) => "accepted (bug)".into(),
@@ -473,22 +698,38 @@ async fn revoke_scene(addr: std::net::SocketAddr, chain: &ChainId, c: &Cast, nod
 
 fn read_scene(node: &Node, c: &Cast, chain: &ChainId, out: &Out) -> anyhow::Result<(bool, bool)> {
     // find a sealed reading of sensor 0 (sealed for patient 0 and the doctor)
-    let refs = node.store().readings_by_device(&c.sensors[0].public(), 0, u64::MAX, 1)?;
+    let refs = node
+        .store()
+        .readings_by_device(&c.sensors[0].public(), 0, u64::MAX, 1)?;
     let Some(r) = refs.first() else {
         out.say("  no sealed reading was committed");
         return Ok((false, false));
     };
-    let Some((tx, _)) = node.store().tx(r.loc)? else { return Ok((false, false)) };
-    let TxKind::Reading { stream, payload: Payload::Sealed(p) } = &tx.body.kind else { return Ok((false, false)) };
+    let Some((tx, _)) = node.store().tx(r.loc)? else {
+        return Ok((false, false));
+    };
+    let TxKind::Reading {
+        stream,
+        payload: Payload::Sealed(p),
+    } = &tx.body.kind
+    else {
+        return Ok((false, false));
+    };
     let binding = sealed_binding(chain, &tx.body.signer, *stream, tx.body.sequence);
     let mut buf = [0u8; 128];
-    let doctor = p.open(&c.doctor, &binding, &mut buf).ok().and_then(|b| sensorchain_core::codec::decode_exact::<Vital>(b, 128).ok());
+    let doctor = p
+        .open(&c.doctor, &binding, &mut buf)
+        .ok()
+        .and_then(|b| sensorchain_core::codec::decode_exact::<Vital>(b, 128).ok());
     let insurer = p.open(&c.insurer, &binding, &mut buf);
     out.say(format!(
         "\nsealed reading {} (block {}): the doctor reads {}; the insurer: {}",
         tx.body.sequence,
         r.loc.height,
-        doctor.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "nothing (bug)".into()),
+        doctor
+            .as_ref()
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "nothing (bug)".into()),
         match &insurer {
             Err(e) => format!("cannot ({e})"),
             Ok(_) => "reads it (bug)".into(),
@@ -514,7 +755,11 @@ fn tamper_scene(dir: &Path, data: &Path, out: &Out) -> anyhow::Result<serde_json
     let mut block = Block::decode(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut changed = false;
     for tx in &mut block.txs {
-        if let TxKind::Reading { payload: Payload::Plain(v), .. } = &mut tx.body.kind {
+        if let TxKind::Reading {
+            payload: Payload::Plain(v),
+            ..
+        } = &mut tx.body.kind
+        {
             *v = Vital::HeartRate { bpm: 180 };
             changed = true;
             break;
@@ -530,21 +775,41 @@ fn tamper_scene(dir: &Path, data: &Path, out: &Out) -> anyhow::Result<serde_json
     drop(store);
     let report = super::audit::audit_dir(&copy, false)?;
     let detected = !report.valid;
-    let what = report.error.as_ref().map(|e| e.message.clone()).unwrap_or_default();
+    let what = report
+        .error
+        .as_ref()
+        .map(|e| e.message.clone())
+        .unwrap_or_default();
     out.say(format!(
         "tamper: one reading changed in block {height} of a copy: audit says {}",
-        if detected { format!("INVALID — {what}") } else { "valid (bug)".into() }
+        if detected {
+            format!("INVALID — {what}")
+        } else {
+            "valid (bug)".into()
+        }
     ));
     Ok(json!({ "detected": detected, "block": height, "finding": what }))
 }
 
 fn rejects_line(m: &Metrics) -> String {
     let mut parts = Vec::new();
-    for r in ["replay", "out_of_range", "not_permitted", "bad_signature", "malformed", "not_authorised", "busy"] {
+    for r in [
+        "replay",
+        "out_of_range",
+        "not_permitted",
+        "bad_signature",
+        "malformed",
+        "not_authorised",
+        "busy",
+    ] {
         let n = m.reject_count(r);
         if n > 0 {
             parts.push(format!("{r} {n}"));
         }
     }
-    if parts.is_empty() { "0".into() } else { parts.join(", ") }
+    if parts.is_empty() {
+        "0".into()
+    } else {
+        parts.join(", ")
+    }
 }
