@@ -15,7 +15,7 @@ use sensorchain_core::reading::Vital;
 use sensorchain_gateway::net::client::Client;
 use sensorchain_gateway::store::Store;
 
-const ROUNDS: usize = 8;
+const ROUNDS: usize = 16;
 
 #[test]
 fn sigkill_during_ingest_loses_no_acknowledged_reading() {

@@ -13,7 +13,10 @@ use sensorchain_gateway::net::client::Client;
 
 fn get(url: &str) -> (u16, serde_json::Value) {
     match ureq::get(url).call() {
-        Ok(mut r) => (r.status().as_u16(), r.body_mut().read_json().unwrap_or(serde_json::Value::Null)),
+        Ok(mut r) => (
+            r.status().as_u16(),
+            r.body_mut().read_json().unwrap_or(serde_json::Value::Null),
+        ),
         Err(ureq::Error::StatusCode(c)) => (c, serde_json::Value::Null),
         Err(e) => panic!("GET {url}: {e}"),
     }
@@ -31,9 +34,22 @@ fn sensors_gateway_blocks_api_audit_export() {
         .map(|d| {
             let (d, chain, addr, gwk) = (d.clone(), net.chain, net.tcp, net.gateway.public());
             rt.spawn(async move {
-                let mut c = Client::connect(addr, &chain, &d, &[gwk]).await.expect("handshake");
+                let mut c = Client::connect(addr, &chain, &d, &[gwk])
+                    .await
+                    .expect("handshake");
                 let txs: Vec<Vec<u8>> = (1..=per_device)
-                    .map(|s| sensorchain_gateway::sim::reading_tx(&d, &chain, s, 2_000, 3, Vital::HeartRate { bpm: 60 + (s % 40) as u16 }))
+                    .map(|s| {
+                        sensorchain_gateway::sim::reading_tx(
+                            &d,
+                            &chain,
+                            s,
+                            2_000,
+                            3,
+                            Vital::HeartRate {
+                                bpm: 60 + (s % 40) as u16,
+                            },
+                        )
+                    })
                     .collect();
                 c.submit_pipelined(&txs, 32).await.expect("submit")
             })
@@ -66,20 +82,38 @@ fn sensors_gateway_blocks_api_audit_export() {
     assert_eq!(code, 404);
 
     // stop gracefully, then audit and export offline
-    assert!(gw.terminate(Duration::from_secs(20)), "gateway did not stop on SIGTERM");
+    assert!(
+        gw.terminate(Duration::from_secs(20)),
+        "gateway did not stop on SIGTERM"
+    );
     let data = net.data();
-    let (code, out) = common::cli(&["audit", "--data-dir", data.to_str().unwrap(), "--json"], net.dir.path());
+    let (code, out) = common::cli(
+        &["audit", "--data-dir", data.to_str().unwrap(), "--json"],
+        net.dir.path(),
+    );
     assert_eq!(code, 0, "{out}");
     let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(report["valid"], true);
     assert_eq!(report["readings"], 3 * per_device);
     let export = net.dir.path().join("chain.export");
-    let (code, out) = common::cli(&["export", "--data-dir", data.to_str().unwrap(), "--out", export.to_str().unwrap()], net.dir.path());
+    let (code, out) = common::cli(
+        &[
+            "export",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--out",
+            export.to_str().unwrap(),
+        ],
+        net.dir.path(),
+    );
     assert_eq!(code, 0, "{out}");
     let entries = sensorchain_gateway::cli::export::read_export(&export).unwrap();
     let (blocks, certs): (Vec<_>, Vec<_>) = entries.into_iter().unzip();
     let state = validate_blocks(&blocks, &certs).unwrap();
     for d in &net.devices {
-        assert_eq!(state.identity(&d.public()).unwrap().last_sequence, Some(per_device));
+        assert_eq!(
+            state.identity(&d.public()).unwrap().last_sequence,
+            Some(per_device)
+        );
     }
 }

@@ -191,7 +191,8 @@ impl GatewayConfig {
 
     /// Reads a TOML file; relative paths are taken relative to its directory.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
         let mut cfg: GatewayConfig =
             toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
@@ -207,10 +208,22 @@ impl GatewayConfig {
     /// Checks the values are usable.
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.batch.max_txs > 0, "batch.max_txs must be at least 1");
-        anyhow::ensure!(self.batch.timeout_ms > 0, "batch.timeout_ms must be at least 1");
-        anyhow::ensure!(self.limits.max_half_open > 0, "limits.max_half_open must be at least 1");
-        anyhow::ensure!(self.limits.max_sessions > 0, "limits.max_sessions must be at least 1");
-        anyhow::ensure!(self.limits.snapshot_every > 0, "limits.snapshot_every must be at least 1");
+        anyhow::ensure!(
+            self.batch.timeout_ms > 0,
+            "batch.timeout_ms must be at least 1"
+        );
+        anyhow::ensure!(
+            self.limits.max_half_open > 0,
+            "limits.max_half_open must be at least 1"
+        );
+        anyhow::ensure!(
+            self.limits.max_sessions > 0,
+            "limits.max_sessions must be at least 1"
+        );
+        anyhow::ensure!(
+            self.limits.snapshot_every > 0,
+            "limits.snapshot_every must be at least 1"
+        );
         Ok(())
     }
 
@@ -228,13 +241,21 @@ mod tests {
     fn defaults_and_relative_paths() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("gw.toml");
-        std::fs::write(&p, "data_dir = \"d\"\nkey_file = \"k\"\ngenesis_file = \"g\"\n[batch]\nmax_txs = 5\n").unwrap();
+        std::fs::write(
+            &p,
+            "data_dir = \"d\"\nkey_file = \"k\"\ngenesis_file = \"g\"\n[batch]\nmax_txs = 5\n",
+        )
+        .unwrap();
         let c = GatewayConfig::load(&p).unwrap();
         assert_eq!(c.data_dir, dir.path().join("d"));
         assert_eq!(c.batch.max_txs, 5);
         assert_eq!(c.batch.timeout_ms, 20);
         assert_eq!(c.listen.api.as_deref(), Some("127.0.0.1:7480"));
-        std::fs::write(&p, "data_dir = \"d\"\nkey_file = \"k\"\ngenesis_file = \"g\"\nbogus = 1\n").unwrap();
+        std::fs::write(
+            &p,
+            "data_dir = \"d\"\nkey_file = \"k\"\ngenesis_file = \"g\"\nbogus = 1\n",
+        )
+        .unwrap();
         let e = GatewayConfig::load(&p).unwrap_err();
         assert!(format!("{e:#}").contains("bogus"), "{e:#}");
         let round: GatewayConfig = toml::from_str(&c.to_toml()).unwrap();

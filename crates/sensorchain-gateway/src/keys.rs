@@ -56,7 +56,8 @@ pub fn write_keypair(path: &Path, kp: &Keypair, force: bool) -> anyhow::Result<(
 
 /// Reads a key file written by [`write_keypair`].
 pub fn read_keypair(path: &Path) -> anyhow::Result<Keypair> {
-    let text = fs::read_to_string(path).with_context(|| format!("cannot read key file {}", path.display()))?;
+    let text = fs::read_to_string(path)
+        .with_context(|| format!("cannot read key file {}", path.display()))?;
     let line = text
         .lines()
         .map(str::trim)
@@ -91,12 +92,18 @@ mod tests {
         let kp = Keypair::from_seed([5; 32]);
         write_keypair(&p, &kp, false).unwrap();
         assert_eq!(read_keypair(&p).unwrap().public(), kp.public());
-        assert!(write_keypair(&p, &kp, false).is_err(), "no silent overwrite");
+        assert!(
+            write_keypair(&p, &kp, false).is_err(),
+            "no silent overwrite"
+        );
         write_keypair(&p, &kp, true).unwrap();
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
         }
         assert_eq!(parse_public(p.to_str().unwrap()).unwrap(), kp.public());
         assert_eq!(parse_public(&kp.public().to_string()).unwrap(), kp.public());

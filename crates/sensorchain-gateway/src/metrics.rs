@@ -71,11 +71,31 @@ impl Metrics {
             bad_frames: Family::default(),
             registry: Registry::default(),
         };
-        registry.register("txs_committed", "Transactions committed in blocks", m.txs_committed.clone());
-        registry.register("readings_committed", "Readings committed in blocks", m.readings_committed.clone());
-        registry.register("rejects", "Submissions refused, by reason", m.rejects.clone());
-        registry.register("block_height", "Height of the last committed block", m.block_height.clone());
-        registry.register("blocks_committed", "Blocks committed since start", m.blocks_committed.clone());
+        registry.register(
+            "txs_committed",
+            "Transactions committed in blocks",
+            m.txs_committed.clone(),
+        );
+        registry.register(
+            "readings_committed",
+            "Readings committed in blocks",
+            m.readings_committed.clone(),
+        );
+        registry.register(
+            "rejects",
+            "Submissions refused, by reason",
+            m.rejects.clone(),
+        );
+        registry.register(
+            "block_height",
+            "Height of the last committed block",
+            m.block_height.clone(),
+        );
+        registry.register(
+            "blocks_committed",
+            "Blocks committed since start",
+            m.blocks_committed.clone(),
+        );
         registry.register(
             "ingest_latency_seconds",
             "Seconds from a submission's arrival to its durable commit",
@@ -86,38 +106,82 @@ impl Metrics {
             "Seconds to build, validate and durably store one block",
             m.block_commit_seconds.clone(),
         );
-        registry.register("pending", "Transactions waiting for a block", m.pending.clone());
-        registry.register("sessions_active", "Established sessions", m.sessions_active.clone());
-        registry.register("sessions", "Sessions established since start", m.sessions_total.clone());
-        registry.register("handshake_failures", "Handshakes refused or failed, by reason", m.handshake_failures.clone());
-        registry.register("links_closed", "Links closed, by reason", m.links_closed.clone());
-        registry.register("bad_frames", "Frames refused at the link layer, by reason", m.bad_frames.clone());
+        registry.register(
+            "pending",
+            "Transactions waiting for a block",
+            m.pending.clone(),
+        );
+        registry.register(
+            "sessions_active",
+            "Established sessions",
+            m.sessions_active.clone(),
+        );
+        registry.register(
+            "sessions",
+            "Sessions established since start",
+            m.sessions_total.clone(),
+        );
+        registry.register(
+            "handshake_failures",
+            "Handshakes refused or failed, by reason",
+            m.handshake_failures.clone(),
+        );
+        registry.register(
+            "links_closed",
+            "Links closed, by reason",
+            m.links_closed.clone(),
+        );
+        registry.register(
+            "bad_frames",
+            "Frames refused at the link layer, by reason",
+            m.bad_frames.clone(),
+        );
         Metrics { registry, ..m }
     }
 
     /// Counts a refused submission.
     pub fn reject(&self, reason: &str) {
-        self.rejects.get_or_create(&Reason { reason: reason.into() }).inc();
+        self.rejects
+            .get_or_create(&Reason {
+                reason: reason.into(),
+            })
+            .inc();
     }
 
     /// Counts a failed handshake.
     pub fn handshake_failed(&self, reason: &str) {
-        self.handshake_failures.get_or_create(&Reason { reason: reason.into() }).inc();
+        self.handshake_failures
+            .get_or_create(&Reason {
+                reason: reason.into(),
+            })
+            .inc();
     }
 
     /// Counts a closed link.
     pub fn link_closed(&self, reason: &str) {
-        self.links_closed.get_or_create(&Reason { reason: reason.into() }).inc();
+        self.links_closed
+            .get_or_create(&Reason {
+                reason: reason.into(),
+            })
+            .inc();
     }
 
     /// Counts a bad frame.
     pub fn bad_frame(&self, reason: &str) {
-        self.bad_frames.get_or_create(&Reason { reason: reason.into() }).inc();
+        self.bad_frames
+            .get_or_create(&Reason {
+                reason: reason.into(),
+            })
+            .inc();
     }
 
     /// The current value of a reject counter (for summaries).
     pub fn reject_count(&self, reason: &str) -> u64 {
-        self.rejects.get_or_create(&Reason { reason: reason.into() }).get()
+        self.rejects
+            .get_or_create(&Reason {
+                reason: reason.into(),
+            })
+            .get()
     }
 
     /// The text exposition format.
@@ -139,7 +203,10 @@ mod tests {
         m.reject("replay");
         m.readings_committed.inc();
         let t = m.encode();
-        assert!(t.contains("sensorchain_rejects_total{reason=\"replay\"} 2"), "{t}");
+        assert!(
+            t.contains("sensorchain_rejects_total{reason=\"replay\"} 2"),
+            "{t}"
+        );
         assert!(t.contains("sensorchain_readings_committed_total 1"), "{t}");
         assert_eq!(m.reject_count("replay"), 2);
     }

@@ -110,7 +110,9 @@ impl Rejected {
             Rejected::BadSignature => RejectReason::BadSignature,
             Rejected::Rule(r) => match r {
                 TxRuleError::Replay { .. } => RejectReason::Replay,
-                TxRuleError::NotPermitted { .. } | TxRuleError::UnknownSigner => RejectReason::NotPermitted,
+                TxRuleError::NotPermitted { .. } | TxRuleError::UnknownSigner => {
+                    RejectReason::NotPermitted
+                }
                 TxRuleError::Reading(_) => RejectReason::OutOfRange,
                 TxRuleError::RecipientNotAuthorised
                 | TxRuleError::UnknownRecipient
@@ -165,7 +167,10 @@ impl Ticket {
     pub async fn wait(self) -> Result<Committed, Rejected> {
         let r = self.rx.await.unwrap_or(Err(Rejected::ShuttingDown));
         match &r {
-            Ok(_) => self.metrics.ingest_latency.observe(self.arrived.elapsed().as_secs_f64()),
+            Ok(_) => self
+                .metrics
+                .ingest_latency
+                .observe(self.arrived.elapsed().as_secs_f64()),
             Err(e) => self.metrics.reject(e.label()),
         }
         r
@@ -210,7 +215,10 @@ pub struct Node {
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl Node {
@@ -226,7 +234,9 @@ impl Node {
     ) -> anyhow::Result<Node> {
         let store = Arc::new(store);
         let state = recover(&store, genesis)?;
-        metrics.block_height.set(state.next_height().saturating_sub(1) as i64);
+        metrics
+            .block_height
+            .set(state.next_height().saturating_sub(1) as i64);
         let (queue, rx) = sync_channel(cfg.max_pending.max(1));
         let (events, _) = broadcast::channel(1024);
         let shared = Arc::new(Shared {
@@ -247,7 +257,11 @@ impl Node {
 
     /// The state after the last committed block.
     pub fn state(&self) -> Arc<WorldState> {
-        self.inner.state.read().map(|s| s.clone()).unwrap_or_else(|p| p.into_inner().clone())
+        self.inner
+            .state
+            .read()
+            .map(|s| s.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
     }
 
     /// The store.
@@ -279,7 +293,11 @@ impl Node {
     /// durably committed or refused. `session_identity`: the identity of the
     /// link it came on, which must be its signer (`None` for the API, where
     /// any registered signer may submit).
-    pub async fn submit(&self, encoded: Vec<u8>, session_identity: Option<PublicKey>) -> Result<Committed, Rejected> {
+    pub async fn submit(
+        &self,
+        encoded: Vec<u8>,
+        session_identity: Option<PublicKey>,
+    ) -> Result<Committed, Rejected> {
         match self.enqueue(encoded, session_identity) {
             Ok(ticket) => ticket.wait().await,
             Err(e) => Err(e),
@@ -292,10 +310,18 @@ impl Node {
     /// calls this in the order its frames arrive, so one device's sequence
     /// numbers reach the block producer in order, and awaits the tickets
     /// concurrently.
-    pub fn enqueue(&self, encoded: Vec<u8>, session_identity: Option<PublicKey>) -> Result<Ticket, Rejected> {
+    pub fn enqueue(
+        &self,
+        encoded: Vec<u8>,
+        session_identity: Option<PublicKey>,
+    ) -> Result<Ticket, Rejected> {
         let arrived = Instant::now();
         match self.check_and_enqueue(encoded, session_identity, arrived) {
-            Ok(rx) => Ok(Ticket { rx, arrived, metrics: self.inner.metrics.clone() }),
+            Ok(rx) => Ok(Ticket {
+                rx,
+                arrived,
+                metrics: self.inner.metrics.clone(),
+            }),
             Err(e) => {
                 self.inner.metrics.reject(e.label());
                 Err(e)
@@ -320,26 +346,42 @@ impl Node {
             return Err(Rejected::Rule(TxRuleError::GenesisMisplaced));
         }
         let state = self.state();
-        let rec = state.identity(&tx.body.signer).ok_or(Rejected::UnknownSigner)?;
+        let rec = state
+            .identity(&tx.body.signer)
+            .ok_or(Rejected::UnknownSigner)?;
         // Cheap checks first: no signature work for what will be refused.
         if let Some(last) = rec.last_sequence
             && tx.body.sequence <= last
         {
-            return Err(Rejected::Rule(TxRuleError::Replay { last, got: tx.body.sequence }));
+            return Err(Rejected::Rule(TxRuleError::Replay {
+                last,
+                got: tx.body.sequence,
+            }));
         }
         if let TxKind::Reading { payload, .. } = &tx.body.kind {
             if !rec.permissions.contains(Permissions::WRITE) {
-                return Err(Rejected::Rule(TxRuleError::NotPermitted { needed: Permissions::WRITE }));
+                return Err(Rejected::Rule(TxRuleError::NotPermitted {
+                    needed: Permissions::WRITE,
+                }));
             }
             if let Payload::Plain(v) = payload {
-                v.check().map_err(|e| Rejected::Rule(TxRuleError::Reading(e)))?;
+                v.check()
+                    .map_err(|e| Rejected::Rule(TxRuleError::Reading(e)))?;
             }
         }
-        let vk = state.verifying_key(&tx.body.signer).ok_or(Rejected::UnknownSigner)?;
+        let vk = state
+            .verifying_key(&tx.body.signer)
+            .ok_or(Rejected::UnknownSigner)?;
         // The one signature rule, once per transaction per gateway.
-        Transaction::verify_encoded(&encoded, state.chain_id(), vk, &tx.signature).map_err(|_| Rejected::BadSignature)?;
+        Transaction::verify_encoded(&encoded, state.chain_id(), vk, &tx.signature)
+            .map_err(|_| Rejected::BadSignature)?;
         let (reply, rx) = oneshot::channel();
-        match self.inner.queue.try_send(Pending { tx, encoded, arrived, reply }) {
+        match self.inner.queue.try_send(Pending {
+            tx,
+            encoded,
+            arrived,
+            reply,
+        }) {
             Ok(()) => {
                 self.inner.metrics.pending.inc();
                 Ok(rx)
@@ -358,10 +400,17 @@ fn recover(store: &Store, genesis: &Block) -> anyhow::Result<WorldState> {
         state
             .apply_block(genesis, None, SigCheck::Verify)
             .map_err(|e| anyhow::anyhow!("the genesis block is invalid: {e}"))?;
-        store.commit_block(genesis, &genesis.encoded_txs(), None, Some(&state.snapshot()))?;
+        store.commit_block(
+            genesis,
+            &genesis.encoded_txs(),
+            None,
+            Some(&state.snapshot()),
+        )?;
         return Ok(state);
     };
-    let stored_genesis = store.block(0)?.context("store has a head but no genesis block")?;
+    let stored_genesis = store
+        .block(0)?
+        .context("store has a head but no genesis block")?;
     if stored_genesis.hash() != genesis.hash() {
         bail!(
             "the data directory holds another chain (genesis {} here, {} configured)",
@@ -371,20 +420,26 @@ fn recover(store: &Store, genesis: &Block) -> anyhow::Result<WorldState> {
     }
     let (mut state, from) = match store.latest_snapshot()? {
         Some((h, bytes)) => {
-            let s = WorldState::from_snapshot(&bytes).map_err(|e| anyhow::anyhow!("state snapshot at {h}: {e}"))?;
+            let s = WorldState::from_snapshot(&bytes)
+                .map_err(|e| anyhow::anyhow!("state snapshot at {h}: {e}"))?;
             (s, h + 1)
         }
         None => (WorldState::new(chain_id), 0),
     };
     for entry in store.blocks(from) {
         let (h, bytes) = entry?;
-        let block = Block::decode(&bytes).map_err(|e| anyhow::anyhow!("stored block {h} does not decode: {e}"))?;
+        let block = Block::decode(&bytes)
+            .map_err(|e| anyhow::anyhow!("stored block {h} does not decode: {e}"))?;
         state
             .apply_block(&block, None, SigCheck::Verify)
             .map_err(|e| anyhow::anyhow!("stored chain is invalid: {e}"))?;
     }
     if state.next_height() != head.height + 1 || state.last_hash() != head.hash {
-        bail!("stored head ({}, {}) does not match the blocks", head.height, head.hash);
+        bail!(
+            "stored head ({}, {}) does not match the blocks",
+            head.height,
+            head.hash
+        );
     }
     Ok(state)
 }
@@ -423,7 +478,11 @@ fn commit_batch(inner: &Shared, mut batch: Vec<Pending>, snapshot: bool) -> bool
     // One signer's transactions in sequence order, whatever order concurrent
     // submitters reached the queue in (stable: otherwise arrival order).
     batch.sort_by_key(|p| (p.tx.body.signer, p.tx.body.sequence));
-    let state = inner.state.read().map(|s| s.clone()).unwrap_or_else(|p| p.into_inner().clone());
+    let state = inner
+        .state
+        .read()
+        .map(|s| s.clone())
+        .unwrap_or_else(|p| p.into_inner().clone());
     let mut replies = Vec::with_capacity(batch.len());
     let mut txs = Vec::with_capacity(batch.len());
     let mut encoded = Vec::with_capacity(batch.len());
@@ -433,7 +492,8 @@ fn commit_batch(inner: &Shared, mut batch: Vec<Pending>, snapshot: bool) -> bool
         replies.push((p.reply, p.arrived));
     }
     // Proposal: leave out what the state refuses.
-    let (block, rejected) = build_block_filtered(&state, &inner.key, txs, now_ms(), SigCheck::AlreadyVerified);
+    let (block, rejected) =
+        build_block_filtered(&state, &inner.key, txs, now_ms(), SigCheck::AlreadyVerified);
     let mut refused = vec![None; replies.len()];
     for (i, e) in rejected {
         refused[i] = Some(match e {
@@ -441,9 +501,15 @@ fn commit_batch(inner: &Shared, mut batch: Vec<Pending>, snapshot: bool) -> bool
             e => Rejected::Rule(e),
         });
     }
-    let kept: Vec<usize> = (0..replies.len()).filter(|i| refused[*i].is_none()).collect();
-    let kept_encoded: Vec<Vec<u8>> = kept.iter().map(|&i| std::mem::take(&mut encoded[i])).collect();
-    let mut outcome: Vec<Option<Result<Committed, Rejected>>> = refused.into_iter().map(|r| r.map(Err)).collect();
+    let kept: Vec<usize> = (0..replies.len())
+        .filter(|i| refused[*i].is_none())
+        .collect();
+    let kept_encoded: Vec<Vec<u8>> = kept
+        .iter()
+        .map(|&i| std::mem::take(&mut encoded[i]))
+        .collect();
+    let mut outcome: Vec<Option<Result<Committed, Rejected>>> =
+        refused.into_iter().map(|r| r.map(Err)).collect();
     let mut stored = false;
     if !block.txs.is_empty() {
         // Validation: the one rule, as every gateway and the auditor apply it.
@@ -479,9 +545,9 @@ fn commit_batch(inner: &Shared, mut batch: Vec<Pending>, snapshot: bool) -> bool
                     }));
                     match &tx.body.kind {
                         TxKind::Reading { .. } => readings += 1,
-                        TxKind::Grant { target, .. } | TxKind::Revoke { target, .. } | TxKind::SetRole { target, .. } => {
-                            changed.push(*target)
-                        }
+                        TxKind::Grant { target, .. }
+                        | TxKind::Revoke { target, .. }
+                        | TxKind::SetRole { target, .. } => changed.push(*target),
                         _ => {}
                     }
                 }
@@ -490,8 +556,13 @@ fn commit_batch(inner: &Shared, mut batch: Vec<Pending>, snapshot: bool) -> bool
                 m.block_height.set(height as i64);
                 m.txs_committed.inc_by(block.txs.len() as u64);
                 m.readings_committed.inc_by(readings);
-                m.block_commit_seconds.observe(started.elapsed().as_secs_f64());
-                let _ = inner.events.send(NodeEvent::Block { height, hash, txs: block.txs.len() });
+                m.block_commit_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                let _ = inner.events.send(NodeEvent::Block {
+                    height,
+                    hash,
+                    txs: block.txs.len(),
+                });
                 if !changed.is_empty() {
                     let _ = inner.events.send(NodeEvent::PermissionsChanged(changed));
                 }

@@ -18,18 +18,28 @@ pub fn parse_member(s: &str) -> anyhow::Result<Member> {
     let (Some(role), Some(key)) = (parts.next(), parts.next()) else {
         bail!("member {s:?}: expected ROLE:KEY[:PERMISSIONS]");
     };
-    let role: Role = role.parse().with_context(|| format!("member {s:?}: unknown role {role:?}"))?;
+    let role: Role = role
+        .parse()
+        .with_context(|| format!("member {s:?}: unknown role {role:?}"))?;
     let key = parse_public(key).with_context(|| format!("member {s:?}"))?;
     let permissions = match parts.next() {
-        Some(p) => p.parse::<Permissions>().with_context(|| format!("member {s:?}: bad permissions {p:?}"))?,
+        Some(p) => p
+            .parse::<Permissions>()
+            .with_context(|| format!("member {s:?}: bad permissions {p:?}"))?,
         None => role.default_permissions(),
     };
-    Ok(Member { key, permissions, role })
+    Ok(Member {
+        key,
+        permissions,
+        role,
+    })
 }
 
 /// Parses `NUM/DEN`.
 pub fn parse_fraction(s: &str) -> anyhow::Result<(u8, u8)> {
-    let (n, d) = s.split_once('/').with_context(|| format!("{s:?}: expected NUM/DEN such as 1/2"))?;
+    let (n, d) = s
+        .split_once('/')
+        .with_context(|| format!("{s:?}: expected NUM/DEN such as 1/2"))?;
     let (n, d): (u8, u8) = (n.trim().parse()?, d.trim().parse()?);
     anyhow::ensure!(d > 0 && n <= d, "{s:?}: need 0 <= NUM <= DEN and DEN > 0");
     Ok((n, d))
@@ -37,7 +47,10 @@ pub fn parse_fraction(s: &str) -> anyhow::Result<(u8, u8)> {
 
 /// Builds the genesis configuration from arguments (the creator is added as
 /// an admin if not listed).
-pub fn genesis_config(args: &GenesisArgs, creator: &sensorchain_core::identity::PublicKey) -> anyhow::Result<GenesisConfig> {
+pub fn genesis_config(
+    args: &GenesisArgs,
+    creator: &sensorchain_core::identity::PublicKey,
+) -> anyhow::Result<GenesisConfig> {
     let mut members = Vec::new();
     for m in &args.members {
         let m = parse_member(m)?;
@@ -47,12 +60,25 @@ pub fn genesis_config(args: &GenesisArgs, creator: &sensorchain_core::identity::
         members.push(m);
     }
     if !members.iter().any(|m| m.key == *creator) {
-        members.insert(0, Member { key: *creator, permissions: Role::Admin.default_permissions(), role: Role::Admin });
+        members.insert(
+            0,
+            Member {
+                key: *creator,
+                permissions: Role::Admin.default_permissions(),
+                role: Role::Admin,
+            },
+        );
     }
-    if !members.iter().any(|m| m.key == *creator && m.permissions.contains(Permissions::ADMIN)) {
+    if !members
+        .iter()
+        .any(|m| m.key == *creator && m.permissions.contains(Permissions::ADMIN))
+    {
         bail!("the creator must be an admin");
     }
-    if !members.iter().any(|m| m.permissions.contains(Permissions::VALIDATE)) {
+    if !members
+        .iter()
+        .any(|m| m.permissions.contains(Permissions::VALIDATE))
+    {
         bail!("no validator: add at least one gateway, e.g. --member gateway:gw.key");
     }
     anyhow::ensure!(
@@ -68,22 +94,32 @@ pub fn genesis_config(args: &GenesisArgs, creator: &sensorchain_core::identity::
         max_block_txs: args.max_block_txs,
         ..Params::default()
     };
-    GenesisConfig::new(&args.name, params, &members).with_context(|| format!("chain name longer than {} bytes", sensorchain_core::tx::CHAIN_NAME_MAX))
+    GenesisConfig::new(&args.name, params, &members).with_context(|| {
+        format!(
+            "chain name longer than {} bytes",
+            sensorchain_core::tx::CHAIN_NAME_MAX
+        )
+    })
 }
 
 /// Writes `bytes` to `path` atomically (temp file, fsync, rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     std::io::Write::write_all(&mut tmp, bytes)?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         // public material: readable by all (NamedTempFile creates 0600)
-        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644))?;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
     }
     tmp.as_file().sync_all()?;
-    tmp.persist(path).with_context(|| format!("cannot write {}", path.display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
 
@@ -92,7 +128,8 @@ pub fn genesis(args: &GenesisArgs) -> anyhow::Result<ExitCode> {
     let creator = read_keypair(&args.creator)?;
     let cfg = genesis_config(args, &creator.public())?;
     let members = cfg.members.len();
-    let block = Chain::genesis_block(&creator, cfg, now_ms()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let block =
+        Chain::genesis_block(&creator, cfg, now_ms()).map_err(|e| anyhow::anyhow!("{e}"))?;
     write_atomic(&args.out, &block.to_vec())?;
     println!("wrote {} ({members} members)", args.out.display());
     println!("chain id    {}", block.header.chain_id);

@@ -163,7 +163,11 @@ pub struct ExportArgs {
 /// such as an invalid chain (1), or an error (2, via `Err`).
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // the demo speaks for itself: only warnings unless asked for more
-    let filter = if matches!(cli.command, Command::Demo(_)) && cli.log == "info" { "warn" } else { &cli.log };
+    let filter = if matches!(cli.command, Command::Demo(_)) && cli.log == "info" {
+        "warn"
+    } else {
+        &cli.log
+    };
     init_tracing(filter);
     match &cli.command {
         Command::Keygen(a) => keygen::keygen(a),
@@ -177,6 +181,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn init_tracing(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

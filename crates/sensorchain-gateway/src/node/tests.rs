@@ -16,24 +16,60 @@ fn fixture() -> Fixture {
     let gateway = Keypair::from_seed([2; 32]);
     let device = Keypair::from_seed([3; 32]);
     let members = [
-        Member { key: admin.public(), permissions: Role::Admin.default_permissions(), role: Role::Admin },
-        Member { key: gateway.public(), permissions: Role::Gateway.default_permissions(), role: Role::Gateway },
-        Member { key: device.public(), permissions: Role::Device.default_permissions(), role: Role::Device },
+        Member {
+            key: admin.public(),
+            permissions: Role::Admin.default_permissions(),
+            role: Role::Admin,
+        },
+        Member {
+            key: gateway.public(),
+            permissions: Role::Gateway.default_permissions(),
+            role: Role::Gateway,
+        },
+        Member {
+            key: device.public(),
+            permissions: Role::Device.default_permissions(),
+            role: Role::Device,
+        },
     ];
     let cfg = GenesisConfig::new("node-test", Params::default(), &members).unwrap();
     let genesis = Chain::genesis_block(&admin, cfg, 1_000).unwrap();
-    Fixture { gateway, device, genesis, dir: tempfile::tempdir().unwrap() }
+    Fixture {
+        gateway,
+        device,
+        genesis,
+        dir: tempfile::tempdir().unwrap(),
+    }
 }
 
 fn start(f: &Fixture) -> Node {
     let store = Store::open(f.dir.path()).unwrap();
-    let cfg = NodeConfig { batch_timeout: Duration::from_millis(5), snapshot_every: 3, ..Default::default() };
-    Node::start(store, f.gateway.clone(), &f.genesis, cfg, Arc::new(Metrics::new())).unwrap()
+    let cfg = NodeConfig {
+        batch_timeout: Duration::from_millis(5),
+        snapshot_every: 3,
+        ..Default::default()
+    };
+    Node::start(
+        store,
+        f.gateway.clone(),
+        &f.genesis,
+        cfg,
+        Arc::new(Metrics::new()),
+    )
+    .unwrap()
 }
 
 fn reading(f: &Fixture, seq: u64, bpm: u16) -> Vec<u8> {
-    let body = TxBody::reading(f.device.public(), seq, now_ms(), 0, Vital::HeartRate { bpm });
-    Transaction::sign(body, &f.genesis.header.chain_id, &f.device).unwrap().to_vec()
+    let body = TxBody::reading(
+        f.device.public(),
+        seq,
+        now_ms(),
+        0,
+        Vital::HeartRate { bpm },
+    );
+    Transaction::sign(body, &f.genesis.header.chain_id, &f.device)
+        .unwrap()
+        .to_vec()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,34 +102,69 @@ async fn commits_acks_and_refuses() {
     assert_eq!(ok + replays, 200);
     assert!(ok > 0);
     // submissions enqueued in order are all accepted, however they are awaited
-    let base = node.state().identity(&f.device.public()).unwrap().last_sequence.unwrap() + 1000;
-    let tickets: Vec<_> = (0..100).map(|i| node.enqueue(reading(&f, base + i, 70), dev).unwrap()).collect();
-    let waits: Vec<_> = tickets.into_iter().rev().map(|t| tokio::spawn(t.wait())).collect();
+    let base = node
+        .state()
+        .identity(&f.device.public())
+        .unwrap()
+        .last_sequence
+        .unwrap()
+        + 1000;
+    let tickets: Vec<_> = (0..100)
+        .map(|i| node.enqueue(reading(&f, base + i, 70), dev).unwrap())
+        .collect();
+    let waits: Vec<_> = tickets
+        .into_iter()
+        .rev()
+        .map(|t| tokio::spawn(t.wait()))
+        .collect();
     for w in waits {
         w.await.unwrap().unwrap();
     }
     // sequential: every one accepted
-    let last = node.state().identity(&f.device.public()).unwrap().last_sequence.unwrap();
+    let last = node
+        .state()
+        .identity(&f.device.public())
+        .unwrap()
+        .last_sequence
+        .unwrap();
     for seq in last + 1..last + 20 {
         node.submit(reading(&f, seq, 70), dev).await.unwrap();
     }
     // replay
-    let e = node.submit(reading(&f, last + 1, 70), dev).await.unwrap_err();
-    assert!(matches!(e, Rejected::Rule(TxRuleError::Replay { .. })), "{e}");
+    let e = node
+        .submit(reading(&f, last + 1, 70), dev)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, Rejected::Rule(TxRuleError::Replay { .. })),
+        "{e}"
+    );
     assert_eq!(e.reason(), Some(RejectReason::Replay));
     // implausible
-    let e = node.submit(reading(&f, last + 100, 60000), dev).await.unwrap_err();
+    let e = node
+        .submit(reading(&f, last + 100, 60000), dev)
+        .await
+        .unwrap_err();
     assert_eq!(e.reason(), Some(RejectReason::OutOfRange));
     // bad signature
     let mut b = reading(&f, last + 101, 70);
     let n = b.len();
     b[n - 1] ^= 1;
-    assert_eq!(node.submit(b, dev).await.unwrap_err(), Rejected::BadSignature);
+    assert_eq!(
+        node.submit(b, dev).await.unwrap_err(),
+        Rejected::BadSignature
+    );
     // wrong session identity
-    let e = node.submit(reading(&f, last + 102, 70), Some(f.gateway.public())).await.unwrap_err();
+    let e = node
+        .submit(reading(&f, last + 102, 70), Some(f.gateway.public()))
+        .await
+        .unwrap_err();
     assert_eq!(e, Rejected::WrongSigner);
     // garbage
-    assert!(matches!(node.submit(vec![1, 2, 3], dev).await.unwrap_err(), Rejected::Malformed(_)));
+    assert!(matches!(
+        node.submit(vec![1, 2, 3], dev).await.unwrap_err(),
+        Rejected::Malformed(_)
+    ));
     assert!(node.metrics().encode().contains("reason=\"replay\""));
 }
 
@@ -104,7 +175,11 @@ async fn restart_recovers_everything() {
     {
         let node = start(&f);
         for seq in 1..=30 {
-            ids.push(node.submit(reading(&f, seq, 70), Some(f.device.public())).await.unwrap());
+            ids.push(
+                node.submit(reading(&f, seq, 70), Some(f.device.public()))
+                    .await
+                    .unwrap(),
+            );
         }
     }
     // the producer thread of the first node holds the database open until it
@@ -113,7 +188,14 @@ async fn restart_recovers_everything() {
         match Store::open(f.dir.path()) {
             Ok(store) => {
                 let cfg = NodeConfig::default();
-                break Node::start(store, f.gateway.clone(), &f.genesis, cfg, Arc::new(Metrics::new())).unwrap();
+                break Node::start(
+                    store,
+                    f.gateway.clone(),
+                    &f.genesis,
+                    cfg,
+                    Arc::new(Metrics::new()),
+                )
+                .unwrap();
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
@@ -121,9 +203,17 @@ async fn restart_recovers_everything() {
     for c in &ids {
         assert!(node.store().tx_location(&c.tx_id).unwrap().is_some());
     }
-    assert_eq!(node.state().identity(&f.device.public()).unwrap().last_sequence, Some(30));
+    assert_eq!(
+        node.state()
+            .identity(&f.device.public())
+            .unwrap()
+            .last_sequence,
+        Some(30)
+    );
     // and continues
-    node.submit(reading(&f, 31, 70), Some(f.device.public())).await.unwrap();
+    node.submit(reading(&f, 31, 70), Some(f.device.public()))
+        .await
+        .unwrap();
 }
 
 #[test]
@@ -135,15 +225,25 @@ fn other_genesis_refused() {
     let cfg = GenesisConfig::new(
         "other",
         Params::default(),
-        &[Member { key: admin.public(), permissions: Role::Admin.default_permissions(), role: Role::Admin }],
+        &[Member {
+            key: admin.public(),
+            permissions: Role::Admin.default_permissions(),
+            role: Role::Admin,
+        }],
     )
     .unwrap();
     let other = Chain::genesis_block(&admin, cfg, 1).unwrap();
     let store = Store::open(f.dir.path());
     if let Ok(store) = store {
-        let e = Node::start(store, f.gateway.clone(), &other, NodeConfig::default(), Arc::new(Metrics::new()))
-            .err()
-            .unwrap();
+        let e = Node::start(
+            store,
+            f.gateway.clone(),
+            &other,
+            NodeConfig::default(),
+            Arc::new(Metrics::new()),
+        )
+        .err()
+        .unwrap();
         assert!(e.to_string().contains("another chain"), "{e}");
     }
 }
