@@ -104,7 +104,10 @@ fn sigkill_during_ingest_loses_no_acknowledged_reading() {
     if code != 0 {
         let keep = net.dir.path().to_path_buf();
         std::mem::forget(net);
-        panic!("audit failed ({code}): {out}; data kept in {}", keep.display());
+        panic!(
+            "audit failed ({code}): {out}; data kept in {}",
+            keep.display()
+        );
     }
     let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(report["valid"], true);

@@ -517,7 +517,11 @@ impl Store {
                 path.display()
             )));
         }
-        let open = || redb::Builder::new().set_cache_size(DEFAULT_CACHE_BYTES).open_read_only(&path);
+        let open = || {
+            redb::Builder::new()
+                .set_cache_size(DEFAULT_CACHE_BYTES)
+                .open_read_only(&path)
+        };
         let db = match open() {
             Ok(db) => db,
             // A store left by a crash (a killed gateway) needs redb's
@@ -526,7 +530,11 @@ impl Store {
             // unchanged), then open read-only.
             Err(redb::DatabaseError::RepairAborted) => {
                 tracing::info!(path = %path.display(), "store was not closed cleanly: recovering it first");
-                drop(redb::Builder::new().set_cache_size(DEFAULT_CACHE_BYTES).create(&path)?);
+                drop(
+                    redb::Builder::new()
+                        .set_cache_size(DEFAULT_CACHE_BYTES)
+                        .create(&path)?,
+                );
                 open()?
             }
             Err(e) => return Err(e.into()),
