@@ -247,3 +247,119 @@ fn other_genesis_refused() {
         assert!(e.to_string().contains("another chain"), "{e}");
     }
 }
+
+/// A full disk: submissions are refused with `storage_failed` (counted),
+/// nothing acknowledged is lost, and after space is freed a restarted
+/// gateway has every acknowledged reading and a valid chain. Needs a small
+/// tmpfs (root); where mounting is not allowed the test says so and stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_disk_refuses_and_loses_nothing() {
+    let f = fixture();
+    let mnt = f.dir.path().join("small");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        eprintln!(
+            "SKIPPED full_disk_refuses_and_loses_nothing: cannot mount a tmpfs here (needs root)"
+        );
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _guard = Unmount(mnt.clone());
+    let data = mnt.join("data");
+    let metrics = Arc::new(Metrics::new());
+    let mut acked = Vec::new();
+    let mut storage_failed = 0;
+    {
+        let store = Store::open(&data).unwrap();
+        let cfg = NodeConfig {
+            batch_timeout: Duration::from_millis(2),
+            ..Default::default()
+        };
+        let node = Node::start(store, f.gateway.clone(), &f.genesis, cfg, metrics.clone()).unwrap();
+        // leave little room
+        let filler = mnt.join("filler");
+        let free = {
+            let out = std::process::Command::new("df")
+                .args(["--output=avail", "-B1"])
+                .arg(&mnt)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .nth(1)
+                .unwrap()
+                .trim()
+                .parse::<u64>()
+                .unwrap()
+        };
+        std::fs::write(&filler, vec![0u8; free.saturating_sub(256 * 1024) as usize]).unwrap();
+        let dev = Some(f.device.public());
+        for seq in 1..=20_000u64 {
+            match node.submit(reading(&f, seq, 70), dev).await {
+                Ok(c) => acked.push(c.tx_id),
+                Err(Rejected::Storage(_)) => {
+                    storage_failed += 1;
+                    if storage_failed >= 3 {
+                        break;
+                    }
+                }
+                Err(e) => panic!("unexpected refusal {e}"),
+            }
+        }
+        assert!(storage_failed >= 1, "the disk never filled");
+        assert!(metrics.reject_count("storage_failed") >= 1);
+        // the node still answers (reads, refusals) while the disk is full
+        assert!(node.store().head().unwrap().is_some());
+        std::fs::remove_file(&filler).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // restart with space: every acknowledged reading is there, the chain is valid
+    let store = loop {
+        match Store::open(&data) {
+            Ok(s) => break s,
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    let node = Node::start(
+        store,
+        f.gateway.clone(),
+        &f.genesis,
+        NodeConfig::default(),
+        Arc::new(Metrics::new()),
+    )
+    .unwrap();
+    for id in &acked {
+        assert!(
+            node.store().tx_location(id).unwrap().is_some(),
+            "acknowledged reading lost"
+        );
+    }
+    let next = node
+        .state()
+        .identity(&f.device.public())
+        .unwrap()
+        .last_sequence
+        .unwrap()
+        + 1;
+    node.submit(reading(&f, next, 70), Some(f.device.public()))
+        .await
+        .unwrap();
+    eprintln!(
+        "full disk: {} acknowledged before the disk filled, {storage_failed} refused with storage_failed",
+        acked.len()
+    );
+}
