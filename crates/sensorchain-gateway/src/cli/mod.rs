@@ -1,6 +1,7 @@
 //! The `sensorchain` command line.
 
 pub mod audit;
+pub mod bench;
 pub mod export;
 
 pub mod demo;
@@ -42,6 +43,8 @@ pub enum Command {
     Audit(AuditArgs),
     /// Export a stored chain in the exact wire bytes of docs/PROTOCOL.md.
     Export(ExportArgs),
+    /// Measure ingest, latency, audit and scaling against the raw strict Ed25519 verification rate of all cores.
+    Bench(bench::BenchArgs),
 }
 
 /// `sensorchain keygen`
@@ -177,6 +180,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(a) => demo::demo(a),
         Command::Run(a) => run::run(a),
         Command::SensorSim(a) => sensor_sim::sensor_sim(a),
+        Command::Bench(a) => bench::bench(a),
     }
 }
 

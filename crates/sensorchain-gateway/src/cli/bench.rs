@@ -1,0 +1,1035 @@
+//! `sensorchain bench`: end-to-end measurements against the physical limit
+//! of the machine, the raw strict Ed25519 verification rate of all cores
+//! (threads × `VerifyingKey::verify` in a tight loop), measured in the same
+//! process and run as the figure it is compared with.
+//!
+//! * `ingest`: one in-process gateway (node, redb store, TCP links on
+//!   loopback, as `demo` runs it) and many simulated sensors with readings
+//!   signed *before* the measurement, each keeping a window of submissions
+//!   in flight: readings verified, ordered and durably committed per second
+//!   (counted from the store's head record), next to the raw rate.
+//! * `latency`: paced sensors at several fractions of the measured maximum;
+//!   p50/p99/max from a reading's send to its `Ack` (durable commit).
+//! * `audit`: builds a large chain on disk (or reuses `--data-dir`) and runs
+//!   the offline audit over it: readings/s against the raw rate.
+//! * `scale`: ingest in segments as the chain grows; the rate of each
+//!   segment and the process's resident memory (VmRSS) at each checkpoint.
+//!
+//! Every subcommand prints one JSON object with `--json`. No figure here is
+//! asserted anywhere: they are measurements, recorded in docs/PERFORMANCE.md.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use sensorchain_core::block::Block;
+use sensorchain_core::chain::{Chain, build_block};
+use sensorchain_core::hash::ChainId;
+use sensorchain_core::identity::{Keypair, VerifyingKey};
+use sensorchain_core::link::{DeviceMsg, GatewayMsg};
+use sensorchain_core::permissions::Role;
+use sensorchain_core::state::{SigCheck, WorldState};
+use sensorchain_core::tx::{GenesisConfig, Member, Params, Transaction, TxBody, TxKind};
+use serde_json::{Value, json};
+
+use crate::metrics::Metrics;
+use crate::net::client::Client;
+use crate::net::{Gateway, NetConfig};
+use crate::node::{Node, NodeConfig, now_ms};
+use crate::sim::SimSensor;
+use crate::store::Store;
+
+/// `sensorchain bench`
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// What to measure.
+    #[command(subcommand)]
+    pub what: BenchCommand,
+}
+
+/// The measurements.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Gateway ingest (verify, order, commit durably) vs the raw strict verification rate of all cores.
+    Ingest(IngestArgs),
+    /// p50/p99 send-to-acknowledgement latency at several offered loads.
+    Latency(LatencyArgs),
+    /// Offline audit speed of a large stored chain vs the raw verification rate.
+    Audit(BenchAuditArgs),
+    /// Ingest rate and resident memory as the chain grows.
+    Scale(ScaleArgs),
+}
+
+/// Options shared by the gateway measurements.
+#[derive(Debug, Clone, Args)]
+pub struct GatewayOpts {
+    /// Simulated sensors (one TCP session each).
+    #[arg(long, default_value_t = 16)]
+    pub sensors: usize,
+    /// Submissions each sensor keeps in flight (at most the gateway's 256).
+    #[arg(long, default_value_t = 128)]
+    pub window: usize,
+    /// Most transactions per block.
+    #[arg(long, default_value_t = 2000)]
+    pub batch_max_txs: usize,
+    /// Longest wait from the first pending transaction to the cut, ms.
+    #[arg(long, default_value_t = 20)]
+    pub batch_timeout_ms: u64,
+    /// Keep the chain in this directory (default: a temporary one).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `sensorchain bench ingest`
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// Gateway and sensors.
+    #[command(flatten)]
+    pub gw: GatewayOpts,
+    /// Measured seconds (after one second of warm-up).
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+}
+
+/// `sensorchain bench latency`
+#[derive(Debug, Args)]
+pub struct LatencyArgs {
+    /// Gateway and sensors.
+    #[command(flatten)]
+    pub gw: GatewayOpts,
+    /// Seconds per load level.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+    /// Offered loads as fractions of the maximum ingest rate.
+    #[arg(long, value_delimiter = ',', default_value = "0.1,0.25,0.5,0.75")]
+    pub loads: Vec<f64>,
+    /// The maximum ingest rate (readings/s); measured first if not given.
+    #[arg(long)]
+    pub max_rate: Option<f64>,
+}
+
+/// `sensorchain bench audit`
+#[derive(Debug, Args)]
+pub struct BenchAuditArgs {
+    /// Readings in the chain to build (ignored when --data-dir holds a chain).
+    #[arg(long, default_value_t = 200_000)]
+    pub readings: u64,
+    /// Readings per block.
+    #[arg(long, default_value_t = 2000)]
+    pub block_txs: usize,
+    /// Devices signing them.
+    #[arg(long, default_value_t = 16)]
+    pub devices: usize,
+    /// Audit the chain in this directory (built there first if empty).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `sensorchain bench scale`
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    /// Gateway and sensors.
+    #[command(flatten)]
+    pub gw: GatewayOpts,
+    /// Chain sizes (readings) at which to report.
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+    pub checkpoints: Vec<u64>,
+    /// Also go to 10 million readings (long: about 10M / ingest rate seconds, and ~4 GB of disk).
+    #[arg(long)]
+    pub ten_million: bool,
+    /// Readings signed ahead per segment (bounded memory on the sensor side).
+    #[arg(long, default_value_t = 100_000)]
+    pub segment: u64,
+}
+
+/// Runs `sensorchain bench …`.
+pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let out = match &args.what {
+        BenchCommand::Ingest(a) => rt.block_on(ingest(a))?,
+        BenchCommand::Latency(a) => rt.block_on(latency(a))?,
+        BenchCommand::Audit(a) => audit(a)?,
+        BenchCommand::Scale(a) => rt.block_on(scale(a))?,
+    };
+    let (json, v) = out;
+    if json {
+        println!("{v}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+// ---------------------------------------------------------------------------
+// The physical limit.
+
+/// Cores available to this process.
+pub fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// Strict verifications per second of `threads` threads, each verifying a
+/// signed reading (its exact signing input, as ingest does) with
+/// `VerifyingKey::verify` in a tight loop for `dur`.
+pub fn raw_verify_rate(threads: usize, dur: Duration) -> f64 {
+    let chain = ChainId::from_name("raw");
+    let kp = Keypair::from_seed([42; 32]);
+    let mut sim = SimSensor::new(kp.clone(), chain, 1, 1);
+    let enc = match sim.next_tx(now_ms()) {
+        Ok((_, t)) => t,
+        Err(_) => return 0.0,
+    };
+    let Ok(tx) = Transaction::decode(&enc) else {
+        return 0.0;
+    };
+    let Ok(vk) = VerifyingKey::from_public(&kp.public()) else {
+        return 0.0;
+    };
+    let start = Instant::now();
+    let total = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            s.spawn(|| {
+                let mut n = 0u64;
+                while start.elapsed() < dur {
+                    for _ in 0..64 {
+                        let ok =
+                            Transaction::verify_encoded(&enc, &chain, &vk, &tx.signature).is_ok();
+                        n += u64::from(std::hint::black_box(ok));
+                    }
+                }
+                total.fetch_add(n, Ordering::Relaxed);
+            });
+        }
+    });
+    total.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// The raw rate of all cores, measured over `dur`.
+fn raw_all_cores(dur: Duration) -> f64 {
+    raw_verify_rate(cores(), dur)
+}
+
+/// Resident memory of this process, bytes (Linux `/proc/self/status`).
+pub fn rss_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// CPU seconds (user + system) this process has used.
+fn cpu_seconds() -> f64 {
+    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // fields after the command name (which is in parentheses)
+    let Some(rest) = s.rsplit(')').next() else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 here
+    let tick = 100.0; // USER_HZ on Linux
+    let u: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let st: f64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    (u + st) / tick
+}
+
+fn machine() -> Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    json!({ "cpu": model, "cores": cores(), "memory_gib": (mem as f64 / 1048576.0 * 10.0).round() / 10.0 })
+}
+
+// ---------------------------------------------------------------------------
+// An in-process gateway with registered sensors.
+
+struct Net {
+    _tmp: Option<tempfile::TempDir>,
+    node: Node,
+    gw: Arc<Gateway>,
+    addr: std::net::SocketAddr,
+    chain: ChainId,
+    gateway: Keypair,
+    sensors: Vec<Keypair>,
+}
+
+fn node_config(o: &GatewayOpts) -> NodeConfig {
+    NodeConfig {
+        batch_max_txs: o.batch_max_txs.max(1),
+        batch_timeout: Duration::from_millis(o.batch_timeout_ms),
+        ..NodeConfig::default()
+    }
+}
+
+fn data_dir(d: &Option<PathBuf>) -> anyhow::Result<(Option<tempfile::TempDir>, PathBuf)> {
+    Ok(match d {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            anyhow::ensure!(
+                std::fs::read_dir(d)?.next().is_none(),
+                "{} is not empty (the benchmark creates a new chain)",
+                d.display()
+            );
+            (None, d.clone())
+        }
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("sensorchain-bench-")
+                .tempdir()?;
+            let p = t.path().to_path_buf();
+            (Some(t), p)
+        }
+    })
+}
+
+/// Starts a gateway on a new chain in `dir` and registers `n` sensors with
+/// signed admin transactions.
+async fn start_net(o: &GatewayOpts) -> anyhow::Result<Net> {
+    let (tmp, dir) = data_dir(&o.data_dir)?;
+    let mut rng = rand::rng();
+    let admin = Keypair::generate(&mut rng);
+    let gateway = Keypair::generate(&mut rng);
+    let sensors: Vec<Keypair> = (0..o.sensors.max(1))
+        .map(|_| Keypair::generate(&mut rng))
+        .collect();
+    let members = [
+        Member {
+            key: admin.public(),
+            permissions: Role::Admin.default_permissions(),
+            role: Role::Admin,
+        },
+        Member {
+            key: gateway.public(),
+            permissions: Role::Gateway.default_permissions(),
+            role: Role::Gateway,
+        },
+    ];
+    let cfg =
+        GenesisConfig::new("sensorchain-bench", Params::default(), &members).context("genesis")?;
+    let genesis =
+        Chain::genesis_block(&admin, cfg, now_ms()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let chain = genesis.header.chain_id;
+    let store = Store::open(&dir)?;
+    let node = Node::start(
+        store,
+        gateway.clone(),
+        &genesis,
+        node_config(o),
+        Arc::new(Metrics::new()),
+    )?;
+    let mut tickets = Vec::new();
+    for (i, s) in sensors.iter().enumerate() {
+        let body = TxBody {
+            signer: admin.public(),
+            sequence: i as u64 + 1,
+            timestamp_ms: now_ms(),
+            kind: TxKind::Grant {
+                target: s.public(),
+                permissions: Role::Device.default_permissions(),
+            },
+        };
+        let tx = Transaction::sign(body, &chain, &admin).map_err(|e| anyhow::anyhow!("{e}"))?;
+        tickets.push(
+            node.enqueue(tx.to_vec(), None)
+                .map_err(|e| anyhow::anyhow!("registration refused: {e}"))?,
+        );
+    }
+    for t in tickets {
+        t.wait()
+            .await
+            .map_err(|e| anyhow::anyhow!("registration refused: {e}"))?;
+    }
+    let net_cfg = NetConfig {
+        max_inflight: 1024,
+        ..NetConfig::default()
+    };
+    let gw = Gateway::new(node.clone(), net_cfg);
+    let addr = crate::net::tcp::spawn_tcp(gw.clone(), "127.0.0.1:0").await?;
+    Ok(Net {
+        _tmp: tmp,
+        node,
+        gw,
+        addr,
+        chain,
+        gateway,
+        sensors,
+    })
+}
+
+impl Net {
+    /// Readings committed durably so far (the store's head record).
+    fn committed(&self) -> u64 {
+        self.node
+            .store()
+            .head()
+            .ok()
+            .flatten()
+            .map(|h| h.reading_count_total)
+            .unwrap_or(0)
+    }
+
+    fn blocks(&self) -> u64 {
+        self.node
+            .store()
+            .head()
+            .ok()
+            .flatten()
+            .map(|h| h.height + 1)
+            .unwrap_or(0)
+    }
+
+    async fn stop(self) {
+        self.gw.shutdown(Duration::from_secs(5)).await;
+    }
+}
+
+/// Signs `per_sensor` readings for each sensor, sequences from `first`, on
+/// all cores (before any measurement).
+fn presign(net: &Net, per_sensor: u64, first: u64) -> Vec<Vec<Vec<u8>>> {
+    let chain = net.chain;
+    let n = net.sensors.len();
+    let threads = cores().min(n).max(1);
+    let mut out: Vec<Vec<Vec<u8>>> = vec![Vec::new(); n];
+    std::thread::scope(|s| {
+        let mut handles = Vec::new();
+        for t in 0..threads {
+            let keys: Vec<(usize, Keypair)> = (t..n)
+                .step_by(threads)
+                .map(|i| (i, net.sensors[i].clone()))
+                .collect();
+            handles.push(s.spawn(move || {
+                keys.into_iter()
+                    .map(|(i, k)| {
+                        let mut sim = SimSensor::new(k, chain, i as u64 + 1, first);
+                        let now = now_ms();
+                        let txs: Vec<Vec<u8>> = (0..per_sensor)
+                            .filter_map(|_| sim.next_tx(now).ok().map(|(_, t)| t))
+                            .collect();
+                        (i, txs)
+                    })
+                    .collect::<Vec<_>>()
+            }));
+        }
+        for h in handles {
+            if let Ok(v) = h.join() {
+                for (i, txs) in v {
+                    out[i] = txs;
+                }
+            }
+        }
+    });
+    out
+}
+
+/// What one sensor saw.
+#[derive(Default)]
+struct SensorStats {
+    acked: u64,
+    rejected: u64,
+    busy: u64,
+    latencies_us: Vec<u32>,
+}
+
+/// Drives one sensor session: submits `txs` (sequences `first..`) keeping at
+/// most `window` in flight, paced at `rate` readings/s if given, until the
+/// readings run out or `stop` is set; then waits for what is in flight.
+/// Latency: from writing a reading's frame to reading its answer.
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    client: &mut Client,
+    txs: Vec<Vec<u8>>,
+    first: u64,
+    window: usize,
+    rate: Option<f64>,
+    stop: Arc<AtomicBool>,
+    record_from: Instant,
+) -> anyhow::Result<SensorStats> {
+    let window = window.max(1);
+    let cap = window * 2;
+    let mut sent_at: Vec<Option<Instant>> = vec![None; cap];
+    let mut st = SensorStats::default();
+    let (mut next, mut inflight) = (0usize, 0usize);
+    let t0 = Instant::now();
+    loop {
+        let stopping = stop.load(Ordering::Relaxed);
+        if (stopping || next >= txs.len()) && inflight == 0 {
+            break;
+        }
+        let allowed = match rate {
+            Some(r) => ((t0.elapsed().as_secs_f64() * r) as usize).min(txs.len()),
+            None => txs.len(),
+        };
+        let mut wire = Vec::new();
+        let now = Instant::now();
+        while !stopping && next < allowed && inflight < window {
+            wire.extend(client.seal(&DeviceMsg::Submit(&txs[next]))?);
+            sent_at[(first as usize + next) % cap] = Some(now);
+            next += 1;
+            inflight += 1;
+        }
+        if !wire.is_empty() {
+            client.send_wire(&wire).await?;
+        }
+        let msg = if rate.is_some() || inflight == 0 {
+            // wake up at least every millisecond to send what is due
+            match tokio::time::timeout(Duration::from_millis(1), client.recv()).await {
+                Ok(m) => m?,
+                Err(_) => continue,
+            }
+        } else {
+            client.recv().await?
+        };
+        let (seq, ok) = match msg {
+            GatewayMsg::Ack { sequence, .. } => (sequence, Some(true)),
+            GatewayMsg::Reject { sequence, .. } => (sequence, Some(false)),
+            GatewayMsg::Busy { sequence } => (sequence, None),
+            GatewayMsg::Pong(_) => continue,
+        };
+        inflight = inflight.saturating_sub(1);
+        let sent = sent_at[(seq as usize) % cap].take();
+        match ok {
+            Some(true) => {
+                st.acked += 1;
+                if let Some(t) = sent
+                    && t >= record_from
+                {
+                    st.latencies_us
+                        .push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                }
+            }
+            Some(false) => st.rejected += 1,
+            None => st.busy += 1,
+        }
+    }
+    Ok(st)
+}
+
+/// Connects every sensor (handshakes before the clock starts).
+async fn connect_all(net: &Net) -> anyhow::Result<Vec<Client>> {
+    let mut clients = Vec::new();
+    for s in &net.sensors {
+        let c = Client::connect(net.addr, &net.chain, s, &[net.gateway.public()])
+            .await
+            .map_err(|e| anyhow::anyhow!("sensor connect: {e}"))?;
+        clients.push(c);
+    }
+    Ok(clients)
+}
+
+struct Run {
+    /// Readings committed per second in the measured interval.
+    rate: f64,
+    committed: u64,
+    seconds: f64,
+    cpu_utilisation: f64,
+    acked: u64,
+    rejected: u64,
+    busy: u64,
+    latencies_us: Vec<u32>,
+    clients: Vec<Client>,
+}
+
+/// Streams the given readings through `clients` for `warmup + seconds`
+/// (or until they run out), at `rate` readings/s in total if given; the rate
+/// is measured over the interval after the warm-up from the store's head.
+#[allow(clippy::too_many_arguments)]
+async fn stream(
+    net: &Net,
+    clients: Vec<Client>,
+    feeds: Vec<Vec<Vec<u8>>>,
+    first: u64,
+    window: usize,
+    rate: Option<f64>,
+    warmup: Duration,
+    seconds: Duration,
+) -> anyhow::Result<Run> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let per = rate.map(|r| r / clients.len().max(1) as f64);
+    let record_from = Instant::now() + warmup;
+    let mut tasks = Vec::new();
+    for (mut c, txs) in clients.into_iter().zip(feeds) {
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = drive(&mut c, txs, first, window, per, stop, record_from).await;
+            (c, r)
+        }));
+    }
+    tokio::time::sleep(warmup).await;
+    let (c0, t0, cpu0) = (net.committed(), Instant::now(), cpu_seconds());
+    // stop early if every sensor has finished its feed
+    let deadline = t0 + seconds;
+    while Instant::now() < deadline && tasks.iter().any(|t| !t.is_finished()) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (c1, el, cpu1) = (net.committed(), t0.elapsed().as_secs_f64(), cpu_seconds());
+    stop.store(true, Ordering::Relaxed);
+    let mut run = Run {
+        rate: (c1 - c0) as f64 / el.max(1e-9),
+        committed: c1 - c0,
+        seconds: el,
+        cpu_utilisation: (cpu1 - cpu0) / (el.max(1e-9) * cores() as f64),
+        acked: 0,
+        rejected: 0,
+        busy: 0,
+        latencies_us: Vec::new(),
+        clients: Vec::new(),
+    };
+    for t in tasks {
+        let (c, r) = t.await?;
+        let s = r?;
+        run.acked += s.acked;
+        run.rejected += s.rejected;
+        run.busy += s.busy;
+        run.latencies_us.extend(s.latencies_us);
+        run.clients.push(c);
+    }
+    Ok(run)
+}
+
+fn percentiles(v: &mut [u32]) -> Value {
+    v.sort_unstable();
+    let p = |q: f64| {
+        v.get(((v.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
+    json!({ "p50_ms": p(0.5), "p90_ms": p(0.9), "p99_ms": p(0.99), "max_ms": p(1.0), "samples": v.len() })
+}
+
+// ---------------------------------------------------------------------------
+// ingest
+
+async fn ingest(a: &IngestArgs) -> anyhow::Result<(bool, Value)> {
+    let o = &a.gw;
+    let raw_before = raw_all_cores(Duration::from_secs(2));
+    let raw_one = raw_verify_rate(1, Duration::from_secs(1));
+    let net = start_net(o).await?;
+    // enough readings for the whole run at the raw rate (the gateway cannot
+    // go faster than that), signed before the clock starts
+    let per_sensor = ((raw_before * (a.seconds as f64 + 1.5)) / net.sensors.len() as f64) as u64;
+    let feeds = presign(&net, per_sensor.max(1), 1);
+    let clients = connect_all(&net).await?;
+    let blocks0 = net.blocks();
+    let mut run = stream(
+        &net,
+        clients,
+        feeds,
+        1,
+        o.window,
+        None,
+        Duration::from_secs(1),
+        Duration::from_secs(a.seconds),
+    )
+    .await?;
+    let blocks = net.blocks() - blocks0;
+    let raw_after = raw_all_cores(Duration::from_secs(2));
+    let raw = (raw_before + raw_after) / 2.0;
+    let lat = percentiles(&mut run.latencies_us);
+    for c in run.clients.drain(..) {
+        c.close().await;
+    }
+    net.stop().await;
+    let ratio = run.rate / raw;
+    let v = json!({
+        "bench": "ingest",
+        "sensors": o.sensors,
+        "window": o.window,
+        "batch_max_txs": o.batch_max_txs,
+        "batch_timeout_ms": o.batch_timeout_ms,
+        "seconds": run.seconds,
+        "readings_committed": run.committed,
+        "readings_per_second": run.rate.round(),
+        "raw_verify_per_second": raw.round(),
+        "raw_verify_per_second_before": raw_before.round(),
+        "raw_verify_per_second_after": raw_after.round(),
+        "raw_verify_per_second_one_core": raw_one.round(),
+        "verify_threads": cores(),
+        "ratio": (ratio * 1000.0).round() / 1000.0,
+        "target_ratio": 0.8,
+        "cpu_utilisation": (run.cpu_utilisation * 100.0).round() / 100.0,
+        "blocks": blocks,
+        "acked": run.acked,
+        "rejected": run.rejected,
+        "busy": run.busy,
+        "ack_latency_under_full_load": lat,
+        "machine": machine(),
+    });
+    if !o.json {
+        eprintln!(
+            "ingest: {:.0} readings/s committed; raw strict verify {:.0}/s on {} cores; ratio {:.3} (target 0.8)",
+            run.rate,
+            raw,
+            cores(),
+            ratio
+        );
+    }
+    Ok((o.json, v))
+}
+
+// ---------------------------------------------------------------------------
+// latency
+
+async fn latency(a: &LatencyArgs) -> anyhow::Result<(bool, Value)> {
+    let o = &a.gw;
+    let raw = raw_all_cores(Duration::from_secs(2));
+    let net = start_net(o).await?;
+    let mut clients = connect_all(&net).await?;
+    let n = net.sensors.len() as u64;
+    let mut next_seq = 1u64;
+    // the maximum: a short unpaced run unless given
+    let max = match a.max_rate {
+        Some(m) => m,
+        None => {
+            let per = ((raw * 4.5) / n as f64) as u64;
+            let feeds = presign(&net, per.max(1), next_seq);
+            let run = stream(
+                &net,
+                clients,
+                feeds,
+                next_seq,
+                o.window,
+                None,
+                Duration::from_secs(1),
+                Duration::from_secs(3),
+            )
+            .await?;
+            next_seq += per;
+            clients = run.clients;
+            run.rate
+        }
+    };
+    let mut levels = Vec::new();
+    for &load in &a.loads {
+        let offered = max * load;
+        let per = ((offered * (a.seconds as f64 + 1.5)) / n as f64).ceil() as u64 + 1;
+        let feeds = presign(&net, per, next_seq);
+        let run = stream(
+            &net,
+            clients,
+            feeds,
+            next_seq,
+            1024,
+            Some(offered),
+            Duration::from_secs(1),
+            Duration::from_secs(a.seconds),
+        )
+        .await?;
+        next_seq += per;
+        clients = run.clients;
+        let mut lat = run.latencies_us;
+        let p = percentiles(&mut lat);
+        if !o.json {
+            eprintln!(
+                "latency: load {:.0} % ({:.0}/s offered, {:.0}/s committed): p50 {} ms, p99 {} ms",
+                load * 100.0,
+                offered,
+                run.rate,
+                p["p50_ms"],
+                p["p99_ms"]
+            );
+        }
+        levels.push(json!({
+            "load": load,
+            "offered_per_second": offered.round(),
+            "committed_per_second": run.rate.round(),
+            "latency": p,
+            "busy": run.busy,
+            "rejected": run.rejected,
+        }));
+    }
+    for c in clients {
+        c.close().await;
+    }
+    net.stop().await;
+    Ok((
+        o.json,
+        json!({
+            "bench": "latency",
+            "sensors": o.sensors,
+            "batch_max_txs": o.batch_max_txs,
+            "batch_timeout_ms": o.batch_timeout_ms,
+            "max_readings_per_second": max.round(),
+            "raw_verify_per_second": raw.round(),
+            "levels": levels,
+            "target": "p99 <= 50 ms at 50 % load",
+            "machine": machine(),
+        }),
+    ))
+}
+
+// ---------------------------------------------------------------------------
+// audit
+
+/// Builds a chain of `readings` readings straight into a store (signed on
+/// all cores, blocks built and applied without re-verifying what was just
+/// signed, one durable commit per block, as a gateway stores them).
+fn build_chain(dir: &Path, a: &BenchAuditArgs) -> anyhow::Result<()> {
+    let mut rng = rand::rng();
+    let admin = Keypair::generate(&mut rng);
+    let devices: Vec<Keypair> = (0..a.devices.clamp(1, 15))
+        .map(|_| Keypair::generate(&mut rng))
+        .collect();
+    let mut members = vec![Member {
+        key: admin.public(),
+        permissions: sensorchain_core::permissions::Permissions::ALL,
+        role: Role::Admin,
+    }];
+    for d in &devices {
+        members.push(Member {
+            key: d.public(),
+            permissions: Role::Device.default_permissions(),
+            role: Role::Device,
+        });
+    }
+    let cfg = GenesisConfig::new("sensorchain-bench-audit", Params::default(), &members)
+        .context("genesis")?;
+    let genesis =
+        Chain::genesis_block(&admin, cfg, now_ms()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let chain = genesis.header.chain_id;
+    let store = Store::open(dir)?;
+    let mut state = WorldState::new(chain);
+    state
+        .apply_block(&genesis, None, SigCheck::Verify)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    store.commit_block(
+        &genesis,
+        &genesis.encoded_txs(),
+        None,
+        Some(&state.snapshot()),
+    )?;
+    let per_block = a.block_txs.max(1);
+    let mut seqs = vec![1u64; devices.len()];
+    let mut sims: Vec<SimSensor> = devices
+        .iter()
+        .enumerate()
+        .map(|(i, d)| SimSensor::new(d.clone(), chain, i as u64 + 1, 1))
+        .collect();
+    let mut done = 0u64;
+    while done < a.readings {
+        let n = (a.readings - done).min(per_block as u64) as usize;
+        // sign in parallel: sensors split across cores
+        let now = now_ms();
+        let threads = cores();
+        let per_dev = n.div_ceil(devices.len());
+        let mut chunks: Vec<Vec<Vec<u8>>> = Vec::new();
+        std::thread::scope(|s| {
+            let hs: Vec<_> = sims
+                .chunks_mut(devices.len().div_ceil(threads))
+                .map(|group| {
+                    s.spawn(move || {
+                        group
+                            .iter_mut()
+                            .map(|sim| {
+                                (0..per_dev)
+                                    .filter_map(|_| sim.next_tx(now).ok().map(|(_, t)| t))
+                                    .collect::<Vec<_>>()
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            for h in hs {
+                if let Ok(v) = h.join() {
+                    chunks.extend(v);
+                }
+            }
+        });
+        for (s, c) in seqs.iter_mut().zip(&chunks) {
+            *s += c.len() as u64;
+        }
+        let txs: Vec<Transaction> = chunks
+            .into_iter()
+            .flatten()
+            .filter_map(|b| Transaction::decode(&b).ok())
+            .collect();
+        let count = txs.len() as u64;
+        let block: Block = build_block(&state, &admin, txs, now_ms(), SigCheck::AlreadyVerified)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let enc = block.encoded_txs();
+        state
+            .apply_block_encoded(&block, &enc, None, SigCheck::AlreadyVerified)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let snap = block
+            .header
+            .height
+            .is_multiple_of(64)
+            .then(|| state.snapshot());
+        store.commit_block(&block, &enc, None, snap.as_deref())?;
+        done += count;
+    }
+    Ok(())
+}
+
+fn audit(a: &BenchAuditArgs) -> anyhow::Result<(bool, Value)> {
+    let (_tmp, dir) = match &a.data_dir {
+        Some(d) => (None, d.clone()),
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("sensorchain-bench-audit-")
+                .tempdir()?;
+            let p = t.path().to_path_buf();
+            (Some(t), p)
+        }
+    };
+    std::fs::create_dir_all(&dir)?;
+    let mut built = None;
+    if !dir.join(crate::store::FILE_NAME).exists() {
+        let t = Instant::now();
+        build_chain(&dir, a)?;
+        built = Some(t.elapsed().as_secs_f64());
+    }
+    let raw_before = raw_all_cores(Duration::from_secs(2));
+    let raw_one = raw_verify_rate(1, Duration::from_secs(1));
+    let report = super::audit::audit_dir(&dir, false)?;
+    let raw_after = raw_all_cores(Duration::from_secs(2));
+    let raw = (raw_before + raw_after) / 2.0;
+    let rate = report.readings as f64 / report.seconds.max(1e-9);
+    if !a.json {
+        eprintln!(
+            "audit: {} readings in {:.2} s = {:.0} readings/s; raw strict verify {:.0}/s on {} cores; ratio {:.3} (target 0.8)",
+            report.readings,
+            report.seconds,
+            rate,
+            raw,
+            cores(),
+            rate / raw
+        );
+    }
+    Ok((
+        a.json,
+        json!({
+            "bench": "audit",
+            "valid": report.valid,
+            "blocks": report.blocks,
+            "readings": report.readings,
+            "seconds": report.seconds,
+            "readings_per_second": rate.round(),
+            "raw_verify_per_second": raw.round(),
+            "raw_verify_per_second_one_core": raw_one.round(),
+            "verify_threads": cores(),
+            "ratio": ((rate / raw) * 1000.0).round() / 1000.0,
+            "target_ratio": 0.8,
+            "chain_built_seconds": built,
+            "machine": machine(),
+        }),
+    ))
+}
+
+// ---------------------------------------------------------------------------
+// scale
+
+async fn scale(a: &ScaleArgs) -> anyhow::Result<(bool, Value)> {
+    let o = &a.gw;
+    let mut checkpoints = a.checkpoints.clone();
+    if a.ten_million && !checkpoints.contains(&10_000_000) {
+        checkpoints.push(10_000_000);
+    }
+    checkpoints.sort_unstable();
+    let target = checkpoints.last().copied().unwrap_or(0);
+    let raw = raw_all_cores(Duration::from_secs(2));
+    let net = start_net(o).await?;
+    let rss_start = rss_bytes().unwrap_or(0);
+    let mut clients = connect_all(&net).await?;
+    let n = net.sensors.len() as u64;
+    let mut next_seq = 1u64;
+    let mut pending: VecDeque<u64> = checkpoints.iter().copied().collect();
+    let mut rows = Vec::new();
+    let (mut seg_committed, mut seg_seconds) = (0u64, 0.0f64);
+    let started = Instant::now();
+    while net.committed() < target {
+        let left = target - net.committed();
+        let next_cp = pending.front().copied().unwrap_or(target);
+        let to_cp = next_cp.saturating_sub(net.committed()).max(1);
+        let seg = a.segment.min(left).min(to_cp).max(n);
+        let per = seg.div_ceil(n);
+        let feeds = presign(&net, per, next_seq);
+        let run = stream(
+            &net,
+            clients,
+            feeds,
+            next_seq,
+            o.window,
+            None,
+            Duration::ZERO,
+            Duration::from_secs(3600),
+        )
+        .await?;
+        next_seq += per;
+        clients = run.clients;
+        seg_committed += run.committed;
+        seg_seconds += run.seconds;
+        let now = net.committed();
+        while let Some(&cp) = pending.front() {
+            if now < cp {
+                break;
+            }
+            pending.pop_front();
+            let rss = rss_bytes().unwrap_or(0);
+            let rate = seg_committed as f64 / seg_seconds.max(1e-9);
+            if !o.json {
+                eprintln!(
+                    "scale: {now} readings (checkpoint {cp}): {rate:.0} readings/s since the last checkpoint, RSS {:.1} MiB",
+                    rss as f64 / 1048576.0
+                );
+            }
+            rows.push(json!({
+                "checkpoint": cp,
+                "readings": now,
+                "readings_per_second": rate.round(),
+                "rss_mib": (rss as f64 / 1048576.0 * 10.0).round() / 10.0,
+                "store_mib": (std::fs::metadata(net.node.store().path()).map(|m| m.len()).unwrap_or(0) as f64 / 1048576.0).round(),
+                "elapsed_seconds": started.elapsed().as_secs_f64().round(),
+            }));
+            seg_committed = 0;
+            seg_seconds = 0.0;
+        }
+    }
+    for c in clients {
+        c.close().await;
+    }
+    net.stop().await;
+    Ok((
+        o.json,
+        json!({
+            "bench": "scale",
+            "sensors": o.sensors,
+            "window": o.window,
+            "segment": a.segment,
+            "raw_verify_per_second": raw.round(),
+            "rss_mib_at_start": (rss_start as f64 / 1048576.0 * 10.0).round() / 10.0,
+            "checkpoints": rows,
+            "machine": machine(),
+        }),
+    ))
+}
