@@ -533,8 +533,11 @@ impl<'a, S: Storage> Device<'a, S> {
             send_session_msg(link, session, &DeviceMsg::Submit(tx))?;
             (p.sequence, p.sends)
         };
+        let deadline = clock
+            .now_ms()
+            .saturating_add(u64::from(self.config.answer_timeout_ms));
         loop {
-            let msg = self.recv_gateway_msg(link, clock)?;
+            let msg = self.recv_gateway_msg(link, clock, deadline)?;
             match msg {
                 GatewayMsg::Ack {
                     sequence: s,
@@ -569,39 +572,35 @@ impl<'a, S: Storage> Device<'a, S> {
         &mut self,
         link: &mut L,
         clock: &mut C,
+        deadline: u64,
     ) -> Result<GatewayMsg, L, S> {
         let mut f = [0u8; RX_FRAME];
-        let deadline = clock
-            .now_ms()
-            .saturating_add(u64::from(self.config.answer_timeout_ms));
-        loop {
-            let left = deadline.saturating_sub(clock.now_ms());
-            if left == 0 {
-                return Err(DeviceError::Timeout);
-            }
-            let n = self.recv_frame(link, clock, left.min(u64::from(u32::MAX)) as u32, &mut f)?;
-            let frame = f.get_mut(..n).ok_or(DeviceError::Protocol)?;
-            let range = match link::decode::<LinkFrame>(frame) {
-                Ok(LinkFrame::Session(ct)) => {
-                    // `ct` borrows `frame`; find its offset (the payload is
-                    // the tail of the frame).
-                    let len = ct.len();
-                    (n - len)..n
-                }
-                Ok(LinkFrame::Refused(r)) => return Err(DeviceError::Refused(r)),
-                _ => return Err(DeviceError::Protocol),
-            };
-            let session = self.session.as_mut().ok_or(DeviceError::Protocol)?;
-            let ct = f.get_mut(range).ok_or(DeviceError::Protocol)?;
-            let opened = session
-                .open_in_place(ct)
-                .map_err(|_| DeviceError::Protocol)?;
-            if opened.kind != FRAME_DATA {
-                // A close frame ends the session.
-                return Err(DeviceError::Refused(Refusal::ShuttingDown));
-            }
-            return link::decode::<GatewayMsg>(opened.payload).map_err(|_| DeviceError::Protocol);
+        let left = deadline.saturating_sub(clock.now_ms());
+        if left == 0 {
+            return Err(DeviceError::Timeout);
         }
+        let n = self.recv_frame(link, clock, left.min(u64::from(u32::MAX)) as u32, &mut f)?;
+        let frame = f.get_mut(..n).ok_or(DeviceError::Protocol)?;
+        let range = match link::decode::<LinkFrame>(frame) {
+            Ok(LinkFrame::Session(ct)) => {
+                // `ct` borrows `frame`; find its offset (the payload is
+                // the tail of the frame).
+                let len = ct.len();
+                (n - len)..n
+            }
+            Ok(LinkFrame::Refused(r)) => return Err(DeviceError::Refused(r)),
+            _ => return Err(DeviceError::Protocol),
+        };
+        let session = self.session.as_mut().ok_or(DeviceError::Protocol)?;
+        let ct = f.get_mut(range).ok_or(DeviceError::Protocol)?;
+        let opened = session
+            .open_in_place(ct)
+            .map_err(|_| DeviceError::Protocol)?;
+        if opened.kind != FRAME_DATA {
+            // A close frame ends the session.
+            return Err(DeviceError::Refused(Refusal::ShuttingDown));
+        }
+        link::decode::<GatewayMsg>(opened.payload).map_err(|_| DeviceError::Protocol)
     }
 
     /// Reads until one complete link frame is in `out` (returns its length)
@@ -620,13 +619,11 @@ impl<'a, S: Storage> Device<'a, S> {
                 let before = input.len();
                 let ev = self.acc.next_frame(&mut input);
                 self.rx_start += before - input.len();
-                match ev {
-                    Some(Ok(frame)) => {
-                        let dst = out.get_mut(..frame.len()).ok_or(DeviceError::Protocol)?;
-                        dst.copy_from_slice(frame);
-                        return Ok(frame.len());
-                    }
-                    Some(Err(_)) | None => {}
+                // Malformed or oversized frames (`Some(Err)`) are skipped.
+                if let Some(Ok(frame)) = ev {
+                    let dst = out.get_mut(..frame.len()).ok_or(DeviceError::Protocol)?;
+                    dst.copy_from_slice(frame);
+                    return Ok(frame.len());
                 }
             }
             let now = clock.now_ms();
