@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use sensorchain_core::block::Block;
 use sensorchain_core::state::{BlockErrorKind, SigCheck, TxRuleError, WorldState};
-use sensorchain_core::tx::TxKind;
+use sensorchain_core::tx::{Transaction, TxKind};
 
 use super::AuditArgs;
 use crate::store::{self, Store, StoreError};
@@ -105,6 +105,49 @@ fn finding(
     }
 }
 
+/// Verifies the signature of every transaction of `block` with
+/// `Transaction::verify_encoded` (the one strict rule) under its signer's key
+/// registered in `state` (the state before the block), spread over all cores.
+///
+/// True only if every signer has a registered key there and every signature
+/// verifies. Then applying the block with [`SigCheck::AlreadyVerified`] gives
+/// the same result as [`SigCheck::Verify`]: `SigCheck::Verify` checks each
+/// transaction's signature with the same function, the same exact bytes and
+/// the signer's key in the state being built, and a key, once registered,
+/// never changes (it is derived from the public key alone). False on any
+/// failure or unknown signer (including the genesis block and keys
+/// registered inside this block): the caller then lets `SigCheck::Verify`
+/// find and report the first error in its own order.
+pub fn signatures_verified(state: &WorldState, block: &Block, encoded: &[Vec<u8>]) -> bool {
+    if encoded.len() != block.txs.len() {
+        return false;
+    }
+    let chain = *state.chain_id();
+    let check = |txs: &[sensorchain_core::tx::Transaction], enc: &[Vec<u8>]| {
+        txs.iter().zip(enc).all(|(tx, bytes)| {
+            state.verifying_key(&tx.body.signer).is_some_and(|vk| {
+                Transaction::verify_encoded(bytes, &chain, vk, &tx.signature).is_ok()
+            })
+        })
+    };
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    if threads <= 1 || block.txs.len() < 64 {
+        return check(&block.txs, encoded);
+    }
+    let chunk = block.txs.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = block
+            .txs
+            .chunks(chunk)
+            .zip(encoded.chunks(chunk))
+            .map(|(t, e)| s.spawn(move || check(t, e)))
+            .collect();
+        handles.into_iter().all(|h| h.join().unwrap_or(false))
+    })
+}
+
 /// Audits an open store. `progress` is called about every `every` with the
 /// state of the run. I/O and database errors are `Err`; an invalid chain is
 /// an `Ok` report with `valid: false`.
@@ -165,7 +208,16 @@ pub fn audit_store(
         };
         let encoded = block.encoded_txs();
         let st = state.get_or_insert_with(|| WorldState::new(block.header.chain_id));
-        if let Err(e) = st.apply_block_encoded(&block, &encoded, cert.as_ref(), SigCheck::Verify) {
+        // Every signature first, on all cores, with the one strict rule; if
+        // all of them verify, the sequential pass skips them. Otherwise the
+        // block is applied with SigCheck::Verify, so verdicts and the first
+        // error reported are exactly those of the sequential audit.
+        let sigs = if signatures_verified(st, &block, &encoded) {
+            SigCheck::AlreadyVerified
+        } else {
+            SigCheck::Verify
+        };
+        if let Err(e) = st.apply_block_encoded(&block, &encoded, cert.as_ref(), sigs) {
             return finish(
                 report,
                 Some(finding(h, e.tx_index, block_kind(&e.kind), e.to_string())),
@@ -488,6 +540,75 @@ mod tests {
         // an empty store (no blocks) is an error too, not a verdict
         drop(Store::open(dir.path()).unwrap());
         assert!(audit_dir(dir.path(), false).is_err());
+    }
+
+    /// The sequential reference: every block applied with `SigCheck::Verify`.
+    fn sequential_verdict(dir: &Path) -> Option<(u64, Option<u32>, String)> {
+        let store = Store::open_read_only(dir).unwrap();
+        let mut st: Option<WorldState> = None;
+        for e in store.chain_entries(0) {
+            let e = e.unwrap();
+            let b = store::decode_block(e.height, &e.bytes).unwrap();
+            let s = st.get_or_insert_with(|| WorldState::new(b.header.chain_id));
+            if let Err(err) = s.apply_block(&b, None, SigCheck::Verify) {
+                return Some((e.height, err.tx_index, block_kind(&err.kind).to_string()));
+            }
+        }
+        None
+    }
+
+    /// The parallel signature pass reports exactly what the sequential
+    /// validation reports, whichever of a bad signature and a rule violation
+    /// comes first in a block.
+    #[test]
+    fn parallel_signatures_keep_the_first_error() {
+        type Tamper = Box<dyn Fn(&mut Block)>;
+        let cases: Vec<(&str, Tamper)> = vec![
+            (
+                "bad signature",
+                Box::new(|b: &mut Block| b.txs[70].signature.0[5] ^= 1),
+            ),
+            (
+                "bad signature, later replay",
+                Box::new(|b: &mut Block| {
+                    b.txs[70].signature.0[40] ^= 1;
+                    b.txs[90] = b.txs[10].clone();
+                }),
+            ),
+            (
+                "replay, later bad signature",
+                Box::new(|b: &mut Block| {
+                    b.txs[20] = b.txs[10].clone();
+                    b.txs[90].signature.0[1] ^= 1;
+                }),
+            ),
+            (
+                "non-canonical S",
+                Box::new(|b: &mut Block| b.txs[99].signature.0[63] |= 0xf0),
+            ),
+        ];
+        for (name, f) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path()).unwrap();
+            let mut w = World::new(3);
+            w.commit_genesis(&store);
+            w.fill(&store, 3, 100);
+            drop(store);
+            assert!(run(dir.path()).valid);
+            let gw = w.gateways[0].clone();
+            tamper(dir.path(), 2, |b| {
+                f(b);
+                b.header.tx_root = b.compute_tx_root();
+                b.proposer_sig = b.header.sign_proposal(&gw);
+            });
+            let e = run(dir.path()).error.unwrap();
+            let want = sequential_verdict(dir.path()).unwrap();
+            assert_eq!(
+                (e.height, e.tx_index, e.kind.clone()),
+                want,
+                "{name}: {e:?}"
+            );
+        }
     }
 
     /// Audit speed (run with `--ignored --nocapture`).
