@@ -21,16 +21,23 @@
 
 use core::convert::Infallible;
 
-use chacha20::ChaCha20Rng;
-use rand_core::{SeedableRng, TryCryptoRng, TryRng};
+use chacha20::ChaCha20;
+use chacha20::cipher::{KeyIvInit, StreamCipher};
+use rand_core::{TryCryptoRng, TryRng};
 use sensorchain_core::hash::tagged_hash;
 
 /// The DRBG's domain-separation label.
 pub const DRBG_LABEL: &str = "sensorchain/device/drbg/v1";
 
 /// A ChaCha20 generator seeded from provisioned entropy and the boot
-/// counter (see the module documentation).
-pub struct Drbg(ChaCha20Rng);
+/// counter (see the module documentation). The output is the ChaCha20
+/// keystream under the seed (nonce 0): the same cipher code the session
+/// AEAD links anyway, so the generator costs almost no flash. After 256 GiB
+/// (never, on a sensor) it rekeys with `H(label; key)` instead of panicking.
+pub struct Drbg {
+    cipher: ChaCha20,
+    key: [u8; 32],
+}
 
 impl core::fmt::Debug for Drbg {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -43,20 +50,44 @@ impl Drbg {
     /// optional `extra` input.
     pub fn new(entropy: &[u8; 32], boot_count: u64, extra: &[u8]) -> Self {
         let seed = tagged_hash(DRBG_LABEL, &[entropy, &boot_count.to_le_bytes(), extra]);
-        Drbg(ChaCha20Rng::from_seed(seed.0))
+        Self::keyed(seed.0)
+    }
+
+    fn keyed(key: [u8; 32]) -> Self {
+        Drbg {
+            cipher: ChaCha20::new(&key.into(), &[0u8; 12].into()),
+            key,
+        }
+    }
+}
+
+impl Drop for Drbg {
+    fn drop(&mut self) {
+        self.key = [0; 32];
     }
 }
 
 impl TryRng for Drbg {
     type Error = Infallible;
     fn try_next_u32(&mut self) -> Result<u32, Infallible> {
-        self.0.try_next_u32()
+        let mut b = [0u8; 4];
+        self.try_fill_bytes(&mut b)?;
+        Ok(u32::from_le_bytes(b))
     }
     fn try_next_u64(&mut self) -> Result<u64, Infallible> {
-        self.0.try_next_u64()
+        let mut b = [0u8; 8];
+        self.try_fill_bytes(&mut b)?;
+        Ok(u64::from_le_bytes(b))
     }
     fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
-        self.0.try_fill_bytes(dst)
+        dst.fill(0);
+        if self.cipher.try_apply_keystream(dst).is_err() {
+            let next = tagged_hash(DRBG_LABEL, &[b"rekey", &self.key]).0;
+            *self = Self::keyed(next);
+            dst.fill(0);
+            let _ = self.cipher.try_apply_keystream(dst);
+        }
+        Ok(())
     }
 }
 

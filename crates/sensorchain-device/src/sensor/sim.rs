@@ -19,25 +19,28 @@ use super::max30205;
 /// 100 000 counts with 2 % modulation, red DC 80 000 counts with the
 /// modulation that gives ratio `R = (110 − spo2) / 25`.
 pub fn ppg(k: u32, bpm: u16, spo2: u8) -> Sample {
-    let bpm = u64::from(bpm.max(1));
+    // 32-bit arithmetic only (no 64-bit division routine in a firmware).
+    // The phase wraps every 2^32 / 1000 samples (48 h at 25 samples/s).
+    let bpm = u32::from(bpm.max(1));
     // Beat period in 1/1000 samples.
-    let period = 60 * u64::from(max30102::SAMPLE_RATE_HZ) * 1000 / bpm;
-    let phase = (u64::from(k) * 1000) % period.max(1);
+    let period = (60 * max30102::SAMPLE_RATE_HZ * 1000 / bpm).max(3);
+    let phase = k.wrapping_mul(1000) % period;
     let rise = period / 3;
     // Pulse shape in 0..=1000.
     let shape = if phase < rise {
-        phase * 1000 / rise.max(1)
+        phase / (rise / 1000).max(1)
     } else {
-        (period - phase) * 1000 / (period - rise).max(1)
-    };
-    let (dc_ir, dc_red) = (100_000u64, 80_000u64);
+        (period - phase) / ((period - rise) / 1000).max(1)
+    }
+    .min(1000);
+    let (dc_ir, dc_red) = (100_000u32, 80_000u32);
     let ac_ir = dc_ir * 2 / 100;
     // R = (ac_red/dc_red) / (ac_ir/dc_ir), R·1000 = (110 − spo2) · 40.
-    let r_milli = u64::from(110u8.saturating_sub(spo2)) * 40;
-    let ac_red = ac_ir * dc_red * r_milli / (dc_ir * 1000);
+    let r_milli = u32::from(110u8.saturating_sub(spo2)) * 40;
+    let ac_red = ac_ir * r_milli / 1000 * dc_red / dc_ir;
     Sample {
-        red: (dc_red + ac_red * shape / 1000) as u32,
-        ir: (dc_ir + ac_ir * shape / 1000) as u32,
+        red: dc_red + ac_red * shape / 1000,
+        ir: dc_ir + ac_ir * shape / 1000,
     }
 }
 
@@ -208,6 +211,73 @@ impl I2c for SimBus {
     }
 }
 
+/// A simulated bus with only the MAX30205 (same temperature model as
+/// [`SimBus`]): a smaller image for firmware that reads temperature only.
+#[derive(Debug, Clone)]
+pub struct SimThermometer {
+    /// Body temperature reported around, 0.01 °C.
+    pub base_centi: i16,
+    reads: u32,
+    config: u8,
+    ptr: u8,
+}
+
+impl SimThermometer {
+    /// A thermometer reporting about `base_centi` (±0.3 °C).
+    pub fn new(base_centi: i16) -> Self {
+        SimThermometer {
+            base_centi,
+            reads: 0,
+            config: 0,
+            ptr: 0,
+        }
+    }
+}
+
+impl ErrorType for SimThermometer {
+    type Error = ErrorKind;
+}
+
+impl I2c for SimThermometer {
+    fn transaction(
+        &mut self,
+        address: u8,
+        operations: &mut [Operation<'_>],
+    ) -> Result<(), Self::Error> {
+        if address != max30205::DEFAULT_ADDRESS {
+            return Err(ErrorKind::NoAcknowledge(NoAcknowledgeSource::Address));
+        }
+        for op in operations {
+            match op {
+                Operation::Write(bytes) => {
+                    if let Some((&reg, data)) = bytes.split_first() {
+                        self.ptr = reg & 0x03;
+                        if self.ptr == max30205::reg::CONFIG
+                            && let Some(&v) = data.first()
+                        {
+                            self.config = v;
+                        }
+                    }
+                }
+                Operation::Read(buf) => {
+                    let word = if self.ptr == max30205::reg::TEMPERATURE {
+                        let t = (self.reads % 64) as i32;
+                        self.reads = self.reads.wrapping_add(1);
+                        let off = if t < 32 { t - 16 } else { 48 - t } * 30 / 16;
+                        (((i32::from(self.base_centi) + off) * 256 / 100) as i16).to_be_bytes()
+                    } else {
+                        [self.config, 0]
+                    };
+                    for (b, w) in buf.iter_mut().zip(word.iter().chain([0u8; 8].iter())) {
+                        *b = *w;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,6 +307,15 @@ mod tests {
             assert!(matches!(v[1], Vital::SpO2 { percent } if (94..=96).contains(&percent)));
         }
         let mut wrong = Max30205::new(SimBus::new(), 0x4A);
+        assert!(wrong.read_raw().is_err());
+        let mut t = Max30205::new(SimThermometer::new(3680), max30205::DEFAULT_ADDRESS);
+        t.init().unwrap();
+        assert_eq!(t.read_config().unwrap(), 0);
+        for _ in 0..70 {
+            let c = t.read_centi_celsius().unwrap();
+            assert!((3640..=3720).contains(&c), "{c}");
+        }
+        let mut wrong = Max30205::new(SimThermometer::new(3680), 0x49);
         assert!(wrong.read_raw().is_err());
     }
 }
