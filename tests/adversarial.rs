@@ -1,0 +1,544 @@
+//! Adversarial scenarios against a gateway started in this process, over
+//! real loopback TCP, that `tests/links.rs` does not cover: replay of each
+//! handshake message, a device presenting another device's key id without
+//! its key, transactions signed for another chain or another purpose, a
+//! replayed old block, and the crafted Ed25519 edge cases of
+//! `crates/sensorchain-core/tests/data/ed25519_verdicts.json` submitted to
+//! the gateway's ingest (same verdict as the core rule and OpenSSL).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use sensorchain_core::block::Block;
+use sensorchain_core::chain::Chain;
+use sensorchain_core::codec::encode_to_vec;
+use sensorchain_core::handshake::{
+    HandshakeConfig, Initiator, MESSAGE1_LEN, MESSAGE3_LEN, Message1,
+};
+use sensorchain_core::hash::ChainId;
+use sensorchain_core::identity::{Keypair, PublicKey, Signature, VerifyingKey};
+use sensorchain_core::link::{self, GatewayMsg, LinkFrame, Refusal, RejectReason};
+use sensorchain_core::permissions::Role;
+use sensorchain_core::reading::Vital;
+use sensorchain_core::state::SigCheck;
+use sensorchain_core::tx::{GenesisConfig, Member, Params, Transaction, TxBody};
+use sensorchain_gateway::metrics::Metrics;
+use sensorchain_gateway::net::client::Client;
+use sensorchain_gateway::net::codec::LinkCodec;
+use sensorchain_gateway::net::{Gateway, NetConfig, mono_ms, tcp};
+use sensorchain_gateway::node::{Node, NodeConfig, Rejected, now_ms};
+use sensorchain_gateway::sim::reading_tx;
+use sensorchain_gateway::store::Store;
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+const TEST_LIMIT: Duration = Duration::from_secs(30);
+
+struct Fx {
+    _dir: tempfile::TempDir,
+    gw: Keypair,
+    chain: ChainId,
+    devices: Vec<Keypair>,
+    node: Node,
+    gateway: Arc<Gateway>,
+    addr: SocketAddr,
+}
+
+async fn start(name: &str, devices: Vec<Keypair>) -> Fx {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = Keypair::from_seed([1; 32]);
+    let gw = Keypair::from_seed([2; 32]);
+    let mut members = vec![
+        Member {
+            key: admin.public(),
+            permissions: Role::Admin.default_permissions(),
+            role: Role::Admin,
+        },
+        Member {
+            key: gw.public(),
+            permissions: Role::Gateway.default_permissions(),
+            role: Role::Gateway,
+        },
+    ];
+    for d in &devices {
+        members.push(Member {
+            key: d.public(),
+            permissions: Role::Device.default_permissions(),
+            role: Role::Device,
+        });
+    }
+    let genesis: Block = Chain::genesis_block(
+        &admin,
+        GenesisConfig::new(name, Params::default(), &members).unwrap(),
+        1_000,
+    )
+    .unwrap();
+    let chain = genesis.header.chain_id;
+    let store = Store::open(dir.path()).unwrap();
+    let cfg = NodeConfig {
+        batch_timeout: Duration::from_millis(5),
+        ..Default::default()
+    };
+    let node = Node::start(store, gw.clone(), &genesis, cfg, Arc::new(Metrics::new())).unwrap();
+    let net = NetConfig {
+        handshake_timeout: Duration::from_millis(1500),
+        ..NetConfig::default()
+    };
+    let gateway = Gateway::new(node.clone(), net);
+    let addr = tcp::spawn_tcp(gateway.clone(), "127.0.0.1:0")
+        .await
+        .unwrap();
+    Fx {
+        _dir: dir,
+        gw,
+        chain,
+        devices,
+        node,
+        gateway,
+        addr,
+    }
+}
+
+fn dev(i: u8) -> Keypair {
+    Keypair::from_seed([0x70 + i; 32])
+}
+
+async fn guarded<F: std::future::Future<Output = ()>>(f: F) {
+    let _g = SERIAL.lock().await;
+    tokio::time::timeout(TEST_LIMIT, f)
+        .await
+        .expect("test exceeded its time limit");
+}
+
+fn wire(frame: &LinkFrame<'_>) -> Vec<u8> {
+    let mut buf = vec![0u8; 512];
+    let n = link::encode(frame, &mut buf).unwrap().len();
+    buf.truncate(n);
+    buf
+}
+
+async fn raw(addr: SocketAddr) -> Framed<TcpStream, LinkCodec> {
+    Framed::new(
+        TcpStream::connect(addr).await.unwrap(),
+        LinkCodec::default(),
+    )
+}
+
+/// The next clear frame, or `None` when the gateway closed the link.
+async fn next(f: &mut Framed<TcpStream, LinkCodec>) -> Option<Vec<u8>> {
+    match tokio::time::timeout(Duration::from_secs(5), f.next()).await {
+        Ok(Some(Ok(b))) => Some(b.to_vec()),
+        _ => None,
+    }
+}
+
+/// What the gateway answered: a refusal (then the link must close), a
+/// challenge, or nothing (closed).
+async fn answer(f: &mut Framed<TcpStream, LinkCodec>) -> Result<Vec<u8>, Option<Refusal>> {
+    let Some(b) = next(f).await else {
+        return Err(None);
+    };
+    match link::decode::<LinkFrame>(&b) {
+        Ok(LinkFrame::Challenge(m2)) => Ok(m2.to_vec()),
+        Ok(LinkFrame::Refused(r)) => {
+            assert!(next(f).await.is_none(), "link stays open after a refusal");
+            Err(Some(r))
+        }
+        other => panic!("unexpected answer {other:?}"),
+    }
+}
+
+fn start_initiator(kp: &Keypair, chain: &ChainId) -> (Initiator, Vec<u8>) {
+    let mut m1 = [0u8; MESSAGE1_LEN];
+    let (init, n) = Initiator::start(
+        &HandshakeConfig::new(*chain),
+        kp,
+        mono_ms(),
+        &mut rand::rng(),
+        &mut m1,
+    )
+    .unwrap();
+    (init, m1[..n].to_vec())
+}
+
+async fn wait_until(f: impl Fn() -> bool) {
+    for _ in 0..300 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(f(), "condition not reached in 3 s");
+}
+
+async fn wait_sessions(fx: &Fx, n: usize) {
+    for _ in 0..100 {
+        if fx.gateway.sessions() == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(fx.gateway.sessions(), n);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_message1_is_refused() {
+    guarded(async {
+        let fx = start("adv-m1", vec![dev(0)]).await;
+        let (_init, m1) = start_initiator(&fx.devices[0], &fx.chain);
+        let mut a = raw(fx.addr).await;
+        a.send(&wire(&LinkFrame::Hello(&m1))[..]).await.unwrap();
+        assert!(answer(&mut a).await.is_ok(), "first message 1 answered");
+        // the same message 1 on another connection (an eavesdropper's replay)
+        let mut b = raw(fx.addr).await;
+        b.send(&wire(&LinkFrame::Hello(&m1))[..]).await.unwrap();
+        let r = answer(&mut b).await;
+        assert!(
+            matches!(r, Err(Some(Refusal::HandshakeFailed)) | Err(None)),
+            "replayed message 1: {r:?}"
+        );
+        // and again on the first connection, after its handshake started
+        a.send(&wire(&LinkFrame::Hello(&m1))[..]).await.unwrap();
+        assert!(
+            answer(&mut a).await.is_err(),
+            "second hello on one link accepted"
+        );
+        assert_eq!(fx.gateway.sessions(), 0);
+        // an honest device still gets in
+        let c = Client::connect(fx.addr, &fx.chain, &fx.devices[0], &[fx.gw.public()])
+            .await
+            .unwrap();
+        c.close().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message3_of_one_handshake_is_refused_in_another() {
+    guarded(async {
+        let fx = start("adv-m3", vec![dev(0)]).await;
+        let d = &fx.devices[0];
+        let trusted = [fx.gw.public()];
+        // handshake A, completed by the device up to its message 3
+        let (init_a, m1a) = start_initiator(d, &fx.chain);
+        let mut a = raw(fx.addr).await;
+        a.send(&wire(&LinkFrame::Hello(&m1a))[..]).await.unwrap();
+        let m2a = answer(&mut a).await.unwrap();
+        // handshake B, a second link of the same device
+        let (init_b, m1b) = start_initiator(d, &fx.chain);
+        let mut b = raw(fx.addr).await;
+        b.send(&wire(&LinkFrame::Hello(&m1b))[..]).await.unwrap();
+        let m2b = answer(&mut b).await.unwrap();
+        // message 2 of A replayed to the device's handshake B: refused by the device
+        let mut m3 = [0u8; MESSAGE3_LEN];
+        assert!(
+            init_b
+                .finish(d, &trusted[..], &m2a, mono_ms(), &mut m3)
+                .is_err(),
+            "device accepted a replayed message 2"
+        );
+        let _ = m2b;
+        let (_est, n) = init_a
+            .finish(d, &trusted[..], &m2a, mono_ms(), &mut m3)
+            .unwrap();
+        // message 3 of A sent on link B: refused, no session
+        b.send(&wire(&LinkFrame::Proof(&m3[..n]))[..])
+            .await
+            .unwrap();
+        let r = answer(&mut b).await;
+        assert!(
+            matches!(r, Err(Some(Refusal::HandshakeFailed)) | Err(None)),
+            "{r:?}"
+        );
+        // only link A's handshake is still half-open (a link holds its
+        // session permit from message 1 on)
+        wait_until(|| fx.gateway.half_open() == 1 && fx.gateway.sessions() == 1).await;
+        // the genuine message 3 on link A completes it
+        a.send(&wire(&LinkFrame::Proof(&m3[..n]))[..])
+            .await
+            .unwrap();
+        wait_until(|| fx.gateway.half_open() == 0).await;
+        assert_eq!(fx.gateway.sessions(), 1);
+        // replaying it inside the established session creates nothing
+        a.send(&wire(&LinkFrame::Proof(&m3[..n]))[..])
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(fx.gateway.sessions() <= 1);
+        assert_eq!(fx.gateway.half_open(), 0);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_devices_key_id_without_its_key_fails() {
+    guarded(async {
+        let fx = start("adv-impersonate", vec![dev(0)]).await;
+        let victim = &fx.devices[0];
+        let attacker = Keypair::from_seed([0x66; 32]);
+        // message 1 naming the victim, with the attacker's ephemeral key
+        let (init, m1) = start_initiator(&attacker, &fx.chain);
+        let mut msg: Message1 = sensorchain_core::codec::decode_exact(&m1, MESSAGE1_LEN).unwrap();
+        msg.initiator = victim.public().key_id();
+        let forged = encode_to_vec(&msg);
+        let mut s = raw(fx.addr).await;
+        s.send(&wire(&LinkFrame::Hello(&forged))[..]).await.unwrap();
+        // the allowlist knows the victim: the gateway answers
+        let m2 = answer(&mut s).await.unwrap();
+        // the attacker's own state cannot complete (transcripts differ) ...
+        let mut m3 = [0u8; MESSAGE3_LEN];
+        assert!(
+            init.finish(&attacker, &[fx.gw.public()][..], &m2, mono_ms(), &mut m3)
+                .is_err()
+        );
+        // ... and a message 3 signed with the attacker's key is refused
+        let sig = attacker.sign(&m2);
+        s.send(&wire(&LinkFrame::Proof(&sig.0))[..]).await.unwrap();
+        let r = answer(&mut s).await;
+        assert!(
+            matches!(r, Err(Some(Refusal::HandshakeFailed)) | Err(None)),
+            "{r:?}"
+        );
+        wait_sessions(&fx, 0).await;
+        // the victim is unaffected
+        let c = Client::connect(fx.addr, &fx.chain, victim, &[fx.gw.public()])
+            .await
+            .unwrap();
+        c.close().await;
+    })
+    .await;
+}
+
+/// `len(ctx) || ctx || chain || body`, signed with any context.
+fn sign_with_ctx(kp: &Keypair, ctx: &str, chain: &ChainId, body: &TxBody) -> Vec<u8> {
+    let mut m = vec![ctx.len() as u8];
+    m.extend_from_slice(ctx.as_bytes());
+    m.extend_from_slice(&chain.0);
+    m.extend_from_slice(&encode_to_vec(body));
+    Transaction {
+        body: body.clone(),
+        signature: kp.sign(&m),
+    }
+    .to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_for_another_chain_or_purpose_are_refused() {
+    guarded(async {
+        let fx = start("adv-domain", vec![dev(0)]).await;
+        let d = &fx.devices[0];
+        let mut c = Client::connect(fx.addr, &fx.chain, d, &[fx.gw.public()])
+            .await
+            .unwrap();
+        let other = ChainId::from_name("adv-domain-other");
+        let body =
+            |seq: u64| TxBody::reading(d.public(), seq, now_ms(), 1, Vital::SpO2 { percent: 97 });
+        let forgeries: Vec<(&str, Vec<u8>)> = vec![
+            (
+                "another chain id",
+                Transaction::sign(body(1), &other, d).unwrap().to_vec(),
+            ),
+            (
+                "block-proposal context",
+                sign_with_ctx(
+                    d,
+                    sensorchain_core::hash::ctx::BLOCK_PROPOSAL,
+                    &fx.chain,
+                    &body(2),
+                ),
+            ),
+            (
+                "finality-vote context",
+                sign_with_ctx(
+                    d,
+                    sensorchain_core::hash::ctx::FINALITY,
+                    &fx.chain,
+                    &body(3),
+                ),
+            ),
+            (
+                "handshake context",
+                sign_with_ctx(d, "sensorchain/hs/v1/sig3-initiator", &fx.chain, &body(4)),
+            ),
+            ("no domain at all", {
+                let b = body(5);
+                Transaction {
+                    signature: d.sign(&encode_to_vec(&b)),
+                    body: b,
+                }
+                .to_vec()
+            }),
+        ];
+        for (what, tx) in &forgeries {
+            let seq = Transaction::decode(tx).unwrap().body.sequence;
+            // through a session
+            let a = c.submit(tx).await.unwrap();
+            assert_eq!(
+                a,
+                GatewayMsg::Reject {
+                    sequence: seq,
+                    reason: RejectReason::BadSignature
+                },
+                "session: {what}"
+            );
+            // through the node (the API's path)
+            assert_eq!(
+                fx.node.submit(tx.clone(), None).await,
+                Err(Rejected::BadSignature),
+                "node.submit: {what}"
+            );
+        }
+        // the same reading signed for this chain is accepted
+        let ok = Transaction::sign(body(6), &fx.chain, d).unwrap().to_vec();
+        assert!(matches!(
+            c.submit(&ok).await.unwrap(),
+            GatewayMsg::Ack { .. }
+        ));
+        c.close().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_old_block_is_refused() {
+    guarded(async {
+        let fx = start("adv-block", vec![dev(0)]).await;
+        let d = &fx.devices[0];
+        for seq in 1..=3 {
+            let tx = reading_tx(d, &fx.chain, seq, now_ms(), 1, Vital::HeartRate { bpm: 70 });
+            fx.node.submit(tx, None).await.unwrap();
+        }
+        let head = fx.node.store().head().unwrap().unwrap();
+        assert!(head.height >= 1);
+        let state = fx.node.state();
+        for h in 0..=head.height {
+            let old = fx.node.store().block(h).unwrap().unwrap();
+            let mut s = (*state).clone();
+            let e = s.apply_block(&old, None, SigCheck::Verify).unwrap_err();
+            assert_eq!(e.height, h);
+            assert_eq!(s.commitment(), state.commitment());
+            // the store refuses it too (height and previous hash)
+            let enc = old.encoded_txs();
+            assert!(
+                fx.node
+                    .store()
+                    .commit_block(&old, &enc, None, None)
+                    .is_err()
+            );
+        }
+        // the chain is unchanged and audits clean
+        assert_eq!(fx.node.store().head().unwrap().unwrap().height, head.height);
+        let report = sensorchain_gateway::cli::audit::audit_store(
+            fx.node.store(),
+            Duration::from_secs(3600),
+            |_| {},
+        )
+        .unwrap();
+        assert!(report.valid, "{:?}", report.error);
+    })
+    .await;
+}
+
+struct EdgeCase {
+    name: String,
+    pk: PublicKey,
+    sequence: u64,
+    msg: Vec<u8>,
+    sig: Signature,
+    openssl: bool,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crafted_ed25519_cases_get_the_core_verdict_at_ingest() {
+    guarded(async {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../sensorchain-core/tests/data/ed25519_verdicts.json"
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let hx = |v: &serde_json::Value| hex::decode(v.as_str().unwrap()).unwrap();
+        let seed: [u8; 32] = hx(&v["seed"]).try_into().unwrap();
+        let cases: Vec<EdgeCase> = v["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| EdgeCase {
+                name: c["name"].as_str().unwrap().into(),
+                pk: PublicKey(hx(&c["pk"]).try_into().unwrap()),
+                sequence: c["sequence"].as_u64().unwrap(),
+                msg: hx(&c["msg"]),
+                sig: Signature(hx(&c["sig"]).try_into().unwrap()),
+                openssl: c["openssl"].as_bool().unwrap(),
+            })
+            .collect();
+        let device = Keypair::from_seed(seed);
+        let fx = start(v["chain_name"].as_str().unwrap(), vec![device.clone()]).await;
+        let tx_of = |c: &EdgeCase| {
+            Transaction {
+                body: TxBody::reading(
+                    c.pk,
+                    c.sequence,
+                    v["timestamp_ms"].as_u64().unwrap(),
+                    v["stream"].as_u64().unwrap() as u16,
+                    Vital::HeartRate {
+                        bpm: v["bpm"].as_u64().unwrap() as u16,
+                    },
+                ),
+                signature: c.sig,
+            }
+            .to_vec()
+        };
+        let mut c = Client::connect(fx.addr, &fx.chain, &device, &[fx.gw.public()])
+            .await
+            .unwrap();
+        let mut accepted = 0;
+        for case in &cases {
+            let tx = tx_of(case);
+            let registrable = VerifyingKey::from_public(&case.pk).is_ok();
+            // the core rule's verdict, which must be OpenSSL's
+            let core = VerifyingKey::from_public(&case.pk)
+                .is_ok_and(|vk| vk.verify(&case.msg, &case.sig).is_ok());
+            if registrable {
+                assert_eq!(core, case.openssl, "{}", case.name);
+            }
+            let node = fx.node.submit(tx.clone(), None).await;
+            if !registrable {
+                assert_eq!(node, Err(Rejected::UnknownSigner), "{}", case.name);
+                continue;
+            }
+            assert_eq!(node.is_ok(), core, "{}: node ingest {node:?}", case.name);
+            if node.is_ok() {
+                accepted += 1;
+                continue;
+            }
+            assert_eq!(node, Err(Rejected::BadSignature), "{}", case.name);
+            // the same bytes through a device session
+            let a = c.submit(&tx).await.unwrap();
+            assert_eq!(
+                a,
+                GatewayMsg::Reject {
+                    sequence: case.sequence,
+                    reason: RejectReason::BadSignature
+                },
+                "{}: session",
+                case.name
+            );
+        }
+        // exactly the honest signature and the identity-R one (OpenSSL and
+        // Go accept it; libsodium does not) are on the chain
+        assert_eq!(accepted, 2);
+        c.close().await;
+        let report = sensorchain_gateway::cli::audit::audit_store(
+            fx.node.store(),
+            Duration::from_secs(3600),
+            |_| {},
+        )
+        .unwrap();
+        assert!(report.valid, "{:?}", report.error);
+    })
+    .await;
+}
