@@ -182,7 +182,12 @@ fn ledger_paths(d: &Data, c: &Case) -> Option<Vec<(&'static str, bool)>> {
     }
     v.push(("WorldState::apply_block", r.is_ok()));
     let mut state = chain.state().clone();
-    let r = state.apply_block_encoded(&block, &[encoded.clone()], None, SigCheck::Verify);
+    let r = state.apply_block_encoded(
+        &block,
+        std::slice::from_ref(&encoded),
+        None,
+        SigCheck::Verify,
+    );
     v.push(("WorldState::apply_block_encoded", r.is_ok()));
 
     let mut chain2 = chain.clone();
