@@ -36,7 +36,9 @@ fuzz_target!(|inp: Input| {
             assert!(s.open(r, &inp.other_binding, &mut out).is_err());
         }
     }
-    assert!(s.open(&key(8), &inp.binding, &mut out).is_err());
+    // someone who is not a recipient
+    let stranger = sensorchain_core::identity::Keypair::from_seed([0x99; 32]);
+    assert!(s.open(&stranger, &inp.binding, &mut out).is_err());
     let enc = encode_to_vec(&s);
     let mut bad = enc.clone();
     for (pos, x) in inp.mutations.iter().take(8) {
