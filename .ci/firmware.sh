@@ -64,7 +64,7 @@ TOML
 step "build firmware/qemu-mps2-an386 (release, provisioned with the device key)"
 FW=firmware/qemu-mps2-an386
 ELF="$ROOT/$FW/target/thumbv7em-none-eabihf/release/sensorchain-fw-qemu-mps2-an386"
-(cd "$FW" && SENSORCHAIN_DEVICE_KEY="$WORK/device.key" SENSORCHAIN_GATEWAY_KEY="$WORK/gateway.key" \
+(cd "$FW" && env -u CARGO_TARGET_DIR SENSORCHAIN_DEVICE_KEY="$WORK/device.key" SENSORCHAIN_GATEWAY_KEY="$WORK/gateway.key" \
   SENSORCHAIN_GENESIS="$WORK/genesis.block" SENSORCHAIN_READINGS="$READINGS" \
   cargo build --release --locked -q)
 
@@ -92,7 +92,7 @@ if ! diff -u firmware/size-report.txt "$REPORT"; then
 fi
 
 step "gateway: sensorchain run"
-(cd "$WORK" && SENSORCHAIN_LOG=warn "$SC" run --config gateway.toml) &
+(cd "$WORK" && SENSORCHAIN_LOG="${GATEWAY_LOG:-info}" exec "$SC" run --config gateway.toml 2>"$WORK/gateway.log") &
 GW_PID=$!
 for _ in $(seq 1 300); do
   (exec 3<>"/dev/tcp/127.0.0.1/$TCP") 2>/dev/null && break
@@ -107,7 +107,7 @@ set +e
 QEMU_RC=${PIPESTATUS[0]}
 set -e
 echo "firmware exit status $QEMU_RC"
-[ "$QEMU_RC" -eq 0 ] || { echo "FAIL: firmware did not succeed"; exit 1; }
+[ "$QEMU_RC" -eq 0 ] || { echo "FAIL: firmware did not succeed; gateway log:"; tail -40 "$WORK/gateway.log"; exit 1; }
 
 step "stop the gateway, audit its chain"
 kill -TERM "$GW_PID"; wait "$GW_PID" 2>/dev/null || true; GW_PID=""
