@@ -133,6 +133,15 @@ fuzz_target!(|inp: Input| {
     let proposer = key(1);
     let mut last: Option<Block> = None;
     for (b, ops) in inp.blocks.into_iter().take(4).enumerate() {
+        // an earlier block may have revoked the proposer's VALIDATE: a
+        // block it builds then is refused (ProposerNotValidator), by design
+        if !state.has(&proposer.public(), Permissions::VALIDATE) {
+            let block =
+                build_block_filtered(&state, &proposer, Vec::new(), 20_000, SigCheck::Verify).0;
+            let mut s = state.clone();
+            assert!(s.apply_block(&block, None, SigCheck::Verify).is_err());
+            break;
+        }
         let ts = 10_000 + b as u64 * 1_000;
         let mut txs = Vec::new();
         let mut good = Vec::new();
