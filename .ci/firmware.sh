@@ -27,10 +27,15 @@ if command -v rustup >/dev/null; then
 fi
 command -v size >/dev/null || { echo "binutils 'size' missing"; exit 1; }
 
-step "gateway binary (release)"
-cargo build --release -q -p sensorchain-gateway --bin sensorchain
+# The dev profile (dependencies at opt-level 3) shares the build that
+# `cargo test --workspace` already made; GATEWAY_PROFILE=release for a
+# release gateway.
+GATEWAY_PROFILE=${GATEWAY_PROFILE:-dev}
+step "gateway binary (profile $GATEWAY_PROFILE)"
+cargo build --profile "$GATEWAY_PROFILE" -q -p sensorchain-gateway --bin sensorchain
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-SC="$TARGET_DIR/release/sensorchain"
+PROFILE_DIR=$GATEWAY_PROFILE; [ "$PROFILE_DIR" = dev ] && PROFILE_DIR=debug
+SC="$TARGET_DIR/$PROFILE_DIR/sensorchain"
 "$SC" --version
 
 WORK=$(mktemp -d)
