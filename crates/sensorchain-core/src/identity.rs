@@ -278,8 +278,11 @@ impl VerifyingKey {
     /// **The ledger's signature rule.** Strict RFC 8032 verification: `S < L`,
     /// `k = SHA-512(R || A || msg) mod L`, and the encoding of
     /// `[S]B − [k]A` must equal the 32 bytes `R` exactly (the cofactorless
-    /// equation). The verdict equals OpenSSL's, libsodium's and Go's for every
-    /// key that passed [`from_public`](Self::from_public).
+    /// equation). The verdict equals OpenSSL's and Go's for every key that
+    /// passed [`from_public`](Self::from_public); libsodium agrees except that
+    /// it also refuses `R` = identity (a signature only the key's holder can
+    /// make, with nonce 0). `tests/consensus_ed25519.rs` pins every case
+    /// against OpenSSL and libsodium.
     pub fn verify(&self, msg: &[u8], sig: &Signature) -> Result<(), SignatureError> {
         self.verify_parts(&[msg], sig)
     }

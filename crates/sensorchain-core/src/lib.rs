@@ -23,8 +23,9 @@
 //! Every verdict that decides ledger validity goes through
 //! [`identity::VerifyingKey::verify`]: the strict (cofactorless) Ed25519 rule
 //! of RFC 8032 §5.1.7 with `S < L`, a canonically encoded prime-order key and
-//! `R` compared by its exact encoding — the verdicts of OpenSSL, libsodium and
-//! Go's `crypto/ed25519` on every key the ledger admits.
+//! `R` compared by its exact encoding — the verdicts of OpenSSL and Go's
+//! `crypto/ed25519` on every key the ledger admits (libsodium differs only on
+//! `R` = identity, which only the key's holder can produce).
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
