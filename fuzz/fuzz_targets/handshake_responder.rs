@@ -44,7 +44,6 @@ fuzz_target!(|steps: Vec<Step>| {
                 let mut irng = FuzzRng::new(seed);
                 let mut m1 = [0u8; 64];
                 let (init, n) = Initiator::start(&cfg, &key(d), now, &mut irng, &mut m1).unwrap();
-                hellos.push(m1[..n].to_vec());
                 let mut m2 = [0u8; MESSAGE2_LEN];
                 match Responder::respond(
                     &cfg,
@@ -58,6 +57,13 @@ fuzz_target!(|steps: Vec<Step>| {
                 ) {
                     Ok((r, k)) => {
                         assert!(d != 8, "stranger admitted");
+                        // Only an admitted hello is remembered (one refused as
+                        // busy was never answered: resending it is a retry),
+                        // and the cache holds the last 16 (the table's size).
+                        hellos.push(m1[..n].to_vec());
+                        if hellos.len() > 16 {
+                            hellos.remove(0);
+                        }
                         pending.push((r, Some((init, d, m2[..k].to_vec()))));
                     }
                     Err(_) => {}
