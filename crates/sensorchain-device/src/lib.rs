@@ -16,6 +16,8 @@
 //!   so no session nonce is reused either.
 //! - [`rng`]: a ChaCha20 DRBG for boards without a hardware RNG, seeded from
 //!   provisioned entropy and a persisted boot counter.
+//! - [`provision`]: the key page `sensorchain provision` writes into a
+//!   board's flash (identity, DRBG entropy, chain, trusted gateways).
 //! - [`sensor`]: embedded-hal 1.0 I2C drivers for the MAX30205 (body
 //!   temperature) and MAX30102 (pulse oximeter: heart rate and SpO2), the
 //!   [`VitalSensor`](sensor::VitalSensor) trait, and simulated parts behind
@@ -36,11 +38,13 @@ mod log;
 
 pub mod device;
 pub mod link;
+pub mod provision;
 pub mod rng;
 pub mod sensor;
 pub mod storage;
 
 pub use device::{Device, DeviceConfig, DeviceError, Outcome};
 pub use link::{Clock, Link};
+pub use provision::{KEY_PAGE_LEN, KeyPage, KeyPageError};
 pub use rng::Drbg;
 pub use storage::{MemoryStorage, PersistentState, Storage};
