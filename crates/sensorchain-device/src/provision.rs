@@ -97,7 +97,10 @@ impl fmt::Display for KeyPageError {
             KeyPageError::Version(v) => write!(f, "key page version {v} is not supported"),
             KeyPageError::Check => f.write_str("key page check failed (torn or corrupted)"),
             KeyPageError::GatewayCount(n) => {
-                write!(f, "key page holds {n} gateway keys (1..={MAX_GATEWAYS} allowed)")
+                write!(
+                    f,
+                    "key page holds {n} gateway keys (1..={MAX_GATEWAYS} allowed)"
+                )
             }
             KeyPageError::ReaderCount(n) => {
                 write!(f, "key page holds {n} readers (at most {MAX_READERS})")
@@ -226,7 +229,9 @@ impl KeyPage {
         if r > MAX_READERS {
             return Err(KeyPageError::ReaderCount(b[10]));
         }
-        let zero_tail = b[OFF_GATEWAYS + 32 * g..OFF_READERS].iter().all(|&x| x == 0)
+        let zero_tail = b[OFF_GATEWAYS + 32 * g..OFF_READERS]
+            .iter()
+            .all(|&x| x == 0)
             && b[OFF_READERS + 32 * r..OFF_CHECK].iter().all(|&x| x == 0);
         if b[11] != 0 || !zero_tail {
             return Err(KeyPageError::NotCanonical);
@@ -265,7 +270,14 @@ mod tests {
             Keypair::from_seed([3; 32]).public(),
         ];
         let readers = [Keypair::from_seed([4; 32]).public()];
-        KeyPage::new(ChainId::from_name("ward-7"), [10; 32], [11; 32], &gws, &readers).unwrap()
+        KeyPage::new(
+            ChainId::from_name("ward-7"),
+            [10; 32],
+            [11; 32],
+            &gws,
+            &readers,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -282,7 +294,10 @@ mod tests {
         assert_eq!(back, page);
         assert_eq!(back.gateways().len(), 2);
         assert_eq!(back.readers().len(), 1);
-        assert_eq!(back.keypair().public(), Keypair::from_seed([10; 32]).public());
+        assert_eq!(
+            back.keypair().public(),
+            Keypair::from_seed([10; 32]).public()
+        );
     }
 
     #[test]
@@ -292,15 +307,24 @@ mod tests {
             for bit in 0..8 {
                 let mut m = b;
                 m[i] ^= 1 << bit;
-                assert!(KeyPage::decode(&m).is_err(), "flip at byte {i} bit {bit} accepted");
+                assert!(
+                    KeyPage::decode(&m).is_err(),
+                    "flip at byte {i} bit {bit} accepted"
+                );
             }
         }
     }
 
     #[test]
     fn blank_short_and_bad_counts() {
-        assert_eq!(KeyPage::decode(&[0xFF; KEY_PAGE_LEN]), Err(KeyPageError::Blank));
-        assert_eq!(KeyPage::decode(&[0; KEY_PAGE_LEN]), Err(KeyPageError::Blank));
+        assert_eq!(
+            KeyPage::decode(&[0xFF; KEY_PAGE_LEN]),
+            Err(KeyPageError::Blank)
+        );
+        assert_eq!(
+            KeyPage::decode(&[0; KEY_PAGE_LEN]),
+            Err(KeyPageError::Blank)
+        );
         assert_eq!(KeyPage::decode(&[0; 10]), Err(KeyPageError::Length));
         let chain = ChainId::from_name("x");
         assert_eq!(
@@ -329,10 +353,16 @@ mod tests {
         let good = sample().encode();
         let mut b = good;
         b[9] = 0;
-        assert_eq!(KeyPage::decode(&reseal(b)), Err(KeyPageError::GatewayCount(0)));
+        assert_eq!(
+            KeyPage::decode(&reseal(b)),
+            Err(KeyPageError::GatewayCount(0))
+        );
         b = good;
         b[10] = 3;
-        assert_eq!(KeyPage::decode(&reseal(b)), Err(KeyPageError::ReaderCount(3)));
+        assert_eq!(
+            KeyPage::decode(&reseal(b)),
+            Err(KeyPageError::ReaderCount(3))
+        );
         b = good;
         b[11] = 1;
         assert_eq!(KeyPage::decode(&reseal(b)), Err(KeyPageError::NotCanonical));
