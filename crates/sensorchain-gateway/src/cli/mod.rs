@@ -1,14 +1,18 @@
 //! The `sensorchain` command line.
 
+pub mod api_client;
 pub mod audit;
 pub mod bench;
 pub mod export;
 
 pub mod demo;
 pub mod genesis;
+pub mod image;
 pub mod keygen;
+pub mod provision;
 pub mod run;
 pub mod sensor_sim;
+pub mod tx;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +47,10 @@ pub enum Command {
     Audit(AuditArgs),
     /// Export a stored chain in the exact wire bytes of docs/PROTOCOL.md.
     Export(ExportArgs),
+    /// Write a device's key page (seed, entropy, chain id, trusted gateways) for flashing, and optionally grant the device on the chain.
+    Provision(provision::ProvisionArgs),
+    /// Sign and submit an operator's transaction (grant, revoke, role, assign, consent) through a gateway's API and wait until it is committed.
+    Tx(tx::TxArgs),
     /// Measure ingest, latency, audit and scaling against the raw strict Ed25519 verification rate of all cores.
     Bench(bench::BenchArgs),
 }
@@ -181,6 +189,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(a) => run::run(a),
         Command::SensorSim(a) => sensor_sim::sensor_sim(a),
         Command::Bench(a) => bench::bench(a),
+        Command::Provision(a) => provision::provision(a),
+        Command::Tx(a) => tx::tx(a),
     }
 }
 

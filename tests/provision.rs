@@ -1,0 +1,538 @@
+//! Provisioning and operator transactions against a real `sensorchain run`
+//! process: a fresh device is refused at the handshake; `sensorchain
+//! provision --grant` (a process) writes a key page that decodes to the
+//! device's seed, the gateway key and the chain id, and grants the device,
+//! which then handshakes and gets a reading committed; `sensorchain tx`
+//! (processes) revokes it, sets roles, assigns a device to a patient and
+//! gives and withdraws a patient's consent, each visible in the HTTP API;
+//! refusals are reported with the gateway's reason.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use sensorchain_core::hash::ChainId;
+use sensorchain_core::identity::{Keypair, PublicKey};
+use sensorchain_core::link::{GatewayMsg, Refusal};
+use sensorchain_core::reading::Vital;
+use sensorchain_device::provision::{KEY_PAGE_LEN, KeyPage};
+use sensorchain_gateway::keys::{read_keypair, write_keypair};
+use sensorchain_gateway::net::client::{Client, ClientError};
+use sensorchain_gateway::node::now_ms;
+use serde_json::Value;
+
+/// Runs `sensorchain ARGS` in `dir`: (exit code, stdout, stderr).
+fn run(args: &[&str], dir: &Path) -> (i32, String, String) {
+    let out = Command::new(common::bin())
+        .args(args)
+        .current_dir(dir)
+        .env("SENSORCHAIN_LOG", "warn")
+        .env_remove("SENSORCHAIN_API")
+        .output()
+        .expect("run sensorchain");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs a command that must succeed with `--json` output.
+fn run_json(args: &[&str], dir: &Path) -> Value {
+    let (code, out, err) = run(args, dir);
+    assert_eq!(
+        code, 0,
+        "sensorchain {args:?}\nstdout: {out}\nstderr: {err}"
+    );
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+fn get(url: &str) -> Value {
+    let mut r = ureq::get(url)
+        .call()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    r.body_mut().read_json().unwrap()
+}
+
+/// One handshake as `kp`; `Ok` if the gateway admitted it.
+fn connect(
+    rt: &tokio::runtime::Runtime,
+    net: &common::Net,
+    kp: &Keypair,
+) -> Result<Client, ClientError> {
+    rt.block_on(Client::connect(
+        net.tcp,
+        &net.chain,
+        kp,
+        &[net.gateway.public()],
+    ))
+}
+
+/// Sends one heart rate reading and returns its acknowledgement's height.
+fn send_reading(
+    rt: &tokio::runtime::Runtime,
+    client: &mut Client,
+    kp: &Keypair,
+    chain: &ChainId,
+    sequence: u64,
+) -> (u64, String) {
+    let tx = sensorchain_gateway::sim::reading_tx(
+        kp,
+        chain,
+        sequence,
+        now_ms(),
+        0,
+        Vital::HeartRate { bpm: 71 },
+    );
+    match rt.block_on(client.submit(&tx)).expect("an answer") {
+        GatewayMsg::Ack { height, tx_id, .. } => (height, tx_id.to_string()),
+        other => panic!("reading not acknowledged: {other:?}"),
+    }
+}
+
+fn write_key(dir: &Path, name: &str, kp: &Keypair) -> String {
+    let p = dir.join(name);
+    write_keypair(&p, kp, false).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+#[test]
+fn provision_grants_a_fresh_device_which_then_connects_until_revoked() {
+    let net = common::Net::new(0);
+    let dir = net.dir.path();
+    let _gw = net.start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let api = format!("http://{}", net.api);
+    write_key(dir, "admin.key", &net.admin);
+
+    // a fresh identity from keygen is not on the allow-list
+    let (code, out, err) = run(&["keygen", "-o", "dev.key"], dir);
+    assert_eq!(code, 0, "{out}{err}");
+    let device = read_keypair(&dir.join("dev.key")).unwrap();
+    match connect(&rt, &net, &device) {
+        Err(ClientError::Refused(Refusal::UnknownIdentity)) => {}
+        other => panic!("a fresh device was not refused as unknown: {other:?}"),
+    }
+
+    // provision it, granting it through the API
+    let v = run_json(
+        &[
+            "provision",
+            "--device-key",
+            "dev.key",
+            "--genesis",
+            "genesis.block",
+            "--gateway-key",
+            "gateway.key",
+            "--out",
+            "dev.bin",
+            "--grant",
+            "--admin",
+            "admin.key",
+            "--api",
+            &api,
+            "--json",
+        ],
+        dir,
+    );
+    assert_eq!(v["device"]["public_key"], device.public().to_string());
+    assert_eq!(
+        v["device"]["address"],
+        device.public().address().to_string()
+    );
+    assert_eq!(v["chain_id"], net.chain.to_string());
+    assert_eq!(v["format"], "bin");
+    assert_eq!(v["bytes"], KEY_PAGE_LEN);
+    let txs = v["grant"]["txs"].as_array().unwrap();
+    let kinds: Vec<&str> = txs.iter().map(|t| t["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["grant", "set_role"]);
+    // the admin's sequence numbers were read from the API: 1 and 2
+    let seqs: Vec<u64> = txs
+        .iter()
+        .map(|t| t["sequence"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [1, 2]);
+    let height = v["grant"]["height"].as_u64().unwrap();
+    assert!(height >= 1);
+    for t in txs {
+        let got = get(&format!("{api}/txs/{}", t["tx_id"].as_str().unwrap()));
+        assert_eq!(got["location"]["height"], t["height"]);
+    }
+
+    // the page is what the firmware will read
+    let bytes = std::fs::read(dir.join("dev.bin")).unwrap();
+    let page = KeyPage::decode(&bytes).expect("the written page decodes");
+    assert_eq!(page.seed, device.seed());
+    assert_eq!(page.chain, net.chain);
+    assert_eq!(page.gateways(), &[net.gateway.public()]);
+    assert!(page.readers().is_empty());
+    assert_ne!(page.entropy, [0; 32]);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join("dev.bin"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    // the identity on the chain is what genesis gives a device
+    let id = get(&format!("{api}/identities/{}", device.public()));
+    assert_eq!(id["role"], "device");
+    assert_eq!(id["permissions"], serde_json::json!(["connect", "write"]));
+
+    // the device, with the key pair from its page, connects and writes
+    let mut client = connect(&rt, &net, &page.keypair()).expect("granted device handshakes");
+    let (h, tx_id) = send_reading(&rt, &mut client, &page.keypair(), &net.chain, 1);
+    assert!(h > height);
+    let got = get(&format!("{api}/txs/{tx_id}"));
+    assert_eq!(got["kind"], "reading");
+    assert_eq!(got["signer"], device.public().to_string());
+    rt.block_on(client.close());
+
+    // provisioning again is idempotent on the chain: nothing to grant
+    let v = run_json(
+        &[
+            "provision",
+            "--device-key",
+            "dev.key",
+            "--chain-name",
+            "it",
+            "--gateway-key",
+            &net.gateway.public().to_string(),
+            "--format",
+            "uf2",
+            "--base-address",
+            "0x101FF000",
+            "--out",
+            "dev.uf2",
+            "--grant",
+            "--admin",
+            "admin.key",
+            "--api",
+            &api,
+            "--json",
+        ],
+        dir,
+    );
+    assert_eq!(v["grant"]["txs"].as_array().unwrap().len(), 0);
+    let uf2 = std::fs::read(dir.join("dev.uf2")).unwrap();
+    assert_eq!(uf2.len(), 1024);
+    let mut payload = uf2[32..288].to_vec();
+    payload.extend_from_slice(&uf2[512 + 32..512 + 32 + (KEY_PAGE_LEN - 256)]);
+    let page2 = KeyPage::decode(&payload).expect("UF2 payload decodes");
+    assert_eq!(page2.seed, device.seed());
+    assert_eq!(page2.chain, net.chain);
+    assert_ne!(page2.entropy, page.entropy, "fresh entropy every time");
+
+    // an operator revokes the device: it is refused from then on
+    let v = run_json(
+        &[
+            "tx",
+            "revoke",
+            &device.public().to_string(),
+            "connect,write",
+            "--key",
+            "admin.key",
+            "--api",
+            &api,
+            "--genesis",
+            "genesis.block",
+            "--json",
+        ],
+        dir,
+    );
+    assert_eq!(v["kind"], "revoke");
+    assert_eq!(v["sequence"], 3);
+    assert_eq!(v["identity"]["permissions"], serde_json::json!([]));
+    assert_eq!(v["pending_vote"], false);
+    match connect(&rt, &net, &device) {
+        Err(ClientError::Refused(Refusal::NotPermitted)) => {}
+        other => panic!("a revoked device was not refused: {other:?}"),
+    }
+
+    // and granted again, by address this time
+    let v = run_json(
+        &[
+            "tx",
+            "grant",
+            &device.public().address().to_string(),
+            "connect,write",
+            "--key",
+            "admin.key",
+            "--api",
+            &api,
+            "--json",
+        ],
+        dir,
+    );
+    assert_eq!(v["kind"], "grant");
+    let mut client = connect(&rt, &net, &device).expect("re-granted device handshakes");
+    send_reading(&rt, &mut client, &device, &net.chain, 2);
+    rt.block_on(client.close());
+}
+
+#[test]
+fn tx_roles_assign_and_consent_show_up_in_the_api() {
+    let net = common::Net::new(1);
+    let dir = net.dir.path();
+    let _gw = net.start();
+    let api = format!("http://{}", net.api);
+    write_key(dir, "admin.key", &net.admin);
+    let patient = Keypair::from_seed([40; 32]);
+    let doctor = Keypair::from_seed([41; 32]);
+    let patient_file = write_key(dir, "patient.key", &patient);
+    let doctor_file = write_key(dir, "doctor.key", &doctor);
+    let device: PublicKey = net.devices[0].public();
+    let admin = |args: &[&str]| {
+        let mut a: Vec<&str> = vec!["tx"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["--key", "admin.key", "--api", &api, "--json"]);
+        run_json(&a, dir)
+    };
+
+    let v = admin(&["grant", &patient_file, "connect,send,receive"]);
+    let summary = v["summary"].as_str().unwrap();
+    assert!(
+        summary.contains(" grants connect,send,receive to "),
+        "{summary}"
+    );
+    admin(&["role", &patient_file, "patient"]);
+    admin(&["grant", &doctor_file, "connect,receive"]);
+    // a registered identity may be named by its address
+    let v = admin(&["role", &doctor.public().address().to_string(), "doctor"]);
+    assert_eq!(v["identity"]["role"], "doctor");
+    let v = admin(&["assign", &device.to_string(), &patient_file]);
+    assert_eq!(v["kind"], "assign_device");
+    assert_eq!(v["identity"]["patient"], patient.public().to_string());
+
+    // the patient consents to the doctor
+    let consent = |extra: &[&str]| {
+        let mut a = vec![
+            "tx",
+            "consent",
+            doctor_file.as_str(),
+            "--key",
+            patient_file.as_str(),
+            "--api",
+            &api,
+            "--json",
+        ];
+        a.extend_from_slice(extra);
+        run_json(&a, dir)
+    };
+    let v = consent(&[]);
+    assert_eq!(v["kind"], "consent");
+    assert_eq!(v["signer"], patient.public().to_string());
+    assert_eq!(v["sequence"], 1);
+    let consents = get(&format!("{api}/consents"));
+    assert_eq!(consents["count"], 1);
+    assert_eq!(
+        consents["consents"][0]["patient"],
+        patient.public().to_string()
+    );
+    assert_eq!(
+        consents["consents"][0]["reader"],
+        doctor.public().to_string()
+    );
+    assert_eq!(consents["consents"][0]["reader_role"], "doctor");
+    let p = get(&format!("{api}/identities/{}", patient.public()));
+    assert_eq!(p["devices"], serde_json::json!([device.to_string()]));
+    assert_eq!(
+        p["consented_readers"],
+        serde_json::json!([doctor.public().to_string()])
+    );
+    let readers = get(&format!("{api}/identities/{device}/readers"));
+    assert_eq!(readers["readers"].as_array().unwrap().len(), 2);
+
+    // and withdraws it
+    let v = consent(&["--withdraw"]);
+    assert_eq!(v["sequence"], 2);
+    assert_eq!(get(&format!("{api}/consents"))["count"], 0);
+
+    // the text output names the commit
+    let (code, out, err) = run(
+        &[
+            "tx",
+            "grant",
+            &doctor_file,
+            "send",
+            "--key",
+            "admin.key",
+            "--api",
+            &api,
+        ],
+        dir,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("committed   grant at height"), "{out}");
+}
+
+#[test]
+fn refusals_are_reported_with_the_gateways_reason() {
+    let net = common::Net::new(1);
+    let dir = net.dir.path();
+    let _gw = net.start();
+    let api = format!("http://{}", net.api);
+    write_key(dir, "admin.key", &net.admin);
+    // a registered device that is no admin
+    write_key(dir, "dev0.key", &net.devices[0]);
+    let stranger = Keypair::from_seed([77; 32]);
+    let stranger_file = write_key(dir, "stranger.key", &stranger);
+
+    // a device may not grant
+    let (code, _, err) = run(
+        &[
+            "tx",
+            "grant",
+            &stranger_file,
+            "connect",
+            "--key",
+            "dev0.key",
+            "--api",
+            &api,
+        ],
+        dir,
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("not_permitted"), "{err}");
+    assert!(err.contains("lacks the admin permission"), "{err}");
+
+    // provision --grant with a non-admin: the page is written, the grant refused
+    let (code, _, err) = run(
+        &[
+            "provision",
+            "--device-key",
+            "new.key",
+            "--generate",
+            "--genesis",
+            "genesis.block",
+            "--gateway-key",
+            "gateway.key",
+            "--out",
+            "new.bin",
+            "--grant",
+            "--admin",
+            "dev0.key",
+            "--api",
+            &api,
+        ],
+        dir,
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("not_permitted"), "{err}");
+    assert!(err.contains("the key page was written"), "{err}");
+
+    // an unregistered signer is caught before anything is signed
+    let (code, _, err) = run(
+        &[
+            "tx",
+            "role",
+            "dev0.key",
+            "doctor",
+            "--key",
+            &stranger_file,
+            "--api",
+            &api,
+        ],
+        dir,
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("is not registered"), "{err}");
+
+    // a consent by someone who is not a patient
+    let (code, _, err) = run(
+        &[
+            "tx",
+            "consent",
+            &stranger_file,
+            "--key",
+            "admin.key",
+            "--api",
+            &api,
+        ],
+        dir,
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("refused the consent"), "{err}");
+
+    // the wrong chain, before anything is written
+    let (code, _, err) = run(
+        &[
+            "provision",
+            "--device-key",
+            "dev0.key",
+            "--chain-name",
+            "another",
+            "--gateway-key",
+            "gateway.key",
+            "--out",
+            "x.bin",
+            "--grant",
+            "--admin",
+            "admin.key",
+            "--api",
+            &api,
+        ],
+        dir,
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("serves chain"), "{err}");
+    assert!(!dir.join("x.bin").exists());
+
+    // no gateway there
+    let nowhere = format!("127.0.0.1:{}", common::free_port());
+    let (code, _, err) = run(
+        &[
+            "tx",
+            "grant",
+            &stranger_file,
+            "connect",
+            "--key",
+            "admin.key",
+            "--api",
+            &nowhere,
+        ],
+        dir,
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot reach the gateway API"), "{err}");
+
+    // hex and uf2 need an address; an existing page is not overwritten
+    let (code, _, err) = run(
+        &[
+            "provision",
+            "--device-key",
+            "dev0.key",
+            "--genesis",
+            "genesis.block",
+            "--gateway-key",
+            "gateway.key",
+            "--format",
+            "hex",
+            "--out",
+            "d.hex",
+        ],
+        dir,
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("needs --base-address"), "{err}");
+    let (code, _, err) = run(
+        &[
+            "provision",
+            "--device-key",
+            "dev0.key",
+            "--genesis",
+            "genesis.block",
+            "--gateway-key",
+            "gateway.key",
+            "--out",
+            "new.bin",
+        ],
+        dir,
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("exists"), "{err}");
+}
