@@ -400,7 +400,7 @@ fn refusals_are_reported_with_the_gateways_reason() {
     assert!(err.contains("not_permitted"), "{err}");
     assert!(err.contains("lacks the admin permission"), "{err}");
 
-    // provision --grant with a non-admin: the page is written, the grant refused
+    // provision --grant with a non-admin: refused before anything is written
     let (code, _, err) = run(
         &[
             "provision",
@@ -422,8 +422,43 @@ fn refusals_are_reported_with_the_gateways_reason() {
         dir,
     );
     assert_eq!(code, 2);
-    assert!(err.contains("not_permitted"), "{err}");
+    assert!(err.contains("lacks the admin permission"), "{err}");
+    assert!(!dir.join("new.key").exists() && !dir.join("new.bin").exists());
+
+    // a grant that goes through but an assignment the gateway refuses (the
+    // "patient" is a device): the page is written, the error says what is left
+    let (code, _, err) = run(
+        &[
+            "provision",
+            "--device-key",
+            "new.key",
+            "--generate",
+            "--genesis",
+            "genesis.block",
+            "--gateway-key",
+            "gateway.key",
+            "--out",
+            "new.bin",
+            "--grant",
+            "--admin",
+            "admin.key",
+            "--patient",
+            "dev0.key",
+            "--api",
+            &api,
+        ],
+        dir,
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("wrong_role"), "{err}");
     assert!(err.contains("the key page was written"), "{err}");
+    assert!(err.contains("sensorchain tx assign"), "{err}");
+    let page = KeyPage::decode(&std::fs::read(dir.join("new.bin")).unwrap()).unwrap();
+    let new_device = read_keypair(&dir.join("new.key")).unwrap();
+    assert_eq!(page.seed, new_device.seed());
+    let id = get(&format!("{api}/identities/{}", new_device.public()));
+    assert_eq!(id["role"], "device");
+    assert_eq!(id["patient"], Value::Null);
 
     // an unregistered signer is caught before anything is signed
     let (code, _, err) = run(

@@ -307,7 +307,9 @@ pub fn device_grant_kinds(device: &PublicKey) -> Vec<TxKind> {
 }
 
 /// Checks that the API serves `chain` and that `admin` is registered there
-/// (before anything is written).
+/// with the `admin` permission, before anything is written. (The gateway
+/// still decides: this only spares writing a page whose grant would surely
+/// be refused.)
 fn check_api(api: &Api, chain: &ChainId, admin: &Keypair) -> anyhow::Result<()> {
     let served = api.chain_id()?;
     ensure!(
@@ -316,12 +318,21 @@ fn check_api(api: &Api, chain: &ChainId, admin: &Keypair) -> anyhow::Result<()> 
          (check --genesis / --chain-name)",
         api.base()
     );
+    let pk = admin.public();
+    let Some(rec) = api.identity(&pk)? else {
+        bail!(
+            "the admin {} ({pk}) is not registered on the chain served at {}",
+            pk.address(),
+            api.base()
+        );
+    };
     ensure!(
-        api.identity(&admin.public())?.is_some(),
-        "the admin {} ({}) is not registered on the chain served at {}",
-        admin.public().address(),
-        admin.public(),
-        api.base()
+        permissions_of(&rec).contains(Permissions::ADMIN),
+        "{} ({pk}) lacks the admin permission on the chain served at {} (it holds: {}): it \
+         cannot grant devices",
+        pk.address(),
+        api.base(),
+        permissions_of(&rec)
     );
     Ok(())
 }
@@ -403,9 +414,8 @@ pub fn provision(args: &ProvisionArgs) -> anyhow::Result<ExitCode> {
         Some(p) => read_entropy(p)?,
         None => os_entropy()?,
     };
-    if args.format != PageFormat::Bin && args.base_address.is_none() {
-        render(&[0], args.format, None)?; // the error names the usual addresses
-    }
+    // a missing or unusable address, before a key is generated
+    render(&[0; KEY_PAGE_LEN], args.format, args.base_address)?;
     if !args.force && args.out.exists() {
         bail!("{} exists (use --force to overwrite)", args.out.display());
     }
@@ -456,10 +466,13 @@ pub fn provision(args: &ProvisionArgs) -> anyhow::Result<ExitCode> {
     let receipts = match &grant {
         Some((api, admin, patient)) => {
             grant_device(api, admin, &chain, &device_pk, patient.as_ref()).with_context(|| {
+                let assign = patient
+                    .map(|p| format!(", `sensorchain tx assign {device_pk} {p} --key ADMIN`"))
+                    .unwrap_or_default();
                 format!(
                     "the key page was written to {}, but the device is not (fully) granted; \
-                     retry with `sensorchain tx grant {device_pk} connect,write --key ADMIN` and \
-                     `sensorchain tx role {device_pk} device --key ADMIN`",
+                     finish with `sensorchain tx grant {device_pk} connect,write --key ADMIN`, \
+                     `sensorchain tx role {device_pk} device --key ADMIN`{assign}",
                     args.out.display()
                 )
             })?
