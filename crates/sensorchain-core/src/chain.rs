@@ -90,28 +90,84 @@ pub fn build_block_filtered(
     timestamp_ms: u64,
     sigs: SigCheck,
 ) -> (Block, Vec<(usize, crate::state::TxRuleError)>) {
+    let pool = candidates
+        .into_iter()
+        .map(|tx| {
+            let bytes = tx.to_vec();
+            (tx, bytes)
+        })
+        .collect();
+    let built = build_block_from_pool(state, proposer, pool, timestamp_ms, sigs);
+    (built.block, built.rejected)
+}
+
+/// A block cut from a pool by [`build_block_from_pool`], with everything
+/// its builder learnt on the way.
+#[derive(Debug, Clone)]
+pub struct BuiltBlock {
+    /// The block: proposed on the input state, mined and signed.
+    pub block: Block,
+    /// The exact encodings of `block.txs`, in block order.
+    pub encoded: Vec<Vec<u8>>,
+    /// For each transaction of the block, its index among the candidates.
+    pub kept: Vec<usize>,
+    /// The candidates left out: their index and the reason.
+    pub rejected: Vec<(usize, crate::state::TxRuleError)>,
+    /// The world state after the block (the one whose commitment the header
+    /// carries).
+    pub state: WorldState,
+}
+
+/// [`build_block_filtered`] for a pool that already holds each candidate's
+/// exact encoding (a gateway has the bytes it decoded): nothing is
+/// re-encoded, and the state after the block is returned, so a pipelined
+/// proposer can build the next block on it before this one is stored.
+///
+/// Each `(tx, bytes)` must satisfy `Transaction::decode(bytes) == Ok(tx)`
+/// (strict decoding guarantees `bytes` is then the canonical encoding); the
+/// block's Merkle root and every transaction id are computed from `bytes`.
+pub fn build_block_from_pool(
+    state: &WorldState,
+    proposer: &Keypair,
+    candidates: Vec<(Transaction, Vec<u8>)>,
+    timestamp_ms: u64,
+    sigs: SigCheck,
+) -> BuiltBlock {
     let ts = timestamp_ms.max(state.last_timestamp_ms());
     let mut next = state.clone();
     let mut rejected = Vec::new();
     let mut txs = Vec::with_capacity(candidates.len());
     let mut encoded = Vec::with_capacity(candidates.len());
+    let mut kept = Vec::with_capacity(candidates.len());
     let max = state.params().max_block_txs as usize;
-    for (i, tx) in candidates.into_iter().enumerate() {
+    for (i, (tx, bytes)) in candidates.into_iter().enumerate() {
+        debug_assert_eq!(
+            tx.to_vec(),
+            bytes,
+            "pool entry {i}: bytes are not its encoding"
+        );
         if txs.len() >= max {
             rejected.push((i, crate::state::TxRuleError::BlockFull));
             continue;
         }
-        let bytes = tx.to_vec();
         match next.apply_tx(&tx, &bytes, ts, sigs) {
             Ok(()) => {
                 txs.push(tx);
                 encoded.push(bytes);
+                kept.push(i);
             }
             Err(e) => rejected.push((i, e)),
         }
     }
     let block = finish_block(state, &next, proposer, txs, &encoded, ts);
-    (block, rejected)
+    next.set_tip(&block.header);
+    BuiltBlock {
+        block,
+        encoded,
+        kept,
+        rejected,
+        state: next,
+    }
 }
 
 fn finish_block(

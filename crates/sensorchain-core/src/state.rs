@@ -713,11 +713,17 @@ impl WorldState {
             c.verify(h, &vals)
                 .map_err(|e| err(BlockErrorKind::Certificate(e), None))?;
         }
-        next.next_height = h.height + 1;
-        next.last_hash = h.hash();
-        next.last_timestamp_ms = h.timestamp_ms;
+        next.set_tip(h);
         *self = next;
         Ok(())
+    }
+
+    /// Moves the chain position past the block with header `h` (whose
+    /// transactions have been applied).
+    pub(crate) fn set_tip(&mut self, h: &BlockHeader) {
+        self.next_height = h.height + 1;
+        self.last_hash = h.hash();
+        self.last_timestamp_ms = h.timestamp_ms;
     }
 }
 

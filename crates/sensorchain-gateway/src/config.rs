@@ -76,14 +76,18 @@ pub struct SerialPort {
     pub baud: u32,
 }
 
-/// When blocks are cut (like Fabric's batch size and batch timeout).
+/// When blocks are cut. Group commit: a block is cut as soon as the store is
+/// idle, holding whatever arrived while the previous block was being stored;
+/// `max_txs` and `timeout_ms` bound the batch while the store is busy (like
+/// Fabric's batch size and batch timeout).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Batch {
     /// Most transactions per block.
     #[serde(default = "default_max_txs")]
     pub max_txs: usize,
-    /// Longest wait from the first pending transaction to the cut, in ms.
+    /// Longest wait from the first pending transaction to the cut while the
+    /// previous block is still being stored, in ms.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
 }

@@ -31,6 +31,10 @@ pub struct Metrics {
     pub ingest_latency: Histogram,
     /// Seconds to build, validate and durably store one block.
     pub block_commit_seconds: Histogram,
+    /// Seconds to cut and build one block (proposal).
+    pub block_build_seconds: Histogram,
+    /// Seconds to validate and durably store one block.
+    pub block_store_seconds: Histogram,
     /// Transactions waiting for a block.
     pub pending: Gauge,
     /// Established sessions now.
@@ -63,6 +67,8 @@ impl Metrics {
             blocks_committed: Counter::default(),
             ingest_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             block_commit_seconds: Histogram::new(exponential_buckets(0.0002, 2.0, 16)),
+            block_build_seconds: Histogram::new(exponential_buckets(0.0002, 2.0, 16)),
+            block_store_seconds: Histogram::new(exponential_buckets(0.0002, 2.0, 16)),
             pending: Gauge::default(),
             sessions_active: Gauge::default(),
             sessions_total: Counter::default(),
@@ -103,8 +109,18 @@ impl Metrics {
         );
         registry.register(
             "block_commit_seconds",
-            "Seconds to build, validate and durably store one block",
+            "Seconds from cutting a block to its durable commit (build, wait, validate, store)",
             m.block_commit_seconds.clone(),
+        );
+        registry.register(
+            "block_build_seconds",
+            "Seconds to build one block from the pool (proposal)",
+            m.block_build_seconds.clone(),
+        );
+        registry.register(
+            "block_store_seconds",
+            "Seconds to validate and durably store one block",
+            m.block_store_seconds.clone(),
         );
         registry.register(
             "pending",

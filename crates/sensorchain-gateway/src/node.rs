@@ -4,26 +4,35 @@
 //! * **Ingest** ([`Node::submit`]) runs in the caller's task (one per link,
 //!   on every core): strict decoding, the cheap state checks, then the one
 //!   signature rule — each signature is verified exactly once per gateway.
-//! * **Proposal**: a block producer thread takes verified transactions from a
-//!   bounded queue and cuts a block when `batch.max_txs` are waiting or
-//!   `batch.timeout_ms` has passed since the first (Fabric's batch size and
-//!   timeout), leaving out what the state refuses.
+//! * **Proposal**: a proposer thread takes verified transactions from a
+//!   bounded queue and cuts a block as soon as the store is idle (group
+//!   commit: the block holds whatever arrived while the previous one was
+//!   being stored), or when `batch.max_txs` are waiting, or `batch.timeout_ms`
+//!   after the first; it leaves out what the state refuses, and builds on the
+//!   state after the previous *proposed* block, so building block N+1
+//!   overlaps storing block N.
 //! * **Validation**: the proposed block goes through the core's
 //!   `WorldState::apply_block` — the same rule every other gateway and the
 //!   auditor apply — before it is stored.
-//! * **Storage**: one durable redb transaction per block; only then is every
-//!   submitter answered. An acknowledged reading is on disk.
+//! * **Storage**: a committer thread makes one durable redb transaction per
+//!   block; only then is every submitter answered. An acknowledged reading is
+//!   on disk. If a block cannot be stored, its transactions and those of the
+//!   block proposed on it are refused, and the proposer restarts from the
+//!   stored state.
 //!
 //! A consensus layer slots in between proposal and validation: it orders
 //! proposals, and every gateway validates and stores what it orders.
 
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{
+    Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError, sync_channel,
+};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use sensorchain_core::block::Block;
-use sensorchain_core::chain::build_block_filtered;
+use sensorchain_core::chain::{BuiltBlock, build_block_from_pool};
 use sensorchain_core::codec::DecodeError;
 use sensorchain_core::hash::Hash32;
 use sensorchain_core::identity::{Keypair, PublicKey};
@@ -41,7 +50,8 @@ use crate::store::{Store, StoreError};
 pub struct NodeConfig {
     /// Most transactions per block (also bounded by the chain's parameter).
     pub batch_max_txs: usize,
-    /// Longest wait from the first pending transaction to the cut.
+    /// Longest wait from the first pending transaction to the cut while the
+    /// store is busy (when it is idle the block is cut at once).
     pub batch_timeout: Duration,
     /// Most transactions waiting; beyond it submissions are answered busy.
     pub max_pending: usize,
@@ -177,11 +187,13 @@ impl Ticket {
     }
 }
 
+/// Where a submitter awaits its outcome.
+type Reply = oneshot::Sender<Result<Committed, Rejected>>;
+
 struct Pending {
     tx: Transaction,
     encoded: Vec<u8>,
-    arrived: Instant,
-    reply: oneshot::Sender<Result<Committed, Rejected>>,
+    reply: Reply,
 }
 
 /// What the block producer shares with the submitters.
@@ -198,6 +210,16 @@ struct Inner {
     /// Only the `Node` handles hold the sender: when the last one is dropped
     /// the producer sees the queue close, finishes and releases the store.
     queue: SyncSender<Pending>,
+}
+
+impl Shared {
+    /// The state after the last stored block.
+    fn committed_state(&self) -> Arc<WorldState> {
+        self.state
+            .read()
+            .map(|s| s.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
 }
 
 impl std::ops::Deref for Inner {
@@ -257,11 +279,7 @@ impl Node {
 
     /// The state after the last committed block.
     pub fn state(&self) -> Arc<WorldState> {
-        self.inner
-            .state
-            .read()
-            .map(|s| s.clone())
-            .unwrap_or_else(|p| p.into_inner().clone())
+        self.inner.committed_state()
     }
 
     /// The store.
@@ -316,7 +334,7 @@ impl Node {
         session_identity: Option<PublicKey>,
     ) -> Result<Ticket, Rejected> {
         let arrived = Instant::now();
-        match self.check_and_enqueue(encoded, session_identity, arrived) {
+        match self.check_and_enqueue(encoded, session_identity) {
             Ok(rx) => Ok(Ticket {
                 rx,
                 arrived,
@@ -333,7 +351,6 @@ impl Node {
         &self,
         encoded: Vec<u8>,
         session_identity: Option<PublicKey>,
-        arrived: Instant,
     ) -> Result<oneshot::Receiver<Result<Committed, Rejected>>, Rejected> {
         let tx = Transaction::decode(&encoded).map_err(|e| match e {
             TxError::Decode(d) => Rejected::Malformed(d.to_string()),
@@ -376,12 +393,7 @@ impl Node {
         Transaction::verify_encoded(&encoded, state.chain_id(), vk, &tx.signature)
             .map_err(|_| Rejected::BadSignature)?;
         let (reply, rx) = oneshot::channel();
-        match self.inner.queue.try_send(Pending {
-            tx,
-            encoded,
-            arrived,
-            reply,
-        }) {
+        match self.inner.queue.try_send(Pending { tx, encoded, reply }) {
             Ok(()) => {
                 self.inner.metrics.pending.inc();
                 Ok(rx)
@@ -444,84 +456,176 @@ fn recover(store: &Store, genesis: &Block) -> anyhow::Result<WorldState> {
     Ok(state)
 }
 
+/// A block proposed on the speculative state, on its way to the store.
+struct Proposed {
+    built: BuiltBlock,
+    /// Every submitter of the batch and its outcome so far (`None`: in the
+    /// block, answered when it is stored).
+    replies: Vec<(Reply, Option<Rejected>)>,
+    snapshot: bool,
+    started: Instant,
+}
+
+/// The block producer, in two threads so that building block N+1 overlaps
+/// storing block N:
+///
+/// * the **proposer** (this thread) collects verified transactions and cuts
+///   a block as soon as the committer is idle (group commit: the batch is
+///   whatever arrived while the previous block was being stored), or when
+///   `batch_max_txs` are waiting, or `batch_timeout` after the first; it
+///   builds each block on the state after the previous *proposed* block;
+/// * the **committer** validates each block with the core rule, stores it
+///   durably, publishes the new state and answers the submitters.
+///
+/// If storing a block fails, the blocks proposed on top of it are refused
+/// too (they no longer link to the stored head) and the proposer restarts
+/// from the stored state.
 fn produce(inner: Arc<Shared>, rx: Receiver<Pending>, cfg: NodeConfig) {
+    let busy = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(AtomicU64::new(0));
+    // One block being stored and one waiting: enough to overlap the two.
+    let (to_committer, blocks) = sync_channel::<Proposed>(1);
+    let committer = {
+        let (inner, busy, failures) = (inner.clone(), busy.clone(), failures.clone());
+        std::thread::Builder::new()
+            .name("block-committer".into())
+            .spawn(move || {
+                for p in blocks {
+                    commit_proposed(&inner, p, &failures);
+                    busy.fetch_sub(1, Ordering::AcqRel);
+                }
+            })
+    };
+    let committer = match committer {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("cannot start the block committer: {e}");
+            return;
+        }
+    };
     let mut since_snapshot = 0u64;
+    let mut seen_failures = 0u64;
+    let mut spec = inner.committed_state();
+    let max = cfg.batch_max_txs.max(1);
     loop {
-        let Ok(first) = rx.recv() else { return };
+        let Ok(first) = rx.recv() else { break };
         let deadline = Instant::now() + cfg.batch_timeout;
-        let max = cfg.batch_max_txs.max(1);
         let mut batch = vec![first];
+        let mut closed = false;
         while batch.len() < max {
+            // Take what is already queued.
+            match rx.try_recv() {
+                Ok(p) => {
+                    batch.push(p);
+                    continue;
+                }
+                Err(TryRecvError::Disconnected) => {
+                    closed = true;
+                    break;
+                }
+                Err(TryRecvError::Empty) => {}
+            }
             let now = Instant::now();
-            if now >= deadline {
+            if busy.load(Ordering::Acquire) == 0 || now >= deadline {
                 break;
             }
-            match rx.recv_timeout(deadline - now) {
+            // The store is busy: keep collecting until it is not.
+            match rx.recv_timeout((deadline - now).min(IDLE_POLL)) {
                 Ok(p) => batch.push(p),
-                Err(RecvTimeoutError::Timeout) => break,
-                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    closed = true;
+                    break;
+                }
             }
         }
         inner.metrics.pending.dec_by(batch.len() as i64);
+        let f = failures.load(Ordering::Acquire);
+        if f != seen_failures {
+            // A block failed to store: what was built on it is void.
+            seen_failures = f;
+            while busy.load(Ordering::Acquire) != 0 {
+                std::thread::sleep(IDLE_POLL);
+            }
+            spec = inner.committed_state();
+        }
         since_snapshot += 1;
-        let snapshot_due = since_snapshot >= cfg.snapshot_every;
-        if commit_batch(&inner, batch, snapshot_due) && snapshot_due {
+        let snapshot = since_snapshot >= cfg.snapshot_every;
+        if snapshot {
             since_snapshot = 0;
         }
+        let proposed = propose(&inner, &spec, batch, snapshot);
+        if !proposed.built.block.txs.is_empty() {
+            spec = Arc::new(proposed.built.state.clone());
+        }
+        busy.fetch_add(1, Ordering::AcqRel);
+        if to_committer.send(proposed).is_err() || closed {
+            break;
+        }
     }
+    drop(to_committer);
+    let _ = committer.join();
 }
 
-/// Proposes, validates and stores one block from `batch`; answers every
-/// submitter. Returns true if a block was stored.
-fn commit_batch(inner: &Shared, mut batch: Vec<Pending>, snapshot: bool) -> bool {
+/// How often the proposer looks at the committer while it collects.
+const IDLE_POLL: Duration = Duration::from_micros(500);
+
+/// Cuts a block from `batch` on `spec` (proposal: leaves out what the state
+/// refuses).
+fn propose(inner: &Shared, spec: &WorldState, mut batch: Vec<Pending>, snapshot: bool) -> Proposed {
     let started = Instant::now();
     // One signer's transactions in sequence order, whatever order concurrent
     // submitters reached the queue in (stable: otherwise arrival order).
     batch.sort_by_key(|p| (p.tx.body.signer, p.tx.body.sequence));
-    let state = inner
-        .state
-        .read()
-        .map(|s| s.clone())
-        .unwrap_or_else(|p| p.into_inner().clone());
     let mut replies = Vec::with_capacity(batch.len());
-    let mut txs = Vec::with_capacity(batch.len());
-    let mut encoded = Vec::with_capacity(batch.len());
+    let mut pool = Vec::with_capacity(batch.len());
     for p in batch {
-        txs.push(p.tx);
-        encoded.push(p.encoded);
-        replies.push((p.reply, p.arrived));
+        pool.push((p.tx, p.encoded));
+        replies.push((p.reply, None));
     }
-    // Proposal: leave out what the state refuses.
-    let (block, rejected) =
-        build_block_filtered(&state, &inner.key, txs, now_ms(), SigCheck::AlreadyVerified);
-    let mut refused = vec![None; replies.len()];
-    for (i, e) in rejected {
-        refused[i] = Some(match e {
+    let built = build_block_from_pool(spec, &inner.key, pool, now_ms(), SigCheck::AlreadyVerified);
+    for (i, e) in &built.rejected {
+        replies[*i].1 = Some(match e {
             TxRuleError::BlockFull => Rejected::Busy,
-            e => Rejected::Rule(e),
+            e => Rejected::Rule(*e),
         });
     }
-    let kept: Vec<usize> = (0..replies.len())
-        .filter(|i| refused[*i].is_none())
-        .collect();
-    let kept_encoded: Vec<Vec<u8>> = kept
-        .iter()
-        .map(|&i| std::mem::take(&mut encoded[i]))
-        .collect();
-    let mut outcome: Vec<Option<Result<Committed, Rejected>>> =
-        refused.into_iter().map(|r| r.map(Err)).collect();
-    let mut stored = false;
+    inner
+        .metrics
+        .block_build_seconds
+        .observe(started.elapsed().as_secs_f64());
+    Proposed {
+        built,
+        replies,
+        snapshot,
+        started,
+    }
+}
+
+/// Validates and stores one proposed block and answers its submitters.
+fn commit_proposed(inner: &Shared, p: Proposed, failures: &AtomicU64) {
+    let Proposed {
+        built,
+        mut replies,
+        snapshot,
+        started,
+    } = p;
+    let block = &built.block;
     if !block.txs.is_empty() {
-        // Validation: the one rule, as every gateway and the auditor apply it.
-        let mut next = (*state).clone();
+        let stored_at = Instant::now();
+        let committed = inner.committed_state();
+        // Validation: the one rule, as every gateway and the auditor apply
+        // it, on the stored state (which also refuses a block built on a
+        // block that failed to store).
+        let mut next = (*committed).clone();
         let result = next
-            .apply_block_encoded(&block, &kept_encoded, None, SigCheck::AlreadyVerified)
+            .apply_block_encoded(block, &built.encoded, None, SigCheck::AlreadyVerified)
             .map_err(|e| Rejected::Storage(format!("proposed block failed validation: {e}")))
             .and_then(|()| {
                 let snap = snapshot.then(|| next.snapshot());
                 inner
                     .store
-                    .commit_block(&block, &kept_encoded, None, snap.as_deref())
+                    .commit_block(block, &built.encoded, None, snap.as_deref())
                     .map_err(|e: StoreError| {
                         tracing::error!(height = block.header.height, "cannot store block: {e}");
                         Rejected::Storage(e.to_string())
@@ -529,7 +633,6 @@ fn commit_batch(inner: &Shared, mut batch: Vec<Pending>, snapshot: bool) -> bool
             });
         match result {
             Ok(()) => {
-                stored = true;
                 let height = block.header.height;
                 let hash = block.header.hash();
                 if let Ok(mut s) = inner.state.write() {
@@ -537,12 +640,16 @@ fn commit_batch(inner: &Shared, mut batch: Vec<Pending>, snapshot: bool) -> bool
                 }
                 let mut readings = 0u64;
                 let mut changed = Vec::new();
-                for (k, (&i, tx)) in kept.iter().zip(&block.txs).enumerate() {
-                    outcome[i] = Some(Ok(Committed {
-                        height,
-                        index: k as u32,
-                        tx_id: Transaction::id_of_encoded(&kept_encoded[k]),
-                    }));
+                let mut answers = Vec::with_capacity(built.kept.len());
+                for (k, (&i, tx)) in built.kept.iter().zip(&block.txs).enumerate() {
+                    answers.push((
+                        i,
+                        Committed {
+                            height,
+                            index: k as u32,
+                            tx_id: Transaction::id_of_encoded(&built.encoded[k]),
+                        },
+                    ));
                     match &tx.body.kind {
                         TxKind::Reading { .. } => readings += 1,
                         TxKind::Grant { target, .. }
@@ -556,8 +663,12 @@ fn commit_batch(inner: &Shared, mut batch: Vec<Pending>, snapshot: bool) -> bool
                 m.block_height.set(height as i64);
                 m.txs_committed.inc_by(block.txs.len() as u64);
                 m.readings_committed.inc_by(readings);
+                m.block_store_seconds
+                    .observe(stored_at.elapsed().as_secs_f64());
                 m.block_commit_seconds
                     .observe(started.elapsed().as_secs_f64());
+                // Events before answers: a revocation reaches the sessions
+                // no later than its submitter learns it is committed.
                 let _ = inner.events.send(NodeEvent::Block {
                     height,
                     hash,
@@ -567,18 +678,32 @@ fn commit_batch(inner: &Shared, mut batch: Vec<Pending>, snapshot: bool) -> bool
                     let _ = inner.events.send(NodeEvent::PermissionsChanged(changed));
                 }
                 tracing::debug!(height, txs = block.txs.len(), "block committed");
+                let mut replies: Vec<_> = replies.into_iter().map(Some).collect();
+                for (i, c) in answers {
+                    if let Some((reply, _)) = replies[i].take() {
+                        let _ = reply.send(Ok(c));
+                    }
+                }
+                for (reply, refused) in replies.into_iter().flatten() {
+                    let _ = reply.send(Err(refused.unwrap_or_else(no_outcome)));
+                }
+                return;
             }
             Err(e) => {
-                for &i in &kept {
-                    outcome[i] = Some(Err(e.clone()));
+                failures.fetch_add(1, Ordering::AcqRel);
+                for &i in &built.kept {
+                    replies[i].1 = Some(e.clone());
                 }
             }
         }
     }
-    for ((reply, _), o) in replies.into_iter().zip(outcome) {
-        let _ = reply.send(o.unwrap_or(Err(Rejected::Storage("internal: no outcome".into()))));
+    for (reply, refused) in replies {
+        let _ = reply.send(Err(refused.unwrap_or_else(no_outcome)));
     }
-    stored
+}
+
+fn no_outcome() -> Rejected {
+    Rejected::Storage("internal: no outcome".into())
 }
 
 /// Maps a strict-decoding error to a rejection (for callers decoding first).

@@ -716,5 +716,39 @@ fn snapshot_roundtrip_and_filtered_build() {
         rejected,
         vec![(1, TxRuleError::Reading(ReadingError::OutOfRange))]
     );
+    // the same pool with its bytes: the same block, the kept indexes, and
+    // the state after it, equal to the state validation arrives at
+    let pool = vec![w.reading(hr(72)), w.reading(hr(9001)), w.reading(hr(73))];
+    let pool: Vec<_> = pool
+        .into_iter()
+        .map(|t| {
+            let b = t.to_vec();
+            (t, b)
+        })
+        .collect();
+    let built = crate::chain::build_block_from_pool(
+        w.chain.state(),
+        &w.gateways[0],
+        pool.clone(),
+        9_000,
+        SigCheck::Verify,
+    );
+    assert_eq!(built.kept, vec![0, 2]);
+    assert_eq!(built.encoded, vec![pool[0].1.clone(), pool[2].1.clone()]);
+    assert_eq!(built.rejected.len(), 1);
     w.chain.add_block(b, None).unwrap();
+    let mut validated = w.chain.state().clone();
+    assert!(
+        validated
+            .apply_block(&built.block, None, SigCheck::Verify)
+            .is_err()
+    ); // stale: built before b
+    let mut w2 = w.chain.state().clone();
+    let built =
+        crate::chain::build_block_from_pool(&w2, &w.gateways[0], pool, 10_000, SigCheck::Verify);
+    w2.apply_block_encoded(&built.block, &built.encoded, None, SigCheck::Verify)
+        .unwrap();
+    assert!(w2 == built.state);
+    assert_eq!(w2.next_height(), built.state.next_height());
+    assert_eq!(w2.last_hash(), built.block.header.hash());
 }

@@ -155,15 +155,27 @@ pub struct ScaleArgs {
 
 /// Runs `sensorchain bench …`.
 pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    // The gateway and the simulated sensors run on separate runtimes (as
+    // they would in separate processes), so the CPU each uses can be told
+    // apart: threads named `sc-sensor` are the sensors', the rest the
+    // gateway's.
+    let gw = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("sc-gateway")
         .enable_all()
         .build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .thread_name(SENSOR_THREAD)
+        .enable_all()
+        .build()?;
+    let h = gw.handle().clone();
     let out = match &args.what {
-        BenchCommand::Ingest(a) => rt.block_on(ingest(a))?,
-        BenchCommand::Latency(a) => rt.block_on(latency(a))?,
+        BenchCommand::Ingest(a) => rt.block_on(ingest(a, h))?,
+        BenchCommand::Latency(a) => rt.block_on(latency(a, h))?,
         BenchCommand::Audit(a) => audit(a)?,
-        BenchCommand::Scale(a) => rt.block_on(scale(a))?,
+        BenchCommand::Scale(a) => rt.block_on(scale(a, h))?,
     };
+    drop(rt);
+    drop(gw);
     let (json, v) = out;
     if json {
         println!("{v}");
@@ -231,6 +243,38 @@ pub fn rss_bytes() -> Option<u64> {
     let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// Name of the simulated sensors' runtime threads.
+const SENSOR_THREAD: &str = "sc-sensor";
+
+/// CPU seconds (user + system) of this process's threads so far: (the
+/// simulated sensors' threads, all the others). Threads that have exited
+/// are not counted, so take both readings while the same threads run.
+fn thread_cpu_seconds() -> (f64, f64) {
+    let (mut sensors, mut others) = (0.0, 0.0);
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return (0.0, 0.0);
+    };
+    for t in dir.flatten() {
+        let Ok(s) = std::fs::read_to_string(t.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (s.find('('), s.rfind(')')) else {
+            continue;
+        };
+        let comm = &s[open + 1..close];
+        let f: Vec<&str> = s[close + 1..].split_whitespace().collect();
+        let u: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        let st: f64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        let secs = (u + st) / 100.0; // USER_HZ
+        if comm.starts_with(SENSOR_THREAD) {
+            sensors += secs;
+        } else {
+            others += secs;
+        }
+    }
+    (sensors, others)
 }
 
 /// CPU seconds (user + system) this process has used.
@@ -314,14 +358,23 @@ fn data_dir(d: &Option<PathBuf>) -> anyhow::Result<(Option<tempfile::TempDir>, P
 
 /// Starts a gateway on a new chain in `dir` and registers `n` sensors with
 /// signed admin transactions.
-async fn start_net(o: &GatewayOpts) -> anyhow::Result<Net> {
+/// Starts the gateway on the runtime `gw` (its links' tasks run there).
+async fn start_net(o: &GatewayOpts, gw: &tokio::runtime::Handle) -> anyhow::Result<Net> {
+    let o = o.clone();
+    gw.spawn(async move { start_net_here(&o).await }).await?
+}
+
+async fn start_net_here(o: &GatewayOpts) -> anyhow::Result<Net> {
     let (tmp, dir) = data_dir(&o.data_dir)?;
-    let mut rng = rand::rng();
-    let admin = Keypair::generate(&mut rng);
-    let gateway = Keypair::generate(&mut rng);
-    let sensors: Vec<Keypair> = (0..o.sensors.max(1))
-        .map(|_| Keypair::generate(&mut rng))
-        .collect();
+    let (admin, gateway, sensors) = {
+        let mut rng = rand::rng();
+        let admin = Keypair::generate(&mut rng);
+        let gateway = Keypair::generate(&mut rng);
+        let sensors: Vec<Keypair> = (0..o.sensors.max(1))
+            .map(|_| Keypair::generate(&mut rng))
+            .collect();
+        (admin, gateway, sensors)
+    };
     let members = [
         Member {
             key: admin.public(),
@@ -552,6 +605,10 @@ struct Run {
     committed: u64,
     seconds: f64,
     cpu_utilisation: f64,
+    /// Cores' worth of CPU the gateway used over the interval.
+    gateway_cores: f64,
+    /// Cores' worth of CPU the simulated sensors used over the interval.
+    sensor_cores: f64,
     acked: u64,
     rejected: u64,
     busy: u64,
@@ -585,19 +642,31 @@ async fn stream(
         }));
     }
     tokio::time::sleep(warmup).await;
-    let (c0, t0, cpu0) = (net.committed(), Instant::now(), cpu_seconds());
+    let (c0, t0, cpu0, th0) = (
+        net.committed(),
+        Instant::now(),
+        cpu_seconds(),
+        thread_cpu_seconds(),
+    );
     // stop early if every sensor has finished its feed
     let deadline = t0 + seconds;
     while Instant::now() < deadline && tasks.iter().any(|t| !t.is_finished()) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (c1, el, cpu1) = (net.committed(), t0.elapsed().as_secs_f64(), cpu_seconds());
+    let (c1, el, cpu1, th1) = (
+        net.committed(),
+        t0.elapsed().as_secs_f64(),
+        cpu_seconds(),
+        thread_cpu_seconds(),
+    );
     stop.store(true, Ordering::Relaxed);
     let mut run = Run {
         rate: (c1 - c0) as f64 / el.max(1e-9),
         committed: c1 - c0,
         seconds: el,
         cpu_utilisation: (cpu1 - cpu0) / (el.max(1e-9) * cores() as f64),
+        sensor_cores: (th1.0 - th0.0) / el.max(1e-9),
+        gateway_cores: (th1.1 - th0.1) / el.max(1e-9),
         acked: 0,
         rejected: 0,
         busy: 0,
@@ -630,11 +699,11 @@ fn percentiles(v: &mut [u32]) -> Value {
 // ---------------------------------------------------------------------------
 // ingest
 
-async fn ingest(a: &IngestArgs) -> anyhow::Result<(bool, Value)> {
+async fn ingest(a: &IngestArgs, gw: tokio::runtime::Handle) -> anyhow::Result<(bool, Value)> {
     let o = &a.gw;
     let raw_before = raw_all_cores(Duration::from_secs(2));
     let raw_one = raw_verify_rate(1, Duration::from_secs(1));
-    let net = start_net(o).await?;
+    let net = start_net(o, &gw).await?;
     // enough readings for the whole run at the raw rate (the gateway cannot
     // go faster than that), signed before the clock starts
     let per_sensor = ((raw_before * (a.seconds as f64 + 1.5)) / net.sensors.len() as f64) as u64;
@@ -661,6 +730,10 @@ async fn ingest(a: &IngestArgs) -> anyhow::Result<(bool, Value)> {
     }
     net.stop().await;
     let ratio = run.rate / raw;
+    // Readings per second of gateway CPU against verifications per second
+    // of one core: what the gateway would reach if the sensors ran
+    // elsewhere and it had every core to itself.
+    let per_gw_cpu = (run.rate / run.gateway_cores.max(1e-9)) / (raw / cores() as f64);
     let v = json!({
         "bench": "ingest",
         "sensors": o.sensors,
@@ -678,6 +751,9 @@ async fn ingest(a: &IngestArgs) -> anyhow::Result<(bool, Value)> {
         "ratio": (ratio * 1000.0).round() / 1000.0,
         "target_ratio": 0.8,
         "cpu_utilisation": (run.cpu_utilisation * 100.0).round() / 100.0,
+        "gateway_cpu_cores": (run.gateway_cores * 100.0).round() / 100.0,
+        "sensor_cpu_cores": (run.sensor_cores * 100.0).round() / 100.0,
+        "ratio_per_gateway_cpu": (per_gw_cpu * 1000.0).round() / 1000.0,
         "blocks": blocks,
         "acked": run.acked,
         "rejected": run.rejected,
@@ -700,10 +776,10 @@ async fn ingest(a: &IngestArgs) -> anyhow::Result<(bool, Value)> {
 // ---------------------------------------------------------------------------
 // latency
 
-async fn latency(a: &LatencyArgs) -> anyhow::Result<(bool, Value)> {
+async fn latency(a: &LatencyArgs, gw: tokio::runtime::Handle) -> anyhow::Result<(bool, Value)> {
     let o = &a.gw;
     let raw = raw_all_cores(Duration::from_secs(2));
-    let net = start_net(o).await?;
+    let net = start_net(o, &gw).await?;
     let mut clients = connect_all(&net).await?;
     let n = net.sensors.len() as u64;
     let mut next_seq = 1u64;
@@ -949,7 +1025,7 @@ fn audit(a: &BenchAuditArgs) -> anyhow::Result<(bool, Value)> {
 // ---------------------------------------------------------------------------
 // scale
 
-async fn scale(a: &ScaleArgs) -> anyhow::Result<(bool, Value)> {
+async fn scale(a: &ScaleArgs, gw: tokio::runtime::Handle) -> anyhow::Result<(bool, Value)> {
     let o = &a.gw;
     let mut checkpoints = a.checkpoints.clone();
     if a.ten_million && !checkpoints.contains(&10_000_000) {
@@ -958,7 +1034,7 @@ async fn scale(a: &ScaleArgs) -> anyhow::Result<(bool, Value)> {
     checkpoints.sort_unstable();
     let target = checkpoints.last().copied().unwrap_or(0);
     let raw = raw_all_cores(Duration::from_secs(2));
-    let net = start_net(o).await?;
+    let net = start_net(o, &gw).await?;
     let rss_start = rss_bytes().unwrap_or(0);
     let mut clients = connect_all(&net).await?;
     let n = net.sensors.len() as u64;
