@@ -8,12 +8,16 @@
 //! (transaction offsets, transaction and reading indexes, head) agree with
 //! the blocks.
 
+use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use sensorchain_core::block::Block;
+use sensorchain_core::hash::ChainId;
+use sensorchain_core::identity::{PublicKey, VerifyingKey};
 use sensorchain_core::state::{BlockErrorKind, SigCheck, TxRuleError, WorldState};
 use sensorchain_core::tx::{Transaction, TxKind};
 
@@ -106,46 +110,89 @@ fn finding(
 }
 
 /// Verifies the signature of every transaction of `block` with
-/// `Transaction::verify_encoded` (the one strict rule) under its signer's key
-/// registered in `state` (the state before the block), spread over all cores.
+/// `Transaction::verify_encoded` (the one strict rule) under the key its
+/// signer's public key registers as (`VerifyingKey::from_public`, cached in
+/// `keys`).
 ///
-/// True only if every signer has a registered key there and every signature
-/// verifies. Then applying the block with [`SigCheck::AlreadyVerified`] gives
-/// the same result as [`SigCheck::Verify`]: `SigCheck::Verify` checks each
-/// transaction's signature with the same function, the same exact bytes and
-/// the signer's key in the state being built, and a key, once registered,
-/// never changes (it is derived from the public key alone). False on any
-/// failure or unknown signer (including the genesis block and keys
-/// registered inside this block): the caller then lets `SigCheck::Verify`
-/// find and report the first error in its own order.
-pub fn signatures_verified(state: &WorldState, block: &Block, encoded: &[Vec<u8>]) -> bool {
-    if encoded.len() != block.txs.len() {
-        return false;
-    }
-    let chain = *state.chain_id();
-    let check = |txs: &[sensorchain_core::tx::Transaction], enc: &[Vec<u8>]| {
-        txs.iter().zip(enc).all(|(tx, bytes)| {
-            state.verifying_key(&tx.body.signer).is_some_and(|vk| {
-                Transaction::verify_encoded(bytes, &chain, vk, &tx.signature).is_ok()
+/// True only if every key registers and every signature verifies. Then
+/// applying the block with [`SigCheck::AlreadyVerified`] gives the same
+/// result as [`SigCheck::Verify`]: a registered key *is*
+/// `VerifyingKey::from_public` of the public key (it never changes), so
+/// `SigCheck::Verify` would check each signature with the same function,
+/// bytes and key; and the core checks a signature only after the
+/// transaction's other rules, so with every signature valid both give the
+/// same first error (an unknown signer, a replay, ...). False on any
+/// failure: the caller then lets `SigCheck::Verify` find and report the
+/// first error in its own order.
+pub fn signatures_verified(
+    chain: &ChainId,
+    block: &Block,
+    encoded: &[Vec<u8>],
+    keys: &mut HashMap<PublicKey, Option<VerifyingKey>>,
+) -> bool {
+    encoded.len() == block.txs.len()
+        && block.txs.iter().zip(encoded).all(|(tx, bytes)| {
+            let vk = keys
+                .entry(tx.body.signer)
+                .or_insert_with(|| VerifyingKey::from_public(&tx.body.signer).ok());
+            vk.as_ref().is_some_and(|vk| {
+                Transaction::verify_encoded(bytes, chain, vk, &tx.signature).is_ok()
             })
         })
-    };
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    if threads <= 1 || block.txs.len() < 64 {
-        return check(&block.txs, encoded);
+}
+
+/// A block read from the store, waiting for its signatures to be checked.
+struct Queued {
+    entry: store::StoredBlock,
+    decoded: Result<(Arc<Block>, Arc<Vec<Vec<u8>>>), String>,
+    verdict: Option<bool>,
+}
+
+/// Checks blocks' signatures on worker threads while the caller applies
+/// earlier blocks: every core verifies, and the sequential part of the audit
+/// (decoding, state rules, index checks) overlaps with it.
+struct SigWorkers {
+    jobs: Option<mpsc::Sender<(u64, Arc<Block>, Arc<Vec<Vec<u8>>>)>>,
+    verdicts: mpsc::Receiver<(u64, bool)>,
+}
+
+impl SigWorkers {
+    fn start<'s>(scope: &'s std::thread::Scope<'s, '_>, threads: usize) -> SigWorkers {
+        let (jobs, job_rx) = mpsc::channel::<(u64, Arc<Block>, Arc<Vec<Vec<u8>>>)>();
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        let (verdict_tx, verdicts) = mpsc::channel();
+        for _ in 0..threads {
+            let (rx, tx) = (job_rx.clone(), verdict_tx.clone());
+            scope.spawn(move || {
+                let mut keys = HashMap::new();
+                loop {
+                    let job = match rx.lock() {
+                        Ok(r) => r.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok((seq, block, encoded)) = job else {
+                        return;
+                    };
+                    let chain = block.header.chain_id;
+                    let ok = signatures_verified(&chain, &block, &encoded, &mut keys);
+                    if tx.send((seq, ok)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        SigWorkers {
+            jobs: Some(jobs),
+            verdicts,
+        }
     }
-    let chunk = block.txs.len().div_ceil(threads);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = block
-            .txs
-            .chunks(chunk)
-            .zip(encoded.chunks(chunk))
-            .map(|(t, e)| s.spawn(move || check(t, e)))
-            .collect();
-        handles.into_iter().all(|h| h.join().unwrap_or(false))
-    })
+}
+
+impl Drop for SigWorkers {
+    fn drop(&mut self) {
+        // closing the job channel ends the workers
+        self.jobs.take();
+    }
 }
 
 /// Audits an open store. `progress` is called about every `every` with the
@@ -177,77 +224,162 @@ pub fn audit_store(
         Ok(r)
     };
 
-    for entry in store.chain_entries(0) {
-        let entry = entry?;
-        let expected = report.blocks;
-        if entry.height != expected {
-            let f = finding(
-                expected,
-                None,
-                "gap",
-                format!(
-                    "block {expected} is missing (next stored is {})",
-                    entry.height
-                ),
-            );
-            return finish(report, Some(f));
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let window = 4 * threads;
+    let mut entries = store.chain_entries(0);
+    let mut queue: VecDeque<Queued> = VecDeque::new();
+    let mut read_seq = 0u64; // sequence number of the next block read
+    let mut done_reading = false;
+    let mut read_error = None;
+    let stopped = std::thread::scope(|scope| -> Result<Option<AuditFinding>, StoreError> {
+        let workers = SigWorkers::start(scope, threads);
+        loop {
+            // Read ahead: decode and hand the signatures to the workers.
+            while !done_reading && queue.len() < window {
+                match entries.next() {
+                    None => done_reading = true,
+                    Some(Err(e)) => {
+                        read_error = Some(e);
+                        done_reading = true;
+                    }
+                    Some(Ok(entry)) => {
+                        let decoded = store::decode_block(entry.height, &entry.bytes)
+                            .map(|b| {
+                                let enc = b.encoded_txs();
+                                (Arc::new(b), Arc::new(enc))
+                            })
+                            .map_err(|e| e.to_string());
+                        let verdict = match (&decoded, &workers.jobs) {
+                            (Ok((b, enc)), Some(jobs)) => jobs
+                                .send((read_seq, b.clone(), enc.clone()))
+                                .ok()
+                                .map(|()| None),
+                            _ => None,
+                        }
+                        .unwrap_or(Some(false));
+                        // a block that does not decode ends the audit there
+                        done_reading |= decoded.is_err();
+                        queue.push_back(Queued {
+                            entry,
+                            decoded,
+                            verdict,
+                        });
+                        read_seq += 1;
+                    }
+                }
+            }
+            let Some(front) = queue.front() else {
+                break;
+            };
+            if front.verdict.is_none() && front.decoded.is_ok() {
+                let base = read_seq - queue.len() as u64;
+                match workers.verdicts.recv() {
+                    Ok((seq, ok)) => {
+                        if let Some(q) = queue.get_mut((seq - base) as usize) {
+                            q.verdict = Some(ok);
+                        }
+                    }
+                    // no worker left: verify sequentially
+                    Err(_) => {
+                        for q in queue.iter_mut() {
+                            q.verdict.get_or_insert(false);
+                        }
+                    }
+                }
+                continue;
+            }
+            let Some(Queued {
+                entry,
+                decoded,
+                verdict,
+            }) = queue.pop_front()
+            else {
+                break;
+            };
+            let expected = report.blocks;
+            if entry.height != expected {
+                let f = finding(
+                    expected,
+                    None,
+                    "gap",
+                    format!(
+                        "block {expected} is missing (next stored is {})",
+                        entry.height
+                    ),
+                );
+                return Ok(Some(f));
+            }
+            let h = entry.height;
+            let (block, encoded) = match decoded {
+                Ok(b) => b,
+                Err(e) => return Ok(Some(finding(h, None, "decode", e))),
+            };
+            let cert = match entry
+                .cert
+                .as_deref()
+                .map(|c| store::decode_cert(h, c))
+                .transpose()
+            {
+                Ok(c) => c,
+                Err(e) => return Ok(Some(finding(h, None, "certificate", e.to_string()))),
+            };
+            let st = state.get_or_insert_with(|| WorldState::new(block.header.chain_id));
+            // Every signature was checked on the workers with the one strict
+            // rule; if all of them verify, the sequential pass skips them.
+            // Otherwise the block is applied with SigCheck::Verify, so verdicts
+            // and the first error reported are exactly those of the sequential
+            // audit.
+            let sigs = if verdict == Some(true) {
+                SigCheck::AlreadyVerified
+            } else {
+                SigCheck::Verify
+            };
+            if let Err(e) = st.apply_block_encoded(&block, &encoded, cert.as_ref(), sigs) {
+                return Ok(Some(finding(
+                    h,
+                    e.tx_index,
+                    block_kind(&e.kind),
+                    e.to_string(),
+                )));
+            }
+            if let Some(problem) = store.check_block_index(h, &entry.bytes, &block, &encoded)? {
+                return Ok(Some(finding(
+                    h,
+                    None,
+                    "index",
+                    format!("block {h}: {problem}"),
+                )));
+            }
+            report.blocks += 1;
+            report.transactions += block.txs.len() as u64;
+            report.readings += block
+                .txs
+                .iter()
+                .filter(|t| matches!(t.body.kind, TxKind::Reading { .. }))
+                .count() as u64;
+            report.head_height = Some(h);
+            report.head_hash = Some(block.hash().to_string());
+            if last_tick.elapsed() >= every {
+                last_tick = Instant::now();
+                progress(&AuditProgress {
+                    height: h,
+                    total: head.map(|hd| hd.height),
+                    transactions: report.transactions,
+                    readings: report.readings,
+                    elapsed: start.elapsed(),
+                });
+            }
         }
-        let h = entry.height;
-        let block: Block = match store::decode_block(h, &entry.bytes) {
-            Ok(b) => b,
-            Err(e) => return finish(report, Some(finding(h, None, "decode", e.to_string()))),
-        };
-        let cert = match entry
-            .cert
-            .as_deref()
-            .map(|c| store::decode_cert(h, c))
-            .transpose()
-        {
-            Ok(c) => c,
-            Err(e) => return finish(report, Some(finding(h, None, "certificate", e.to_string()))),
-        };
-        let encoded = block.encoded_txs();
-        let st = state.get_or_insert_with(|| WorldState::new(block.header.chain_id));
-        // Every signature first, on all cores, with the one strict rule; if
-        // all of them verify, the sequential pass skips them. Otherwise the
-        // block is applied with SigCheck::Verify, so verdicts and the first
-        // error reported are exactly those of the sequential audit.
-        let sigs = if signatures_verified(st, &block, &encoded) {
-            SigCheck::AlreadyVerified
-        } else {
-            SigCheck::Verify
-        };
-        if let Err(e) = st.apply_block_encoded(&block, &encoded, cert.as_ref(), sigs) {
-            return finish(
-                report,
-                Some(finding(h, e.tx_index, block_kind(&e.kind), e.to_string())),
-            );
+        drop(workers);
+        match read_error.take() {
+            Some(e) => Err(e),
+            None => Ok(None),
         }
-        if let Some(problem) = store.check_block_index(h, &entry.bytes, &block, &encoded)? {
-            return finish(
-                report,
-                Some(finding(h, None, "index", format!("block {h}: {problem}"))),
-            );
-        }
-        report.blocks += 1;
-        report.transactions += block.txs.len() as u64;
-        report.readings += block
-            .txs
-            .iter()
-            .filter(|t| matches!(t.body.kind, TxKind::Reading { .. }))
-            .count() as u64;
-        report.head_height = Some(h);
-        report.head_hash = Some(block.hash().to_string());
-        if last_tick.elapsed() >= every {
-            last_tick = Instant::now();
-            progress(&AuditProgress {
-                height: h,
-                total: head.map(|hd| hd.height),
-                transactions: report.transactions,
-                readings: report.readings,
-                elapsed: start.elapsed(),
-            });
-        }
+    })?;
+    if let Some(f) = stopped {
+        return finish(report, Some(f));
     }
 
     // The head record must describe the last block.
@@ -585,6 +717,24 @@ mod tests {
             (
                 "non-canonical S",
                 Box::new(|b: &mut Block| b.txs[99].signature.0[63] |= 0xf0),
+            ),
+            (
+                "well signed by an unregistered key",
+                Box::new(|b: &mut Block| {
+                    let stranger = sensorchain_core::identity::Keypair::from_seed([77; 32]);
+                    let mut body = b.txs[30].body.clone();
+                    body.signer = stranger.public();
+                    b.txs[30] = Transaction::sign(body, &b.header.chain_id, &stranger).unwrap();
+                }),
+            ),
+            (
+                "small-order signer key",
+                Box::new(|b: &mut Block| {
+                    // the identity point's encoding: not a key that registers
+                    let mut pk = [0u8; 32];
+                    pk[0] = 1;
+                    b.txs[40].body.signer = sensorchain_core::identity::PublicKey(pk);
+                }),
             ),
         ];
         for (name, f) in cases {
