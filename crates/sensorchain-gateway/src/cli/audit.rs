@@ -141,10 +141,14 @@ pub fn signatures_verified(
         })
 }
 
+/// A decoded block and its transactions' exact encodings, shared with a
+/// signature worker.
+type Decoded = (Arc<Block>, Arc<Vec<Vec<u8>>>);
+
 /// A block read from the store, waiting for its signatures to be checked.
 struct Queued {
     entry: store::StoredBlock,
-    decoded: Result<(Arc<Block>, Arc<Vec<Vec<u8>>>), String>,
+    decoded: Result<Decoded, String>,
     verdict: Option<bool>,
 }
 
@@ -152,13 +156,13 @@ struct Queued {
 /// earlier blocks: every core verifies, and the sequential part of the audit
 /// (decoding, state rules, index checks) overlaps with it.
 struct SigWorkers {
-    jobs: Option<mpsc::Sender<(u64, Arc<Block>, Arc<Vec<Vec<u8>>>)>>,
+    jobs: Option<mpsc::Sender<(u64, Decoded)>>,
     verdicts: mpsc::Receiver<(u64, bool)>,
 }
 
 impl SigWorkers {
     fn start<'s>(scope: &'s std::thread::Scope<'s, '_>, threads: usize) -> SigWorkers {
-        let (jobs, job_rx) = mpsc::channel::<(u64, Arc<Block>, Arc<Vec<Vec<u8>>>)>();
+        let (jobs, job_rx) = mpsc::channel::<(u64, Decoded)>();
         let job_rx = Arc::new(Mutex::new(job_rx));
         let (verdict_tx, verdicts) = mpsc::channel();
         for _ in 0..threads {
@@ -170,7 +174,7 @@ impl SigWorkers {
                         Ok(r) => r.recv(),
                         Err(_) => return,
                     };
-                    let Ok((seq, block, encoded)) = job else {
+                    let Ok((seq, (block, encoded))) = job else {
                         return;
                     };
                     let chain = block.header.chain_id;
