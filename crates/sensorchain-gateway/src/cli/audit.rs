@@ -257,7 +257,7 @@ pub fn audit_store(
                             .map_err(|e| e.to_string());
                         let verdict = match (&decoded, &workers.jobs) {
                             (Ok((b, enc)), Some(jobs)) => jobs
-                                .send((read_seq, b.clone(), enc.clone()))
+                                .send((read_seq, (b.clone(), enc.clone())))
                                 .ok()
                                 .map(|()| None),
                             _ => None,
