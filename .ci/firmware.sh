@@ -4,7 +4,11 @@
 # runs the QEMU sensor firmware end to end against a real gateway:
 # genesis with the device, `sensorchain run`, the firmware streams its
 # readings over an emulated UART and exits 0, `sensorchain audit` passes
-# and at least 20 readings are committed. Non-interactive; a few minutes.
+# and at least 20 readings are committed. Prints the firmware's own
+# measurements (instructions of a signature, a sealed reading and the
+# handshake's computation; stack peaks) and fails if data + bss + the peak
+# stack exceed the RAM budget. Non-interactive; a few minutes.
+# SENSORCHAIN_BIN=path: use that gateway binary instead of building one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -31,11 +35,16 @@ command -v size >/dev/null || { echo "binutils 'size' missing"; exit 1; }
 # `cargo test --workspace` already made; GATEWAY_PROFILE=release for a
 # release gateway.
 GATEWAY_PROFILE=${GATEWAY_PROFILE:-dev}
-step "gateway binary (profile $GATEWAY_PROFILE)"
-cargo build --profile "$GATEWAY_PROFILE" -q -p sensorchain-gateway --bin sensorchain
-TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-PROFILE_DIR=$GATEWAY_PROFILE; [ "$PROFILE_DIR" = dev ] && PROFILE_DIR=debug
-SC="$TARGET_DIR/$PROFILE_DIR/sensorchain"
+if [ -n "${SENSORCHAIN_BIN:-}" ]; then
+  step "gateway binary: $SENSORCHAIN_BIN"
+  SC=$(realpath "$SENSORCHAIN_BIN")
+else
+  step "gateway binary (profile $GATEWAY_PROFILE)"
+  cargo build --profile "$GATEWAY_PROFILE" -q -p sensorchain-gateway --bin sensorchain
+  TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+  PROFILE_DIR=$GATEWAY_PROFILE; [ "$PROFILE_DIR" = dev ] && PROFILE_DIR=debug
+  SC="$TARGET_DIR/$PROFILE_DIR/sensorchain"
+fi
 "$SC" --version
 
 WORK=$(mktemp -d)
@@ -114,6 +123,33 @@ set -e
 echo "firmware exit status $QEMU_RC"
 [ "$QEMU_RC" -eq 0 ] || { echo "FAIL: firmware did not succeed; gateway log:"; tail -40 "$WORK/gateway.log"; exit 1; }
 
+step "measured under -icount shift=0 (one 25 MHz timer tick = 40 instructions, so +-40)"
+# field N of the firmware's line starting with $1
+field() { awk -v k="$1" -v n="$2" 'index($0, k) == 1 {print $n; exit}' "$WORK/qemu.log"; }
+SIGN_T=$(field "ticks sign" 3); VERIFY_T=$(field "ticks sign" 5); SEALED_T=$(field "ticks sign" 7)
+HS_A=$(field "handshake ticks" 4); HS_B=$(field "handshake ticks" 6); HS_W=$(field "handshake ticks" 8)
+HS_STACK=$(field "handshake ticks" 10); HS_DEPTH=$(field "handshake ticks" 12)
+RD_T=$(field "reading ticks" 3); RD_N=$(field "reading ticks" 5)
+ST_BOOT=$(field "stack boot" 3); ST_STREAM=$(field "stack boot" 7); PEAK=$(field "stack peak" 3)
+for v in SIGN_T VERIFY_T SEALED_T HS_A HS_B HS_W HS_STACK HS_DEPTH RD_T RD_N ST_BOOT ST_STREAM PEAK; do
+  [ -n "${!v}" ] || { echo "FAIL: the firmware did not report $v"; exit 1; }
+done
+insns() { echo $(( $1 * 40 )); }
+printf '  %-58s %12s %14s\n' operation "timer ticks" instructions
+printf '  %-58s %12d %14d\n' "Ed25519 signature" "$SIGN_T" "$(insns "$SIGN_T")"
+printf '  %-58s %12d %14d\n' "Ed25519 verification (device's check of the gateway)" "$VERIFY_T" "$(insns "$VERIFY_T")"
+printf '  %-58s %12d %14d\n' "sealed reading for one reader (seal + sign)" "$SEALED_T" "$(insns "$SEALED_T")"
+printf '  %-58s %12d %14d\n' "handshake: start (ephemeral key, message 1)" "$HS_A" "$(insns "$HS_A")"
+printf '  %-58s %12d %14d\n' "handshake: finish (message 2 -> message 3, session keys)" "$HS_B" "$(insns "$HS_B")"
+printf '  %-58s %12d %14d\n' "handshake: initiator's computation (start + finish)" "$((HS_A + HS_B))" "$(insns $((HS_A + HS_B)))"
+printf '  %-58s %12d %14d\n' "handshake: wall, including the wait for the gateway" "$HS_W" "$(insns "$HS_W")"
+printf '  %-58s %12d %14d\n' "reading in the loop (seal if configured + sign), mean of $RD_N" "$((RD_T / RD_N))" "$(insns $((RD_T / RD_N)))"
+STACK_RAM=$((RAM + PEAK))
+printf '  stack peak: boot and measurements %d B, handshake %d B (%d B below the loop that starts it), streaming %d B; whole run %d B\n' \
+  "$ST_BOOT" "$HS_STACK" "$((HS_STACK - HS_DEPTH))" "$ST_STREAM" "$PEAK"
+printf '  RAM: data + bss %d B + peak stack %d B = %d B (budget %d)\n' "$RAM" "$PEAK" "$STACK_RAM" "$RAM_BUDGET"
+if [ "$STACK_RAM" -gt "$RAM_BUDGET" ]; then echo "FAIL: data + bss + peak stack $STACK_RAM > $RAM_BUDGET"; fail=1; fi
+
 step "stop the gateway, audit its chain"
 kill -TERM "$GW_PID"; wait "$GW_PID" 2>/dev/null || true; GW_PID=""
 AUDIT=$("$SC" audit --data-dir "$WORK/data" --json)
@@ -123,5 +159,5 @@ COMMITTED=$(echo "$AUDIT" | python3 -c 'import json,sys; print(json.load(sys.std
 [ "$VALID" = "True" ] || { echo "FAIL: audit"; exit 1; }
 [ "$COMMITTED" -ge "$READINGS" ] || { echo "FAIL: $COMMITTED readings committed, want $READINGS"; exit 1; }
 [ "$fail" -eq 0 ] || { echo "FAIL: size budget"; exit 1; }
-echo "QEMU end to end: $COMMITTED readings committed, audit valid, flash $FLASH B, ram $RAM B"
+echo "QEMU end to end: $COMMITTED readings committed, audit valid, flash $FLASH B, ram $RAM B + stack $PEAK B = $STACK_RAM B"
 echo "firmware: 1 passed, 0 failed"

@@ -296,6 +296,26 @@ pub(crate) fn sign_tagged(
     Ok(kp.sign(&buf[..end]))
 }
 
+/// Encodes `body` (at most [`TX_MAX_LEN`] bytes) into `buf` behind the
+/// transaction signing prefix and signs `len(ctx) || ctx || chain_id ||
+/// body` in place: the same bytes [`sign_tagged`] signs, without copying the
+/// body. Returns the signature and the body's length (the body bytes are
+/// `buf[prefix_len(TX_SIG)..][..len]`).
+fn sign_body(
+    body: &TxBody,
+    chain: &ChainId,
+    kp: &Keypair,
+    buf: &mut [u8],
+) -> Result<(Signature, usize), TxError> {
+    let p = prefix_len(ctx::TX_SIG);
+    let end = buf.len().min(p + TX_MAX_LEN);
+    let room = buf.get_mut(p..end).ok_or(TxError::TooLarge)?;
+    let n = codec::encode_to_slice(body, room)?.len();
+    write_signing_prefix(buf, ctx::TX_SIG, chain)?;
+    let signed = buf.get(..p + n).ok_or(TxError::TooLarge)?;
+    Ok((kp.sign(signed), n))
+}
+
 /// Verifies a signature over `len(ctx) || ctx || chain_id || data` with the
 /// one strict rule.
 pub fn verify_tagged(
@@ -314,11 +334,51 @@ pub fn verify_tagged(
 impl Transaction {
     /// Signs `body` for chain `chain` with `kp` (whose public key should be
     /// `body.signer`; the ledger checks that it is).
+    ///
+    /// One stack buffer: the body is encoded right behind the signing
+    /// prefix, so the signed bytes are built without a second copy.
     pub fn sign(body: TxBody, chain: &ChainId, kp: &Keypair) -> Result<Transaction, TxError> {
-        let mut buf = [0u8; TX_MAX_LEN];
-        let bytes = codec::encode_to_slice(&body, &mut buf)?;
-        let signature = sign_tagged(kp, ctx::TX_SIG, chain, bytes)?;
+        let mut buf = [0u8; prefix_len(ctx::TX_SIG) + TX_MAX_LEN];
+        let (signature, _) = sign_body(&body, chain, kp, &mut buf)?;
         Ok(Transaction { body, signature })
+    }
+
+    /// Signs `body` for chain `chain` with `kp` and writes the complete
+    /// encoded transaction (body bytes then the 64 signature bytes, exactly
+    /// what [`sign`](Self::sign) then [`encode`](Self::encode) produce) into
+    /// `buf`, returning it. No other buffer is used: `buf` first holds the
+    /// signed bytes (`len(ctx) || ctx || chain_id || body`), then the body
+    /// is encoded again at its front and the signature appended, so it
+    /// needs room for the longer of the two (the encoded transaction, body +
+    /// 64 bytes, since the prefix is 50). For a device that keeps the
+    /// encoding, not the [`Transaction`].
+    ///
+    /// ```
+    /// # use sensorchain_core::{hash::ChainId, identity::Keypair, reading::Vital, tx::*};
+    /// let chain = ChainId::from_name("ward-7");
+    /// let device = Keypair::from_seed([1; 32]);
+    /// let body = TxBody::reading(device.public(), 1, 1_700_000_000_000, 0, Vital::HeartRate { bpm: 72 });
+    /// let mut buf = [0u8; 256];
+    /// let n = Transaction::sign_into(&body, &chain, &device, &mut buf).unwrap().len();
+    /// let tx = Transaction::sign(body, &chain, &device).unwrap();
+    /// let mut want = [0u8; 256];
+    /// assert_eq!(&buf[..n], tx.encode(&mut want).unwrap());
+    /// ```
+    pub fn sign_into<'b>(
+        body: &TxBody,
+        chain: &ChainId,
+        kp: &Keypair,
+        buf: &'b mut [u8],
+    ) -> Result<&'b mut [u8], TxError> {
+        let (signature, n) = sign_body(body, chain, kp, buf)?;
+        let end = n.checked_add(64).ok_or(TxError::TooLarge)?;
+        let bytes = buf.get_mut(..end).ok_or(TxError::TooLarge)?;
+        // The body again, now at the front (encoding is deterministic: the
+        // same n bytes; smaller in a firmware than moving them).
+        let (body_bytes, sig) = bytes.split_at_mut(n);
+        codec::encode_to_slice(body, body_bytes)?;
+        sig.copy_from_slice(&signature.0);
+        Ok(bytes)
     }
 
     /// Encodes into `buf`: body bytes then the 64 signature bytes.

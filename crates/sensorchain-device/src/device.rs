@@ -30,19 +30,29 @@
 //! (key, nonce) pair of the session AEAD repeats; a sealed payload draws a
 //! fresh content key and ephemeral key. With [`crate::rng::Drbg`] the random
 //! stream itself never repeats across boots.
+//!
+//! **Stack.** A device with 16 KiB of RAM has little to spare, so the loop
+//! keeps one copy of everything: the pending transaction is signed straight
+//! into its slot ([`Transaction::sign_into`]); a submitted frame is built in
+//! one buffer (link header, session header, `Submit` message, tag) and
+//! sealed in place; COBS framing is written to the link as it is computed,
+//! without a second buffer. The handshake and signing steps run in their own
+//! (not inlined) frames so that their buffers are not held while the next
+//! step runs. [`Device::set_probe`] lets a board time or measure the steps.
 
 use core::fmt;
 
-use sensorchain_core::frame::{FrameAccumulator, cobs_encode, max_encoded_len};
+use sensorchain_core::frame::{DELIMITER, FrameAccumulator};
 use sensorchain_core::handshake::{
-    HandshakeConfig, HandshakeError, Initiator, MESSAGE1_LEN, MESSAGE2_LEN, MESSAGE3_LEN,
+    Established, HandshakeConfig, HandshakeError, Initiator, MESSAGE1_LEN, MESSAGE2_LEN,
+    MESSAGE3_LEN,
 };
 use sensorchain_core::hash::{ChainId, Hash32};
 use sensorchain_core::identity::{Keypair, PublicKey};
 use sensorchain_core::link::{self, DeviceMsg, GatewayMsg, LinkFrame, Refusal, RejectReason};
 use sensorchain_core::reading::Vital;
 use sensorchain_core::sealed::{self, MAX_SEALED_PLAINTEXT, SealError};
-use sensorchain_core::session::{FRAME_DATA, FRAME_OVERHEAD, Session, SessionError};
+use sensorchain_core::session::{FRAME_DATA, FRAME_OVERHEAD, HEADER_LEN, Session, SessionError};
 use sensorchain_core::tx::{Payload, Transaction, TxBody, TxError, TxKind, sealed_binding};
 
 use crate::link::{Clock, Link};
@@ -56,10 +66,37 @@ pub const TX_BUF: usize = 512;
 pub const RX_FRAME: usize = 256;
 /// Plaintext of one session frame: `DeviceMsg::Submit` header and the tx.
 const PLAIN_BUF: usize = TX_BUF + 8;
+/// Room for a link frame's header (variant and length varints) in front of
+/// the session frame.
+const LINK_HEADER_ROOM: usize = 8;
 /// A link frame carrying a session frame.
-const LINK_BUF: usize = PLAIN_BUF + FRAME_OVERHEAD + 8;
-/// Its COBS encoding with the delimiter.
-const WIRE_BUF: usize = max_encoded_len(LINK_BUF);
+const LINK_BUF: usize = LINK_HEADER_ROOM + PLAIN_BUF + FRAME_OVERHEAD;
+/// A link frame carrying a handshake message (message 3 is the longest).
+const HS_LINK_BUF: usize = MESSAGE3_LEN + 8;
+
+/// A step of the loop, reported to the board's probe ([`Device::set_probe`])
+/// as it happens: a board reads a cycle counter or the stack there to
+/// measure the handshake and the signing on their own (without the waits for
+/// the gateway).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Probe {
+    /// A handshake starts: next, the ephemeral key is drawn and message 1
+    /// computed.
+    HandshakeStart,
+    /// Message 1 is computed (it is sent next).
+    Message1Ready,
+    /// Message 2 arrived (the gateway's answer): next, it is checked and
+    /// message 3 and the session keys are computed.
+    Message2Received,
+    /// Message 3 and the session keys are computed (it is sent next).
+    Message3Ready,
+    /// A new reading is about to be sealed (if readers are configured) and
+    /// signed.
+    SignStart,
+    /// The reading's transaction is signed and stored as pending.
+    Signed,
+}
 
 /// How the device talks to its gateways.
 #[derive(Debug, Clone, Copy)]
@@ -200,8 +237,11 @@ impl<LE, SE> DeviceError<LE, SE> {
 pub type Result<T, L, S> =
     core::result::Result<T, DeviceError<<L as Link>::Error, <S as Storage>::Error>>;
 
-/// A signed transaction waiting for its answer.
+/// The slot of the signed transaction waiting for its answer (kept in
+/// place: the transaction is signed straight into `bytes`).
 struct Pending {
+    /// A transaction is waiting.
+    active: bool,
     sequence: u64,
     len: usize,
     bytes: [u8; TX_BUF],
@@ -236,8 +276,9 @@ pub struct Device<'a, S: Storage> {
     rx: [u8; 64],
     rx_start: usize,
     rx_len: usize,
-    pending: Option<Pending>,
+    pending: Pending,
     stats: Stats,
+    probe: Option<fn(Probe)>,
 }
 
 impl<S: Storage> fmt::Debug for Device<'_, S> {
@@ -281,8 +322,15 @@ impl<'a, S: Storage> Device<'a, S> {
             rx: [0; 64],
             rx_start: 0,
             rx_len: 0,
-            pending: None,
+            pending: Pending {
+                active: false,
+                sequence: 0,
+                len: 0,
+                bytes: [0; TX_BUF],
+                sends: 0,
+            },
             stats: Stats::default(),
+            probe: None,
         })
     }
 
@@ -313,12 +361,24 @@ impl<'a, S: Storage> Device<'a, S> {
 
     /// Whether a signed transaction still waits for its answer.
     pub fn has_pending(&self) -> bool {
-        self.pending.is_some()
+        self.pending.active
     }
 
     /// What the loop did so far.
     pub fn stats(&self) -> Stats {
         self.stats
+    }
+
+    /// Calls `probe` at each [`Probe`] step of the loop (a board's timer or
+    /// stack measurement; it should return quickly and must not fail).
+    pub fn set_probe(&mut self, probe: fn(Probe)) {
+        self.probe = Some(probe);
+    }
+
+    fn probe(&self, step: Probe) {
+        if let Some(p) = self.probe {
+            p(step);
+        }
     }
 
     /// The storage (e.g. to hand it to the next boot in a test).
@@ -347,32 +407,56 @@ impl<'a, S: Storage> Device<'a, S> {
             timeout_ms: u64::from(self.config.handshake_timeout_ms),
         };
         let mut m1 = [0u8; MESSAGE1_LEN];
-        let (init, n1) = Initiator::start(&cfg, &self.identity, clock.now_ms(), rng, &mut m1)
+        let now = clock.now_ms();
+        self.probe(Probe::HandshakeStart);
+        let (init, n1) = start_handshake(&cfg, &self.identity, now, rng, &mut m1)
             .map_err(DeviceError::Handshake)?;
+        self.probe(Probe::Message1Ready);
         send_link_frame(link, &LinkFrame::Hello(&m1[..n1]))?;
-        let mut f = [0u8; RX_FRAME];
-        let n = self.recv_frame(link, clock, self.config.handshake_timeout_ms, &mut f)?;
-        let frame = f.get(..n).ok_or(DeviceError::Protocol)?;
-        let m2 = match link::decode::<LinkFrame>(frame) {
-            Ok(LinkFrame::Challenge(m2)) if m2.len() == MESSAGE2_LEN => m2,
-            Ok(LinkFrame::Refused(r)) => return Err(DeviceError::Refused(r)),
-            _ => return Err(DeviceError::Protocol),
-        };
+        let m2 = self.recv_challenge(link, clock)?;
+        let now = clock.now_ms();
+        self.probe(Probe::Message2Received);
         let mut m3 = [0u8; MESSAGE3_LEN];
-        let (est, n3) = init
-            .finish(
-                &self.identity,
-                self.config.gateways,
-                m2,
-                clock.now_ms(),
-                &mut m3,
-            )
-            .map_err(DeviceError::Handshake)?;
+        let (est, n3) = finish_handshake(
+            init,
+            &self.identity,
+            self.config.gateways,
+            &m2,
+            now,
+            &mut m3,
+        )
+        .map_err(DeviceError::Handshake)?;
+        self.probe(Probe::Message3Ready);
         send_link_frame(link, &LinkFrame::Proof(&m3[..n3]))?;
         self.session = Some(est.session);
         self.stats.handshakes += 1;
         dlog!("handshake done with gateway {}", est.peer_id);
         Ok(())
+    }
+
+    /// Waits for message 2 and returns a copy of it (the receive buffer is
+    /// gone before message 2 is processed).
+    #[inline(never)]
+    fn recv_challenge<L: Link, C: Clock>(
+        &mut self,
+        link: &mut L,
+        clock: &mut C,
+    ) -> Result<[u8; MESSAGE2_LEN], L, S> {
+        let mut f = [0u8; RX_FRAME];
+        let n = self.recv_frame(link, clock, self.config.handshake_timeout_ms, &mut f)?;
+        let frame = f.get(..n).ok_or(DeviceError::Protocol)?;
+        match link::decode::<LinkFrame>(frame) {
+            Ok(LinkFrame::Challenge(m2)) => {
+                let mut out = [0u8; MESSAGE2_LEN];
+                if m2.len() != MESSAGE2_LEN {
+                    return Err(DeviceError::Protocol);
+                }
+                out.copy_from_slice(m2);
+                Ok(out)
+            }
+            Ok(LinkFrame::Refused(r)) => Err(DeviceError::Refused(r)),
+            _ => Err(DeviceError::Protocol),
+        }
     }
 
     /// Reserves the next sequence number, saving a new ceiling first when
@@ -394,7 +478,9 @@ impl<'a, S: Storage> Device<'a, S> {
     }
 
     /// Signs (and seals, if readers are configured) `vital` under the next
-    /// sequence number and keeps it as the pending transaction.
+    /// sequence number and keeps it as the pending transaction (signed
+    /// straight into the pending slot).
+    #[inline(never)]
     fn prepare<L: Link, C: Clock, R: rand_core::CryptoRng + ?Sized>(
         &mut self,
         clock: &mut C,
@@ -402,18 +488,14 @@ impl<'a, S: Storage> Device<'a, S> {
         vital: Vital,
     ) -> Result<(), L, S> {
         let sequence = self.reserve_sequence::<L>()?;
+        self.probe(Probe::SignStart);
         let me = self.identity.public();
         let stream = self.config.stream;
         let payload = if self.config.seal_for.is_empty() {
             Payload::Plain(vital)
         } else {
-            let mut plain = [0u8; MAX_SEALED_PLAINTEXT];
-            let p = postcard::to_slice(&vital, &mut plain)
-                .map_err(|_| DeviceError::Seal(SealError::PlaintextTooLong))?;
             let binding = sealed_binding(&self.config.chain, &me, stream, sequence);
-            let sealed =
-                sealed::seal(p, self.config.seal_for, &binding, rng).map_err(DeviceError::Seal)?;
-            Payload::Sealed(sealed)
+            seal_vital(&vital, self.config.seal_for, &binding, rng).map_err(DeviceError::Seal)?
         };
         let body = TxBody {
             signer: me,
@@ -421,16 +503,14 @@ impl<'a, S: Storage> Device<'a, S> {
             timestamp_ms: clock.unix_ms(),
             kind: TxKind::Reading { stream, payload },
         };
-        let tx =
-            Transaction::sign(body, &self.config.chain, &self.identity).map_err(DeviceError::Tx)?;
-        let mut p = Pending {
-            sequence,
-            len: 0,
-            bytes: [0; TX_BUF],
-            sends: 0,
-        };
-        p.len = tx.encode(&mut p.bytes).map_err(DeviceError::Tx)?.len();
-        self.pending = Some(p);
+        let p = &mut self.pending;
+        p.len = Transaction::sign_into(&body, &self.config.chain, &self.identity, &mut p.bytes)
+            .map_err(DeviceError::Tx)?
+            .len();
+        p.sequence = sequence;
+        p.sends = 0;
+        p.active = true;
+        self.probe(Probe::Signed);
         Ok(())
     }
 
@@ -445,7 +525,7 @@ impl<'a, S: Storage> Device<'a, S> {
         rng: &mut R,
         vital: Vital,
     ) -> Result<Outcome, L, S> {
-        if self.pending.is_some() {
+        if self.pending.active {
             self.flush(link, clock, rng)?;
         }
         self.prepare::<L, C, R>(clock, rng, vital)?;
@@ -465,12 +545,12 @@ impl<'a, S: Storage> Device<'a, S> {
     ) -> Result<Option<Outcome>, L, S> {
         let mut attempt: u32 = 0;
         loop {
-            if self.pending.is_none() {
+            if !self.pending.active {
                 return Ok(None);
             }
             let err = match self.attempt(link, clock, rng) {
                 Ok(Some(outcome)) => {
-                    self.pending = None;
+                    self.pending.active = false;
                     return Ok(Some(outcome));
                 }
                 Ok(None) => {
@@ -505,6 +585,7 @@ impl<'a, S: Storage> Device<'a, S> {
     }
 
     /// Waits `ms` (reading and discarding what arrives), for backoff.
+    #[inline(never)]
     fn pause<L: Link, C: Clock>(&mut self, link: &mut L, clock: &mut C, ms: u32) {
         if ms == 0 {
             return;
@@ -527,7 +608,10 @@ impl<'a, S: Storage> Device<'a, S> {
         }
         let (sequence, sends) = {
             let session = self.session.as_mut().ok_or(DeviceError::Protocol)?;
-            let p = self.pending.as_mut().ok_or(DeviceError::Protocol)?;
+            let p = &mut self.pending;
+            if !p.active {
+                return Err(DeviceError::Protocol);
+            }
             let tx = p.bytes.get(..p.len).ok_or(DeviceError::Protocol)?;
             p.sends = p.sends.saturating_add(1);
             send_session_msg(link, session, &DeviceMsg::Submit(tx))?;
@@ -568,6 +652,7 @@ impl<'a, S: Storage> Device<'a, S> {
     }
 
     /// Waits for the next message of the session.
+    #[inline(never)]
     fn recv_gateway_msg<L: Link, C: Clock>(
         &mut self,
         link: &mut L,
@@ -638,30 +723,239 @@ impl<'a, S: Storage> Device<'a, S> {
     }
 }
 
-/// Encodes `frame`, COBS-frames it and writes it.
+/// Draws the ephemeral key and computes message 1.
+fn start_handshake<R: rand_core::CryptoRng + ?Sized>(
+    cfg: &HandshakeConfig,
+    identity: &Keypair,
+    now_ms: u64,
+    rng: &mut R,
+    m1: &mut [u8],
+) -> core::result::Result<(Initiator, usize), HandshakeError> {
+    Initiator::start(cfg, identity, now_ms, rng, m1)
+}
+
+/// Checks message 2, computes message 3 and the session.
+fn finish_handshake(
+    init: Initiator,
+    identity: &Keypair,
+    gateways: &[PublicKey],
+    m2: &[u8],
+    now_ms: u64,
+    m3: &mut [u8],
+) -> core::result::Result<(Established, usize), HandshakeError> {
+    init.finish(identity, gateways, m2, now_ms, m3)
+}
+
+/// Seals a reading for `readers`.
+fn seal_vital<R: rand_core::CryptoRng + ?Sized>(
+    vital: &Vital,
+    readers: &[PublicKey],
+    binding: &[u8; 32],
+    rng: &mut R,
+) -> core::result::Result<Payload, SealError> {
+    let mut plain = [0u8; MAX_SEALED_PLAINTEXT];
+    let p = postcard::to_slice(vital, &mut plain).map_err(|_| SealError::PlaintextTooLong)?;
+    Ok(Payload::Sealed(sealed::seal(p, readers, binding, rng)?))
+}
+
+/// Writes the COBS encoding of `src` and the delimiter to `link` as it is
+/// computed: each block's code byte, then its run of non-zero bytes straight
+/// from `src`. The bytes are exactly those of
+/// [`sensorchain_core::frame::cobs_encode`], without its output buffer.
+fn write_cobs<L: Link>(link: &mut L, src: &[u8]) -> core::result::Result<(), L::Error> {
+    let mut rest = src;
+    loop {
+        // A block: up to 254 non-zero bytes, ended by a zero (consumed),
+        // the end of the input, or the 254-byte limit.
+        let limit = rest.len().min(254);
+        let head = rest.get(..limit).unwrap_or(&[]);
+        let run = head.iter().position(|&b| b == 0).unwrap_or(limit);
+        link.write_all(&[run as u8 + 1])?;
+        if run > 0 {
+            link.write_all(head.get(..run).unwrap_or(&[]))?;
+        }
+        if run < 254 && rest.get(run) == Some(&0) {
+            // The zero ends this block; another one follows (empty if the
+            // zero was the last byte). A full block (code 0xFF) ends no zero.
+            rest = rest.get(run + 1..).unwrap_or(&[]);
+        } else if run == 254 && rest.len() > 254 {
+            // A full block and more input: a new block.
+            rest = rest.get(254..).unwrap_or(&[]);
+        } else {
+            break;
+        }
+    }
+    link.write_all(&[DELIMITER])
+}
+
+/// Encodes `frame` and writes it COBS-framed. For the handshake messages
+/// (small: one 72-byte buffer).
 fn send_link_frame<L: Link, SE>(
     link: &mut L,
     frame: &LinkFrame<'_>,
 ) -> core::result::Result<(), DeviceError<L::Error, SE>> {
-    let mut buf = [0u8; LINK_BUF];
+    let mut buf = [0u8; HS_LINK_BUF];
     let enc = link::encode(frame, &mut buf).map_err(|_| DeviceError::Tx(TxError::TooLarge))?;
-    let mut wire = [0u8; WIRE_BUF];
-    let n = cobs_encode(enc, &mut wire).map_err(|_| DeviceError::Tx(TxError::TooLarge))?;
-    link.write_all(wire.get(..n).unwrap_or(&[]))
-        .map_err(DeviceError::Link)
+    write_cobs(link, enc).map_err(DeviceError::Link)
 }
 
-/// Seals `msg` in a data frame of `session` and sends it.
+/// Writes the header of a `LinkFrame::Session` of `len` bytes (its variant
+/// and the length varint: the bytes `link::encode` puts before the frame)
+/// right before `buf[at..]`, returning where it starts.
+fn put_session_header(buf: &mut [u8], at: usize, len: usize) -> Option<usize> {
+    // The variant: the encoding of an empty session frame without its
+    // length byte (0).
+    let mut empty = [0u8; 4];
+    let tag = link::encode(&LinkFrame::Session(&[]), &mut empty).ok()?;
+    let tag_len = tag.len().checked_sub(1)?;
+    // The length: an unsigned LEB128 varint, as postcard writes it.
+    let mut varint = [0u8; 5];
+    let mut n = 0;
+    let mut v = len;
+    loop {
+        let byte = (v & 0x7F) as u8;
+        v >>= 7;
+        *varint.get_mut(n)? = if v == 0 { byte } else { byte | 0x80 };
+        n += 1;
+        if v == 0 {
+            break;
+        }
+    }
+    let start = at.checked_sub(tag_len + n)?;
+    buf.get_mut(start..start + tag_len)?
+        .copy_from_slice(empty.get(..tag_len)?);
+    buf.get_mut(start + tag_len..at)?
+        .copy_from_slice(varint.get(..n)?);
+    Some(start)
+}
+
+/// Seals `msg` in a data frame of `session` and sends it as a
+/// `LinkFrame::Session`. One buffer: the message is encoded behind room for
+/// the link and session headers, sealed in place, the link header written
+/// in front, and the whole COBS-framed straight to the link.
+#[inline(never)]
 fn send_session_msg<L: Link, SE>(
     link: &mut L,
     session: &mut Session,
     msg: &DeviceMsg<'_>,
 ) -> core::result::Result<(), DeviceError<L::Error, SE>> {
-    let mut plain = [0u8; PLAIN_BUF];
-    let p = link::encode(msg, &mut plain).map_err(|_| DeviceError::Tx(TxError::TooLarge))?;
-    let mut sealed = [0u8; PLAIN_BUF + FRAME_OVERHEAD];
+    let too_large = || DeviceError::Tx(TxError::TooLarge);
+    let mut buf = [0u8; LINK_BUF];
+    let frame = buf.get_mut(LINK_HEADER_ROOM..).ok_or_else(too_large)?;
+    let payload = frame.get_mut(HEADER_LEN..).ok_or_else(too_large)?;
+    let p = link::encode(msg, payload).map_err(|_| too_large())?.len();
     let s = session
-        .seal(FRAME_DATA, p, &mut sealed)
+        .seal_in_place(FRAME_DATA, frame, p)
         .map_err(DeviceError::Session)?;
-    send_link_frame(link, &LinkFrame::Session(s))
+    let start = put_session_header(&mut buf, LINK_HEADER_ROOM, s).ok_or_else(too_large)?;
+    let wire = buf.get(start..LINK_HEADER_ROOM + s).ok_or_else(too_large)?;
+    write_cobs(link, wire).map_err(DeviceError::Link)
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::vec;
+    use std::vec::Vec;
+
+    use sensorchain_core::frame::{cobs_encode, max_encoded_len};
+
+    use super::*;
+
+    /// A link that keeps what is written.
+    struct Sink(Vec<u8>);
+
+    impl Link for Sink {
+        type Error = ();
+        fn write_all(&mut self, bytes: &[u8]) -> core::result::Result<(), ()> {
+            self.0.extend_from_slice(bytes);
+            Ok(())
+        }
+        fn read(&mut self, _: &mut [u8], _: u32) -> core::result::Result<usize, ()> {
+            Ok(0)
+        }
+    }
+
+    fn reference(src: &[u8]) -> Vec<u8> {
+        let mut out = vec![0u8; max_encoded_len(src.len())];
+        let n = cobs_encode(src, &mut out).unwrap();
+        out.truncate(n);
+        out
+    }
+
+    #[test]
+    fn streamed_cobs_equals_cobs_encode() {
+        let mut cases: Vec<Vec<u8>> = vec![vec![], vec![0], vec![0, 0], vec![1], vec![1, 0]];
+        for len in [253, 254, 255, 508, 509, 600] {
+            // no zero, a zero at the block edges, zeros everywhere
+            cases.push((0..len).map(|i| (i % 255 + 1) as u8).collect());
+            for z in [0, 252, 253, 254, 255, len - 1] {
+                let mut v: Vec<u8> = (0..len).map(|i| (i % 200 + 1) as u8).collect();
+                if z < len {
+                    v[z] = 0;
+                }
+                cases.push(v);
+            }
+            cases.push((0..len).map(|i| (i % 3) as u8).collect());
+        }
+        // a pseudo-random mix
+        let mut x = 0x1234_5678u32;
+        for len in 0..700 {
+            let v: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    if x.is_multiple_of(7) { 0 } else { x as u8 }
+                })
+                .collect();
+            cases.push(v);
+        }
+        for src in cases {
+            let mut sink = Sink(Vec::new());
+            write_cobs(&mut sink, &src).unwrap();
+            assert_eq!(sink.0, reference(&src), "len {}", src.len());
+        }
+    }
+
+    #[test]
+    fn session_header_equals_link_encoding() {
+        for len in [0usize, 1, 23, 127, 128, 300, 16_383, 16_384] {
+            let body: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let mut want = vec![0u8; len + 8];
+            let want = link::encode(&LinkFrame::Session(&body), &mut want).unwrap();
+            let mut buf = vec![0u8; LINK_HEADER_ROOM + len];
+            buf[LINK_HEADER_ROOM..].copy_from_slice(&body);
+            let start = put_session_header(&mut buf, LINK_HEADER_ROOM, len).unwrap();
+            assert_eq!(&buf[start..], &*want, "len {len}");
+        }
+    }
+
+    #[test]
+    fn sent_session_frame_opens_at_the_gateway() {
+        let (mut dev, mut gw) = (
+            Session::from_keys([1; 32], [2; 32]),
+            Session::from_keys([2; 32], [1; 32]),
+        );
+        for len in [0usize, 40, 255, TX_BUF] {
+            let tx: Vec<u8> = (0..len).map(|i| (i % 7) as u8).collect();
+            let mut sink = Sink(Vec::new());
+            send_session_msg::<_, ()>(&mut sink, &mut dev, &DeviceMsg::Submit(&tx)).unwrap();
+            let wire = sink.0;
+            assert_eq!(wire.last(), Some(&0));
+            let mut frame = vec![0u8; wire.len()];
+            let n =
+                sensorchain_core::frame::cobs_decode(&wire[..wire.len() - 1], &mut frame).unwrap();
+            let LinkFrame::Session(ct) = link::decode::<LinkFrame>(&frame[..n]).unwrap() else {
+                panic!("not a session frame");
+            };
+            let mut ct = ct.to_vec();
+            let opened = gw.open_in_place(&mut ct).unwrap();
+            assert_eq!(opened.kind, FRAME_DATA);
+            assert_eq!(
+                link::decode::<DeviceMsg>(opened.payload).unwrap(),
+                DeviceMsg::Submit(&tx)
+            );
+        }
+    }
 }

@@ -645,3 +645,45 @@ fn sealed_readings_open_for_the_patient_only() {
     let other = sealed_binding(&n.chain, &n.device.public(), 3, 2);
     assert!(sp.open(&n.patient, &other, &mut out).is_err());
 }
+
+thread_local! {
+    static PROBES: std::cell::RefCell<Vec<sensorchain_device::device::Probe>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn record(p: sensorchain_device::device::Probe) {
+    PROBES.with(|v| v.borrow_mut().push(p));
+}
+
+#[test]
+fn probe_sees_each_step_in_order() {
+    use sensorchain_device::device::Probe::*;
+    let mut n = net();
+    n.gw.drop_on_hello = 1;
+    let mut st = MemoryStorage::default();
+    let cfg = DeviceConfig::new(n.chain, &n.gateways);
+    let (mut d, mut rng) = boot(&n.device, &mut st, cfg);
+    d.set_probe(record);
+    let mut clock = n.clock.clone();
+    for _ in 0..2 {
+        let o = d.submit(&mut n.gw, &mut clock, &mut rng, hr(72)).unwrap();
+        assert!(matches!(o, Outcome::Committed { .. }), "{o:?}");
+    }
+    let seen = PROBES.with(|v| v.borrow().clone());
+    assert_eq!(
+        seen,
+        [
+            SignStart,
+            Signed,
+            // the first hello is dropped: message 2 never comes
+            HandshakeStart,
+            Message1Ready,
+            HandshakeStart,
+            Message1Ready,
+            Message2Received,
+            Message3Ready,
+            SignStart,
+            Signed,
+        ]
+    );
+}

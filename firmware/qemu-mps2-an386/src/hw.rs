@@ -244,7 +244,8 @@ pub fn boot_noise() -> [u8; 8] {
 
 // ---------------------------------------------------------------------------
 // Stack painting: fill the 64 KiB below the current stack pointer with a
-// pattern at boot; the peak is the deepest word no longer holding it.
+// pattern (at boot, and again at the start of each measured phase); the
+// peak is the deepest word no longer holding it.
 
 const PAINT: u32 = 0xC0FF_EE55;
 const PAINT_BYTES: usize = 64 * 1024;
@@ -272,6 +273,12 @@ pub fn paint_stack() {
         unsafe { core::ptr::write_volatile(a as *mut u32, PAINT) };
         a += 4;
     }
+}
+
+/// Bytes of stack in use at the caller (from the top to the stack pointer).
+#[inline(never)]
+pub fn stack_depth() -> usize {
+    stack_top() - sp()
 }
 
 /// The deepest stack use since [`paint_stack`], in bytes.

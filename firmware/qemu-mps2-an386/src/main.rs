@@ -5,15 +5,28 @@
 //! to a `sensorchain run` gateway through CMSDK UART0 (QEMU `-serial
 //! tcp:HOST:PORT`), handshakes, streams `READINGS` signed readings and waits
 //! for each acknowledgement, then exits through semihosting: status 0 when
-//! every reading was committed, 1 otherwise. It also reports the timer ticks
-//! of one signature, the handshake and one sealed reading (under `-icount
-//! shift=0`, one tick of the 25 MHz timer is 40 instructions) and the peak
-//! stack (the stack is painted at boot).
+//! every reading was committed, 1 otherwise. It also reports timer ticks
+//! (under `-icount shift=0`, one tick of the 25 MHz timer is 40
+//! instructions) and stack peaks (the stack is painted at boot and again at
+//! the start of each phase):
+//!
+//! ```text
+//! ticks sign S sealed R              one signature, one sealed reading (seal + sign)
+//! handshake ticks start A finish B wall W stack P depth D
+//!                                    the initiator's own computation (message 1;
+//!                                    message 2 -> message 3 and session keys), the
+//!                                    whole exchange, the stack peak during it and
+//!                                    the depth at which the device loop starts it
+//! reading ticks T n N                signing (and sealing) in the loop, total of N readings
+//! stack boot B handshake H stream S  peak of each phase (bytes from the top)
+//! stack peak P bytes                 the whole run
+//! ```
 #![no_std]
 #![no_main]
 
 mod hw;
 
+use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, hio};
 use sensorchain_core::hash::ChainId;
@@ -28,6 +41,8 @@ use sensorchain_device::sensor::max30205::{self, Max30205};
 #[cfg(feature = "oximeter")]
 use sensorchain_device::sensor::sim::SimBus;
 use sensorchain_device::sensor::sim::SimThermometer;
+
+use sensorchain_device::device::Probe;
 use sensorchain_device::{Device, DeviceConfig, DeviceError, Drbg, Outcome};
 
 mod provision {
@@ -105,6 +120,44 @@ fn panic(_: &core::panic::PanicInfo) -> ! {
     exit(false)
 }
 
+// What the device loop's probe measured (timer ticks, stack bytes).
+static T_MARK: AtomicU32 = AtomicU32::new(0);
+static HS_START: AtomicU32 = AtomicU32::new(0);
+static HS_FINISH: AtomicU32 = AtomicU32::new(0);
+static HS_STACK: AtomicU32 = AtomicU32::new(0);
+static HS_DEPTH: AtomicU32 = AtomicU32::new(0);
+static BOOT_STACK: AtomicU32 = AtomicU32::new(0);
+static SIGN_TICKS: AtomicU32 = AtomicU32::new(0);
+static SIGN_COUNT: AtomicU32 = AtomicU32::new(0);
+
+/// The device loop's probe: times the initiator's two computations and the
+/// signing of each reading, and measures the handshake's stack (painted
+/// afresh when it starts). The first handshake is kept.
+fn probe(step: Probe) {
+    let now = hw::ticks() as u32;
+    let first = HS_FINISH.load(Relaxed) == 0;
+    let since = now.wrapping_sub(T_MARK.load(Relaxed));
+    match step {
+        Probe::HandshakeStart if first => {
+            BOOT_STACK.store(hw::stack_peak() as u32, Relaxed);
+            hw::paint_stack();
+            HS_DEPTH.store(hw::stack_depth() as u32, Relaxed);
+            T_MARK.store(hw::ticks() as u32, Relaxed);
+        }
+        Probe::Message1Ready if first => HS_START.store(since, Relaxed),
+        Probe::Message3Ready if first => {
+            HS_FINISH.store(since, Relaxed);
+            HS_STACK.store(hw::stack_peak() as u32, Relaxed);
+        }
+        Probe::Message2Received | Probe::SignStart => T_MARK.store(now, Relaxed),
+        Probe::Signed => {
+            SIGN_TICKS.fetch_add(since, Relaxed);
+            SIGN_COUNT.fetch_add(1, Relaxed);
+        }
+        _ => {}
+    }
+}
+
 #[entry]
 fn main() -> ! {
     hw::paint_stack();
@@ -112,8 +165,21 @@ fn main() -> ! {
     let mut clock = hw::Clock::new();
     let mut uart = hw::Uart0::new();
     let ok = run(&mut out, &mut clock, &mut uart);
-    out.s("stack peak ")
-        .n(hw::stack_peak() as u64)
+    // The stream phase was painted after the handshake.
+    let stream = hw::stack_peak() as u32;
+    let (boot, hs) = (BOOT_STACK.load(Relaxed), HS_STACK.load(Relaxed));
+    out.s("reading ticks ")
+        .n(SIGN_TICKS.load(Relaxed).into())
+        .s(" n ")
+        .n(SIGN_COUNT.load(Relaxed).into())
+        .s("\nstack boot ")
+        .n(boot.into())
+        .s(" handshake ")
+        .n(hs.into())
+        .s(" stream ")
+        .n(stream.into())
+        .s("\nstack peak ")
+        .n(boot.max(hs).max(stream).into())
         .s(" bytes\n");
     exit(ok)
 }
@@ -123,7 +189,6 @@ fn run(out: &mut Out, clock: &mut hw::Clock, uart: &mut hw::Uart0) -> bool {
     let gateways = [PublicKey(provision::GATEWAY_KEY)];
     let readers: [PublicKey; 1] = [PublicKey(provision::SEAL_FOR.unwrap_or([0; 32]))];
     let identity = Keypair::from_seed(provision::DEVICE_SEED);
-    let me = identity.public();
     let mut config = DeviceConfig::new(chain, &gateways);
     if provision::SEAL_FOR.is_some() {
         config.seal_for = &readers;
@@ -139,8 +204,8 @@ fn run(out: &mut Out, clock: &mut hw::Clock, uart: &mut hw::Uart0) -> bool {
             return false;
         }
     };
+    device.set_probe(probe);
     let mut rng = Drbg::new(&provision::ENTROPY, device.boot_count(), &hw::boot_noise());
-    let _ = me;
     out.s("sensorchain device boot ")
         .n(device.boot_count())
         .s(" next sequence ")
@@ -149,8 +214,17 @@ fn run(out: &mut Out, clock: &mut hw::Clock, uart: &mut hw::Uart0) -> bool {
 
     // Instruction counts (meaningful under -icount shift=0).
     let t0 = clock.ticks();
-    let _ = identity.sign(b"sensorchain instruction count");
+    const MSG: &[u8] = b"sensorchain instruction count";
+    let sig = identity.sign(MSG);
     let sign_ticks = clock.ticks() - t0;
+    // A self-test of the key, and the cost of the check the handshake
+    // makes of the gateway's signature.
+    let t0 = clock.ticks();
+    if identity.public().verify_device(MSG, &sig).is_err() {
+        out.s("self-test failed\n");
+        return false;
+    }
+    let verify_ticks = clock.ticks() - t0;
     let t0 = clock.ticks();
     let sealed_ticks = match sealed_reading(&identity, &chain, &mut rng) {
         Some(()) => clock.ticks() - t0,
@@ -172,19 +246,32 @@ fn run(out: &mut Out, clock: &mut hw::Clock, uart: &mut hw::Uart0) -> bool {
         PulseOximeter::new(d, hw::Delay)
     };
 
+    out.s("ticks sign ")
+        .n(sign_ticks)
+        .s(" verify ")
+        .n(verify_ticks)
+        .s(" sealed ")
+        .n(sealed_ticks)
+        .s("\n");
     let t0 = clock.ticks();
     if let Err(e) = device.connect(uart, clock, &mut rng) {
         out.s("handshake failed: ").s(error_name(&e)).s("\n");
         return false;
     }
     let hs_ticks = clock.ticks() - t0;
-    out.s("timer ticks (x40 = instructions under -icount shift=0): sign ")
-        .n(sign_ticks)
-        .s(" handshake ")
+    out.s("handshake ticks start ")
+        .n(HS_START.load(Relaxed).into())
+        .s(" finish ")
+        .n(HS_FINISH.load(Relaxed).into())
+        .s(" wall ")
         .n(hs_ticks)
-        .s(" sealed-reading ")
-        .n(sealed_ticks)
+        .s(" stack ")
+        .n(HS_STACK.load(Relaxed).into())
+        .s(" depth ")
+        .n(HS_DEPTH.load(Relaxed).into())
         .s("\n");
+    // The stream phase's stack, from here to the end.
+    hw::paint_stack();
 
     let mut committed = 0u32;
     let mut sent = 0u32;
@@ -262,7 +349,9 @@ fn error_name<L, S>(e: &DeviceError<L, S>) -> &'static str {
 }
 
 /// Seals and signs one reading for a reader without sending it (the cost
-/// of a sealed reading).
+/// of a sealed reading). Not inlined: its buffers are gone before the loop
+/// runs.
+#[inline(never)]
 fn sealed_reading(id: &Keypair, chain: &ChainId, rng: &mut Drbg) -> Option<()> {
     let reader = PublicKey(provision::SEAL_FOR.unwrap_or(provision::GATEWAY_KEY));
     let binding = sealed_binding(chain, &id.public(), 0, u64::MAX);
@@ -278,5 +367,8 @@ fn sealed_reading(id: &Keypair, chain: &ChainId, rng: &mut Drbg) -> Option<()> {
         },
     };
     let _ = Vital::HeartRate { bpm: 72 };
-    Transaction::sign(body, chain, id).ok().map(|_| ())
+    let mut tx = [0u8; sensorchain_device::device::TX_BUF];
+    Transaction::sign_into(&body, chain, id, &mut tx)
+        .ok()
+        .map(|_| ())
 }

@@ -96,3 +96,113 @@ fn trailing_and_oversized_rejected() {
         Err(TxError::TooLarge)
     );
 }
+
+use std::vec;
+use std::vec::Vec;
+
+/// Bodies of every size class the signing path sees: plain and sealed
+/// readings (for 1 and 4 readers), administrative transactions.
+fn sample_bodies(kp: &Keypair) -> Vec<TxBody> {
+    use crate::crypto::X25519Public;
+    use crate::identity::KeyId;
+    use crate::sealed::{MAX_RECIPIENTS, Recipient, SealedPayload, WrappedKey};
+    let me = kp.public();
+    let other = Keypair::from_seed([7; 32]).public();
+    let sealed = |readers: usize| SealedPayload {
+        version: 1,
+        ephemeral: X25519Public([9; 32]),
+        recipients: (0..readers)
+            .map(|i| Recipient {
+                key_id: KeyId([i as u8; 8]),
+                wrapped: WrappedKey([0xA0 | i as u8; 48]),
+            })
+            .collect(),
+        ciphertext: (0..18u8).collect(),
+    };
+    let mut bodies = vec![
+        TxBody::reading(me, 1, 1000, 0, Vital::HeartRate { bpm: 72 }),
+        TxBody::reading(
+            me,
+            u64::MAX - 1,
+            u64::MAX,
+            u16::MAX,
+            Vital::SpO2 { percent: 97 },
+        ),
+        TxBody {
+            signer: me,
+            sequence: 3,
+            timestamp_ms: 5,
+            kind: TxKind::Consent {
+                reader: other,
+                granted: true,
+            },
+        },
+        TxBody {
+            signer: me,
+            sequence: 4,
+            timestamp_ms: 6,
+            kind: TxKind::AssignDevice {
+                device: other,
+                patient: me,
+            },
+        },
+    ];
+    for readers in [1, MAX_RECIPIENTS] {
+        bodies.push(TxBody {
+            signer: me,
+            sequence: 9,
+            timestamp_ms: 1_700_000_000_000,
+            kind: TxKind::Reading {
+                stream: 2,
+                payload: Payload::Sealed(sealed(readers)),
+            },
+        });
+    }
+    bodies
+}
+
+#[test]
+fn one_buffer_signing_signs_the_same_bytes() {
+    // The reference: encode the body into its own buffer, then sign the
+    // prefixed copy (the two-buffer path `sign` used before).
+    let kp = Keypair::from_seed([3; 32]);
+    for body in sample_bodies(&kp) {
+        let mut b = [0u8; TX_MAX_LEN];
+        let bytes = codec::encode_to_slice(&body, &mut b).unwrap();
+        let want = sign_tagged(&kp, ctx::TX_SIG, &chain(), bytes).unwrap();
+        let tx = Transaction::sign(body.clone(), &chain(), &kp).unwrap();
+        assert_eq!(tx.signature, want);
+    }
+}
+
+#[test]
+fn sign_into_writes_the_encoded_transaction() {
+    let kp = Keypair::from_seed([3; 32]);
+    let vk = VerifyingKey::from_public(&kp.public()).unwrap();
+    for body in sample_bodies(&kp) {
+        let tx = Transaction::sign(body.clone(), &chain(), &kp).unwrap();
+        let mut want = [0u8; TX_MAX_LEN];
+        let want = tx.encode(&mut want).unwrap();
+        // exactly the room the encoding needs (64 > the 50-byte prefix)
+        let mut buf = vec![0xEEu8; want.len()];
+        let got = Transaction::sign_into(&body, &chain(), &kp, &mut buf).unwrap();
+        assert_eq!(got, want);
+        let got = got.to_vec();
+        assert_eq!(Transaction::decode(&got).unwrap(), tx);
+        assert_eq!(
+            Transaction::verify_encoded(&got, &chain(), &vk, &tx.signature),
+            Ok(())
+        );
+        // a byte short: refused, never a truncated transaction
+        let mut short = vec![0u8; want.len() - 1];
+        assert_eq!(
+            Transaction::sign_into(&body, &chain(), &kp, &mut short),
+            Err(TxError::TooLarge)
+        );
+    }
+    let body = TxBody::reading(kp.public(), 1, 1, 0, Vital::HeartRate { bpm: 1 });
+    assert_eq!(
+        Transaction::sign_into(&body, &chain(), &kp, &mut [0u8; 10]),
+        Err(TxError::TooLarge)
+    );
+}
