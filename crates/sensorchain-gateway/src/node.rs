@@ -334,7 +334,39 @@ impl Node {
         session_identity: Option<PublicKey>,
     ) -> Result<Ticket, Rejected> {
         let arrived = Instant::now();
-        match self.check_and_enqueue(encoded, session_identity) {
+        let queued = Transaction::decode(&encoded)
+            .map_err(|e| match e {
+                TxError::Decode(d) => Rejected::Malformed(d.to_string()),
+                e => Rejected::Malformed(e.to_string()),
+            })
+            .and_then(|tx| self.check_and_enqueue(tx, encoded, session_identity));
+        self.ticket(queued, arrived)
+    }
+
+    /// [`enqueue`](Self::enqueue) for a caller that has already decoded the
+    /// transaction strictly: `tx` must be `Transaction::decode(&encoded)`
+    /// (checked in debug builds). A link decodes once to learn the sequence
+    /// number it answers under, and this spares the second decoding.
+    pub fn enqueue_decoded(
+        &self,
+        tx: Transaction,
+        encoded: Vec<u8>,
+        session_identity: Option<PublicKey>,
+    ) -> Result<Ticket, Rejected> {
+        let arrived = Instant::now();
+        debug_assert_eq!(Transaction::decode(&encoded).as_ref(), Ok(&tx));
+        self.ticket(
+            self.check_and_enqueue(tx, encoded, session_identity),
+            arrived,
+        )
+    }
+
+    fn ticket(
+        &self,
+        queued: Result<oneshot::Receiver<Result<Committed, Rejected>>, Rejected>,
+        arrived: Instant,
+    ) -> Result<Ticket, Rejected> {
+        match queued {
             Ok(rx) => Ok(Ticket {
                 rx,
                 arrived,
@@ -349,13 +381,10 @@ impl Node {
 
     fn check_and_enqueue(
         &self,
+        tx: Transaction,
         encoded: Vec<u8>,
         session_identity: Option<PublicKey>,
     ) -> Result<oneshot::Receiver<Result<Committed, Rejected>>, Rejected> {
-        let tx = Transaction::decode(&encoded).map_err(|e| match e {
-            TxError::Decode(d) => Rejected::Malformed(d.to_string()),
-            e => Rejected::Malformed(e.to_string()),
-        })?;
         if session_identity.is_some_and(|id| id != tx.body.signer) {
             return Err(Rejected::WrongSigner);
         }

@@ -341,11 +341,12 @@ pub(crate) fn seal_msg(session: &mut Session, msg: &GatewayMsg) -> Option<Vec<u8
 /// returns the wait for its commit.
 fn submit_future(
     node: &crate::node::Node,
+    tx: Transaction,
     bytes: Vec<u8>,
     peer: PublicKey,
-    sequence: u64,
 ) -> impl Future<Output = (u64, Result<Committed, Rejected>)> + Send + use<> {
-    let queued = node.enqueue(bytes, Some(peer));
+    let sequence = tx.body.sequence;
+    let queued = node.enqueue_decoded(tx, bytes, Some(peer));
     async move {
         let r = match queued {
             Ok(ticket) => ticket.wait().await,
@@ -481,7 +482,7 @@ where
                 }
                 match link::decode::<DeviceMsg>(opened.payload) {
                     Ok(DeviceMsg::Submit(tx)) => match Transaction::decode(tx) {
-                        Ok(t) => inflight.push(submit_future(&gw.node, tx.to_vec(), peer, t.body.sequence)),
+                        Ok(t) => inflight.push(submit_future(&gw.node, t, tx.to_vec(), peer)),
                         Err(_) => {
                             metrics.reject(RejectReason::Malformed.as_str());
                             let m = GatewayMsg::Reject { sequence: 0, reason: RejectReason::Malformed };
