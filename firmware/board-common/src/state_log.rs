@@ -1,10 +1,11 @@
 //! A 16-byte state kept in two NOR flash pages, safe against power loss
 //! in the middle of a write or an erase.
 //!
-//! The device's [`PersistentState`] (sequence ceiling and boot counter)
-//! must never go back: a lost save could make a board reuse a sequence
-//! number or, worse, replay its random stream (the RP2040 seeds its DRBG
-//! from the boot counter). So a save never overwrites the last good copy:
+//! The device's `PersistentState` (`sensorchain_device::storage`: the
+//! sequence ceiling and the boot counter) must never go back: a lost save
+//! could make a board reuse a sequence number or, worse, replay its random
+//! stream (the RP2040 seeds its DRBG from the boot counter). So a save
+//! never overwrites the last good copy:
 //!
 //! - Each save *appends* a 32-byte record to the active page:
 //!
@@ -30,8 +31,6 @@
 //! 128 records per 4 KiB page: with the firmware reserving 16 sequence
 //! numbers per save, a page switch (one erase) every 2,048 readings plus
 //! one per 128 boots.
-//!
-//! [`PersistentState`]: https://docs.rs/sensorchain-device (sensorchain_device::storage::PersistentState)
 
 use embedded_storage::nor_flash::NorFlash;
 
