@@ -248,13 +248,23 @@ pub fn rss_bytes() -> Option<u64> {
 /// Name of the simulated sensors' runtime threads.
 const SENSOR_THREAD: &str = "sc-sensor";
 
-/// CPU seconds (user + system) of this process's threads so far: (the
-/// simulated sensors' threads, all the others). Threads that have exited
-/// are not counted, so take both readings while the same threads run.
-fn thread_cpu_seconds() -> (f64, f64) {
-    let (mut sensors, mut others) = (0.0, 0.0);
+/// Thread groups whose CPU time the gateway benchmarks report (by thread
+/// name prefix; Linux truncates names to 15 bytes).
+const THREAD_GROUPS: [(&str, &str); 4] = [
+    (SENSOR_THREAD, "sensors"),
+    ("sc-gateway", "links"),
+    ("block-producer", "proposer"),
+    ("block-committe", "committer"),
+];
+
+/// CPU seconds (user + system) of this process's threads so far, by
+/// [`THREAD_GROUPS`] (the last entry: every other thread). Threads that
+/// have exited are not counted, so take both readings while the same
+/// threads run.
+fn thread_cpu_seconds() -> [f64; THREAD_GROUPS.len() + 1] {
+    let mut out = [0.0; THREAD_GROUPS.len() + 1];
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
-        return (0.0, 0.0);
+        return out;
     };
     for t in dir.flatten() {
         let Ok(s) = std::fs::read_to_string(t.path().join("stat")) else {
@@ -268,13 +278,13 @@ fn thread_cpu_seconds() -> (f64, f64) {
         let u: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
         let st: f64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
         let secs = (u + st) / 100.0; // USER_HZ
-        if comm.starts_with(SENSOR_THREAD) {
-            sensors += secs;
-        } else {
-            others += secs;
-        }
+        let g = THREAD_GROUPS
+            .iter()
+            .position(|(prefix, _)| comm.starts_with(prefix))
+            .unwrap_or(THREAD_GROUPS.len());
+        out[g] += secs;
     }
-    (sensors, others)
+    out
 }
 
 /// CPU seconds (user + system) this process has used.
@@ -609,6 +619,8 @@ struct Run {
     gateway_cores: f64,
     /// Cores' worth of CPU the simulated sensors used over the interval.
     sensor_cores: f64,
+    /// Cores' worth of CPU by thread group ([`THREAD_GROUPS`], then "other").
+    cores_by_group: Value,
     acked: u64,
     rejected: u64,
     busy: u64,
@@ -665,8 +677,18 @@ async fn stream(
         committed: c1 - c0,
         seconds: el,
         cpu_utilisation: (cpu1 - cpu0) / (el.max(1e-9) * cores() as f64),
-        sensor_cores: (th1.0 - th0.0) / el.max(1e-9),
-        gateway_cores: (th1.1 - th0.1) / el.max(1e-9),
+        sensor_cores: (th1[0] - th0[0]) / el.max(1e-9),
+        gateway_cores: (th1.iter().sum::<f64>() - th1[0] - th0.iter().sum::<f64>() + th0[0])
+            / el.max(1e-9),
+        cores_by_group: {
+            let mut m = serde_json::Map::new();
+            let names = THREAD_GROUPS.iter().map(|g| g.1).chain(["other"]);
+            for (i, name) in names.enumerate() {
+                let c = (th1[i] - th0[i]) / el.max(1e-9);
+                m.insert(name.into(), json!((c * 100.0).round() / 100.0));
+            }
+            Value::Object(m)
+        },
         acked: 0,
         rejected: 0,
         busy: 0,
@@ -753,6 +775,7 @@ async fn ingest(a: &IngestArgs, gw: tokio::runtime::Handle) -> anyhow::Result<(b
         "cpu_utilisation": (run.cpu_utilisation * 100.0).round() / 100.0,
         "gateway_cpu_cores": (run.gateway_cores * 100.0).round() / 100.0,
         "sensor_cpu_cores": (run.sensor_cores * 100.0).round() / 100.0,
+        "cpu_cores_by_thread": run.cores_by_group,
         "ratio_per_gateway_cpu": (per_gw_cpu * 1000.0).round() / 1000.0,
         "blocks": blocks,
         "acked": run.acked,
