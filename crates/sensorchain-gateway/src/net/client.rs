@@ -158,6 +158,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         })
     }
 
+    /// Gives the byte stream back without closing the session (what a
+    /// device that restarts leaves behind on a serial line); bytes read
+    /// but not yet consumed are dropped.
+    pub fn into_stream(self) -> S {
+        self.framed.into_inner()
+    }
+
     /// The gateway's authenticated key.
     pub fn gateway(&self) -> PublicKey {
         self.gateway

@@ -33,6 +33,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, SinkExt, StreamExt};
 use sensorchain_core::handshake::{
@@ -93,6 +94,10 @@ pub enum LinkEnd {
     ShuttingDown,
     /// The byte stream failed or a write timed out.
     Io,
+    /// A `Hello` arrived in the session: the device restarted on a line
+    /// that outlives it (a UART). The session ends and the new handshake is
+    /// served on the same link.
+    Rehandshake,
 }
 
 impl LinkEnd {
@@ -107,6 +112,7 @@ impl LinkEnd {
             LinkEnd::Revoked => "revoked",
             LinkEnd::ShuttingDown => "shutting_down",
             LinkEnd::Io => "io",
+            LinkEnd::Rehandshake => "rehandshake",
         }
     }
 }
@@ -162,19 +168,46 @@ where
     let metrics = gw.node.metrics().clone();
     let codec = LinkCodec::new(Some(metrics.clone())).with_max_bad(gw.cfg.max_bad_frames);
     let mut framed = Framed::with_capacity(stream, codec, 2048);
+    // A Hello inside a session starts a new handshake on the same link.
+    let mut hello = None;
+    loop {
+        let end = serve_session(&gw, &mut framed, peer, &mut hello).await;
+        metrics.link_closed(end.label());
+        if end == LinkEnd::Rehandshake && hello.is_some() {
+            tracing::debug!(%peer, "device restarted its handshake on the same link");
+            continue;
+        }
+        tracing::debug!(%peer, end = end.label(), "link closed");
+        return end;
+    }
+}
+
+/// One handshake (starting from `hello` if a session already read it) and
+/// the session that follows.
+async fn serve_session<S>(
+    gw: &Gateway,
+    framed: &mut LinkFramed<S>,
+    peer: &str,
+    hello: &mut Option<BytesMut>,
+) -> LinkEnd
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let metrics = gw.node.metrics().clone();
     // Subscribe before the handshake so no revocation is missed in between.
     let events = gw.node.subscribe();
-    let hs = tokio::time::timeout(gw.cfg.handshake_timeout, handshake(&gw, &mut framed)).await;
-    let end = match hs {
+    let first = hello.take();
+    let hs = tokio::time::timeout(gw.cfg.handshake_timeout, handshake(gw, framed, first)).await;
+    match hs {
         Err(_) => {
             metrics.handshake_failed("timeout");
-            send_clear(&gw, &mut framed, Refusal::HandshakeFailed).await;
+            send_clear(gw, framed, Refusal::HandshakeFailed).await;
             LinkEnd::HandshakeTimeout
         }
         Ok(Err(HsFail::Refuse(r, label))) => {
             metrics.handshake_failed(label);
             tracing::debug!(%peer, refusal = %r, "handshake refused");
-            send_clear(&gw, &mut framed, r).await;
+            send_clear(gw, framed, r).await;
             LinkEnd::Refused(r)
         }
         Ok(Err(HsFail::Gone(end, label))) => {
@@ -185,15 +218,12 @@ where
             metrics.sessions_total.inc();
             metrics.sessions_active.inc();
             tracing::debug!(%peer, device = %est.peer, "session established");
-            let end = session(&gw, &mut framed, est, events).await;
+            let end = session(gw, framed, est, events, hello).await;
             metrics.sessions_active.dec();
             drop(permit);
             end
         }
-    };
-    metrics.link_closed(end.label());
-    tracing::debug!(%peer, end = end.label(), "link closed");
-    end
+    }
 }
 
 async fn send_clear<S>(gw: &Gateway, framed: &mut LinkFramed<S>, r: Refusal)
@@ -228,11 +258,15 @@ where
 async fn handshake<S>(
     gw: &Gateway,
     framed: &mut LinkFramed<S>,
+    first: Option<BytesMut>,
 ) -> Result<(Established, OwnedSemaphorePermit), HsFail>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let f1 = next_link_frame(framed).await?;
+    let f1 = match first {
+        Some(f) => f,
+        None => next_link_frame(framed).await?,
+    };
     let Ok(LinkFrame::Hello(m1)) = link::decode::<LinkFrame>(&f1) else {
         let _ = framed.codec_mut().count_bad("unexpected_frame");
         return Err(HsFail::Refuse(Refusal::HandshakeFailed, "malformed"));
@@ -375,6 +409,7 @@ async fn session<S>(
     framed: &mut LinkFramed<S>,
     est: Established,
     mut events: tokio::sync::broadcast::Receiver<NodeEvent>,
+    hello: &mut Option<BytesMut>,
 ) -> LinkEnd
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -459,10 +494,16 @@ where
                 let ct_range = match link::decode::<LinkFrame>(&bytes) {
                     Ok(LinkFrame::Session(ct)) => {
                         let start = ct.as_ptr() as usize - bytes.as_ptr() as usize;
-                        start..start + ct.len()
+                        Some(start..start + ct.len())
                     }
+                    // the device restarted: a new handshake on this link
+                    Ok(LinkFrame::Hello(_)) => None,
                     Ok(_) => { bad!("unexpected_frame"); continue; }
                     Err(_) => { bad!("malformed_frame"); continue; }
+                };
+                let Some(ct_range) = ct_range else {
+                    *hello = Some(bytes);
+                    return LinkEnd::Rehandshake;
                 };
                 let opened = match session.open_in_place(&mut bytes[ct_range]) {
                     Ok(o) => o,

@@ -13,6 +13,9 @@ pub mod link;
 pub mod serial;
 pub mod tcp;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
