@@ -11,9 +11,10 @@
 //! api = "127.0.0.1:7480"       # HTTP API and /metrics (loopback by default)
 //! serial = [{ path = "/dev/ttyUSB0", baud = 115200 }]
 //!
-//! [batch]                      # a block is cut when either is reached
-//! max_txs = 2000
+//! [batch]                      # cut when the store is idle (group commit),
+//! max_txs = 2000               # or at max_txs, or timeout_ms after the first
 //! timeout_ms = 20
+//! linger_ms = 0                # wait at least this long even when idle
 //!
 //! [limits]
 //! max_sessions = 4096
@@ -90,6 +91,10 @@ pub struct Batch {
     /// previous block is still being stored, in ms.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// Shortest wait from the first pending transaction to the cut even
+    /// when the store is idle, in ms (0: cut at once).
+    #[serde(default)]
+    pub linger_ms: u64,
 }
 
 /// Resource limits.
@@ -164,6 +169,7 @@ impl Default for Batch {
         Batch {
             max_txs: default_max_txs(),
             timeout_ms: default_timeout_ms(),
+            linger_ms: 0,
         }
     }
 }

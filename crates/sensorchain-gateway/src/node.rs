@@ -53,6 +53,10 @@ pub struct NodeConfig {
     /// Longest wait from the first pending transaction to the cut while the
     /// store is busy (when it is idle the block is cut at once).
     pub batch_timeout: Duration,
+    /// Shortest wait from the first pending transaction to the cut, even
+    /// when the store is idle (zero: cut at once; more: fewer, larger
+    /// blocks at a little latency).
+    pub batch_linger: Duration,
     /// Most transactions waiting; beyond it submissions are answered busy.
     pub max_pending: usize,
     /// Blocks between state snapshots.
@@ -64,6 +68,7 @@ impl Default for NodeConfig {
         NodeConfig {
             batch_max_txs: 2000,
             batch_timeout: Duration::from_millis(20),
+            batch_linger: Duration::ZERO,
             max_pending: 100_000,
             snapshot_every: 64,
         }
@@ -538,7 +543,9 @@ fn produce(inner: Arc<Shared>, rx: Receiver<Pending>, cfg: NodeConfig) {
     let max = cfg.batch_max_txs.max(1);
     loop {
         let Ok(first) = rx.recv() else { break };
-        let deadline = Instant::now() + cfg.batch_timeout;
+        let opened = Instant::now();
+        let deadline = opened + cfg.batch_timeout;
+        let linger_until = opened + cfg.batch_linger.min(cfg.batch_timeout);
         let mut batch = vec![first];
         let mut closed = false;
         while batch.len() < max {
@@ -555,11 +562,13 @@ fn produce(inner: Arc<Shared>, rx: Receiver<Pending>, cfg: NodeConfig) {
                 Err(TryRecvError::Empty) => {}
             }
             let now = Instant::now();
-            if busy.load(Ordering::Acquire) == 0 || now >= deadline {
+            let idle = busy.load(Ordering::Acquire) == 0;
+            if (idle && now >= linger_until) || now >= deadline {
                 break;
             }
-            // The store is busy: keep collecting until it is not.
-            match rx.recv_timeout((deadline - now).min(IDLE_POLL)) {
+            // The store is busy (or the linger not over): keep collecting.
+            let wait = if idle { linger_until - now } else { IDLE_POLL };
+            match rx.recv_timeout((deadline - now).min(wait)) {
                 Ok(p) => batch.push(p),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {

@@ -80,6 +80,9 @@ pub struct GatewayOpts {
     /// Longest wait from the first pending transaction to the cut, ms.
     #[arg(long, default_value_t = 20)]
     pub batch_timeout_ms: u64,
+    /// Shortest wait from the first pending transaction to the cut, ms.
+    #[arg(long, default_value_t = 0)]
+    pub batch_linger_ms: u64,
     /// Keep the chain in this directory (default: a temporary one).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -341,6 +344,7 @@ fn node_config(o: &GatewayOpts) -> NodeConfig {
     NodeConfig {
         batch_max_txs: o.batch_max_txs.max(1),
         batch_timeout: Duration::from_millis(o.batch_timeout_ms),
+        batch_linger: Duration::from_millis(o.batch_linger_ms),
         ..NodeConfig::default()
     }
 }
@@ -762,6 +766,7 @@ async fn ingest(a: &IngestArgs, gw: tokio::runtime::Handle) -> anyhow::Result<(b
         "window": o.window,
         "batch_max_txs": o.batch_max_txs,
         "batch_timeout_ms": o.batch_timeout_ms,
+        "batch_linger_ms": o.batch_linger_ms,
         "seconds": run.seconds,
         "readings_committed": run.committed,
         "readings_per_second": run.rate.round(),
@@ -878,6 +883,7 @@ async fn latency(a: &LatencyArgs, gw: tokio::runtime::Handle) -> anyhow::Result<
             "sensors": o.sensors,
             "batch_max_txs": o.batch_max_txs,
             "batch_timeout_ms": o.batch_timeout_ms,
+            "batch_linger_ms": o.batch_linger_ms,
             "max_readings_per_second": max.round(),
             "raw_verify_per_second": raw.round(),
             "levels": levels,

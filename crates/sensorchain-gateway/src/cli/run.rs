@@ -61,6 +61,7 @@ pub fn node_config(cfg: &GatewayConfig) -> NodeConfig {
     NodeConfig {
         batch_max_txs: cfg.batch.max_txs,
         batch_timeout: Duration::from_millis(cfg.batch.timeout_ms),
+        batch_linger: Duration::from_millis(cfg.batch.linger_ms),
         max_pending: cfg.limits.max_pending,
         snapshot_every: cfg.limits.snapshot_every,
     }
