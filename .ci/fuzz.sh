@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Fuzz smoke test: builds every cargo-fuzz target in fuzz/, replays the
 # regression inputs in fuzz/regressions/<target>/, then runs each target for
-# FUZZ_SECONDS (default 20) from a corpus seeded with tests/vectors. Fails on
+# FUZZ_SECONDS (default 30) from a corpus seeded with tests/vectors. Fails on
 # any crash; the crashing input is kept in fuzz/artifacts/<target>/ and must
 # be copied to fuzz/regressions/<target>/ with the fix.
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
-secs=${FUZZ_SECONDS:-20}
+secs=${FUZZ_SECONDS:-30}
 
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
