@@ -710,9 +710,21 @@ impl Store {
             let mut by_device = w.open_table(BY_DEVICE)?;
             let mut by_stream = w.open_table(BY_STREAM)?;
             let mut by_time = w.open_table(BY_TIME)?;
+            // Transaction ids are uniformly random keys: inserting them in
+            // key order walks the B-tree's leaves once, left to right,
+            // instead of jumping between them (same pages written, fewer
+            // page-cache misses).
+            let mut by_id: Vec<(&[u8; 32], u32)> = entries
+                .iter()
+                .enumerate()
+                .map(|(i, e)| (&e.id.0, i as u32))
+                .collect();
+            by_id.sort_unstable();
+            for (id, i) in by_id {
+                tx_index.insert(id.as_slice(), (height, i))?;
+            }
             for (i, e) in entries.iter().enumerate() {
                 let i = i as u32;
-                tx_index.insert(e.id.0.as_slice(), (height, i))?;
                 if let Some((dev, stream, ts, seq)) = e.reading {
                     let v = (height, i, stream);
                     by_device.insert(key_device(&dev, ts, seq).as_slice(), v)?;
