@@ -23,11 +23,9 @@
 //! A consensus layer slots in between proposal and validation: it orders
 //! proposals, and every gateway validates and stores what it orders.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{
-    Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError, sync_channel,
-};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
@@ -515,18 +513,18 @@ struct Proposed {
 /// too (they no longer link to the stored head) and the proposer restarts
 /// from the stored state.
 fn produce(inner: Arc<Shared>, rx: Receiver<Pending>, cfg: NodeConfig) {
-    let busy = Arc::new(AtomicUsize::new(0));
+    let in_flight = Arc::new(InFlight::default());
     let failures = Arc::new(AtomicU64::new(0));
     // One block being stored and one waiting: enough to overlap the two.
     let (to_committer, blocks) = sync_channel::<Proposed>(1);
     let committer = {
-        let (inner, busy, failures) = (inner.clone(), busy.clone(), failures.clone());
+        let (inner, in_flight, failures) = (inner.clone(), in_flight.clone(), failures.clone());
         std::thread::Builder::new()
             .name("block-committer".into())
             .spawn(move || {
                 for p in blocks {
                     commit_proposed(&inner, p, &failures);
-                    busy.fetch_sub(1, Ordering::AcqRel);
+                    in_flight.finish();
                 }
             })
     };
@@ -548,33 +546,25 @@ fn produce(inner: Arc<Shared>, rx: Receiver<Pending>, cfg: NodeConfig) {
         let linger_until = opened + cfg.batch_linger.min(cfg.batch_timeout);
         let mut batch = vec![first];
         let mut closed = false;
-        while batch.len() < max {
-            // Take what is already queued.
-            match rx.try_recv() {
-                Ok(p) => {
-                    batch.push(p);
-                    continue;
-                }
-                Err(TryRecvError::Disconnected) => {
-                    closed = true;
-                    break;
-                }
-                Err(TryRecvError::Empty) => {}
-            }
-            let now = Instant::now();
-            let idle = busy.load(Ordering::Acquire) == 0;
-            if (idle && now >= linger_until) || now >= deadline {
+        // No wake-up per transaction: take what is queued, then sleep until
+        // the store is idle (or the linger or the deadline is over) and take
+        // what arrived meanwhile.
+        loop {
+            closed |= drain(&rx, &mut batch, max);
+            if closed || batch.len() >= max {
                 break;
             }
-            // The store is busy (or the linger not over): keep collecting.
-            let wait = if idle { linger_until - now } else { IDLE_POLL };
-            match rx.recv_timeout((deadline - now).min(wait)) {
-                Ok(p) => batch.push(p),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => {
-                    closed = true;
-                    break;
-                }
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            if now < linger_until {
+                std::thread::sleep(linger_until - now);
+                continue;
+            }
+            if in_flight.wait_idle(deadline) {
+                closed |= drain(&rx, &mut batch, max);
+                break;
             }
         }
         inner.metrics.pending.dec_by(batch.len() as i64);
@@ -582,9 +572,7 @@ fn produce(inner: Arc<Shared>, rx: Receiver<Pending>, cfg: NodeConfig) {
         if f != seen_failures {
             // A block failed to store: what was built on it is void.
             seen_failures = f;
-            while busy.load(Ordering::Acquire) != 0 {
-                std::thread::sleep(IDLE_POLL);
-            }
+            in_flight.wait_idle(Instant::now() + Duration::from_secs(3600));
             spec = inner.committed_state();
         }
         since_snapshot += 1;
@@ -596,7 +584,7 @@ fn produce(inner: Arc<Shared>, rx: Receiver<Pending>, cfg: NodeConfig) {
         if !proposed.built.block.txs.is_empty() {
             spec = Arc::new(proposed.built.state.clone());
         }
-        busy.fetch_add(1, Ordering::AcqRel);
+        in_flight.add();
         if to_committer.send(proposed).is_err() || closed {
             break;
         }
@@ -605,8 +593,59 @@ fn produce(inner: Arc<Shared>, rx: Receiver<Pending>, cfg: NodeConfig) {
     let _ = committer.join();
 }
 
-/// How often the proposer looks at the committer while it collects.
-const IDLE_POLL: Duration = Duration::from_micros(500);
+/// Moves what is queued into `batch`, up to `max`; true if the queue is
+/// closed (the node is stopping).
+fn drain(rx: &Receiver<Pending>, batch: &mut Vec<Pending>, max: usize) -> bool {
+    while batch.len() < max {
+        match rx.try_recv() {
+            Ok(p) => batch.push(p),
+            Err(TryRecvError::Empty) => return false,
+            Err(TryRecvError::Disconnected) => return true,
+        }
+    }
+    false
+}
+
+/// Blocks handed to the committer and not finished yet; the committer
+/// signals each one it finishes.
+#[derive(Default)]
+struct InFlight {
+    n: Mutex<usize>,
+    done: Condvar,
+}
+
+impl InFlight {
+    fn lock(&self) -> std::sync::MutexGuard<'_, usize> {
+        self.n.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn add(&self) {
+        *self.lock() += 1;
+    }
+
+    fn finish(&self) {
+        let mut n = self.lock();
+        *n = n.saturating_sub(1);
+        self.done.notify_all();
+    }
+
+    /// Waits until no block is in flight (true) or `until` passes (false).
+    fn wait_idle(&self, until: Instant) -> bool {
+        let mut n = self.lock();
+        while *n > 0 {
+            let now = Instant::now();
+            if now >= until {
+                return false;
+            }
+            n = self
+                .done
+                .wait_timeout(n, until - now)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        true
+    }
+}
 
 /// Cuts a block from `batch` on `spec` (proposal: leaves out what the state
 /// refuses).
