@@ -28,7 +28,7 @@ dis = subprocess.run(["llvm-objdump", "-d", "--no-show-raw-insn", "-C", elf],
 funcs, frame, calls = {}, {}, {}
 cur, regs = None, {}
 hdr = re.compile(r"^([0-9a-f]+) <(.*)>:$")
-ins = re.compile(r"^\s+([0-9a-f]+):\s+(\S+)\s*(.*)$")
+ins = re.compile(r"^\s*([0-9a-f]+):\s+(\S+)\s*(.*)$")
 for line in dis.splitlines():
     m = hdr.match(line)
     if m:
