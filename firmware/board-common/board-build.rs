@@ -1,5 +1,7 @@
-//! Puts memory.x on the linker's search path and records the build time
-//! (the reading timestamps' lower bound until the board knows the time).
+//! The build script of every board firmware (`build = "../board-common/board-build.rs"`
+//! in firmware/rp2040 and firmware/nrf52840): puts the board's memory.x on
+//! the linker's search path and records the build time (the reading
+//! timestamps' lower bound until the board knows the time).
 use std::env;
 use std::fs;
 use std::path::PathBuf;
@@ -10,7 +12,6 @@ fn main() {
     fs::copy("memory.x", out.join("memory.x")).unwrap();
     println!("cargo:rustc-link-search={}", out.display());
     println!("cargo:rerun-if-changed=memory.x");
-    println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
     // SOURCE_DATE_EPOCH (seconds) for reproducible builds, else now.
     let epoch_ms = match env::var("SOURCE_DATE_EPOCH")
