@@ -273,14 +273,9 @@ fn thread_cpu_seconds() -> [f64; THREAD_GROUPS.len() + 1] {
         let Ok(s) = std::fs::read_to_string(t.path().join("stat")) else {
             continue;
         };
-        let (Some(open), Some(close)) = (s.find('('), s.rfind(')')) else {
+        let Some((comm, secs)) = stat_cpu(&s) else {
             continue;
         };
-        let comm = &s[open + 1..close];
-        let f: Vec<&str> = s[close + 1..].split_whitespace().collect();
-        let u: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-        let st: f64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-        let secs = (u + st) / 100.0; // USER_HZ
         let g = THREAD_GROUPS
             .iter()
             .position(|(prefix, _)| comm.starts_with(prefix))
@@ -292,19 +287,20 @@ fn thread_cpu_seconds() -> [f64; THREAD_GROUPS.len() + 1] {
 
 /// CPU seconds (user + system) this process has used.
 fn cpu_seconds() -> f64 {
-    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    // fields after the command name (which is in parentheses)
-    let Some(rest) = s.rsplit(')').next() else {
-        return 0.0;
-    };
-    let f: Vec<&str> = rest.split_whitespace().collect();
+    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    stat_cpu(&s).map_or(0.0, |(_, secs)| secs)
+}
+
+/// The command name and the CPU seconds (user + system) of one
+/// `/proc/…/stat` line.
+fn stat_cpu(stat: &str) -> Option<(&str, f64)> {
+    // the command name is in parentheses and may hold spaces
+    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+    let f: Vec<&str> = stat.get(close + 1..)?.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the whole line: 12 and 13 here
+    let field = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     let tick = 100.0; // USER_HZ on Linux
-    let u: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    let st: f64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    (u + st) / tick
+    Some((stat.get(open + 1..close)?, (field(11) + field(12)) / tick))
 }
 
 fn machine() -> Value {
