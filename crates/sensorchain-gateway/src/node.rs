@@ -491,9 +491,9 @@ fn recover(store: &Store, genesis: &Block) -> anyhow::Result<WorldState> {
 /// A block proposed on the speculative state, on its way to the store.
 struct Proposed {
     built: BuiltBlock,
-    /// Every submitter of the batch and its outcome so far (`None`: in the
-    /// block, answered when it is stored).
-    replies: Vec<(Reply, Option<Rejected>)>,
+    /// Every submitter of the batch and its outcome (`None` until decided:
+    /// the transactions in the block are decided when it is stored).
+    replies: Vec<(Reply, Option<Result<Committed, Rejected>>)>,
     snapshot: bool,
     started: Instant,
 }
@@ -662,10 +662,10 @@ fn propose(inner: &Shared, spec: &WorldState, mut batch: Vec<Pending>, snapshot:
     }
     let built = build_block_from_pool(spec, &inner.key, pool, now_ms(), SigCheck::AlreadyVerified);
     for (i, e) in &built.rejected {
-        replies[*i].1 = Some(match e {
+        replies[*i].1 = Some(Err(match e {
             TxRuleError::BlockFull => Rejected::Busy,
             e => Rejected::Rule(*e),
-        });
+        }));
     }
     inner
         .metrics
@@ -717,16 +717,12 @@ fn commit_proposed(inner: &Shared, p: Proposed, failures: &AtomicU64) {
                 }
                 let mut readings = 0u64;
                 let mut changed = Vec::new();
-                let mut answers = Vec::with_capacity(built.kept.len());
                 for (k, (&i, tx)) in built.kept.iter().zip(&block.txs).enumerate() {
-                    answers.push((
-                        i,
-                        Committed {
-                            height,
-                            index: k as u32,
-                            tx_id: Transaction::id_of_encoded(&built.encoded[k]),
-                        },
-                    ));
+                    replies[i].1 = Some(Ok(Committed {
+                        height,
+                        index: k as u32,
+                        tx_id: Transaction::id_of_encoded(&built.encoded[k]),
+                    }));
                     match &tx.body.kind {
                         TxKind::Reading { .. } => readings += 1,
                         TxKind::Grant { target, .. }
@@ -755,32 +751,20 @@ fn commit_proposed(inner: &Shared, p: Proposed, failures: &AtomicU64) {
                     let _ = inner.events.send(NodeEvent::PermissionsChanged(changed));
                 }
                 tracing::debug!(height, txs = block.txs.len(), "block committed");
-                let mut replies: Vec<_> = replies.into_iter().map(Some).collect();
-                for (i, c) in answers {
-                    if let Some((reply, _)) = replies[i].take() {
-                        let _ = reply.send(Ok(c));
-                    }
-                }
-                for (reply, refused) in replies.into_iter().flatten() {
-                    let _ = reply.send(Err(refused.unwrap_or_else(no_outcome)));
-                }
-                return;
             }
             Err(e) => {
                 failures.fetch_add(1, Ordering::AcqRel);
                 for &i in &built.kept {
-                    replies[i].1 = Some(e.clone());
+                    replies[i].1 = Some(Err(e.clone()));
                 }
             }
         }
     }
-    for (reply, refused) in replies {
-        let _ = reply.send(Err(refused.unwrap_or_else(no_outcome)));
+    for (reply, outcome) in replies {
+        let outcome =
+            outcome.unwrap_or_else(|| Err(Rejected::Storage("internal: no outcome".into())));
+        let _ = reply.send(outcome);
     }
-}
-
-fn no_outcome() -> Rejected {
-    Rejected::Storage("internal: no outcome".into())
 }
 
 /// Maps a strict-decoding error to a rejection (for callers decoding first).
