@@ -25,6 +25,8 @@
 //! snapshot_every = 64          # blocks between state snapshots (restart speed)
 //! ```
 
+use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -199,7 +201,10 @@ impl GatewayConfig {
         }
     }
 
-    /// Reads a TOML file; relative paths are taken relative to its directory.
+    /// Reads a TOML file; relative paths are taken relative to its
+    /// directory. Every value is checked ([`check`](Self::check)) before
+    /// anything else happens: an error names the file, each bad key, its
+    /// value and the accepted range.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config {}", path.display()))?;
@@ -211,35 +216,338 @@ impl GatewayConfig {
                 *p = base.join(&*p);
             }
         }
-        cfg.validate()?;
+        cfg.check(path)?;
         Ok(cfg)
     }
 
-    /// Checks the values are usable.
-    pub fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(self.batch.max_txs > 0, "batch.max_txs must be at least 1");
-        anyhow::ensure!(
-            self.batch.timeout_ms > 0,
-            "batch.timeout_ms must be at least 1"
-        );
-        anyhow::ensure!(
-            self.limits.max_half_open > 0,
-            "limits.max_half_open must be at least 1"
-        );
-        anyhow::ensure!(
-            self.limits.max_sessions > 0,
-            "limits.max_sessions must be at least 1"
-        );
-        anyhow::ensure!(
-            self.limits.snapshot_every > 0,
-            "limits.snapshot_every must be at least 1"
-        );
-        Ok(())
+    /// Checks every value without side effects (nothing is read but the
+    /// configuration itself): each numeric key of `[batch]` and `[limits]`
+    /// against its range ([`BATCH_RANGES`], [`LIMIT_RANGES`]), the relations
+    /// between keys (`idle_timeout_ms` ≥ `handshake_timeout_ms`, `linger_ms`
+    /// ≤ `timeout_ms`), the listening addresses (`IP:port`) and the serial
+    /// ports (a path, a baud rate in [`BAUD_RANGE`], no port twice).
+    /// Collects every problem; `file` names the configuration in the error.
+    pub fn check(&self, file: &Path) -> Result<(), ConfigError> {
+        let mut p = Problems::default();
+        for (key, path) in [
+            ("data_dir", &self.data_dir),
+            ("key_file", &self.key_file),
+            ("genesis_file", &self.genesis_file),
+        ] {
+            if path.as_os_str().is_empty() {
+                p.push(key, "\"\"", "a path is required");
+            }
+        }
+        let b = &self.batch;
+        let l = &self.limits;
+        for (r, v) in BATCH_RANGES
+            .iter()
+            .zip([b.max_txs as u64, b.timeout_ms, b.linger_ms])
+        {
+            r.check(&mut p, v);
+        }
+        let limits = [
+            l.max_sessions as u64,
+            l.max_half_open as u64,
+            l.handshake_timeout_ms,
+            l.idle_timeout_ms,
+            l.max_pending as u64,
+            l.snapshot_every,
+        ];
+        for (r, v) in LIMIT_RANGES.iter().zip(limits) {
+            r.check(&mut p, v);
+        }
+        // relations only between values that are each in range
+        let n = p.0.len();
+        let bad = |key: &str, p: &Problems| p.0[..n].iter().any(|x| x.key == key);
+        if b.linger_ms > b.timeout_ms && !bad("batch.timeout_ms", &p) && !bad("batch.linger_ms", &p)
+        {
+            p.push(
+                "batch.linger_ms",
+                b.linger_ms,
+                format!(
+                    "must not exceed batch.timeout_ms ({}): a block is cut at timeout_ms at the latest",
+                    b.timeout_ms
+                ),
+            );
+        }
+        if l.idle_timeout_ms < l.handshake_timeout_ms
+            && !bad("limits.handshake_timeout_ms", &p)
+            && !bad("limits.idle_timeout_ms", &p)
+        {
+            p.push(
+                "limits.idle_timeout_ms",
+                l.idle_timeout_ms,
+                format!(
+                    "must be at least limits.handshake_timeout_ms ({}): a session may not be closed as idle sooner than a handshake may take",
+                    l.handshake_timeout_ms
+                ),
+            );
+        }
+        let tcp = check_addr(&mut p, "listen.tcp", self.listen.tcp.as_deref(), 7400);
+        let api = check_addr(&mut p, "listen.api", self.listen.api.as_deref(), 7480);
+        if let (Some(t), Some(a)) = (tcp, api)
+            && t == a
+            && t.port() != 0
+        {
+            p.push(
+                "listen.api",
+                format!("{a:?}", a = a.to_string()),
+                "is also listen.tcp: give the API and the sensor links different ports",
+            );
+        }
+        for (i, s) in self.listen.serial.iter().enumerate() {
+            let key = format!("listen.serial[{i}]");
+            if s.path.trim().is_empty() {
+                p.push(
+                    format!("{key}.path"),
+                    "\"\"",
+                    "a device path is required, e.g. \"/dev/ttyUSB0\"",
+                );
+            } else if self.listen.serial[..i].iter().any(|o| o.path == s.path) {
+                p.push(
+                    format!("{key}.path"),
+                    format!("{:?}", s.path),
+                    "the same port is listed twice",
+                );
+            }
+            BAUD_RANGE.check_key(&mut p, &format!("{key}.baud"), u64::from(s.baud));
+        }
+        p.into_result(file)
     }
 
     /// The configuration as TOML text.
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+/// The accepted range of one numeric key, with a hint for the operator.
+#[derive(Debug, Clone, Copy)]
+pub struct Range {
+    /// The key, as written in the file (`section.key`).
+    pub key: &'static str,
+    /// The least accepted value.
+    pub min: u64,
+    /// The greatest accepted value.
+    pub max: u64,
+    /// The unit of the value (empty for a count).
+    pub unit: &'static str,
+    /// What the value means and a usual value.
+    pub hint: &'static str,
+}
+
+impl Range {
+    fn check(&self, p: &mut Problems, v: u64) {
+        self.check_key(p, self.key, v);
+    }
+
+    fn check_key(&self, p: &mut Problems, key: &str, v: u64) {
+        if v < self.min || v > self.max {
+            p.push(
+                key,
+                v,
+                format!(
+                    "out of range {}..={}{}: {}",
+                    self.min, self.max, self.unit, self.hint
+                ),
+            );
+        }
+    }
+}
+
+/// The ranges of `[batch]`: `max_txs`, `timeout_ms`, `linger_ms` (in this
+/// order). `max_txs` is also bounded by the chain's `max_block_txs`
+/// parameter (checked against the genesis block at start).
+pub const BATCH_RANGES: [Range; 3] = [
+    Range {
+        key: "batch.max_txs",
+        min: 1,
+        max: 1_000_000,
+        unit: "",
+        hint: "most transactions per block (default 2000; at most the chain's max_block_txs)",
+    },
+    Range {
+        key: "batch.timeout_ms",
+        min: 1,
+        max: 60_000,
+        unit: " ms",
+        hint: "longest wait for a block while the store is busy (default 20)",
+    },
+    Range {
+        key: "batch.linger_ms",
+        min: 0,
+        max: 60_000,
+        unit: " ms",
+        hint: "shortest wait before a block is cut (default 0: at once)",
+    },
+];
+
+/// The ranges of `[limits]`: `max_sessions`, `max_half_open`,
+/// `handshake_timeout_ms`, `idle_timeout_ms`, `max_pending`,
+/// `snapshot_every` (in this order).
+pub const LIMIT_RANGES: [Range; 6] = [
+    Range {
+        key: "limits.max_sessions",
+        min: 1,
+        max: 1_000_000,
+        unit: "",
+        hint: "most concurrent sensor sessions (default 4096)",
+    },
+    Range {
+        key: "limits.max_half_open",
+        min: 1,
+        max: crate::net::HALF_OPEN_CAPACITY as u64,
+        unit: "",
+        hint: "most handshakes in progress at once (default 256)",
+    },
+    Range {
+        key: "limits.handshake_timeout_ms",
+        min: 100,
+        max: 600_000,
+        unit: " ms",
+        hint: "a handshake must finish in this time; it bounds what a slow or silent peer can hold (default 5000)",
+    },
+    Range {
+        key: "limits.idle_timeout_ms",
+        min: 100,
+        max: 86_400_000,
+        unit: " ms",
+        hint: "a session with no frame for this long is closed (default 120000)",
+    },
+    Range {
+        key: "limits.max_pending",
+        min: 1,
+        max: 10_000_000,
+        unit: "",
+        hint: "most readings waiting for a block before the gateway answers busy (default 100000)",
+    },
+    Range {
+        key: "limits.snapshot_every",
+        min: 1,
+        max: 1_000_000,
+        unit: "",
+        hint: "blocks between state snapshots (default 64)",
+    },
+];
+
+/// The accepted baud rates of a serial port (`listen.serial[i].baud`).
+pub const BAUD_RANGE: Range = Range {
+    key: "listen.serial.baud",
+    min: 50,
+    max: 4_000_000,
+    unit: " baud",
+    hint: "a rate the port supports, e.g. 9600, 115200 (default), 230400, 460800, 921600",
+};
+
+/// Checks a listening address: `IP:port`. Returns it if it parses.
+fn check_addr(
+    p: &mut Problems,
+    key: &str,
+    value: Option<&str>,
+    usual_port: u16,
+) -> Option<SocketAddr> {
+    let v = value?;
+    match v.trim().parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            p.push(
+                key,
+                format!("{v:?}"),
+                format!(
+                    "not an address: write an IP address and a port, e.g. \"127.0.0.1:{usual_port}\" or \"[::1]:{usual_port}\" (omit the key to disable it)"
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// One bad value of a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// The key, as written in the file (`limits.max_pending`).
+    pub key: String,
+    /// The value found, as written.
+    pub value: String,
+    /// What is accepted, and why.
+    pub hint: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.value.is_empty() {
+            write!(f, "{}: {}", self.key, self.hint)
+        } else {
+            write!(f, "{} = {}: {}", self.key, self.value, self.hint)
+        }
+    }
+}
+
+/// Every bad value of one configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The configuration file.
+    pub file: PathBuf,
+    /// The problems, in the order of the file's sections.
+    pub problems: Vec<ConfigProblem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(
+            f,
+            "{}: {n} invalid setting{}",
+            self.file.display(),
+            if n == 1 { "" } else { "s" }
+        )?;
+        for pr in &self.problems {
+            write!(f, "\n  {pr}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Collects the problems of a configuration.
+#[derive(Debug, Default)]
+pub struct Problems(Vec<ConfigProblem>);
+
+impl Problems {
+    /// Records a bad value of `key`.
+    pub fn push(
+        &mut self,
+        key: impl Into<String>,
+        value: impl fmt::Display,
+        hint: impl Into<String>,
+    ) {
+        self.0.push(ConfigProblem {
+            key: key.into(),
+            value: value.to_string(),
+            hint: hint.into(),
+        });
+    }
+
+    /// Records the outcome of a section's own check (e.g. `[api]`'s): an
+    /// `Err(message)` becomes a problem of `section`.
+    pub fn section(&mut self, section: &str, r: Result<(), String>) {
+        if let Err(hint) = r {
+            self.push(section, "", hint);
+        }
+    }
+
+    /// `Ok` if nothing was recorded, else the [`ConfigError`] of `file`.
+    pub fn into_result(self, file: &Path) -> Result<(), ConfigError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError {
+                file: file.to_path_buf(),
+                problems: self.0,
+            })
+        }
     }
 }
 
@@ -270,5 +578,98 @@ mod tests {
         assert!(format!("{e:#}").contains("bogus"), "{e:#}");
         let round: GatewayConfig = toml::from_str(&c.to_toml()).unwrap();
         assert_eq!(round.batch.max_txs, 5);
+    }
+
+    fn problems(extra: &str) -> Vec<ConfigProblem> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("gw.toml");
+        std::fs::write(
+            &p,
+            format!("data_dir = \"d\"\nkey_file = \"k\"\ngenesis_file = \"g\"\n{extra}"),
+        )
+        .unwrap();
+        let cfg: GatewayConfig = toml::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        match cfg.check(&p) {
+            Ok(()) => Vec::new(),
+            Err(e) => {
+                assert_eq!(e.file, p);
+                e.problems
+            }
+        }
+    }
+
+    #[test]
+    fn defaults_pass_and_every_range_is_checked() {
+        assert!(problems("").is_empty());
+        assert!(
+            GatewayConfig::new("d".into(), "k".into(), "g".into())
+                .check(Path::new("x"))
+                .is_ok()
+        );
+        // each bound, and one past it
+        for r in BATCH_RANGES.iter().chain(&LIMIT_RANGES) {
+            let (section, key) = r.key.split_once('.').unwrap();
+            // keep the relations satisfied while one value moves
+            let ctx = match r.key {
+                "batch.timeout_ms" => "linger_ms = 0\n",
+                "batch.linger_ms" => "timeout_ms = 60000\n",
+                "limits.handshake_timeout_ms" => "idle_timeout_ms = 86400000\n",
+                "limits.idle_timeout_ms" => "handshake_timeout_ms = 100\n",
+                _ => "",
+            };
+            for (v, ok) in [
+                (r.min, true),
+                (r.max, true),
+                (r.max + 1, false),
+                (r.min.wrapping_sub(1), r.min == 0),
+            ] {
+                if r.min == 0 && v == u64::MAX {
+                    continue;
+                }
+                let got = problems(&format!("[{section}]\n{ctx}{key} = {v}\n"));
+                assert_eq!(got.is_empty(), ok, "{} = {v}: {got:?}", r.key);
+                if !ok {
+                    assert_eq!(got[0].key, r.key);
+                    assert_eq!(got[0].value, v.to_string());
+                    assert!(got[0].hint.contains("out of range"), "{}", got[0]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn relations_addresses_and_serial_ports() {
+        let p = problems("[limits]\nhandshake_timeout_ms = 5000\nidle_timeout_ms = 4000\n");
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].key, "limits.idle_timeout_ms");
+        // no relation noise about a value that is out of range itself
+        let p = problems("[limits]\nhandshake_timeout_ms = 18446744073709551615\n");
+        assert_eq!(p.len(), 1, "{p:?}");
+        let p = problems("[batch]\ntimeout_ms = 10\nlinger_ms = 11\n");
+        assert_eq!(p[0].key, "batch.linger_ms");
+        let p = problems("[listen]\ntcp = \"0.0.0.0:7400\"\napi = \"localhost:7480\"\n");
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].key, "listen.api");
+        assert_eq!(p[0].value, "\"localhost:7480\"");
+        let p = problems("[listen]\ntcp = \"127.0.0.1:7400\"\napi = \"127.0.0.1:7400\"\n");
+        assert_eq!(p[0].key, "listen.api");
+        assert!(problems("[listen]\ntcp = \"127.0.0.1:0\"\napi = \"127.0.0.1:0\"\n").is_empty());
+        let p = problems(
+            "[listen]\nserial = [{ path = \"/dev/a\", baud = 0 }, { path = \"/dev/a\" }, { path = \"\" }]\n",
+        );
+        let keys: Vec<&str> = p.iter().map(|x| x.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "listen.serial[0].baud",
+                "listen.serial[1].path",
+                "listen.serial[2].path"
+            ]
+        );
+        let mut s = Problems::default();
+        s.section("api", Err("bad".into()));
+        s.section("other", Ok(()));
+        let e = s.into_result(Path::new("f.toml")).unwrap_err();
+        assert_eq!(e.to_string(), "f.toml: 1 invalid setting\n  api: bad");
     }
 }

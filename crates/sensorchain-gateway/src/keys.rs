@@ -1,6 +1,11 @@
 //! Key files: an identity's 32-byte Ed25519 seed in hex, written readable by
 //! its owner only (mode 0600 on Unix).
 //!
+//! Like ssh with a private key, [`read_keypair`] refuses a key file that
+//! its group or others may read or write (any of the mode bits `0o077`):
+//! the secret may already be known to someone else. `chmod 600 FILE` fixes
+//! it. [`parse_public`], which only needs the public half, does not refuse.
+//!
 //! Format (text, one value per line, `#` comments allowed):
 //! ```text
 //! # sensorchain secret key: keep private
@@ -54,8 +59,35 @@ pub fn write_keypair(path: &Path, kp: &Keypair, force: bool) -> anyhow::Result<(
     Ok(())
 }
 
-/// Reads a key file written by [`write_keypair`].
+/// Reads a key file written by [`write_keypair`], refusing one that is
+/// accessible by group or others ([`check_key_mode`]).
 pub fn read_keypair(path: &Path) -> anyhow::Result<Keypair> {
+    check_key_mode(path)?;
+    read_seed(path)
+}
+
+/// Refuses a key file whose mode lets its group or others read or write it
+/// (Unix; elsewhere a no-op). The message names the file, its mode and the
+/// `chmod` that fixes it.
+pub fn check_key_mode(path: &Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = fs::metadata(path)
+            .with_context(|| format!("cannot read key file {}", path.display()))?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            bail!(
+                "key file {p}: permissions {mode:04o} are too open: a secret key must not be \
+                 accessible by group or others, so it is not used (fix: chmod 600 {p})",
+                p = path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn read_seed(path: &Path) -> anyhow::Result<Keypair> {
     let text = fs::read_to_string(path)
         .with_context(|| format!("cannot read key file {}", path.display()))?;
     let line = text
@@ -76,7 +108,7 @@ pub fn parse_public(s: &str) -> anyhow::Result<PublicKey> {
     }
     let p = Path::new(s);
     if p.exists() {
-        return Ok(read_keypair(p)?.public());
+        return Ok(read_seed(p)?.public());
     }
     bail!("{s:?} is neither 64 hex digits of public key nor a key file")
 }
@@ -108,5 +140,29 @@ mod tests {
         assert_eq!(parse_public(p.to_str().unwrap()).unwrap(), kp.public());
         assert_eq!(parse_public(&kp.public().to_string()).unwrap(), kp.public());
         assert!(parse_public("nonsense").is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn group_or_world_accessible_key_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k.key");
+        let kp = Keypair::from_seed([6; 32]);
+        write_keypair(&p, &kp, false).unwrap();
+        for mode in [0o640, 0o604, 0o620, 0o644, 0o666] {
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+            let e = format!("{:#}", read_keypair(&p).unwrap_err());
+            assert!(
+                e.contains(&format!("{mode:04o}"))
+                    && e.contains("chmod 600")
+                    && e.contains("k.key"),
+                "{e}"
+            );
+            // the public half is still readable (genesis members, --gateway-key)
+            assert_eq!(parse_public(p.to_str().unwrap()).unwrap(), kp.public());
+        }
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o400)).unwrap();
+        assert_eq!(read_keypair(&p).unwrap().public(), kp.public());
     }
 }

@@ -3,10 +3,14 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use sensorchain_gateway::cli::{Cli, run};
+use sensorchain_gateway::cli::{Cli, init_tracing, run};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = init_tracing(&cli) {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {

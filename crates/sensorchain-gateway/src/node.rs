@@ -22,8 +22,21 @@
 //!
 //! A consensus layer slots in between proposal and validation: it orders
 //! proposals, and every gateway validates and stores what it orders.
+//!
+//! **The proposer must be a validator.** [`Node::start`] refuses a key that
+//! lacks `VALIDATE` in the state after the stored chain ([`NotValidator`]).
+//! If a committed block takes `VALIDATE` from this gateway's key, the node
+//! stops taking submissions (answered [`Rejected::ShuttingDown`]) and
+//! [`Node::lost_validate`] resolves, so that `sensorchain run` stops with
+//! the reason; no block is built that validation would refuse.
+//!
+//! **Refusals are logged** (at `info`, with the reason, the signer and its
+//! sequence number, and the link's identity), at most
+//! [`REFUSAL_LOG_PER_SECOND`] lines a second; the number left out is given
+//! on the next line logged. Busy and shutting-down answers are logged at
+//! `debug`. A block that fails validation or storage is logged at `error`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -38,7 +51,7 @@ use sensorchain_core::link::RejectReason;
 use sensorchain_core::permissions::Permissions;
 use sensorchain_core::state::{SigCheck, TxRuleError, WorldState};
 use sensorchain_core::tx::{Payload, Transaction, TxError, TxKind};
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::{broadcast, oneshot, watch};
 
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
@@ -172,7 +185,8 @@ pub enum NodeEvent {
 pub struct Ticket {
     rx: oneshot::Receiver<Result<Committed, Rejected>>,
     arrived: Instant,
-    metrics: Arc<Metrics>,
+    origin: Origin,
+    shared: Arc<Shared>,
 }
 
 impl Ticket {
@@ -181,12 +195,59 @@ impl Ticket {
         let r = self.rx.await.unwrap_or(Err(Rejected::ShuttingDown));
         match &r {
             Ok(_) => self
+                .shared
                 .metrics
                 .ingest_latency
                 .observe(self.arrived.elapsed().as_secs_f64()),
-            Err(e) => self.metrics.reject(e.label()),
+            Err(e) => self.shared.refused(e, &self.origin),
         }
         r
+    }
+}
+
+/// Who a submission came from (for the refusal log).
+#[derive(Debug, Clone, Copy)]
+struct Origin {
+    /// The signer and sequence number, if it decoded.
+    tx: Option<(PublicKey, u64)>,
+    /// The link's identity (`None`: the HTTP API).
+    link: Option<PublicKey>,
+}
+
+/// Most refusals logged per second (the rest are counted and the count is
+/// given on the next line logged).
+pub const REFUSAL_LOG_PER_SECOND: u32 = 20;
+
+/// A per-second budget of log lines.
+struct LogBudget {
+    /// Start of the current second, lines logged in it, lines left out
+    /// since the last line logged.
+    window: Mutex<(Instant, u32, u64)>,
+}
+
+impl LogBudget {
+    fn new() -> Self {
+        LogBudget {
+            window: Mutex::new((Instant::now(), 0, 0)),
+        }
+    }
+
+    /// `Some(left_out)` if a line may be logged now (`left_out`: lines not
+    /// logged before it), `None` if this one is left out.
+    fn admit(&self) -> Option<u64> {
+        let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if now.duration_since(w.0) >= Duration::from_secs(1) {
+            w.0 = now;
+            w.1 = 0;
+        }
+        if w.1 < REFUSAL_LOG_PER_SECOND {
+            w.1 += 1;
+            Some(std::mem::take(&mut w.2))
+        } else {
+            w.2 += 1;
+            None
+        }
     }
 }
 
@@ -206,6 +267,11 @@ struct Shared {
     events: broadcast::Sender<NodeEvent>,
     metrics: Arc<Metrics>,
     key: Keypair,
+    /// False once a committed block took `VALIDATE` from `key`.
+    may_propose: AtomicBool,
+    /// Why the node stopped taking submissions (set once).
+    lost_validate: watch::Sender<Option<String>>,
+    refusal_log: LogBudget,
 }
 
 struct Inner {
@@ -216,6 +282,30 @@ struct Inner {
 }
 
 impl Shared {
+    /// Counts a refusal and logs it (within the budget).
+    fn refused(&self, e: &Rejected, o: &Origin) {
+        self.metrics.reject(e.label());
+        let signer =
+            o.tx.map_or_else(|| "undecoded".to_string(), |(pk, _)| pk.to_string());
+        let sequence = o.tx.map(|(_, s)| s);
+        let link = o
+            .link
+            .map_or_else(|| "api".to_string(), |pk| pk.to_string());
+        if e.reason().is_none() {
+            tracing::debug!(reason = e.label(), %signer, ?sequence, via = %link, "submission not taken: {e}");
+            return;
+        }
+        if let Some(left_out) = self.refusal_log.admit() {
+            if left_out > 0 {
+                tracing::info!(
+                    left_out,
+                    "{left_out} refusals not logged (more than {REFUSAL_LOG_PER_SECOND} a second)"
+                );
+            }
+            tracing::info!(reason = e.label(), %signer, ?sequence, via = %link, "submission refused: {e}");
+        }
+    }
+
     /// The state after the last stored block.
     fn committed_state(&self) -> Arc<WorldState> {
         self.state
@@ -258,7 +348,7 @@ impl Node {
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Node> {
         let store = Arc::new(store);
-        let state = recover(&store, genesis)?;
+        let state = recover(&store, genesis, &key.public())?;
         metrics
             .block_height
             .set(state.next_height().saturating_sub(1) as i64);
@@ -270,6 +360,9 @@ impl Node {
             events,
             metrics,
             key,
+            may_propose: AtomicBool::new(true),
+            lost_validate: watch::channel(None).0,
+            refusal_log: LogBudget::new(),
         });
         let producer = shared.clone();
         let inner = Arc::new(Inner { shared, queue });
@@ -310,6 +403,18 @@ impl Node {
         self.inner.events.subscribe()
     }
 
+    /// Resolves (with the reason) once a committed block has taken the
+    /// `VALIDATE` permission from this gateway's key: from then on the node
+    /// can commit nothing and refuses every submission as shutting down.
+    /// Never resolves otherwise.
+    pub async fn lost_validate(&self) -> String {
+        let mut rx = self.inner.lost_validate.subscribe();
+        match rx.wait_for(Option::is_some).await {
+            Ok(v) => v.clone().unwrap_or_default(),
+            Err(_) => std::future::pending().await,
+        }
+    }
+
     /// Submits one transaction given its exact bytes and waits until it is
     /// durably committed or refused. `session_identity`: the identity of the
     /// link it came on, which must be its signer (`None` for the API, where
@@ -337,13 +442,21 @@ impl Node {
         session_identity: Option<PublicKey>,
     ) -> Result<Ticket, Rejected> {
         let arrived = Instant::now();
-        let queued = Transaction::decode(&encoded)
-            .map_err(|e| match e {
-                TxError::Decode(d) => Rejected::Malformed(d.to_string()),
-                e => Rejected::Malformed(e.to_string()),
-            })
-            .and_then(|tx| self.check_and_enqueue(tx, encoded, session_identity));
-        self.ticket(queued, arrived)
+        match Transaction::decode(&encoded) {
+            Ok(tx) => self.ticket(tx, encoded, session_identity, arrived),
+            Err(e) => {
+                let e = match e {
+                    TxError::Decode(d) => Rejected::Malformed(d.to_string()),
+                    e => Rejected::Malformed(e.to_string()),
+                };
+                let origin = Origin {
+                    tx: None,
+                    link: session_identity,
+                };
+                self.inner.refused(&e, &origin);
+                Err(e)
+            }
+        }
     }
 
     /// [`enqueue`](Self::enqueue) for a caller that has already decoded the
@@ -358,25 +471,29 @@ impl Node {
     ) -> Result<Ticket, Rejected> {
         let arrived = Instant::now();
         debug_assert_eq!(Transaction::decode(&encoded).as_ref(), Ok(&tx));
-        self.ticket(
-            self.check_and_enqueue(tx, encoded, session_identity),
-            arrived,
-        )
+        self.ticket(tx, encoded, session_identity, arrived)
     }
 
     fn ticket(
         &self,
-        queued: Result<oneshot::Receiver<Result<Committed, Rejected>>, Rejected>,
+        tx: Transaction,
+        encoded: Vec<u8>,
+        session_identity: Option<PublicKey>,
         arrived: Instant,
     ) -> Result<Ticket, Rejected> {
-        match queued {
+        let origin = Origin {
+            tx: Some((tx.body.signer, tx.body.sequence)),
+            link: session_identity,
+        };
+        match self.check_and_enqueue(tx, encoded, session_identity) {
             Ok(rx) => Ok(Ticket {
                 rx,
                 arrived,
-                metrics: self.inner.metrics.clone(),
+                origin,
+                shared: self.inner.shared.clone(),
             }),
             Err(e) => {
-                self.inner.metrics.reject(e.label());
+                self.inner.refused(&e, &origin);
                 Err(e)
             }
         }
@@ -388,6 +505,10 @@ impl Node {
         encoded: Vec<u8>,
         session_identity: Option<PublicKey>,
     ) -> Result<oneshot::Receiver<Result<Committed, Rejected>>, Rejected> {
+        if !self.inner.may_propose.load(Ordering::Acquire) {
+            // this gateway can commit nothing any more (it is stopping)
+            return Err(Rejected::ShuttingDown);
+        }
         if session_identity.is_some_and(|id| id != tx.body.signer) {
             return Err(Rejected::WrongSigner);
         }
@@ -436,21 +557,59 @@ impl Node {
     }
 }
 
-/// Rebuilds the state from the store (initialising it with `genesis`).
-fn recover(store: &Store, genesis: &Block) -> anyhow::Result<WorldState> {
+/// Why a gateway may not run: its key lacks `VALIDATE`, so every block it
+/// proposed would be refused by validation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the gateway key {key} may not propose blocks: it lacks the validate permission in the chain's state at height {height}{validators}. Set key_file to a validator's key file, or grant this key validate through a gateway that is a validator: sensorchain tx grant {key} validate --key ADMIN.key --api http://VALIDATOR-API"
+)]
+pub struct NotValidator {
+    /// The gateway's key.
+    pub key: PublicKey,
+    /// The height of the state checked.
+    pub height: u64,
+    /// `" (validators: …)"`, or empty if the chain has none.
+    validators: String,
+}
+
+/// Refuses a key that may not propose blocks on `state` (no `VALIDATE`).
+pub fn check_may_propose(state: &WorldState, key: &PublicKey) -> Result<(), NotValidator> {
+    if state.has(key, Permissions::VALIDATE) {
+        return Ok(());
+    }
+    let vals: Vec<String> = state
+        .validators()
+        .iter()
+        .map(|v| v.public().to_string())
+        .collect();
+    let validators = if vals.is_empty() {
+        String::new()
+    } else {
+        format!(" (validators: {})", vals.join(", "))
+    };
+    Err(NotValidator {
+        key: *key,
+        height: state.next_height().saturating_sub(1),
+        validators,
+    })
+}
+
+/// The state after `genesis` alone, validated.
+pub fn genesis_state(genesis: &Block) -> anyhow::Result<WorldState> {
+    let mut state = WorldState::new(genesis.header.chain_id);
+    state
+        .apply_block(genesis, None, SigCheck::Verify)
+        .map_err(|e| anyhow::anyhow!("the genesis block is invalid: {e}"))?;
+    Ok(state)
+}
+
+/// Rebuilds the state of the stored chain (the latest snapshot, then every
+/// block after it, fully validated) without writing; `None` if the store is
+/// empty. Fails if the store holds another chain than `genesis`'s.
+pub fn replay(store: &Store, genesis: &Block) -> anyhow::Result<Option<WorldState>> {
     let chain_id = genesis.header.chain_id;
     let Some(head) = store.head()? else {
-        let mut state = WorldState::new(chain_id);
-        state
-            .apply_block(genesis, None, SigCheck::Verify)
-            .map_err(|e| anyhow::anyhow!("the genesis block is invalid: {e}"))?;
-        store.commit_block(
-            genesis,
-            &genesis.encoded_txs(),
-            None,
-            Some(&state.snapshot()),
-        )?;
-        return Ok(state);
+        return Ok(None);
     };
     let stored_genesis = store
         .block(0)?
@@ -485,6 +644,25 @@ fn recover(store: &Store, genesis: &Block) -> anyhow::Result<WorldState> {
             head.hash
         );
     }
+    Ok(Some(state))
+}
+
+/// Rebuilds the state from the store, initialising an empty store with
+/// `genesis`; refuses (before writing anything) a `key` that may not
+/// propose on the resulting state.
+fn recover(store: &Store, genesis: &Block, key: &PublicKey) -> anyhow::Result<WorldState> {
+    if let Some(state) = replay(store, genesis)? {
+        check_may_propose(&state, key)?;
+        return Ok(state);
+    }
+    let state = genesis_state(genesis)?;
+    check_may_propose(&state, key)?;
+    store.commit_block(
+        genesis,
+        &genesis.encoded_txs(),
+        None,
+        Some(&state.snapshot()),
+    )?;
     Ok(state)
 }
 
@@ -574,6 +752,19 @@ fn produce(inner: Arc<Shared>, rx: Receiver<Pending>, cfg: NodeConfig) {
             seen_failures = f;
             in_flight.wait_idle(Instant::now() + Duration::from_secs(3600));
             spec = inner.committed_state();
+        }
+        if !spec.has(&inner.key.public(), Permissions::VALIDATE) {
+            // A block before this one took VALIDATE from this gateway: a
+            // block built now would fail validation. Nothing more can be
+            // committed once it is stored; the node is stopping then (see
+            // `Node::lost_validate`).
+            for p in batch {
+                let _ = p.reply.send(Err(Rejected::ShuttingDown));
+            }
+            if closed {
+                break;
+            }
+            continue;
         }
         since_snapshot += 1;
         let snapshot = since_snapshot >= cfg.snapshot_every;
@@ -697,14 +888,27 @@ fn commit_proposed(inner: &Shared, p: Proposed, failures: &AtomicU64) {
         let mut next = (*committed).clone();
         let result = next
             .apply_block_encoded(block, &built.encoded, None, SigCheck::AlreadyVerified)
-            .map_err(|e| Rejected::Storage(format!("proposed block failed validation: {e}")))
+            .map_err(|e| {
+                // The proposer checks what validation checks: this is a bug,
+                // not the senders' fault. Nothing was committed.
+                tracing::error!(
+                    height = block.header.height,
+                    txs = block.txs.len(),
+                    "proposed block failed validation, nothing committed: {e}"
+                );
+                Rejected::Storage(format!("internal: proposed block failed validation: {e}"))
+            })
             .and_then(|()| {
                 let snap = snapshot.then(|| next.snapshot());
                 inner
                     .store
                     .commit_block(block, &built.encoded, None, snap.as_deref())
                     .map_err(|e: StoreError| {
-                        tracing::error!(height = block.header.height, "cannot store block: {e}");
+                        tracing::error!(
+                            height = block.header.height,
+                            txs = block.txs.len(),
+                            "cannot store block, nothing committed: {e}"
+                        );
                         Rejected::Storage(e.to_string())
                     })
             });
@@ -712,8 +916,18 @@ fn commit_proposed(inner: &Shared, p: Proposed, failures: &AtomicU64) {
             Ok(()) => {
                 let height = block.header.height;
                 let hash = block.header.hash();
+                let key = inner.key.public();
+                let lost = !next.has(&key, Permissions::VALIDATE);
                 if let Ok(mut s) = inner.state.write() {
                     *s = Arc::new(next);
+                }
+                if lost && inner.may_propose.swap(false, Ordering::AcqRel) {
+                    let why = format!(
+                        "block {height} took the validate permission from this gateway's key {key}: it can commit nothing more and stops. \
+                         To run it again, grant it validate through a gateway that is a validator (sensorchain tx grant {key} validate --key ADMIN.key --api http://VALIDATOR-API)"
+                    );
+                    tracing::error!("{why}");
+                    inner.lost_validate.send_replace(Some(why));
                 }
                 let mut readings = 0u64;
                 let mut changed = Vec::new();

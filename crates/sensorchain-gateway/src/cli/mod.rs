@@ -23,11 +23,67 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "sensorchain", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
-    /// Log filter (tracing env-filter syntax), e.g. `info` or `sensorchain_gateway=debug`.
-    #[arg(long, global = true, env = "SENSORCHAIN_LOG", default_value = "info")]
-    pub log: String,
+    /// Log filter (tracing env-filter syntax), e.g. `info` or
+    /// `sensorchain_gateway=debug` (default: SENSORCHAIN_LOG, else RUST_LOG,
+    /// else `info`; the demo: `warn`). An invalid filter is an error.
+    #[arg(long, global = true, env = "SENSORCHAIN_LOG")]
+    pub log: Option<String>,
+    /// Log format on stderr: `text` (coloured only when stderr is a
+    /// terminal) or `json` (one JSON object per line).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines; ANSI colours only when stderr is a terminal.
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `fields`, `target`).
+    Json,
+}
+
+impl Cli {
+    /// The log filter in force and where it came from: `--log` (or
+    /// SENSORCHAIN_LOG), else RUST_LOG, else `info` (`warn` for the demo,
+    /// which speaks for itself).
+    pub fn log_filter(&self) -> (String, &'static str) {
+        if let Some(f) = &self.log {
+            return (f.clone(), "--log / SENSORCHAIN_LOG");
+        }
+        if let Ok(f) = std::env::var("RUST_LOG") {
+            return (f, "RUST_LOG");
+        }
+        let default = if matches!(self.command, Command::Demo(_)) {
+            "warn"
+        } else {
+            "info"
+        };
+        (default.to_string(), "default")
+    }
+}
+
+/// Installs the global log subscriber: the filter of [`Cli::log_filter`]
+/// (an invalid one is an error with the parser's message), lines to stderr
+/// in `format`, ANSI colours only if stderr is a terminal.
+pub fn init_tracing(cli: &Cli) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let (filter, source) = cli.log_filter();
+    let env_filter = tracing_subscriber::EnvFilter::builder()
+        .parse(&filter)
+        .map_err(|e| anyhow::anyhow!("invalid log filter {filter:?} (from {source}): {e}; e.g. --log info or --log sensorchain_gateway=debug"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(env_filter)
+        .with_writer(std::io::stderr);
+    let installed = match cli.log_format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+    };
+    installed.map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))
 }
 
 /// The subcommands.
@@ -103,6 +159,12 @@ pub struct RunArgs {
     /// The gateway's TOML configuration file.
     #[arg(long, short)]
     pub config: PathBuf,
+    /// Check everything that can be checked without side effects (the
+    /// configuration, the key file, the genesis block, whether the key may
+    /// propose blocks), print `ok` or the problems, and exit 0 or 1 without
+    /// starting (nothing is created).
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// `sensorchain sensor-sim`
@@ -170,16 +232,10 @@ pub struct ExportArgs {
     pub out: PathBuf,
 }
 
-/// Runs a parsed command line; the exit code says success (0), a finding
-/// such as an invalid chain (1), or an error (2, via `Err`).
+/// Runs a parsed command line (after [`init_tracing`]); the exit code says
+/// success (0), a finding such as an invalid chain (1), or an error (2, via
+/// `Err`).
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    // the demo speaks for itself: only warnings unless asked for more
-    let filter = if matches!(cli.command, Command::Demo(_)) && cli.log == "info" {
-        "warn"
-    } else {
-        &cli.log
-    };
-    init_tracing(filter);
     match &cli.command {
         Command::Keygen(a) => keygen::keygen(a),
         Command::Genesis(a) => genesis::genesis(a),
@@ -192,13 +248,4 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Provision(a) => provision::provision(a),
         Command::Tx(a) => tx::tx(a),
     }
-}
-
-fn init_tracing(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
 }
