@@ -234,9 +234,8 @@ impl LogBudget {
 
     /// `Some(left_out)` if a line may be logged now (`left_out`: lines not
     /// logged before it), `None` if this one is left out.
-    fn admit(&self) -> Option<u64> {
+    fn admit(&self, now: Instant) -> Option<u64> {
         let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
         if now.duration_since(w.0) >= Duration::from_secs(1) {
             w.0 = now;
             w.1 = 0;
@@ -295,7 +294,7 @@ impl Shared {
             tracing::debug!(reason = e.label(), %signer, ?sequence, via = %link, "submission not taken: {e}");
             return;
         }
-        if let Some(left_out) = self.refusal_log.admit() {
+        if let Some(left_out) = self.refusal_log.admit(Instant::now()) {
             if left_out > 0 {
                 tracing::info!(
                     left_out,

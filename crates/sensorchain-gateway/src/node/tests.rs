@@ -363,3 +363,50 @@ async fn full_disk_refuses_and_loses_nothing() {
         acked.len()
     );
 }
+
+#[test]
+fn refusal_log_budget_per_second_reports_what_it_left_out() {
+    let b = LogBudget::new();
+    let t0 = b.window.lock().unwrap().0;
+    for _ in 0..REFUSAL_LOG_PER_SECOND {
+        assert_eq!(b.admit(t0), Some(0));
+    }
+    for _ in 0..7 {
+        assert_eq!(b.admit(t0 + Duration::from_millis(999)), None);
+    }
+    // the next second: the first line logged gives the count left out
+    let t1 = t0 + Duration::from_secs(1);
+    assert_eq!(b.admit(t1), Some(7));
+    assert_eq!(b.admit(t1), Some(0));
+}
+
+#[test]
+fn non_validator_key_refused_before_the_store_is_written() {
+    let f = fixture();
+    let store = Store::open(f.dir.path()).unwrap();
+    let e = Node::start(
+        store,
+        f.device.clone(),
+        &f.genesis,
+        NodeConfig::default(),
+        Arc::new(Metrics::new()),
+    )
+    .err()
+    .unwrap();
+    let ne = e
+        .downcast_ref::<NotValidator>()
+        .expect("a NotValidator error");
+    assert_eq!(ne.key, f.device.public());
+    assert_eq!(ne.height, 0);
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&f.gateway.public().to_string()) && msg.contains("validate"),
+        "{msg}"
+    );
+    // nothing was committed: the store is still empty, and the validator starts on it
+    std::thread::sleep(Duration::from_millis(50));
+    let store = Store::open(f.dir.path()).unwrap();
+    assert!(store.head().unwrap().is_none());
+    drop(store);
+    drop(start(&f));
+}
