@@ -24,6 +24,13 @@
 //! max_pending = 100000         # readings waiting for a block; above it: busy
 //! snapshot_every = 64          # blocks between state snapshots (restart speed)
 //! ```
+//!
+//! Every value is checked when the file is loaded, before anything is
+//! created ([`GatewayConfig::check`]: the ranges are [`BATCH_RANGES`],
+//! [`LIMIT_RANGES`] and [`BAUD_RANGE`]); every problem is reported at once,
+//! naming the file, the key, the value and what is accepted
+//! ([`ConfigError`]). A section with its own check adds it with
+//! [`Problems::section`].
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -313,6 +320,8 @@ impl GatewayConfig {
             }
             BAUD_RANGE.check_key(&mut p, &format!("{key}.baud"), u64::from(s.baud));
         }
+        // further sections' own checks go here, e.g.
+        // `p.section("api", self.api.check());`
         p.into_result(file)
     }
 
