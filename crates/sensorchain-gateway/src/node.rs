@@ -186,7 +186,7 @@ pub struct Ticket {
     rx: oneshot::Receiver<Result<Committed, Rejected>>,
     arrived: Instant,
     origin: Origin,
-    shared: Arc<Shared>,
+    refusals: Arc<Refusals>,
 }
 
 impl Ticket {
@@ -195,11 +195,11 @@ impl Ticket {
         let r = self.rx.await.unwrap_or(Err(Rejected::ShuttingDown));
         match &r {
             Ok(_) => self
-                .shared
+                .refusals
                 .metrics
                 .ingest_latency
                 .observe(self.arrived.elapsed().as_secs_f64()),
-            Err(e) => self.shared.refused(e, &self.origin),
+            Err(e) => self.refusals.refused(e, &self.origin),
         }
         r
     }
@@ -270,7 +270,14 @@ struct Shared {
     may_propose: AtomicBool,
     /// Why the node stopped taking submissions (set once).
     lost_validate: watch::Sender<Option<String>>,
-    refusal_log: LogBudget,
+    refusals: Arc<Refusals>,
+}
+
+/// Counts and logs refusals (what a [`Ticket`] keeps of the node: not the
+/// store, which is released when the node stops).
+struct Refusals {
+    metrics: Arc<Metrics>,
+    budget: LogBudget,
 }
 
 struct Inner {
@@ -280,7 +287,7 @@ struct Inner {
     queue: SyncSender<Pending>,
 }
 
-impl Shared {
+impl Refusals {
     /// Counts a refusal and logs it (within the budget).
     fn refused(&self, e: &Rejected, o: &Origin) {
         self.metrics.reject(e.label());
@@ -294,7 +301,7 @@ impl Shared {
             tracing::debug!(reason = e.label(), %signer, ?sequence, via = %link, "submission not taken: {e}");
             return;
         }
-        if let Some(left_out) = self.refusal_log.admit(Instant::now()) {
+        if let Some(left_out) = self.budget.admit(Instant::now()) {
             if left_out > 0 {
                 tracing::info!(
                     left_out,
@@ -304,7 +311,9 @@ impl Shared {
             tracing::info!(reason = e.label(), %signer, ?sequence, via = %link, "submission refused: {e}");
         }
     }
+}
 
+impl Shared {
     /// The state after the last stored block.
     fn committed_state(&self) -> Arc<WorldState> {
         self.state
@@ -357,11 +366,14 @@ impl Node {
             store,
             state: RwLock::new(Arc::new(state)),
             events,
-            metrics,
+            metrics: metrics.clone(),
             key,
             may_propose: AtomicBool::new(true),
             lost_validate: watch::channel(None).0,
-            refusal_log: LogBudget::new(),
+            refusals: Arc::new(Refusals {
+                metrics,
+                budget: LogBudget::new(),
+            }),
         });
         let producer = shared.clone();
         let inner = Arc::new(Inner { shared, queue });
@@ -452,7 +464,7 @@ impl Node {
                     tx: None,
                     link: session_identity,
                 };
-                self.inner.refused(&e, &origin);
+                self.inner.refusals.refused(&e, &origin);
                 Err(e)
             }
         }
@@ -489,10 +501,10 @@ impl Node {
                 rx,
                 arrived,
                 origin,
-                shared: self.inner.shared.clone(),
+                refusals: self.inner.refusals.clone(),
             }),
             Err(e) => {
-                self.inner.refused(&e, &origin);
+                self.inner.refusals.refused(&e, &origin);
                 Err(e)
             }
         }
