@@ -652,7 +652,7 @@ fn sensor_sim_exits_non_zero_when_refused_or_revoked() {
     let _gw = net.start();
     let ok = write_key(&net, "dev0.key", &net.devices[0]);
     let stranger = write_key(&net, "stranger.key", &Keypair::from_seed([99; 32]));
-    let out = sim(&net, &[&ok, &stranger], 2, "10");
+    let out = sim(&net, &[&ok, &stranger], 5, "10");
     assert_eq!(out.code, Some(1), "{}\n{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("sensors stopped 1"), "{}", out.stdout);
     assert!(
