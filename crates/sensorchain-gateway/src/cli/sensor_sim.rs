@@ -252,7 +252,6 @@ pub async fn run_sensor(
         if permanent(&e) {
             stats.gave_up.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(sensor = %kp.public(), error = %e, "sensor stops");
-            eprintln!("sensor {} stops: {e}", kp.public());
             return;
         }
         tokio::select! {
