@@ -298,7 +298,7 @@ impl Refusals {
             .link
             .map_or_else(|| "api".to_string(), |pk| pk.to_string());
         if e.reason().is_none() {
-            tracing::debug!(reason = e.label(), %signer, ?sequence, via = %link, "submission not taken: {e}");
+            tracing::debug!(reason = e.label(), %signer, sequence, via = %link, "submission not taken: {e}");
             return;
         }
         if let Some(left_out) = self.budget.admit(Instant::now()) {
@@ -308,7 +308,7 @@ impl Refusals {
                     "{left_out} refusals not logged (more than {REFUSAL_LOG_PER_SECOND} a second)"
                 );
             }
-            tracing::info!(reason = e.label(), %signer, ?sequence, via = %link, "submission refused: {e}");
+            tracing::info!(reason = e.label(), %signer, sequence, via = %link, "submission refused: {e}");
         }
     }
 }
