@@ -846,13 +846,29 @@ fn readings_json(
     let mut count = 0usize;
     let mut last_ts = None;
     let mut cut = false;
+    // readings of one block are neighbours: each block is read and decoded
+    // once, not once per reading
+    let mut block: Option<Block> = None;
     for rr in &refs {
-        let Some((tx, enc)) = store.tx(rr.loc)? else {
+        if block.as_ref().map(|b| b.header.height) != Some(rr.loc.height) {
+            let bytes = store.block_bytes(rr.loc.height)?.ok_or_else(|| {
+                ApiError::internal(format!(
+                    "reading indexed at {:?} is in no stored block",
+                    rr.loc
+                ))
+            })?;
+            block = Some(crate::store::decode_block(rr.loc.height, &bytes)?);
+        }
+        let Some(tx) = block
+            .as_ref()
+            .and_then(|b| b.txs.get(rr.loc.index as usize))
+        else {
             return Err(ApiError::internal(format!(
                 "reading indexed at {:?} is not stored",
                 rr.loc
             )));
         };
+        let enc = tx.to_vec();
         let value = match &tx.body.kind {
             TxKind::Reading { payload, .. } => payload_json(state, payload),
             _ => Value::Null,

@@ -255,9 +255,9 @@ impl GatewayConfig {
 /// ```toml
 /// [api]
 /// max_connections = 1024       # open HTTP connections; more wait in the kernel's backlog
-/// max_in_flight = 64           # requests being handled at once; more: 503 busy
+/// max_in_flight = 64           # requests being handled at once; more wait (within request_timeout_ms)
 /// header_timeout_ms = 10000    # a request head (also after an idle keep-alive) must arrive within this
-/// request_timeout_ms = 30000   # a request must be answered within this; else 408
+/// request_timeout_ms = 30000   # a request must be answered within this (waiting included); else 408
 /// read_threads = 1             # threads reading the store for the API (default: half the cores, at least 1)
 /// read_queue = 64              # store reads waiting for a thread; more: 503 busy
 /// max_response_bytes = 1048576 # a reading list stops here (truncated, next_from)
@@ -271,8 +271,9 @@ pub struct ApiSettings {
     /// (further connections wait in the kernel's backlog) until one closes.
     #[serde(default = "default_api_max_connections")]
     pub max_connections: usize,
-    /// Most requests handled at once; a request beyond is answered at once
-    /// with 503 `busy` and `Retry-After`.
+    /// Most requests handled at once; a request beyond waits (first come,
+    /// first served, holding only its connection) within its
+    /// `request_timeout_ms`.
     #[serde(default = "default_api_max_in_flight")]
     pub max_in_flight: usize,
     /// A connection must deliver a complete request head within this many

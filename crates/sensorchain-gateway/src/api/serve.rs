@@ -10,7 +10,7 @@
 //! | open connections (file descriptors) | `max_connections` | a semaphore permit held by each connection; when none is left the loop stops accepting and further connections wait in the kernel's backlog |
 //! | a slow or idle client | `header_timeout_ms` | hyper's `header_read_timeout` (also runs while a keep-alive connection waits for its next request) |
 //! | a request's life | `request_timeout_ms` | tower-http's `TimeoutLayer` (408) |
-//! | requests being handled | `max_in_flight` | tower's `GlobalConcurrencyLimitLayer` + `LoadShedLayer` (503 `busy` at once, no queue) |
+//! | requests being handled | `max_in_flight` | tower's `GlobalConcurrencyLimitLayer`: more wait, first come first served, holding nothing but their connection (so at most `max_connections` wait), each within its `request_timeout_ms` |
 //! | store threads | `read_threads`, `read_queue` | [`ReadPool`](super::pool::ReadPool) (503 `busy` when the queue is full) |
 //! | a reading list's size | `max_response_bytes` | the list stops before it (`truncated`, `next_from`) |
 //! | the request head | [`MAX_URI_BYTES`], [`MAX_HEADER_BYTES`], [`MAX_HEADERS`] | [`guard`] (414, 431 as JSON); hyper's read buffer [`MAX_HEAD_BUF`] |
@@ -24,7 +24,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
-use axum::error_handling::HandleErrorLayer;
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
@@ -32,9 +31,7 @@ use axum::response::{IntoResponse, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::sync::{Semaphore, watch};
-use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
-use tower::load_shed::LoadShedLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
 
@@ -292,15 +289,6 @@ fn panic_response(p: Box<dyn std::any::Any + Send + 'static>) -> Response {
     ApiError::internal_generic().into_response()
 }
 
-/// 503 `busy` of the in-flight limit.
-async fn overloaded(_: tower::BoxError) -> ApiError {
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "busy",
-        "the API is busy (api.max_in_flight requests are being handled): retry later",
-    )
-}
-
 /// The routes over `node` with every per-request bound of `settings`:
 /// the Host rule and head limits, the in-flight limit, the request timeout,
 /// the panic catcher and JSON error bodies. `local` is the bound address
@@ -331,19 +319,43 @@ pub(crate) fn with_bounds(
 ) -> Router {
     let hosts = Hosts::new(settings, local);
     routes
+        // the limit inside the timeout: waiting for a slot counts
+        .layer(GlobalConcurrencyLimitLayer::new(settings.max_in_flight))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_millis(settings.request_timeout_ms),
         ))
-        .layer(
-            ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(overloaded))
-                .layer(LoadShedLayer::new())
-                .layer(GlobalConcurrencyLimitLayer::new(settings.max_in_flight)),
-        )
         .layer(middleware::from_fn_with_state(hosts, guard))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(middleware::map_response(json_errors))
+}
+
+/// `api.max_connections`, lowered to half the process's open-file limit
+/// (read from `/proc/self/limits` where there is one) with a warning, so
+/// that API connections cannot take the descriptors sensors and the store
+/// need.
+fn connection_cap(configured: usize) -> usize {
+    let soft = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3))
+                .and_then(|v| v.parse::<usize>().ok())
+        });
+    match soft {
+        Some(soft) if configured > soft / 2 => {
+            let cap = (soft / 2).max(1);
+            tracing::warn!(
+                configured,
+                open_file_limit = soft,
+                "api.max_connections is above half the open-file limit; serving at most {cap} \
+                 connections (raise the limit with ulimit -n, or lower api.max_connections)"
+            );
+            cap
+        }
+        _ => configured,
+    }
 }
 
 /// Serves the API on `listener` (from [`bind`]) with the bounds of
@@ -367,7 +379,8 @@ pub async fn serve_with_shutdown(
     );
     let pool = ReadPool::new(settings.read_threads, settings.read_queue);
     let app = app_with_pool(node, &settings, Some(local), pool.clone());
-    let conns = Arc::new(Semaphore::new(settings.max_connections));
+    let max_connections = connection_cap(settings.max_connections);
+    let conns = Arc::new(Semaphore::new(max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
     let header_timeout = Duration::from_millis(settings.header_timeout_ms);
     let grace = Duration::from_millis(settings.request_timeout_ms) + Duration::from_secs(1);
@@ -382,7 +395,7 @@ pub async fn serve_with_shutdown(
             Err(_) => {
                 if !full_logged {
                     tracing::warn!(
-                        max = settings.max_connections,
+                        max = max_connections,
                         "HTTP API: api.max_connections connections open; not accepting until one closes"
                     );
                     full_logged = true;
@@ -438,13 +451,13 @@ pub async fn serve_with_shutdown(
     drop(listener);
     pool.close();
     let _ = stop_tx.send(true);
-    let all = u32::try_from(settings.max_connections).unwrap_or(u32::MAX);
+    let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
     if tokio::time::timeout(grace + Duration::from_millis(200), conns.acquire_many(all))
         .await
         .is_err()
     {
         tracing::warn!(
-            open = settings.max_connections - conns.available_permits(),
+            open = max_connections - conns.available_permits(),
             "HTTP API: connections still open after the shutdown grace period"
         );
     }
