@@ -55,6 +55,7 @@ use sensorchain_core::tx::{Payload, Transaction, TxKind};
 use crate::node::{Node, Rejected};
 use crate::store::{ReadingRef, StoreError, TxLocation};
 
+mod autoerr;
 mod pool;
 mod serve;
 #[cfg(test)]

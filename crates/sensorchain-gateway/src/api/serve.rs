@@ -35,6 +35,7 @@ use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
 
+use super::autoerr::JsonAutoErrors;
 use super::pool::{ReadPool, panic_text};
 use super::{ApiError, clip, router_with_pool};
 use crate::config::ApiSettings;
@@ -50,9 +51,9 @@ pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 pub const MAX_HEADERS: usize = 64;
 
 /// hyper's read buffer for a request head. A head that does not fit gets
-/// hyper's own 431 (the only answer not in the JSON shape: hyper writes it
-/// before any of our code runs); every head up to this size is checked
-/// against the limits above and answered as JSON.
+/// hyper's own 431 (given a JSON body by [`JsonAutoErrors`], as hyper's
+/// 400 for a head that is not HTTP); every head up to this size is checked
+/// against the limits above by [`guard`].
 pub const MAX_HEAD_BUF: usize = 64 * 1024;
 
 /// hyper's cap on the number of headers it parses (above [`MAX_HEADERS`] so
@@ -433,7 +434,8 @@ pub async fn serve_with_shutdown(
                 .max_buf_size(MAX_HEAD_BUF)
                 .max_headers(HYPER_MAX_HEADERS)
                 .keep_alive(true);
-            let conn = b.serve_connection(TokioIo::new(stream), svc);
+            let io = TokioIo::new(JsonAutoErrors::new(stream));
+            let conn = b.serve_connection(io, svc);
             tokio::pin!(conn);
             tokio::select! {
                 r = conn.as_mut() => {
