@@ -31,8 +31,11 @@
 //! nor something to do 500 times at once. A reading list stops at
 //! `api.max_response_bytes` (`truncated`, `next_from`). The server around
 //! the routes ([`serve_with_shutdown`], in `api/serve.rs`) bounds
-//! connections, request heads, time, requests in flight and panics; see its
-//! table.
+//! connections, request heads, time, requests in flight and panics, and
+//! keeps the Host rule (421 `bad_host` for a Host that is not a loopback
+//! name, the bound address or in `api.allowed_hosts`: no DNS rebinding);
+//! see its table. [`bind`] refuses a non-loopback `listen.api` unless
+//! `api.allow_non_loopback` is set.
 
 use axum::Router;
 use axum::extract::rejection::{BytesRejection, QueryRejection};

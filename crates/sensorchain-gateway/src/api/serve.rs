@@ -51,9 +51,9 @@ pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 pub const MAX_HEADERS: usize = 64;
 
 /// hyper's read buffer for a request head. A head that does not fit gets
-/// hyper's own 431 (given a JSON body by [`JsonAutoErrors`], as hyper's
+/// hyper's own 431 (given a JSON body by `JsonAutoErrors`, as hyper's
 /// 400 for a head that is not HTTP); every head up to this size is checked
-/// against the limits above by [`guard`].
+/// against the limits above by the request guard.
 pub const MAX_HEAD_BUF: usize = 64 * 1024;
 
 /// hyper's cap on the number of headers it parses (above [`MAX_HEADERS`] so

@@ -1583,6 +1583,13 @@ async fn connection_cap_header_timeout_and_shutdown() {
         .unwrap_or(0);
     assert_eq!(n, 0, "{:?}", String::from_utf8_lossy(&buf[..n]));
     drop(partial);
+    // so is a keep-alive connection idle after its answer
+    let (status, head, _) = raw(addr, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await;
+    assert_eq!(status, 200, "{head}");
+    assert!(
+        !head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
 
     // two connections that send a head slowly hold both slots ...
     let s2 = ApiSettings {
