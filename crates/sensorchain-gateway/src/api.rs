@@ -982,13 +982,18 @@ async fn all_readings(
         .await
 }
 
-async fn identities(State(node): State<Node>) -> ApiResult {
-    let state = node.state();
-    let list: Vec<Value> = state
-        .identities()
-        .map(|(pk, rec)| identity_json(pk, rec))
-        .collect();
-    ok_json(json!({ "count": list.len(), "identities": list }))
+/// Every identity (built on the read pool: the list grows with the network).
+async fn identities(State(api): State<Api>) -> ApiResult {
+    let state = api.node.state();
+    api.pool
+        .run(move || {
+            let list: Vec<Value> = state
+                .identities()
+                .map(|(pk, rec)| identity_json(pk, rec))
+                .collect();
+            ok_json(json!({ "count": list.len(), "identities": list }))
+        })
+        .await
 }
 
 async fn identity(State(node): State<Node>, Path(key): Path<String>) -> ApiResult {
@@ -1066,19 +1071,24 @@ async fn votes(State(node): State<Node>) -> ApiResult {
     }))
 }
 
-async fn consents(State(node): State<Node>) -> ApiResult {
-    let state = node.state();
-    let list: Vec<Value> = state
-        .consents()
-        .map(|(p, r)| {
-            json!({
-                "patient": key_hex(p),
-                "reader": key_hex(r),
-                "reader_role": state.identity(r).and_then(|x| x.role).map(|x| x.name()),
-            })
+/// Every consent (built on the read pool: the list grows with the network).
+async fn consents(State(api): State<Api>) -> ApiResult {
+    let state = api.node.state();
+    api.pool
+        .run(move || {
+            let list: Vec<Value> = state
+                .consents()
+                .map(|(p, r)| {
+                    json!({
+                        "patient": key_hex(p),
+                        "reader": key_hex(r),
+                        "reader_role": state.identity(r).and_then(|x| x.role).map(|x| x.name()),
+                    })
+                })
+                .collect();
+            ok_json(json!({ "count": list.len(), "consents": list }))
         })
-        .collect();
-    ok_json(json!({ "count": list.len(), "consents": list }))
+        .await
 }
 
 async fn metrics(State(node): State<Node>) -> Response {
