@@ -24,17 +24,22 @@
 //! "..."}}` with a fitting status code. The API never decrypts: a sealed
 //! reading is served as its ciphertext, recipients' key ids and wrapped keys.
 //!
-//! Handlers that touch the store run it on tokio's blocking pool
-//! ([`tokio::task::spawn_blocking`]): redb reads are quick, but a range of
-//! 10,000 readings or a 16 MiB block is not something to do on a runtime
-//! worker.
-
-use std::future::Future;
-use std::net::SocketAddr;
+//! Handlers that touch the store run it on a bounded pool of blocking
+//! threads ([`ReadPool`]: `api.read_threads` at once, `api.read_queue`
+//! waiting, 503 `busy` beyond): redb reads are quick, but a range of 10,000
+//! readings or a 16 MiB block is not something to do on a runtime worker,
+//! nor something to do 500 times at once. A reading list stops at
+//! `api.max_response_bytes` (`truncated`, `next_from`). The server around
+//! the routes ([`serve_with_shutdown`], in `api/serve.rs`) bounds
+//! connections, request heads, time, requests in flight and panics, and
+//! keeps the Host rule (421 `bad_host` for a Host that is not a loopback
+//! name, the bound address or in `api.allowed_hosts`: no DNS rebinding);
+//! see its table. [`bind`] refuses a non-loopback `listen.api` unless
+//! `api.allow_non_loopback` is set.
 
 use axum::Router;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, FromRef, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -53,8 +58,23 @@ use sensorchain_core::tx::{Payload, Transaction, TxKind};
 use crate::node::{Node, Rejected};
 use crate::store::{ReadingRef, StoreError, TxLocation};
 
+mod autoerr;
+mod pool;
+mod serve;
 #[cfg(test)]
 mod tests;
+
+pub use pool::ReadPool;
+pub use serve::{
+    MAX_HEAD_BUF, MAX_HEADER_BYTES, MAX_HEADERS, MAX_URI_BYTES, app, bind, check_listen,
+    serve_with_shutdown,
+};
+
+/// Most characters of user input echoed back in an error message.
+pub const MAX_ECHO_CHARS: usize = 64;
+
+/// Most characters of any error message.
+const MAX_MESSAGE_CHARS: usize = 512;
 
 /// Largest request body accepted (a transaction is at most 1 KiB; its hex in
 /// JSON twice that).
@@ -69,8 +89,34 @@ pub const MAX_LIMIT: usize = 10_000;
 /// Content type of `/metrics` (the Prometheus text format).
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// The API's routes over `node`.
+/// The handlers' state: the node, the store-read pool, the answer cap.
+#[derive(Clone)]
+struct Api {
+    node: Node,
+    pool: ReadPool,
+    max_response_bytes: usize,
+}
+
+impl FromRef<Api> for Node {
+    fn from_ref(api: &Api) -> Node {
+        api.node.clone()
+    }
+}
+
+/// The API's routes over `node` with the default `[api]` settings' store
+/// pool and answer cap, and none of the server's other bounds (those are in
+/// [`app`], which [`serve_with_shutdown`] serves).
 pub fn router(node: Node) -> Router {
+    let s = crate::config::ApiSettings::default();
+    router_with_pool(
+        node,
+        ReadPool::new(s.read_threads, s.read_queue),
+        s.max_response_bytes,
+    )
+}
+
+/// The routes over `node`, reading the store on `pool`.
+fn router_with_pool(node: Node, pool: ReadPool, max_response_bytes: usize) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/chain/head", get(chain_head))
@@ -94,30 +140,22 @@ pub fn router(node: Node) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(node)
+        .with_state(Api {
+            node,
+            pool,
+            max_response_bytes,
+        })
 }
 
-/// Binds `addr`, logs it, and serves the API until the process stops.
-pub async fn serve(node: Node, addr: SocketAddr) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen for the HTTP API on {addr}: {e}"))?;
-    serve_with_shutdown(node, listener, std::future::pending::<()>()).await
-}
-
-/// Serves the API on `listener` until `shutdown` completes (then finishes
-/// the requests in flight and returns).
-pub async fn serve_with_shutdown(
-    node: Node,
-    listener: tokio::net::TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let local = listener.local_addr()?;
-    tracing::info!(addr = %local, "HTTP API listening on http://{local}");
-    axum::serve(listener, router(node))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| anyhow::anyhow!("HTTP API on {local}: {e}"))
+/// User input cut to [`MAX_ECHO_CHARS`] characters (with "…") for an error
+/// message.
+pub fn clip(s: &str) -> String {
+    if s.chars().count() <= MAX_ECHO_CHARS {
+        s.to_string()
+    } else {
+        let head: String = s.chars().take(MAX_ECHO_CHARS).collect();
+        format!("{head}…")
+    }
 }
 
 // ---------------------------------------------------------------- errors
@@ -154,11 +192,23 @@ impl ApiError {
     fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
+
+    /// The answer to a panic or a failed task: nothing of its cause (that
+    /// is in the gateway's log).
+    pub fn internal_generic() -> Self {
+        Self::internal("internal error (the details are in the gateway's log)")
+    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        let message = if self.message.chars().count() > MAX_MESSAGE_CHARS {
+            let head: String = self.message.chars().take(MAX_MESSAGE_CHARS).collect();
+            format!("{head}…")
+        } else {
+            self.message
+        };
+        let body = json!({ "error": { "code": self.code, "message": message } });
         let mut r = (self.status, axum::Json(body)).into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             r.headers_mut()
@@ -228,30 +278,22 @@ impl From<Rejected> for ApiError {
 
 type ApiResult<T = Response> = Result<T, ApiError>;
 
-/// Runs `f` (store work) on the blocking pool.
-async fn blocking<T, F>(f: F) -> ApiResult<T>
-where
-    T: Send + 'static,
-    F: FnOnce() -> ApiResult<T> + Send + 'static,
-{
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| Err(ApiError::internal(format!("request task failed: {e}"))))
-}
-
 fn ok_json(v: Value) -> ApiResult {
     Ok(axum::Json(v).into_response())
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {
-    ApiError::not_found("no_route", format!("no route for {method} {}", uri.path()))
+    ApiError::not_found(
+        "no_route",
+        format!("no route for {method} {}", clip(uri.path())),
+    )
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
-        format!("{method} is not allowed on {}", uri.path()),
+        format!("{method} is not allowed on {}", clip(uri.path())),
     )
 }
 
@@ -278,12 +320,15 @@ fn parse_key(state: &WorldState, s: &str) -> ApiResult<PublicKey> {
             .ok_or_else(|| {
                 ApiError::not_found(
                     "unknown_identity",
-                    format!("no identity has the address {s}"),
+                    format!("no identity has the address {}", clip(s)),
                 )
             }),
         Err(e) => Err(ApiError::bad_request(
             "bad_key",
-            format!("{s:?} is neither a key (64 hex digits) nor an address ({e})"),
+            format!(
+                "{:?} is neither a key (64 hex digits) nor an address ({e})",
+                clip(s)
+            ),
         )),
     }
 }
@@ -301,15 +346,16 @@ fn known_key(state: &WorldState, s: &str) -> ApiResult<PublicKey> {
 }
 
 fn parse_height(s: &str) -> ApiResult<u64> {
-    s.parse::<u64>()
-        .map_err(|_| ApiError::bad_request("bad_height", format!("{s:?} is not a block height")))
+    s.parse::<u64>().map_err(|_| {
+        ApiError::bad_request("bad_height", format!("{:?} is not a block height", clip(s)))
+    })
 }
 
 fn parse_tx_id(s: &str) -> ApiResult<Hash32> {
     parse_hex::<32>(s).map(Hash32).ok_or_else(|| {
         ApiError::bad_request(
             "bad_tx_id",
-            format!("{s:?} is not a transaction id (64 hex digits)"),
+            format!("{:?} is not a transaction id (64 hex digits)", clip(s)),
         )
     })
 }
@@ -597,10 +643,11 @@ fn location_json(loc: TxLocation, block_hash: Option<Hash32>) -> Value {
 
 // ---------------------------------------------------------------- handlers
 
-async fn health(State(node): State<Node>) -> ApiResult {
+async fn health(State(api): State<Api>) -> ApiResult {
+    let node = api.node.clone();
     let state = node.state();
     let n = node.clone();
-    let head = blocking(move || Ok(n.store().head()?)).await?;
+    let head = api.pool.run(move || Ok(n.store().head()?)).await?;
     let head = head.ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -616,18 +663,21 @@ async fn health(State(node): State<Node>) -> ApiResult {
     }))
 }
 
-async fn chain_head(State(node): State<Node>) -> ApiResult {
+async fn chain_head(State(api): State<Api>) -> ApiResult {
+    let node = api.node.clone();
     let state = node.state();
     let n = node.clone();
-    let (head, genesis) = blocking(move || {
-        let head = n.store().head()?;
-        let genesis = n.store().tx(TxLocation {
-            height: 0,
-            index: 0,
-        })?;
-        Ok((head, genesis))
-    })
-    .await?;
+    let (head, genesis) = api
+        .pool
+        .run(move || {
+            let head = n.store().head()?;
+            let genesis = n.store().tx(TxLocation {
+                height: 0,
+                index: 0,
+            })?;
+            Ok((head, genesis))
+        })
+        .await?;
     let head = head.ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -656,34 +706,36 @@ async fn chain_head(State(node): State<Node>) -> ApiResult {
     }))
 }
 
-async fn block(State(node): State<Node>, Path(height): Path<String>) -> ApiResult {
+async fn block(State(api): State<Api>, Path(height): Path<String>) -> ApiResult {
+    let node = api.node.clone();
     let height = parse_height(&height)?;
-    blocking(move || {
-        let store = node.store();
-        let bytes = store.block_bytes(height)?.ok_or_else(|| {
-            ApiError::not_found("unknown_block", format!("no block at height {height}"))
-        })?;
-        let block = crate::store::decode_block(height, &bytes)?;
-        let cert = store.cert(height)?;
-        let txs: Vec<Value> = block
-            .txs
-            .iter()
-            .enumerate()
-            .map(|(i, tx)| {
-                let enc = tx.to_vec();
-                json!({
-                    "index": i,
-                    "id": hex(&Transaction::id_of_encoded(&enc).0),
-                    "kind": kind_name(&tx.body.kind),
-                    "signer": key_hex(&tx.body.signer),
-                    "sequence": tx.body.sequence,
-                    "summary": summary(tx),
+    api.pool
+        .run(move || {
+            let store = node.store();
+            let bytes = store.block_bytes(height)?.ok_or_else(|| {
+                ApiError::not_found("unknown_block", format!("no block at height {height}"))
+            })?;
+            let block = crate::store::decode_block(height, &bytes)?;
+            let cert = store.cert(height)?;
+            let txs: Vec<Value> = block
+                .txs
+                .iter()
+                .enumerate()
+                .map(|(i, tx)| {
+                    let enc = tx.to_vec();
+                    json!({
+                        "index": i,
+                        "id": hex(&Transaction::id_of_encoded(&enc).0),
+                        "kind": kind_name(&tx.body.kind),
+                        "signer": key_hex(&tx.body.signer),
+                        "sequence": tx.body.sequence,
+                        "summary": summary(tx),
+                    })
                 })
-            })
-            .collect();
-        ok_json(block_json(&block, bytes.len(), cert.as_ref(), txs))
-    })
-    .await
+                .collect();
+            ok_json(block_json(&block, bytes.len(), cert.as_ref(), txs))
+        })
+        .await
 }
 
 fn block_json(block: &Block, size: usize, cert: Option<&FinalityCert>, txs: Vec<Value>) -> Value {
@@ -701,14 +753,17 @@ fn block_json(block: &Block, size: usize, cert: Option<&FinalityCert>, txs: Vec<
     })
 }
 
-async fn block_raw(State(node): State<Node>, Path(height): Path<String>) -> ApiResult {
+async fn block_raw(State(api): State<Api>, Path(height): Path<String>) -> ApiResult {
+    let node = api.node.clone();
     let height = parse_height(&height)?;
-    let bytes = blocking(move || {
-        node.store().block_bytes(height)?.ok_or_else(|| {
-            ApiError::not_found("unknown_block", format!("no block at height {height}"))
+    let bytes = api
+        .pool
+        .run(move || {
+            node.store().block_bytes(height)?.ok_or_else(|| {
+                ApiError::not_found("unknown_block", format!("no block at height {height}"))
+            })
         })
-    })
-    .await?;
+        .await?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 
@@ -726,22 +781,25 @@ fn find_tx(node: &Node, id: &Hash32) -> ApiResult<(TxLocation, Transaction, Vec<
     Ok((loc, tx, enc))
 }
 
-async fn tx(State(node): State<Node>, Path(id): Path<String>) -> ApiResult {
+async fn tx(State(api): State<Api>, Path(id): Path<String>) -> ApiResult {
+    let node = api.node.clone();
     let id = parse_tx_id(&id)?;
     let state = node.state();
-    blocking(move || {
-        let (loc, tx, enc) = find_tx(&node, &id)?;
-        let block_hash = node.store().header(loc.height)?.map(|h| h.hash());
-        let mut v = tx_json(&state, &tx, &enc);
-        v["location"] = location_json(loc, block_hash);
-        ok_json(v)
-    })
-    .await
+    api.pool
+        .run(move || {
+            let (loc, tx, enc) = find_tx(&node, &id)?;
+            let block_hash = node.store().header(loc.height)?.map(|h| h.hash());
+            let mut v = tx_json(&state, &tx, &enc);
+            v["location"] = location_json(loc, block_hash);
+            ok_json(v)
+        })
+        .await
 }
 
-async fn tx_proof(State(node): State<Node>, Path(id): Path<String>) -> ApiResult {
+async fn tx_proof(State(api): State<Api>, Path(id): Path<String>) -> ApiResult {
+    let node = api.node.clone();
     let id = parse_tx_id(&id)?;
-    blocking(move || {
+    api.pool.run(move || {
         let store = node.store();
         let loc = store
             .tx_location(&id)?
@@ -772,21 +830,54 @@ async fn tx_proof(State(node): State<Node>, Path(id): Path<String>) -> ApiResult
     .await
 }
 
-fn readings_json(node: &Node, state: &WorldState, refs: Vec<ReadingRef>, r: Range) -> ApiResult {
+/// A reading list's answer, written reading by reading into one buffer (no
+/// tree of JSON values for the whole list) and stopped before it passes
+/// `max_bytes` (then `truncated` with `next_from`; at least one reading is
+/// always served).
+fn readings_json(
+    node: &Node,
+    state: &WorldState,
+    refs: Vec<ReadingRef>,
+    r: Range,
+    max_bytes: usize,
+) -> ApiResult {
+    /// Room kept for the fields around the list.
+    const HEAD_RESERVE: usize = 256;
     let store = node.store();
-    let mut out = Vec::with_capacity(refs.len());
+    let budget = max_bytes.saturating_sub(HEAD_RESERVE);
+    let mut items: Vec<u8> = Vec::with_capacity(budget.min(64 * 1024));
+    items.push(b'[');
+    let mut count = 0usize;
+    let mut last_ts = None;
+    let mut cut = false;
+    // readings of one block are neighbours: each block is read and decoded
+    // once, not once per reading
+    let mut block: Option<Block> = None;
     for rr in &refs {
-        let Some((tx, enc)) = store.tx(rr.loc)? else {
+        if block.as_ref().map(|b| b.header.height) != Some(rr.loc.height) {
+            let bytes = store.block_bytes(rr.loc.height)?.ok_or_else(|| {
+                ApiError::internal(format!(
+                    "reading indexed at {:?} is in no stored block",
+                    rr.loc
+                ))
+            })?;
+            block = Some(crate::store::decode_block(rr.loc.height, &bytes)?);
+        }
+        let Some(tx) = block
+            .as_ref()
+            .and_then(|b| b.txs.get(rr.loc.index as usize))
+        else {
             return Err(ApiError::internal(format!(
                 "reading indexed at {:?} is not stored",
                 rr.loc
             )));
         };
+        let enc = tx.to_vec();
         let value = match &tx.body.kind {
             TxKind::Reading { payload, .. } => payload_json(state, payload),
             _ => Value::Null,
         };
-        out.push(json!({
+        let one = json!({
             "device": key_hex(&rr.device),
             "device_address": rr.device.address().to_string(),
             "stream": rr.stream,
@@ -796,80 +887,113 @@ fn readings_json(node: &Node, state: &WorldState, refs: Vec<ReadingRef>, r: Rang
             "index": rr.loc.index,
             "tx_id": hex(&Transaction::id_of_encoded(&enc).0),
             "value": value,
-        }));
+        });
+        let bytes = serde_json::to_vec(&one)
+            .map_err(|e| ApiError::internal(format!("cannot encode a reading: {e}")))?;
+        if count > 0 && items.len() + 2 + bytes.len() > budget {
+            cut = true;
+            break;
+        }
+        if count > 0 {
+            items.push(b',');
+        }
+        items.extend_from_slice(&bytes);
+        count += 1;
+        last_ts = Some(rr.timestamp_ms);
     }
-    let truncated = refs.len() >= r.limit;
-    ok_json(json!({
+    items.push(b']');
+    let truncated = cut || refs.len() >= r.limit;
+    let head = json!({
         "from": r.from,
         "to": r.to,
         "limit": r.limit,
-        "count": out.len(),
+        "count": count,
         "truncated": truncated,
-        "next_from": if truncated { refs.last().map(|x| x.timestamp_ms) } else { None },
-        "readings": out,
-    }))
+        "next_from": if truncated { last_ts } else { None },
+    });
+    let mut out = serde_json::to_vec(&head)
+        .map_err(|e| ApiError::internal(format!("cannot encode an answer: {e}")))?;
+    out.pop(); // the closing brace
+    out.extend_from_slice(b",\"readings\":");
+    out.extend_from_slice(&items);
+    out.push(b'}');
+    Ok(([(header::CONTENT_TYPE, "application/json")], out).into_response())
 }
 
 async fn device_readings(
-    State(node): State<Node>,
+    State(api): State<Api>,
     Path(key): Path<String>,
     q: Result<Query<RangeQuery>, QueryRejection>,
 ) -> ApiResult {
+    let node = api.node.clone();
     let state = node.state();
     let device = known_key(&state, &key)?;
     let r = parse_range(q)?;
-    blocking(move || {
-        let refs = node
-            .store()
-            .readings_by_device(&device, r.from, r.to, r.limit)?;
-        readings_json(&node, &state, refs, r)
-    })
-    .await
+    let max = api.max_response_bytes;
+    api.pool
+        .run(move || {
+            let refs = node
+                .store()
+                .readings_by_device(&device, r.from, r.to, r.limit)?;
+            readings_json(&node, &state, refs, r, max)
+        })
+        .await
 }
 
 async fn stream_readings(
-    State(node): State<Node>,
+    State(api): State<Api>,
     Path((key, stream)): Path<(String, String)>,
     q: Result<Query<RangeQuery>, QueryRejection>,
 ) -> ApiResult {
+    let node = api.node.clone();
     let state = node.state();
     let device = known_key(&state, &key)?;
     let stream: u16 = stream.parse().map_err(|_| {
         ApiError::bad_request(
             "bad_stream",
-            format!("{stream:?} is not a stream number (0 to 65535)"),
+            format!("{:?} is not a stream number (0 to 65535)", clip(&stream)),
         )
     })?;
     let r = parse_range(q)?;
-    blocking(move || {
-        let refs = node
-            .store()
-            .readings_by_stream(&device, stream, r.from, r.to, r.limit)?;
-        readings_json(&node, &state, refs, r)
-    })
-    .await
+    let max = api.max_response_bytes;
+    api.pool
+        .run(move || {
+            let refs = node
+                .store()
+                .readings_by_stream(&device, stream, r.from, r.to, r.limit)?;
+            readings_json(&node, &state, refs, r, max)
+        })
+        .await
 }
 
 async fn all_readings(
-    State(node): State<Node>,
+    State(api): State<Api>,
     q: Result<Query<RangeQuery>, QueryRejection>,
 ) -> ApiResult {
+    let node = api.node.clone();
     let state = node.state();
     let r = parse_range(q)?;
-    blocking(move || {
-        let refs = node.store().readings_by_time(r.from, r.to, r.limit)?;
-        readings_json(&node, &state, refs, r)
-    })
-    .await
+    let max = api.max_response_bytes;
+    api.pool
+        .run(move || {
+            let refs = node.store().readings_by_time(r.from, r.to, r.limit)?;
+            readings_json(&node, &state, refs, r, max)
+        })
+        .await
 }
 
-async fn identities(State(node): State<Node>) -> ApiResult {
-    let state = node.state();
-    let list: Vec<Value> = state
-        .identities()
-        .map(|(pk, rec)| identity_json(pk, rec))
-        .collect();
-    ok_json(json!({ "count": list.len(), "identities": list }))
+/// Every identity (built on the read pool: the list grows with the network).
+async fn identities(State(api): State<Api>) -> ApiResult {
+    let state = api.node.state();
+    api.pool
+        .run(move || {
+            let list: Vec<Value> = state
+                .identities()
+                .map(|(pk, rec)| identity_json(pk, rec))
+                .collect();
+            ok_json(json!({ "count": list.len(), "identities": list }))
+        })
+        .await
 }
 
 async fn identity(State(node): State<Node>, Path(key): Path<String>) -> ApiResult {
@@ -947,19 +1071,24 @@ async fn votes(State(node): State<Node>) -> ApiResult {
     }))
 }
 
-async fn consents(State(node): State<Node>) -> ApiResult {
-    let state = node.state();
-    let list: Vec<Value> = state
-        .consents()
-        .map(|(p, r)| {
-            json!({
-                "patient": key_hex(p),
-                "reader": key_hex(r),
-                "reader_role": state.identity(r).and_then(|x| x.role).map(|x| x.name()),
-            })
+/// Every consent (built on the read pool: the list grows with the network).
+async fn consents(State(api): State<Api>) -> ApiResult {
+    let state = api.node.state();
+    api.pool
+        .run(move || {
+            let list: Vec<Value> = state
+                .consents()
+                .map(|(p, r)| {
+                    json!({
+                        "patient": key_hex(p),
+                        "reader": key_hex(r),
+                        "reader_role": state.identity(r).and_then(|x| x.role).map(|x| x.name()),
+                    })
+                })
+                .collect();
+            ok_json(json!({ "count": list.len(), "consents": list }))
         })
-        .collect();
-    ok_json(json!({ "count": list.len(), "consents": list }))
+        .await
 }
 
 async fn metrics(State(node): State<Node>) -> Response {
@@ -977,10 +1106,11 @@ struct SubmitJson {
 }
 
 async fn submit_tx(
-    State(node): State<Node>,
+    State(api): State<Api>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
+    let node = api.node.clone();
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
@@ -1029,7 +1159,10 @@ async fn submit_tx(
         ApiError::from(e)
     })?;
     let n = node.clone();
-    let block_hash = blocking(move || Ok(n.store().header(c.height)?.map(|h| h.hash()))).await?;
+    let block_hash = api
+        .pool
+        .run(move || Ok(n.store().header(c.height)?.map(|h| h.hash())))
+        .await?;
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, format!("/txs/{}", c.tx_id))],

@@ -58,6 +58,9 @@ pub struct GatewayConfig {
     /// Resource limits.
     #[serde(default)]
     pub limits: Limits,
+    /// The HTTP API's limits and exposure (`[api]`).
+    #[serde(default)]
+    pub api: ApiSettings,
 }
 
 /// Listening addresses.
@@ -205,6 +208,7 @@ impl GatewayConfig {
             listen: Listen::default(),
             batch: Batch::default(),
             limits: Limits::default(),
+            api: ApiSettings::default(),
         }
     }
 
@@ -320,8 +324,17 @@ impl GatewayConfig {
             }
             BAUD_RANGE.check_key(&mut p, &format!("{key}.baud"), u64::from(s.baud));
         }
-        // further sections' own checks go here, e.g.
-        // `p.section("api", self.api.check());`
+        p.section("api", self.api.check());
+        if let Some(a) = api
+            && !a.ip().is_loopback()
+            && !self.api.allow_non_loopback
+        {
+            p.push(
+                "listen.api",
+                a,
+                "not a loopback address: the API has no authentication; keep it on 127.0.0.1 (a TLS proxy in front), or set allow_non_loopback = true in [api]",
+            );
+        }
         p.into_result(file)
     }
 
@@ -557,6 +570,191 @@ impl Problems {
                 problems: self.0,
             })
         }
+    }
+}
+
+/// The HTTP API's limits and exposure: the `[api]` table (docs/API.md,
+/// "Limits"). Every value is bounded so that a flood of requests or
+/// connections cannot take the machine's memory, threads or descriptors,
+/// nor the sensors' ingest latency.
+///
+/// ```toml
+/// [api]
+/// max_connections = 1024       # open HTTP connections; more wait in the kernel's backlog
+/// max_in_flight = 64           # requests being handled at once; more wait (within request_timeout_ms)
+/// header_timeout_ms = 10000    # a request head (also after an idle keep-alive) must arrive within this
+/// request_timeout_ms = 30000   # a request must be answered within this (waiting included); else 408
+/// read_threads = 1             # threads reading the store for the API (default: half the cores, at least 1)
+/// read_queue = 64              # store reads waiting for a thread; more: 503 busy
+/// max_response_bytes = 1048576 # a reading list stops here (truncated, next_from)
+/// allowed_hosts = []           # Host names accepted besides loopback names and the bound address
+/// allow_non_loopback = false   # serve the API (no authentication!) on a non-loopback address
+/// ```
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSettings {
+    /// Most open HTTP connections; when reached, the API stops accepting
+    /// (further connections wait in the kernel's backlog) until one closes.
+    #[serde(default = "default_api_max_connections")]
+    pub max_connections: usize,
+    /// Most requests handled at once; a request beyond waits (first come,
+    /// first served, holding only its connection) within its
+    /// `request_timeout_ms`.
+    #[serde(default = "default_api_max_in_flight")]
+    pub max_in_flight: usize,
+    /// A connection must deliver a complete request head within this many
+    /// ms of the server waiting for one (a new connection, or a keep-alive
+    /// connection after its last answer: this is also the idle timeout);
+    /// else it is closed.
+    #[serde(default = "default_api_header_timeout_ms")]
+    pub header_timeout_ms: u64,
+    /// A request (its body included) must be answered within this many ms;
+    /// else 408 `request_timeout`. Also bounds how long shutdown waits for
+    /// requests in flight.
+    #[serde(default = "default_api_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Threads that read the store for the API (the API never uses more).
+    #[serde(default = "default_api_read_threads")]
+    pub read_threads: usize,
+    /// Store reads that may wait for one of those threads; beyond, 503 `busy`.
+    #[serde(default = "default_api_read_queue")]
+    pub read_queue: usize,
+    /// Most bytes of a reading list's answer: the list stops before it
+    /// (`truncated: true`, `next_from` to continue).
+    #[serde(default = "default_api_max_response_bytes")]
+    pub max_response_bytes: usize,
+    /// Host names (without port) accepted in the `Host` header besides
+    /// `localhost`, `127.0.0.1`, `[::1]` and the bound address; `"*"`
+    /// accepts any (and gives up the DNS-rebinding protection).
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Serve the API on a non-loopback `listen.api`. The API has no
+    /// authentication: without this, such an address is refused at start.
+    #[serde(default)]
+    pub allow_non_loopback: bool,
+}
+
+fn default_api_max_connections() -> usize {
+    1024
+}
+fn default_api_max_in_flight() -> usize {
+    64
+}
+fn default_api_header_timeout_ms() -> u64 {
+    10_000
+}
+fn default_api_request_timeout_ms() -> u64 {
+    30_000
+}
+fn default_api_read_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get() / 2)
+        .unwrap_or(1)
+        .max(1)
+}
+fn default_api_read_queue() -> usize {
+    64
+}
+fn default_api_max_response_bytes() -> usize {
+    1024 * 1024
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        ApiSettings {
+            max_connections: default_api_max_connections(),
+            max_in_flight: default_api_max_in_flight(),
+            header_timeout_ms: default_api_header_timeout_ms(),
+            request_timeout_ms: default_api_request_timeout_ms(),
+            read_threads: default_api_read_threads(),
+            read_queue: default_api_read_queue(),
+            max_response_bytes: default_api_max_response_bytes(),
+            allowed_hosts: Vec::new(),
+            allow_non_loopback: false,
+        }
+    }
+}
+
+impl ApiSettings {
+    /// Checks every value is in its range; the message names the key.
+    pub fn check(&self) -> Result<(), String> {
+        fn range<T: PartialOrd + std::fmt::Display>(
+            key: &str,
+            v: T,
+            lo: T,
+            hi: T,
+            hint: &str,
+        ) -> Result<(), String> {
+            if v < lo || v > hi {
+                return Err(format!(
+                    "api.{key} = {v} is out of range: it must be between {lo} and {hi} ({hint})"
+                ));
+            }
+            Ok(())
+        }
+        range(
+            "max_connections",
+            self.max_connections,
+            1,
+            1_000_000,
+            "open HTTP connections; keep it below the process's file-descriptor limit",
+        )?;
+        range(
+            "max_in_flight",
+            self.max_in_flight,
+            1,
+            100_000,
+            "requests handled at once",
+        )?;
+        range(
+            "header_timeout_ms",
+            self.header_timeout_ms,
+            100,
+            3_600_000,
+            "ms to receive a request head",
+        )?;
+        range(
+            "request_timeout_ms",
+            self.request_timeout_ms,
+            100,
+            3_600_000,
+            "ms to answer a request",
+        )?;
+        range(
+            "read_threads",
+            self.read_threads,
+            1,
+            1024,
+            "threads reading the store for the API",
+        )?;
+        range(
+            "read_queue",
+            self.read_queue,
+            0,
+            1_000_000,
+            "store reads waiting for a thread",
+        )?;
+        range(
+            "max_response_bytes",
+            self.max_response_bytes,
+            4096,
+            1 << 30,
+            "bytes of a reading list's answer",
+        )?;
+        for h in &self.allowed_hosts {
+            let ok = h == "*"
+                || (!h.is_empty()
+                    && h.len() <= 253
+                    && h.bytes().all(|b| {
+                        b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')
+                    }));
+            if !ok {
+                return Err(format!(
+                    "api.allowed_hosts: {h:?} is not a host name (letters, digits, '.', '-', an IPv6 address in brackets, or \"*\")"
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

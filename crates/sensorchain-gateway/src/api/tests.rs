@@ -983,9 +983,14 @@ async fn serves_over_loopback() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve_with_shutdown(f.node.clone(), listener, async {
-        let _ = stopped.await;
-    }));
+    let server = tokio::spawn(serve_with_shutdown(
+        f.node.clone(),
+        listener,
+        crate::config::ApiSettings::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     let tx = f.reading(1, 0, Vital::SpO2 { percent: 98 });
     let (health, posted, missing) = tokio::task::spawn_blocking(move || {
         let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -1029,4 +1034,599 @@ async fn serves_over_loopback() {
         .unwrap()
         .unwrap()
         .unwrap();
+}
+
+// ------------------------------------------------- limits, Host, errors (issue 11)
+
+use crate::config::ApiSettings;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Settings for tests: small limits where a test needs them.
+fn settings() -> ApiSettings {
+    ApiSettings {
+        read_threads: 1,
+        ..ApiSettings::default()
+    }
+}
+
+/// A GET with a Host header.
+async fn get_host(r: &Router, uri: &str, host: &str) -> Resp {
+    send(
+        r,
+        Request::get(uri)
+            .header(header::HOST, host)
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await
+}
+
+/// A server on a loopback port with `s`; stop it with the sender.
+async fn server(
+    f: &Fx,
+    s: ApiSettings,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let listener = bind("127.0.0.1:0", &s).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(serve_with_shutdown(f.node.clone(), listener, s, async {
+        let _ = stopped.await;
+    }));
+    (addr, stop, task)
+}
+
+/// Sends `req` on a new connection and reads the answer to its end:
+/// (status, headers text, body).
+async fn raw(addr: std::net::SocketAddr, req: &[u8]) -> (u16, String, Vec<u8>) {
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // the server may answer and close before all of a too-large request is
+    // sent: keep what was answered
+    let _ = c.write_all(req).await;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    let t = std::time::Instant::now();
+    loop {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no answer within 30 s"
+        );
+        match tokio::time::timeout(Duration::from_secs(30), c.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("no answer within 30 s"),
+        }
+    }
+    let split = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no head in {:?}", String::from_utf8_lossy(&out)));
+    let head = String::from_utf8_lossy(&out[..split]).to_string();
+    let status = head[9..12].parse().unwrap();
+    (status, head, out[split + 4..].to_vec())
+}
+
+fn json_error(body: &[u8]) -> Value {
+    let v: Value = serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(body)));
+    assert!(v["error"]["code"].is_string(), "{v}");
+    assert!(v["error"]["message"].is_string(), "{v}");
+    v
+}
+
+/// Finding 10: 414/431/400 answers are JSON, and a long id is not echoed
+/// back whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limit_errors_are_json_and_echo_is_clipped() {
+    let f = fixture();
+    let (addr, stop, task) = server(&f, settings()).await;
+
+    // a 60 KB id: 414, JSON, not echoed
+    let long = "a".repeat(60_000);
+    let req = format!("GET /txs/{long} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    let (status, head, body) = raw(addr, req.as_bytes()).await;
+    assert_eq!(status, 414, "{head}");
+    let v = json_error(&body);
+    assert_eq!(v["error"]["code"], "uri_too_long");
+    assert!(body.len() < 1000, "{} bytes", body.len());
+
+    // a 5,000-character id (under the URI limit): 400, the echo clipped
+    let id = "z".repeat(5_000);
+    let req = format!("GET /txs/{id} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    let (status, _, body) = raw(addr, req.as_bytes()).await;
+    assert_eq!(status, 400);
+    let v = json_error(&body);
+    assert_eq!(v["error"]["code"], "bad_tx_id");
+    let m = v["error"]["message"].as_str().unwrap();
+    assert!(m.contains('…') && m.len() < 300, "{m}");
+    // the same for a key, a height and an unknown route
+    for uri in [
+        format!("/devices/{id}/readings"),
+        format!("/blocks/{id}"),
+        format!("/nowhere/{id}"),
+    ] {
+        let req = format!("GET {uri} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        let (status, _, body) = raw(addr, req.as_bytes()).await;
+        assert!(status == 400 || status == 404, "{uri}: {status}");
+        let m = json_error(&body)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(m.len() < 300, "{uri}: {m}");
+    }
+
+    // 20 KB of headers: 431, JSON
+    let big = "b".repeat(20_000);
+    let req = format!(
+        "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: {big}\r\nConnection: close\r\n\r\n"
+    );
+    let (status, head, body) = raw(addr, req.as_bytes()).await;
+    assert_eq!(status, 431, "{head}");
+    assert_eq!(json_error(&body)["error"]["code"], "headers_too_large");
+    // too many headers: 431, JSON
+    let many: String = (0..100).map(|i| format!("X-H{i}: 1\r\n")).collect();
+    let req = format!("GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n{many}Connection: close\r\n\r\n");
+    let (status, _, body) = raw(addr, req.as_bytes()).await;
+    assert_eq!(status, 431);
+    json_error(&body);
+
+    // a path that is not UTF-8 once decoded: axum's 400, made JSON
+    let req = b"GET /txs/%FF%FE HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    let (status, head, body) = raw(addr, req).await;
+    assert_eq!(status, 400, "{head}");
+    json_error(&body);
+
+    // a query that does not parse: 400, JSON, clipped
+    let q = "x".repeat(3000);
+    let req =
+        format!("GET /readings?{q}=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    let (status, _, body) = raw(addr, req.as_bytes()).await;
+    assert_eq!(status, 400);
+    assert!(body.len() < 1000, "{}", String::from_utf8_lossy(&body));
+    json_error(&body);
+
+    // hyper's own answers: a head over 64 KiB (431), not HTTP (400)
+    let huge = "h".repeat(70_000);
+    let req = format!("GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Huge: {huge}\r\n\r\n");
+    let (status, head, body) = raw(addr, req.as_bytes()).await;
+    assert_eq!(status, 431, "{head}");
+    assert_eq!(json_error(&body)["error"]["code"], "headers_too_large");
+    let (status, head, body) = raw(
+        addr,
+        b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nno colon here\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 400, "{head}");
+    assert_eq!(json_error(&body)["error"]["code"], "bad_request");
+    let (status, head, body) = raw(addr, b"\x16\x03\x01 not http\r\n\r\n").await;
+    assert_eq!(status, 400, "{head}");
+    json_error(&body);
+
+    // 405 and 413 are JSON
+    let req = b"DELETE /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    let (status, _, body) = raw(addr, req).await;
+    assert_eq!(status, 405);
+    json_error(&body);
+    let n = MAX_BODY_BYTES + 10;
+    let mut req = format!(
+        "POST /txs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    req.extend(std::iter::repeat_n(0u8, n));
+    let (status, _, body) = raw(addr, &req).await;
+    assert_eq!(status, 413);
+    json_error(&body);
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+/// Finding 8: a foreign Host (DNS rebinding) is refused; loopback names,
+/// the bound address and the configured names are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_header_rule() {
+    let f = fixture();
+    let mut s = settings();
+    s.allowed_hosts = vec!["gw.example".into()];
+    let local: std::net::SocketAddr = "127.0.0.1:7480".parse().unwrap();
+    let a = app(f.node.clone(), &s, Some(local));
+    for host in [
+        "evil.example",
+        "evil.example:7480",
+        "127.0.0.1.evil.example",
+        "localhost.evil",
+    ] {
+        let r = get_host(&a, "/health", host).await;
+        r.err(StatusCode::MISDIRECTED_REQUEST, "bad_host");
+    }
+    for host in [
+        "localhost",
+        "LOCALHOST:7480",
+        "localhost.",
+        "127.0.0.1:7480",
+        "127.0.0.2",
+        "[::1]:7480",
+        "gw.example",
+        "gw.example:80",
+    ] {
+        let r = get_host(&a, "/health", host).await;
+        assert_eq!(r.status, StatusCode::OK, "{host}: {}", r.json());
+    }
+    // no Host at all
+    get(&a, "/health")
+        .await
+        .err(StatusCode::BAD_REQUEST, "missing_host");
+    // "*" accepts any
+    s.allowed_hosts = vec!["*".into()];
+    let any = app_fn(&f, &s);
+    let r = get_host(&any, "/health", "evil.example").await;
+    assert_eq!(r.status, StatusCode::OK);
+    // a non-loopback bound address is a Host name too
+    let s = settings();
+    let lan: std::net::SocketAddr = "192.0.2.7:7480".parse().unwrap();
+    let a = app(f.node.clone(), &s, Some(lan));
+    let r = get_host(&a, "/health", "192.0.2.7:7480").await;
+    assert_eq!(r.status, StatusCode::OK);
+    get_host(&a, "/health", "192.0.2.8")
+        .await
+        .err(StatusCode::MISDIRECTED_REQUEST, "bad_host");
+}
+
+fn app_fn(f: &Fx, s: &ApiSettings) -> Router {
+    app(f.node.clone(), s, None)
+}
+
+/// Finding 8: a non-loopback `listen.api` needs the opt-in.
+#[test]
+fn non_loopback_needs_opt_in() {
+    let mut s = settings();
+    let e = check_listen("0.0.0.0:7480", &s).unwrap_err().to_string();
+    assert!(
+        e.contains("listen.api") && e.contains("allow_non_loopback"),
+        "{e}"
+    );
+    assert!(check_listen("127.0.0.1:7480", &s).is_ok());
+    assert!(check_listen("[::1]:7480", &s).is_ok());
+    let e = check_listen("localhost:7480", &s).unwrap_err().to_string();
+    assert!(e.contains("listen.api"), "{e}");
+    s.allow_non_loopback = true;
+    assert!(check_listen("0.0.0.0:7480", &s).is_ok());
+}
+
+/// Every `[api]` value is range-checked with the key in the message.
+#[test]
+fn settings_check_names_the_key() {
+    assert!(ApiSettings::default().check().is_ok());
+    let cases: Vec<(&str, ApiSettings)> = vec![
+        (
+            "api.max_connections",
+            ApiSettings {
+                max_connections: 0,
+                ..settings()
+            },
+        ),
+        (
+            "api.max_in_flight",
+            ApiSettings {
+                max_in_flight: 0,
+                ..settings()
+            },
+        ),
+        (
+            "api.header_timeout_ms",
+            ApiSettings {
+                header_timeout_ms: 5,
+                ..settings()
+            },
+        ),
+        (
+            "api.request_timeout_ms",
+            ApiSettings {
+                request_timeout_ms: 0,
+                ..settings()
+            },
+        ),
+        (
+            "api.read_threads",
+            ApiSettings {
+                read_threads: 0,
+                ..settings()
+            },
+        ),
+        (
+            "api.max_response_bytes",
+            ApiSettings {
+                max_response_bytes: 10,
+                ..settings()
+            },
+        ),
+        (
+            "api.allowed_hosts",
+            ApiSettings {
+                allowed_hosts: vec!["a b".into()],
+                ..settings()
+            },
+        ),
+    ];
+    for (key, s) in cases {
+        let e = s.check().unwrap_err();
+        assert!(e.contains(key), "{key}: {e}");
+    }
+}
+
+/// A request body that never arrives: holds a slot until it is dropped.
+fn pending_body() -> (
+    Body,
+    tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    (Body::from_stream(stream), tx)
+}
+
+/// Finding 2: beyond `max_in_flight` a request waits (it is not handled:
+/// no store read, no memory) until a slot is free; a request over
+/// `request_timeout_ms` (a body that does not arrive) gets 408.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_limit_and_request_timeout() {
+    let f = fixture();
+    let s = ApiSettings {
+        max_in_flight: 1,
+        request_timeout_ms: 60_000,
+        ..settings()
+    };
+    let app = app_fn(&f, &s);
+    let (body, hold) = pending_body();
+    let slow = Request::post("/txs")
+        .header(header::HOST, "localhost")
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .body(body)
+        .unwrap();
+    let slow_app = app.clone();
+    let slow_task = tokio::spawn(async move { slow_app.oneshot(slow).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let waiting = {
+        let app = app.clone();
+        tokio::spawn(async move { get_host(&app, "/health", "localhost").await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "handled beyond max_in_flight");
+    // the slow request ends (its body is empty): the waiting one is served
+    drop(hold);
+    let r = tokio::time::timeout(Duration::from_secs(30), waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json());
+    let _ = slow_task.await;
+
+    // the request timeout: 408, JSON
+    let s = ApiSettings {
+        request_timeout_ms: 200,
+        ..settings()
+    };
+    let app = app_fn(&f, &s);
+    let (body, _hold) = pending_body();
+    let slow = Request::post("/txs")
+        .header(header::HOST, "localhost")
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .body(body)
+        .unwrap();
+    send(&app, slow)
+        .await
+        .err(StatusCode::REQUEST_TIMEOUT, "request_timeout");
+}
+
+/// Finding 2: the store-read pool runs at most `threads` reads, queues at
+/// most `queue`, and answers 503 `busy` beyond; finding 4: a panic in a read
+/// is a generic 500 without its text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_pool_bounds_and_panics() {
+    let pool = ReadPool::new(1, 1);
+    let (release, wait) = std::sync::mpsc::channel::<()>();
+    let wait = Arc::new(std::sync::Mutex::new(wait));
+    let running = {
+        let (p, w) = (pool.clone(), wait.clone());
+        tokio::spawn(async move {
+            p.run(move || {
+                let _ = w.lock().unwrap().recv();
+                Ok(1)
+            })
+            .await
+        })
+    };
+    let t = std::time::Instant::now();
+    while pool.running() == 0 {
+        assert!(t.elapsed() < Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // one may wait ...
+    let queued = {
+        let p = pool.clone();
+        tokio::spawn(async move { p.run(|| Ok(2)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // ... the next is refused at once
+    let e = pool.run(|| Ok(3)).await.unwrap_err();
+    assert_eq!(
+        (e.status, e.code),
+        (StatusCode::SERVICE_UNAVAILABLE, "busy")
+    );
+    release.send(()).unwrap();
+    assert_eq!(running.await.unwrap().unwrap(), 1);
+    assert_eq!(queued.await.unwrap().unwrap(), 2);
+
+    // a panic: generic 500, no text
+    let e = pool
+        .run::<(), _>(|| panic!("secret detail from the store"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(e.code, "internal");
+    assert!(!e.message.contains("secret"), "{}", e.message);
+    assert!(!e.message.contains("panick"), "{}", e.message);
+    // still serving afterwards
+    assert_eq!(pool.run(|| Ok(4)).await.unwrap(), 4);
+    pool.close();
+    let e = pool.run(|| Ok(5)).await.unwrap_err();
+    assert_eq!(e.code, "shutting_down");
+}
+
+/// Finding 4: a handler that panics gives a generic JSON 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handler_panic_is_generic_500() {
+    async fn boom() -> &'static str {
+        panic!("secret detail: task 9 panicked")
+    }
+    let r = serve::with_bounds(
+        Router::new().route("/boom", axum::routing::get(boom)),
+        &settings(),
+        None,
+    );
+    let res = get_host(&r, "/boom", "localhost").await;
+    res.err(StatusCode::INTERNAL_SERVER_ERROR, "internal");
+    let text = String::from_utf8_lossy(&res.body);
+    assert!(
+        !text.contains("secret") && !text.contains("panick"),
+        "{text}"
+    );
+}
+
+/// A reading list stops before `max_response_bytes`, with `next_from`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_lists_are_capped() {
+    let f = fixture();
+    let r0 = f.router();
+    for seq in 1..=60u64 {
+        commit(
+            &r0,
+            &f.reading_at(seq, 0, 10_000 + seq, Vital::HeartRate { bpm: 70 }),
+        )
+        .await;
+    }
+    let s = ApiSettings {
+        max_response_bytes: 4096,
+        ..settings()
+    };
+    let app = app_fn(&f, &s);
+    let res = get_host(&app, "/readings?limit=1000", "localhost").await;
+    assert_eq!(res.status, StatusCode::OK);
+    assert!(res.body.len() <= 4096, "{} bytes", res.body.len());
+    let v = res.json();
+    let n = v["count"].as_u64().unwrap();
+    assert!((1..60).contains(&n), "{v}");
+    assert_eq!(v["readings"].as_array().unwrap().len() as u64, n);
+    assert_eq!(v["truncated"], true);
+    let last = v["readings"][n as usize - 1]["timestamp_ms"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(v["next_from"], last);
+    // paging on with next_from reaches every reading
+    let mut from = 0u64;
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..100 {
+        let v = get_host(
+            &app,
+            &format!("/readings?limit=1000&from={from}"),
+            "localhost",
+        )
+        .await
+        .json();
+        for r in v["readings"].as_array().unwrap() {
+            seen.insert(r["sequence"].as_u64().unwrap());
+        }
+        if v["truncated"] != true {
+            break;
+        }
+        from = v["next_from"].as_u64().unwrap();
+    }
+    assert_eq!(seen.len(), 60);
+    // without the cap, all in one answer
+    let v = get_host(&f.router(), "/readings?limit=1000", "localhost")
+        .await
+        .json();
+    assert_eq!(v["count"], 60);
+    assert_eq!(v["truncated"], false);
+}
+
+/// Finding 2: connections beyond `max_connections` wait (the normal request
+/// is served once one closes); a partial request head is closed after
+/// `header_timeout_ms`; shutdown ends with idle connections open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_cap_header_timeout_and_shutdown() {
+    let f = fixture();
+    let s = ApiSettings {
+        max_connections: 2,
+        header_timeout_ms: 300,
+        ..settings()
+    };
+    let (addr, stop, task) = server(&f, s).await;
+    // a partial head is closed after the header timeout
+    let mut partial = tokio::net::TcpStream::connect(addr).await.unwrap();
+    partial
+        .write_all(b"GET /health HTTP/1.1\r\nHo")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(30), partial.read(&mut buf))
+        .await
+        .expect("a partial request was not closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "{:?}", String::from_utf8_lossy(&buf[..n]));
+    drop(partial);
+    // so is a keep-alive connection idle after its answer
+    let (status, head, _) = raw(addr, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await;
+    assert_eq!(status, 200, "{head}");
+    assert!(
+        !head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+
+    // two connections that send a head slowly hold both slots ...
+    let s2 = ApiSettings {
+        max_connections: 2,
+        header_timeout_ms: 60_000,
+        ..settings()
+    };
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let (addr, stop, task) = server(&f, s2).await;
+    let mut idle1 = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let idle2 = tokio::net::TcpStream::connect(addr).await.unwrap();
+    idle1.write_all(b"GET /hea").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // ... so a third is not served ...
+    let third = tokio::spawn(raw(
+        addr,
+        b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!third.is_finished(), "served beyond max_connections");
+    // ... until one closes
+    drop(idle1);
+    let (status, _, _) = third.await.unwrap();
+    assert_eq!(status, 200);
+    // shutdown with an idle connection open ends within the bound
+    let t = std::time::Instant::now();
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("shutdown did not end")
+        .unwrap()
+        .unwrap();
+    assert!(t.elapsed() < Duration::from_secs(30));
+    drop(idle2);
 }

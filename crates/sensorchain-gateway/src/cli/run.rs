@@ -264,6 +264,8 @@ pub struct Running {
     /// The HTTP API address, if serving.
     pub api: Option<SocketAddr>,
     api_task: Option<tokio::task::JoinHandle<()>>,
+    api_stop: Option<tokio::sync::oneshot::Sender<()>>,
+    api_grace: Duration,
 }
 
 /// The node settings of a configuration.
@@ -322,21 +324,23 @@ pub async fn start(cfg: &GatewayConfig, file: &Path) -> anyhow::Result<Running> 
     }
     let mut api = None;
     let mut api_task = None;
+    let mut api_stop = None;
     if let Some(addr) = &cfg.listen.api {
-        let a: SocketAddr = addr
-            .parse()
-            .with_context(|| format!("listen.api: {addr:?} is not an address"))?;
-        // Bind here so that a busy port is an error at start, not later.
-        let probe = std::net::TcpListener::bind(a)
-            .with_context(|| format!("cannot listen for the API on {a}"))?;
-        let a = probe.local_addr()?;
-        drop(probe);
-        let n = node.clone();
+        // Bound once, here, so that a busy port or a refused address is an
+        // error at start; a non-loopback address needs api.allow_non_loopback.
+        let listener = crate::api::bind(addr, &cfg.api).await?;
+        let a = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (n, settings) = (node.clone(), cfg.api.clone());
         api_task = Some(tokio::spawn(async move {
-            if let Err(e) = start_api(n, a).await {
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            if let Err(e) = crate::api::serve_with_shutdown(n, listener, settings, shutdown).await {
                 tracing::error!(error = %format!("{e:#}"), "HTTP API stopped");
             }
         }));
+        api_stop = Some(stop);
         println!("api         http://{a}  (metrics: http://{a}/metrics)");
         api = Some(a);
     }
@@ -346,25 +350,28 @@ pub async fn start(cfg: &GatewayConfig, file: &Path) -> anyhow::Result<Running> 
         tcp: tcp_addr,
         api,
         api_task,
+        api_stop,
+        api_grace: Duration::from_millis(cfg.api.request_timeout_ms) + Duration::from_secs(2),
     })
-}
-
-/// The HTTP API's entry point (src/api.rs, owned by the API's author).
-async fn start_api(node: Node, addr: SocketAddr) -> anyhow::Result<()> {
-    crate::api::serve(node, addr).await
 }
 
 impl Running {
     /// Graceful stop: links drain (every submission in flight is committed
     /// and answered), the API stops, the node finishes its last block.
     pub async fn stop(self) {
+        // the API stops accepting at once and finishes within its grace
+        if let Some(s) = self.api_stop {
+            let _ = s.send(());
+        }
         if !self.gateway.shutdown(SHUTDOWN_GRACE).await {
             tracing::warn!(
                 sessions = self.gateway.sessions(),
                 "sessions still open after the grace period"
             );
         }
-        if let Some(t) = self.api_task {
+        if let Some(mut t) = self.api_task
+            && tokio::time::timeout(self.api_grace, &mut t).await.is_err()
+        {
             t.abort();
             let _ = t.await;
         }

@@ -1,0 +1,437 @@
+//! The HTTP API under hostile load, against a real `sensorchain run`
+//! process (issue 11, findings 2 and 8):
+//! - a flood of parallel heavy reads while a sensor streams: the gateway's
+//!   memory and threads stay bounded, the sensor's ack rate stays within a
+//!   fraction of its rate without the flood, SIGTERM still stops it;
+//! - thousands of idle connections do not stop a normal request, and a
+//!   partial request head is closed after the header timeout;
+//! - a non-loopback `listen.api` needs `api.allow_non_loopback`, and warns.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use sensorchain_core::identity::Keypair;
+use sensorchain_core::link::GatewayMsg;
+use sensorchain_core::reading::Vital;
+use sensorchain_gateway::config::GatewayConfig;
+use sensorchain_gateway::net::client::Client;
+
+/// Rewrites the network's gateway.toml through `f`.
+fn configure(net: &common::Net, f: impl FnOnce(&mut GatewayConfig)) {
+    let text = std::fs::read_to_string(&net.config).unwrap();
+    let mut cfg: GatewayConfig = toml::from_str(&text).unwrap();
+    f(&mut cfg);
+    std::fs::write(&net.config, cfg.to_toml()).unwrap();
+}
+
+/// VmRSS (bytes) and Threads of a process, from /proc/PID/status.
+fn rss_threads(pid: u32) -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        s.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    Some((field("VmRSS:")? * 1024, field("Threads:")?))
+}
+
+/// Open file descriptors of a process.
+fn fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// A signed reading of `device` (sequence `seq`).
+fn reading(net: &common::Net, device: &Keypair, seq: u64) -> Vec<u8> {
+    sensorchain_gateway::sim::reading_tx(
+        device,
+        &net.chain,
+        seq,
+        2_000 + seq,
+        (seq % 4) as u16,
+        Vital::HeartRate {
+            bpm: 60 + (seq % 40) as u16,
+        },
+    )
+}
+
+/// Streams readings for `d` and returns acks per second; `next` is the
+/// next sequence number.
+async fn stream_for(
+    net: &common::Net,
+    c: &mut Client<tokio::net::TcpStream>,
+    device: &Keypair,
+    next: &mut u64,
+    d: Duration,
+) -> f64 {
+    let t = Instant::now();
+    let mut acks = 0u64;
+    while t.elapsed() < d {
+        let txs: Vec<Vec<u8>> = (0..20).map(|i| reading(net, device, *next + i)).collect();
+        *next += 20;
+        for m in c.submit_pipelined(&txs, 8).await.expect("submit") {
+            if matches!(m, GatewayMsg::Ack { .. }) {
+                acks += 1;
+            }
+        }
+    }
+    acks as f64 / t.elapsed().as_secs_f64()
+}
+
+/// A plain HTTP/1.1 GET on a new connection; the status, or None.
+fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(30)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).ok()?;
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text.get(9..12)?.parse().ok()?;
+    Some((status, text))
+}
+
+/// Counts of a flood's answers.
+#[derive(Default)]
+struct FloodCounts {
+    ok: AtomicU64,
+    busy: AtomicU64,
+    other: AtomicU64,
+}
+
+/// `n` clients that each send `GET url` again and again (keep-alive, each
+/// answer read to its end, none waiting longer than 5 s for an answer)
+/// until stopped.
+struct Flood {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Flood {
+    fn start(n: usize, url: &str, counts: &Arc<FloodCounts>) -> Flood {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..n)
+            .map(|_| {
+                let (stop, counts, url) = (stop.clone(), counts.clone(), url.to_string());
+                std::thread::spawn(move || {
+                    let agent: ureq::Agent = ureq::Agent::config_builder()
+                        .http_status_as_error(false)
+                        .timeout_global(Some(Duration::from_secs(5)))
+                        .build()
+                        .into();
+                    let t = Instant::now();
+                    while !stop.load(Ordering::Relaxed) && t.elapsed() < Duration::from_secs(300) {
+                        match agent.get(&url).call() {
+                            Ok(mut r) => {
+                                let status = r.status().as_u16();
+                                let _ = std::io::copy(
+                                    &mut r.body_mut().as_reader(),
+                                    &mut std::io::sink(),
+                                );
+                                match status {
+                                    200 => &counts.ok,
+                                    503 => &counts.busy,
+                                    _ => &counts.other,
+                                }
+                                .fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) => {
+                                if counts.other.fetch_add(1, Ordering::Relaxed) % 1000 == 0 {
+                                    eprintln!("flood client: {e}");
+                                }
+                                std::thread::sleep(Duration::from_millis(50));
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Flood { stop, threads }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Finding 2: 300 parallel `GET /readings?limit=10000` on a chain of 4,000
+/// readings while a sensor streams. The sensor's rate is measured in
+/// quiet and flooded windows in turn (the machine is shared: the mean of
+/// the quiet windows is the reference).
+#[test]
+fn read_flood_keeps_memory_threads_ingest_and_shutdown_bounded() {
+    /// The bound on the gateway's resident memory during the flood.
+    const RSS_BOUND: u64 = 1 << 30;
+    /// The bound on its threads during the flood.
+    const THREAD_BOUND: u64 = 64;
+    /// The sensor's ack rate under the flood, at least this fraction of
+    /// its rate without it.
+    const ACK_FRACTION: f64 = 0.3;
+    const FLOODERS: usize = 300;
+    const WINDOW: Duration = Duration::from_secs(5);
+
+    let net = common::Net::new(2);
+    let mut gw = net.start();
+    let pid = gw.child.id();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (writer, sensor) = (net.devices[0].clone(), net.devices[1].clone());
+
+    // a chain of 4,000 readings
+    rt.block_on(async {
+        let mut c = Client::connect(net.tcp, &net.chain, &writer, &[net.gateway.public()])
+            .await
+            .expect("handshake");
+        let txs: Vec<Vec<u8>> = (1..=4000).map(|s| reading(&net, &writer, s)).collect();
+        for chunk in txs.chunks(500) {
+            for m in c.submit_pipelined(chunk, 64).await.expect("submit") {
+                assert!(matches!(m, GatewayMsg::Ack { .. }), "{m:?}");
+            }
+        }
+    });
+    let t = Instant::now();
+    let (code, text) = http_get(net.api, "/readings?limit=10000").expect("GET /readings");
+    let one_read = t.elapsed();
+    assert_eq!(code, 200);
+    let (rss0, threads0) = rss_threads(pid).unwrap();
+    eprintln!(
+        "one GET /readings?limit=10000 alone: {:.3} s, {} bytes",
+        one_read.as_secs_f64(),
+        text.len()
+    );
+
+    let mut c = rt
+        .block_on(Client::connect(
+            net.tcp,
+            &net.chain,
+            &sensor,
+            &[net.gateway.public()],
+        ))
+        .expect("handshake");
+    let mut next = 1u64;
+    let mut stream = |c: &mut Client<tokio::net::TcpStream>| {
+        rt.block_on(stream_for(&net, c, &sensor, &mut next, WINDOW))
+    };
+    let url = format!("http://{}/readings?limit=10000", net.api);
+    let counts = Arc::new(FloodCounts::default());
+    // sample the gateway's memory and threads throughout
+    let sampling = Arc::new(AtomicBool::new(true));
+    let peak = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+    let sampler = {
+        let (sampling, peak) = (sampling.clone(), peak.clone());
+        std::thread::spawn(move || {
+            while sampling.load(Ordering::Relaxed) {
+                if let Some((rss, threads)) = rss_threads(pid) {
+                    peak.0.fetch_max(rss, Ordering::Relaxed);
+                    peak.1.fetch_max(threads, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+
+    // quiet and flooded windows in turn (the machine is shared: the means
+    // over windows before, between and after are compared)
+    let mut quiet_rates = vec![stream(&mut c)];
+    let mut flood_rates = Vec::new();
+    let mut served = 0;
+    for _ in 0..2 {
+        let before = counts.ok.load(Ordering::Relaxed);
+        let flood = Flood::start(FLOODERS, &url, &counts);
+        std::thread::sleep(Duration::from_secs(2));
+        flood_rates.push(stream(&mut c));
+        served += counts.ok.load(Ordering::Relaxed) - before;
+        flood.stop();
+        std::thread::sleep(Duration::from_secs(1));
+        quiet_rates.push(stream(&mut c));
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let (quiet, flooded) = (mean(&quiet_rates), mean(&flood_rates));
+
+    // SIGTERM during a flood
+    let flood = Flood::start(FLOODERS, &url, &counts);
+    std::thread::sleep(Duration::from_secs(3));
+    let t = Instant::now();
+    let stopped = gw.terminate(Duration::from_secs(30));
+    let stop_time = t.elapsed();
+    flood.stop();
+    sampling.store(false, Ordering::Relaxed);
+    let _ = sampler.join();
+    let (peak_rss, peak_threads) = (
+        peak.0.load(Ordering::Relaxed),
+        peak.1.load(Ordering::Relaxed),
+    );
+    eprintln!(
+        "read flood: {FLOODERS} clients; sensor acks/s without {quiet_rates:.0?}, with \
+         {flood_rates:.0?}: ratio of the means {:.2}; reads served in the flooded windows \
+         {served}; gateway RSS {} MiB before, peak {} MiB; threads {threads0} before, peak \
+         {peak_threads}; answers 200: {}, 503: {}, other: {}; SIGTERM to exit {:.2} s",
+        flooded / quiet,
+        rss0 >> 20,
+        peak_rss >> 20,
+        counts.ok.load(Ordering::Relaxed),
+        counts.busy.load(Ordering::Relaxed),
+        counts.other.load(Ordering::Relaxed),
+        stop_time.as_secs_f64(),
+    );
+    assert!(stopped, "the gateway did not stop within 30 s of SIGTERM");
+    assert!(served > 0, "no read was served during the flood");
+    assert!(
+        peak_rss < RSS_BOUND,
+        "gateway RSS peaked at {} MiB",
+        peak_rss >> 20
+    );
+    assert!(
+        peak_threads <= THREAD_BOUND,
+        "gateway threads peaked at {peak_threads}"
+    );
+    assert!(
+        flooded >= ACK_FRACTION * quiet,
+        "sensor acks/s fell from {quiet:.0} to {flooded:.0} under the flood"
+    );
+}
+
+/// Finding 2: 3,000 idle connections (under `api.max_connections`) do not
+/// stop a normal request; a partial request head is closed after
+/// `api.header_timeout_ms`.
+#[test]
+fn idle_connections_and_partial_heads() {
+    let net = common::Net::new(1);
+    // the idle connections, bounded by this process's descriptors
+    let limit = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3))
+                .and_then(|v| v.parse::<usize>().ok())
+        })
+        .unwrap_or(1024);
+    let idle_n = 3000.min(limit.saturating_sub(200) / 2).max(100);
+    configure(&net, |c| {
+        c.api.max_connections = idle_n + 100;
+        c.api.header_timeout_ms = 120_000;
+    });
+    let gw = net.start();
+    let pid = gw.child.id();
+    let mut idle = Vec::with_capacity(idle_n);
+    for _ in 0..idle_n {
+        idle.push(TcpStream::connect_timeout(&net.api, Duration::from_secs(30)).expect("connect"));
+    }
+    // wait until the gateway holds them (accepted, not just queued)
+    let t = Instant::now();
+    while fds(pid) < idle_n {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the gateway holds {} descriptors, expected {idle_n} idle connections",
+            fds(pid)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let t = Instant::now();
+    let (code, text) = http_get(net.api, "/health").expect("GET /health beside idle connections");
+    eprintln!(
+        "{idle_n} idle connections: GET /health answered {code} in {:.3} s; gateway descriptors {}",
+        t.elapsed().as_secs_f64(),
+        fds(pid)
+    );
+    assert_eq!(code, 200, "{text}");
+    drop(idle);
+    drop(gw);
+
+    // a small header timeout: a partial head is closed
+    configure(&net, |c| {
+        c.api.header_timeout_ms = 1000;
+    });
+    let _gw = net.start();
+    let mut s = TcpStream::connect_timeout(&net.api, Duration::from_secs(30)).unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let t = Instant::now();
+    let mut buf = [0u8; 512];
+    let n = s
+        .read(&mut buf)
+        .expect("a partial head was not closed within 30 s");
+    eprintln!(
+        "partial head closed after {:.2} s (api.header_timeout_ms = 1000)",
+        t.elapsed().as_secs_f64()
+    );
+    assert_eq!(n, 0, "{:?}", String::from_utf8_lossy(&buf[..n]));
+    // and a normal request still works
+    let (code, _) = http_get(net.api, "/health").unwrap();
+    assert_eq!(code, 200);
+}
+
+/// Finding 8: `listen.api` on a non-loopback address: refused without
+/// `api.allow_non_loopback` (exit non-zero, the message names both keys),
+/// served with a WARN with it.
+#[test]
+fn non_loopback_api_needs_opt_in_and_warns() {
+    let net = common::Net::new(1);
+    let port = common::free_port();
+    configure(&net, |c| c.listen.api = Some(format!("0.0.0.0:{port}")));
+    let out = Command::new(common::bin())
+        .args(["run", "--config"])
+        .arg(&net.config)
+        .env("SENSORCHAIN_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started: {err}");
+    assert!(
+        err.contains("listen.api") && err.contains("allow_non_loopback"),
+        "{err}"
+    );
+
+    configure(&net, |c| c.api.allow_non_loopback = true);
+    let child = Command::new(common::bin())
+        .args(["run", "--config"])
+        .arg(&net.config)
+        .env("SENSORCHAIN_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut guard = common::Gateway { child };
+    let api: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let t = Instant::now();
+    loop {
+        if let Some((200, _)) = http_get(api, "/health") {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the API did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(guard.terminate(Duration::from_secs(30)));
+    let mut err = String::new();
+    guard
+        .child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(
+        err.contains("WARN") && err.contains("WITHOUT AUTHENTICATION"),
+        "{err}"
+    );
+}
