@@ -205,10 +205,9 @@ impl Drop for SigWorkers {
 pub fn audit_store(
     store: &Store,
     every: Duration,
-    mut progress: impl FnMut(&AuditProgress),
+    progress: impl FnMut(&AuditProgress),
 ) -> Result<AuditReport, StoreError> {
     let start = Instant::now();
-    let head = store.head()?;
     let mut report = AuditReport {
         valid: false,
         blocks: 0,
@@ -219,14 +218,45 @@ pub fn audit_store(
         seconds: 0.0,
         error: None,
     };
+    let error = match walk_store(store, start, every, progress, &mut report) {
+        Ok(error) => error,
+        // damaged storage (a record that does not decode, pages redb cannot
+        // read) is a verdict on the store, not a failure of the audit
+        Err(e) => Some(store_finding(&e, report.blocks).ok_or(e)?),
+    };
+    report.valid = error.is_none();
+    report.error = error;
+    report.seconds = start.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// The finding of a [`StoreError::Corrupt`] (kind `store`, naming the
+/// table), at its height or else `next` (the first block not yet checked);
+/// `None` for any other error.
+pub fn store_finding(e: &StoreError, next: u64) -> Option<AuditFinding> {
+    match e {
+        StoreError::Corrupt { height, .. } => Some(finding(
+            height.unwrap_or(next),
+            None,
+            "store",
+            e.to_string(),
+        )),
+        _ => None,
+    }
+}
+
+/// The replay of [`audit_store`]: fills `report` with what passed and
+/// returns the first finding.
+fn walk_store(
+    store: &Store,
+    start: Instant,
+    every: Duration,
+    mut progress: impl FnMut(&AuditProgress),
+    report: &mut AuditReport,
+) -> Result<Option<AuditFinding>, StoreError> {
+    let head = store.head()?;
     let mut state: Option<WorldState> = None;
     let mut last_tick = Instant::now();
-    let finish = |mut r: AuditReport, error: Option<AuditFinding>| {
-        r.valid = error.is_none();
-        r.error = error;
-        r.seconds = start.elapsed().as_secs_f64();
-        Ok(r)
-    };
 
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -383,7 +413,7 @@ pub fn audit_store(
         }
     })?;
     if let Some(f) = stopped {
-        return finish(report, Some(f));
+        return Ok(Some(f));
     }
 
     // The head record must describe the last block.
@@ -435,8 +465,7 @@ pub fn audit_store(
         }
         (Some(_), Some(h), None) => Some((h, "no state".to_string())),
     };
-    let error = problem.map(|(h, m)| finding(h, None, "head", m));
-    finish(report, error)
+    Ok(problem.map(|(h, m)| finding(h, None, "head", m)))
 }
 
 /// `sensorchain audit --data-dir DIR [--json]`: exit code 0 if the chain is
@@ -447,7 +476,7 @@ pub fn audit(args: &AuditArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        print_human(&args.data_dir, &report);
+        print!("{}", human_report(&args.data_dir, &report));
     }
     Ok(if report.valid {
         ExitCode::SUCCESS
@@ -456,11 +485,40 @@ pub fn audit(args: &AuditArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// The error of a store that cannot be opened for reading, with what to do.
+pub fn open_error(dir: &Path, e: StoreError) -> anyhow::Error {
+    match e {
+        StoreError::Busy => anyhow::anyhow!(
+            "cannot open the chain store in {}: the gateway is running and locks it whole (an \
+             older build); use --api URL, or stop it",
+            dir.display()
+        ),
+        e => anyhow::anyhow!("cannot open the chain store in {}: {e}", dir.display()),
+    }
+}
+
 /// Opens the store in `dir` read-only and audits it, with progress lines
 /// on stderr every 2 s if `show_progress`.
 pub fn audit_dir(dir: &Path, show_progress: bool) -> anyhow::Result<AuditReport> {
-    let store = Store::open_read_only(dir)
-        .map_err(|e| anyhow::anyhow!("cannot open the chain store in {}: {e}", dir.display()))?;
+    let store = match Store::open_read_only(dir) {
+        Ok(s) => s,
+        Err(e) => {
+            // a file redb cannot open as a database is a verdict too
+            if let Some(f) = store_finding(&e, 0) {
+                return Ok(AuditReport {
+                    valid: false,
+                    blocks: 0,
+                    transactions: 0,
+                    readings: 0,
+                    head_height: None,
+                    head_hash: None,
+                    seconds: 0.0,
+                    error: Some(f),
+                });
+            }
+            return Err(open_error(dir, e));
+        }
+    };
     let report = audit_store(&store, Duration::from_secs(2), |p| {
         if show_progress {
             let secs = p.elapsed.as_secs_f64().max(1e-9);
@@ -477,37 +535,52 @@ pub fn audit_dir(dir: &Path, show_progress: bool) -> anyhow::Result<AuditReport>
     Ok(report)
 }
 
-fn print_human(dir: &Path, r: &AuditReport) {
+/// The human form of a report: one line per fact, labels in a column of
+/// 15 characters (a longer label is followed by one space).
+pub fn human_report(dir: &Path, r: &AuditReport) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let mut line = |label: &str, value: &str| {
+        let label = format!("{label}:");
+        let _ = writeln!(out, "{label:<14} {value}");
+    };
     let rate = r.transactions as f64 / r.seconds.max(1e-9);
-    println!("chain store:   {}", dir.join(store::FILE_NAME).display());
-    println!(
-        "checked:       {} blocks, {} transactions ({} readings) in {:.2} s ({:.0} transactions/s)",
-        r.blocks, r.transactions, r.readings, r.seconds, rate
+    line(
+        "chain store",
+        &dir.join(store::FILE_NAME).display().to_string(),
+    );
+    line(
+        "checked",
+        &format!(
+            "{} blocks, {} transactions ({} readings) in {:.2} s ({:.0} transactions/s)",
+            r.blocks, r.transactions, r.readings, r.seconds, rate
+        ),
     );
     if let (Some(h), Some(hash)) = (r.head_height, &r.head_hash) {
         let what = if r.valid { "head" } else { "last valid block" };
-        println!(
-            "{what}:{:pad$}height {h}, hash {hash}",
-            "",
-            pad = 15 - what.len() - 1
-        );
+        line(what, &format!("height {h}, hash {hash}"));
     }
     match &r.error {
-        None => println!(
-            "verdict:       VALID (links, heights, Merkle roots, signatures, permissions, sequences, \
-             proof of work, state roots, certificates and the store's indexes all check out)"
+        None => line(
+            "verdict",
+            "VALID (links, heights, Merkle roots, signatures, permissions, sequences, \
+             proof of work, state roots, certificates and the store's indexes all check out)",
         ),
         Some(e) => {
             let tx = e
                 .tx_index
                 .map(|i| format!(", transaction {i}"))
                 .unwrap_or_default();
-            println!(
-                "verdict:       INVALID at block {}{tx} [{}]: {}",
-                e.height, e.kind, e.message
+            line(
+                "verdict",
+                &format!(
+                    "INVALID at block {}{tx} [{}]: {}",
+                    e.height, e.kind, e.message
+                ),
             );
         }
     }
+    out
 }
 
 #[cfg(test)]

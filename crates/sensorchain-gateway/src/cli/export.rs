@@ -41,8 +41,9 @@ pub struct ExportSummary {
 
 /// `sensorchain export --data-dir DIR --out FILE`.
 pub fn export(args: &ExportArgs) -> anyhow::Result<ExitCode> {
+    super::refuse_overwrite(&args.out, args.force)?;
     let store = Store::open_read_only(&args.data_dir)
-        .with_context(|| format!("cannot open the chain store in {}", args.data_dir.display()))?;
+        .map_err(|e| super::audit::open_error(&args.data_dir, e))?;
     let s = export_store(&store, &args.out)?;
     println!(
         "exported {} blocks ({} with finality certificates, {} bytes) to {}",
@@ -287,6 +288,7 @@ mod tests {
         let code = export(&ExportArgs {
             data_dir: dir.path().into(),
             out: out.clone(),
+            force: false,
         })
         .unwrap();
         assert_eq!(code, ExitCode::SUCCESS);

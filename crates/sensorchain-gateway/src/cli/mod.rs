@@ -43,9 +43,9 @@ pub enum Command {
     SensorSim(SensorSimArgs),
     /// Run a complete demo network in a temporary directory and summarise it.
     Demo(DemoArgs),
-    /// Validate a stored chain offline with the core rules.
+    /// Validate a stored chain with the core rules (the gateway may be running).
     Audit(AuditArgs),
-    /// Export a stored chain in the exact wire bytes of docs/PROTOCOL.md.
+    /// Export a stored chain in the exact wire bytes of docs/PROTOCOL.md (the gateway may be running).
     Export(ExportArgs),
     /// Write a device's key page (seed, entropy, chain id, trusted gateways) for flashing, and optionally grant the device on the chain.
     Provision(provision::ProvisionArgs),
@@ -92,9 +92,12 @@ pub struct GenesisArgs {
     /// Most transactions per block.
     #[arg(long, default_value_t = 10_000)]
     pub max_block_txs: u32,
-    /// Where to write the genesis block.
+    /// Where to write the genesis block (refused if the file exists, unless --force).
     #[arg(long, short)]
     pub out: PathBuf,
+    /// Overwrite an existing file.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `sensorchain run`
@@ -149,9 +152,14 @@ pub struct DemoArgs {
 }
 
 /// `sensorchain audit`
+///
+/// Works on a stopped gateway's data directory and beside a running one: the
+/// store is opened read-only, in redb's mode that lets one gateway write
+/// while other processes read (the audit checks the snapshot of the chain
+/// committed when it starts).
 #[derive(Debug, Args)]
 pub struct AuditArgs {
-    /// The gateway's data directory.
+    /// The gateway's data directory (the gateway may be running).
     #[arg(long)]
     pub data_dir: PathBuf,
     /// Print the result as one JSON object.
@@ -160,14 +168,34 @@ pub struct AuditArgs {
 }
 
 /// `sensorchain export`
+///
+/// Works on a stopped gateway's data directory and beside a running one (a
+/// read-only snapshot of the chain committed when it starts).
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// The gateway's data directory.
+    /// The gateway's data directory (the gateway may be running).
     #[arg(long)]
     pub data_dir: PathBuf,
-    /// The output file.
+    /// The output file (refused if it exists, unless --force).
     #[arg(long, short)]
     pub out: PathBuf,
+    /// Overwrite an existing file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Refuses to replace an existing `path` unless `force`: the one rule of
+/// every command that writes a file (keygen, provision, genesis, export).
+pub fn refuse_overwrite(path: &std::path::Path, force: bool) -> anyhow::Result<()> {
+    if !force && path.exists() {
+        return Err(exists_error(path));
+    }
+    Ok(())
+}
+
+/// The error of [`refuse_overwrite`]: `PATH exists (use --force to overwrite)`.
+pub fn exists_error(path: &std::path::Path) -> anyhow::Error {
+    anyhow::anyhow!("{} exists (use --force to overwrite)", path.display())
 }
 
 /// Runs a parsed command line; the exit code says success (0), a finding
