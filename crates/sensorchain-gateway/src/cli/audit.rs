@@ -420,6 +420,8 @@ fn walk_store(
     let last = report.head_height;
     let problem = match (head, last, &state) {
         (None, None, _) => {
+            // an empty store has every table; one without them is damaged
+            store.check_tables_exist()?;
             return Err(StoreError::NotFound(
                 "the chain store holds no blocks".into(),
             ));
@@ -749,6 +751,136 @@ mod tests {
         // an empty store (no blocks) is an error too, not a verdict
         drop(Store::open(dir.path()).unwrap());
         assert!(audit_dir(dir.path(), false).is_err());
+    }
+
+    /// Finding 3 of issue 11: the plain report of an INVALID verdict after
+    /// a valid block ("last valid block", 16 characters) underflowed the
+    /// label's padding and panicked.
+    #[test]
+    fn plain_output_of_an_invalid_verdict_after_a_valid_block() {
+        let r = AuditReport {
+            valid: false,
+            blocks: 3,
+            transactions: 4,
+            readings: 3,
+            head_height: Some(2),
+            head_hash: Some("ab12".into()),
+            seconds: 0.5,
+            error: Some(finding(3, Some(1), "tx_signature", "bad signature")),
+        };
+        let text = human_report(Path::new("/d"), &r);
+        assert!(
+            text.contains("last valid block: height 2, hash ab12\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "verdict:       INVALID at block 3, transaction 1 [tx_signature]: bad signature"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("chain store:   /d/chain.redb"), "{text}");
+        let ok = AuditReport {
+            valid: true,
+            error: None,
+            ..r
+        };
+        assert!(human_report(Path::new("/d"), &ok).contains("head:          height 2"));
+        // and through the command, on a tampered store
+        let (dir, _w) = stored_chain();
+        tamper(dir.path(), 4, |b| b.txs.swap(0, 1));
+        let code = audit(&AuditArgs {
+            data_dir: dir.path().into(),
+            json: false,
+        })
+        .unwrap();
+        assert_eq!(code, ExitCode::from(1));
+    }
+
+    /// What auditing a copy of `file` with `len` bytes overwritten at `at`
+    /// gives, in both output modes: `Err` if either panicked.
+    fn audit_damaged(
+        file: &[u8],
+        at: usize,
+        len: usize,
+    ) -> Result<(anyhow::Result<AuditReport>, ExitCode, ExitCode), String> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = file.to_vec();
+        for (i, b) in bytes[at..(at + len).min(file.len())].iter_mut().enumerate() {
+            *b = (i as u8).wrapping_mul(37).wrapping_add(0x5a);
+        }
+        std::fs::write(dir.path().join(store::FILE_NAME), &bytes).unwrap();
+        let p = dir.path().to_path_buf();
+        let run_mode = |json: bool| {
+            let p = p.clone();
+            std::panic::catch_unwind(move || {
+                audit(&AuditArgs { data_dir: p, json }).unwrap_or(ExitCode::from(2))
+            })
+        };
+        let plain =
+            run_mode(false).map_err(|_| format!("plain audit panicked at offset {at}+{len}"))?;
+        let json =
+            run_mode(true).map_err(|_| format!("JSON audit panicked at offset {at}+{len}"))?;
+        let report = std::panic::catch_unwind(|| audit_dir(&p, false))
+            .map_err(|_| format!("audit panicked at offset {at}+{len}"))?;
+        Ok((report, plain, json))
+    }
+
+    /// Finding 3 of issue 11: 16 to 64 overwritten bytes of the redb file
+    /// made redb panic (`btree_cursor.rs: entered unreachable code`) inside
+    /// the audit. Every damage is now a verdict (exit 1) naming the block and
+    /// the table, or an intact chain where the damage hit no live page;
+    /// never a panic.
+    #[test]
+    fn overwritten_file_bytes_are_a_verdict_never_a_panic() {
+        let (dir, w) = stored_chain();
+        let file = std::fs::read(dir.path().join(store::FILE_NAME)).unwrap();
+        let want_hash = w.chain.head_hash().to_string();
+        let mut offsets: Vec<usize> = (0..24).map(|k| k * (file.len() - 64) / 23).collect();
+        // page starts (redb's pages are 4 KiB): headers, branch and leaf pages
+        offsets.extend((0..file.len() / 4096).map(|p| p * 4096));
+        offsets.extend((0..file.len() / 4096).map(|p| p * 4096 + 100));
+        let (mut panics, mut invalid, mut errors) = (Vec::new(), 0, Vec::new());
+        for &at in &offsets {
+            for len in [16, 32, 64] {
+                let (report, plain, json) = match audit_damaged(&file, at, len) {
+                    Ok(x) => x,
+                    Err(p) => {
+                        panics.push(p);
+                        continue;
+                    }
+                };
+                match report {
+                    Ok(r) if r.valid => {
+                        // the damage missed every page the chain lives in:
+                        // the verdict must be the intact chain's
+                        assert_eq!(
+                            (r.blocks, r.head_hash.as_deref()),
+                            (7, Some(want_hash.as_str())),
+                            "offset {at}+{len}"
+                        );
+                        assert_eq!((plain, json), (ExitCode::SUCCESS, ExitCode::SUCCESS));
+                    }
+                    Ok(r) => {
+                        invalid += 1;
+                        let e = r.error.unwrap();
+                        assert!(e.height <= 7, "offset {at}+{len}: {e:?}");
+                        if e.kind == "store" {
+                            assert!(e.message.contains("table "), "offset {at}+{len}: {e:?}");
+                        }
+                        assert_eq!(
+                            (plain, json),
+                            (ExitCode::from(1), ExitCode::from(1)),
+                            "offset {at}+{len}: {e:?}"
+                        );
+                    }
+                    Err(e) => errors.push(format!("offset {at}+{len}: {e:#}")),
+                }
+            }
+        }
+        assert!(panics.is_empty(), "{panics:#?}");
+        assert!(errors.is_empty(), "{errors:#?}");
+        assert!(invalid > 0, "no damage was noticed");
     }
 
     /// The sequential reference: every block applied with `SigCheck::Verify`.

@@ -77,8 +77,11 @@ pub async fn start(cfg: &GatewayConfig) -> anyhow::Result<Running> {
         .map_err(|e| anyhow::anyhow!("{}: not a genesis block: {e}", cfg.genesis_file.display()))?;
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
-    let store = Store::open(&cfg.data_dir)
-        .with_context(|| format!("cannot open store in {}", cfg.data_dir.display()))?;
+    // redb's page checksums, then the chain-level check in Node::start
+    let store = Store::open_checked(&cfg.data_dir).map_err(|e| match e {
+        e if e.is_corrupt() => anyhow::anyhow!(crate::store::integrity::refusal(&cfg.data_dir, &e)),
+        e => anyhow::anyhow!("cannot open store in {}: {e}", cfg.data_dir.display()),
+    })?;
     let node = Node::start(
         store,
         key,

@@ -109,8 +109,40 @@ impl Store {
     }
 }
 
+impl Store {
+    /// The first of the store's tables that does not exist, as
+    /// [`StoreError::Corrupt`]: [`Store::open`] creates all of them, so a
+    /// store without one (whose head and blocks then read as empty) was
+    /// damaged, or is not a chain store.
+    pub fn check_tables_exist(&self) -> Result<(), StoreError> {
+        let r = guard::guarded("meta", None, || self.begin_read())?;
+        tables_exist(&r)
+    }
+}
+
+fn tables_exist(r: &ReadTransaction) -> Result<(), StoreError> {
+    macro_rules! exists {
+        ($($def:ident => $name:literal),*) => {
+            $(
+                if guard::guarded($name, None, || Ok(open_ro(r, $def)?.is_none()))? {
+                    return Err(corrupt(
+                        $name,
+                        None,
+                        "the table is missing (the file's table directory is damaged, or this is not a chain store)",
+                    ));
+                }
+            )*
+        };
+    }
+    exists!(META => "meta", BLOCKS => "blocks", TX_OFFSETS => "tx_offsets", CERTS => "certs",
+        TX_INDEX => "tx_index", BY_DEVICE => "by_device", BY_STREAM => "by_stream",
+        BY_TIME => "by_time", SNAPSHOTS => "snapshots");
+    Ok(())
+}
+
 /// The tables' lengths and ends agree with the head record.
 fn check_tables(r: &ReadTransaction, head: Option<Head>) -> Result<(), StoreError> {
+    tables_exist(r)?;
     let (stored, first, last) = guard::guarded("blocks", None, || {
         Ok(match open_ro(r, BLOCKS)? {
             Some(t) => (

@@ -225,6 +225,12 @@ impl From<redb::StorageError> for StoreError {
     fn from(e: redb::StorageError) -> Self {
         use redb::StorageError as S;
         match e {
+            // redb reports a file it cannot read as a database (a damaged
+            // header: "Not a redb database: magic number mismatch", ...) as
+            // an I/O error of kind InvalidData
+            S::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                StoreError::corrupt_in("redb file", None, e.to_string())
+            }
             S::Io(e) => io_error(e),
             S::Corrupted(what) => StoreError::Corrupt {
                 height: None,
@@ -555,6 +561,22 @@ impl Store {
             store.init()?;
             Ok(store)
         })
+    }
+
+    /// [`open`](Self::open), then [`verify_file`](Self::verify_file): what a
+    /// gateway opens at start. A file redb had to repair is logged as a
+    /// warning (the chain-level [`check_integrity`](Self::check_integrity)
+    /// then judges what it holds).
+    pub fn open_checked(dir: &Path) -> Result<Store, StoreError> {
+        let mut store = Self::open(dir)?;
+        if !store.verify_file()? {
+            tracing::warn!(
+                path = %store.path.display(),
+                "the chain store's file had damaged pages and redb repaired it; it may have gone \
+                 back to an earlier commit: compare its head with another gateway's"
+            );
+        }
+        Ok(store)
     }
 
     /// Verifies every page of the database file against its checksum
