@@ -22,6 +22,7 @@ use sensorchain_core::state::{BlockErrorKind, SigCheck, TxRuleError, WorldState}
 use sensorchain_core::tx::{Transaction, TxKind};
 
 use super::AuditArgs;
+use super::chain_source::{ApiChain, ChainSource};
 use crate::store::{self, Store, StoreError};
 
 /// Where and why a chain is invalid.
@@ -207,6 +208,16 @@ pub fn audit_store(
     every: Duration,
     progress: impl FnMut(&AuditProgress),
 ) -> Result<AuditReport, StoreError> {
+    audit_source(&ChainSource::Store(store), every, progress)
+}
+
+/// [`audit_store`] of any [`ChainSource`]: a store, or a gateway's API (the
+/// same checks of the same exact bytes, but the store's indexes).
+pub fn audit_source(
+    source: &ChainSource<'_>,
+    every: Duration,
+    progress: impl FnMut(&AuditProgress),
+) -> Result<AuditReport, StoreError> {
     let start = Instant::now();
     let mut report = AuditReport {
         valid: false,
@@ -218,7 +229,7 @@ pub fn audit_store(
         seconds: 0.0,
         error: None,
     };
-    let error = match walk_store(store, start, every, progress, &mut report) {
+    let error = match walk_store(source, start, every, progress, &mut report) {
         Ok(error) => error,
         // damaged storage (a record that does not decode, pages redb cannot
         // read) is a verdict on the store, not a failure of the audit
@@ -248,7 +259,7 @@ pub fn store_finding(e: &StoreError, next: u64) -> Option<AuditFinding> {
 /// The replay of [`audit_store`]: fills `report` with what passed and
 /// returns the first finding.
 fn walk_store(
-    store: &Store,
+    store: &ChainSource<'_>,
     start: Instant,
     every: Duration,
     mut progress: impl FnMut(&AuditProgress),
@@ -262,7 +273,7 @@ fn walk_store(
         .map(|n| n.get())
         .unwrap_or(1);
     let window = 4 * threads;
-    let mut entries = store.chain_entries(0);
+    let mut entries = store.entries();
     let mut queue: VecDeque<Queued> = VecDeque::new();
     let mut read_seq = 0u64; // sequence number of the next block read
     let mut done_reading = false;
@@ -470,21 +481,49 @@ fn walk_store(
     Ok(problem.map(|(h, m)| finding(h, None, "head", m)))
 }
 
-/// `sensorchain audit --data-dir DIR [--json]`: exit code 0 if the chain is
-/// valid, 1 if it is not (the report names the block and the failure);
-/// other failures are `Err` (exit code 2).
+/// `sensorchain audit --data-dir DIR | --api URL [--json]`: exit code 0 if
+/// the chain is valid, 1 if it is not (the report names the block and the
+/// failure, or the damaged table); other failures are `Err` (exit code 2).
 pub fn audit(args: &AuditArgs) -> anyhow::Result<ExitCode> {
-    let report = audit_dir(&args.data_dir, !args.json)?;
+    let (report, source) = match (&args.data_dir, &args.api) {
+        (Some(dir), _) => (
+            audit_dir(dir, !args.json)?,
+            dir.join(store::FILE_NAME).display().to_string(),
+        ),
+        (None, Some(url)) => {
+            let api = ApiChain::connect(url)?;
+            let source = ChainSource::Api(api);
+            let report = audit_source(&source, Duration::from_secs(2), |p| {
+                if !args.json {
+                    print_progress(p)
+                }
+            })?;
+            (report, source.describe())
+        }
+        (None, None) => anyhow::bail!("give --data-dir DIR or --api URL"),
+    };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        print!("{}", human_report(&args.data_dir, &report));
+        print!("{}", human_report(&source, &report));
     }
     Ok(if report.valid {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+fn print_progress(p: &AuditProgress) {
+    let secs = p.elapsed.as_secs_f64().max(1e-9);
+    let total = p.total.map(|t| format!("/{t}")).unwrap_or_default();
+    let _ = writeln!(
+        std::io::stderr(),
+        "audit: block {}{total}, {} transactions, {:.0} readings/s",
+        p.height,
+        p.transactions,
+        p.readings as f64 / secs
+    );
 }
 
 /// The error of a store that cannot be opened for reading, with what to do.
@@ -523,15 +562,7 @@ pub fn audit_dir(dir: &Path, show_progress: bool) -> anyhow::Result<AuditReport>
     };
     let report = audit_store(&store, Duration::from_secs(2), |p| {
         if show_progress {
-            let secs = p.elapsed.as_secs_f64().max(1e-9);
-            let total = p.total.map(|t| format!("/{t}")).unwrap_or_default();
-            let _ = writeln!(
-                std::io::stderr(),
-                "audit: block {}{total}, {} transactions, {:.0} readings/s",
-                p.height,
-                p.transactions,
-                p.readings as f64 / secs
-            );
+            print_progress(p)
         }
     })?;
     Ok(report)
@@ -539,7 +570,7 @@ pub fn audit_dir(dir: &Path, show_progress: bool) -> anyhow::Result<AuditReport>
 
 /// The human form of a report: one line per fact, labels in a column of
 /// 15 characters (a longer label is followed by one space).
-pub fn human_report(dir: &Path, r: &AuditReport) -> String {
+pub fn human_report(source: &str, r: &AuditReport) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let mut line = |label: &str, value: &str| {
@@ -547,10 +578,7 @@ pub fn human_report(dir: &Path, r: &AuditReport) -> String {
         let _ = writeln!(out, "{label:<14} {value}");
     };
     let rate = r.transactions as f64 / r.seconds.max(1e-9);
-    line(
-        "chain store",
-        &dir.join(store::FILE_NAME).display().to_string(),
-    );
+    line("chain store", source);
     line(
         "checked",
         &format!(
@@ -614,7 +642,8 @@ mod tests {
         assert_eq!(r.head_height, Some(6));
         assert_eq!(r.head_hash, Some(w.chain.head_hash().to_string()));
         let code = audit(&AuditArgs {
-            data_dir: dir.path().into(),
+            data_dir: Some(dir.path().into()),
+            api: None,
             json: true,
         })
         .unwrap();
@@ -665,7 +694,8 @@ mod tests {
             "{e:?}"
         );
         let code = audit(&AuditArgs {
-            data_dir: dir.path().into(),
+            data_dir: Some(dir.path().into()),
+            api: None,
             json: true,
         })
         .unwrap();
@@ -768,7 +798,7 @@ mod tests {
             seconds: 0.5,
             error: Some(finding(3, Some(1), "tx_signature", "bad signature")),
         };
-        let text = human_report(Path::new("/d"), &r);
+        let text = human_report("/d/chain.redb", &r);
         assert!(
             text.contains("last valid block: height 2, hash ab12\n"),
             "{text}"
@@ -785,12 +815,13 @@ mod tests {
             error: None,
             ..r
         };
-        assert!(human_report(Path::new("/d"), &ok).contains("head:          height 2"));
+        assert!(human_report("/d/chain.redb", &ok).contains("head:          height 2"));
         // and through the command, on a tampered store
         let (dir, _w) = stored_chain();
         tamper(dir.path(), 4, |b| b.txs.swap(0, 1));
         let code = audit(&AuditArgs {
-            data_dir: dir.path().into(),
+            data_dir: Some(dir.path().into()),
+            api: None,
             json: false,
         })
         .unwrap();
@@ -814,7 +845,12 @@ mod tests {
         let run_mode = |json: bool| {
             let p = p.clone();
             std::panic::catch_unwind(move || {
-                audit(&AuditArgs { data_dir: p, json }).unwrap_or(ExitCode::from(2))
+                audit(&AuditArgs {
+                    data_dir: Some(p),
+                    api: None,
+                    json,
+                })
+                .unwrap_or(ExitCode::from(2))
             })
         };
         let plain =

@@ -3,6 +3,7 @@
 pub mod api_client;
 pub mod audit;
 pub mod bench;
+pub mod chain_source;
 pub mod export;
 
 pub mod demo;
@@ -153,15 +154,20 @@ pub struct DemoArgs {
 
 /// `sensorchain audit`
 ///
-/// Works on a stopped gateway's data directory and beside a running one: the
-/// store is opened read-only, in redb's mode that lets one gateway write
-/// while other processes read (the audit checks the snapshot of the chain
-/// committed when it starts).
+/// Reads the chain from a data directory (`--data-dir`): a stopped
+/// gateway's, or a running one's (the store is opened read-only in redb's
+/// mode that lets one gateway write while other processes read; the audit
+/// checks the chain as committed when it starts). Or through a running
+/// gateway's API (`--api`): the same validation of the exact stored bytes,
+/// without the store's indexes.
 #[derive(Debug, Args)]
 pub struct AuditArgs {
     /// The gateway's data directory (the gateway may be running).
-    #[arg(long)]
-    pub data_dir: PathBuf,
+    #[arg(long, required_unless_present = "api", conflicts_with = "api")]
+    pub data_dir: Option<PathBuf>,
+    /// A running gateway's API address (`http://HOST:PORT`), instead of --data-dir.
+    #[arg(long, value_name = "URL")]
+    pub api: Option<String>,
     /// Print the result as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -169,13 +175,18 @@ pub struct AuditArgs {
 
 /// `sensorchain export`
 ///
-/// Works on a stopped gateway's data directory and beside a running one (a
-/// read-only snapshot of the chain committed when it starts).
+/// Reads the chain from a data directory (`--data-dir`, the gateway stopped
+/// or running: a read-only snapshot of the chain committed when it starts) or
+/// through a running gateway's API (`--api`: the exact stored bytes of each
+/// block and certificate).
 #[derive(Debug, Args)]
 pub struct ExportArgs {
     /// The gateway's data directory (the gateway may be running).
-    #[arg(long)]
-    pub data_dir: PathBuf,
+    #[arg(long, required_unless_present = "api", conflicts_with = "api")]
+    pub data_dir: Option<PathBuf>,
+    /// A running gateway's API address (`http://HOST:PORT`), instead of --data-dir.
+    #[arg(long, value_name = "URL")]
+    pub api: Option<String>,
     /// The output file (refused if it exists, unless --force).
     #[arg(long, short)]
     pub out: PathBuf,

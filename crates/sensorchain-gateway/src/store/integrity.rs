@@ -577,6 +577,75 @@ mod tests {
         assert_eq!(table_of(&e), (Some("snapshots"), Some(5)), "{e}");
     }
 
+    /// The check's cost (run with `--release -- --ignored --nocapture`;
+    /// `SC_BLOCKS` and `SC_PER_BLOCK` set the chain's size, default 10,000
+    /// blocks of 20 readings).
+    #[test]
+    #[ignore]
+    fn integrity_cost() {
+        use sensorchain_core::chain::build_block;
+        use sensorchain_core::state::SigCheck;
+        let env = |k: &str, d: usize| {
+            std::env::var(k)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(d)
+        };
+        let (blocks, per_block) = (env("SC_BLOCKS", 10_000), env("SC_PER_BLOCK", 20));
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = World::new(8);
+        let mut state = {
+            let store = Store::open(dir.path()).unwrap();
+            w.commit_genesis(&store);
+            let mut st = w.chain.state().clone();
+            let t0 = std::time::Instant::now();
+            for b in 0..blocks {
+                let ts = st.last_timestamp_ms() + 1_000;
+                let txs: Vec<_> = (0..per_block).map(|i| w.reading(i % 8, 0, ts)).collect();
+                let block =
+                    build_block(&st, &w.gateways[0], txs, ts, SigCheck::AlreadyVerified).unwrap();
+                st.apply_block(&block, None, SigCheck::AlreadyVerified)
+                    .unwrap();
+                let snap = (b % 64 == 63).then(|| st.snapshot());
+                store
+                    .commit_block(&block, &block.encoded_txs(), None, snap.as_deref())
+                    .unwrap();
+            }
+            eprintln!("built {blocks} blocks in {:?}", t0.elapsed());
+            st
+        };
+        let file_len = std::fs::metadata(dir.path().join(crate::store::FILE_NAME))
+            .unwrap()
+            .len();
+        let t0 = std::time::Instant::now();
+        let mut store = Store::open(dir.path()).unwrap();
+        let open = t0.elapsed();
+        let t0 = std::time::Instant::now();
+        assert!(store.verify_file().unwrap());
+        let verify = t0.elapsed();
+        for depth in [
+            IntegrityDepth::Recent(START_RECENT_BLOCKS),
+            IntegrityDepth::Full,
+        ] {
+            let t0 = std::time::Instant::now();
+            let r = store.check_integrity(depth).unwrap();
+            let dt = t0.elapsed();
+            eprintln!(
+                "check_integrity({depth:?}): {} blocks, {} MB in {dt:?} ({:.0} MB/s)",
+                r.blocks_checked,
+                r.bytes_checked / 1_000_000,
+                r.bytes_checked as f64 / 1e6 / dt.as_secs_f64()
+            );
+        }
+        state = WorldState::clone(&state);
+        eprintln!(
+            "file {} MB: open {open:?}, verify_file (redb page checksums) {verify:?} ({:.0} MB/s); head {}",
+            file_len / 1_000_000,
+            file_len as f64 / 1e6 / verify.as_secs_f64(),
+            state.next_height() - 1
+        );
+    }
+
     #[test]
     fn the_refusal_says_what_to_do() {
         let e = StoreError::corrupt_in("blocks", Some(4), "x");
