@@ -56,7 +56,8 @@ impl Drop for Entered {
 }
 
 /// Runs `f` (store code calling redb); a panic inside becomes
-/// [`StoreError::Corrupt`] naming `table` and `height`. The panic's own
+/// [`StoreError::Corrupt`] naming `table` and `height`, and so does a
+/// `Corrupt` error that names no table (redb's own `Corrupted`). The panic's own
 /// text is logged at debug level only: it is redb's internals, never shown
 /// to an API client.
 pub(crate) fn guarded<T>(
@@ -68,6 +69,21 @@ pub(crate) fn guarded<T>(
     let entered = Entered::new();
     let result = catch_unwind(AssertUnwindSafe(f));
     drop(entered);
+    let result = result.map(|r| {
+        // a damaged page redb reported itself: name what was being read
+        r.map_err(|e| match e {
+            StoreError::Corrupt {
+                height: h,
+                table: None,
+                what,
+            } => StoreError::Corrupt {
+                height: h.or(height),
+                table: Some(table),
+                what,
+            },
+            other => other,
+        })
+    });
     result.unwrap_or_else(|payload| {
         let text = payload
             .downcast_ref::<&str>()

@@ -227,9 +227,20 @@ impl From<redb::StorageError> for StoreError {
         match e {
             // redb reports a file it cannot read as a database (a damaged
             // header: "Not a redb database: magic number mismatch", ...) as
-            // an I/O error of kind InvalidData
-            S::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                StoreError::corrupt_in("redb file", None, e.to_string())
+            // an I/O error of kind InvalidData, and a damaged page pointer
+            // past the end of the file as UnexpectedEof: damage, not I/O
+            // (the table is filled in by the guard of the read)
+            S::Io(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+                ) =>
+            {
+                StoreError::Corrupt {
+                    height: None,
+                    table: None,
+                    what: format!("the database file is damaged ({e})"),
+                }
             }
             S::Io(e) => io_error(e),
             S::Corrupted(what) => StoreError::Corrupt {
@@ -1203,10 +1214,13 @@ impl Store {
             else {
                 return Ok(Some("index tables missing".into()));
             };
-            let Some(o) = offsets.get(height)? else {
+            let o = guard::guarded("tx_offsets", Some(height), || {
+                Ok(offsets.get(height)?.map(|g| g.value().to_vec()))
+            })?;
+            let Some(o) = o else {
                 return Ok(Some("transaction offsets missing".into()));
             };
-            let layout = match TxOffsets::decode(height, o.value(), bytes.len()) {
+            let layout = match TxOffsets::decode(height, &o, bytes.len()) {
                 Ok(l) => l,
                 Err(e) => return Ok(Some(e.to_string())),
             };
@@ -1219,14 +1233,16 @@ impl Store {
             }
             for (i, (tx, enc)) in block.txs.iter().zip(encoded).enumerate() {
                 let id = Transaction::id_of_encoded(enc);
-                match tx_index.get(id.0.as_slice())? {
+                let found = guard::guarded("tx_index", Some(height), || {
+                    Ok(tx_index.get(id.0.as_slice())?.map(|g| g.value()))
+                })?;
+                match found {
                     None => {
                         return Ok(Some(format!(
                             "transaction {i} missing from the transaction index"
                         )));
                     }
-                    Some(g) => {
-                        let (h, j) = g.value();
+                    Some((h, j)) => {
                         if (h, j as usize) != (height, i) && h < height {
                             return Ok(Some(format!(
                                 "transaction {i} indexed at height {h} index {j}"
@@ -1247,7 +1263,9 @@ impl Store {
                         (&by_time, key_time(&dev, ts, seq).to_vec(), "by_time"),
                     ];
                     for (t, k, name) in keys {
-                        let got = t.get(k.as_slice())?.map(|g| g.value());
+                        let got = guard::guarded(name, Some(height), || {
+                            Ok(t.get(k.as_slice())?.map(|g| g.value()))
+                        })?;
                         if got != Some(want) {
                             return Ok(Some(format!(
                                 "reading {i} missing or wrong in the {name} index"
