@@ -39,14 +39,42 @@ pub enum Command {
     /// Create a chain: write its genesis block (chain id, first admins, validators, parameters).
     Genesis(GenesisArgs),
     /// Run a gateway.
+    ///
+    /// Before it serves or extends its store it checks it: redb's page
+    /// checksums of the whole file, the tables' agreement with the head
+    /// record, the latest snapshot against its block, the hash chain of the
+    /// last 1,024 blocks, and the state replayed after the snapshot against
+    /// the head's state_root (cost: docs/PERFORMANCE.md). A store that fails
+    /// is refused (exit 2) naming the table and height; run `sensorchain
+    /// audit --data-dir DIR` and restore the directory from a backup or
+    /// another gateway.
     Run(RunArgs),
     /// Run simulated medical sensors against a gateway.
     SensorSim(SensorSimArgs),
     /// Run a complete demo network in a temporary directory and summarise it.
     Demo(DemoArgs),
     /// Validate a stored chain with the core rules (the gateway may be running).
+    ///
+    /// Replays every block from genesis with the core's rules (links, Merkle
+    /// roots, every signature, permissions, sequences, state roots,
+    /// certificates) and checks the store's indexes and head record. Exit 0:
+    /// valid; 1: invalid, naming the block (or the damaged table and
+    /// height); 2: the audit could not run.
+    ///
+    /// --data-dir DIR works on a stopped gateway's directory and beside a
+    /// running gateway (the store is opened read-only; the audit checks the
+    /// chain as committed when it starts). --api URL reads the exact stored
+    /// bytes through a running gateway's API instead (`GET /chain/head`,
+    /// `/blocks/{h}/raw`, `/blocks/{h}`) and runs the same checks, except
+    /// the store's indexes.
     Audit(AuditArgs),
     /// Export a stored chain in the exact wire bytes of docs/PROTOCOL.md (the gateway may be running).
+    ///
+    /// --data-dir DIR works on a stopped gateway's directory and beside a
+    /// running gateway (a read-only snapshot of the chain as committed when
+    /// the export starts); --api URL reads the same exact bytes through a
+    /// running gateway's API. An existing output file is refused unless
+    /// --force.
     Export(ExportArgs),
     /// Write a device's key page (seed, entropy, chain id, trusted gateways) for flashing, and optionally grant the device on the chain.
     Provision(provision::ProvisionArgs),
@@ -152,14 +180,7 @@ pub struct DemoArgs {
     pub json: bool,
 }
 
-/// `sensorchain audit`
-///
-/// Reads the chain from a data directory (`--data-dir`): a stopped
-/// gateway's, or a running one's (the store is opened read-only in redb's
-/// mode that lets one gateway write while other processes read; the audit
-/// checks the chain as committed when it starts). Or through a running
-/// gateway's API (`--api`): the same validation of the exact stored bytes,
-/// without the store's indexes.
+/// `sensorchain audit` (see [`Command::Audit`]).
 #[derive(Debug, Args)]
 pub struct AuditArgs {
     /// The gateway's data directory (the gateway may be running).
@@ -173,12 +194,7 @@ pub struct AuditArgs {
     pub json: bool,
 }
 
-/// `sensorchain export`
-///
-/// Reads the chain from a data directory (`--data-dir`, the gateway stopped
-/// or running: a read-only snapshot of the chain committed when it starts) or
-/// through a running gateway's API (`--api`: the exact stored bytes of each
-/// block and certificate).
+/// `sensorchain export` (see [`Command::Export`]).
 #[derive(Debug, Args)]
 pub struct ExportArgs {
     /// The gateway's data directory (the gateway may be running).
