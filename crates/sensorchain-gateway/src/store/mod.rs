@@ -43,6 +43,17 @@
 //! refuses further writes after a failed write (until the store is opened
 //! again); that is reported as [`StoreError::Io`] saying so. A block whose
 //! stored bytes no longer decode is [`StoreError::Corrupt`] with its height.
+//! A file damaged outside redb makes redb panic in some reads: every store
+//! call runs inside a guard (`guard.rs`) that turns such a panic into
+//! [`StoreError::Corrupt`] naming the table and height read, without the
+//! panic's text. [`Store::check_integrity`] (`integrity.rs`) and
+//! [`Store::verify_file`] are what a gateway checks before it starts.
+//!
+//! # Sharing the file
+//!
+//! Every open uses redb's `ConcurrencyMode::SingleWriter`: one process (the
+//! gateway) writes, and others ([`Store::open_read_only`]: `sensorchain
+//! audit`, `export`) read consistent snapshots of its commits beside it.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
