@@ -620,9 +620,18 @@ mod tests {
         let t0 = std::time::Instant::now();
         let mut store = Store::open(dir.path()).unwrap();
         let open = t0.elapsed();
+        let load = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        eprintln!("load before the checks: {}", load().trim());
         let t0 = std::time::Instant::now();
         assert!(store.verify_file().unwrap());
         let verify = t0.elapsed();
+        let t0 = std::time::Instant::now();
+        assert!(store.verify_file().unwrap());
+        eprintln!(
+            "verify_file again: {:?}; load {}",
+            t0.elapsed(),
+            load().trim()
+        );
         for depth in [
             IntegrityDepth::Recent(START_RECENT_BLOCKS),
             IntegrityDepth::Full,
