@@ -530,8 +530,8 @@ fn print_progress(p: &AuditProgress) {
 pub fn open_error(dir: &Path, e: StoreError) -> anyhow::Error {
     match e {
         StoreError::Busy => anyhow::anyhow!(
-            "cannot open the chain store in {}: the gateway is running and locks it whole (an \
-             older build); use --api URL, or stop it",
+            "cannot open the chain store in {}: the gateway is running; use --api URL (its \
+             HTTP API address), or stop it first",
             dir.display()
         ),
         e => anyhow::anyhow!("cannot open the chain store in {}: {e}", dir.display()),

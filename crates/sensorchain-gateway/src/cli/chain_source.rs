@@ -1,6 +1,6 @@
 //! Where `sensorchain audit` and `sensorchain export` read a chain from: a
-//! data directory (read-only, beside a running gateway or not), or a running
-//! gateway's HTTP API. Both give the same records, the exact stored bytes of
+//! stopped gateway's data directory (read-only), or a running gateway's HTTP
+//! API (the gateway holds its store exclusively). Both give the same records, the exact stored bytes of
 //! each block and certificate, to one validation path
 //! ([`audit_source`](super::audit::audit_source)) and one container writer
 //! ([`write_container`](super::export::write_container)).

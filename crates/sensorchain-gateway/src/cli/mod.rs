@@ -53,7 +53,7 @@ pub enum Command {
     SensorSim(SensorSimArgs),
     /// Run a complete demo network in a temporary directory and summarise it.
     Demo(DemoArgs),
-    /// Validate a stored chain with the core rules (the gateway may be running).
+    /// Validate a stored chain with the core rules (of a stopped gateway, or a running one through its API).
     ///
     /// Replays every block from genesis with the core's rules (links, Merkle
     /// roots, every signature, permissions, sequences, state roots,
@@ -61,20 +61,19 @@ pub enum Command {
     /// valid; 1: invalid, naming the block (or the damaged table and
     /// height); 2: the audit could not run.
     ///
-    /// --data-dir DIR works on a stopped gateway's directory and beside a
-    /// running gateway (the store is opened read-only; the audit checks the
-    /// chain as committed when it starts). --api URL reads the exact stored
-    /// bytes through a running gateway's API instead (`GET /chain/head`,
-    /// `/blocks/{h}/raw`, `/blocks/{h}`) and runs the same checks, except
-    /// the store's indexes.
+    /// --data-dir DIR reads a stopped gateway's store (a running gateway
+    /// holds its store exclusively: the audit then says so). --api URL reads
+    /// the exact stored bytes through a running gateway's API instead (`GET
+    /// /chain/head`, `/blocks/{h}/raw`, `/blocks/{h}`: the chain up to the
+    /// head when the audit starts) and runs the same checks, except the
+    /// store's indexes.
     Audit(AuditArgs),
-    /// Export a stored chain in the exact wire bytes of docs/PROTOCOL.md (the gateway may be running).
+    /// Export a stored chain in the exact wire bytes of docs/PROTOCOL.md (of a stopped gateway, or a running one through its API).
     ///
-    /// --data-dir DIR works on a stopped gateway's directory and beside a
-    /// running gateway (a read-only snapshot of the chain as committed when
-    /// the export starts); --api URL reads the same exact bytes through a
-    /// running gateway's API. An existing output file is refused unless
-    /// --force.
+    /// --data-dir DIR reads a stopped gateway's store; --api URL reads the
+    /// same exact bytes through a running gateway's API (the chain up to the
+    /// head when the export starts). An existing output file is refused
+    /// unless --force.
     Export(ExportArgs),
     /// Write a device's key page (seed, entropy, chain id, trusted gateways) for flashing, and optionally grant the device on the chain.
     Provision(provision::ProvisionArgs),
@@ -183,7 +182,7 @@ pub struct DemoArgs {
 /// `sensorchain audit` (see [`Command::Audit`]).
 #[derive(Debug, Args)]
 pub struct AuditArgs {
-    /// The gateway's data directory (the gateway may be running).
+    /// The data directory of a stopped gateway.
     #[arg(long, required_unless_present = "api", conflicts_with = "api")]
     pub data_dir: Option<PathBuf>,
     /// A running gateway's API address (`http://HOST:PORT`), instead of --data-dir.
@@ -197,7 +196,7 @@ pub struct AuditArgs {
 /// `sensorchain export` (see [`Command::Export`]).
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// The gateway's data directory (the gateway may be running).
+    /// The data directory of a stopped gateway.
     #[arg(long, required_unless_present = "api", conflicts_with = "api")]
     pub data_dir: Option<PathBuf>,
     /// A running gateway's API address (`http://HOST:PORT`), instead of --data-dir.

@@ -51,17 +51,17 @@
 //!
 //! # Sharing the file
 //!
-//! Every open uses redb's `ConcurrencyMode::SingleWriter`: one process (the
-//! gateway) writes, and others ([`Store::open_read_only`]: `sensorchain
-//! audit`, `export`) read consistent snapshots of its commits beside it.
+//! A gateway holds the file exclusively (redb's default mode; why not its
+//! `SingleWriter` mode: see `builder`). [`Store::open_read_only`] (audit,
+//! export) works on a stopped gateway's store; a running gateway's chain is
+//! read through its API.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use redb::{
-    ConcurrencyMode, Database, Durability, ReadOnlyDatabase, ReadOnlyTable, ReadTransaction,
-    ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableError,
-    WriteTransaction,
+    Database, Durability, ReadOnlyDatabase, ReadOnlyTable, ReadTransaction, ReadableDatabase,
+    ReadableTable, ReadableTableMetadata, TableDefinition, TableError, WriteTransaction,
 };
 use sensorchain_core::block::{Block, BlockHeader, FinalityCert};
 use sensorchain_core::codec::{self, DecodeError};
@@ -437,14 +437,18 @@ impl fmt::Debug for Store {
     }
 }
 
-/// The redb settings of every open: a page cache of `cache_bytes` and
-/// [`ConcurrencyMode::SingleWriter`] (one writing process, any number of
-/// read-only ones: `sensorchain audit` and `export` beside a running
-/// gateway).
+/// The redb settings of every open: a page cache of `cache_bytes`, and
+/// redb's default `ConcurrencyMode::ExclusiveWriter` (the gateway locks the
+/// file whole; read-only opens from other processes are refused while it
+/// runs, [`StoreError::Busy`]). redb 4.5's `SingleWriter` mode would let
+/// `audit` and `export` read the file beside a running gateway, but in that
+/// mode one failed write (a full disk) also fails every read of the writer
+/// until it reopens the file, and a gateway must keep answering reads while
+/// its disk is full (`node::tests::full_disk_refuses_and_loses_nothing`).
+/// Live audits and exports go through the API (`--api URL`).
 fn builder(cache_bytes: usize) -> redb::Builder {
     let mut b = redb::Builder::new();
-    b.set_cache_size(cache_bytes)
-        .set_concurrency_mode(ConcurrencyMode::SingleWriter);
+    b.set_cache_size(cache_bytes);
     b
 }
 
@@ -620,12 +624,10 @@ impl Store {
         })
     }
 
-    /// Opens an existing store read-only (for audit and export), beside a
-    /// gateway that has it open if there is one: every handle uses redb's
-    /// [`ConcurrencyMode::SingleWriter`], so one process writes and others
-    /// read consistent snapshots of its commits. Fails with
+    /// Opens an existing store read-only (for audit and export). Fails with
     /// [`StoreError::NotFound`] if there is none and [`StoreError::Busy`] if
-    /// a process that locks the whole file (an older build) has it open.
+    /// a gateway has it open (read a running gateway's chain through its
+    /// API instead).
     pub fn open_read_only(dir: &Path) -> Result<Store, StoreError> {
         let path = dir.join(FILE_NAME);
         if !path.is_file() {
