@@ -594,7 +594,7 @@ mod tests {
         let (blocks, per_block) = (env("SC_BLOCKS", 10_000), env("SC_PER_BLOCK", 20));
         let dir = tempfile::tempdir().unwrap();
         let mut w = World::new(8);
-        let mut state = {
+        let state = {
             let store = Store::open(dir.path()).unwrap();
             w.commit_genesis(&store);
             let mut st = w.chain.state().clone();
@@ -646,7 +646,6 @@ mod tests {
                 r.bytes_checked as f64 / 1e6 / dt.as_secs_f64()
             );
         }
-        state = WorldState::clone(&state);
         eprintln!(
             "file {} MB: open {open:?}, verify_file (redb page checksums) {verify:?} ({:.0} MB/s); head {}",
             file_len / 1_000_000,
