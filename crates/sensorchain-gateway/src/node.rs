@@ -54,6 +54,7 @@ use sensorchain_core::tx::{Payload, Transaction, TxError, TxKind};
 use tokio::sync::{broadcast, oneshot, watch};
 
 use crate::metrics::Metrics;
+use crate::store::integrity::{self, IntegrityDepth};
 use crate::store::{Store, StoreError};
 
 /// Block production settings.
@@ -617,14 +618,31 @@ pub fn genesis_state(genesis: &Block) -> anyhow::Result<WorldState> {
 /// Rebuilds the state of the stored chain (the latest snapshot, then every
 /// block after it, fully validated) without writing; `None` if the store is
 /// empty. Fails if the store holds another chain than `genesis`'s.
+///
+/// First [`Store::check_integrity`] (the tables agree, the latest snapshot
+/// is the state after its block, the last
+/// [`START_RECENT_BLOCKS`](crate::store::integrity::START_RECENT_BLOCKS)
+/// blocks link and hash to their roots); then the blocks after the snapshot
+/// are replayed with the core's rules, and the state reached must commit to
+/// the head header's `state_root`. Any failure refuses the store with what
+/// is wrong and what to do ([`integrity::refusal`]).
 pub fn replay(store: &Store, genesis: &Block) -> anyhow::Result<Option<WorldState>> {
     let chain_id = genesis.header.chain_id;
-    let Some(head) = store.head()? else {
+    let dir = store.path().parent().unwrap_or(store.path()).to_path_buf();
+    let refuse = |e: StoreError| anyhow::anyhow!(integrity::refusal(&dir, &e));
+    let checked = store
+        .check_integrity(IntegrityDepth::Recent(integrity::START_RECENT_BLOCKS))
+        .map_err(refuse)?;
+    let Some(head) = checked.head else {
         return Ok(None);
     };
-    let stored_genesis = store
-        .block(0)?
-        .context("store has a head but no genesis block")?;
+    let stored_genesis = store.block(0).map_err(refuse)?.ok_or_else(|| {
+        refuse(StoreError::corrupt_in(
+            "blocks",
+            Some(0),
+            "the store has a head but no genesis block",
+        ))
+    })?;
     if stored_genesis.hash() != genesis.hash() {
         bail!(
             "the data directory holds another chain (genesis {} here, {} configured)",
@@ -632,28 +650,53 @@ pub fn replay(store: &Store, genesis: &Block) -> anyhow::Result<Option<WorldStat
             genesis.hash()
         );
     }
-    let (mut state, from) = match store.latest_snapshot()? {
-        Some((h, bytes)) => {
-            let s = WorldState::from_snapshot(&bytes)
-                .map_err(|e| anyhow::anyhow!("state snapshot at {h}: {e}"))?;
-            (s, h + 1)
+    let (mut state, from) = match checked.snapshot {
+        Some((h, s)) if s.chain_id() == &chain_id => (s, h + 1),
+        Some((h, _)) => {
+            return Err(refuse(StoreError::corrupt_in(
+                "snapshots",
+                Some(h),
+                "the snapshot is of another chain",
+            )));
         }
         None => (WorldState::new(chain_id), 0),
     };
     for entry in store.blocks(from) {
-        let (h, bytes) = entry?;
-        let block = Block::decode(&bytes)
-            .map_err(|e| anyhow::anyhow!("stored block {h} does not decode: {e}"))?;
+        let (h, bytes) = entry.map_err(refuse)?;
+        let block = crate::store::decode_block(h, &bytes).map_err(refuse)?;
         state
             .apply_block(&block, None, SigCheck::Verify)
-            .map_err(|e| anyhow::anyhow!("stored chain is invalid: {e}"))?;
+            .map_err(|e| {
+                refuse(StoreError::corrupt_in(
+                    "blocks",
+                    Some(h),
+                    format!("the stored block breaks the ledger's rules: {e}"),
+                ))
+            })?;
     }
+    let head_header = store.header(head.height).map_err(refuse)?.ok_or_else(|| {
+        refuse(StoreError::corrupt_in(
+            "blocks",
+            Some(head.height),
+            "missing",
+        ))
+    })?;
     if state.next_height() != head.height + 1 || state.last_hash() != head.hash {
-        bail!(
-            "stored head ({}, {}) does not match the blocks",
-            head.height,
-            head.hash
-        );
+        return Err(refuse(StoreError::corrupt_in(
+            "meta",
+            Some(head.height),
+            format!(
+                "the head record ({}, {}) does not match the blocks",
+                head.height, head.hash
+            ),
+        )));
+    }
+    if state.commitment() != head_header.state_root {
+        return Err(refuse(StoreError::corrupt_in(
+            "snapshots",
+            Some(head.height),
+            "the recovered state does not commit to the head block's state_root",
+        )));
     }
     Ok(Some(state))
 }

@@ -22,6 +22,7 @@ use sensorchain_core::state::{BlockErrorKind, SigCheck, TxRuleError, WorldState}
 use sensorchain_core::tx::{Transaction, TxKind};
 
 use super::AuditArgs;
+use super::chain_source::{ApiChain, ChainSource};
 use crate::store::{self, Store, StoreError};
 
 /// Where and why a chain is invalid.
@@ -205,10 +206,19 @@ impl Drop for SigWorkers {
 pub fn audit_store(
     store: &Store,
     every: Duration,
-    mut progress: impl FnMut(&AuditProgress),
+    progress: impl FnMut(&AuditProgress),
+) -> Result<AuditReport, StoreError> {
+    audit_source(&ChainSource::Store(store), every, progress)
+}
+
+/// [`audit_store`] of any [`ChainSource`]: a store, or a gateway's API (the
+/// same checks of the same exact bytes, but the store's indexes).
+pub fn audit_source(
+    source: &ChainSource<'_>,
+    every: Duration,
+    progress: impl FnMut(&AuditProgress),
 ) -> Result<AuditReport, StoreError> {
     let start = Instant::now();
-    let head = store.head()?;
     let mut report = AuditReport {
         valid: false,
         blocks: 0,
@@ -219,20 +229,51 @@ pub fn audit_store(
         seconds: 0.0,
         error: None,
     };
+    let error = match walk_store(source, start, every, progress, &mut report) {
+        Ok(error) => error,
+        // damaged storage (a record that does not decode, pages redb cannot
+        // read) is a verdict on the store, not a failure of the audit
+        Err(e) => Some(store_finding(&e, report.blocks).ok_or(e)?),
+    };
+    report.valid = error.is_none();
+    report.error = error;
+    report.seconds = start.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// The finding of a [`StoreError::Corrupt`] (kind `store`, naming the
+/// table), at its height or else `next` (the first block not yet checked);
+/// `None` for any other error.
+pub fn store_finding(e: &StoreError, next: u64) -> Option<AuditFinding> {
+    match e {
+        StoreError::Corrupt { height, .. } => Some(finding(
+            height.unwrap_or(next),
+            None,
+            "store",
+            e.to_string(),
+        )),
+        _ => None,
+    }
+}
+
+/// The replay of [`audit_store`]: fills `report` with what passed and
+/// returns the first finding.
+fn walk_store(
+    store: &ChainSource<'_>,
+    start: Instant,
+    every: Duration,
+    mut progress: impl FnMut(&AuditProgress),
+    report: &mut AuditReport,
+) -> Result<Option<AuditFinding>, StoreError> {
+    let head = store.head()?;
     let mut state: Option<WorldState> = None;
     let mut last_tick = Instant::now();
-    let finish = |mut r: AuditReport, error: Option<AuditFinding>| {
-        r.valid = error.is_none();
-        r.error = error;
-        r.seconds = start.elapsed().as_secs_f64();
-        Ok(r)
-    };
 
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
     let window = 4 * threads;
-    let mut entries = store.chain_entries(0);
+    let mut entries = store.entries();
     let mut queue: VecDeque<Queued> = VecDeque::new();
     let mut read_seq = 0u64; // sequence number of the next block read
     let mut done_reading = false;
@@ -383,13 +424,15 @@ pub fn audit_store(
         }
     })?;
     if let Some(f) = stopped {
-        return finish(report, Some(f));
+        return Ok(Some(f));
     }
 
     // The head record must describe the last block.
     let last = report.head_height;
     let problem = match (head, last, &state) {
         (None, None, _) => {
+            // an empty store has every table; one without them is damaged
+            store.check_tables_exist()?;
             return Err(StoreError::NotFound(
                 "the chain store holds no blocks".into(),
             ));
@@ -435,19 +478,34 @@ pub fn audit_store(
         }
         (Some(_), Some(h), None) => Some((h, "no state".to_string())),
     };
-    let error = problem.map(|(h, m)| finding(h, None, "head", m));
-    finish(report, error)
+    Ok(problem.map(|(h, m)| finding(h, None, "head", m)))
 }
 
-/// `sensorchain audit --data-dir DIR [--json]`: exit code 0 if the chain is
-/// valid, 1 if it is not (the report names the block and the failure);
-/// other failures are `Err` (exit code 2).
+/// `sensorchain audit --data-dir DIR | --api URL [--json]`: exit code 0 if
+/// the chain is valid, 1 if it is not (the report names the block and the
+/// failure, or the damaged table); other failures are `Err` (exit code 2).
 pub fn audit(args: &AuditArgs) -> anyhow::Result<ExitCode> {
-    let report = audit_dir(&args.data_dir, !args.json)?;
+    let (report, source) = match (&args.data_dir, &args.api) {
+        (Some(dir), _) => (
+            audit_dir(dir, !args.json)?,
+            dir.join(store::FILE_NAME).display().to_string(),
+        ),
+        (None, Some(url)) => {
+            let api = ApiChain::connect(url)?;
+            let source = ChainSource::Api(api);
+            let report = audit_source(&source, Duration::from_secs(2), |p| {
+                if !args.json {
+                    print_progress(p)
+                }
+            })?;
+            (report, source.describe())
+        }
+        (None, None) => anyhow::bail!("give --data-dir DIR or --api URL"),
+    };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        print_human(&args.data_dir, &report);
+        print!("{}", human_report(&source, &report));
     }
     Ok(if report.valid {
         ExitCode::SUCCESS
@@ -456,58 +514,103 @@ pub fn audit(args: &AuditArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+fn print_progress(p: &AuditProgress) {
+    let secs = p.elapsed.as_secs_f64().max(1e-9);
+    let total = p.total.map(|t| format!("/{t}")).unwrap_or_default();
+    let _ = writeln!(
+        std::io::stderr(),
+        "audit: block {}{total}, {} transactions, {:.0} readings/s",
+        p.height,
+        p.transactions,
+        p.readings as f64 / secs
+    );
+}
+
+/// The error of a store that cannot be opened for reading, with what to do.
+pub fn open_error(dir: &Path, e: StoreError) -> anyhow::Error {
+    match e {
+        StoreError::Busy => anyhow::anyhow!(
+            "cannot open the chain store in {}: the gateway is running; use --api URL (its \
+             HTTP API address), or stop it first",
+            dir.display()
+        ),
+        e => anyhow::anyhow!("cannot open the chain store in {}: {e}", dir.display()),
+    }
+}
+
 /// Opens the store in `dir` read-only and audits it, with progress lines
 /// on stderr every 2 s if `show_progress`.
 pub fn audit_dir(dir: &Path, show_progress: bool) -> anyhow::Result<AuditReport> {
-    let store = Store::open_read_only(dir)
-        .map_err(|e| anyhow::anyhow!("cannot open the chain store in {}: {e}", dir.display()))?;
+    let store = match Store::open_read_only(dir) {
+        Ok(s) => s,
+        Err(e) => {
+            // a file redb cannot open as a database is a verdict too
+            if let Some(f) = store_finding(&e, 0) {
+                return Ok(AuditReport {
+                    valid: false,
+                    blocks: 0,
+                    transactions: 0,
+                    readings: 0,
+                    head_height: None,
+                    head_hash: None,
+                    seconds: 0.0,
+                    error: Some(f),
+                });
+            }
+            return Err(open_error(dir, e));
+        }
+    };
     let report = audit_store(&store, Duration::from_secs(2), |p| {
         if show_progress {
-            let secs = p.elapsed.as_secs_f64().max(1e-9);
-            let total = p.total.map(|t| format!("/{t}")).unwrap_or_default();
-            let _ = writeln!(
-                std::io::stderr(),
-                "audit: block {}{total}, {} transactions, {:.0} readings/s",
-                p.height,
-                p.transactions,
-                p.readings as f64 / secs
-            );
+            print_progress(p)
         }
     })?;
     Ok(report)
 }
 
-fn print_human(dir: &Path, r: &AuditReport) {
+/// The human form of a report: one line per fact, labels in a column of
+/// 15 characters (a longer label is followed by one space).
+pub fn human_report(source: &str, r: &AuditReport) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let mut line = |label: &str, value: &str| {
+        let label = format!("{label}:");
+        let _ = writeln!(out, "{label:<14} {value}");
+    };
     let rate = r.transactions as f64 / r.seconds.max(1e-9);
-    println!("chain store:   {}", dir.join(store::FILE_NAME).display());
-    println!(
-        "checked:       {} blocks, {} transactions ({} readings) in {:.2} s ({:.0} transactions/s)",
-        r.blocks, r.transactions, r.readings, r.seconds, rate
+    line("chain store", source);
+    line(
+        "checked",
+        &format!(
+            "{} blocks, {} transactions ({} readings) in {:.2} s ({:.0} transactions/s)",
+            r.blocks, r.transactions, r.readings, r.seconds, rate
+        ),
     );
     if let (Some(h), Some(hash)) = (r.head_height, &r.head_hash) {
         let what = if r.valid { "head" } else { "last valid block" };
-        println!(
-            "{what}:{:pad$}height {h}, hash {hash}",
-            "",
-            pad = 15 - what.len() - 1
-        );
+        line(what, &format!("height {h}, hash {hash}"));
     }
     match &r.error {
-        None => println!(
-            "verdict:       VALID (links, heights, Merkle roots, signatures, permissions, sequences, \
-             proof of work, state roots, certificates and the store's indexes all check out)"
+        None => line(
+            "verdict",
+            "VALID (links, heights, Merkle roots, signatures, permissions, sequences, \
+             proof of work, state roots, certificates and the store's indexes all check out)",
         ),
         Some(e) => {
             let tx = e
                 .tx_index
                 .map(|i| format!(", transaction {i}"))
                 .unwrap_or_default();
-            println!(
-                "verdict:       INVALID at block {}{tx} [{}]: {}",
-                e.height, e.kind, e.message
+            line(
+                "verdict",
+                &format!(
+                    "INVALID at block {}{tx} [{}]: {}",
+                    e.height, e.kind, e.message
+                ),
             );
         }
     }
+    out
 }
 
 #[cfg(test)]
@@ -539,7 +642,8 @@ mod tests {
         assert_eq!(r.head_height, Some(6));
         assert_eq!(r.head_hash, Some(w.chain.head_hash().to_string()));
         let code = audit(&AuditArgs {
-            data_dir: dir.path().into(),
+            data_dir: Some(dir.path().into()),
+            api: None,
             json: true,
         })
         .unwrap();
@@ -590,7 +694,8 @@ mod tests {
             "{e:?}"
         );
         let code = audit(&AuditArgs {
-            data_dir: dir.path().into(),
+            data_dir: Some(dir.path().into()),
+            api: None,
             json: true,
         })
         .unwrap();
@@ -676,6 +781,142 @@ mod tests {
         // an empty store (no blocks) is an error too, not a verdict
         drop(Store::open(dir.path()).unwrap());
         assert!(audit_dir(dir.path(), false).is_err());
+    }
+
+    /// Finding 3 of issue 11: the plain report of an INVALID verdict after
+    /// a valid block ("last valid block", 16 characters) underflowed the
+    /// label's padding and panicked.
+    #[test]
+    fn plain_output_of_an_invalid_verdict_after_a_valid_block() {
+        let r = AuditReport {
+            valid: false,
+            blocks: 3,
+            transactions: 4,
+            readings: 3,
+            head_height: Some(2),
+            head_hash: Some("ab12".into()),
+            seconds: 0.5,
+            error: Some(finding(3, Some(1), "tx_signature", "bad signature")),
+        };
+        let text = human_report("/d/chain.redb", &r);
+        assert!(
+            text.contains("last valid block: height 2, hash ab12\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "verdict:       INVALID at block 3, transaction 1 [tx_signature]: bad signature"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("chain store:   /d/chain.redb"), "{text}");
+        let ok = AuditReport {
+            valid: true,
+            error: None,
+            ..r
+        };
+        assert!(human_report("/d/chain.redb", &ok).contains("head:          height 2"));
+        // and through the command, on a tampered store
+        let (dir, _w) = stored_chain();
+        tamper(dir.path(), 4, |b| b.txs.swap(0, 1));
+        let code = audit(&AuditArgs {
+            data_dir: Some(dir.path().into()),
+            api: None,
+            json: false,
+        })
+        .unwrap();
+        assert_eq!(code, ExitCode::from(1));
+    }
+
+    /// What auditing a copy of `file` with `len` bytes overwritten at `at`
+    /// gives, in both output modes: `Err` if either panicked.
+    fn audit_damaged(
+        file: &[u8],
+        at: usize,
+        len: usize,
+    ) -> Result<(anyhow::Result<AuditReport>, ExitCode, ExitCode), String> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = file.to_vec();
+        for (i, b) in bytes[at..(at + len).min(file.len())].iter_mut().enumerate() {
+            *b = (i as u8).wrapping_mul(37).wrapping_add(0x5a);
+        }
+        std::fs::write(dir.path().join(store::FILE_NAME), &bytes).unwrap();
+        let p = dir.path().to_path_buf();
+        let run_mode = |json: bool| {
+            let p = p.clone();
+            std::panic::catch_unwind(move || {
+                audit(&AuditArgs {
+                    data_dir: Some(p),
+                    api: None,
+                    json,
+                })
+                .unwrap_or(ExitCode::from(2))
+            })
+        };
+        let plain =
+            run_mode(false).map_err(|_| format!("plain audit panicked at offset {at}+{len}"))?;
+        let json =
+            run_mode(true).map_err(|_| format!("JSON audit panicked at offset {at}+{len}"))?;
+        let report = std::panic::catch_unwind(|| audit_dir(&p, false))
+            .map_err(|_| format!("audit panicked at offset {at}+{len}"))?;
+        Ok((report, plain, json))
+    }
+
+    /// Finding 3 of issue 11: 16 to 64 overwritten bytes of the redb file
+    /// made redb panic (`btree_cursor.rs: entered unreachable code`) inside
+    /// the audit. Every damage is now a verdict (exit 1) naming the block and
+    /// the table, or an intact chain where the damage hit no live page;
+    /// never a panic.
+    #[test]
+    fn overwritten_file_bytes_are_a_verdict_never_a_panic() {
+        let (dir, w) = stored_chain();
+        let file = std::fs::read(dir.path().join(store::FILE_NAME)).unwrap();
+        let want_hash = w.chain.head_hash().to_string();
+        let mut offsets: Vec<usize> = (0..24).map(|k| k * (file.len() - 64) / 23).collect();
+        // page starts (redb's pages are 4 KiB): headers, branch and leaf pages
+        offsets.extend((0..file.len() / 4096).map(|p| p * 4096));
+        offsets.extend((0..file.len() / 4096).map(|p| p * 4096 + 100));
+        let (mut panics, mut invalid, mut errors) = (Vec::new(), 0, Vec::new());
+        for &at in &offsets {
+            for len in [16, 32, 64] {
+                let (report, plain, json) = match audit_damaged(&file, at, len) {
+                    Ok(x) => x,
+                    Err(p) => {
+                        panics.push(p);
+                        continue;
+                    }
+                };
+                match report {
+                    Ok(r) if r.valid => {
+                        // the damage missed every page the chain lives in:
+                        // the verdict must be the intact chain's
+                        assert_eq!(
+                            (r.blocks, r.head_hash.as_deref()),
+                            (7, Some(want_hash.as_str())),
+                            "offset {at}+{len}"
+                        );
+                        assert_eq!((plain, json), (ExitCode::SUCCESS, ExitCode::SUCCESS));
+                    }
+                    Ok(r) => {
+                        invalid += 1;
+                        let e = r.error.unwrap();
+                        assert!(e.height <= 7, "offset {at}+{len}: {e:?}");
+                        if e.kind == "store" {
+                            assert!(e.message.contains("table "), "offset {at}+{len}: {e:?}");
+                        }
+                        assert_eq!(
+                            (plain, json),
+                            (ExitCode::from(1), ExitCode::from(1)),
+                            "offset {at}+{len}: {e:?}"
+                        );
+                    }
+                    Err(e) => errors.push(format!("offset {at}+{len}: {e:#}")),
+                }
+            }
+        }
+        assert!(panics.is_empty(), "{panics:#?}");
+        assert!(errors.is_empty(), "{errors:#?}");
+        assert!(invalid > 0, "no damage was noticed");
     }
 
     /// The sequential reference: every block applied with `SigCheck::Verify`.

@@ -23,6 +23,7 @@ use anyhow::{Context, bail};
 use sensorchain_core::block::{Block, FinalityCert};
 
 use super::ExportArgs;
+use super::chain_source::{ApiChain, ChainSource};
 use crate::store::{self, BLOCK_MAX_LEN, CERT_MAX_LEN, Store};
 
 /// The container's first 8 bytes.
@@ -39,11 +40,19 @@ pub struct ExportSummary {
     pub bytes: u64,
 }
 
-/// `sensorchain export --data-dir DIR --out FILE`.
+/// `sensorchain export --data-dir DIR | --api URL --out FILE [--force]`.
 pub fn export(args: &ExportArgs) -> anyhow::Result<ExitCode> {
-    let store = Store::open_read_only(&args.data_dir)
-        .with_context(|| format!("cannot open the chain store in {}", args.data_dir.display()))?;
-    let s = export_store(&store, &args.out)?;
+    super::refuse_overwrite(&args.out, args.force)?;
+    let store;
+    let source = match (&args.data_dir, &args.api) {
+        (Some(dir), _) => {
+            store = Store::open_read_only(dir).map_err(|e| super::audit::open_error(dir, e))?;
+            ChainSource::Store(&store)
+        }
+        (None, Some(url)) => ChainSource::Api(ApiChain::connect(url)?),
+        (None, None) => bail!("give --data-dir DIR or --api URL"),
+    };
+    let s = export_source(&source, &args.out)?;
     println!(
         "exported {} blocks ({} with finality certificates, {} bytes) to {}",
         s.blocks,
@@ -57,6 +66,11 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<ExitCode> {
 /// Writes the container of `store`'s chain to `out` atomically: a
 /// temporary file in the same directory, synced, then renamed over `out`.
 pub fn export_store(store: &Store, out: &Path) -> anyhow::Result<ExportSummary> {
+    export_source(&ChainSource::Store(store), out)
+}
+
+/// [`export_store`] of any [`ChainSource`] (a store, or a gateway's API).
+pub fn export_source(source: &ChainSource<'_>, out: &Path) -> anyhow::Result<ExportSummary> {
     let parent = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -66,7 +80,7 @@ pub fn export_store(store: &Store, out: &Path) -> anyhow::Result<ExportSummary> 
         .tempfile_in(parent)
         .with_context(|| format!("cannot create a temporary file in {}", parent.display()))?;
     let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file());
-    let summary = write_container(store, &mut w)?;
+    let summary = write_entries(source.entries(), &mut w)?;
     w.flush()?;
     drop(w);
     tmp.as_file().sync_all()?;
@@ -87,6 +101,15 @@ fn len_u32(n: usize, what: &str) -> anyhow::Result<[u8; 4]> {
 /// Writes the container of `store`'s chain to `w`, streaming from one read
 /// snapshot (one block in memory at a time).
 pub fn write_container(store: &Store, w: &mut impl Write) -> anyhow::Result<ExportSummary> {
+    write_entries(store.chain_entries(0), w)
+}
+
+/// Writes the container of the stored records `entries` (heights 0, 1, …)
+/// to `w`, one block in memory at a time.
+pub fn write_entries(
+    entries: impl Iterator<Item = Result<store::StoredBlock, store::StoreError>>,
+    w: &mut impl Write,
+) -> anyhow::Result<ExportSummary> {
     let mut s = ExportSummary {
         blocks: 0,
         certs: 0,
@@ -94,7 +117,7 @@ pub fn write_container(store: &Store, w: &mut impl Write) -> anyhow::Result<Expo
     };
     w.write_all(MAGIC)?;
     s.bytes += MAGIC.len() as u64;
-    for entry in store.chain_entries(0) {
+    for entry in entries {
         let e = entry?;
         if e.height != s.blocks {
             bail!(
@@ -285,8 +308,10 @@ mod tests {
         let (dir, w) = stored_chain(5);
         let out = dir.path().join("chain.scchain");
         let code = export(&ExportArgs {
-            data_dir: dir.path().into(),
+            data_dir: Some(dir.path().into()),
+            api: None,
             out: out.clone(),
+            force: false,
         })
         .unwrap();
         assert_eq!(code, ExitCode::SUCCESS);

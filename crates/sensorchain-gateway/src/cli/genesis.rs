@@ -102,8 +102,15 @@ pub fn genesis_config(
     })
 }
 
-/// Writes `bytes` to `path` atomically (temp file, fsync, rename).
+/// Writes `bytes` to `path` atomically (temp file, fsync, rename),
+/// replacing an existing file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    write_file(path, bytes, true)
+}
+
+/// Writes `bytes` to `path` atomically (temp file, fsync, rename); an
+/// existing file is replaced only if `force`.
+pub fn write_file(path: &Path, bytes: &[u8], force: bool) -> anyhow::Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -118,19 +125,29 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
             .set_permissions(std::fs::Permissions::from_mode(0o644))?;
     }
     tmp.as_file().sync_all()?;
-    tmp.persist(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    let persisted = if force {
+        tmp.persist(path).map(|_| ())
+    } else {
+        tmp.persist_noclobber(path).map(|_| ())
+    };
+    persisted.map_err(|e| {
+        if !force && path.exists() {
+            super::exists_error(path)
+        } else {
+            anyhow::anyhow!("cannot write {}: {}", path.display(), e.error)
+        }
+    })
 }
 
 /// Creates the genesis block and writes it.
 pub fn genesis(args: &GenesisArgs) -> anyhow::Result<ExitCode> {
+    super::refuse_overwrite(&args.out, args.force)?;
     let creator = read_keypair(&args.creator)?;
     let cfg = genesis_config(args, &creator.public())?;
     let members = cfg.members.len();
     let block =
         Chain::genesis_block(&creator, cfg, now_ms()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    write_atomic(&args.out, &block.to_vec())?;
+    write_file(&args.out, &block.to_vec(), args.force)?;
     println!("wrote {} ({members} members)", args.out.display());
     println!("chain id    {}", block.header.chain_id);
     println!("genesis     {}", block.hash());

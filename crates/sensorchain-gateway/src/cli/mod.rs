@@ -3,6 +3,7 @@
 pub mod api_client;
 pub mod audit;
 pub mod bench;
+pub mod chain_source;
 pub mod export;
 
 pub mod demo;
@@ -94,14 +95,41 @@ pub enum Command {
     /// Create a chain: write its genesis block (chain id, first admins, validators, parameters).
     Genesis(GenesisArgs),
     /// Run a gateway.
+    ///
+    /// Before it serves or extends its store it checks it: redb's page
+    /// checksums of the whole file, the tables' agreement with the head
+    /// record, the latest snapshot against its block, the hash chain of the
+    /// last 1,024 blocks, and the state replayed after the snapshot against
+    /// the head's state_root (cost: docs/PERFORMANCE.md). A store that fails
+    /// is refused (exit 2) naming the table and height; run `sensorchain
+    /// audit --data-dir DIR` and restore the directory from a backup or
+    /// another gateway.
     Run(RunArgs),
     /// Run simulated medical sensors against a gateway.
     SensorSim(SensorSimArgs),
     /// Run a complete demo network in a temporary directory and summarise it.
     Demo(DemoArgs),
-    /// Validate a stored chain offline with the core rules.
+    /// Validate a stored chain with the core rules (of a stopped gateway, or a running one through its API).
+    ///
+    /// Replays every block from genesis with the core's rules (links, Merkle
+    /// roots, every signature, permissions, sequences, state roots,
+    /// certificates) and checks the store's indexes and head record. Exit 0:
+    /// valid; 1: invalid, naming the block (or the damaged table and
+    /// height); 2: the audit could not run.
+    ///
+    /// --data-dir DIR reads a stopped gateway's store (a running gateway
+    /// holds its store exclusively: the audit then says so). --api URL reads
+    /// the exact stored bytes through a running gateway's API instead (`GET
+    /// /chain/head`, `/blocks/{h}/raw`, `/blocks/{h}`: the chain up to the
+    /// head when the audit starts) and runs the same checks, except the
+    /// store's indexes.
     Audit(AuditArgs),
-    /// Export a stored chain in the exact wire bytes of docs/PROTOCOL.md.
+    /// Export a stored chain in the exact wire bytes of docs/PROTOCOL.md (of a stopped gateway, or a running one through its API).
+    ///
+    /// --data-dir DIR reads a stopped gateway's store; --api URL reads the
+    /// same exact bytes through a running gateway's API (the chain up to the
+    /// head when the export starts). An existing output file is refused
+    /// unless --force.
     Export(ExportArgs),
     /// Write a device's key page (seed, entropy, chain id, trusted gateways) for flashing, and optionally grant the device on the chain.
     Provision(provision::ProvisionArgs),
@@ -148,9 +176,12 @@ pub struct GenesisArgs {
     /// Most transactions per block.
     #[arg(long, default_value_t = 10_000)]
     pub max_block_txs: u32,
-    /// Where to write the genesis block.
+    /// Where to write the genesis block (refused if the file exists, unless --force).
     #[arg(long, short)]
     pub out: PathBuf,
+    /// Overwrite an existing file.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `sensorchain run`
@@ -210,26 +241,49 @@ pub struct DemoArgs {
     pub json: bool,
 }
 
-/// `sensorchain audit`
+/// `sensorchain audit` (see [`Command::Audit`]).
 #[derive(Debug, Args)]
 pub struct AuditArgs {
-    /// The gateway's data directory.
-    #[arg(long)]
-    pub data_dir: PathBuf,
+    /// The data directory of a stopped gateway.
+    #[arg(long, required_unless_present = "api", conflicts_with = "api")]
+    pub data_dir: Option<PathBuf>,
+    /// A running gateway's API address (`http://HOST:PORT`), instead of --data-dir.
+    #[arg(long, value_name = "URL")]
+    pub api: Option<String>,
     /// Print the result as one JSON object.
     #[arg(long)]
     pub json: bool,
 }
 
-/// `sensorchain export`
+/// `sensorchain export` (see [`Command::Export`]).
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// The gateway's data directory.
-    #[arg(long)]
-    pub data_dir: PathBuf,
-    /// The output file.
+    /// The data directory of a stopped gateway.
+    #[arg(long, required_unless_present = "api", conflicts_with = "api")]
+    pub data_dir: Option<PathBuf>,
+    /// A running gateway's API address (`http://HOST:PORT`), instead of --data-dir.
+    #[arg(long, value_name = "URL")]
+    pub api: Option<String>,
+    /// The output file (refused if it exists, unless --force).
     #[arg(long, short)]
     pub out: PathBuf,
+    /// Overwrite an existing file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Refuses to replace an existing `path` unless `force`: the one rule of
+/// every command that writes a file (keygen, provision, genesis, export).
+pub fn refuse_overwrite(path: &std::path::Path, force: bool) -> anyhow::Result<()> {
+    if !force && path.exists() {
+        return Err(exists_error(path));
+    }
+    Ok(())
+}
+
+/// The error of [`refuse_overwrite`]: `PATH exists (use --force to overwrite)`.
+pub fn exists_error(path: &std::path::Path) -> anyhow::Error {
+    anyhow::anyhow!("{} exists (use --force to overwrite)", path.display())
 }
 
 /// Runs a parsed command line (after [`init_tracing`]); the exit code says

@@ -283,7 +283,7 @@ pub fn write_secret(path: &Path, bytes: &[u8], force: bool) -> anyhow::Result<()
     };
     persisted.map_err(|e| {
         if !force && path.exists() {
-            anyhow::anyhow!("{} exists (use --force to overwrite)", path.display())
+            super::exists_error(path)
         } else {
             anyhow::anyhow!("cannot write {}: {}", path.display(), e.error)
         }
@@ -416,9 +416,7 @@ pub fn provision(args: &ProvisionArgs) -> anyhow::Result<ExitCode> {
     };
     // a missing or unusable address, before a key is generated
     render(&[0; KEY_PAGE_LEN], args.format, args.base_address)?;
-    if !args.force && args.out.exists() {
-        bail!("{} exists (use --force to overwrite)", args.out.display());
-    }
+    super::refuse_overwrite(&args.out, args.force)?;
     if args.generate && !args.force && args.device_key.exists() {
         bail!(
             "{} exists (use --force to overwrite it, or drop --generate to use it)",

@@ -291,8 +291,11 @@ pub async fn start(cfg: &GatewayConfig, file: &Path) -> anyhow::Result<Running> 
         )
     })?;
     prepare_data_dir(&cfg.data_dir)?;
-    let store = Store::open(&cfg.data_dir)
-        .with_context(|| format!("cannot open store in {}", cfg.data_dir.display()))?;
+    // redb's page checksums, then the chain-level check in Node::start
+    let store = Store::open_checked(&cfg.data_dir).map_err(|e| match e {
+        e if e.is_corrupt() => anyhow::anyhow!(crate::store::integrity::refusal(&cfg.data_dir, &e)),
+        e => anyhow::anyhow!("cannot open store in {}: {e}", cfg.data_dir.display()),
+    })?;
     tighten(store.path(), 0o600, "store file")?;
     let node = Node::start(
         store,

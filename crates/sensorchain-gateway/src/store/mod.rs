@@ -43,6 +43,18 @@
 //! refuses further writes after a failed write (until the store is opened
 //! again); that is reported as [`StoreError::Io`] saying so. A block whose
 //! stored bytes no longer decode is [`StoreError::Corrupt`] with its height.
+//! A file damaged outside redb makes redb panic in some reads: every store
+//! call runs inside a guard (`guard.rs`) that turns such a panic into
+//! [`StoreError::Corrupt`] naming the table and height read, without the
+//! panic's text. [`Store::check_integrity`] (`integrity.rs`) and
+//! [`Store::verify_file`] are what a gateway checks before it starts.
+//!
+//! # Sharing the file
+//!
+//! A gateway holds the file exclusively (redb's default mode; why not its
+//! `SingleWriter` mode: see `builder`). [`Store::open_read_only`] (audit,
+//! export) works on a stopped gateway's store; a running gateway's chain is
+//! read through its API.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -58,8 +70,12 @@ use sensorchain_core::identity::PublicKey;
 use sensorchain_core::merkle;
 use sensorchain_core::tx::{Transaction, TxKind};
 
+mod guard;
+pub mod integrity;
 #[cfg(test)]
 pub(crate) mod tests;
+
+pub use integrity::{IntegrityDepth, IntegrityReport};
 
 /// The store's file name inside its directory.
 pub const FILE_NAME: &str = "chain.redb";
@@ -109,10 +125,12 @@ pub enum StoreError {
     #[error("I/O error in the chain store: {0}")]
     Io(#[source] std::io::Error),
     /// Stored data is damaged.
-    #[error("chain store is corrupt{}: {what}", fmt_height(.height))]
+    #[error("chain store is corrupt{}{}: {what}", fmt_height(.height), fmt_table(.table))]
     Corrupt {
         /// The block concerned, if one is.
         height: Option<u64>,
+        /// The table concerned (`blocks`, `meta`, ...), if known.
+        table: Option<&'static str>,
         /// What is wrong.
         what: String,
     },
@@ -154,6 +172,13 @@ fn fmt_height(h: &Option<u64>) -> String {
     }
 }
 
+fn fmt_table(t: &Option<&'static str>) -> String {
+    match t {
+        Some(t) => format!(" (table {t})"),
+        None => String::new(),
+    }
+}
+
 impl StoreError {
     /// True if the error is a full disk.
     pub fn is_disk_full(&self) -> bool {
@@ -163,8 +188,27 @@ impl StoreError {
     fn corrupt(height: u64, what: impl Into<String>) -> Self {
         StoreError::Corrupt {
             height: Some(height),
+            table: Some("blocks"),
             what: what.into(),
         }
+    }
+
+    /// A [`StoreError::Corrupt`] naming `table`.
+    pub(crate) fn corrupt_in(
+        table: &'static str,
+        height: Option<u64>,
+        what: impl Into<String>,
+    ) -> Self {
+        StoreError::Corrupt {
+            height,
+            table: Some(table),
+            what: what.into(),
+        }
+    }
+
+    /// True if stored data is damaged ([`StoreError::Corrupt`]).
+    pub fn is_corrupt(&self) -> bool {
+        matches!(self, StoreError::Corrupt { .. })
     }
 }
 
@@ -192,8 +236,29 @@ impl From<redb::StorageError> for StoreError {
     fn from(e: redb::StorageError) -> Self {
         use redb::StorageError as S;
         match e {
+            // redb reports a file it cannot read as a database (a damaged
+            // header: "Not a redb database: magic number mismatch", ...) as
+            // an I/O error of kind InvalidData, and a damaged page pointer
+            // past the end of the file as UnexpectedEof: damage, not I/O
+            // (the table is filled in by the guard of the read)
+            S::Io(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+                ) =>
+            {
+                StoreError::Corrupt {
+                    height: None,
+                    table: None,
+                    what: format!("the database file is damaged ({e})"),
+                }
+            }
             S::Io(e) => io_error(e),
-            S::Corrupted(what) => StoreError::Corrupt { height: None, what },
+            S::Corrupted(what) => StoreError::Corrupt {
+                height: None,
+                table: None,
+                what,
+            },
             S::PreviousIo => StoreError::Io(std::io::Error::other(
                 "an earlier write failed (disk full?); the store refuses writes until it is opened again",
             )),
@@ -276,9 +341,12 @@ impl Head {
     }
 
     fn decode(b: &[u8]) -> Result<Head, StoreError> {
-        let b: &[u8; HEAD_LEN] = b.try_into().map_err(|_| StoreError::Corrupt {
-            height: None,
-            what: format!("head record is {} bytes, expected {HEAD_LEN}", b.len()),
+        let b: &[u8; HEAD_LEN] = b.try_into().map_err(|_| {
+            StoreError::corrupt_in(
+                "meta",
+                None,
+                format!("head record is {} bytes, expected {HEAD_LEN}", b.len()),
+            )
         })?;
         let u = |i: usize| u64::from_be_bytes(b[i..i + 8].try_into().unwrap_or_default());
         let mut hash = [0u8; 32];
@@ -367,6 +435,21 @@ impl fmt::Debug for Store {
             .field("read_only", &matches!(self.db, Db::Ro(_)))
             .finish()
     }
+}
+
+/// The redb settings of every open: a page cache of `cache_bytes`, and
+/// redb's default `ConcurrencyMode::ExclusiveWriter` (the gateway locks the
+/// file whole; read-only opens from other processes are refused while it
+/// runs, [`StoreError::Busy`]). redb 4.5's `SingleWriter` mode would let
+/// `audit` and `export` read the file beside a running gateway, but in that
+/// mode one failed write (a full disk) also fails every read of the writer
+/// until it reopens the file, and a gateway must keep answering reads while
+/// its disk is full (`node::tests::full_disk_refuses_and_loses_nothing`).
+/// Live audits and exports go through the API (`--api URL`).
+fn builder(cache_bytes: usize) -> redb::Builder {
+    let mut b = redb::Builder::new();
+    b.set_cache_size(cache_bytes);
+    b
 }
 
 /// Opens a table of a read transaction; `None` if it does not exist (a store
@@ -495,20 +578,56 @@ impl Store {
     pub fn open_with_cache(dir: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(FILE_NAME);
-        let db = redb::Builder::new()
-            .set_cache_size(cache_bytes)
-            .create(&path)?;
-        let store = Store {
-            db: Db::Rw(db),
-            path,
-        };
-        store.init()?;
+        guard::guarded("redb file", None, || {
+            let db = builder(cache_bytes).create(&path)?;
+            let store = Store {
+                db: Db::Rw(db),
+                path: path.clone(),
+            };
+            store.init()?;
+            Ok(store)
+        })
+    }
+
+    /// [`open`](Self::open), then [`verify_file`](Self::verify_file): what a
+    /// gateway opens at start. A file redb had to repair is logged as a
+    /// warning (the chain-level [`check_integrity`](Self::check_integrity)
+    /// then judges what it holds).
+    pub fn open_checked(dir: &Path) -> Result<Store, StoreError> {
+        let mut store = Self::open(dir)?;
+        if !store.verify_file()? {
+            tracing::warn!(
+                path = %store.path.display(),
+                "the chain store's file had damaged pages and redb repaired it; it may have gone \
+                 back to an earlier commit: compare its head with another gateway's"
+            );
+        }
         Ok(store)
+    }
+
+    /// Verifies every page of the database file against its checksum
+    /// (redb's [`Database::check_integrity`]: it reads the whole file, about
+    /// as fast as the disk reads; see docs/PERFORMANCE.md). `Ok(true)`: the
+    /// file is intact. `Ok(false)`: redb found damage and repaired the file
+    /// (it may have gone back to the commit before the last). A file redb
+    /// cannot repair is [`StoreError::Corrupt`]. Needs the store open
+    /// read-write and no other handle of it in this process.
+    pub fn verify_file(&mut self) -> Result<bool, StoreError> {
+        let Db::Rw(db) = &mut self.db else {
+            return Err(StoreError::ReadOnly);
+        };
+        guard::guarded("redb file", None, || {
+            db.check_integrity().map_err(|e| match StoreError::from(e) {
+                StoreError::Corrupt { what, .. } => StoreError::corrupt_in("redb file", None, what),
+                other => other,
+            })
+        })
     }
 
     /// Opens an existing store read-only (for audit and export). Fails with
     /// [`StoreError::NotFound`] if there is none and [`StoreError::Busy`] if
-    /// a gateway has it open.
+    /// a gateway has it open (read a running gateway's chain through its
+    /// API instead).
     pub fn open_read_only(dir: &Path) -> Result<Store, StoreError> {
         let path = dir.join(FILE_NAME);
         if !path.is_file() {
@@ -517,34 +636,28 @@ impl Store {
                 path.display()
             )));
         }
-        let open = || {
-            redb::Builder::new()
-                .set_cache_size(DEFAULT_CACHE_BYTES)
-                .open_read_only(&path)
-        };
-        let db = match open() {
-            Ok(db) => db,
-            // A store left by a crash (a killed gateway) needs redb's
-            // recovery, which must write: run it once through a read-write
-            // open (it rebuilds allocator state; committed data is
-            // unchanged), then open read-only.
-            Err(redb::DatabaseError::RepairAborted) => {
-                tracing::info!(path = %path.display(), "store was not closed cleanly: recovering it first");
-                drop(
-                    redb::Builder::new()
-                        .set_cache_size(DEFAULT_CACHE_BYTES)
-                        .create(&path)?,
-                );
-                open()?
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let store = Store {
-            db: Db::Ro(db),
-            path,
-        };
-        store.check_format()?;
-        Ok(store)
+        guard::guarded("redb file", None, || {
+            let open = || builder(DEFAULT_CACHE_BYTES).open_read_only(&path);
+            let db = match open() {
+                Ok(db) => db,
+                // A store left by a crash (a killed gateway) needs redb's
+                // recovery, which must write: run it once through a
+                // read-write open (it rebuilds allocator state; committed
+                // data is unchanged), then open read-only.
+                Err(redb::DatabaseError::RepairAborted) => {
+                    tracing::info!(path = %path.display(), "store was not closed cleanly: recovering it first");
+                    drop(builder(DEFAULT_CACHE_BYTES).create(&path)?);
+                    open()?
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let store = Store {
+                db: Db::Ro(db),
+                path: path.clone(),
+            };
+            store.check_format()?;
+            Ok(store)
+        })
     }
 
     /// The database file.
@@ -624,178 +737,188 @@ impl Store {
         cert: Option<&FinalityCert>,
         snapshot: Option<&[u8]>,
     ) -> Result<(), StoreError> {
-        let h = &block.header;
-        let height = h.height;
-        if encoded_txs.len() != block.txs.len() {
-            return Err(StoreError::Invalid(format!(
-                "{} encodings for {} transactions",
-                encoded_txs.len(),
-                block.txs.len()
-            )));
-        }
-        let hash = h.hash();
-        if let Some(c) = cert
-            && (c.height != height || c.block_hash != hash)
-        {
-            return Err(StoreError::Invalid(
-                "the certificate is for another block".into(),
-            ));
-        }
-        let bytes = block.to_vec();
-        let offsets = layout_of(block, &bytes, encoded_txs)?;
-        let cert_bytes = cert.map(codec::encode_to_vec);
-        let mut entries = Vec::with_capacity(block.txs.len());
-        let mut readings = 0u64;
-        for (tx, enc) in block.txs.iter().zip(encoded_txs) {
-            let reading = match &tx.body.kind {
-                TxKind::Reading { stream, .. } => {
-                    readings += 1;
-                    Some((
-                        tx.body.signer,
-                        *stream,
-                        tx.body.timestamp_ms,
-                        tx.body.sequence,
-                    ))
-                }
-                _ => None,
-            };
-            entries.push(TxEntry {
-                id: Transaction::id_of_encoded(enc),
-                reading,
-            });
-        }
-
-        let w = self.begin_write()?;
-        {
-            let mut meta = w.open_table(META)?;
-            let head = match meta.get(META_HEAD)? {
-                Some(g) => Some(Head::decode(g.value())?),
-                None => None,
-            };
-            let (expected, prev, txs_before, readings_before) = match head {
-                Some(hd) => (
-                    hd.height + 1,
-                    hd.hash,
-                    hd.tx_count_total,
-                    hd.reading_count_total,
-                ),
-                None => (0, Hash32::ZERO, 0, 0),
-            };
-            if height != expected {
-                return Err(StoreError::Conflict(format!(
-                    "block height {height}, but the next height is {expected}"
+        guard::guarded("blocks", Some(block.header.height), || {
+            let h = &block.header;
+            let height = h.height;
+            if encoded_txs.len() != block.txs.len() {
+                return Err(StoreError::Invalid(format!(
+                    "{} encodings for {} transactions",
+                    encoded_txs.len(),
+                    block.txs.len()
                 )));
             }
-            if h.prev_hash != prev {
-                return Err(StoreError::Conflict(format!(
-                    "block {height} does not link to the stored head (previous hash differs)"
-                )));
+            let hash = h.hash();
+            if let Some(c) = cert
+                && (c.height != height || c.block_hash != hash)
+            {
+                return Err(StoreError::Invalid(
+                    "the certificate is for another block".into(),
+                ));
             }
-            let new_head = Head {
-                height,
-                hash,
-                timestamp_ms: h.timestamp_ms,
-                tx_count_total: txs_before + block.txs.len() as u64,
-                reading_count_total: readings_before + readings,
-            };
-            meta.insert(META_HEAD, new_head.encode().as_slice())?;
+            let bytes = block.to_vec();
+            let offsets = layout_of(block, &bytes, encoded_txs)?;
+            let cert_bytes = cert.map(codec::encode_to_vec);
+            let mut entries = Vec::with_capacity(block.txs.len());
+            let mut readings = 0u64;
+            for (tx, enc) in block.txs.iter().zip(encoded_txs) {
+                let reading = match &tx.body.kind {
+                    TxKind::Reading { stream, .. } => {
+                        readings += 1;
+                        Some((
+                            tx.body.signer,
+                            *stream,
+                            tx.body.timestamp_ms,
+                            tx.body.sequence,
+                        ))
+                    }
+                    _ => None,
+                };
+                entries.push(TxEntry {
+                    id: Transaction::id_of_encoded(enc),
+                    reading,
+                });
+            }
 
-            w.open_table(BLOCKS)?.insert(height, bytes.as_slice())?;
-            w.open_table(TX_OFFSETS)?
-                .insert(height, offsets.encode().as_slice())?;
-            if let Some(c) = &cert_bytes {
-                w.open_table(CERTS)?.insert(height, c.as_slice())?;
-            }
-            let mut tx_index = w.open_table(TX_INDEX)?;
-            let mut by_device = w.open_table(BY_DEVICE)?;
-            let mut by_stream = w.open_table(BY_STREAM)?;
-            let mut by_time = w.open_table(BY_TIME)?;
-            // Transaction ids are uniformly random keys: inserting them in
-            // key order walks the B-tree's leaves once, left to right,
-            // instead of jumping between them (same pages written, fewer
-            // page-cache misses).
-            let mut by_id: Vec<(&[u8; 32], u32)> = entries
-                .iter()
-                .enumerate()
-                .map(|(i, e)| (&e.id.0, i as u32))
-                .collect();
-            by_id.sort_unstable();
-            for (id, i) in by_id {
-                tx_index.insert(id.as_slice(), (height, i))?;
-            }
-            for (i, e) in entries.iter().enumerate() {
-                let i = i as u32;
-                if let Some((dev, stream, ts, seq)) = e.reading {
-                    let v = (height, i, stream);
-                    by_device.insert(key_device(&dev, ts, seq).as_slice(), v)?;
-                    by_stream.insert(key_stream(&dev, stream, ts, seq).as_slice(), v)?;
-                    by_time.insert(key_time(&dev, ts, seq).as_slice(), v)?;
+            let w = self.begin_write()?;
+            {
+                let mut meta = w.open_table(META)?;
+                let head = match meta.get(META_HEAD)? {
+                    Some(g) => Some(Head::decode(g.value())?),
+                    None => None,
+                };
+                let (expected, prev, txs_before, readings_before) = match head {
+                    Some(hd) => (
+                        hd.height + 1,
+                        hd.hash,
+                        hd.tx_count_total,
+                        hd.reading_count_total,
+                    ),
+                    None => (0, Hash32::ZERO, 0, 0),
+                };
+                if height != expected {
+                    return Err(StoreError::Conflict(format!(
+                        "block height {height}, but the next height is {expected}"
+                    )));
+                }
+                if h.prev_hash != prev {
+                    return Err(StoreError::Conflict(format!(
+                        "block {height} does not link to the stored head (previous hash differs)"
+                    )));
+                }
+                let new_head = Head {
+                    height,
+                    hash,
+                    timestamp_ms: h.timestamp_ms,
+                    tx_count_total: txs_before + block.txs.len() as u64,
+                    reading_count_total: readings_before + readings,
+                };
+                meta.insert(META_HEAD, new_head.encode().as_slice())?;
+
+                w.open_table(BLOCKS)?.insert(height, bytes.as_slice())?;
+                w.open_table(TX_OFFSETS)?
+                    .insert(height, offsets.encode().as_slice())?;
+                if let Some(c) = &cert_bytes {
+                    w.open_table(CERTS)?.insert(height, c.as_slice())?;
+                }
+                let mut tx_index = w.open_table(TX_INDEX)?;
+                let mut by_device = w.open_table(BY_DEVICE)?;
+                let mut by_stream = w.open_table(BY_STREAM)?;
+                let mut by_time = w.open_table(BY_TIME)?;
+                // Transaction ids are uniformly random keys: inserting them in
+                // key order walks the B-tree's leaves once, left to right,
+                // instead of jumping between them (same pages written, fewer
+                // page-cache misses).
+                let mut by_id: Vec<(&[u8; 32], u32)> = entries
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| (&e.id.0, i as u32))
+                    .collect();
+                by_id.sort_unstable();
+                for (id, i) in by_id {
+                    tx_index.insert(id.as_slice(), (height, i))?;
+                }
+                for (i, e) in entries.iter().enumerate() {
+                    let i = i as u32;
+                    if let Some((dev, stream, ts, seq)) = e.reading {
+                        let v = (height, i, stream);
+                        by_device.insert(key_device(&dev, ts, seq).as_slice(), v)?;
+                        by_stream.insert(key_stream(&dev, stream, ts, seq).as_slice(), v)?;
+                        by_time.insert(key_time(&dev, ts, seq).as_slice(), v)?;
+                    }
+                }
+                if let Some(s) = snapshot {
+                    put_snapshot(&w, height, s)?;
                 }
             }
-            if let Some(s) = snapshot {
-                put_snapshot(&w, height, s)?;
-            }
-        }
-        w.commit()?;
-        Ok(())
+            w.commit()?;
+            Ok(())
+        })
     }
 
     /// Stores (or replaces) the finality certificate of the stored block at
     /// `height`.
     pub fn put_cert(&self, height: u64, cert: &FinalityCert) -> Result<(), StoreError> {
-        if cert.height != height {
-            return Err(StoreError::Invalid(format!(
-                "certificate for height {}, stored at {height}",
-                cert.height
-            )));
-        }
-        let bytes = codec::encode_to_vec(cert);
-        let w = self.begin_write()?;
-        {
-            let blocks = w.open_table(BLOCKS)?;
-            let Some(b) = blocks.get(height)? else {
-                return Err(StoreError::NotFound(format!("no block at height {height}")));
-            };
-            let hash = header_of(height, b.value(), None)?.hash();
-            if hash != cert.block_hash {
+        guard::guarded("certs", Some(height), || {
+            if cert.height != height {
                 return Err(StoreError::Invalid(format!(
-                    "the certificate is not for the stored block {height}"
+                    "certificate for height {}, stored at {height}",
+                    cert.height
                 )));
             }
-            drop(b);
-            w.open_table(CERTS)?.insert(height, bytes.as_slice())?;
-        }
-        w.commit()?;
-        Ok(())
+            let bytes = codec::encode_to_vec(cert);
+            let w = self.begin_write()?;
+            {
+                let blocks = w.open_table(BLOCKS)?;
+                let Some(b) = blocks.get(height)? else {
+                    return Err(StoreError::NotFound(format!("no block at height {height}")));
+                };
+                let hash = header_of(height, b.value(), None)?.hash();
+                if hash != cert.block_hash {
+                    return Err(StoreError::Invalid(format!(
+                        "the certificate is not for the stored block {height}"
+                    )));
+                }
+                drop(b);
+                w.open_table(CERTS)?.insert(height, bytes.as_slice())?;
+            }
+            w.commit()?;
+            Ok(())
+        })
     }
 
     /// Stores a world-state snapshot taken after block `height` (keeping the
     /// latest [`SNAPSHOTS_KEPT`]).
     pub fn put_snapshot(&self, height: u64, snapshot: &[u8]) -> Result<(), StoreError> {
-        let w = self.begin_write()?;
-        put_snapshot(&w, height, snapshot)?;
-        w.commit()?;
-        Ok(())
+        guard::guarded("snapshots", Some(height), || {
+            let w = self.begin_write()?;
+            put_snapshot(&w, height, snapshot)?;
+            w.commit()?;
+            Ok(())
+        })
     }
 
     /// The last stored block, if any.
     pub fn head(&self) -> Result<Option<Head>, StoreError> {
-        let r = self.begin_read()?;
-        let Some(meta) = open_ro(&r, META)? else {
-            return Ok(None);
-        };
-        meta.get(META_HEAD)?
-            .map(|g| Head::decode(g.value()))
-            .transpose()
+        guard::guarded("meta", None, || {
+            let r = self.begin_read()?;
+            let Some(meta) = open_ro(&r, META)? else {
+                return Ok(None);
+            };
+            meta.get(META_HEAD)?
+                .map(|g| Head::decode(g.value()))
+                .transpose()
+        })
     }
 
     /// The exact stored bytes of the block at `height`.
     pub fn block_bytes(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        let r = self.begin_read()?;
-        let Some(t) = open_ro(&r, BLOCKS)? else {
-            return Ok(None);
-        };
-        Ok(t.get(height)?.map(|g| g.value().to_vec()))
+        guard::guarded("blocks", Some(height), || {
+            let r = self.begin_read()?;
+            let Some(t) = open_ro(&r, BLOCKS)? else {
+                return Ok(None);
+            };
+            Ok(t.get(height)?.map(|g| g.value().to_vec()))
+        })
     }
 
     /// The block at `height`, strictly decoded; [`StoreError::Corrupt`]
@@ -808,49 +931,58 @@ impl Store {
 
     /// The header of the block at `height` (decodes only the header).
     pub fn header(&self, height: u64) -> Result<Option<BlockHeader>, StoreError> {
-        let r = self.begin_read()?;
-        let (Some(blocks), Some(offs)) = (open_ro(&r, BLOCKS)?, open_ro(&r, TX_OFFSETS)?) else {
-            return Ok(None);
-        };
-        let Some(b) = blocks.get(height)? else {
-            return Ok(None);
-        };
-        let o = offs.get(height)?;
-        let layout = o
-            .map(|o| TxOffsets::decode(height, o.value(), b.value().len()))
-            .transpose()?;
-        header_of(height, b.value(), layout.as_ref()).map(Some)
+        guard::guarded("blocks", Some(height), || {
+            let r = self.begin_read()?;
+            let (Some(blocks), Some(offs)) = (open_ro(&r, BLOCKS)?, open_ro(&r, TX_OFFSETS)?)
+            else {
+                return Ok(None);
+            };
+            let Some(b) = blocks.get(height)? else {
+                return Ok(None);
+            };
+            let o = offs.get(height)?;
+            let layout = o
+                .map(|o| TxOffsets::decode(height, o.value(), b.value().len()))
+                .transpose()?;
+            header_of(height, b.value(), layout.as_ref()).map(Some)
+        })
     }
 
     /// The finality certificate stored for `height`.
     pub fn cert(&self, height: u64) -> Result<Option<FinalityCert>, StoreError> {
-        let r = self.begin_read()?;
-        let Some(t) = open_ro(&r, CERTS)? else {
-            return Ok(None);
-        };
-        t.get(height)?
-            .map(|g| decode_cert(height, g.value()))
-            .transpose()
+        guard::guarded("certs", Some(height), || {
+            let r = self.begin_read()?;
+            let Some(t) = open_ro(&r, CERTS)? else {
+                return Ok(None);
+            };
+            t.get(height)?
+                .map(|g| decode_cert(height, g.value()))
+                .transpose()
+        })
     }
 
     /// The latest world-state snapshot: (the height after which it was
     /// taken, the bytes of `WorldState::snapshot`).
     pub fn latest_snapshot(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
-        let r = self.begin_read()?;
-        let Some(t) = open_ro(&r, SNAPSHOTS)? else {
-            return Ok(None);
-        };
-        Ok(t.last()?.map(|(k, v)| (k.value(), v.value().to_vec())))
+        guard::guarded("snapshots", None, || {
+            let r = self.begin_read()?;
+            let Some(t) = open_ro(&r, SNAPSHOTS)? else {
+                return Ok(None);
+            };
+            Ok(t.last()?.map(|(k, v)| (k.value(), v.value().to_vec())))
+        })
     }
 
     /// Where the transaction with id `tx_id` (the leaf hash of its exact
     /// bytes, `Transaction::id_of_encoded`) is.
     pub fn tx_location(&self, tx_id: &Hash32) -> Result<Option<TxLocation>, StoreError> {
-        let r = self.begin_read()?;
-        let Some(t) = open_ro(&r, TX_INDEX)? else {
-            return Ok(None);
-        };
-        Ok(t.get(tx_id.0.as_slice())?.map(|g| loc_of(g.value())))
+        guard::guarded("tx_index", None, || {
+            let r = self.begin_read()?;
+            let Some(t) = open_ro(&r, TX_INDEX)? else {
+                return Ok(None);
+            };
+            Ok(t.get(tx_id.0.as_slice())?.map(|g| loc_of(g.value())))
+        })
     }
 
     /// The transaction at `loc`, decoded, with its exact bytes.
@@ -909,19 +1041,22 @@ impl Store {
         height: u64,
         f: impl FnOnce(&[u8], &TxOffsets) -> Result<T, StoreError>,
     ) -> Result<Option<T>, StoreError> {
-        let r = self.begin_read()?;
-        let (Some(blocks), Some(offs)) = (open_ro(&r, BLOCKS)?, open_ro(&r, TX_OFFSETS)?) else {
-            return Ok(None);
-        };
-        let Some(b) = blocks.get(height)? else {
-            return Ok(None);
-        };
-        let bytes = b.value();
-        let Some(o) = offs.get(height)? else {
-            return Err(StoreError::corrupt(height, "transaction offsets missing"));
-        };
-        let layout = TxOffsets::decode(height, o.value(), bytes.len())?;
-        f(bytes, &layout).map(Some)
+        guard::guarded("blocks", Some(height), || {
+            let r = self.begin_read()?;
+            let (Some(blocks), Some(offs)) = (open_ro(&r, BLOCKS)?, open_ro(&r, TX_OFFSETS)?)
+            else {
+                return Ok(None);
+            };
+            let Some(b) = blocks.get(height)? else {
+                return Ok(None);
+            };
+            let bytes = b.value();
+            let Some(o) = offs.get(height)? else {
+                return Err(StoreError::corrupt(height, "transaction offsets missing"));
+            };
+            let layout = TxOffsets::decode(height, o.value(), bytes.len())?;
+            f(bytes, &layout).map(Some)
+        })
     }
 
     /// Readings of `device` with device timestamps in `from_ms..=to_ms`,
@@ -937,7 +1072,7 @@ impl Store {
     ) -> Result<Vec<ReadingRef>, StoreError> {
         let lo = key_device(device, from_ms, 0);
         let hi = key_device(device, to_ms, u64::MAX);
-        self.scan(BY_DEVICE, &lo, &hi, limit, |k, v| ReadingRef {
+        self.scan(BY_DEVICE, "by_device", &lo, &hi, limit, |k, v| ReadingRef {
             loc: loc_of((v.0, v.1)),
             device: pk_of(k),
             stream: v.2,
@@ -958,7 +1093,7 @@ impl Store {
     ) -> Result<Vec<ReadingRef>, StoreError> {
         let lo = key_stream(device, stream, from_ms, 0);
         let hi = key_stream(device, stream, to_ms, u64::MAX);
-        self.scan(BY_STREAM, &lo, &hi, limit, |k, v| ReadingRef {
+        self.scan(BY_STREAM, "by_stream", &lo, &hi, limit, |k, v| ReadingRef {
             loc: loc_of((v.0, v.1)),
             device: pk_of(k),
             stream: v.2,
@@ -977,7 +1112,7 @@ impl Store {
     ) -> Result<Vec<ReadingRef>, StoreError> {
         let lo = key_time(&PublicKey([0; 32]), from_ms, 0);
         let hi = key_time(&PublicKey([0xff; 32]), to_ms, u64::MAX);
-        self.scan(BY_TIME, &lo, &hi, limit, |k, v| ReadingRef {
+        self.scan(BY_TIME, "by_time", &lo, &hi, limit, |k, v| ReadingRef {
             loc: loc_of((v.0, v.1)),
             device: pk_of(&k[8..]),
             stream: v.2,
@@ -989,60 +1124,62 @@ impl Store {
     fn scan(
         &self,
         def: TableDefinition<&[u8], (u64, u32, u16)>,
+        name: &'static str,
         lo: &[u8],
         hi: &[u8],
         limit: usize,
         f: impl Fn(&[u8], (u64, u32, u16)) -> ReadingRef,
     ) -> Result<Vec<ReadingRef>, StoreError> {
-        let mut out = Vec::new();
-        if limit == 0 || lo > hi {
-            return Ok(out);
-        }
-        let r = self.begin_read()?;
-        let Some(t) = open_ro(&r, def)? else {
-            return Ok(out);
-        };
-        for item in t.range::<&[u8]>(lo..=hi)? {
-            let (k, v) = item?;
-            let k = k.value();
-            if k.len() != lo.len() {
-                return Err(StoreError::Corrupt {
-                    height: None,
-                    what: "reading index key of the wrong length".into(),
-                });
+        guard::guarded(name, None, || {
+            let mut out = Vec::new();
+            if limit == 0 || lo > hi {
+                return Ok(out);
             }
-            out.push(f(k, v.value()));
-            if out.len() >= limit {
-                break;
+            let r = self.begin_read()?;
+            let Some(t) = open_ro(&r, def)? else {
+                return Ok(out);
+            };
+            for item in t.range::<&[u8]>(lo..=hi)? {
+                let (k, v) = item?;
+                let k = k.value();
+                if k.len() != lo.len() {
+                    return Err(StoreError::corrupt_in(
+                        name,
+                        None,
+                        "reading index key of the wrong length",
+                    ));
+                }
+                out.push(f(k, v.value()));
+                if out.len() >= limit {
+                    break;
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// The stored blocks from height `from` on, in order, as (key, exact
     /// bytes), streamed from one read snapshot (memory: one block at a
     /// time). The snapshot stays pinned while the iterator lives.
     pub fn blocks(&self, from: u64) -> BlockIter {
-        match self.begin_read().and_then(|r| open_ro(&r, BLOCKS)) {
-            Ok(Some(t)) => match t.range(from..) {
-                Ok(range) => BlockIter {
-                    range: Some(range),
-                    err: None,
-                },
-                Err(e) => BlockIter::failed(e.into()),
-            },
-            Ok(None) => BlockIter {
-                range: None,
+        let open = guard::guarded("blocks", Some(from), || {
+            let range = match open_ro(&self.begin_read()?, BLOCKS)? {
+                Some(t) => Some(t.range(from..)?),
+                None => None,
+            };
+            Ok(BlockIter {
+                range,
                 err: None,
-            },
-            Err(e) => BlockIter::failed(e),
-        }
+                next_height: from,
+            })
+        });
+        open.unwrap_or_else(BlockIter::failed)
     }
 
     /// Like [`blocks`](Self::blocks), with each block's stored certificate,
     /// from one read snapshot.
     pub fn chain_entries(&self, from: u64) -> ChainIter {
-        let open = || -> Result<ChainIter, StoreError> {
+        let open = guard::guarded("blocks", Some(from), || {
             let r = self.begin_read()?;
             let certs = open_ro(&r, CERTS)?;
             let range = match open_ro(&r, BLOCKS)? {
@@ -1050,11 +1187,15 @@ impl Store {
                 None => None,
             };
             Ok(ChainIter {
-                blocks: BlockIter { range, err: None },
+                blocks: BlockIter {
+                    range,
+                    err: None,
+                    next_height: from,
+                },
                 certs,
             })
-        };
-        open().unwrap_or_else(|e| ChainIter {
+        });
+        open.unwrap_or_else(|e| ChainIter {
             blocks: BlockIter::failed(e),
             certs: None,
         })
@@ -1074,71 +1215,80 @@ impl Store {
         block: &Block,
         encoded: &[Vec<u8>],
     ) -> Result<Option<String>, StoreError> {
-        let r = self.begin_read()?;
-        let tx_index = open_ro(&r, TX_INDEX)?;
-        let by_device = open_ro(&r, BY_DEVICE)?;
-        let by_stream = open_ro(&r, BY_STREAM)?;
-        let by_time = open_ro(&r, BY_TIME)?;
-        let offsets = open_ro(&r, TX_OFFSETS)?;
-        let (Some(tx_index), Some(by_device), Some(by_stream), Some(by_time), Some(offsets)) =
-            (tx_index, by_device, by_stream, by_time, offsets)
-        else {
-            return Ok(Some("index tables missing".into()));
-        };
-        let Some(o) = offsets.get(height)? else {
-            return Ok(Some("transaction offsets missing".into()));
-        };
-        let layout = match TxOffsets::decode(height, o.value(), bytes.len()) {
-            Ok(l) => l,
-            Err(e) => return Ok(Some(e.to_string())),
-        };
-        if layout.count() != encoded.len()
-            || (0..encoded.len()).any(|i| layout.tx(bytes, i) != Some(encoded[i].as_slice()))
-        {
-            return Ok(Some(
-                "transaction offsets do not locate the block's transactions".into(),
-            ));
-        }
-        for (i, (tx, enc)) in block.txs.iter().zip(encoded).enumerate() {
-            let id = Transaction::id_of_encoded(enc);
-            match tx_index.get(id.0.as_slice())? {
-                None => {
-                    return Ok(Some(format!(
-                        "transaction {i} missing from the transaction index"
-                    )));
-                }
-                Some(g) => {
-                    let (h, j) = g.value();
-                    if (h, j as usize) != (height, i) && h < height {
+        guard::guarded("index tables", Some(height), || {
+            let r = self.begin_read()?;
+            let tx_index = open_ro(&r, TX_INDEX)?;
+            let by_device = open_ro(&r, BY_DEVICE)?;
+            let by_stream = open_ro(&r, BY_STREAM)?;
+            let by_time = open_ro(&r, BY_TIME)?;
+            let offsets = open_ro(&r, TX_OFFSETS)?;
+            let (Some(tx_index), Some(by_device), Some(by_stream), Some(by_time), Some(offsets)) =
+                (tx_index, by_device, by_stream, by_time, offsets)
+            else {
+                return Ok(Some("index tables missing".into()));
+            };
+            let o = guard::guarded("tx_offsets", Some(height), || {
+                Ok(offsets.get(height)?.map(|g| g.value().to_vec()))
+            })?;
+            let Some(o) = o else {
+                return Ok(Some("transaction offsets missing".into()));
+            };
+            let layout = match TxOffsets::decode(height, &o, bytes.len()) {
+                Ok(l) => l,
+                Err(e) => return Ok(Some(e.to_string())),
+            };
+            if layout.count() != encoded.len()
+                || (0..encoded.len()).any(|i| layout.tx(bytes, i) != Some(encoded[i].as_slice()))
+            {
+                return Ok(Some(
+                    "transaction offsets do not locate the block's transactions".into(),
+                ));
+            }
+            for (i, (tx, enc)) in block.txs.iter().zip(encoded).enumerate() {
+                let id = Transaction::id_of_encoded(enc);
+                let found = guard::guarded("tx_index", Some(height), || {
+                    Ok(tx_index.get(id.0.as_slice())?.map(|g| g.value()))
+                })?;
+                match found {
+                    None => {
                         return Ok(Some(format!(
-                            "transaction {i} indexed at height {h} index {j}"
+                            "transaction {i} missing from the transaction index"
                         )));
+                    }
+                    Some((h, j)) => {
+                        if (h, j as usize) != (height, i) && h < height {
+                            return Ok(Some(format!(
+                                "transaction {i} indexed at height {h} index {j}"
+                            )));
+                        }
+                    }
+                }
+                if let TxKind::Reading { stream, .. } = tx.body.kind {
+                    let (dev, ts, seq) = (tx.body.signer, tx.body.timestamp_ms, tx.body.sequence);
+                    let want = (height, i as u32, stream);
+                    let keys: [(&ReadingTable, Vec<u8>, &str); 3] = [
+                        (&by_device, key_device(&dev, ts, seq).to_vec(), "by_device"),
+                        (
+                            &by_stream,
+                            key_stream(&dev, stream, ts, seq).to_vec(),
+                            "by_stream",
+                        ),
+                        (&by_time, key_time(&dev, ts, seq).to_vec(), "by_time"),
+                    ];
+                    for (t, k, name) in keys {
+                        let got = guard::guarded(name, Some(height), || {
+                            Ok(t.get(k.as_slice())?.map(|g| g.value()))
+                        })?;
+                        if got != Some(want) {
+                            return Ok(Some(format!(
+                                "reading {i} missing or wrong in the {name} index"
+                            )));
+                        }
                     }
                 }
             }
-            if let TxKind::Reading { stream, .. } = tx.body.kind {
-                let (dev, ts, seq) = (tx.body.signer, tx.body.timestamp_ms, tx.body.sequence);
-                let want = (height, i as u32, stream);
-                let keys: [(&ReadingTable, Vec<u8>, &str); 3] = [
-                    (&by_device, key_device(&dev, ts, seq).to_vec(), "by_device"),
-                    (
-                        &by_stream,
-                        key_stream(&dev, stream, ts, seq).to_vec(),
-                        "by_stream",
-                    ),
-                    (&by_time, key_time(&dev, ts, seq).to_vec(), "by_time"),
-                ];
-                for (t, k, name) in keys {
-                    let got = t.get(k.as_slice())?.map(|g| g.value());
-                    if got != Some(want) {
-                        return Ok(Some(format!(
-                            "reading {i} missing or wrong in the {name} index"
-                        )));
-                    }
-                }
-            }
-        }
-        Ok(None)
+            Ok(None)
+        })
     }
 
     /// Replaces the stored bytes of block `height` **without any check or
@@ -1149,20 +1299,19 @@ impl Store {
         height: u64,
         bytes: &[u8],
     ) -> Result<(), StoreError> {
-        let w = self.begin_write()?;
-        w.open_table(BLOCKS)?.insert(height, bytes)?;
-        w.commit()?;
-        Ok(())
+        guard::guarded("blocks", Some(height), || {
+            let w = self.begin_write()?;
+            w.open_table(BLOCKS)?.insert(height, bytes)?;
+            w.commit()?;
+            Ok(())
+        })
     }
 }
 
 fn check_format_bytes(v: &[u8]) -> Result<(), StoreError> {
     let version = <[u8; 4]>::try_from(v)
         .map(u32::from_be_bytes)
-        .map_err(|_| StoreError::Corrupt {
-            height: None,
-            what: "format record damaged".into(),
-        })?;
+        .map_err(|_| StoreError::corrupt_in("meta", None, "format record damaged"))?;
     if version != FORMAT_VERSION {
         return Err(StoreError::Database(format!(
             "store format {version}, this build reads format {FORMAT_VERSION}"
@@ -1262,10 +1411,12 @@ fn header_of(
     Ok(h)
 }
 
-/// Iterator of [`Store::blocks`].
+/// Iterator of [`Store::blocks`]. It ends after the first error.
 pub struct BlockIter {
     range: Option<redb::Range<'static, u64, &'static [u8]>>,
     err: Option<StoreError>,
+    /// The height expected next (to name it if reading fails).
+    next_height: u64,
 }
 
 impl BlockIter {
@@ -1273,6 +1424,7 @@ impl BlockIter {
         BlockIter {
             range: None,
             err: Some(e),
+            next_height: 0,
         }
     }
 }
@@ -1284,15 +1436,34 @@ impl Iterator for BlockIter {
         if let Some(e) = self.err.take() {
             return Some(Err(e));
         }
-        let item = self.range.as_mut()?.next()?;
-        Some(
-            item.map(|(k, v)| (k.value(), v.value().to_vec()))
-                .map_err(StoreError::from),
-        )
+        let range = self.range.as_mut()?;
+        let item = guard::guarded("blocks", Some(self.next_height), || {
+            range
+                .next()
+                .map(|item| {
+                    item.map(|(k, v)| (k.value(), v.value().to_vec()))
+                        .map_err(StoreError::from)
+                })
+                .transpose()
+        });
+        match item {
+            Ok(Some((h, bytes))) => {
+                self.next_height = h.saturating_add(1);
+                Some(Ok((h, bytes)))
+            }
+            Ok(None) => {
+                self.range = None;
+                None
+            }
+            Err(e) => {
+                self.range = None;
+                Some(Err(e))
+            }
+        }
     }
 }
 
-/// Iterator of [`Store::chain_entries`].
+/// Iterator of [`Store::chain_entries`]. It ends after the first error.
 pub struct ChainIter {
     blocks: BlockIter,
     certs: Option<ReadOnlyTable<u64, &'static [u8]>>,
@@ -1307,9 +1478,14 @@ impl Iterator for ChainIter {
             Err(e) => return Some(Err(e)),
         };
         let cert = match &self.certs {
-            Some(t) => match t.get(height) {
-                Ok(g) => g.map(|g| g.value().to_vec()),
-                Err(e) => return Some(Err(e.into())),
+            Some(t) => match guard::guarded("certs", Some(height), || {
+                Ok(t.get(height)?.map(|g| g.value().to_vec()))
+            }) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.blocks.range = None;
+                    return Some(Err(e));
+                }
             },
             None => None,
         };

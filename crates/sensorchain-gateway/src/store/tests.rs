@@ -483,6 +483,7 @@ fn corrupted_block_named_with_height() {
         Err(StoreError::Corrupt {
             height: Some(3),
             what,
+            ..
         }) => assert!(what.contains("decode"), "{what}"),
         other => panic!("{other:?}"),
     }
