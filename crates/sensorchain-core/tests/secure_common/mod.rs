@@ -118,3 +118,27 @@ pub fn gateway() -> Keypair {
 pub fn rogue() -> Keypair {
     Keypair::from_seed([0x33; 32])
 }
+
+/// The chain of `tests/vectors/ledger.json` (and of the handshake vectors):
+/// the id of its genesis block (creator seed 01×32, gateway 02×32, device
+/// 03×32, name "ward-7", default parameters, time 1 700 000 000 000 ms).
+pub fn vector_chain_id() -> sensorchain_core::hash::ChainId {
+    use sensorchain_core::permissions::Role;
+    use sensorchain_core::tx::{GenesisConfig, Member, Params};
+    let key = |n: u8| Keypair::from_seed([n; 32]);
+    let members = [
+        (key(1), Role::Admin),
+        (key(2), Role::Gateway),
+        (key(3), Role::Device),
+    ]
+    .map(|(k, role)| Member {
+        key: k.public(),
+        permissions: role.default_permissions(),
+        role,
+    });
+    let cfg = GenesisConfig::new("ward-7", Params::default(), &members).unwrap();
+    sensorchain_core::chain::Chain::genesis_block(&key(1), cfg, 1_700_000_000_000)
+        .unwrap()
+        .header
+        .chain_id
+}
