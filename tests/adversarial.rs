@@ -551,7 +551,6 @@ async fn crafted_ed25519_cases_get_the_core_verdict_at_ingest() {
 // ---------------------------------------------------------------------------
 // Issue 11, findings 1 and 12, with real `sensorchain` processes.
 
-#[allow(dead_code)]
 mod common;
 
 /// Runs `sensorchain ARGS` in `dir`: (exit code, stdout, stderr).
