@@ -18,6 +18,16 @@
 //! reboot never reuses a number. Revocation keeps the record, so a re-granted
 //! identity cannot replay its old transactions.
 //!
+//! ## Nothing is committed that changes nothing
+//! A grant naming a bit the target already holds, a revocation naming one it
+//! lacks (votes on `ADMIN`/`VALIDATE` included), a second pending vote of the
+//! same admin, a role or device assignment that is already so, and a consent
+//! given twice or withdrawn when absent are refused
+//! ([`TxRuleError::NothingToGrant`], [`TxRuleError::NothingToRevoke`],
+//! [`TxRuleError::AlreadyVoted`], [`TxRuleError::NothingToChange`]), after the
+//! signature check. One bit that would not change refuses the whole
+//! transaction (docs/PROTOCOL.md, "No-op transactions").
+//!
 //! ## Access rules (who may read a sealed reading)
 //! A sealed reading's recipients must each hold `RECEIVE` and be either the
 //! patient the device is assigned to, or a reader (doctor, nurse, insurer)
