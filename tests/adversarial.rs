@@ -333,7 +333,9 @@ async fn transactions_for_another_chain_or_purpose_are_refused() {
         let mut c = Client::connect(fx.addr, &fx.chain, d, &[fx.gw.public()])
             .await
             .unwrap();
-        let other = ChainId::from_name("adv-domain-other");
+        // another chain: any id but this one's (here one bit off)
+        let mut other = fx.chain;
+        other.0[31] ^= 1;
         let body =
             |seq: u64| TxBody::reading(d.public(), seq, now_ms(), 1, Vital::SpO2 { percent: 97 });
         let forgeries: Vec<(&str, Vec<u8>)> = vec![
@@ -477,6 +479,9 @@ async fn crafted_ed25519_cases_get_the_core_verdict_at_ingest() {
             .collect();
         let device = Keypair::from_seed(seed);
         let fx = start(v["chain_name"].as_str().unwrap(), vec![device.clone()]).await;
+        // the generator's genesis is this one: the crafted messages are
+        // signed under its chain id
+        assert_eq!(fx.chain.to_string(), v["chain_id"].as_str().unwrap());
         let tx_of = |c: &EdgeCase| {
             Transaction {
                 body: TxBody::reading(
@@ -541,4 +546,266 @@ async fn crafted_ed25519_cases_get_the_core_verdict_at_ingest() {
         assert!(report.valid, "{:?}", report.error);
     })
     .await;
+}
+
+// ---------------------------------------------------------------------------
+// Issue 11, findings 1 and 12, with real `sensorchain` processes.
+
+mod common;
+
+/// Runs `sensorchain ARGS` in `dir`: (exit code, stdout, stderr).
+fn sensorchain(args: &[&str], dir: &std::path::Path) -> (i32, String, String) {
+    let out = std::process::Command::new(common::bin())
+        .args(args)
+        .current_dir(dir)
+        .env("SENSORCHAIN_LOG", "warn")
+        .env_remove("SENSORCHAIN_API")
+        .output()
+        .expect("run sensorchain");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `sensorchain genesis --name NAME --creator admin.key --member
+/// gateway:gw.key --out OUT` in `dir`; returns the chain id it printed.
+fn genesis_cli(dir: &std::path::Path, name: &str, out: &str) -> String {
+    let (code, stdout, stderr) = sensorchain(
+        &[
+            "genesis",
+            "--name",
+            name,
+            "--creator",
+            "admin.key",
+            "--member",
+            "gateway:gw.key",
+            "--out",
+            out,
+        ],
+        dir,
+    );
+    assert_eq!(code, 0, "genesis: {stdout}\n{stderr}");
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("chain id"))
+        .unwrap_or_else(|| panic!("no chain id line in {stdout:?}"))
+        .trim()
+        .to_string()
+}
+
+/// Starts `sensorchain run` in `dir/sub` on the genesis file `dir/sub/genesis.block`
+/// (and `dir/gw.key`); returns the process and its API address once it answers.
+fn run_gateway(dir: &std::path::Path, sub: &str) -> (common::Gateway, SocketAddr) {
+    use sensorchain_gateway::config::GatewayConfig;
+    let d = dir.join(sub);
+    std::fs::copy(dir.join("gw.key"), d.join("gateway.key")).unwrap();
+    let tcp = format!("127.0.0.1:{}", common::free_port());
+    let api: SocketAddr = format!("127.0.0.1:{}", common::free_port())
+        .parse()
+        .unwrap();
+    let mut cfg = GatewayConfig::new("data".into(), "gateway.key".into(), "genesis.block".into());
+    cfg.listen.tcp = Some(tcp);
+    cfg.listen.api = Some(api.to_string());
+    cfg.batch.timeout_ms = 5;
+    let config = d.join("gateway.toml");
+    std::fs::write(&config, cfg.to_toml()).unwrap();
+    let child = std::process::Command::new(common::bin())
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("SENSORCHAIN_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("spawn sensorchain run");
+    let mut g = common::Gateway { child };
+    let t = std::time::Instant::now();
+    while std::net::TcpStream::connect_timeout(&api, Duration::from_millis(100)).is_err() {
+        if let Ok(Some(status)) = g.child.try_wait() {
+            panic!("gateway {sub} exited early: {status}");
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "gateway {sub} did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (g, api)
+}
+
+fn http() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+/// `POST /txs` of exact transaction bytes: (status, JSON answer).
+fn post_tx(api: SocketAddr, tx: &[u8]) -> (u16, serde_json::Value) {
+    let mut r = http()
+        .post(format!("http://{api}/txs"))
+        .content_type("application/octet-stream")
+        .send(tx)
+        .unwrap();
+    let status = r.status().as_u16();
+    (
+        status,
+        r.body_mut().read_json().unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// The permissions the gateway at `api` reports for `pk` (none if unknown).
+fn permissions_at(api: SocketAddr, pk: &PublicKey) -> Vec<String> {
+    let mut r = http()
+        .get(format!("http://{api}/identities/{pk}"))
+        .call()
+        .unwrap();
+    if r.status().as_u16() == 404 {
+        return Vec::new();
+    }
+    assert_eq!(r.status().as_u16(), 200);
+    let v: serde_json::Value = r.body_mut().read_json().unwrap();
+    v["permissions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Finding 1: `sensorchain genesis --name ward-7` twice with the same admin
+/// key gave one chain id, and a grant taken from chain A was accepted by
+/// chain B. Now each genesis has its own id, and B refuses A's grant.
+#[test]
+fn same_name_geneses_are_distinct_chains_and_refuse_each_others_grants() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let admin = Keypair::from_seed([0x31; 32]);
+    sensorchain_gateway::keys::write_keypair(&dir.join("admin.key"), &admin, false).unwrap();
+    sensorchain_gateway::keys::write_keypair(
+        &dir.join("gw.key"),
+        &Keypair::from_seed([0x32; 32]),
+        false,
+    )
+    .unwrap();
+    std::fs::create_dir(dir.join("a")).unwrap();
+    std::fs::create_dir(dir.join("b")).unwrap();
+    let id_a = genesis_cli(dir, "ward-7", "a/genesis.block");
+    // two runs are two different milliseconds (the genesis time is part of
+    // the chain id; the same bytes in the same millisecond are the same chain)
+    std::thread::sleep(Duration::from_millis(5));
+    let id_b = genesis_cli(dir, "ward-7", "b/genesis.block");
+    assert_ne!(id_a, id_b, "same name, same admin: still two chains");
+    // the printed id is the one the genesis file proves
+    for (sub, id) in [("a", &id_a), ("b", &id_b)] {
+        let block =
+            Block::decode(&std::fs::read(dir.join(sub).join("genesis.block")).unwrap()).unwrap();
+        let proved = sensorchain_core::chain::genesis_chain_id(&block).unwrap();
+        assert_eq!(proved.to_string(), *id);
+    }
+    let chain_a = ChainId(sensorchain_core::hash::parse_hex::<32>(&id_a).unwrap());
+
+    let (_ga, api_a) = run_gateway(dir, "a");
+    let (_gb, api_b) = run_gateway(dir, "b");
+    // a grant of connect,send,receive built for chain A
+    let target = Keypair::from_seed([0x33; 32]).public();
+    let grant = Transaction::sign(
+        TxBody {
+            signer: admin.public(),
+            sequence: 1,
+            timestamp_ms: now_ms(),
+            kind: sensorchain_core::tx::TxKind::Grant {
+                target,
+                permissions: sensorchain_core::permissions::Permissions::parse_list(
+                    "connect,send,receive",
+                )
+                .unwrap(),
+            },
+        },
+        &chain_a,
+        &admin,
+    )
+    .unwrap()
+    .to_vec();
+    // chain B refuses it: the signature covers A's id, not B's
+    let (status, answer) = post_tx(api_b, &grant);
+    assert_ne!(status, 201, "chain B committed chain A's grant: {answer}");
+    assert_eq!(status, 401, "{answer}");
+    assert_eq!(answer["error"]["code"], "bad_signature", "{answer}");
+    assert!(permissions_at(api_b, &target).is_empty());
+    // where it belongs it is committed
+    let (status, answer) = post_tx(api_a, &grant);
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(
+        permissions_at(api_a, &target),
+        ["connect", "send", "receive"]
+    );
+    // and B still refuses it afterwards
+    let (status, _) = post_tx(api_b, &grant);
+    assert_eq!(status, 401);
+    assert!(permissions_at(api_b, &target).is_empty());
+}
+
+/// Finding 12: `sensorchain tx grant` of a permission already held and
+/// `tx revoke` of one not held were committed as no-op transactions. Now
+/// the gateway refuses them and the CLI says why; the chain does not grow.
+#[test]
+fn no_op_grants_and_revocations_are_refused_through_the_cli() {
+    let net = common::Net::new(1);
+    let dir = net.dir.path();
+    let _gw = net.start();
+    let api = format!("http://{}", net.api);
+    sensorchain_gateway::keys::write_keypair(&dir.join("admin.key"), &net.admin, false).unwrap();
+    let device = net.devices[0].public().to_string();
+    let height = || -> u64 {
+        let mut r = http().get(format!("{api}/chain/head")).call().unwrap();
+        let v: serde_json::Value = r.body_mut().read_json().unwrap();
+        v["height"].as_u64().unwrap()
+    };
+    let before = height();
+    for (op, perms, code) in [
+        ("grant", "write", "nothing_to_grant"),
+        ("grant", "connect,send", "nothing_to_grant"),
+        ("revoke", "receive", "nothing_to_revoke"),
+        ("revoke", "write,receive", "nothing_to_revoke"),
+    ] {
+        let (status, out, err) = sensorchain(
+            &[
+                "tx",
+                op,
+                &device,
+                perms,
+                "--key",
+                "admin.key",
+                "--api",
+                &api,
+            ],
+            dir,
+        );
+        assert_ne!(status, 0, "tx {op} {perms} succeeded: {out}");
+        assert!(err.contains(code), "tx {op} {perms}: {err}");
+        assert!(err.contains("would change nothing"), "no hint: {err}");
+    }
+    assert_eq!(height(), before, "a refused no-op made a block");
+    assert_eq!(
+        permissions_at(net.api, &net.devices[0].public()),
+        ["connect", "write"]
+    );
+    // a real change still goes through
+    let (status, out, err) = sensorchain(
+        &[
+            "tx",
+            "grant",
+            &device,
+            "send",
+            "--key",
+            "admin.key",
+            "--api",
+            &api,
+        ],
+        dir,
+    );
+    assert_eq!(status, 0, "{out}\n{err}");
 }

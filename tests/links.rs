@@ -335,7 +335,7 @@ async fn unknown_unpermitted_wrong_chain_and_rogue_gateway_are_refused() {
             fx.connect(&fx.no_connect).await,
             Err(ClientError::Refused(Refusal::NotPermitted))
         ));
-        let other = ChainId::from_name("elsewhere");
+        let other = ChainId([0xe1; 32]);
         let r = Client::connect(fx.addr, &other, &fx.devices[0], &[fx.gw_key]).await;
         assert!(
             matches!(r, Err(ClientError::Refused(Refusal::WrongChain))),

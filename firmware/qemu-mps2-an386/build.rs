@@ -5,14 +5,14 @@
 //! |---|---|
 //! | `SENSORCHAIN_DEVICE_KEY` | key file of the device (`sensorchain keygen --out device.key`) |
 //! | `SENSORCHAIN_GATEWAY_KEY` | the gateway's public key: 64 hex digits or its key file |
-//! | `SENSORCHAIN_GENESIS` | the chain's genesis block file (for the chain id) |
-//! | `SENSORCHAIN_CHAIN_NAME` | instead of the genesis file: the chain's name |
+//! | `SENSORCHAIN_GENESIS` | the chain's genesis block file: the chain id is the one it proves (`chain::genesis_chain_id`) |
+//! | `SENSORCHAIN_CHAIN_ID` | instead of the genesis file: the chain id, 64 hex digits (the `chain id` line of `sensorchain genesis`) |
 //! | `SENSORCHAIN_DEVICE_ENTROPY` | file with 64 hex digits of DRBG entropy (default: derived from the device seed under its own label) |
 //! | `SENSORCHAIN_SEAL_FOR` | optional reader public key (hex or key file): readings are sealed for it |
 //! | `SENSORCHAIN_READINGS` | readings to stream (default 20) |
 //!
 //! Without `SENSORCHAIN_DEVICE_KEY` the image gets well-known *test* keys
-//! (device seed `[10; 32]`, gateway seed `[2; 32]`, chain "firmware-test")
+//! (device seed `[10; 32]`, gateway seed `[2; 32]`, chain id `f7` × 32)
 //! and cargo prints a warning: good for size reports, never for a device.
 
 use std::env;
@@ -21,6 +21,7 @@ use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sensorchain_core::block::Block;
+use sensorchain_core::chain::genesis_chain_id;
 use sensorchain_core::hash::{ChainId, parse_hex, tagged_hash};
 use sensorchain_core::identity::{Keypair, PublicKey};
 
@@ -68,15 +69,17 @@ fn main() {
             let chain = if let Some(g) = var("SENSORCHAIN_GENESIS") {
                 println!("cargo:rerun-if-changed={g}");
                 let bytes = fs::read(&g).unwrap_or_else(|e| panic!("cannot read {g}: {e}"));
-                Block::decode(&bytes)
-                    .unwrap_or_else(|e| panic!("{g}: not a genesis block: {e:?}"))
-                    .header
-                    .chain_id
+                let block = Block::decode(&bytes)
+                    .unwrap_or_else(|e| panic!("{g}: not a genesis block: {e:?}"));
+                genesis_chain_id(&block)
+                    .unwrap_or_else(|e| panic!("{g}: not a valid genesis block: {e}"))
             } else {
-                ChainId::from_name(
-                    &var("SENSORCHAIN_CHAIN_NAME")
-                        .expect("SENSORCHAIN_GENESIS or SENSORCHAIN_CHAIN_NAME"),
-                )
+                let hex = var("SENSORCHAIN_CHAIN_ID").expect(
+                    "set SENSORCHAIN_GENESIS (the genesis block file) or SENSORCHAIN_CHAIN_ID (64 hex digits)",
+                );
+                ChainId(parse_hex::<32>(hex.trim()).unwrap_or_else(|| {
+                    panic!("SENSORCHAIN_CHAIN_ID {hex:?}: expected 64 hex digits")
+                }))
             };
             (seed, gw, chain)
         }
@@ -87,7 +90,7 @@ fn main() {
             (
                 [10; 32],
                 Keypair::from_seed([2; 32]).public(),
-                ChainId::from_name("firmware-test"),
+                ChainId([0xf7; 32]),
             )
         }
     };

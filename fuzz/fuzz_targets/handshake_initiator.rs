@@ -6,7 +6,6 @@ use libfuzzer_sys::fuzz_target;
 use sensorchain_core::handshake::{
     HandshakeConfig, Initiator, MESSAGE2_LEN, MESSAGE3_LEN, Responder, ResponderTable,
 };
-use sensorchain_core::hash::ChainId;
 use sensorchain_fuzz::{Devices, FuzzRng, key};
 
 #[derive(Arbitrary, Debug)]
@@ -20,7 +19,7 @@ enum Msg2 {
 
 fuzz_target!(|input: (u64, u64, Msg2, u16)| {
     let (iseed, rseed, msg2, late) = input;
-    let cfg = HandshakeConfig::new(ChainId::from_name(sensorchain_fuzz::CHAIN_NAME));
+    let cfg = HandshakeConfig::new(sensorchain_fuzz::chain_id());
     let dev = key(2);
     let mut irng = FuzzRng::new(iseed);
     let mut m1 = [0u8; 64];

@@ -8,7 +8,6 @@ use libfuzzer_sys::fuzz_target;
 use sensorchain_core::handshake::{
     HandshakeConfig, Initiator, MESSAGE2_LEN, MESSAGE3_LEN, Responder, ResponderTable,
 };
-use sensorchain_core::hash::ChainId;
 use sensorchain_fuzz::{Devices, FuzzRng, key};
 
 #[derive(Arbitrary, Debug)]
@@ -29,7 +28,7 @@ enum Step {
 }
 
 fuzz_target!(|steps: Vec<Step>| {
-    let cfg = HandshakeConfig::new(ChainId::from_name(sensorchain_fuzz::CHAIN_NAME));
+    let cfg = HandshakeConfig::new(sensorchain_fuzz::chain_id());
     let gw = key(1);
     let mut table = ResponderTable::<4, 16>::new();
     let mut rng = FuzzRng::new(7);

@@ -111,10 +111,11 @@ fn make(op: &Op, chain: &ChainId, base_ts: u64) -> (Transaction, bool) {
     };
     match op.sig {
         Sig::Good => (Transaction::sign(body, chain, &signer).unwrap(), true),
-        Sig::OtherChain => (
-            Transaction::sign(body, &ChainId::from_name("another-ward"), &signer).unwrap(),
-            false,
-        ),
+        Sig::OtherChain => {
+            let mut other = *chain;
+            other.0[0] ^= 1;
+            (Transaction::sign(body, &other, &signer).unwrap(), false)
+        }
         Sig::Flipped(i) => {
             let mut t = Transaction::sign(body, chain, &signer).unwrap();
             let mut s = t.signature.0;

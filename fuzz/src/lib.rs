@@ -102,6 +102,12 @@ pub fn genesis() -> Chain {
     Chain::genesis(&key(0), cfg, 1_000).expect("genesis")
 }
 
+/// The id of [`genesis`]'s chain (derived from its genesis block), computed once.
+pub fn chain_id() -> sensorchain_core::hash::ChainId {
+    static ID: std::sync::OnceLock<sensorchain_core::hash::ChainId> = std::sync::OnceLock::new();
+    *ID.get_or_init(|| *genesis().chain_id())
+}
+
 /// An allowlist that admits the fixed devices (2..=4).
 pub struct Devices;
 

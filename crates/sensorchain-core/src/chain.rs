@@ -25,7 +25,7 @@ use crate::block::{BLOCK_VERSION, Block, BlockHeader, FinalityCert};
 use crate::hash::{ChainId, Hash32};
 use crate::identity::Keypair;
 use crate::state::{BlockError, BlockErrorKind, SigCheck, WorldState};
-use crate::tx::{GenesisConfig, Member, Params, Transaction, TxBody, TxKind};
+use crate::tx::{GenesisConfig, Member, Params, Transaction, TxBody};
 
 /// A chain held in memory.
 #[derive(Debug, Clone)]
@@ -209,9 +209,8 @@ impl Chain {
         config: GenesisConfig,
         timestamp_ms: u64,
     ) -> Result<Chain, BlockError> {
-        let chain_id = ChainId::from_name(&config.name);
         let block = Self::genesis_block(creator, config, timestamp_ms)?;
-        let mut state = WorldState::new(chain_id);
+        let mut state = WorldState::new(block.header.chain_id);
         state.apply_block(&block, None, SigCheck::Verify)?;
         Ok(Chain {
             blocks: alloc::vec![block],
@@ -220,24 +219,24 @@ impl Chain {
         })
     }
 
-    /// The genesis block for `config`, signed by `creator`.
+    /// The genesis block for `config`, signed by `creator`. Its chain id
+    /// (`block.header.chain_id`, and the id every later signature covers) is
+    /// derived from the genesis transaction's body ([`TxBody::genesis_chain_id`]):
+    /// creating a chain again, even with the same name and creator, gives
+    /// another id unless every byte (the timestamp too) is the same.
     pub fn genesis_block(
         creator: &Keypair,
         config: GenesisConfig,
         timestamp_ms: u64,
     ) -> Result<Block, BlockError> {
-        let chain_id = ChainId::from_name(&config.name);
-        let body = TxBody {
-            signer: creator.public(),
-            sequence: 0,
-            timestamp_ms,
-            kind: TxKind::Genesis(config),
-        };
-        let tx = Transaction::sign(body, &chain_id, creator).map_err(|e| BlockError {
+        let body = TxBody::genesis(creator.public(), timestamp_ms, config);
+        let encoding = |e| BlockError {
             height: 0,
             tx_index: Some(0),
             kind: BlockErrorKind::Tx(crate::state::TxRuleError::Encoding(e)),
-        })?;
+        };
+        let chain_id = body.genesis_chain_id().map_err(encoding)?;
+        let tx = Transaction::sign(body, &chain_id, creator).map_err(encoding)?;
         build_block(
             &WorldState::new(chain_id),
             creator,
@@ -359,6 +358,36 @@ impl Chain {
     pub fn validate(&self) -> Result<(), BlockError> {
         validate_blocks(&self.blocks, &self.certs).map(|_| ())
     }
+}
+
+/// The chain id of a genesis block, after checking that `genesis` is a valid
+/// genesis block of that chain (height 0, one genesis transaction signed by
+/// its creator under the id derived from its body, the header naming that
+/// same id, proposer signature, proof of work and state commitment). This is
+/// how a gateway, a provisioning tool or an auditor learns a chain's id from
+/// its genesis file: never from the name, and never from the header alone.
+///
+/// ```
+/// # use sensorchain_core::{chain::*, identity::Keypair, permissions::*, tx::*};
+/// let admin = Keypair::from_seed([1; 32]);
+/// let m = [Member { key: admin.public(), permissions: Permissions::ALL, role: Role::Admin }];
+/// let cfg = GenesisConfig::new("ward-7", Params::default(), &m).unwrap();
+/// let mut g = Chain::genesis_block(&admin, cfg, 1_000).unwrap();
+/// assert_eq!(genesis_chain_id(&g).unwrap(), g.header.chain_id);
+/// g.header.chain_id.0[0] ^= 1; // a header that lies about its chain
+/// assert!(genesis_chain_id(&g).is_err());
+/// ```
+pub fn genesis_chain_id(genesis: &Block) -> Result<ChainId, BlockError> {
+    let mut state = WorldState::new(genesis.header.chain_id);
+    if genesis.header.height != 0 {
+        return Err(BlockError {
+            height: genesis.header.height,
+            tx_index: None,
+            kind: BlockErrorKind::Height { expected: 0 },
+        });
+    }
+    state.apply_block(genesis, None, SigCheck::Verify)?;
+    Ok(*state.chain_id())
 }
 
 /// Validates `blocks` from genesis with their certificates (missing entries

@@ -44,7 +44,7 @@
 //! # let mut rng = Rng(1);
 //! let device = Keypair::from_seed([1; 32]);
 //! let gateway = Keypair::from_seed([2; 32]);
-//! let config = HandshakeConfig::new(ChainId::from_name("ward-7"));
+//! let config = HandshakeConfig::new(ChainId([7; 32])); // the chain's id, from its genesis
 //!
 //! // The gateway's allowlist (backed by the world state in a real gateway).
 //! struct OneDevice(VerifyingKey);

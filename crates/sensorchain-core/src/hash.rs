@@ -163,8 +163,9 @@ pub fn sha256(parts: &[&[u8]]) -> Hash32 {
 pub mod ctx {
     /// Key ids: `tagged_hash(KEY_ID, pk)[..8]`.
     pub const KEY_ID: &str = "sensorchain/key-id/v1";
-    /// Chain ids: hash of the chain name and genesis parameters.
-    pub const CHAIN_ID: &str = "sensorchain/chain-id/v1";
+    /// Chain ids: hash of the exact bytes of the genesis transaction's body
+    /// (v1 hashed the chain name alone, so two chains of one name shared an id).
+    pub const CHAIN_ID: &str = "sensorchain/chain-id/v2";
     /// Transaction signatures.
     pub const TX_SIG: &str = "sensorchain/tx/v1";
     /// Transaction ids (the Merkle leaf data is the exact transaction bytes).
@@ -183,22 +184,30 @@ pub mod ctx {
 
 /// The id of one chain (one network). Every signature and every
 /// domain-separated hash of the ledger and the handshake covers it, so nothing
-/// signed for one network verifies on another. It is fixed at genesis:
-/// `tagged_hash("sensorchain/chain-id/v1", name)` by default.
+/// signed for one network verifies on another. It is fixed by the genesis:
+/// `tagged_hash("sensorchain/chain-id/v2", genesis body bytes)`, the exact
+/// encoded `TxBody` of the genesis transaction (creator key, sequence,
+/// timestamp, name, parameters, members), so two chains created apart never
+/// share an id, even under one name and one admin key. The chain's name is a
+/// label only.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct ChainId(pub [u8; 32]);
 
 crate::serde_bytes::bytes_newtype_serde!(ChainId, 32);
 
 impl ChainId {
-    /// The chain id derived from a human-readable network name.
+    /// The chain id a genesis transaction whose body encodes to exactly
+    /// `body` creates: `tagged_hash("sensorchain/chain-id/v2", body)`. The
+    /// bytes are the body as signed and received (a genesis transaction's
+    /// encoding without its last 64 signature bytes), never a re-encoding.
+    /// See also `TxBody::genesis_chain_id` and `chain::genesis_chain_id`.
     ///
     /// ```
     /// # use sensorchain_core::hash::ChainId;
-    /// assert_ne!(ChainId::from_name("ward-7"), ChainId::from_name("ward-8"));
+    /// assert_ne!(ChainId::of_genesis_body(b"one"), ChainId::of_genesis_body(b"two"));
     /// ```
-    pub fn from_name(name: &str) -> Self {
-        ChainId(tagged_hash(ctx::CHAIN_ID, &[name.as_bytes()]).0)
+    pub fn of_genesis_body(body: &[u8]) -> Self {
+        ChainId(tagged_hash(ctx::CHAIN_ID, &[body]).0)
     }
 
     /// The first 4 bytes, sent in clear in the first handshake message so a

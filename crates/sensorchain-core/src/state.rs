@@ -18,6 +18,16 @@
 //! reboot never reuses a number. Revocation keeps the record, so a re-granted
 //! identity cannot replay its old transactions.
 //!
+//! ## Nothing is committed that changes nothing
+//! A grant naming a bit the target already holds, a revocation naming one it
+//! lacks (votes on `ADMIN`/`VALIDATE` included), a second pending vote of the
+//! same admin, a role or device assignment that is already so, and a consent
+//! given twice or withdrawn when absent are refused
+//! ([`TxRuleError::NothingToGrant`], [`TxRuleError::NothingToRevoke`],
+//! [`TxRuleError::AlreadyVoted`], [`TxRuleError::NothingToChange`]), after the
+//! signature check. One bit that would not change refuses the whole
+//! transaction (docs/PROTOCOL.md, "No-op transactions").
+//!
 //! ## Access rules (who may read a sealed reading)
 //! A sealed reading's recipients must each hold `RECEIVE` and be either the
 //! patient the device is assigned to, or a reader (doctor, nurse, insurer)
@@ -435,7 +445,11 @@ impl WorldState {
             TxKind::SetRole { target, role } => {
                 need(Permissions::ADMIN)?;
                 self.verify_sig(tx, encoded, sigs)?;
-                self.register(target)?.role = Some(*role);
+                let rec = self.register(target)?;
+                if rec.role == Some(*role) {
+                    return rule(TxRuleError::NothingToChange);
+                }
+                rec.role = Some(*role);
             }
             TxKind::AssignDevice { device, patient } => {
                 need(Permissions::ADMIN)?;
@@ -450,7 +464,11 @@ impl WorldState {
                 if d.role != Some(Role::Device) || p.role != Some(Role::Patient) {
                     return rule(TxRuleError::WrongRole);
                 }
+                let unchanged = d.patient == Some(*patient);
                 self.verify_sig(tx, encoded, sigs)?;
+                if unchanged {
+                    return rule(TxRuleError::NothingToChange);
+                }
                 if let Some(d) = self.identities.get_mut(device) {
                     d.patient = Some(*patient);
                 }
@@ -469,7 +487,9 @@ impl WorldState {
                 }
                 self.verify_sig(tx, encoded, sigs)?;
                 if *granted {
-                    self.consents.insert((signer, *reader));
+                    if !self.consents.insert((signer, *reader)) {
+                        return rule(TxRuleError::NothingToGrant);
+                    }
                 } else if !self.consents.remove(&(signer, *reader)) {
                     return rule(TxRuleError::NothingToRevoke);
                 }
@@ -505,6 +525,14 @@ impl WorldState {
         })
     }
 
+    /// Grants or revokes `perms` of `target` on behalf of `admin` (whose
+    /// signature has been checked). Nothing is silently a no-op: a grant
+    /// naming any bit the target already holds is refused
+    /// ([`TxRuleError::NothingToGrant`]), a revocation naming any bit it
+    /// lacks too ([`TxRuleError::NothingToRevoke`]), and so is a second
+    /// pending vote of the same admin on the same change
+    /// ([`TxRuleError::AlreadyVoted`]). Otherwise every direct bit changes
+    /// and every `ADMIN`/`VALIDATE` bit gets this admin's vote.
     fn change_permissions(
         &mut self,
         admin: &PublicKey,
@@ -512,8 +540,25 @@ impl WorldState {
         perms: Permissions,
         grant: bool,
     ) -> Result<(), TxRuleError> {
+        let held = self.permissions(target);
+        if grant && !held.intersect(perms).is_empty() {
+            return rule(TxRuleError::NothingToGrant);
+        }
+        if !grant && !held.contains(perms) {
+            return rule(TxRuleError::NothingToRevoke);
+        }
         let direct = perms.without(Permissions::CONSENSUS);
         let voted = perms.intersect(Permissions::CONSENSUS);
+        for bit in voted.bits() {
+            let key = VoteKey {
+                target: *target,
+                permission: bit,
+                grant,
+            };
+            if self.votes.get(&key).is_some_and(|v| v.contains(admin)) {
+                return rule(TxRuleError::AlreadyVoted);
+            }
+        }
         let rec = self.register(target)?;
         if grant {
             rec.permissions = rec.permissions.union(direct);
@@ -521,10 +566,6 @@ impl WorldState {
             rec.permissions = rec.permissions.without(direct);
         }
         for bit in voted.bits() {
-            let has = self.has(target, bit);
-            if has == grant {
-                continue; // already so: nothing to vote on
-            }
             if !grant && bit == Permissions::ADMIN && self.admin_count() <= 1 {
                 return rule(TxRuleError::LastAdmin);
             }
@@ -556,6 +597,13 @@ impl WorldState {
         Ok(())
     }
 
+    /// Applies the genesis transaction (see docs/PROTOCOL.md, "Genesis"):
+    /// the state's chain id must be the id derived from the exact body
+    /// bytes received (`encoded` without its 64 signature bytes), the
+    /// sequence 0, the parameters sane, the members distinct with defined
+    /// permission bits, the signer an admin member; the signature is
+    /// verified under that chain id. The signer's record is left with last
+    /// sequence 0.
     fn apply_genesis(
         &mut self,
         tx: &Transaction,
@@ -566,7 +614,15 @@ impl WorldState {
         if self.next_height != 0 || !self.identities.is_empty() {
             return rule(TxRuleError::GenesisMisplaced);
         }
-        if ChainId::from_name(&cfg.name) != self.chain_id
+        let body_bytes = encoded
+            .len()
+            .checked_sub(64)
+            .and_then(|n| encoded.get(..n))
+            .ok_or(TxRuleError::Encoding(crate::tx::TxError::Decode(
+                crate::codec::DecodeError::Malformed,
+            )))?;
+        if ChainId::of_genesis_body(body_bytes) != self.chain_id
+            || tx.body.sequence != 0
             || cfg.params.admin_consensus_den == 0
             || cfg.params.admin_consensus_num > cfg.params.admin_consensus_den
             || cfg.params.max_block_txs == 0

@@ -13,7 +13,7 @@
 //!
 //! ```
 //! use sensorchain_core::{hash::ChainId, identity::Keypair, reading::Vital, tx::*};
-//! let chain = ChainId::from_name("ward-7");
+//! let chain = ChainId([7; 32]); // in practice: the id of the chain's genesis
 //! let device = Keypair::from_seed([1; 32]);
 //! let tx = Transaction::sign(
 //!     TxBody::reading(device.public(), 1, 1_700_000_000_000, 0, Vital::HeartRate { bpm: 72 }),
@@ -102,7 +102,9 @@ pub struct Member {
 /// The configuration recorded by the genesis transaction.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GenesisConfig {
-    /// The network's name; the chain id is `ChainId::from_name(name)`.
+    /// The network's human-readable name: a label only. The chain id is
+    /// derived from the whole genesis body ([`TxBody::genesis_chain_id`]),
+    /// so two chains of one name have different ids.
     pub name: heapless::String<CHAIN_NAME_MAX>,
     /// Parameters.
     pub params: Params,
@@ -177,6 +179,37 @@ pub struct TxBody {
 }
 
 impl TxBody {
+    /// The body of a chain's genesis transaction: signed by `creator` (who
+    /// must be an admin member of `config`) with sequence 0.
+    pub fn genesis(creator: PublicKey, timestamp_ms: u64, config: GenesisConfig) -> Self {
+        TxBody {
+            signer: creator,
+            sequence: 0,
+            timestamp_ms,
+            kind: TxKind::Genesis(config),
+        }
+    }
+
+    /// The chain id a genesis transaction with this body creates:
+    /// [`ChainId::of_genesis_body`] of this body's exact (canonical)
+    /// encoding. Meaningful for a [`TxKind::Genesis`] body; fails only if the
+    /// body exceeds [`TX_MAX_LEN`].
+    ///
+    /// ```
+    /// # use sensorchain_core::{identity::Keypair, permissions::*, tx::*};
+    /// let admin = Keypair::from_seed([1; 32]);
+    /// let m = [Member { key: admin.public(), permissions: Permissions::ALL, role: Role::Admin }];
+    /// let cfg = GenesisConfig::new("ward-7", Params::default(), &m).unwrap();
+    /// let a = TxBody::genesis(admin.public(), 1_000, cfg.clone()).genesis_chain_id().unwrap();
+    /// let b = TxBody::genesis(admin.public(), 1_001, cfg).genesis_chain_id().unwrap();
+    /// assert_ne!(a, b, "same name, same creator, another time: another chain");
+    /// ```
+    pub fn genesis_chain_id(&self) -> Result<ChainId, TxError> {
+        let mut buf = [0u8; TX_MAX_LEN];
+        let bytes = codec::encode_to_slice(self, &mut buf)?;
+        Ok(ChainId::of_genesis_body(bytes))
+    }
+
     /// A plain reading.
     pub fn reading(
         device: PublicKey,
@@ -245,7 +278,7 @@ impl From<EncodeError> for TxError {
 /// ```
 /// # use sensorchain_core::{hash::ChainId, identity::Keypair, tx::sealed_binding};
 /// let d = Keypair::from_seed([1; 32]).public();
-/// let c = ChainId::from_name("x");
+/// let c = ChainId([7; 32]);
 /// assert_ne!(sealed_binding(&c, &d, 0, 1), sealed_binding(&c, &d, 0, 2));
 /// ```
 pub fn sealed_binding(chain: &ChainId, device: &PublicKey, stream: u16, sequence: u64) -> [u8; 32] {
@@ -355,7 +388,7 @@ impl Transaction {
     ///
     /// ```
     /// # use sensorchain_core::{hash::ChainId, identity::Keypair, reading::Vital, tx::*};
-    /// let chain = ChainId::from_name("ward-7");
+    /// let chain = ChainId([7; 32]);
     /// let device = Keypair::from_seed([1; 32]);
     /// let body = TxBody::reading(device.public(), 1, 1_700_000_000_000, 0, Vital::HeartRate { bpm: 72 });
     /// let mut buf = [0u8; 256];

@@ -27,7 +27,7 @@ use sensorchain_core::identity::{Keypair, PublicKey, Signature, VerifyingKey};
 use sensorchain_core::permissions::{Permissions, Role};
 use sensorchain_core::reading::Vital;
 use sensorchain_core::state::{BlockErrorKind, SigCheck, TxRuleError, WorldState};
-use sensorchain_core::tx::{GenesisConfig, Member, Params, Transaction, TxBody, TxError};
+use sensorchain_core::tx::{GenesisConfig, Member, Params, Transaction, TxBody, TxError, TxKind};
 use serde_json::Value;
 
 struct Case {
@@ -42,6 +42,8 @@ struct Case {
 
 struct Data {
     chain_name: String,
+    chain_id: ChainId,
+    genesis_body: Vec<u8>,
     timestamp_ms: u64,
     stream: u16,
     bpm: u16,
@@ -72,6 +74,8 @@ fn load() -> Data {
         .collect();
     Data {
         chain_name: v["chain_name"].as_str().unwrap().to_string(),
+        chain_id: ChainId(hx(&v["chain_id"]).try_into().unwrap()),
+        genesis_body: hx(&v["genesis_body"]),
         timestamp_ms: v["timestamp_ms"].as_u64().unwrap(),
         stream: v["stream"].as_u64().unwrap() as u16,
         bpm: v["bpm"].as_u64().unwrap() as u16,
@@ -101,33 +105,71 @@ fn signing_bytes(chain: &ChainId, body: &TxBody) -> Vec<u8> {
 }
 
 fn admin() -> Keypair {
-    Keypair::from_seed([0xad; 32])
+    Keypair::from_seed([1; 32])
 }
 
-/// A chain whose genesis registers `device` with `WRITE`.
-fn chain_with(d: &Data, device: PublicKey) -> Result<Chain, sensorchain_core::state::BlockError> {
+fn gateway() -> Keypair {
+    Keypair::from_seed([2; 32])
+}
+
+/// The chain of the vectors: its genesis (admin, gateway, the honest device
+/// of `d.seed`, as the generator encodes it) gives the chain id every
+/// crafted message is signed under.
+fn vector_chain(d: &Data) -> Chain {
     let members = [
-        Member {
-            key: admin().public(),
-            permissions: Permissions::ALL,
-            role: Role::Admin,
-        },
-        Member {
-            key: device,
+        (admin().public(), Role::Admin),
+        (gateway().public(), Role::Gateway),
+        (Keypair::from_seed(d.seed).public(), Role::Device),
+    ]
+    .map(|(key, role)| Member {
+        key,
+        permissions: role.default_permissions(),
+        role,
+    });
+    let cfg = GenesisConfig::new(&d.chain_name, Params::default(), &members).unwrap();
+    Chain::genesis(&admin(), cfg, d.timestamp_ms).unwrap()
+}
+
+/// The vectors' chain where `device` holds `WRITE`: a member already, or
+/// granted it by the admin in block 1 (registration of its key happens
+/// there, and refuses the keys it must refuse).
+fn chain_with(d: &Data, device: PublicKey) -> Result<Chain, sensorchain_core::state::BlockError> {
+    let mut chain = vector_chain(d);
+    if chain.state().identity(&device).is_some() {
+        return Ok(chain);
+    }
+    let grant = TxBody {
+        signer: admin().public(),
+        sequence: 1,
+        timestamp_ms: d.timestamp_ms,
+        kind: TxKind::Grant {
+            target: device,
             permissions: Permissions::CONNECT
                 .union(Permissions::SEND)
                 .union(Permissions::WRITE),
-            role: Role::Device,
         },
-    ];
-    let cfg = GenesisConfig::new(&d.chain_name, Params::default(), &members).unwrap();
-    Chain::genesis(&admin(), cfg, 0)
+    };
+    let grant = Transaction::sign(grant, chain.chain_id(), &admin()).unwrap();
+    let block = chain.propose(&gateway(), vec![grant], d.timestamp_ms)?;
+    chain.add_block(block, None)?;
+    Ok(chain)
+}
+
+/// The generator's genesis body and chain id are the crate's.
+#[test]
+fn chain_id_is_the_generators() {
+    let d = load();
+    let chain = vector_chain(&d);
+    let g = chain.blocks()[0].txs[0].to_vec();
+    assert_eq!(&g[..g.len() - 64], &d.genesis_body[..]);
+    assert_eq!(*chain.chain_id(), d.chain_id);
+    assert_eq!(ChainId::of_genesis_body(&d.genesis_body), d.chain_id);
 }
 
 /// The verdicts of every ledger path for one case; `None` when the key is
 /// refused at registration (then no path can even be asked).
 fn ledger_paths(d: &Data, c: &Case) -> Option<Vec<(&'static str, bool)>> {
-    let chain_id = ChainId::from_name(&d.chain_name);
+    let chain_id = d.chain_id;
     let vk = VerifyingKey::from_public(&c.pk).ok()?;
     let tx = Transaction {
         body: body(d, c),
@@ -164,7 +206,7 @@ fn ledger_paths(d: &Data, c: &Case) -> Option<Vec<(&'static str, bool)>> {
     // (as a malicious proposer would), then validated with it.
     let block: Block = build_block(
         chain.state(),
-        &admin(),
+        &gateway(),
         vec![tx.clone()],
         d.timestamp_ms,
         SigCheck::AlreadyVerified,
@@ -195,7 +237,8 @@ fn ledger_paths(d: &Data, c: &Case) -> Option<Vec<(&'static str, bool)>> {
         "Chain::add_block",
         chain2.add_block(block.clone(), None).is_ok(),
     ));
-    let blocks = vec![chain.blocks()[0].clone(), block];
+    let mut blocks = chain.blocks().to_vec();
+    blocks.push(block);
     v.push((
         "validate_blocks (audit replay)",
         validate_blocks(&blocks, &[]).is_ok(),
@@ -207,7 +250,7 @@ fn ledger_paths(d: &Data, c: &Case) -> Option<Vec<(&'static str, bool)>> {
 fn messages_are_the_crates_signing_bytes() {
     let d = load();
     assert!(d.cases.len() >= 15);
-    let chain_id = ChainId::from_name(&d.chain_name);
+    let chain_id = d.chain_id;
     for c in &d.cases {
         assert_eq!(signing_bytes(&chain_id, &body(&d, c)), c.msg, "{}", c.name);
     }
@@ -315,7 +358,7 @@ fn device_verifier_is_not_a_ledger_path() {
 fn non_canonical_s_is_named() {
     use sensorchain_core::identity::SignatureError;
     let d = load();
-    let chain_id = ChainId::from_name(&d.chain_name);
+    let chain_id = d.chain_id;
     for name in ["s_plus_l", "s_all_ones", "s_equals_l"] {
         let c = d.cases.iter().find(|c| c.name == name).unwrap();
         let vk = VerifyingKey::from_public(&c.pk).unwrap();

@@ -72,7 +72,7 @@ fn tx() -> impl Strategy<Value = Transaction> {
             timestamp_ms: ts,
             kind,
         };
-        Transaction::sign(body, &ChainId::from_name("p"), &kp).unwrap()
+        Transaction::sign(body, &ChainId([0x70; 32]), &kp).unwrap()
     })
 }
 

@@ -1,5 +1,5 @@
-//! Deterministic ledger vectors in `tests/vectors/ledger.json`: a genesis
-//! block, a signed reading (signing input, signature, bytes, id), the next
+//! Deterministic ledger vectors in `tests/vectors/ledger.json`: the chain id
+//! derivation (genesis body bytes → chain id), a genesis block, a signed reading (signing input, signature, bytes, id), the next
 //! block (header bytes, hash, roots, proposer signature) and a finality vote.
 //!
 //! Check: `cargo test -p sensorchain-core --features std --test ledger_vectors`.
@@ -73,8 +73,36 @@ fn ledger_vectors() {
     let cfg = GenesisConfig::new("ward-7", Params::default(), &members).unwrap();
     let mut chain = Chain::genesis(&admin, cfg, 1_700_000_000_000).unwrap();
     let chain_id = chain.chain_id().0;
-    assert_eq!(chain_id, tagged("sensorchain/chain-id/v1", &[b"ward-7"]));
     let genesis = chain.blocks()[0].clone();
+    // the chain id: the tagged hash of the genesis transaction's exact body
+    // bytes (its encoding without the 64 signature bytes)
+    let genesis_tx = genesis.txs[0].to_vec();
+    let genesis_body = &genesis_tx[..genesis_tx.len() - 64];
+    assert_eq!(
+        genesis_body,
+        &postcard::to_allocvec(&genesis.txs[0].body).unwrap()[..]
+    );
+    assert_eq!(chain_id, tagged("sensorchain/chain-id/v2", &[genesis_body]));
+    assert_eq!(genesis.header.chain_id.0, chain_id);
+    assert!(ed_verify(
+        &admin.public().0,
+        &signing_input("sensorchain/tx/v1", &chain_id, genesis_body),
+        &genesis.txs[0].signature.0
+    ));
+    // the same name, creator and members one millisecond later: another chain
+    let later = Chain::genesis(
+        &admin,
+        GenesisConfig::new("ward-7", Params::default(), &members).unwrap(),
+        1_700_000_000_001,
+    )
+    .unwrap();
+    let later_tx = later.blocks()[0].txs[0].to_vec();
+    let later_body = &later_tx[..later_tx.len() - 64];
+    assert_ne!(later.chain_id().0, chain_id);
+    assert_eq!(
+        later.chain_id().0,
+        tagged("sensorchain/chain-id/v2", &[later_body])
+    );
 
     // a signed reading
     let body = TxBody::reading(
@@ -131,6 +159,13 @@ fn ledger_vectors() {
         "description": "sensorchain ledger vectors; seeds: admin 01*32, gateway 02*32, device 03*32; see docs/PROTOCOL.md",
         "chain_name": "ward-7",
         "chain_id": h(chain_id),
+        "chain_id_derivation": {
+            "context": "sensorchain/chain-id/v2",
+            "genesis_body": h(genesis_body),
+            "chain_id": h(chain_id),
+            "same_name_1ms_later_genesis_body": h(later_body),
+            "same_name_1ms_later_chain_id": h(later.chain_id().0),
+        },
         "genesis": {
             "block": h(genesis.to_vec()),
             "hash": h(genesis.hash().0),

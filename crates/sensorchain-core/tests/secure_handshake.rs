@@ -15,7 +15,7 @@ use sensorchain_core::session::{FRAME_DATA, Session};
 type Table = ResponderTable<4, 16>;
 
 fn config() -> HandshakeConfig {
-    HandshakeConfig::new(ChainId::from_name("ward-7"))
+    HandshakeConfig::new(vector_chain_id())
 }
 
 /// Everything one handshake produced.
@@ -451,7 +451,7 @@ fn wrong_chain_and_version_are_named() {
     let mut table = Table::new();
     let mut rng = TestRng::from_u64(51);
     let (mut m1, mut m2) = ([0u8; 45], [0u8; 104]);
-    let other = HandshakeConfig::new(ChainId::from_name("ward-8"));
+    let other = HandshakeConfig::new(ChainId([8; 32]));
     Initiator::start(&other, &device, 0, &mut rng, &mut m1).unwrap();
     let e = Responder::respond(
         &config(),

@@ -17,7 +17,7 @@ use sensorchain_core::crypto::{
     X25519Public, X25519Secret, hkdf_expand_key, hkdf_extract, open_in_place,
 };
 use sensorchain_core::handshake::*;
-use sensorchain_core::hash::{ChainId, tagged_hash};
+use sensorchain_core::hash::tagged_hash;
 use sensorchain_core::identity::Keypair;
 use sensorchain_core::sealed::{self, MAX_SEALED_ENCODED_LEN, SealedPayload};
 use sensorchain_core::session::{FRAME_CLOSE, FRAME_DATA, Session};
@@ -58,7 +58,6 @@ fn rng32(seed: u64) -> [u8; 32] {
     b
 }
 
-const CHAIN: &str = "ward-7";
 const T1: u64 = 1_000;
 const T2: u64 = 1_040;
 const T3: u64 = 1_090;
@@ -68,7 +67,7 @@ const T4: u64 = 1_120;
 fn vectors() {
     let device = device();
     let gateway = gateway();
-    let cfg = HandshakeConfig::new(ChainId::from_name(CHAIN));
+    let cfg = HandshakeConfig::new(vector_chain_id());
     let allow = FixedAllowlist::new(&[&device]);
     let mut table: ResponderTable<4, 16> = ResponderTable::new();
     let mut dev_rng = TestRng::from_u64(1);
@@ -243,7 +242,7 @@ fn vectors() {
         &json!({
             "description": "One complete handshake (docs/PROTOCOL.md, Handshake). Initiator draws its ephemeral secret from test RNG seed 1, responder from seed 2.",
             "rng": rng_doc,
-            "chain_name": CHAIN,
+            "chain": "the chain of ledger.json (its genesis block's chain id)",
             "chain_id": hx(&cfg.chain.0),
             "chain_tag": hx(&cfg.chain.tag()),
             "initiator_seed": hx(&device.seed()),

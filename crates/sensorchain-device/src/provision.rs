@@ -34,7 +34,7 @@
 //! use sensorchain_device::provision::{KeyPage, KEY_PAGE_LEN};
 //!
 //! let gateway = Keypair::from_seed([2; 32]).public();
-//! let page = KeyPage::new(ChainId::from_name("ward-7"), [10; 32], [11; 32], &[gateway], &[])?;
+//! let page = KeyPage::new(ChainId([7; 32]), [10; 32], [11; 32], &[gateway], &[])?;
 //! let bytes: [u8; KEY_PAGE_LEN] = page.encode();
 //! assert_eq!(KeyPage::decode(&bytes)?, page);
 //! assert!(KeyPage::decode(&[0xFF; KEY_PAGE_LEN]).is_err()); // erased flash
@@ -270,14 +270,7 @@ mod tests {
             Keypair::from_seed([3; 32]).public(),
         ];
         let readers = [Keypair::from_seed([4; 32]).public()];
-        KeyPage::new(
-            ChainId::from_name("ward-7"),
-            [10; 32],
-            [11; 32],
-            &gws,
-            &readers,
-        )
-        .unwrap()
+        KeyPage::new(ChainId([7; 32]), [10; 32], [11; 32], &gws, &readers).unwrap()
     }
 
     #[test]
@@ -326,7 +319,7 @@ mod tests {
             Err(KeyPageError::Blank)
         );
         assert_eq!(KeyPage::decode(&[0; 10]), Err(KeyPageError::Length));
-        let chain = ChainId::from_name("x");
+        let chain = ChainId([7; 32]);
         assert_eq!(
             KeyPage::new(chain, [1; 32], [2; 32], &[], &[]),
             Err(KeyPageError::GatewayCount(0))

@@ -263,6 +263,9 @@ pub fn rejection_status(e: &Rejected) -> (StatusCode, &'static str) {
             }
             TxRuleError::LastAdmin => (StatusCode::UNPROCESSABLE_ENTITY, "last_admin"),
             TxRuleError::NothingToRevoke => (StatusCode::UNPROCESSABLE_ENTITY, "nothing_to_revoke"),
+            TxRuleError::NothingToGrant => (StatusCode::UNPROCESSABLE_ENTITY, "nothing_to_grant"),
+            TxRuleError::AlreadyVoted => (StatusCode::UNPROCESSABLE_ENTITY, "already_voted"),
+            TxRuleError::NothingToChange => (StatusCode::UNPROCESSABLE_ENTITY, "nothing_to_change"),
             TxRuleError::BadKey(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_key"),
             _ => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
         },

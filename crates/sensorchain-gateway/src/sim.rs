@@ -357,7 +357,7 @@ mod tests {
     fn sealed_reading_opens_for_its_reader() {
         let dev = Keypair::from_seed([1; 32]);
         let doc = Keypair::from_seed([2; 32]);
-        let chain = ChainId::from_name("sim");
+        let chain = ChainId([7; 32]);
         let mut s = SimSensor::new(dev.clone(), chain, 7, 100).seal_for(vec![doc.public()]);
         let (seq, tx) = s.next_tx(1_000).unwrap();
         assert_eq!(seq, 100);

@@ -53,16 +53,31 @@ pub enum TxRuleError {
     InvalidPermissions,
     /// The revocation would leave the chain without an admin.
     LastAdmin,
-    /// Revoking a consent that does not exist.
+    /// The revocation changes nothing: it names a permission bit the target
+    /// does not hold (any one of them suffices), or a consent that does not
+    /// exist. API code `nothing_to_revoke`.
     NothingToRevoke,
+    /// The grant changes nothing: it names a permission bit the target
+    /// already holds (any one of them suffices), or a consent already
+    /// given. API code `nothing_to_grant`.
+    NothingToGrant,
+    /// The signer already has a pending admin-consensus vote for this very
+    /// change (same target, bit and direction). API code `already_voted`.
+    AlreadyVoted,
+    /// The transaction changes nothing: a role the target already has, or a
+    /// device assigned to the patient it is already assigned to. API code
+    /// `nothing_to_change`.
+    NothingToChange,
     /// A genesis transaction outside the genesis block, or another
     /// transaction inside it.
     GenesisMisplaced,
     /// The block already holds the most transactions the chain allows
     /// (the transaction waits for the next block).
     BlockFull,
-    /// The genesis configuration is invalid (chain id, params, members, or
-    /// a signer that is not one of its admins).
+    /// The genesis is invalid: the chain id is not the one derived from the
+    /// genesis body's bytes, the sequence is not 0, the parameters are
+    /// inconsistent, members repeat or carry undefined bits, or the signer
+    /// is not one of its admins.
     InvalidGenesis,
 }
 
@@ -103,7 +118,18 @@ impl fmt::Display for TxRuleError {
             }
             TxRuleError::InvalidPermissions => f.write_str("no or undefined permission bits"),
             TxRuleError::LastAdmin => f.write_str("revocation would leave no admin"),
-            TxRuleError::NothingToRevoke => f.write_str("no such consent to revoke"),
+            TxRuleError::NothingToRevoke => f.write_str(
+                "nothing to revoke: the target lacks a named permission, or no such consent",
+            ),
+            TxRuleError::NothingToGrant => f.write_str(
+                "nothing to grant: the target already holds a named permission, or the consent exists",
+            ),
+            TxRuleError::AlreadyVoted => {
+                f.write_str("the signer already has a pending vote for this change")
+            }
+            TxRuleError::NothingToChange => {
+                f.write_str("nothing to change: the role or assignment is already so")
+            }
             TxRuleError::GenesisMisplaced => f.write_str("genesis transaction misplaced"),
             TxRuleError::BlockFull => f.write_str("block is full"),
             TxRuleError::InvalidGenesis => f.write_str("invalid genesis configuration"),

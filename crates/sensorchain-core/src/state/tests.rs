@@ -257,7 +257,7 @@ fn admin_consensus_records_votes() {
     let votes: Vec<_> = st.pending_votes().collect();
     assert_eq!(votes.len(), 1);
     assert_eq!(votes[0].1.len(), 1);
-    // the same admin voting again does not count twice
+    // the same admin voting again is refused, not committed as a no-op
     let g = w.tx(
         &a0,
         TxKind::Grant {
@@ -265,7 +265,10 @@ fn admin_consensus_records_votes() {
             permissions: Permissions::ADMIN,
         },
     );
-    w.commit(vec![g]).unwrap();
+    assert_eq!(
+        w.commit(vec![g]).unwrap_err().kind,
+        BlockErrorKind::Tx(TxRuleError::AlreadyVoted)
+    );
     assert!(!w.chain.state().has(&newbie, Permissions::ADMIN));
     let g = w.tx(
         &a1,
@@ -427,7 +430,7 @@ fn header_rules() {
         BlockErrorKind::Version
     );
     assert_eq!(
-        check(&|b| b.header.chain_id = ChainId::from_name("x"), true),
+        check(&|b| b.header.chain_id = ChainId([0x78; 32]), true),
         BlockErrorKind::WrongChain
     );
     assert_eq!(
@@ -751,4 +754,273 @@ fn snapshot_roundtrip_and_filtered_build() {
     assert!(w2 == built.state);
     assert_eq!(w2.next_height(), built.state.next_height());
     assert_eq!(w2.last_hash(), built.block.header.hash());
+}
+
+/// Issue 11, finding 12: a grant or revocation that would change nothing is
+/// refused, not committed as a no-op transaction.
+#[test]
+fn no_op_grants_and_revocations_are_refused() {
+    let mut w = World::new(Params::default());
+    let a0 = w.admins[0].clone();
+    let dev = w.device.public();
+    let held = w.chain.state().permissions(&dev);
+    assert!(held.contains(Permissions::WRITE) && !held.contains(Permissions::RECEIVE));
+    let stranger = kp(41).public();
+    let refused = |w: &mut World, kind: TxKind, want: TxRuleError| {
+        let before = w.chain.state().clone();
+        let t = w.tx(&a0, kind.clone());
+        assert_eq!(
+            w.commit(vec![t]).unwrap_err().kind,
+            BlockErrorKind::Tx(want),
+            "{kind:?}"
+        );
+        assert!(*w.chain.state() == before, "{kind:?} changed the state");
+        // the refused transaction's sequence was not consumed
+        *w.seq.get_mut(&a0.public()).unwrap() -= 1;
+    };
+    // granting a bit already held; also mixed with one not held
+    for p in [
+        Permissions::WRITE,
+        Permissions::WRITE.union(Permissions::RECEIVE),
+    ] {
+        refused(
+            &mut w,
+            TxKind::Grant {
+                target: dev,
+                permissions: p,
+            },
+            TxRuleError::NothingToGrant,
+        );
+    }
+    // revoking a bit not held; also mixed with one held; from a stranger
+    for (target, p) in [
+        (dev, Permissions::RECEIVE),
+        (dev, Permissions::WRITE.union(Permissions::RECEIVE)),
+        (stranger, Permissions::CONNECT),
+    ] {
+        refused(
+            &mut w,
+            TxKind::Revoke {
+                target,
+                permissions: p,
+            },
+            TxRuleError::NothingToRevoke,
+        );
+    }
+    assert!(w.chain.state().identity(&stranger).is_none());
+    // votes: granting ADMIN to an admin, revoking VALIDATE from a non-validator
+    let a1 = w.admins[1].public();
+    refused(
+        &mut w,
+        TxKind::Grant {
+            target: a1,
+            permissions: Permissions::ADMIN,
+        },
+        TxRuleError::NothingToGrant,
+    );
+    refused(
+        &mut w,
+        TxKind::Revoke {
+            target: dev,
+            permissions: Permissions::VALIDATE,
+        },
+        TxRuleError::NothingToRevoke,
+    );
+    // setting the role already held
+    refused(
+        &mut w,
+        TxKind::SetRole {
+            target: dev,
+            role: Role::Device,
+        },
+        TxRuleError::NothingToChange,
+    );
+    // assigning a device to the patient it already measures
+    let pat = w.patient.public();
+    let t = w.tx(
+        &a0,
+        TxKind::AssignDevice {
+            device: dev,
+            patient: pat,
+        },
+    );
+    w.commit(vec![t]).unwrap();
+    refused(
+        &mut w,
+        TxKind::AssignDevice {
+            device: dev,
+            patient: pat,
+        },
+        TxRuleError::NothingToChange,
+    );
+    // the real changes still go through
+    for kind in [
+        TxKind::Grant {
+            target: dev,
+            permissions: Permissions::RECEIVE,
+        },
+        TxKind::Revoke {
+            target: dev,
+            permissions: Permissions::RECEIVE.union(Permissions::WRITE),
+        },
+        TxKind::SetRole {
+            target: dev,
+            role: Role::Patient,
+        },
+    ] {
+        let t = w.tx(&a0, kind);
+        w.commit(vec![t]).unwrap();
+    }
+    assert_eq!(
+        w.chain.state().permissions(&dev),
+        held.without(Permissions::WRITE)
+    );
+}
+
+/// A consent given twice is refused like a grant of a held permission.
+#[test]
+fn consent_given_twice_is_refused() {
+    let mut w = World::new(Params::default());
+    let p = w.patient.clone();
+    let doc = w.doctor.public();
+    let t = w.tx(
+        &p,
+        TxKind::Consent {
+            reader: doc,
+            granted: true,
+        },
+    );
+    w.commit(vec![t]).unwrap();
+    let t = w.tx(
+        &p,
+        TxKind::Consent {
+            reader: doc,
+            granted: true,
+        },
+    );
+    assert_eq!(
+        w.commit(vec![t]).unwrap_err().kind,
+        BlockErrorKind::Tx(TxRuleError::NothingToGrant)
+    );
+}
+
+/// The effect-dependent refusals come after the signature check: a forged
+/// no-op grant is a bad signature, not `nothing_to_grant`.
+#[test]
+fn no_op_refusals_come_after_the_signature() {
+    let mut w = World::new(Params::default());
+    let a0 = w.admins[0].clone();
+    let dev = w.device.public();
+    let mut t = w.tx(
+        &a0,
+        TxKind::Grant {
+            target: dev,
+            permissions: Permissions::WRITE,
+        },
+    );
+    t.signature.0[0] ^= 1;
+    let mut st = w.chain.state().clone();
+    assert!(matches!(
+        st.apply_tx(&t, &t.to_vec(), 2_000, SigCheck::Verify),
+        Err(TxRuleError::BadSignature(_))
+    ));
+}
+
+fn one_admin(name: &str) -> (Keypair, GenesisConfig) {
+    let a = kp(1);
+    let m = [Member {
+        key: a.public(),
+        permissions: Permissions::ALL,
+        role: Role::Admin,
+    }];
+    (a, GenesisConfig::new(name, Params::default(), &m).unwrap())
+}
+
+/// Issue 11, finding 1: the chain id is derived from the genesis body, not
+/// from the name: two chains of one name and one creator differ, and a
+/// transaction signed for one is refused by the other.
+#[test]
+fn chain_id_is_derived_from_the_genesis_body() {
+    let (a, cfg) = one_admin("ward-7");
+    let c1 = Chain::genesis(&a, cfg.clone(), 1_000).unwrap();
+    let c2 = Chain::genesis(&a, cfg.clone(), 1_001).unwrap();
+    assert_ne!(c1.chain_id(), c2.chain_id(), "another timestamp");
+    let mut more = cfg.clone();
+    more.members
+        .push(Member {
+            key: kp(2).public(),
+            permissions: Permissions::CONNECT,
+            role: Role::Device,
+        })
+        .unwrap();
+    let c3 = Chain::genesis(&a, more, 1_000).unwrap();
+    assert_ne!(c1.chain_id(), c3.chain_id(), "another member");
+    // the same genesis, byte for byte, is the same chain
+    let again = Chain::genesis(&a, cfg.clone(), 1_000).unwrap();
+    assert_eq!(c1.chain_id(), again.chain_id());
+    // the id is the tagged hash of the genesis body's exact bytes
+    let g = &c1.blocks()[0];
+    let enc = g.txs[0].to_vec();
+    assert_eq!(
+        c1.chain_id().0,
+        crate::hash::tagged_hash("sensorchain/chain-id/v2", &[&enc[..enc.len() - 64]]).0
+    );
+    assert_eq!(crate::chain::genesis_chain_id(g).unwrap(), *c1.chain_id());
+
+    // a grant signed for chain 1 is refused by chain 2's state
+    let target = kp(3).public();
+    let body = TxBody {
+        signer: a.public(),
+        sequence: 1,
+        timestamp_ms: 2_000,
+        kind: TxKind::Grant {
+            target,
+            permissions: Permissions::CONNECT.union(Permissions::SEND),
+        },
+    };
+    let t = Transaction::sign(body, c1.chain_id(), &a).unwrap();
+    let mut st2 = c2.state().clone();
+    assert!(matches!(
+        st2.apply_tx(&t, &t.to_vec(), 2_000, SigCheck::Verify),
+        Err(TxRuleError::BadSignature(_))
+    ));
+    assert!(st2.identity(&target).is_none());
+    let mut st1 = c1.state().clone();
+    st1.apply_tx(&t, &t.to_vec(), 2_000, SigCheck::Verify)
+        .unwrap();
+}
+
+/// A genesis block whose header (and so its signatures) names an id other
+/// than the one derived from its body is refused, and so is one with a
+/// sequence other than 0.
+#[test]
+fn genesis_must_carry_its_derived_chain_id() {
+    let (a, cfg) = one_admin("ward-7");
+    // signed and proposed consistently, but under a chosen id
+    let body = TxBody::genesis(a.public(), 1_000, cfg.clone());
+    let chosen = crate::hash::ChainId([0x42; 32]);
+    let t = Transaction::sign(body, &chosen, &a).unwrap();
+    let e = build_block(
+        &WorldState::new(chosen),
+        &a,
+        vec![t],
+        1_000,
+        SigCheck::Verify,
+    )
+    .unwrap_err();
+    assert_eq!(e.kind, BlockErrorKind::Tx(TxRuleError::InvalidGenesis));
+    // a genesis transaction with sequence 5
+    let mut body = TxBody::genesis(a.public(), 1_000, cfg);
+    body.sequence = 5;
+    let id = body.genesis_chain_id().unwrap();
+    let t = Transaction::sign(body, &id, &a).unwrap();
+    let e = build_block(&WorldState::new(id), &a, vec![t], 1_000, SigCheck::Verify).unwrap_err();
+    assert_eq!(e.kind, BlockErrorKind::Tx(TxRuleError::InvalidGenesis));
+    // a valid genesis leaves the creator at sequence 0
+    let (a, cfg) = one_admin("ward-7");
+    let c = Chain::genesis(&a, cfg, 1_000).unwrap();
+    assert_eq!(
+        c.state().identity(&a.public()).unwrap().last_sequence,
+        Some(0)
+    );
 }

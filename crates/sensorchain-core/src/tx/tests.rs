@@ -2,7 +2,7 @@ use super::*;
 use crate::identity::Keypair;
 
 fn chain() -> ChainId {
-    ChainId::from_name("test")
+    ChainId([0x7e; 32])
 }
 
 fn reading_tx(seq: u64) -> (Keypair, Transaction) {
@@ -35,7 +35,7 @@ fn other_chain_rejected() {
     let (kp, tx) = reading_tx(5);
     let vk = VerifyingKey::from_public(&kp.public()).unwrap();
     assert!(matches!(
-        tx.verify(&ChainId::from_name("other"), &vk),
+        tx.verify(&ChainId([0x0e; 32]), &vk),
         Err(TxError::BadSignature(_))
     ));
 }

@@ -157,8 +157,8 @@ def secret_scalar(seed):
 # --- the signed message: a sensorchain Reading transaction ------------------
 
 TX_CTX = b"sensorchain/tx/v1"
+CHAIN_ID_CTX = b"sensorchain/chain-id/v2"
 CHAIN_NAME = b"consensus-ed25519"
-CHAIN_ID = hashlib.sha256(bytes([len(b"sensorchain/chain-id/v1")]) + b"sensorchain/chain-id/v1" + CHAIN_NAME).digest()
 TIMESTAMP_MS = 1_000
 STREAM = 3
 BPM = 72
@@ -174,6 +174,37 @@ def varint(n):
         else:
             out.append(b)
             return bytes(out)
+
+
+def public_of(seed):
+    return compress(mul(secret_scalar(seed)[0], B))
+
+
+# The chain: its id is the tagged hash of the genesis transaction's exact
+# body bytes (docs/PROTOCOL.md, "Chain id"). Members, in order: admin (seed
+# 01*32, role Admin, CONNECT|SEND|ADMIN), gateway (seed 02*32, role Gateway,
+# CONNECT|VALIDATE), device (seed 00 01 .. 1f, role Device, CONNECT|WRITE);
+# creator the admin, sequence 0, time TIMESTAMP_MS, default parameters.
+ROLE_DEVICE, ROLE_ADMIN, ROLE_GATEWAY = 0, 5, 6
+GENESIS_MEMBERS = [
+    (public_of(bytes([1]) * 32), 0x13, ROLE_ADMIN),
+    (public_of(bytes([2]) * 32), 0x21, ROLE_GATEWAY),
+    (public_of(bytes(range(32))), 0x09, ROLE_DEVICE),
+]
+GENESIS_BODY = (
+    GENESIS_MEMBERS[0][0]  # signer: the creator
+    + varint(0)  # sequence
+    + varint(TIMESTAMP_MS)
+    + varint(6)  # TxKind::Genesis
+    + varint(len(CHAIN_NAME))
+    + CHAIN_NAME
+    + bytes([1, 2, 0])  # admin consensus 1/2, no proof of work
+    + varint(10_000)  # max_block_txs
+    + varint(300_000)  # max_future_skew_ms
+    + varint(len(GENESIS_MEMBERS))
+    + b"".join(key + bytes([perms]) + varint(role) for key, perms, role in GENESIS_MEMBERS)
+)
+CHAIN_ID = hashlib.sha256(bytes([len(CHAIN_ID_CTX)]) + CHAIN_ID_CTX + GENESIS_BODY).digest()
 
 
 def tx_message(pk, sequence):
@@ -346,6 +377,8 @@ out = {
     "openssl": "cryptography " + cryptography.__version__ + " / " + default_backend().openssl_version_text(),
     "libsodium": "PyNaCl " + nacl.__version__ + " (bundled libsodium)",
     "chain_name": CHAIN_NAME.decode(),
+    "genesis_body": GENESIS_BODY.hex(),
+    "chain_id": CHAIN_ID.hex(),
     "timestamp_ms": TIMESTAMP_MS,
     "stream": STREAM,
     "bpm": BPM,

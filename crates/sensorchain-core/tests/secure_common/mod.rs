@@ -118,3 +118,31 @@ pub fn gateway() -> Keypair {
 pub fn rogue() -> Keypair {
     Keypair::from_seed([0x33; 32])
 }
+
+/// The chain of `tests/vectors/ledger.json` (and of the handshake vectors):
+/// the id its genesis transaction derives (creator seed 01×32, gateway
+/// 02×32, device 03×32, name "ward-7", default parameters, time
+/// 1 700 000 000 000 ms). Built without `alloc`, like a device would.
+pub fn vector_chain_id() -> sensorchain_core::hash::ChainId {
+    use sensorchain_core::permissions::Role;
+    use sensorchain_core::tx::{GenesisConfig, Member, Params, TxBody};
+    let key = |n: u8| Keypair::from_seed([n; 32]);
+    let members = [
+        (key(1), Role::Admin),
+        (key(2), Role::Gateway),
+        (key(3), Role::Device),
+    ]
+    .map(|(k, role)| Member {
+        key: k.public(),
+        permissions: role.default_permissions(),
+        role,
+    });
+    let cfg = GenesisConfig {
+        name: "ward-7".try_into().unwrap(),
+        params: Params::default(),
+        members: members[..].try_into().unwrap(),
+    };
+    TxBody::genesis(key(1).public(), 1_700_000_000_000, cfg)
+        .genesis_chain_id()
+        .unwrap()
+}

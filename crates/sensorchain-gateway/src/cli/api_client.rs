@@ -396,7 +396,14 @@ fn hint(code: &str) -> &'static str {
             "\nhint: grants, revocations, roles and assignments need `admin`; a consent needs \
              `send` (see GET /identities/{signer})"
         }
-        "bad_signature" => "\nhint: signed for another chain? (check --genesis / --chain-name)",
+        "bad_signature" => "\nhint: signed for another chain? (check --genesis / --chain-id)",
+        "nothing_to_grant" | "nothing_to_revoke" | "nothing_to_change" => {
+            "\nhint: the transaction would change nothing; see the target's current record with \
+             GET /identities/{target} and name only what changes"
+        }
+        "already_voted" => {
+            "\nhint: your vote on this change is pending; other admins must vote (see GET /votes)"
+        }
         "wrong_role" => {
             "\nhint: assign needs a `device` and a `patient`; a consent is signed by a `patient` \
              for a `doctor`, `nurse` or `insurer` (set roles with `sensorchain tx role`)"
@@ -487,7 +494,7 @@ mod tests {
         let e = api
             .submit(
                 &kp,
-                &ChainId::from_name("x"),
+                &ChainId([7; 32]),
                 TxKind::Consent {
                     reader: kp.public(),
                     granted: true,

@@ -156,7 +156,9 @@ pub struct KeygenArgs {
 /// `sensorchain genesis`
 #[derive(Debug, Args)]
 pub struct GenesisArgs {
-    /// The network's name (the chain id is derived from it).
+    /// The network's name, a label. The chain id (printed) is derived from
+    /// the whole genesis: creator, time, name, parameters and members, so
+    /// two chains of one name have different ids.
     #[arg(long)]
     pub name: String,
     /// Key file of the creator: an admin who signs the genesis block.

@@ -61,7 +61,7 @@ impl PageFormat {
 
 /// `sensorchain provision`
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("chain").required(true).args(["genesis", "chain_name"])))]
+#[command(group(ArgGroup::new("chain").required(true).args(["genesis", "chain_id"])))]
 #[command(after_long_help = AFTER_HELP)]
 pub struct ProvisionArgs {
     /// The device's key file (written by `sensorchain keygen`, or by
@@ -84,10 +84,11 @@ pub struct ProvisionArgs {
     /// The chain's genesis block file: the chain id is read from it.
     #[arg(long, value_name = "FILE")]
     pub genesis: Option<PathBuf>,
-    /// The chain's name (as given to `sensorchain genesis --name`), instead
-    /// of `--genesis`: the chain id is derived from it.
-    #[arg(long, value_name = "NAME")]
-    pub chain_name: Option<String>,
+    /// The chain id (64 hex digits, as `sensorchain genesis` prints it),
+    /// instead of `--genesis`. (A chain's name does not determine its id:
+    /// the id is derived from the whole genesis.)
+    #[arg(long, value_name = "HEX")]
+    pub chain_id: Option<String>,
     /// A reader the device seals its readings for (the patient, a doctor…):
     /// a public key or a key file. Repeatable, at most 2; none: readings go
     /// in clear.
@@ -143,7 +144,7 @@ Examples:
   sensorchain provision --device-key dev1.key --generate --genesis genesis.block \\
       --gateway-key gateway.key --format uf2 --base-address 0x101FF000 --out dev1.uf2 \\
       --grant --admin admin.key --api http://127.0.0.1:7480
-  sensorchain provision --device-key dev2.key --chain-name ward-7 --gateway-key 3b6a… \\
+  sensorchain provision --device-key dev2.key --chain-id 5c0f… --gateway-key 3b6a… \\
       --format hex --base-address 0x000FE000 --out dev2.hex
 
 Flash a bin or hex page with probe-rs (never with --chip-erase, which would erase the firmware):
@@ -152,7 +153,8 @@ Flash a bin or hex page with probe-rs (never with --chip-erase, which would eras
 or copy a .uf2 to the RPI-RP2 drive of an RP2040 started with BOOTSEL held.
 See docs/PROVISIONING.md.";
 
-/// The chain id of a genesis block file.
+/// The chain id of a genesis block file, checked: the block must be a valid
+/// genesis whose id is the one derived from its genesis transaction.
 pub fn chain_of_genesis(path: &Path) -> anyhow::Result<ChainId> {
     let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let block = Block::decode(&bytes)
@@ -163,26 +165,27 @@ pub fn chain_of_genesis(path: &Path) -> anyhow::Result<ChainId> {
         path.display(),
         block.header.height
     );
-    Ok(block.header.chain_id)
+    sensorchain_core::chain::genesis_chain_id(&block)
+        .map_err(|e| anyhow::anyhow!("{}: not a valid genesis block: {e}", path.display()))
 }
 
-/// The chain id from `--genesis FILE` or `--chain-name NAME` (`None` if
+/// The chain id from `--genesis FILE` or `--chain-id HEX` (`None` if
 /// neither is given).
 pub fn chain_from_args(
     genesis: Option<&Path>,
-    name: Option<&str>,
+    chain_id: Option<&str>,
 ) -> anyhow::Result<Option<ChainId>> {
-    match (genesis, name) {
-        (Some(_), Some(_)) => bail!("give --genesis or --chain-name, not both"),
+    match (genesis, chain_id) {
+        (Some(_), Some(_)) => bail!("give --genesis or --chain-id, not both"),
         (Some(p), None) => chain_of_genesis(p).map(Some),
-        (None, Some(n)) => {
-            ensure!(
-                !n.is_empty() && n.len() <= sensorchain_core::tx::CHAIN_NAME_MAX,
-                "a chain name has 1 to {} bytes",
-                sensorchain_core::tx::CHAIN_NAME_MAX
-            );
-            Ok(Some(ChainId::from_name(n)))
-        }
+        (None, Some(h)) => sensorchain_core::hash::parse_hex::<32>(h.trim())
+            .map(|b| Some(ChainId(b)))
+            .with_context(|| {
+                format!(
+                    "--chain-id {h:?}: a chain id is 64 hex digits (the \"chain id\" line of \
+                     `sensorchain genesis`, or `chain_id` of GET /chain)"
+                )
+            }),
         (None, None) => Ok(None),
     }
 }
@@ -315,7 +318,7 @@ fn check_api(api: &Api, chain: &ChainId, admin: &Keypair) -> anyhow::Result<()> 
     ensure!(
         served == *chain,
         "the gateway at {} serves chain {served}, but the key page is for chain {chain} \
-         (check --genesis / --chain-name)",
+         (check --genesis / --chain-id)",
         api.base()
     );
     let pk = admin.public();
@@ -402,8 +405,8 @@ fn flash_hint(format: PageFormat, base: Option<u32>, out: &Path) -> String {
 /// Writes a device's key page and optionally grants the device.
 pub fn provision(args: &ProvisionArgs) -> anyhow::Result<ExitCode> {
     // every input is checked before anything is written
-    let chain = chain_from_args(args.genesis.as_deref(), args.chain_name.as_deref())?
-        .context("give --genesis FILE or --chain-name NAME")?;
+    let chain = chain_from_args(args.genesis.as_deref(), args.chain_id.as_deref())?
+        .context("give --genesis FILE or --chain-id HEX")?;
     ensure!(
         !args.gateway_keys.is_empty(),
         "give at least one --gateway-key"
@@ -561,15 +564,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn chain_ids_from_genesis_or_name() {
+    fn chain_ids_from_genesis_or_hex() {
         let dir = tempfile::tempdir().unwrap();
+        let hex = "ab".repeat(32);
         assert_eq!(
-            chain_from_args(None, Some("ward-7")).unwrap(),
-            Some(ChainId::from_name("ward-7"))
+            chain_from_args(None, Some(&hex)).unwrap(),
+            Some(ChainId([0xab; 32]))
         );
         assert_eq!(chain_from_args(None, None).unwrap(), None);
         assert!(chain_from_args(None, Some("")).is_err());
-        assert!(chain_from_args(None, Some(&"x".repeat(33))).is_err());
+        assert!(
+            chain_from_args(None, Some("ward-7")).is_err(),
+            "a name is no id"
+        );
+        assert!(chain_from_args(None, Some(&"a".repeat(63))).is_err());
         let admin = Keypair::from_seed([1; 32]);
         let gw = Keypair::from_seed([2; 32]);
         let members = [
@@ -595,9 +603,14 @@ mod tests {
         fs::write(&p, block.to_vec()).unwrap();
         assert_eq!(
             chain_from_args(Some(&p), None).unwrap(),
-            Some(ChainId::from_name("ward-7"))
+            Some(block.header.chain_id)
         );
-        assert!(chain_from_args(Some(&p), Some("ward-7")).is_err());
+        assert!(chain_from_args(Some(&p), Some(&hex)).is_err());
+        // a genesis whose header names another chain id is refused
+        let mut forged = block.clone();
+        forged.header.chain_id = ChainId([0xab; 32]);
+        fs::write(&p, forged.to_vec()).unwrap();
+        assert!(chain_of_genesis(&p).is_err());
         fs::write(&p, b"not a block").unwrap();
         assert!(chain_of_genesis(&p).is_err());
     }
@@ -636,7 +649,7 @@ mod tests {
     #[test]
     fn render_formats() {
         let page = KeyPage::new(
-            ChainId::from_name("ward-7"),
+            ChainId([7; 32]),
             [10; 32],
             [11; 32],
             &[Keypair::from_seed([2; 32]).public()],

@@ -84,11 +84,11 @@ pub struct SubmitOpts {
     pub api: String,
     /// Check that the gateway serves the chain of this genesis block
     /// (default: sign for the chain the gateway serves).
-    #[arg(long, value_name = "FILE", conflicts_with = "chain_name")]
+    #[arg(long, value_name = "FILE", conflicts_with = "chain_id")]
     pub genesis: Option<PathBuf>,
-    /// Check that the gateway serves the chain of this name.
-    #[arg(long, value_name = "NAME")]
-    pub chain_name: Option<String>,
+    /// Check that the gateway serves the chain with this id (64 hex digits).
+    #[arg(long, value_name = "HEX")]
+    pub chain_id: Option<String>,
     /// How long to wait for the transaction to be committed, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     pub timeout: u64,
@@ -250,10 +250,10 @@ pub fn tx(args: &TxArgs) -> anyhow::Result<ExitCode> {
     let signer = read_keypair(&opts.key)?;
     let api = Api::new(&opts.api, Duration::from_secs(opts.timeout.max(1)))?;
     let served = api.chain_id()?;
-    if let Some(expected) = chain_from_args(opts.genesis.as_deref(), opts.chain_name.as_deref())? {
+    if let Some(expected) = chain_from_args(opts.genesis.as_deref(), opts.chain_id.as_deref())? {
         ensure!(
             served == expected,
-            "the gateway at {} serves chain {served}, not {expected} (from --genesis / --chain-name)",
+            "the gateway at {} serves chain {served}, not {expected} (from --genesis / --chain-id)",
             api.base()
         );
     }
@@ -398,7 +398,7 @@ mod tests {
         assert!(
             crate::cli::Cli::try_parse_from(["sensorchain", "tx", "role", &k, "doctor"]).is_err()
         );
-        // --genesis and --chain-name exclude each other
+        // --genesis and --chain-id exclude each other
         assert!(
             crate::cli::Cli::try_parse_from([
                 "sensorchain",
@@ -410,7 +410,7 @@ mod tests {
                 "a",
                 "--genesis",
                 "g",
-                "--chain-name",
+                "--chain-id",
                 "n"
             ])
             .is_err()
