@@ -63,6 +63,26 @@ pub enum ClientError {
     BadTransaction(String),
 }
 
+impl ClientError {
+    /// True for a failure that leaves the caller *not connected* and that a
+    /// new attempt may cure: the gateway was busy (its tables full, or this
+    /// identity's handshake rate spent), shutting down, dropped the
+    /// handshake (e.g. its handshake timeout passed on a loaded gateway),
+    /// closed the link, the byte stream failed, or no answer came in time.
+    /// Refusals that name the caller (unknown, not permitted, revoked, wrong
+    /// chain, version) and a rogue gateway are not retryable.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ClientError::Refused(r) => matches!(
+                r,
+                Refusal::Busy | Refusal::HandshakeFailed | Refusal::ShuttingDown
+            ),
+            ClientError::Io(_) | ClientError::Closed | ClientError::Timeout => true,
+            _ => false,
+        }
+    }
+}
+
 impl From<CodecError> for ClientError {
     fn from(e: CodecError) -> Self {
         match e {
@@ -107,6 +127,31 @@ impl Client<TcpStream> {
         .await
         .map_err(|_| ClientError::Timeout)?
     }
+
+    /// [`connect`](Client::connect), retried with backoff while the failure
+    /// [`is_retryable`](ClientError::is_retryable) (busy, a handshake the
+    /// gateway dropped, a closed link) for at most `patience`. The result is
+    /// a session the gateway has confirmed, or the last error.
+    pub async fn connect_retrying(
+        addr: std::net::SocketAddr,
+        chain: &ChainId,
+        identity: &Keypair,
+        trusted_gateways: &[PublicKey],
+        patience: Duration,
+    ) -> Result<Self, ClientError> {
+        Client::handshake_retrying(
+            || async move {
+                let s = TcpStream::connect(addr).await?;
+                let _ = s.set_nodelay(true);
+                Ok(s)
+            },
+            chain,
+            identity,
+            trusted_gateways,
+            patience,
+        )
+        .await
+    }
 }
 
 fn frame_of(f: &LinkFrame<'_>) -> Vec<u8> {
@@ -149,13 +194,68 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         framed
             .send(&frame_of(&LinkFrame::Proof(&m3[..n3]))[..])
             .await?;
-        Ok(Client {
+        let mut client = Client {
             framed,
             session: est.session,
             gateway: est.peer,
             transcript: est.transcript,
             timeout: DEFAULT_TIMEOUT,
-        })
+        };
+        client.confirm().await?;
+        Ok(client)
+    }
+
+    /// Waits until the gateway confirms the session. After its Proof an
+    /// initiator knows nothing: the gateway may still refuse (its handshake
+    /// timeout passed, the identity was revoked meanwhile) and close. The
+    /// first authenticated frame from the gateway is the confirmation, so
+    /// the client sends a ping and waits for its pong (at most the
+    /// timeout); a clear `Refused`, the end of the link or an I/O error
+    /// before it mean *not connected*, with nothing of this session
+    /// processed by the gateway.
+    async fn confirm(&mut self) -> Result<(), ClientError> {
+        let nonce: u32 = rand::random();
+        self.send(&DeviceMsg::Ping(nonce)).await?;
+        match self.recv().await? {
+            GatewayMsg::Pong(n) if n == nonce => Ok(()),
+            _ => Err(ClientError::Protocol("expected the confirming pong")),
+        }
+    }
+
+    /// Dials with `dial` and handshakes, again with backoff (50 ms doubling
+    /// to 1 s, with jitter) while the failure
+    /// [`is_retryable`](ClientError::is_retryable), for at most `patience`.
+    pub async fn handshake_retrying<D, F>(
+        mut dial: D,
+        chain: &ChainId,
+        identity: &Keypair,
+        trusted_gateways: &[PublicKey],
+        patience: Duration,
+    ) -> Result<Self, ClientError>
+    where
+        D: FnMut() -> F,
+        F: std::future::Future<Output = std::io::Result<S>>,
+    {
+        let deadline = tokio::time::Instant::now() + patience;
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let attempt = async {
+                let s = dial().await?;
+                Client::handshake(s, chain, identity, trusted_gateways).await
+            };
+            let err = match tokio::time::timeout_at(deadline, attempt).await {
+                Ok(Ok(c)) => return Ok(c),
+                Ok(Err(e)) => e,
+                Err(_) => ClientError::Timeout,
+            };
+            let now = tokio::time::Instant::now();
+            if !err.is_retryable() || now >= deadline {
+                return Err(err);
+            }
+            let jitter = Duration::from_millis(u64::from(rand::random::<u8>()));
+            tokio::time::sleep_until((now + backoff + jitter).min(deadline)).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
     }
 
     /// Gives the byte stream back without closing the session (what a

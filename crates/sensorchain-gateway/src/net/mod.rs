@@ -10,6 +10,7 @@
 pub mod client;
 pub mod codec;
 pub mod link;
+pub mod peers;
 pub mod serial;
 pub mod tcp;
 
@@ -82,6 +83,7 @@ pub struct Gateway {
     hs: HandshakeConfig,
     table: Mutex<Box<Table>>,
     sessions: Arc<Semaphore>,
+    peers: peers::Peers,
     shutdown: watch::Sender<bool>,
 }
 
@@ -112,6 +114,7 @@ impl Gateway {
             cfg,
             hs,
             table: Mutex::new(Box::new(Table::new())),
+            peers: peers::Peers::default(),
             shutdown,
         })
     }
@@ -134,6 +137,12 @@ impl Gateway {
     /// Half-open handshakes now (including expired ones not yet reclaimed).
     pub fn half_open(&self) -> usize {
         self.table.lock().map(|t| t.half_open()).unwrap_or(0)
+    }
+
+    /// Live sessions of `device` now (0 or 1: one live session per
+    /// identity).
+    pub fn live_sessions_of(&self, device: &sensorchain_core::identity::PublicKey) -> usize {
+        self.peers.live_sessions(device)
     }
 
     /// A receiver that sees `true` once shutdown has begun.
