@@ -2,18 +2,31 @@
 //!
 //! 1. **Handshake** (gateway as responder), within
 //!    `limits.handshake_timeout_ms` of the connection:
-//!    * message 1 arrives in a `Hello` frame; a session slot is reserved (the
-//!      `max_sessions` semaphore; full → `Refused(Busy)`);
-//!    * the allowlist ([`StateAllowlist`], over the node's world state: key
-//!      id → registered key → `CONNECT`) is checked before any Diffie–Hellman
-//!      or signature work; the shared responder table bounds half-open
-//!      handshakes across all links (full → `Refused(Busy)`);
+//!    * message 1 arrives in a `Hello` frame; it is parsed and the allowlist
+//!      ([`StateAllowlist`], over the node's world state: key id →
+//!      registered key → `CONNECT`) checked before any Diffie–Hellman or
+//!      signature work;
+//!    * the identity's handshake rate ([`peers`](super::peers): burst 4,
+//!      1/s; spent → `Refused(Busy)`, label `rate_limited`), then a session
+//!      slot (the `max_sessions` semaphore; full → `Refused(Busy)`);
+//!    * admission to the shared responder table, under its lock and with no
+//!      cryptography (replay cache; half-open handshakes bounded across all
+//!      links, full → `Refused(Busy)`); then, without the lock, message 2's
+//!      X25519 and signature;
 //!    * message 2 goes out in a `Challenge` frame, message 3 comes back in a
-//!      `Proof` frame.
+//!      `Proof` frame, verified without the lock; the slot is given back;
+//!      `CONNECT` is checked once more.
 //!
 //!    Any failure is answered with `Refused(reason)` in clear and the link
-//!    is closed; the half-open slot is released.
-//! 2. **Session**: every frame is a `Session` frame, opened with the session
+//!    is closed; the half-open slot is released. The initiator learns that
+//!    its session exists from the first session frame it receives (the
+//!    reference client pings and waits for the pong).
+//! 2. **One session per identity**: the session registers with
+//!    [`peers`](super::peers); a previous session of the same identity is
+//!    told to end: it stops reading, answers its in-flight submissions once
+//!    committed or refused, sends a session close frame and closes
+//!    ([`LinkEnd::Replaced`]).
+//! 3. **Session**: every frame is a `Session` frame, opened with the session
 //!    keys and its replay window, holding one strictly decoded
 //!    [`DeviceMsg`]. `Submit(tx)` goes to the node ([`Node::enqueue`](crate::node::Node::enqueue)) with the session's
 //!    identity; the answer (`Ack` once durably committed, `Reject`, or `Busy`)
@@ -22,12 +35,13 @@
 //!    Submissions of one link are queued at the node in the order they
 //!    arrived ([`Node::enqueue`](crate::node::Node::enqueue)), so a sensor may pipeline increasing
 //!    sequence numbers.
-//! 3. **Ends**: the peer closes (EOF or a close frame); too many bad frames
+//! 4. **Ends**: the peer closes (EOF or a close frame); too many bad frames
 //!    (oversized, malformed, undecryptable, replayed: each counted in
 //!    `bad_frames`); no frame for `idle_timeout_ms`; the identity loses
 //!    `CONNECT` (checked on every permission change: `Refused(Revoked)` in
-//!    clear, closed at once); shutdown (in-flight submissions are answered
-//!    first, then `Refused(ShuttingDown)`).
+//!    clear, closed at once); a newer session of the same identity (step
+//!    2); shutdown (in-flight submissions are answered first, then
+//!    `Refused(ShuttingDown)`).
 
 use std::future::Future;
 use std::sync::Arc;
