@@ -286,3 +286,142 @@ async fn a_handshake_dropped_after_the_proof_is_seen_and_retried_without_loss() 
     assert_eq!(head.reading_count_total, 5, "every reading once, none lost");
     gw.shutdown(Duration::from_secs(2)).await;
 }
+
+/// A link that breaks mid-session: forwards everything from the device to
+/// the gateway; from the gateway, the Challenge and the confirming Pong
+/// only. Once the gateway has answered `answers` submissions (which the
+/// device never sees), the link is cut.
+async fn breaking_proxy(device_side: tokio::io::DuplexStream, gw: Arc<Gateway>, answers: usize) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (gw_side, gw_end) = tokio::io::duplex(1 << 16);
+    tokio::spawn(async move { super::link::serve_link(gw, gw_end, "proxy").await });
+    let (mut dr, mut dw) = tokio::io::split(device_side);
+    let (mut gr, mut gw_w) = tokio::io::split(gw_side);
+    tokio::spawn(async move {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = dr.read(&mut buf).await {
+            if n == 0 || gw_w.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut buf = [0u8; 4096];
+    let mut frames = 0;
+    while frames < 2 + answers {
+        let Ok(n) = gr.read(&mut buf).await else {
+            return;
+        };
+        if n == 0 {
+            return;
+        }
+        for &b in &buf[..n] {
+            if frames < 2 && dw.write_all(&[b]).await.is_err() {
+                return;
+            }
+            frames += usize::from(b == 0);
+        }
+    }
+    // every submission was answered (committed): cut the device's link
+    let _ = dw.shutdown().await;
+}
+
+/// A link that breaks after the gateway committed the readings but before
+/// the device saw any answer: [`Client::deliver`] opens a new session and
+/// resends them; each is committed once (the replay rule by sequence), the
+/// highest one counts as committed (nothing above it was signed), the
+/// others are reported unconfirmed, never as lost and never twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliver_resends_after_a_broken_session_and_counts_only_what_it_can_tell() {
+    use super::client::Delivery;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (admin, gw_key, device) = (
+        Keypair::from_seed([1; 32]),
+        Keypair::from_seed([2; 32]),
+        Keypair::from_seed([3; 32]),
+    );
+    let genesis = genesis(&admin, &gw_key, &device);
+    let chain = genesis.header.chain_id;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = NodeConfig {
+        batch_timeout: Duration::from_millis(2),
+        ..Default::default()
+    };
+    let node = Node::start(
+        Store::open(dir.path()).unwrap(),
+        gw_key.clone(),
+        &genesis,
+        cfg,
+        Arc::new(Metrics::new()),
+    )
+    .unwrap();
+    let gw = Gateway::new(node.clone(), NetConfig::default());
+    let trusted = [gw_key.public()];
+    let attempts = AtomicUsize::new(0);
+    let txs: Vec<Vec<u8>> = (1..=5).map(|s| reading(&device, &chain, s)).collect();
+    let dial = || {
+        let n = attempts.fetch_add(1, Ordering::SeqCst);
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let gw = gw.clone();
+        if n == 0 {
+            tokio::spawn(breaking_proxy(b, gw, txs.len()));
+        } else {
+            tokio::spawn(async move { super::link::serve_link(gw, b, "duplex").await });
+        }
+        async move { Ok(a) }
+    };
+    let (c, out) = Client::deliver(
+        dial,
+        &chain,
+        &device,
+        &trusted,
+        &txs,
+        8,
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    c.close().await;
+    assert_eq!(
+        attempts.load(Ordering::SeqCst),
+        2,
+        "one broken link, one resend"
+    );
+    assert_eq!(out[4], Delivery::CommittedEarlier, "{out:?}");
+    for d in &out[..4] {
+        assert_eq!(*d, Delivery::Unconfirmed, "{out:?}");
+    }
+    let head = node.store().head().unwrap().unwrap();
+    assert_eq!(
+        head.reading_count_total, 5,
+        "each reading once: none lost, none twice"
+    );
+    // the unconfirmed ones are on the chain (what the API would tell)
+    for t in &txs {
+        let id = sensorchain_core::tx::Transaction::id_of_encoded(t);
+        assert!(node.store().tx_location(&id).unwrap().is_some());
+    }
+    // a fresh delivery on a healthy link: plain acks
+    let more: Vec<Vec<u8>> = (6..=8).map(|s| reading(&device, &chain, s)).collect();
+    let (c, out) = Client::deliver(
+        || {
+            let (a, b) = tokio::io::duplex(1 << 16);
+            let gw = gw.clone();
+            tokio::spawn(async move { super::link::serve_link(gw, b, "duplex").await });
+            async move { Ok(a) }
+        },
+        &chain,
+        &device,
+        &trusted,
+        &more,
+        8,
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    c.close().await;
+    assert!(
+        out.iter().all(|d| matches!(d, Delivery::Committed(_))),
+        "{out:?}"
+    );
+    gw.shutdown(Duration::from_secs(2)).await;
+}
