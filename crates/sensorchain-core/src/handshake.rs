@@ -25,6 +25,18 @@
 //!
 //! Every byte, hash input and label is in `docs/PROTOCOL.md`, "Handshake".
 //!
+//! # A table shared between connections
+//!
+//! [`Responder::respond`] and [`Responder::finish`] take the table for the
+//! whole call. A responder that shares one [`ResponderTable`] between links
+//! behind a lock runs the steps instead, parsing apart from verifying as
+//! lakers does, and holds the lock only for the bookkeeping:
+//! [`Hello::parse`] and [`Hello::check`] (the allowlist) without the table;
+//! [`ResponderTable::admit`] under the lock (replay cache, half-open slot:
+//! comparisons only) returning an [`Admitted`] ticket; [`Admitted::respond`]
+//! (X25519, HKDF, the signature, message 2) and [`Responder::verify`]
+//! (message 3) without it; [`ResponderTable::release`] under the lock.
+//!
 //! # Use
 //!
 //! ```
