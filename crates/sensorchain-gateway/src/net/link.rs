@@ -12,7 +12,8 @@
 //!    * admission to the shared responder table, under its lock and with no
 //!      cryptography (replay cache; half-open handshakes bounded across all
 //!      links, full → `Refused(Busy)`); then, without the lock, message 2's
-//!      X25519 and signature;
+//!      X25519 and signature (in one of the
+//!      [`crypto_lanes`](super::crypto_lanes), half the cores);
 //!    * message 2 goes out in a `Challenge` frame, message 3 comes back in a
 //!      `Proof` frame, verified without the lock; the slot is given back;
 //!      `CONNECT` is checked once more.
@@ -173,6 +174,21 @@ impl Drop for HalfOpen<'_> {
     fn drop(&mut self) {
         if let Some(r) = self.resp.take() {
             gw_release(self.gw, r.into_slot());
+        }
+    }
+}
+
+/// Keeps an admitted handshake's slot while it waits for a crypto lane.
+struct PendingAdmitted<'g> {
+    gw: &'g Gateway,
+    admitted: Option<handshake::Admitted>,
+}
+
+impl Drop for PendingAdmitted<'_> {
+    fn drop(&mut self) {
+        if let Some(a) = self.admitted.take() {
+            let mut t = self.gw.table.lock().unwrap_or_else(|p| p.into_inner());
+            a.abort(&mut **t);
         }
     }
 }
@@ -344,14 +360,24 @@ where
         }
         refuse(e)
     })?;
-    // 4. message 2's cryptography, no lock
+    // 4. message 2's cryptography, no lock (a crypto lane: see
+    //    `crypto_lanes`; cancelled while waiting, the slot comes back)
     let mut m2 = [0u8; MESSAGE2_LEN];
+    let mut pending = PendingAdmitted {
+        gw,
+        admitted: Some(admitted),
+    };
+    let lane = gw.crypto_lanes.acquire().await;
+    let Some(admitted) = pending.admitted.take() else {
+        return Err(HsFail::Refuse(Refusal::HandshakeFailed, "failed"));
+    };
     let (resp, n2) = admitted
         .respond(&gw.hs, gw.node.keypair(), &mut rand::rng(), &mut m2)
         .map_err(|f| {
             gw_release(gw, f.slot);
             refuse(f.error)
         })?;
+    drop(lane);
     let mut half = HalfOpen {
         gw,
         resp: Some(resp),
@@ -370,12 +396,14 @@ where
         let _ = framed.codec_mut().count_bad("unexpected_frame");
         return Err(HsFail::Refuse(Refusal::HandshakeFailed, "malformed"));
     };
+    // 5. message 3's verification, no lock; then the slot goes back
+    let lane = gw.crypto_lanes.acquire().await;
     let resp = half
         .resp
         .take()
         .ok_or(HsFail::Refuse(Refusal::HandshakeFailed, "failed"))?;
-    // 5. message 3's verification, no lock; then the slot goes back
     let (slot, est) = resp.verify(m3, mono_ms());
+    drop(lane);
     gw_release(gw, slot);
     let est = est.map_err(refuse)?;
     // Permissions may have changed while the handshake ran.

@@ -32,6 +32,19 @@ pub const HALF_OPEN_CAPACITY: usize = 1024;
 /// Initiator ephemeral keys remembered against replayed message 1s.
 pub const REPLAY_CACHE: usize = 4096;
 
+/// Handshake cryptography sections (message 2's X25519 and signature,
+/// message 3's verification) that may run at once: half the cores, at least
+/// one, so that a flood of half-open handshakes leaves the other cores to
+/// the established sessions. Waiting for a lane is an async wait (no worker
+/// thread blocks) and holds no lock; the responder table's lock is never
+/// held across cryptography.
+pub fn crypto_lanes() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get() / 2)
+        .unwrap_or(1)
+        .max(1)
+}
+
 /// The responder table shared by all links.
 pub type Table = ResponderTable<HALF_OPEN_CAPACITY, REPLAY_CACHE>;
 
@@ -83,6 +96,7 @@ pub struct Gateway {
     hs: HandshakeConfig,
     table: Mutex<Box<Table>>,
     sessions: Arc<Semaphore>,
+    crypto_lanes: Semaphore,
     peers: peers::Peers,
     shutdown: watch::Sender<bool>,
 }
@@ -114,6 +128,7 @@ impl Gateway {
             cfg,
             hs,
             table: Mutex::new(Box::new(Table::new())),
+            crypto_lanes: Semaphore::new(crypto_lanes()),
             peers: peers::Peers::default(),
             shutdown,
         })
