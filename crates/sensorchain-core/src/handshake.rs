@@ -25,6 +25,18 @@
 //!
 //! Every byte, hash input and label is in `docs/PROTOCOL.md`, "Handshake".
 //!
+//! # A table shared between connections
+//!
+//! [`Responder::respond`] and [`Responder::finish`] take the table for the
+//! whole call. A responder that shares one [`ResponderTable`] between links
+//! behind a lock runs the steps instead, parsing apart from verifying as
+//! lakers does, and holds the lock only for the bookkeeping:
+//! [`Hello::parse`] and [`Hello::check`] (the allowlist) without the table;
+//! [`ResponderTable::admit`] under the lock (replay cache, half-open slot:
+//! comparisons only) returning an [`Admitted`] ticket; [`Admitted::respond`]
+//! (X25519, HKDF, the signature, message 2) and [`Responder::verify`]
+//! (message 3) without it; [`ResponderTable::release`] under the lock.
+//!
 //! # Use
 //!
 //! ```
@@ -520,6 +532,24 @@ fn verify_device_parts(
 
 // ---------------------------------------------------------------------------
 // Responder.
+//
+// The responder's work is split in the way lakers splits parsing from
+// verifying, so that the shared table is held only for bookkeeping:
+//
+// 1. [`Hello::parse`]: version, strict encoding, chain tag (no table, no
+//    crypto);
+// 2. [`Hello::check`]: the allowlist (the application's lookup, no table);
+// 3. [`ResponderTable::admit`] (*under the table's lock*, a few comparisons):
+//    reclaims expired slots, refuses a replayed ephemeral key, takes a
+//    half-open slot and remembers the ephemeral key; returns an
+//    [`Admitted`] ticket;
+// 4. [`Admitted::respond`] (*no table*): X25519, HKDF, the Ed25519
+//    signature, message 2;
+// 5. [`Responder::verify`] (*no table*): message 3's strict verification;
+// 6. [`ResponderTable::release`] (*under the lock*): gives the slot back.
+//
+// [`Responder::respond`] and [`Responder::finish`] run the steps in one
+// call for callers that own their table.
 
 #[derive(Clone, Copy)]
 struct Slot {
@@ -533,13 +563,27 @@ struct Seen {
     used: bool,
 }
 
+/// A half-open slot taken by [`ResponderTable::admit`]: give it back with
+/// [`ResponderTable::release`] when the handshake ends (the table also
+/// reclaims it once it is older than the timeout, so a lost ticket costs
+/// a slot for at most the timeout).
+#[must_use = "a half-open slot is held until it is released (or expires)"]
+#[derive(Debug, PartialEq, Eq)]
+pub struct SlotTicket {
+    ticket: u64,
+}
+
 /// The responder's shared admission state, held across connections: at most
 /// `HALF_OPEN` handshakes between message 1 and message 3 at a time, and a
 /// cache of the last `REPLAY` initiator ephemeral keys (so a replayed
 /// message 1 is refused with [`HandshakeError::Replayed`] before any
 /// expensive work). Slots of handshakes older than the timeout are reclaimed
-/// automatically; [`Responder::finish`] and [`Responder::abort`] release
-/// theirs.
+/// automatically; [`ResponderTable::release`] (or [`Responder::finish`],
+/// [`Responder::abort`]) gives one back.
+///
+/// No method of the table does any cryptography: a gateway that shares one
+/// table between links behind a lock holds that lock for a few comparisons
+/// per handshake step, never across X25519 or a signature.
 pub struct ResponderTable<const HALF_OPEN: usize, const REPLAY: usize> {
     slots: [Option<Slot>; HALF_OPEN],
     next_ticket: u64,
@@ -609,7 +653,7 @@ impl<const HALF_OPEN: usize, const REPLAY: usize> ResponderTable<HALF_OPEN, REPL
         self.seen_pos = (self.seen_pos + 1) % REPLAY;
     }
 
-    fn admit(&mut self, now_ms: u64, timeout_ms: u64) -> Result<u64, HandshakeError> {
+    fn take_slot(&mut self, now_ms: u64, timeout_ms: u64) -> Result<u64, HandshakeError> {
         self.reclaim_expired(now_ms, timeout_ms);
         let ticket = self.next_ticket;
         let free = self
@@ -625,20 +669,242 @@ impl<const HALF_OPEN: usize, const REPLAY: usize> ResponderTable<HALF_OPEN, REPL
         Ok(ticket)
     }
 
-    fn release(&mut self, ticket: u64) {
+    /// Admits an allowlisted message 1: reclaims expired slots, refuses an
+    /// ephemeral key seen recently ([`HandshakeError::Replayed`]), takes a
+    /// half-open slot ([`HandshakeError::TooManyHalfOpen`] when all are
+    /// live) and remembers the ephemeral key. No cryptography: this is the
+    /// only step of message 1 that needs the table (a shared table's lock
+    /// is held for it alone). A refused candidate leaves no trace (a
+    /// message 1 refused as busy may be sent again).
+    pub fn admit(
+        &mut self,
+        candidate: Candidate,
+        now_ms: u64,
+        timeout_ms: u64,
+    ) -> Result<Admitted, HandshakeError> {
+        if self.was_seen(&candidate.hello.m1.ephemeral) {
+            return Err(HandshakeError::Replayed);
+        }
+        let ticket = self.take_slot(now_ms, timeout_ms)?;
+        self.remember(&candidate.hello.m1.ephemeral);
+        Ok(Admitted {
+            slot: SlotTicket { ticket },
+            started_ms: now_ms,
+            timeout_ms,
+            hello: candidate.hello,
+            initiator: candidate.initiator,
+        })
+    }
+
+    /// Gives a half-open slot back (a finished, failed or abandoned
+    /// handshake). A ticket whose slot already expired is a no-op.
+    pub fn release(&mut self, slot: SlotTicket) {
         for s in self.slots.iter_mut() {
-            if matches!(s, Some(slot) if slot.ticket == ticket) {
+            if matches!(s, Some(x) if x.ticket == slot.ticket) {
                 *s = None;
             }
         }
     }
 }
 
+/// Message 1 after its cheap checks (version, strict encoding, chain tag):
+/// who claims to connect. Nothing is verified yet.
+#[derive(Debug, Clone)]
+pub struct Hello {
+    m1: Message1,
+    raw: [u8; MESSAGE1_LEN],
+}
+
+impl Hello {
+    /// Parses message 1: the version first (so another version is named as
+    /// such), then the strict encoding, then the chain tag. No table, no
+    /// cryptography.
+    pub fn parse(config: &HandshakeConfig, msg1: &[u8]) -> Result<Hello, HandshakeError> {
+        match msg1.first() {
+            None => return Err(HandshakeError::Malformed),
+            Some(&v) if v != VERSION => return Err(HandshakeError::VersionMismatch),
+            Some(_) => {}
+        }
+        let m1: Message1 =
+            decode_exact(msg1, MESSAGE1_LEN).map_err(|_| HandshakeError::Malformed)?;
+        if m1.chain_tag != config.chain.tag() {
+            return Err(HandshakeError::WrongChain);
+        }
+        let mut raw = [0u8; MESSAGE1_LEN];
+        raw.copy_from_slice(msg1.get(..MESSAGE1_LEN).ok_or(HandshakeError::Malformed)?);
+        Ok(Hello { m1, raw })
+    }
+
+    /// The key id the initiator claims (not authenticated until message 3).
+    pub fn initiator_id(&self) -> KeyId {
+        self.m1.initiator
+    }
+
+    /// Looks the claimed identity up in `allowlist` (the application's
+    /// cheap check, before any table or cryptography).
+    pub fn check<A: Allowlist + ?Sized>(self, allowlist: &A) -> Result<Candidate, HandshakeError> {
+        let initiator = allowlist.lookup(&self.m1.initiator).map_err(|r| match r {
+            Refusal::Unknown => HandshakeError::UnknownIdentity,
+            Refusal::NotPermitted => HandshakeError::NotPermitted,
+        })?;
+        if initiator.public().key_id() != self.m1.initiator {
+            return Err(HandshakeError::UnknownIdentity);
+        }
+        Ok(Candidate {
+            hello: self,
+            initiator,
+        })
+    }
+}
+
+/// An allowlisted message 1, not yet admitted to a table.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    hello: Hello,
+    initiator: VerifyingKey,
+}
+
+impl Candidate {
+    /// The initiator's registered key (not yet proven: message 3 does).
+    pub fn initiator(&self) -> &PublicKey {
+        self.initiator.public()
+    }
+}
+
+/// A message 1 admitted by [`ResponderTable::admit`]: it holds a half-open
+/// slot; [`respond`](Admitted::respond) does the cryptography without the
+/// table.
+#[must_use = "an admitted handshake holds a half-open slot"]
+pub struct Admitted {
+    slot: SlotTicket,
+    started_ms: u64,
+    timeout_ms: u64,
+    hello: Hello,
+    initiator: VerifyingKey,
+}
+
+impl fmt::Debug for Admitted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Admitted")
+            .field("initiator", &self.hello.m1.initiator)
+            .field("started_ms", &self.started_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A handshake step that failed after admission: the error, and the
+/// half-open slot to give back with [`ResponderTable::release`].
+#[must_use = "the half-open slot must be released"]
+#[derive(Debug)]
+pub struct Failed {
+    /// Why the step failed.
+    pub error: HandshakeError,
+    /// The slot to release.
+    pub slot: SlotTicket,
+}
+
+impl Admitted {
+    /// The initiator's key id.
+    pub fn initiator_id(&self) -> KeyId {
+        self.hello.m1.initiator
+    }
+
+    /// Writes message 2 ([`MESSAGE2_LEN`] bytes) into `out`: the
+    /// responder's ephemeral key, X25519, HKDF and its signature. Needs no
+    /// table (runs outside any shared lock). On error the slot comes back
+    /// in [`Failed`] to be released.
+    pub fn respond<R: rand_core::CryptoRng + ?Sized>(
+        self,
+        config: &HandshakeConfig,
+        identity: &Keypair,
+        rng: &mut R,
+        out: &mut [u8],
+    ) -> Result<(Responder, usize), Failed> {
+        let Admitted {
+            slot,
+            started_ms,
+            timeout_ms,
+            hello,
+            initiator,
+        } = self;
+        if out.len() < MESSAGE2_LEN {
+            return Err(Failed {
+                error: HandshakeError::BufferTooSmall,
+                slot,
+            });
+        }
+        match respond_crypto(config, identity, &hello, &initiator, rng, out) {
+            Ok((prk, th3, n)) => Ok((
+                Responder {
+                    slot,
+                    started_ms,
+                    timeout_ms,
+                    initiator,
+                    initiator_id: hello.m1.initiator,
+                    prk,
+                    th3,
+                },
+                n,
+            )),
+            Err(error) => Err(Failed { error, slot }),
+        }
+    }
+
+    /// Gives up before message 2 and frees the slot.
+    pub fn abort<const HALF_OPEN: usize, const REPLAY: usize>(
+        self,
+        table: &mut ResponderTable<HALF_OPEN, REPLAY>,
+    ) {
+        table.release(self.slot);
+    }
+}
+
+fn respond_crypto<R: rand_core::CryptoRng + ?Sized>(
+    config: &HandshakeConfig,
+    identity: &Keypair,
+    hello: &Hello,
+    initiator: &VerifyingKey,
+    rng: &mut R,
+    out: &mut [u8],
+) -> Result<(SecretKey, Hash32, usize), HandshakeError> {
+    let ephemeral = X25519Secret::generate(rng);
+    let eph_pub = ephemeral.public();
+    let dh = ephemeral
+        .diffie_hellman(&hello.m1.ephemeral)
+        .map_err(|_| HandshakeError::Malformed)?;
+    drop(ephemeral);
+    let me = identity.public();
+    let my_id = me.key_id();
+    let th2 = th2(
+        &config.chain,
+        &hello.raw,
+        initiator.public(),
+        &my_id,
+        &eph_pub,
+        &me,
+    );
+    let prk = hkdf_extract(&th2.0, dh.as_bytes());
+    drop(dh);
+    let mac2 = mac(&prk, label::MAC2, &th2);
+    let sig2 = sign_parts(identity, label::SIG2, &th2, &mac2);
+    let m2 = Message2 {
+        responder: my_id,
+        ephemeral: eph_pub,
+        signature: sig2,
+    };
+    let n = encode_to_slice(&m2, out)
+        .map_err(|_| HandshakeError::BufferTooSmall)?
+        .len();
+    let th3 = th_next(label::TH3, &th2, &sig2);
+    Ok((prk, th3, n))
+}
+
 /// The responder after sending message 2, waiting for message 3. Holds a
-/// half-open slot of its [`ResponderTable`] until `finish` or `abort` (or
-/// until the slot expires).
+/// half-open slot of its [`ResponderTable`] until the slot is released
+/// (after [`verify`](Responder::verify), or by `finish` or `abort`) or
+/// expires.
 pub struct Responder {
-    ticket: u64,
+    slot: SlotTicket,
     started_ms: u64,
     timeout_ms: u64,
     initiator: VerifyingKey,
@@ -658,11 +924,13 @@ impl fmt::Debug for Responder {
 
 impl Responder {
     /// Processes message 1 and writes message 2 ([`MESSAGE2_LEN`] bytes)
-    /// into `out`.
+    /// into `out`, all steps in one call: [`Hello::parse`],
+    /// [`Hello::check`], [`ResponderTable::admit`], [`Admitted::respond`].
     ///
     /// Checks, in this order and before any Diffie–Hellman or signature:
     /// version, encoding, chain tag, output buffer, `allowlist`, replay
-    /// cache, half-open admission.
+    /// cache, half-open admission. A table shared behind a lock should use
+    /// the steps instead, holding the lock for `admit` only.
     #[allow(clippy::too_many_arguments)]
     pub fn respond<A, R, const HALF_OPEN: usize, const REPLAY: usize>(
         config: &HandshakeConfig,
@@ -678,94 +946,16 @@ impl Responder {
         A: Allowlist + ?Sized,
         R: rand_core::CryptoRng + ?Sized,
     {
-        match msg1.first() {
-            None => return Err(HandshakeError::Malformed),
-            Some(&v) if v != VERSION => return Err(HandshakeError::VersionMismatch),
-            Some(_) => {}
-        }
-        let m1: Message1 =
-            decode_exact(msg1, MESSAGE1_LEN).map_err(|_| HandshakeError::Malformed)?;
-        if m1.chain_tag != config.chain.tag() {
-            return Err(HandshakeError::WrongChain);
-        }
+        let hello = Hello::parse(config, msg1)?;
         if out.len() < MESSAGE2_LEN {
             return Err(HandshakeError::BufferTooSmall);
         }
-        let initiator = allowlist.lookup(&m1.initiator).map_err(|r| match r {
-            Refusal::Unknown => HandshakeError::UnknownIdentity,
-            Refusal::NotPermitted => HandshakeError::NotPermitted,
-        })?;
-        if initiator.public().key_id() != m1.initiator {
-            return Err(HandshakeError::UnknownIdentity);
-        }
-        if table.was_seen(&m1.ephemeral) {
-            return Err(HandshakeError::Replayed);
-        }
-        let ticket = table.admit(now_ms, config.timeout_ms)?;
-        table.remember(&m1.ephemeral);
-
-        let result = Self::respond_admitted(
-            config, identity, &m1, msg1, initiator, now_ms, rng, out, ticket,
-        );
-        if result.is_err() {
-            table.release(ticket);
-        }
-        result
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn respond_admitted<R: rand_core::CryptoRng + ?Sized>(
-        config: &HandshakeConfig,
-        identity: &Keypair,
-        m1: &Message1,
-        msg1: &[u8],
-        initiator: VerifyingKey,
-        now_ms: u64,
-        rng: &mut R,
-        out: &mut [u8],
-        ticket: u64,
-    ) -> Result<(Responder, usize), HandshakeError> {
-        let ephemeral = X25519Secret::generate(rng);
-        let eph_pub = ephemeral.public();
-        let dh = ephemeral
-            .diffie_hellman(&m1.ephemeral)
-            .map_err(|_| HandshakeError::Malformed)?;
-        drop(ephemeral);
-        let me = identity.public();
-        let my_id = me.key_id();
-        let th2 = th2(
-            &config.chain,
-            msg1,
-            initiator.public(),
-            &my_id,
-            &eph_pub,
-            &me,
-        );
-        let prk = hkdf_extract(&th2.0, dh.as_bytes());
-        drop(dh);
-        let mac2 = mac(&prk, label::MAC2, &th2);
-        let sig2 = sign_parts(identity, label::SIG2, &th2, &mac2);
-        let m2 = Message2 {
-            responder: my_id,
-            ephemeral: eph_pub,
-            signature: sig2,
-        };
-        let n = encode_to_slice(&m2, out)
-            .map_err(|_| HandshakeError::BufferTooSmall)?
-            .len();
-        let th3 = th_next(label::TH3, &th2, &sig2);
-        Ok((
-            Responder {
-                ticket,
-                started_ms: now_ms,
-                timeout_ms: config.timeout_ms,
-                initiator,
-                initiator_id: m1.initiator,
-                prk,
-                th3,
-            },
-            n,
-        ))
+        let candidate = hello.check(allowlist)?;
+        let admitted = table.admit(candidate, now_ms, config.timeout_ms)?;
+        admitted.respond(config, identity, rng, out).map_err(|f| {
+            table.release(f.slot);
+            f.error
+        })
     }
 
     /// The initiator's key id (claimed in message 1, not yet authenticated).
@@ -773,36 +963,49 @@ impl Responder {
         self.initiator_id
     }
 
-    /// Processes message 3: verifies the initiator's signature with the
-    /// strict rule ([`VerifyingKey::verify_parts`]), which also confirms the
-    /// shared key, and releases the half-open slot (on success and on
-    /// error).
+    /// Processes message 3 without the table: verifies the initiator's
+    /// signature with the strict rule ([`VerifyingKey::verify_parts`]),
+    /// which also confirms the shared key. Returns the half-open slot (to
+    /// give back with [`ResponderTable::release`], on success and on
+    /// error) and the outcome.
+    pub fn verify(
+        self,
+        msg3: &[u8],
+        now_ms: u64,
+    ) -> (SlotTicket, Result<Established, HandshakeError>) {
+        let Responder {
+            slot,
+            started_ms,
+            timeout_ms,
+            initiator,
+            initiator_id,
+            prk,
+            th3,
+        } = self;
+        let r = verify_message3(
+            started_ms,
+            timeout_ms,
+            &initiator,
+            initiator_id,
+            &prk,
+            &th3,
+            msg3,
+            now_ms,
+        );
+        (slot, r)
+    }
+
+    /// Processes message 3 ([`verify`](Responder::verify)) and releases the
+    /// half-open slot (on success and on error).
     pub fn finish<const HALF_OPEN: usize, const REPLAY: usize>(
         self,
         table: &mut ResponderTable<HALF_OPEN, REPLAY>,
         msg3: &[u8],
         now_ms: u64,
     ) -> Result<Established, HandshakeError> {
-        table.release(self.ticket);
-        if elapsed(self.started_ms, now_ms) > self.timeout_ms {
-            return Err(HandshakeError::Timeout);
-        }
-        let m3: Message3 =
-            decode_exact(msg3, MESSAGE3_LEN).map_err(|_| HandshakeError::Malformed)?;
-        let mac3 = mac(&self.prk, label::MAC3, &self.th3);
-        let ctx_len = [label::SIG3.len() as u8];
-        let parts = signed_parts(&ctx_len, label::SIG3, &self.th3, &mac3);
-        self.initiator
-            .verify_parts(&parts, &m3.signature)
-            .map_err(|_| HandshakeError::BadSignature)?;
-        let th4 = th_next(label::TH4, &self.th3, &m3.signature);
-        let (i2r, r2i) = session_keys(&self.prk, &th4);
-        Ok(Established {
-            peer: *self.initiator.public(),
-            peer_id: self.initiator_id,
-            transcript: th4,
-            session: Session::from_secret_keys(r2i, i2r),
-        })
+        let (slot, r) = self.verify(msg3, now_ms);
+        table.release(slot);
+        r
     }
 
     /// Gives up this handshake and frees its half-open slot.
@@ -810,6 +1013,43 @@ impl Responder {
         self,
         table: &mut ResponderTable<HALF_OPEN, REPLAY>,
     ) {
-        table.release(self.ticket);
+        table.release(self.slot);
     }
+
+    /// Gives up this handshake, returning its slot (to release later, e.g.
+    /// under a lock taken after the state was dropped).
+    pub fn into_slot(self) -> SlotTicket {
+        self.slot
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn verify_message3(
+    started_ms: u64,
+    timeout_ms: u64,
+    initiator: &VerifyingKey,
+    initiator_id: KeyId,
+    prk: &SecretKey,
+    th3: &Hash32,
+    msg3: &[u8],
+    now_ms: u64,
+) -> Result<Established, HandshakeError> {
+    if elapsed(started_ms, now_ms) > timeout_ms {
+        return Err(HandshakeError::Timeout);
+    }
+    let m3: Message3 = decode_exact(msg3, MESSAGE3_LEN).map_err(|_| HandshakeError::Malformed)?;
+    let mac3 = mac(prk, label::MAC3, th3);
+    let ctx_len = [label::SIG3.len() as u8];
+    let parts = signed_parts(&ctx_len, label::SIG3, th3, &mac3);
+    initiator
+        .verify_parts(&parts, &m3.signature)
+        .map_err(|_| HandshakeError::BadSignature)?;
+    let th4 = th_next(label::TH4, th3, &m3.signature);
+    let (i2r, r2i) = session_keys(prk, &th4);
+    Ok(Established {
+        peer: *initiator.public(),
+        peer_id: initiator_id,
+        transcript: th4,
+        session: Session::from_secret_keys(r2i, i2r),
+    })
 }

@@ -755,3 +755,174 @@ proptest! {
         prop_assert!(init.finish(&device, &[gateway.public()], &m2, 0, &mut m3).is_err());
     }
 }
+
+// ---------------------------------------------------------------------------
+// Admission split from cryptography (issue 12): the shared table is needed
+// for bookkeeping only.
+
+/// N admitted handshakes run their cryptography (message 2, then message 3's
+/// verification) on N threads at once while the test itself holds the
+/// table's lock the whole time: no step after `admit` needs the table, so a
+/// gateway's lock never serialises X25519 or signatures. All N threads meet
+/// at a barrier *inside* their crypto phase, which they can only pass
+/// together (they overlap). The bookkeeping stays as strong: a replayed
+/// message 1 is refused, the half-open bound holds, every slot comes back.
+#[test]
+fn admitted_handshakes_run_their_crypto_in_parallel_without_the_table() {
+    const N: usize = 4;
+    let devices: Vec<Keypair> = (0..N as u8)
+        .map(|i| Keypair::from_seed([0x40 + i; 32]))
+        .collect();
+    let gateway = gateway();
+    let refs: Vec<&Keypair> = devices.iter().collect();
+    let allow = FixedAllowlist::new(&refs);
+    let cfg = config();
+    let table = std::sync::Mutex::new(Table::new());
+    let mut rng = TestRng::from_u64(500);
+    let mut starts = Vec::new();
+    let mut admitted = Vec::new();
+    for d in &devices {
+        let mut m1 = [0u8; MESSAGE1_LEN];
+        let (init, n) = Initiator::start(&cfg, d, 0, &mut rng, &mut m1).unwrap();
+        let cand = Hello::parse(&cfg, &m1[..n]).unwrap().check(&allow).unwrap();
+        assert_eq!(cand.initiator(), &d.public());
+        // the only locked step: a few comparisons
+        admitted.push(
+            table
+                .lock()
+                .unwrap()
+                .admit(cand, 1, cfg.timeout_ms)
+                .unwrap(),
+        );
+        starts.push((init, m1));
+    }
+    {
+        let mut t = table.lock().unwrap();
+        assert_eq!(t.half_open(), N);
+        // bounded: a fifth admission is refused, and leaves no trace
+        let mut m1 = [0u8; MESSAGE1_LEN];
+        let (_i, n) = Initiator::start(&cfg, &devices[0], 0, &mut rng, &mut m1).unwrap();
+        let c = Hello::parse(&cfg, &m1[..n]).unwrap().check(&allow).unwrap();
+        assert_eq!(
+            t.admit(c.clone(), 1, cfg.timeout_ms).unwrap_err(),
+            HandshakeError::TooManyHalfOpen
+        );
+        // replayed message 1 (an admitted one): refused before the slot count
+        let replay = Hello::parse(&cfg, &starts[0].1)
+            .unwrap()
+            .check(&allow)
+            .unwrap();
+        assert_eq!(
+            t.admit(replay, 1, cfg.timeout_ms).unwrap_err(),
+            HandshakeError::Replayed
+        );
+    }
+
+    // The test holds the lock from here until every thread is done.
+    let guard = table.lock().unwrap();
+    let barrier = std::sync::Barrier::new(N);
+    let in_crypto = std::sync::atomic::AtomicUsize::new(0);
+    let max_in_crypto = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<_> = std::thread::scope(|s| {
+        let hs: Vec<_> = admitted
+            .into_iter()
+            .zip(starts)
+            .zip(&devices)
+            .enumerate()
+            .map(|(i, ((adm, (init, _)), dev))| {
+                let (gateway, cfg, barrier) = (&gateway, &cfg, &barrier);
+                let (in_crypto, max_in_crypto) = (&in_crypto, &max_in_crypto);
+                s.spawn(move || {
+                    use std::sync::atomic::Ordering::SeqCst;
+                    let mut rng = TestRng::from_u64(600 + i as u64);
+                    let now = in_crypto.fetch_add(1, SeqCst) + 1;
+                    max_in_crypto.fetch_max(now, SeqCst);
+                    let mut m2 = [0u8; MESSAGE2_LEN];
+                    let (resp, n2) = adm.respond(cfg, gateway, &mut rng, &mut m2).unwrap();
+                    // every thread is inside its crypto phase here, together
+                    barrier.wait();
+                    let mut m3 = [0u8; MESSAGE3_LEN];
+                    let (dev_est, n3) = init
+                        .finish(dev, &[gateway.public()], &m2[..n2], 2, &mut m3)
+                        .unwrap();
+                    let (slot, gw_est) = resp.verify(&m3[..n3], 3);
+                    in_crypto.fetch_sub(1, SeqCst);
+                    (slot, gw_est.unwrap(), dev_est)
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(max_in_crypto.load(std::sync::atomic::Ordering::SeqCst), N);
+    // the slots are still held (the lock was never taken by the threads)
+    assert_eq!(guard.half_open(), N);
+    let mut t = guard;
+    for (slot, gw_est, dev_est) in results {
+        assert_eq!(gw_est.transcript, dev_est.transcript);
+        t.release(slot);
+    }
+    assert_eq!(t.half_open(), 0, "every slot comes back");
+}
+
+/// A step that fails after admission (here a small-order ephemeral key,
+/// found by the X25519 in `respond`) hands its slot back with the error, and
+/// a message 3 that fails verification does too: no slot leaks, and the
+/// failed message 1 stays refused as a replay.
+#[test]
+fn failures_after_admission_return_their_slot() {
+    let (device, gateway) = (device(), gateway());
+    let allow = FixedAllowlist::new(&[&device]);
+    let cfg = config();
+    let mut table = Table::new();
+    let mut rng = TestRng::from_u64(700);
+    let mut m1 = [0u8; MESSAGE1_LEN];
+    Initiator::start(&cfg, &device, 0, &mut rng, &mut m1).unwrap();
+    m1[13..].copy_from_slice(&[0u8; 32]);
+    let c = Hello::parse(&cfg, &m1).unwrap().check(&allow).unwrap();
+    let adm = table.admit(c.clone(), 0, cfg.timeout_ms).unwrap();
+    assert_eq!(table.half_open(), 1);
+    let mut m2 = [0u8; MESSAGE2_LEN];
+    let failed = adm.respond(&cfg, &gateway, &mut rng, &mut m2).unwrap_err();
+    assert_eq!(failed.error, HandshakeError::Malformed);
+    table.release(failed.slot);
+    assert_eq!(table.half_open(), 0);
+    assert_eq!(
+        table.admit(c, 0, cfg.timeout_ms).unwrap_err(),
+        HandshakeError::Replayed
+    );
+    // too small an output buffer: refused after admission, slot returned
+    let (_init, n) = Initiator::start(&cfg, &device, 0, &mut rng, &mut m1).unwrap();
+    let c = Hello::parse(&cfg, &m1[..n]).unwrap().check(&allow).unwrap();
+    let adm = table.admit(c, 0, cfg.timeout_ms).unwrap();
+    let failed = adm
+        .respond(&cfg, &gateway, &mut rng, &mut m2[..10])
+        .unwrap_err();
+    assert_eq!(failed.error, HandshakeError::BufferTooSmall);
+    table.release(failed.slot);
+    // a forged message 3
+    let (_init, n) = Initiator::start(&cfg, &device, 0, &mut rng, &mut m1).unwrap();
+    let c = Hello::parse(&cfg, &m1[..n]).unwrap().check(&allow).unwrap();
+    let (resp, _) = table
+        .admit(c, 0, cfg.timeout_ms)
+        .unwrap()
+        .respond(&cfg, &gateway, &mut rng, &mut m2)
+        .unwrap();
+    let (slot, r) = resp.verify(&[7u8; MESSAGE3_LEN], 1);
+    assert_eq!(r.unwrap_err(), HandshakeError::BadSignature);
+    assert_eq!(table.half_open(), 1);
+    table.release(slot);
+    assert_eq!(table.half_open(), 0);
+    // the parse and the allowlist need no table and refuse as before
+    assert_eq!(
+        Hello::parse(&cfg, &[2u8; MESSAGE1_LEN]).unwrap_err(),
+        HandshakeError::VersionMismatch
+    );
+    let (_init, n) = Initiator::start(&cfg, &rogue(), 0, &mut rng, &mut m1).unwrap();
+    assert_eq!(
+        Hello::parse(&cfg, &m1[..n])
+            .unwrap()
+            .check(&allow)
+            .unwrap_err(),
+        HandshakeError::UnknownIdentity
+    );
+}

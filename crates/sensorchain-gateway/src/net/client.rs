@@ -24,7 +24,9 @@ use sensorchain_core::handshake::{
 };
 use sensorchain_core::hash::{ChainId, Hash32};
 use sensorchain_core::identity::{Keypair, PublicKey};
-use sensorchain_core::link::{self, DeviceMsg, GatewayMsg, LINK_MAX_FRAME, LinkFrame, Refusal};
+use sensorchain_core::link::{
+    self, DeviceMsg, GatewayMsg, LINK_MAX_FRAME, LinkFrame, Refusal, RejectReason,
+};
 use sensorchain_core::session::{FRAME_CLOSE, FRAME_DATA, FRAME_OVERHEAD, Session};
 use sensorchain_core::tx::Transaction;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -63,6 +65,26 @@ pub enum ClientError {
     BadTransaction(String),
 }
 
+impl ClientError {
+    /// True for a failure that leaves the caller *not connected* and that a
+    /// new attempt may cure: the gateway was busy (its tables full, or this
+    /// identity's handshake rate spent), shutting down, dropped the
+    /// handshake (e.g. its handshake timeout passed on a loaded gateway),
+    /// closed the link, the byte stream failed, or no answer came in time.
+    /// Refusals that name the caller (unknown, not permitted, revoked, wrong
+    /// chain, version) and a rogue gateway are not retryable.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ClientError::Refused(r) => matches!(
+                r,
+                Refusal::Busy | Refusal::HandshakeFailed | Refusal::ShuttingDown
+            ),
+            ClientError::Io(_) | ClientError::Closed | ClientError::Timeout => true,
+            _ => false,
+        }
+    }
+}
+
 impl From<CodecError> for ClientError {
     fn from(e: CodecError) -> Self {
         match e {
@@ -71,6 +93,59 @@ impl From<CodecError> for ClientError {
             CodecError::FrameTooLarge(_) => ClientError::BadTransaction("frame too large".into()),
         }
     }
+}
+
+/// What became of one transaction given to [`Client::deliver`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// Acknowledged: durably committed (the `Ack`).
+    Committed(GatewayMsg),
+    /// Resent after a broken link and refused as a replay, and it has the
+    /// highest sequence delivered: the chain's last sequence of this
+    /// identity is exactly this one, so this transaction was committed
+    /// (through the link that broke).
+    CommittedEarlier,
+    /// Resent after a broken link and refused as a replay while a later
+    /// sequence was delivered too: the chain holds this sequence or a later
+    /// one; whether this very transaction is committed cannot be told from
+    /// the link.
+    Unconfirmed,
+    /// Refused (`Reject` or `Busy`), with the answer.
+    Refused(GatewayMsg),
+}
+
+impl Delivery {
+    fn of(m: GatewayMsg, resent: bool, top: bool) -> Delivery {
+        match m {
+            GatewayMsg::Ack { .. } => Delivery::Committed(m),
+            GatewayMsg::Reject {
+                reason: RejectReason::Replay,
+                ..
+            } if resent => {
+                if top {
+                    Delivery::CommittedEarlier
+                } else {
+                    Delivery::Unconfirmed
+                }
+            }
+            m => Delivery::Refused(m),
+        }
+    }
+
+    /// True when the transaction is known to be committed.
+    pub fn is_committed(&self) -> bool {
+        matches!(self, Delivery::Committed(_) | Delivery::CommittedEarlier)
+    }
+}
+
+fn sequences(txs: &[Vec<u8>]) -> Result<Vec<u64>, ClientError> {
+    txs.iter()
+        .map(|t| {
+            Transaction::decode(t)
+                .map(|tx| tx.body.sequence)
+                .map_err(|e| ClientError::BadTransaction(e.to_string()))
+        })
+        .collect()
 }
 
 /// An established link to a gateway.
@@ -106,6 +181,31 @@ impl Client<TcpStream> {
         })
         .await
         .map_err(|_| ClientError::Timeout)?
+    }
+
+    /// [`connect`](Client::connect), retried with backoff while the failure
+    /// [`is_retryable`](ClientError::is_retryable) (busy, a handshake the
+    /// gateway dropped, a closed link) for at most `patience`. The result is
+    /// a session the gateway has confirmed, or the last error.
+    pub async fn connect_retrying(
+        addr: std::net::SocketAddr,
+        chain: &ChainId,
+        identity: &Keypair,
+        trusted_gateways: &[PublicKey],
+        patience: Duration,
+    ) -> Result<Self, ClientError> {
+        Client::handshake_retrying(
+            || async move {
+                let s = TcpStream::connect(addr).await?;
+                let _ = s.set_nodelay(true);
+                Ok(s)
+            },
+            chain,
+            identity,
+            trusted_gateways,
+            patience,
+        )
+        .await
     }
 }
 
@@ -149,13 +249,68 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         framed
             .send(&frame_of(&LinkFrame::Proof(&m3[..n3]))[..])
             .await?;
-        Ok(Client {
+        let mut client = Client {
             framed,
             session: est.session,
             gateway: est.peer,
             transcript: est.transcript,
             timeout: DEFAULT_TIMEOUT,
-        })
+        };
+        client.confirm().await?;
+        Ok(client)
+    }
+
+    /// Waits until the gateway confirms the session. After its Proof an
+    /// initiator knows nothing: the gateway may still refuse (its handshake
+    /// timeout passed, the identity was revoked meanwhile) and close. The
+    /// first authenticated frame from the gateway is the confirmation, so
+    /// the client sends a ping and waits for its pong (at most the
+    /// timeout); a clear `Refused`, the end of the link or an I/O error
+    /// before it mean *not connected*, with nothing of this session
+    /// processed by the gateway.
+    async fn confirm(&mut self) -> Result<(), ClientError> {
+        let nonce: u32 = rand::random();
+        self.send(&DeviceMsg::Ping(nonce)).await?;
+        match self.recv().await? {
+            GatewayMsg::Pong(n) if n == nonce => Ok(()),
+            _ => Err(ClientError::Protocol("expected the confirming pong")),
+        }
+    }
+
+    /// Dials with `dial` and handshakes, again with backoff (50 ms doubling
+    /// to 1 s, with jitter) while the failure
+    /// [`is_retryable`](ClientError::is_retryable), for at most `patience`.
+    pub async fn handshake_retrying<D, F>(
+        mut dial: D,
+        chain: &ChainId,
+        identity: &Keypair,
+        trusted_gateways: &[PublicKey],
+        patience: Duration,
+    ) -> Result<Self, ClientError>
+    where
+        D: FnMut() -> F,
+        F: std::future::Future<Output = std::io::Result<S>>,
+    {
+        let deadline = tokio::time::Instant::now() + patience;
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let attempt = async {
+                let s = dial().await?;
+                Client::handshake(s, chain, identity, trusted_gateways).await
+            };
+            let err = match tokio::time::timeout_at(deadline, attempt).await {
+                Ok(Ok(c)) => return Ok(c),
+                Ok(Err(e)) => e,
+                Err(_) => ClientError::Timeout,
+            };
+            let now = tokio::time::Instant::now();
+            if !err.is_retryable() || now >= deadline {
+                return Err(err);
+            }
+            let jitter = Duration::from_millis(u64::from(rand::random::<u8>()));
+            tokio::time::sleep_until((now + backoff + jitter).min(deadline)).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
     }
 
     /// Gives the byte stream back without closing the session (what a
@@ -271,27 +426,49 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     /// Submits many transactions with up to `window` in flight, answers
     /// matched by sequence number; returns the answers in the order of
     /// `txs`. Sequence numbers should increase along `txs` (a gateway
-    /// refuses a lower one after a higher one as a replay).
+    /// refuses a lower one after a higher one as a replay). If the link
+    /// breaks, what was answered so far is lost to the caller: use
+    /// [`deliver`](Client::deliver) to resend on a new session.
     pub async fn submit_pipelined(
         &mut self,
         txs: &[Vec<u8>],
         window: usize,
     ) -> Result<Vec<GatewayMsg>, ClientError> {
-        let window = window.max(1);
-        let mut seqs = Vec::with_capacity(txs.len());
-        for t in txs {
-            let tx =
-                Transaction::decode(t).map_err(|e| ClientError::BadTransaction(e.to_string()))?;
-            seqs.push(tx.body.sequence);
-        }
-        let mut waiting: HashMap<u64, VecDeque<usize>> = HashMap::new();
+        let seqs = sequences(txs)?;
+        let all: Vec<usize> = (0..txs.len()).collect();
+        let mut written = vec![false; txs.len()];
         let mut answers: Vec<Option<GatewayMsg>> = vec![None; txs.len()];
+        self.pipeline(txs, &seqs, &all, window, &mut written, &mut answers)
+            .await?;
+        Ok(answers
+            .into_iter()
+            .map(|a| a.unwrap_or(GatewayMsg::Busy { sequence: 0 }))
+            .collect())
+    }
+
+    /// Sends `txs[i]` for every `i` in `which` (up to `window` in flight)
+    /// and records each answer in `answers[i]`, and in `written[i]` that
+    /// the transaction went out. Returns early with the error if the link
+    /// breaks; what was recorded stays.
+    async fn pipeline(
+        &mut self,
+        txs: &[Vec<u8>],
+        seqs: &[u64],
+        which: &[usize],
+        window: usize,
+        written: &mut [bool],
+        answers: &mut [Option<GatewayMsg>],
+    ) -> Result<(), ClientError> {
+        let window = window.max(1);
+        let mut waiting: HashMap<u64, VecDeque<usize>> = HashMap::new();
         let (mut sent, mut done) = (0, 0);
-        while done < txs.len() {
-            while sent < txs.len() && sent - done < window {
-                let wire = self.seal(&DeviceMsg::Submit(&txs[sent]))?;
+        while done < which.len() {
+            while sent < which.len() && sent - done < window {
+                let i = which[sent];
+                let wire = self.seal(&DeviceMsg::Submit(&txs[i]))?;
+                written[i] = true;
                 self.framed.get_mut().write_all(&wire).await?;
-                waiting.entry(seqs[sent]).or_default().push_back(sent);
+                waiting.entry(seqs[i]).or_default().push_back(i);
                 sent += 1;
             }
             self.framed.get_mut().flush().await?;
@@ -311,10 +488,82 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                 ));
             }
         }
-        Ok(answers
-            .into_iter()
-            .map(|a| a.unwrap_or(GatewayMsg::Busy { sequence: 0 }))
-            .collect())
+        Ok(())
+    }
+
+    /// Delivers `txs` (increasing sequence numbers, all above any this
+    /// identity signed before) through sessions opened with `dial`: when a
+    /// link breaks, a new session is opened
+    /// ([`handshake_retrying`](Client::handshake_retrying)) and every
+    /// transaction without an answer is sent again, for at most `patience`
+    /// in all. The chain's replay rule by (signer, sequence) makes a resend
+    /// harmless: nothing is committed twice. Returns the last session and
+    /// one [`Delivery`] per transaction.
+    ///
+    /// A resent transaction refused as a replay is ambiguous: the chain holds
+    /// a transaction of this identity with this sequence *or a later one*.
+    /// It counts as committed ([`Delivery::CommittedEarlier`]) only when it
+    /// has the highest sequence of `txs`: nothing of this identity above it
+    /// was ever signed, so the committed one is this very transaction.
+    /// Otherwise it is [`Delivery::Unconfirmed`] (the earlier copy may have
+    /// been refused, e.g. `Busy`, while a later one was committed; look its
+    /// id up through the API to know).
+    pub async fn deliver<D, F>(
+        mut dial: D,
+        chain: &ChainId,
+        identity: &Keypair,
+        trusted_gateways: &[PublicKey],
+        txs: &[Vec<u8>],
+        window: usize,
+        patience: Duration,
+    ) -> Result<(Self, Vec<Delivery>), ClientError>
+    where
+        D: FnMut() -> F,
+        F: std::future::Future<Output = std::io::Result<S>>,
+    {
+        let seqs = sequences(txs)?;
+        let top = seqs.iter().copied().max();
+        let deadline = tokio::time::Instant::now() + patience;
+        let mut written = vec![false; txs.len()];
+        let mut answers: Vec<Option<GatewayMsg>> = vec![None; txs.len()];
+        // transactions written on a link that broke before their answer
+        let mut resent = vec![false; txs.len()];
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let mut c =
+                Client::handshake_retrying(&mut dial, chain, identity, trusted_gateways, left)
+                    .await?;
+            let which: Vec<usize> = (0..txs.len()).filter(|&i| answers[i].is_none()).collect();
+            for &i in &which {
+                resent[i] |= written[i];
+            }
+            match c
+                .pipeline(txs, &seqs, &which, window, &mut written, &mut answers)
+                .await
+            {
+                Ok(()) => {
+                    let out = answers
+                        .into_iter()
+                        .zip(&seqs)
+                        .zip(resent)
+                        .map(|((a, &seq), resent)| {
+                            Delivery::of(
+                                a.unwrap_or(GatewayMsg::Busy { sequence: seq }),
+                                resent,
+                                Some(seq) == top,
+                            )
+                        })
+                        .collect();
+                    return Ok((c, out));
+                }
+                Err(e) if e.is_retryable() && tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(
+                        "link broke during delivery ({e}): resending what has no answer"
+                    );
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Sends a ping and waits for its pong.

@@ -2,18 +2,32 @@
 //!
 //! 1. **Handshake** (gateway as responder), within
 //!    `limits.handshake_timeout_ms` of the connection:
-//!    * message 1 arrives in a `Hello` frame; a session slot is reserved (the
-//!      `max_sessions` semaphore; full → `Refused(Busy)`);
-//!    * the allowlist ([`StateAllowlist`], over the node's world state: key
-//!      id → registered key → `CONNECT`) is checked before any Diffie–Hellman
-//!      or signature work; the shared responder table bounds half-open
-//!      handshakes across all links (full → `Refused(Busy)`);
+//!    * message 1 arrives in a `Hello` frame; it is parsed and the allowlist
+//!      ([`StateAllowlist`], over the node's world state: key id →
+//!      registered key → `CONNECT`) checked before any Diffie–Hellman or
+//!      signature work;
+//!    * the identity's handshake rate ([`peers`](super::peers): burst 4,
+//!      1/s; spent → `Refused(Busy)`, label `rate_limited`), then a session
+//!      slot (the `max_sessions` semaphore; full → `Refused(Busy)`);
+//!    * admission to the shared responder table, under its lock and with no
+//!      cryptography (replay cache; half-open handshakes bounded across all
+//!      links, full → `Refused(Busy)`); then, without the lock, message 2's
+//!      X25519 and signature (in one of the
+//!      [`crypto_lanes`](super::crypto_lanes), half the cores);
 //!    * message 2 goes out in a `Challenge` frame, message 3 comes back in a
-//!      `Proof` frame.
+//!      `Proof` frame, verified without the lock; the slot is given back;
+//!      `CONNECT` is checked once more.
 //!
 //!    Any failure is answered with `Refused(reason)` in clear and the link
-//!    is closed; the half-open slot is released.
-//! 2. **Session**: every frame is a `Session` frame, opened with the session
+//!    is closed; the half-open slot is released. The initiator learns that
+//!    its session exists from the first session frame it receives (the
+//!    reference client pings and waits for the pong).
+//! 2. **One session per identity**: the session registers with
+//!    [`peers`](super::peers); a previous session of the same identity is
+//!    told to end: it stops reading, answers its in-flight submissions once
+//!    committed or refused, sends a session close frame and closes
+//!    ([`LinkEnd::Replaced`]).
+//! 3. **Session**: every frame is a `Session` frame, opened with the session
 //!    keys and its replay window, holding one strictly decoded
 //!    [`DeviceMsg`]. `Submit(tx)` goes to the node ([`Node::enqueue`](crate::node::Node::enqueue)) with the session's
 //!    identity; the answer (`Ack` once durably committed, `Reject`, or `Busy`)
@@ -22,12 +36,13 @@
 //!    Submissions of one link are queued at the node in the order they
 //!    arrived ([`Node::enqueue`](crate::node::Node::enqueue)), so a sensor may pipeline increasing
 //!    sequence numbers.
-//! 3. **Ends**: the peer closes (EOF or a close frame); too many bad frames
+//! 4. **Ends**: the peer closes (EOF or a close frame); too many bad frames
 //!    (oversized, malformed, undecryptable, replayed: each counted in
 //!    `bad_frames`); no frame for `idle_timeout_ms`; the identity loses
 //!    `CONNECT` (checked on every permission change: `Refused(Revoked)` in
-//!    clear, closed at once); shutdown (in-flight submissions are answered
-//!    first, then `Refused(ShuttingDown)`).
+//!    clear, closed at once); a newer session of the same identity (step
+//!    2); shutdown (in-flight submissions are answered first, then
+//!    `Refused(ShuttingDown)`).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -37,7 +52,7 @@ use bytes::BytesMut;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, SinkExt, StreamExt};
 use sensorchain_core::handshake::{
-    self, Allowlist, Established, HandshakeError, MESSAGE2_LEN, Responder,
+    self, Allowlist, Established, HandshakeError, Hello, MESSAGE2_LEN, Responder, SlotTicket,
 };
 use sensorchain_core::identity::{KeyId, PublicKey, VerifyingKey};
 use sensorchain_core::link::{
@@ -98,6 +113,10 @@ pub enum LinkEnd {
     /// that outlives it (a UART). The session ends and the new handshake is
     /// served on the same link.
     Rehandshake,
+    /// A newer session of the same identity completed its handshake (one
+    /// live session per identity): the submissions in flight were answered,
+    /// then a session close frame was sent.
+    Replaced,
 }
 
 impl LinkEnd {
@@ -113,6 +132,7 @@ impl LinkEnd {
             LinkEnd::ShuttingDown => "shutting_down",
             LinkEnd::Io => "io",
             LinkEnd::Rehandshake => "rehandshake",
+            LinkEnd::Replaced => "replaced",
         }
     }
 }
@@ -153,10 +173,37 @@ struct HalfOpen<'g> {
 impl Drop for HalfOpen<'_> {
     fn drop(&mut self) {
         if let Some(r) = self.resp.take() {
-            let mut t = self.gw.table.lock().unwrap_or_else(|p| p.into_inner());
-            r.abort(&mut **t);
+            gw_release(self.gw, r.into_slot());
         }
     }
+}
+
+/// Keeps an admitted handshake's slot while it waits for a crypto lane.
+struct PendingAdmitted<'g> {
+    gw: &'g Gateway,
+    admitted: Option<handshake::Admitted>,
+}
+
+impl Drop for PendingAdmitted<'_> {
+    fn drop(&mut self) {
+        if let Some(a) = self.admitted.take() {
+            let mut t = self.gw.table.lock().unwrap_or_else(|p| p.into_inner());
+            a.abort(&mut **t);
+        }
+    }
+}
+
+/// Gives a half-open slot back (the table's lock, for a few comparisons).
+fn gw_release(gw: &Gateway, slot: SlotTicket) {
+    gw.table
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .release(slot);
+}
+
+fn refuse(e: HandshakeError) -> HsFail {
+    let (r, l) = refusal_of(e);
+    HsFail::Refuse(r, l)
 }
 
 /// Serves one link until it ends; counts sessions and closes in the
@@ -215,10 +262,14 @@ where
             end
         }
         Ok(Ok((est, permit))) => {
+            let device = est.peer;
+            // one live session per identity: this one replaces the last
+            let (ticket, replaced) = gw.peers.start_session(&device, mono_ms());
             metrics.sessions_total.inc();
             metrics.sessions_active.inc();
-            tracing::debug!(%peer, device = %est.peer, "session established");
-            let end = session(gw, framed, est, events, hello).await;
+            tracing::debug!(%peer, %device, "session established");
+            let end = session(gw, framed, est, events, hello, replaced).await;
+            gw.peers.end_session(&device, &ticket);
             metrics.sessions_active.dec();
             drop(permit);
             end
@@ -255,6 +306,11 @@ where
     }
 }
 
+/// The responder's side of one handshake. The shared table's lock is held
+/// twice, each time for a few comparisons and no cryptography: to admit
+/// message 1 (replay cache, half-open slot) and to give the slot back. The
+/// parse, the allowlist, the per-identity rate, X25519, HKDF and both
+/// signatures run without it, so handshakes on different links overlap.
 async fn handshake<S>(
     gw: &Gateway,
     framed: &mut LinkFramed<S>,
@@ -274,45 +330,58 @@ where
     if gw.is_shutting_down() {
         return Err(HsFail::Refuse(Refusal::ShuttingDown, "shutting_down"));
     }
-    let permit = gw
-        .sessions
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| HsFail::Refuse(Refusal::Busy, "busy"))?;
-    let state = gw.node.state();
-    let allow = StateAllowlist(&state);
-    let mut m2 = [0u8; MESSAGE2_LEN];
-    let mut half = HalfOpen { gw, resp: None };
-    let n2 = {
+    // 1. cheap checks, no lock: version, encoding, chain, allowlist
+    let candidate = Hello::parse(&gw.hs, m1)
+        .and_then(|h| h.check(&StateAllowlist(&gw.node.state())))
+        .map_err(refuse)?;
+    let device = *candidate.initiator();
+    // 2. the identity's handshake rate, then a session slot
+    if !gw.peers.take_token(&device, mono_ms()) {
+        return Err(HsFail::Refuse(Refusal::Busy, "rate_limited"));
+    }
+    let Ok(permit) = gw.sessions.clone().try_acquire_owned() else {
+        gw.peers.refund(&device);
+        return Err(HsFail::Refuse(Refusal::Busy, "busy"));
+    };
+    // 3. admission under the table's lock: replay cache, half-open slot
+    let admitted = {
         let mut t = gw.table.lock().unwrap_or_else(|p| p.into_inner());
         let now = mono_ms();
         t.reclaim_expired(now, gw.hs.timeout_ms);
-        let r = if t.half_open() >= gw.cfg.max_half_open {
-            // Still refuse unknown identities as such (the check is cheap).
-            match precheck(&allow, m1) {
-                Some(e) => Err(e),
-                None => Err(HandshakeError::TooManyHalfOpen),
-            }
+        if t.half_open() >= gw.cfg.max_half_open {
+            Err(HandshakeError::TooManyHalfOpen)
         } else {
-            Responder::respond(
-                &gw.hs,
-                gw.node.keypair(),
-                &mut **t,
-                &allow,
-                m1,
-                now,
-                &mut rand::rng(),
-                &mut m2,
-            )
-        };
-        let (resp, n) = r.map_err(|e| {
-            let (r, l) = refusal_of(e);
-            HsFail::Refuse(r, l)
-        })?;
-        half.resp = Some(resp);
-        n
+            t.admit(candidate, now, gw.hs.timeout_ms)
+        }
     };
-    drop(state);
+    let admitted = admitted.map_err(|e| {
+        if e == HandshakeError::TooManyHalfOpen {
+            gw.peers.refund(&device);
+        }
+        refuse(e)
+    })?;
+    // 4. message 2's cryptography, no lock (a crypto lane: see
+    //    `crypto_lanes`; cancelled while waiting, the slot comes back)
+    let mut m2 = [0u8; MESSAGE2_LEN];
+    let mut pending = PendingAdmitted {
+        gw,
+        admitted: Some(admitted),
+    };
+    let lane = gw.crypto_lanes.acquire().await;
+    let Some(admitted) = pending.admitted.take() else {
+        return Err(HsFail::Refuse(Refusal::HandshakeFailed, "failed"));
+    };
+    let (resp, n2) = admitted
+        .respond(&gw.hs, gw.node.keypair(), &mut rand::rng(), &mut m2)
+        .map_err(|f| {
+            gw_release(gw, f.slot);
+            refuse(f.error)
+        })?;
+    drop(lane);
+    let mut half = HalfOpen {
+        gw,
+        resp: Some(resp),
+    };
     let mut buf = [0u8; MESSAGE2_LEN + 8];
     let frame = link::encode(&LinkFrame::Challenge(&m2[..n2]), &mut buf)
         .map_err(|_| HsFail::Refuse(Refusal::HandshakeFailed, "failed"))?;
@@ -327,35 +396,21 @@ where
         let _ = framed.codec_mut().count_bad("unexpected_frame");
         return Err(HsFail::Refuse(Refusal::HandshakeFailed, "malformed"));
     };
+    // 5. message 3's verification, no lock; then the slot goes back
+    let lane = gw.crypto_lanes.acquire().await;
     let resp = half
         .resp
         .take()
         .ok_or(HsFail::Refuse(Refusal::HandshakeFailed, "failed"))?;
-    let est = {
-        let mut t = gw.table.lock().unwrap_or_else(|p| p.into_inner());
-        resp.finish(&mut **t, m3, mono_ms())
-    }
-    .map_err(|e| {
-        let (r, l) = refusal_of(e);
-        HsFail::Refuse(r, l)
-    })?;
+    let (slot, est) = resp.verify(m3, mono_ms());
+    drop(lane);
+    gw_release(gw, slot);
+    let est = est.map_err(refuse)?;
     // Permissions may have changed while the handshake ran.
     if !gw.node.state().has(&est.peer, Permissions::CONNECT) {
         return Err(HsFail::Refuse(Refusal::NotPermitted, "not_permitted"));
     }
     Ok((est, permit))
-}
-
-/// A cheap allowlist pre-check used when the half-open table is full, so
-/// that an unknown or unpermitted identity is told so rather than "busy".
-fn precheck<A: Allowlist + ?Sized>(allow: &A, msg1: &[u8]) -> Option<HandshakeError> {
-    let m1: handshake::Message1 =
-        sensorchain_core::codec::decode_exact(msg1, handshake::MESSAGE1_LEN).ok()?;
-    match allow.lookup(&m1.initiator) {
-        Err(handshake::Refusal::Unknown) => Some(HandshakeError::UnknownIdentity),
-        Err(handshake::Refusal::NotPermitted) => Some(HandshakeError::NotPermitted),
-        Ok(_) => None,
-    }
 }
 
 /// Seals one gateway message into a link frame (before COBS).
@@ -364,6 +419,16 @@ pub(crate) fn seal_msg(session: &mut Session, msg: &GatewayMsg) -> Option<Vec<u8
     let p = link::encode(msg, &mut plain).ok()?;
     let mut sealed = vec![0u8; p.len() + FRAME_OVERHEAD];
     let s = session.seal(FRAME_DATA, p, &mut sealed).ok()?;
+    let mut frame = vec![0u8; s.len() + 8];
+    let n = link::encode(&LinkFrame::Session(s), &mut frame).ok()?.len();
+    frame.truncate(n);
+    Some(frame)
+}
+
+/// A sealed session close frame (empty payload) in a link frame.
+fn seal_close(session: &mut Session) -> Option<Vec<u8>> {
+    let mut sealed = [0u8; FRAME_OVERHEAD];
+    let s = session.seal(FRAME_CLOSE, &[], &mut sealed).ok()?;
     let mut frame = vec![0u8; s.len() + 8];
     let n = link::encode(&LinkFrame::Session(s), &mut frame).ok()?.len();
     frame.truncate(n);
@@ -410,6 +475,7 @@ async fn session<S>(
     est: Established,
     mut events: tokio::sync::broadcast::Receiver<NodeEvent>,
     hello: &mut Option<BytesMut>,
+    mut replaced: tokio::sync::oneshot::Receiver<()>,
 ) -> LinkEnd
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -422,6 +488,10 @@ where
     let mut inflight = FuturesUnordered::new();
     let mut shutdown = gw.shutdown_signal();
     let mut draining = *shutdown.borrow();
+    // A newer session of this identity completed its handshake: drain the
+    // submissions in flight, then a close frame.
+    let mut superseded = false;
+    let mut replaced_open = true;
     let mut events_open = true;
     let idle = tokio::time::sleep(cfg.idle_timeout);
     tokio::pin!(idle);
@@ -444,11 +514,17 @@ where
     }
 
     loop {
+        if superseded && inflight.is_empty() {
+            if let Some(frame) = seal_close(&mut session) {
+                let _ = tokio::time::timeout(wt, framed.send(&frame[..])).await;
+            }
+            return LinkEnd::Replaced;
+        }
         if draining && inflight.is_empty() {
             send_clear(gw, framed, Refusal::ShuttingDown).await;
             return LinkEnd::ShuttingDown;
         }
-        let can_read = !draining && inflight.len() < cfg.max_inflight;
+        let can_read = !draining && !superseded && inflight.len() < cfg.max_inflight;
         tokio::select! {
             biased;
             ev = events.recv(), if events_open => {
@@ -470,6 +546,13 @@ where
             }
             _ = shutdown.changed(), if !draining => {
                 draining = true;
+            }
+            r = &mut replaced, if replaced_open => {
+                replaced_open = false;
+                if r.is_ok() {
+                    tracing::info!(device = %peer, "a newer session of this identity replaces this one");
+                    superseded = true;
+                }
             }
             Some((seq, res)) = inflight.next(), if !inflight.is_empty() => {
                 let mut replies = vec![answer(seq, res)];
@@ -538,7 +621,7 @@ where
                     Err(_) => { bad!("malformed_message"); }
                 }
             }
-            _ = &mut idle, if inflight.is_empty() && !draining => {
+            _ = &mut idle, if inflight.is_empty() && !draining && !superseded => {
                 return LinkEnd::Idle;
             }
         }

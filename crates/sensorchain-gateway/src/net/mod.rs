@@ -10,6 +10,7 @@
 pub mod client;
 pub mod codec;
 pub mod link;
+pub mod peers;
 pub mod serial;
 pub mod tcp;
 
@@ -30,6 +31,19 @@ use crate::node::Node;
 pub const HALF_OPEN_CAPACITY: usize = 1024;
 /// Initiator ephemeral keys remembered against replayed message 1s.
 pub const REPLAY_CACHE: usize = 4096;
+
+/// Handshake cryptography sections (message 2's X25519 and signature,
+/// message 3's verification) that may run at once: half the cores, at least
+/// one, so that a flood of half-open handshakes leaves the other cores to
+/// the established sessions. Waiting for a lane is an async wait (no worker
+/// thread blocks) and holds no lock; the responder table's lock is never
+/// held across cryptography.
+pub fn crypto_lanes() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get() / 2)
+        .unwrap_or(1)
+        .max(1)
+}
 
 /// The responder table shared by all links.
 pub type Table = ResponderTable<HALF_OPEN_CAPACITY, REPLAY_CACHE>;
@@ -82,6 +96,8 @@ pub struct Gateway {
     hs: HandshakeConfig,
     table: Mutex<Box<Table>>,
     sessions: Arc<Semaphore>,
+    crypto_lanes: Semaphore,
+    peers: peers::Peers,
     shutdown: watch::Sender<bool>,
 }
 
@@ -112,6 +128,8 @@ impl Gateway {
             cfg,
             hs,
             table: Mutex::new(Box::new(Table::new())),
+            crypto_lanes: Semaphore::new(crypto_lanes()),
+            peers: peers::Peers::default(),
             shutdown,
         })
     }
@@ -134,6 +152,12 @@ impl Gateway {
     /// Half-open handshakes now (including expired ones not yet reclaimed).
     pub fn half_open(&self) -> usize {
         self.table.lock().map(|t| t.half_open()).unwrap_or(0)
+    }
+
+    /// Live sessions of `device` now (0 or 1: one live session per
+    /// identity).
+    pub fn live_sessions_of(&self, device: &sensorchain_core::identity::PublicKey) -> usize {
+        self.peers.live_sessions(device)
     }
 
     /// A receiver that sees `true` once shutdown has begun.

@@ -111,3 +111,317 @@ async fn serial_line_serves_a_device_that_restarts_mid_session() {
     gw.shutdown(Duration::from_secs(2)).await;
     drop(slave);
 }
+
+/// How a fake gateway ends a handshake right after the device's Proof.
+#[derive(Clone, Copy)]
+enum LateDrop {
+    /// Closes the link without a word (a gateway that gave up).
+    Silent,
+    /// Sends `Refused(HandshakeFailed)` in clear and closes (what a gateway
+    /// whose handshake timeout passed does).
+    Refuse,
+}
+
+/// A gateway that answers message 1 genuinely (so the device accepts its
+/// challenge and sends its Proof), reads the Proof and drops the link.
+async fn late_dropping_gateway(
+    stream: tokio::io::DuplexStream,
+    gw_key: Keypair,
+    device: Keypair,
+    chain: sensorchain_core::hash::ChainId,
+    how: LateDrop,
+    proofs: Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use futures::{SinkExt, StreamExt};
+    use sensorchain_core::handshake::{HandshakeConfig, MESSAGE2_LEN, Responder, ResponderTable};
+    use sensorchain_core::link::{self, LinkFrame, Refusal};
+
+    struct One(sensorchain_core::identity::VerifyingKey);
+    impl sensorchain_core::handshake::Allowlist for One {
+        fn lookup(
+            &self,
+            id: &sensorchain_core::identity::KeyId,
+        ) -> Result<sensorchain_core::identity::VerifyingKey, sensorchain_core::handshake::Refusal>
+        {
+            if *id == self.0.public().key_id() {
+                Ok(self.0)
+            } else {
+                Err(sensorchain_core::handshake::Refusal::Unknown)
+            }
+        }
+    }
+    let allow =
+        One(sensorchain_core::identity::VerifyingKey::from_public(&device.public()).unwrap());
+    let mut f = tokio_util::codec::Framed::new(stream, super::codec::LinkCodec::default());
+    let cfg = HandshakeConfig::new(chain);
+    let mut table: ResponderTable<2, 8> = ResponderTable::new();
+    let Some(Ok(f1)) = f.next().await else { return };
+    let Ok(LinkFrame::Hello(m1)) = link::decode::<LinkFrame>(&f1) else {
+        return;
+    };
+    let mut m2 = [0u8; MESSAGE2_LEN];
+    let (resp, n2) = Responder::respond(
+        &cfg,
+        &gw_key,
+        &mut table,
+        &allow,
+        m1,
+        super::mono_ms(),
+        &mut rand::rng(),
+        &mut m2,
+    )
+    .unwrap();
+    let mut buf = [0u8; 128];
+    let frame: &[u8] = link::encode(&LinkFrame::Challenge(&m2[..n2]), &mut buf).unwrap();
+    f.send(frame).await.unwrap();
+    let Some(Ok(f3)) = f.next().await else { return };
+    assert!(matches!(
+        link::decode::<LinkFrame>(&f3),
+        Ok(LinkFrame::Proof(_))
+    ));
+    proofs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    resp.abort(&mut table);
+    if let LateDrop::Refuse = how {
+        let mut b = [0u8; 8];
+        let r: &[u8] = link::encode(&LinkFrame::Refused(Refusal::HandshakeFailed), &mut b).unwrap();
+        let _ = f.send(r).await;
+    }
+    // the link ends here: nothing of the session is ever read
+}
+
+/// Issue 12: a gateway drops the link right after the device's Proof (its
+/// handshake timeout passed under load). The client must see that it is
+/// *not connected* (no session was confirmed) instead of believing it holds
+/// a session, and retrying must deliver every reading exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_dropped_after_the_proof_is_seen_and_retried_without_loss() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (admin, gw_key, device) = (
+        Keypair::from_seed([1; 32]),
+        Keypair::from_seed([2; 32]),
+        Keypair::from_seed([3; 32]),
+    );
+    let genesis = genesis(&admin, &gw_key, &device);
+    let chain = genesis.header.chain_id;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = NodeConfig {
+        batch_timeout: Duration::from_millis(2),
+        ..Default::default()
+    };
+    let node = Node::start(
+        Store::open(dir.path()).unwrap(),
+        gw_key.clone(),
+        &genesis,
+        cfg,
+        Arc::new(Metrics::new()),
+    )
+    .unwrap();
+    let gw = Gateway::new(node.clone(), NetConfig::default());
+    let trusted = [gw_key.public()];
+    let proofs = Arc::new(AtomicUsize::new(0));
+
+    // One attempt alone: both kinds of late drop are an error, not a session.
+    for how in [LateDrop::Silent, LateDrop::Refuse] {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        tokio::spawn(late_dropping_gateway(
+            b,
+            gw_key.clone(),
+            device.clone(),
+            chain,
+            how,
+            proofs.clone(),
+        ));
+        let r = Client::handshake(a, &chain, &device, &trusted).await;
+        assert!(
+            matches!(&r, Err(e) if e.is_retryable()),
+            "a dropped handshake was taken for a session: {r:?}"
+        );
+    }
+    assert_eq!(proofs.load(Ordering::SeqCst), 2, "both fakes got the Proof");
+
+    // Retrying: two late drops, then the real gateway.
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let dial = || {
+        let n = attempts.fetch_add(1, Ordering::SeqCst);
+        let (a, b) = tokio::io::duplex(1 << 16);
+        match n {
+            0 | 1 => {
+                let how = if n == 0 {
+                    LateDrop::Silent
+                } else {
+                    LateDrop::Refuse
+                };
+                tokio::spawn(late_dropping_gateway(
+                    b,
+                    gw_key.clone(),
+                    device.clone(),
+                    chain,
+                    how,
+                    proofs.clone(),
+                ));
+            }
+            _ => {
+                let gw = gw.clone();
+                tokio::spawn(async move { super::link::serve_link(gw, b, "duplex").await });
+            }
+        }
+        async move { Ok(a) }
+    };
+    let mut c =
+        Client::handshake_retrying(dial, &chain, &device, &trusted, Duration::from_secs(60))
+            .await
+            .expect("the third attempt reaches the real gateway");
+    assert_eq!(attempts.load(Ordering::SeqCst), 3);
+    assert_eq!(proofs.load(Ordering::SeqCst), 4);
+    let txs: Vec<Vec<u8>> = (1..=5).map(|s| reading(&device, &chain, s)).collect();
+    let answers = c.submit_pipelined(&txs, 5).await.unwrap();
+    for (i, a) in answers.iter().enumerate() {
+        assert!(
+            matches!(a, GatewayMsg::Ack { sequence, .. } if *sequence == i as u64 + 1),
+            "{a:?}"
+        );
+    }
+    c.close().await;
+    let head = node.store().head().unwrap().unwrap();
+    assert_eq!(head.reading_count_total, 5, "every reading once, none lost");
+    gw.shutdown(Duration::from_secs(2)).await;
+}
+
+/// A link that breaks mid-session: forwards everything from the device to
+/// the gateway; from the gateway, the Challenge and the confirming Pong
+/// only. Once the gateway has answered `answers` submissions (which the
+/// device never sees), the link is cut.
+async fn breaking_proxy(device_side: tokio::io::DuplexStream, gw: Arc<Gateway>, answers: usize) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (gw_side, gw_end) = tokio::io::duplex(1 << 16);
+    tokio::spawn(async move { super::link::serve_link(gw, gw_end, "proxy").await });
+    let (mut dr, mut dw) = tokio::io::split(device_side);
+    let (mut gr, mut gw_w) = tokio::io::split(gw_side);
+    tokio::spawn(async move {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = dr.read(&mut buf).await {
+            if n == 0 || gw_w.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut buf = [0u8; 4096];
+    let mut frames = 0;
+    while frames < 2 + answers {
+        let Ok(n) = gr.read(&mut buf).await else {
+            return;
+        };
+        if n == 0 {
+            return;
+        }
+        for &b in &buf[..n] {
+            if frames < 2 && dw.write_all(&[b]).await.is_err() {
+                return;
+            }
+            frames += usize::from(b == 0);
+        }
+    }
+    // every submission was answered (committed): cut the device's link
+    let _ = dw.shutdown().await;
+}
+
+/// A link that breaks after the gateway committed the readings but before
+/// the device saw any answer: [`Client::deliver`] opens a new session and
+/// resends them; each is committed once (the replay rule by sequence), the
+/// highest one counts as committed (nothing above it was signed), the
+/// others are reported unconfirmed, never as lost and never twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliver_resends_after_a_broken_session_and_counts_only_what_it_can_tell() {
+    use super::client::Delivery;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (admin, gw_key, device) = (
+        Keypair::from_seed([1; 32]),
+        Keypair::from_seed([2; 32]),
+        Keypair::from_seed([3; 32]),
+    );
+    let genesis = genesis(&admin, &gw_key, &device);
+    let chain = genesis.header.chain_id;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = NodeConfig {
+        batch_timeout: Duration::from_millis(2),
+        ..Default::default()
+    };
+    let node = Node::start(
+        Store::open(dir.path()).unwrap(),
+        gw_key.clone(),
+        &genesis,
+        cfg,
+        Arc::new(Metrics::new()),
+    )
+    .unwrap();
+    let gw = Gateway::new(node.clone(), NetConfig::default());
+    let trusted = [gw_key.public()];
+    let attempts = AtomicUsize::new(0);
+    let txs: Vec<Vec<u8>> = (1..=5).map(|s| reading(&device, &chain, s)).collect();
+    let dial = || {
+        let n = attempts.fetch_add(1, Ordering::SeqCst);
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let gw = gw.clone();
+        if n == 0 {
+            tokio::spawn(breaking_proxy(b, gw, txs.len()));
+        } else {
+            tokio::spawn(async move { super::link::serve_link(gw, b, "duplex").await });
+        }
+        async move { Ok(a) }
+    };
+    let (c, out) = Client::deliver(
+        dial,
+        &chain,
+        &device,
+        &trusted,
+        &txs,
+        8,
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    c.close().await;
+    assert_eq!(
+        attempts.load(Ordering::SeqCst),
+        2,
+        "one broken link, one resend"
+    );
+    assert_eq!(out[4], Delivery::CommittedEarlier, "{out:?}");
+    for d in &out[..4] {
+        assert_eq!(*d, Delivery::Unconfirmed, "{out:?}");
+    }
+    let head = node.store().head().unwrap().unwrap();
+    assert_eq!(
+        head.reading_count_total, 5,
+        "each reading once: none lost, none twice"
+    );
+    // the unconfirmed ones are on the chain (what the API would tell)
+    for t in &txs {
+        let id = sensorchain_core::tx::Transaction::id_of_encoded(t);
+        assert!(node.store().tx_location(&id).unwrap().is_some());
+    }
+    // a fresh delivery on a healthy link: plain acks
+    let more: Vec<Vec<u8>> = (6..=8).map(|s| reading(&device, &chain, s)).collect();
+    let (c, out) = Client::deliver(
+        || {
+            let (a, b) = tokio::io::duplex(1 << 16);
+            let gw = gw.clone();
+            tokio::spawn(async move { super::link::serve_link(gw, b, "duplex").await });
+            async move { Ok(a) }
+        },
+        &chain,
+        &device,
+        &trusted,
+        &more,
+        8,
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    c.close().await;
+    assert!(
+        out.iter().all(|d| matches!(d, Delivery::Committed(_))),
+        "{out:?}"
+    );
+    gw.shutdown(Duration::from_secs(2)).await;
+}
