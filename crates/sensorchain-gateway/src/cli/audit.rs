@@ -529,11 +529,13 @@ fn print_progress(p: &AuditProgress) {
 /// The error of a store that cannot be opened for reading, with what to do.
 pub fn open_error(dir: &Path, e: StoreError) -> anyhow::Error {
     match e {
-        StoreError::Busy => anyhow::anyhow!(
+        // the StoreError stays the source, so callers can tell "in use"
+        // (e.g. the demo, waiting for its node to release the file)
+        StoreError::Busy => anyhow::Error::new(StoreError::Busy).context(format!(
             "cannot open the chain store in {}: the gateway is running; use --api URL (its \
              HTTP API address), or stop it first",
             dir.display()
-        ),
+        )),
         e => anyhow::anyhow!("cannot open the chain store in {}: {e}", dir.display()),
     }
 }

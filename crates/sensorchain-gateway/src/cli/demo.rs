@@ -305,7 +305,10 @@ async fn run_demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
             Ok(r) => break r,
             Err(e)
                 if started.elapsed() < Duration::from_secs(600)
-                    && format!("{e:#}").contains("in use") =>
+                    && matches!(
+                        e.downcast_ref::<crate::store::StoreError>(),
+                        Some(crate::store::StoreError::Busy)
+                    ) =>
             {
                 tokio::time::sleep(Duration::from_millis(50)).await
             }
