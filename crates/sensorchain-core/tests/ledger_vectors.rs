@@ -374,3 +374,64 @@ fn merkle_vectors() {
         assert_eq!(stored, v, "merkle vectors differ from the implementation");
     }
 }
+
+/// The longest transactions that decode (docs/PROTOCOL.md, "Where the
+/// 1,024-byte limit applies"): a genesis with a 32-byte name, 16 members
+/// and maximal varints is 713 bytes, a sealed reading for 4 readers with a
+/// 96-byte plaintext 492, both under `TX_MAX_LEN`.
+#[test]
+fn longest_transactions_fit_tx_max_len() {
+    use sensorchain_core::crypto::X25519Public;
+    use sensorchain_core::identity::{KeyId, PublicKey, Signature};
+    use sensorchain_core::permissions::Permissions;
+    use sensorchain_core::sealed::{Recipient, SealedPayload, WrappedKey};
+    use sensorchain_core::tx::{Payload, TX_MAX_LEN, TxKind};
+    let members: Vec<Member> = (0..16u8)
+        .map(|i| Member {
+            key: PublicKey([i; 32]),
+            permissions: Permissions::ALL,
+            role: Role::Gateway,
+        })
+        .collect();
+    let params = Params {
+        admin_consensus_num: u8::MAX,
+        admin_consensus_den: u8::MAX,
+        pow_difficulty: u8::MAX,
+        max_block_txs: u32::MAX,
+        max_future_skew_ms: u64::MAX,
+    };
+    let cfg = GenesisConfig::new(&"n".repeat(32), params, &members).unwrap();
+    let max_body = |kind| TxBody {
+        signer: PublicKey([7; 32]),
+        sequence: u64::MAX,
+        timestamp_ms: u64::MAX,
+        kind,
+    };
+    let tx = |body| {
+        Transaction {
+            body,
+            signature: Signature([1; 64]),
+        }
+        .to_vec()
+    };
+    let genesis = tx(max_body(TxKind::Genesis(cfg)));
+    assert_eq!(genesis.len(), 713);
+    let sealed = SealedPayload {
+        version: 1,
+        ephemeral: X25519Public([9; 32]),
+        recipients: (0..4u8)
+            .map(|i| Recipient {
+                key_id: KeyId([i; 8]),
+                wrapped: WrappedKey([i; 48]),
+            })
+            .collect(),
+        ciphertext: std::iter::repeat_n(5u8, 112).collect(),
+    };
+    let reading = tx(max_body(TxKind::Reading {
+        stream: u16::MAX,
+        payload: Payload::Sealed(sealed),
+    }));
+    assert_eq!(reading.len(), 492);
+    assert!(genesis.len() <= TX_MAX_LEN && reading.len() <= TX_MAX_LEN);
+    assert!(Transaction::decode(&genesis).is_ok() && Transaction::decode(&reading).is_ok());
+}
