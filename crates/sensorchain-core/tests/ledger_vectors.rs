@@ -1,6 +1,8 @@
 //! Deterministic ledger vectors in `tests/vectors/ledger.json`: the chain id
 //! derivation (genesis body bytes → chain id), a genesis block, a signed reading (signing input, signature, bytes, id), the next
 //! block (header bytes, hash, roots, proposer signature) and a finality vote.
+//! `tests/vectors/merkle.json` ([`merkle_vectors`]): an RFC 6962 tree of 7
+//! leaves with its prefix roots, consistency and inclusion proofs.
 //!
 //! Check: `cargo test -p sensorchain-core --features std --test ledger_vectors`.
 //! Regenerate: the same with `UPDATE_VECTORS=1`.
@@ -203,4 +205,233 @@ fn ledger_vectors() {
         .unwrap();
         assert_eq!(stored, v, "ledger vectors differ from the implementation");
     }
+}
+
+/// RFC 6962 root of `leaves` (leaf hashes), recomputed with plain SHA-256:
+/// split at the largest power of two below `n`.
+fn mth(leaves: &[[u8; 32]]) -> [u8; 32] {
+    match leaves.len() {
+        0 => Sha256::digest([]).into(),
+        1 => leaves[0],
+        n => {
+            let k = n.next_power_of_two() / 2;
+            node(&mth(&leaves[..k]), &mth(&leaves[k..]))
+        }
+    }
+}
+
+fn node(l: &[u8; 32], r: &[u8; 32]) -> [u8; 32] {
+    Sha256::new()
+        .chain_update([1u8])
+        .chain_update(l)
+        .chain_update(r)
+        .finalize()
+        .into()
+}
+
+/// RFC 9162 §2.1.4.2 consistency verification, written from the RFC
+/// (independently of the crate's `verify_consistency`).
+fn rfc9162_consistent(m: u64, n: u64, old: &[u8; 32], new: &[u8; 32], proof: &[[u8; 32]]) -> bool {
+    if m == n {
+        return proof.is_empty() && old == new;
+    }
+    if m == 0 || m > n {
+        return false;
+    }
+    let mut path: Vec<[u8; 32]> = proof.to_vec();
+    if m.is_power_of_two() {
+        path.insert(0, *old);
+    }
+    let Some((first, rest)) = path.split_first() else {
+        return false;
+    };
+    let (mut f_n, mut s_n) = (m - 1, n - 1);
+    while f_n & 1 == 1 {
+        f_n >>= 1;
+        s_n >>= 1;
+    }
+    let (mut fr, mut sr) = (*first, *first);
+    for c in rest {
+        if s_n == 0 {
+            return false;
+        }
+        if f_n & 1 == 1 || f_n == s_n {
+            fr = node(c, &fr);
+            sr = node(c, &sr);
+            if f_n & 1 == 0 {
+                while f_n & 1 == 0 && f_n != 0 {
+                    f_n >>= 1;
+                    s_n >>= 1;
+                }
+            }
+        } else {
+            sr = node(&sr, c);
+        }
+        f_n >>= 1;
+        s_n >>= 1;
+    }
+    &fr == old && &sr == new && s_n == 0
+}
+
+/// `tests/vectors/merkle.json`: a tree of 7 leaves (the ASCII strings
+/// `"leaf 0"` .. `"leaf 6"`), its root and the roots of every prefix,
+/// consistency proofs from sizes 3 and 4 to 7 and an inclusion proof, all
+/// computed by `sensorchain_core::merkle` and checked here against plain
+/// SHA-256 and an RFC 9162 verifier written from the RFC.
+#[test]
+fn merkle_vectors() {
+    use sensorchain_core::merkle::{
+        MerkleTree, consistency_proof, leaf_hash, verify_consistency, verify_inclusion,
+    };
+    let data: Vec<Vec<u8>> = (0..7).map(|i| format!("leaf {i}").into_bytes()).collect();
+    let mut tree = MerkleTree::new();
+    for d in &data {
+        tree.push(d);
+    }
+    let leaves: Vec<[u8; 32]> = data
+        .iter()
+        .map(|d| {
+            Sha256::new()
+                .chain_update([0u8])
+                .chain_update(d)
+                .finalize()
+                .into()
+        })
+        .collect();
+    for (d, l) in data.iter().zip(&leaves) {
+        assert_eq!(&leaf_hash(d).0, l);
+    }
+    let n = data.len() as u64;
+    let roots: Vec<[u8; 32]> = (0..=n).map(|m| tree.root_at(m).unwrap().0).collect();
+    for (m, r) in roots.iter().enumerate() {
+        assert_eq!(r, &mth(&leaves[..m]), "root of {m} leaves");
+    }
+    let mut consistency = Vec::new();
+    for m in [3u64, 4] {
+        let proof = tree.consistency_proof(m, n).unwrap();
+        assert_eq!(proof, consistency_proof(tree.leaf_hashes(), m).unwrap());
+        let p: Vec<[u8; 32]> = proof.iter().map(|h| h.0).collect();
+        let (old, new) = (&roots[m as usize], &roots[n as usize]);
+        assert!(
+            rfc9162_consistent(m, n, old, new, &p),
+            "RFC 9162, {m} -> {n}"
+        );
+        assert!(verify_consistency(m, n, &tree.root_at(m).unwrap(), &tree.root(), &proof).is_ok());
+        // a proof for another old size, or with a hash changed, fails
+        assert!(!rfc9162_consistent(
+            m - 1,
+            n,
+            &roots[m as usize - 1],
+            new,
+            &p
+        ));
+        let mut bad = p.clone();
+        bad[0][0] ^= 1;
+        assert!(!rfc9162_consistent(m, n, old, new, &bad));
+        consistency.push(json!({
+            "old_size": m,
+            "new_size": n,
+            "old_root": hex::encode(old),
+            "new_root": hex::encode(new),
+            "proof": p.iter().map(hex::encode).collect::<Vec<_>>(),
+        }));
+    }
+    let index = 5u64;
+    let incl = tree.inclusion_proof(index, n).unwrap();
+    assert!(
+        verify_inclusion(
+            &tree.leaf_hashes()[index as usize],
+            index,
+            n,
+            &incl,
+            &tree.root()
+        )
+        .is_ok()
+    );
+    let v = json!({
+        "description": "RFC 6962 Merkle tree of 7 leaves (the ASCII strings \"leaf 0\" .. \"leaf 6\"), computed by sensorchain_core::merkle (docs/PROTOCOL.md, Merkle tree). roots[m] is the root of the first m leaves (roots[0] = SHA-256 of the empty string). Consistency proofs as RFC 6962 §2.1.2 (verify as RFC 9162 §2.1.4.2): from 3 leaves (not a power of two: the old root is not in the proof) and from 4 (a power of two: the verifier puts the old root in front).",
+        "leaves": data.iter().map(hex::encode).collect::<Vec<_>>(),
+        "leaf_hashes": leaves.iter().map(hex::encode).collect::<Vec<_>>(),
+        "roots": roots.iter().map(hex::encode).collect::<Vec<_>>(),
+        "consistency": consistency,
+        "inclusion": {
+            "index": index,
+            "tree_size": n,
+            "leaf_hash": hex::encode(leaves[index as usize]),
+            "proof": incl.iter().map(|h| hex::encode(h.0)).collect::<Vec<_>>(),
+            "root": hex::encode(roots[n as usize]),
+        },
+    });
+    let p = path().with_file_name("merkle.json");
+    if std::env::var_os("UPDATE_VECTORS").is_some() {
+        std::fs::write(&p, serde_json::to_string_pretty(&v).unwrap() + "\n").unwrap();
+    } else {
+        let stored: Value = serde_json::from_str(
+            &std::fs::read_to_string(&p)
+                .unwrap_or_else(|e| panic!("{}: {e}; run with UPDATE_VECTORS=1", p.display())),
+        )
+        .unwrap();
+        assert_eq!(stored, v, "merkle vectors differ from the implementation");
+    }
+}
+
+/// The longest transactions that decode (docs/PROTOCOL.md, "Where the
+/// 1,024-byte limit applies"): a genesis with a 32-byte name, 16 members
+/// and maximal varints is 713 bytes, a sealed reading for 4 readers with a
+/// 96-byte plaintext 492, both under `TX_MAX_LEN`.
+#[test]
+fn longest_transactions_fit_tx_max_len() {
+    use sensorchain_core::crypto::X25519Public;
+    use sensorchain_core::identity::{KeyId, PublicKey, Signature};
+    use sensorchain_core::permissions::Permissions;
+    use sensorchain_core::sealed::{Recipient, SealedPayload, WrappedKey};
+    use sensorchain_core::tx::{Payload, TX_MAX_LEN, TxKind};
+    let members: Vec<Member> = (0..16u8)
+        .map(|i| Member {
+            key: PublicKey([i; 32]),
+            permissions: Permissions::ALL,
+            role: Role::Gateway,
+        })
+        .collect();
+    let params = Params {
+        admin_consensus_num: u8::MAX,
+        admin_consensus_den: u8::MAX,
+        pow_difficulty: u8::MAX,
+        max_block_txs: u32::MAX,
+        max_future_skew_ms: u64::MAX,
+    };
+    let cfg = GenesisConfig::new(&"n".repeat(32), params, &members).unwrap();
+    let max_body = |kind| TxBody {
+        signer: PublicKey([7; 32]),
+        sequence: u64::MAX,
+        timestamp_ms: u64::MAX,
+        kind,
+    };
+    let tx = |body| {
+        Transaction {
+            body,
+            signature: Signature([1; 64]),
+        }
+        .to_vec()
+    };
+    let genesis = tx(max_body(TxKind::Genesis(cfg)));
+    assert_eq!(genesis.len(), 713);
+    let sealed = SealedPayload {
+        version: 1,
+        ephemeral: X25519Public([9; 32]),
+        recipients: (0..4u8)
+            .map(|i| Recipient {
+                key_id: KeyId([i; 8]),
+                wrapped: WrappedKey([i; 48]),
+            })
+            .collect(),
+        ciphertext: std::iter::repeat_n(5u8, 112).collect(),
+    };
+    let reading = tx(max_body(TxKind::Reading {
+        stream: u16::MAX,
+        payload: Payload::Sealed(sealed),
+    }));
+    assert_eq!(reading.len(), 492);
+    assert!(genesis.len() <= TX_MAX_LEN && reading.len() <= TX_MAX_LEN);
+    assert!(Transaction::decode(&genesis).is_ok() && Transaction::decode(&reading).is_ok());
 }

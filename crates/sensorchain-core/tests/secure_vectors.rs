@@ -236,6 +236,11 @@ fn vectors() {
         sensorchain_core::codec::decode_exact(&enc, MAX_SEALED_ENCODED_LEN).unwrap();
     assert_eq!(decoded, p);
 
+    // --- a real sealed reading: the plaintext is the postcard encoding of a
+    // `Vital`, the binding is `tx::sealed_binding(chain, device, stream,
+    // sequence)`, and the payload sits in a signed reading transaction ---
+    let reading = sealed_reading_vector(&readers);
+
     let rng_doc = "test RNG: block i = tagged_hash(\"sensorchain/test-rng/v1\", seed32 || u64le(i)); seed32 = u64le(n) || 24 zero bytes";
     check_or_write(
         "handshake.json",
@@ -305,6 +310,7 @@ fn vectors() {
             "header_hash": hx(&header_hash.0),
             "sealed": hx(&enc),
             "sealed_len": enc.len(),
+            "sealed_reading": reading,
         }),
     );
 }
@@ -323,4 +329,101 @@ fn x25519_secret_of(k: &Keypair) -> [u8; 32] {
         X25519Secret::from_identity(k).public()
     );
     s
+}
+
+/// The `sealed_reading` vector of `sealed.json`: a body temperature reading
+/// of the ledger vectors' device (seed 03*32) on the chain of `ledger.json`,
+/// sealed for `readers` with test RNG seed 4, in its signed transaction.
+/// The plaintext and the binding are recomputed here from docs/PROTOCOL.md
+/// ("Sealed readings") with plain SHA-256.
+fn sealed_reading_vector(readers: &[Keypair]) -> Value {
+    use sensorchain_core::reading::Vital;
+    use sensorchain_core::tx::{Payload, Transaction, TxBody, TxKind, sealed_binding};
+    use sha2::Digest;
+
+    let chain = vector_chain_id();
+    let device = Keypair::from_seed([3; 32]);
+    let (stream, sequence, timestamp_ms) = (0u16, 2u64, 1_700_000_003_000u64);
+    let vital = Vital::BodyTemperature {
+        centi_celsius: 3712,
+    };
+    // the plaintext: postcard of the Vital (variant 0, zigzag varint 7424)
+    let plaintext = postcard::to_allocvec(&vital).unwrap();
+    assert_eq!(plaintext, [0x00, 0x80, 0x3a]);
+    // the binding: H("sensorchain/sealed-binding/v1"; chain id || device ||
+    // stream u16 LE || sequence u64 LE), 32 bytes
+    let ctx = "sensorchain/sealed-binding/v1";
+    let mut h = sha2::Sha256::new();
+    h.update([ctx.len() as u8]);
+    h.update(ctx.as_bytes());
+    h.update(chain.0);
+    h.update(device.public().0);
+    h.update(stream.to_le_bytes());
+    h.update(sequence.to_le_bytes());
+    let binding: [u8; 32] = h.finalize().into();
+    assert_eq!(
+        binding,
+        sealed_binding(&chain, &device.public(), stream, sequence)
+    );
+    let binding_hash = tagged_hash(sealed::label::BINDING, &[&binding]);
+    let pks: Vec<_> = readers.iter().map(|k| k.public()).collect();
+    let p = sealed::seal(&plaintext, &pks, &binding, &mut TestRng::from_u64(4)).unwrap();
+    let enc: heapless::Vec<u8, MAX_SEALED_ENCODED_LEN> = encode_to_heapless(&p).unwrap();
+    for r in readers {
+        let mut out = [0u8; sealed::MAX_SEALED_PLAINTEXT];
+        let opened = p.open(r, &binding, &mut out).unwrap();
+        assert_eq!(opened, &plaintext[..]);
+        let v: Vital = sensorchain_core::codec::decode_exact(opened, 64).unwrap();
+        assert_eq!(v, vital);
+    }
+    // another sequence number: another binding, the payload does not open
+    let other = sealed_binding(&chain, &device.public(), stream, sequence + 1);
+    let mut out = [0u8; sealed::MAX_SEALED_PLAINTEXT];
+    assert!(p.open(&readers[0], &other, &mut out).is_err());
+    let body = TxBody {
+        signer: device.public(),
+        sequence,
+        timestamp_ms,
+        kind: TxKind::Reading {
+            stream,
+            payload: Payload::Sealed(p.clone()),
+        },
+    };
+    let tx = Transaction::sign(body.clone(), &chain, &device).unwrap();
+    let tx_bytes = tx.to_vec();
+    let body_bytes = postcard::to_allocvec(&body).unwrap();
+    // the body: signer, sequence, timestamp, TxKind::Reading (0), stream,
+    // Payload::Sealed (1), then the encoded payload exactly
+    let mut prefix = device.public().0.to_vec();
+    prefix.extend([0x02]); // sequence 2
+    let mut t = timestamp_ms; // timestamp: LEB128 varint
+    while t >= 0x80 {
+        prefix.push((t as u8) | 0x80);
+        t >>= 7;
+    }
+    prefix.push(t as u8);
+    prefix.extend([0x00, 0x00, 0x01]); // Reading, stream 0, Sealed
+    prefix.extend_from_slice(&enc);
+    assert_eq!(prefix, body_bytes);
+    assert_eq!(&tx_bytes[..body_bytes.len()], &body_bytes[..]);
+    assert_eq!(Transaction::decode(&tx_bytes).unwrap(), tx);
+    json!({
+        "description": "A sealed body temperature reading (docs/PROTOCOL.md, Sealed readings): the plaintext is the postcard encoding of the Vital, the binding is sealed_binding(chain id, device, stream, sequence), sealed for the two readers above with test RNG seed 4 (content key, then ephemeral secret), carried by a reading transaction signed by the device.",
+        "chain_id": hx(&chain.0),
+        "device_seed": hx(&device.seed()),
+        "device_public": hx(&device.public().0),
+        "stream": stream,
+        "sequence": sequence,
+        "timestamp_ms": timestamp_ms,
+        "vital": "BodyTemperature { centi_celsius: 3712 }",
+        "plaintext": hx(&plaintext),
+        "binding": hx(&binding),
+        "binding_hash": hx(&binding_hash.0),
+        "reader_seeds": readers.iter().map(|r| hx(&r.seed())).collect::<Vec<_>>(),
+        "sealed": hx(&enc),
+        "sealed_len": enc.len(),
+        "tx_body": hx(&body_bytes),
+        "transaction": hx(&tx_bytes),
+        "tx_id": hx(&Transaction::id_of_encoded(&tx_bytes).0),
+    })
 }

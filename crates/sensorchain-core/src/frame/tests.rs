@@ -370,3 +370,57 @@ proptest! {
         }
     }
 }
+
+/// The edge cases docs/PROTOCOL.md ("Framing edge cases") states, in exact
+/// bytes, through the stream decoder the gateway's link codec uses.
+#[test]
+fn link_edge_cases_exact_bytes() {
+    const LINK: usize = crate::link::LINK_MAX_FRAME;
+    // a run of 254 non-zero bytes ending the message: FF, the run, 00 (no
+    // trailing empty block); the paper's form with `01` decodes the same
+    let run: Vec<u8> = vec![0x5a; 254];
+    let mut minimal = vec![0xFF];
+    minimal.extend(&run);
+    minimal.push(0x00);
+    let mut buf = vec![0u8; max_encoded_len(255)];
+    let n = cobs_encode(&run, &mut buf).unwrap();
+    assert_eq!(&buf[..n], &minimal[..]);
+    let mut paper = minimal[..minimal.len() - 1].to_vec();
+    paper.extend([0x01, 0x00]);
+    // a zero after the run: FF, the run, 01, 01, 00
+    let mut run_zero = run.clone();
+    run_zero.push(0);
+    let mut run_zero_frame = minimal[..minimal.len() - 1].to_vec();
+    run_zero_frame.extend([0x01, 0x01, 0x00]);
+    let n = cobs_encode(&run_zero, &mut buf).unwrap();
+    assert_eq!(&buf[..n], &run_zero_frame[..]);
+    let mut acc = FrameAccumulator::<LINK>::new();
+    let mut wire = Vec::new();
+    wire.extend([0x00, 0x00]); // empty frames: skipped, no event
+    wire.extend(&minimal);
+    wire.extend(&paper);
+    wire.extend(&run_zero_frame);
+    wire.extend([0x01, 0x00]); // the empty message: a frame of 0 bytes
+    let mut input = &wire[..];
+    assert_eq!(acc.next_frame(&mut input), Some(Ok(&run[..])));
+    assert_eq!(acc.next_frame(&mut input), Some(Ok(&run[..])));
+    assert_eq!(acc.next_frame(&mut input), Some(Ok(&run_zero[..])));
+    assert_eq!(acc.next_frame(&mut input), Some(Ok(&[][..])));
+    assert_eq!(acc.next_frame(&mut input), None);
+    // exactly LINK_MAX_FRAME decoded bytes pass, one more is Oversized
+    for (len, ok) in [(LINK, true), (LINK + 1, false)] {
+        let m = vec![0x11u8; len];
+        let mut f = vec![0u8; max_encoded_len(len)];
+        let n = cobs_encode(&m, &mut f).unwrap();
+        let mut input = &f[..n];
+        let got = acc.next_frame(&mut input).map(|r| r.map(<[u8]>::len));
+        assert_eq!(
+            got,
+            Some(if ok {
+                Ok(len)
+            } else {
+                Err(FrameError::Oversized)
+            })
+        );
+    }
+}
