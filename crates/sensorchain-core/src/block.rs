@@ -170,6 +170,7 @@ pub struct FinalityCert {
 /// Why a finality certificate does not prove finality.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum CertError {
     /// The certificate is for another block.
     WrongBlock,

@@ -35,6 +35,7 @@ pub const HKDF_MAX_OUTPUT: usize = 255 * 32;
 /// Why a primitive refused its input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum CryptoError {
     /// The X25519 shared secret is all zero: the peer's public key has small
     /// order (contributory behaviour is required, RFC 7748 §6.1).

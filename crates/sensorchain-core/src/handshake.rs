@@ -132,6 +132,7 @@ pub mod label {
 /// consumed, a new handshake starts from message 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum HandshakeError {
     /// Responder: the initiator's key id is not in the allowlist.
     UnknownIdentity,
@@ -188,6 +189,7 @@ impl core::error::Error for HandshakeError {}
 /// Why an allowlist refuses an identity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum Refusal {
     /// No registered identity has this key id.
     Unknown,

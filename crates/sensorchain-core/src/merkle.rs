@@ -65,6 +65,7 @@ pub const MAX_LEVELS: usize = 64;
 /// Why a Merkle operation failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum MerkleError {
     /// The leaf index is not smaller than the tree size.
     IndexOutOfRange,

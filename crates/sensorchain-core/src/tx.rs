@@ -242,6 +242,7 @@ pub struct Transaction {
 /// Why a transaction could not be built or checked on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum TxError {
     /// The encoding is longer than [`TX_MAX_LEN`] or a buffer was too small.
     TooLarge,
