@@ -9,10 +9,15 @@
 use core::fmt;
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{self, DecodeError};
+use crate::codec::{self, DecodeError, EncodeError};
 use crate::hash::{ChainId, Hash32, TaggedHasher, ctx};
 use crate::identity::{KeyId, Keypair, PublicKey, Signature, SignatureError, VerifyingKey};
-use crate::tx::{sign_tagged, verify_tagged};
+use crate::tx::{SigningCtx, sign_tagged_fixed, verify_tagged};
+
+/// The proposal signature's context (its length checked at compile time).
+const PROPOSAL_CTX: SigningCtx = SigningCtx::new(ctx::BLOCK_PROPOSAL);
+/// The finality vote's context (its length checked at compile time).
+const FINALITY_CTX: SigningCtx = SigningCtx::new(ctx::FINALITY);
 
 /// The header format version this crate writes and accepts.
 pub const BLOCK_VERSION: u16 = 1;
@@ -21,6 +26,26 @@ pub const BLOCK_VERSION: u16 = 1;
 /// chain id (32), height (varint u64, ≤ 10), three hashes (96), timestamp
 /// (≤ 10), proposer (32), difficulty (1), nonce (≤ 10).
 pub const HEADER_MAX_LEN: usize = 3 + 32 + 10 + 96 + 10 + 32 + 1 + 10;
+
+/// The most bytes postcard's LEB128 varint of a `bits`-bit integer takes.
+const fn varint_max(bits: usize) -> usize {
+    bits.div_ceil(7)
+}
+
+/// The largest encoding of a [`BlockHeader`], field by field: postcard
+/// writes `u16`/`u64` as varints, `u8` and the 32-byte arrays raw, and a
+/// struct as its fields in order with nothing between them.
+const HEADER_ENCODED_MAX: usize = varint_max(u16::BITS as usize) // version
+    + 32 // chain_id
+    + varint_max(u64::BITS as usize) // height
+    + 3 * 32 // prev_hash, tx_root, state_root
+    + varint_max(u64::BITS as usize) // timestamp_ms
+    + 32 // proposer
+    + 1 // difficulty
+    + varint_max(u64::BITS as usize); // nonce
+
+// Every header fits the hash's fixed buffer, so encoding it cannot fail.
+const _: () = assert!(HEADER_MAX_LEN >= HEADER_ENCODED_MAX);
 
 /// A block header.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,10 +81,15 @@ impl BlockHeader {
     #[doc(alias = "calculate_hash")]
     pub fn hash(&self) -> Hash32 {
         let mut buf = [0u8; HEADER_MAX_LEN];
-        // Headers have fixed-size fields; HEADER_MAX_LEN bounds their encoding.
-        let bytes = codec::encode_to_slice(self, &mut buf)
-            .map(|b| &*b)
-            .unwrap_or(&[]);
+        let bytes: &[u8] = match codec::encode_to_slice(self, &mut buf) {
+            Ok(bytes) => bytes,
+            // Headers have fixed-size fields only, and HEADER_MAX_LEN is at
+            // least their largest encoding (asserted at compile time above):
+            // never a hash of anything but the header's exact bytes.
+            Err(EncodeError::BufferFull) => {
+                unreachable!("a block header always encodes within HEADER_MAX_LEN bytes")
+            }
+        };
         let mut h = TaggedHasher::new(ctx::BLOCK);
         h.update(bytes);
         h.finalize()
@@ -93,14 +123,7 @@ impl BlockHeader {
 
     /// The proposer's signature over this header's hash.
     pub fn sign_proposal(&self, proposer: &Keypair) -> Signature {
-        // 32 bytes always fit the signing buffer.
-        sign_tagged(
-            proposer,
-            ctx::BLOCK_PROPOSAL,
-            &self.chain_id,
-            &self.hash().0,
-        )
-        .unwrap_or(Signature([0; 64]))
+        sign_tagged_fixed(proposer, PROPOSAL_CTX, &self.chain_id, &self.hash().0)
     }
 
     /// Verifies a proposer signature over this header's hash.
@@ -147,6 +170,7 @@ pub struct FinalityCert {
 /// Why a finality certificate does not prove finality.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum CertError {
     /// The certificate is for another block.
     WrongBlock,
@@ -211,8 +235,7 @@ impl FinalityCert {
         let msg = vote_message(header.height, &header.hash());
         FinalityVote {
             validator: validator.public().key_id(),
-            signature: sign_tagged(validator, ctx::FINALITY, &header.chain_id, &msg)
-                .unwrap_or(Signature([0; 64])),
+            signature: sign_tagged_fixed(validator, FINALITY_CTX, &header.chain_id, &msg),
         }
     }
 
@@ -265,6 +288,7 @@ impl FinalityCert {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tx::sign_tagged;
 
     /// Regression: a header with maximal varints once exceeded the bound
     /// (found by the round-trip property), so its hash covered no bytes.
@@ -285,10 +309,72 @@ mod tests {
         let mut buf = [0u8; HEADER_MAX_LEN];
         let n = h.encode(&mut buf).unwrap().len();
         assert_eq!(n, HEADER_MAX_LEN);
+        // The compile-time bound is exactly the largest encoding: the hash's
+        // error arm is unreachable, not merely unlikely.
+        assert_eq!(n, HEADER_ENCODED_MAX);
+        let mut t = TaggedHasher::new(ctx::BLOCK);
+        t.update(&buf[..n]);
+        assert_eq!(h.hash(), t.finalize(), "the hash covers the exact bytes");
         assert_eq!(BlockHeader::decode(&buf[..n]).unwrap(), h);
         let mut h2 = h.clone();
         h2.nonce -= 1;
         assert_ne!(h.hash(), h2.hash());
+    }
+
+    fn header(proposer: &Keypair) -> BlockHeader {
+        BlockHeader {
+            version: BLOCK_VERSION,
+            chain_id: ChainId([7; 32]),
+            height: 3,
+            prev_hash: Hash32([1; 32]),
+            tx_root: Hash32([2; 32]),
+            state_root: Hash32([3; 32]),
+            timestamp_ms: 1_700_000_000_000,
+            proposer: proposer.public(),
+            difficulty: 0,
+            nonce: 9,
+        }
+    }
+
+    /// `sign_proposal` once returned an all-zero signature if signing
+    /// failed. It now cannot fail: it signs exactly what the generic
+    /// (fallible) construction signs, and the signature verifies.
+    #[test]
+    fn proposal_signature_is_never_made_up() {
+        let kp = Keypair::from_seed([5; 32]);
+        let h = header(&kp);
+        let sig = h.sign_proposal(&kp);
+        assert_ne!(sig, Signature([0; 64]));
+        let want = sign_tagged(&kp, ctx::BLOCK_PROPOSAL, &h.chain_id, &h.hash().0).unwrap();
+        assert_eq!(sig, want);
+        let vk = VerifyingKey::from_public(&kp.public()).unwrap();
+        assert_eq!(h.verify_proposal(&vk, &sig), Ok(()));
+    }
+
+    /// A finality vote once fell back to an all-zero signature likewise; it
+    /// now signs the 40-byte vote message with no fallback and verifies.
+    #[test]
+    fn vote_signature_is_never_made_up() {
+        let kp = Keypair::from_seed([6; 32]);
+        let h = header(&kp);
+        let vote = FinalityCert::vote(&h, &kp);
+        assert_ne!(vote.signature, Signature([0; 64]));
+        let msg = vote_message(h.height, &h.hash());
+        let want = sign_tagged(&kp, ctx::FINALITY, &h.chain_id, &msg).unwrap();
+        assert_eq!(vote.signature, want);
+        let mut cert = FinalityCert::new(&h);
+        cert.add(vote).unwrap();
+        let vk = VerifyingKey::from_public(&kp.public()).unwrap();
+        assert_eq!(cert.verify(&h, &[vk]), Ok(()));
+    }
+
+    /// Every context the crate signs with fits the signing prefix (the
+    /// `const` items would not compile otherwise; this states the bound).
+    #[test]
+    fn signing_contexts_fit_the_prefix() {
+        for c in [ctx::BLOCK_PROPOSAL, ctx::FINALITY, ctx::TX_SIG] {
+            assert!(c.len() <= crate::tx::CTX_MAX_LEN, "{c}");
+        }
     }
 }
 

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 /// Why bytes could not be decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum DecodeError {
     /// The bytes are not an encoding of the expected type (truncated, an
     /// unknown variant, a length over a capacity, an invalid value).
@@ -46,6 +47,7 @@ impl core::error::Error for DecodeError {}
 /// Why a value could not be encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum EncodeError {
     /// The caller's buffer is too small for the encoding.
     BufferFull,
@@ -159,10 +161,23 @@ pub fn encode_to_heapless<T: Serialize + ?Sized, const N: usize>(
 }
 
 /// Encodes `value` into a new vector.
+///
+/// # Panics
+/// If `T`'s `Serialize` impl cannot be encoded by postcard at all (a
+/// sequence or map of unknown length, or an impl that reports an error):
+/// never for this crate's types, which hold fixed-size values, heapless
+/// strings and vectors and B-tree maps and sets. A vector grows as needed
+/// (allocation failure aborts), so no other failure exists. An empty vector
+/// in place of the value, the former fallback, would be a wrong encoding.
 #[cfg(feature = "alloc")]
 pub fn encode_to_vec<T: Serialize + ?Sized>(value: &T) -> alloc::vec::Vec<u8> {
-    // Serializing into a Vec only fails on allocation failure, which aborts.
-    postcard::to_allocvec(value).unwrap_or_default()
+    match postcard::to_allocvec(value) {
+        Ok(bytes) => bytes,
+        Err(e) => panic!(
+            "{} has no postcard encoding: {e}",
+            core::any::type_name::<T>()
+        ),
+    }
 }
 
 /// The length of the encoding of `value`.
@@ -189,6 +204,22 @@ mod tests {
         assert_eq!(decode_exact::<u8>(&[1, 2], 1), Err(DecodeError::TooLong));
         // bool must be 0 or 1
         assert_eq!(decode_exact::<bool>(&[2], 1), Err(DecodeError::Malformed));
+    }
+
+    /// A value postcard cannot encode (a sequence of unknown length) once
+    /// encoded to an empty vector; now it is an error, never wrong bytes.
+    #[cfg(feature = "alloc")]
+    #[test]
+    #[should_panic(expected = "has no postcard encoding")]
+    fn encode_to_vec_never_returns_made_up_bytes() {
+        struct UnknownLength;
+        impl Serialize for UnknownLength {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::SerializeSeq;
+                s.serialize_seq(None)?.end()
+            }
+        }
+        let _ = encode_to_vec(&UnknownLength);
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub const HKDF_MAX_OUTPUT: usize = 255 * 32;
 /// Why a primitive refused its input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum CryptoError {
     /// The X25519 shared secret is all zero: the peer's public key has small
     /// order (contributory behaviour is required, RFC 7748 §6.1).
@@ -248,12 +249,18 @@ pub fn hkdf_expand(
         .map_err(|_| CryptoError::OutputTooLong)
 }
 
+const _: () = assert!(KEY_LEN <= HKDF_MAX_OUTPUT);
+
 /// HKDF-Expand to one 32-byte key.
 pub fn hkdf_expand_key(prk: &SecretKey, info_parts: &[&[u8]]) -> SecretKey {
     let mut k = SecretKey([0; KEY_LEN]);
-    // 32 bytes is far below the HKDF limit: this cannot fail.
-    let _ = hkdf_expand(prk, info_parts, &mut k.0);
-    k
+    match hkdf_expand(prk, info_parts, &mut k.0) {
+        Ok(()) => k,
+        // A PRK is a 32-byte SHA-256 output and one key is KEY_LEN bytes,
+        // at most HKDF_MAX_OUTPUT (asserted at compile time below): never an
+        // all-zero key.
+        Err(e) => unreachable!("HKDF-Expand of one key cannot fail: {e}"),
+    }
 }
 
 /// Encrypts `buf` in place with ChaCha20-Poly1305 (RFC 8439 §2.8) and
@@ -492,5 +499,19 @@ mod tests {
             sa.diffie_hellman(&pb).unwrap().as_bytes(),
             sb.diffie_hellman(&pa).unwrap().as_bytes()
         );
+    }
+
+    /// `hkdf_expand_key` once ignored an HKDF error with `let _ =`, which
+    /// would have left an all-zero key. It has no such arm now: the key is
+    /// exactly the first 32 bytes of HKDF-Expand.
+    #[test]
+    fn hkdf_expand_key_is_the_expand_output() {
+        let prk = hkdf_extract(b"salt", b"input keying material");
+        let parts: [&[u8]; 2] = [b"sensorchain/", b"test"];
+        let k = hkdf_expand_key(&prk, &parts);
+        let mut want = [0u8; KEY_LEN];
+        hkdf_expand(&prk, &parts, &mut want).unwrap();
+        assert_eq!(k.as_bytes(), &want);
+        assert_ne!(k.as_bytes(), &[0u8; KEY_LEN]);
     }
 }

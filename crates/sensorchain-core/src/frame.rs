@@ -58,6 +58,7 @@ pub const DELIMITER: u8 = 0x00;
 /// Why a frame could not be encoded or decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum FrameError {
     /// The caller's output buffer is too small.
     BufferFull,

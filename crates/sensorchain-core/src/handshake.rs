@@ -84,7 +84,9 @@ use core::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{decode_exact, encode_to_slice};
-use crate::crypto::{SecretKey, X25519Public, X25519Secret, hkdf_expand_key, hkdf_extract};
+use crate::crypto::{
+    KEY_LEN, SecretKey, X25519Public, X25519Secret, hkdf_expand_key, hkdf_extract,
+};
 use crate::hash::{ChainId, Hash32, TaggedHasher};
 use crate::identity::{KeyId, Keypair, PublicKey, Signature, VerifyingKey};
 use crate::session::Session;
@@ -130,6 +132,7 @@ pub mod label {
 /// consumed, a new handshake starts from message 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum HandshakeError {
     /// Responder: the initiator's key id is not in the allowlist.
     UnknownIdentity,
@@ -186,6 +189,7 @@ impl core::error::Error for HandshakeError {}
 /// Why an allowlist refuses an identity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum Refusal {
     /// No registered identity has this key id.
     Unknown,
@@ -339,20 +343,24 @@ fn signed_parts<'a>(
     [ctx_len, ctx.as_bytes(), &th.0, mac.as_bytes()]
 }
 
-fn sign_parts(kp: &Keypair, ctx: &str, th: &Hash32, mac: &SecretKey) -> Signature {
-    // 1 + 32 + 32 + 32 bytes: ctx strings are short constants.
-    let mut buf = [0u8; 1 + 40 + 64];
-    let len = ctx.len();
-    buf[0] = len as u8;
-    let mut pos = 1;
-    for part in [ctx.as_bytes(), &th.0, mac.as_bytes()] {
-        if let Some(dst) = buf.get_mut(pos..pos + part.len()) {
-            dst.copy_from_slice(part);
-        }
+/// Longest handshake signature label: [`sign_parts`]'s buffer holds
+/// `len(ctx) || ctx || TH || MAC` for any label up to this length.
+const SIG_LABEL_MAX: usize = 40;
+const _: () = assert!(label::SIG2.len() <= SIG_LABEL_MAX && label::SIG3.len() <= SIG_LABEL_MAX);
+
+/// Signs exactly the bytes [`signed_parts`] lists (what the peer verifies).
+/// `ctx` is [`label::SIG2`] or [`label::SIG3`], whose lengths are checked
+/// against the buffer at compile time, so every part is copied: no part is
+/// ever skipped.
+fn sign_parts(kp: &Keypair, ctx: &'static str, th: &Hash32, mac: &SecretKey) -> Signature {
+    let mut buf = [0u8; 1 + SIG_LABEL_MAX + 32 + KEY_LEN];
+    let ctx_len = [ctx.len() as u8];
+    let mut pos = 0;
+    for part in signed_parts(&ctx_len, ctx, th, mac) {
+        buf[pos..pos + part.len()].copy_from_slice(part);
         pos += part.len();
     }
-    let msg = buf.get(..pos).unwrap_or(&buf);
-    let sig = kp.sign(msg);
+    let sig = kp.sign(&buf[..pos]);
     zeroize::Zeroize::zeroize(&mut buf);
     sig
 }
@@ -1052,4 +1060,36 @@ fn verify_message3(
         transcript: th4,
         session: Session::from_secret_keys(r2i, i2r),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `sign_parts` once skipped a part that did not fit its buffer, so it
+    /// would have signed other bytes than the peer verifies. Now every part
+    /// is copied: for both labels the signature is over exactly
+    /// `len(ctx) || ctx || TH || MAC` and verifies against `signed_parts`.
+    #[test]
+    fn sign_parts_signs_every_part() {
+        let kp = Keypair::from_seed([3; 32]);
+        let vk = VerifyingKey::from_public(&kp.public()).unwrap();
+        let th = Hash32([0xa5; 32]);
+        let mac = SecretKey([0x5a; KEY_LEN]);
+        for ctx in [label::SIG2, label::SIG3] {
+            let sig = sign_parts(&kp, ctx, &th, &mac);
+            let mut whole = std::vec![ctx.len() as u8];
+            whole.extend_from_slice(ctx.as_bytes());
+            whole.extend_from_slice(&th.0);
+            whole.extend_from_slice(mac.as_bytes());
+            assert_eq!(whole.len(), 1 + ctx.len() + 64);
+            assert_eq!(sig, kp.sign(&whole), "{ctx}");
+            let len = [ctx.len() as u8];
+            assert_eq!(
+                vk.verify_parts(&signed_parts(&len, ctx, &th, &mac), &sig),
+                Ok(())
+            );
+            assert!(ctx.len() <= SIG_LABEL_MAX);
+        }
+    }
 }

@@ -176,6 +176,7 @@ impl fmt::Debug for Keypair {
 /// Why a public key cannot be registered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum KeyError {
     /// The bytes are not the encoding of any curve point.
     NotOnCurve,
@@ -205,6 +206,7 @@ impl core::error::Error for KeyError {}
 /// Why a signature does not verify.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum SignatureError {
     /// `S` is not below the group order `L`.
     NonCanonicalS,
@@ -403,6 +405,7 @@ impl fmt::Debug for Address {
 /// Why text could not be parsed as a key or address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum ParseError {
     /// A character outside the alphabet, or the wrong length.
     BadHex,

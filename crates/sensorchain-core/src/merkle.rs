@@ -65,6 +65,7 @@ pub const MAX_LEVELS: usize = 64;
 /// Why a Merkle operation failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum MerkleError {
     /// The leaf index is not smaller than the tree size.
     IndexOutOfRange,
@@ -183,28 +184,18 @@ impl RootBuilder {
 
     /// [`push`](Self::push) for a count known to be below `u64::MAX`.
     fn push_unchecked(&mut self, leaf_hash: Hash32) {
-        // With count < u64::MAX, depth = popcount(count) <= 63, so the slot
-        // exists; `get_mut` keeps this panic-free regardless.
-        let Some(slot) = self.stack.get_mut(self.depth) else {
-            return;
-        };
-        *slot = leaf_hash;
+        // With count < u64::MAX, depth = popcount(count) <= 63 < MAX_LEVELS,
+        // so the slot exists. Indexed, not skipped: a leaf silently left out
+        // would be a wrong root.
+        self.stack[self.depth] = leaf_hash;
         self.depth += 1;
         // Merge equal-sized complete subtrees: one merge per trailing one bit
-        // of the old count.
+        // of the old count (each has its subtree on the stack, so depth >= 2).
         let mut c = self.count;
         while c & 1 == 1 && self.depth >= 2 {
-            let (Some(left), Some(right)) = (
-                self.stack.get(self.depth - 2),
-                self.stack.get(self.depth - 1),
-            ) else {
-                break;
-            };
-            let parent = node_hash(left, right);
+            let parent = node_hash(&self.stack[self.depth - 2], &self.stack[self.depth - 1]);
             self.depth -= 1;
-            if let Some(slot) = self.stack.get_mut(self.depth - 1) {
-                *slot = parent;
-            }
+            self.stack[self.depth - 1] = parent;
             c >>= 1;
         }
         self.count += 1;
@@ -223,7 +214,9 @@ impl RootBuilder {
     /// The root of the tree of all leaves pushed so far ([`EMPTY_ROOT`] for
     /// none). The builder can keep growing afterwards.
     pub fn root(&self) -> Hash32 {
-        let subtrees = self.stack.get(..self.depth).unwrap_or(&[]);
+        // depth <= MAX_LEVELS always (see push_unchecked); never the empty
+        // root in place of a broken builder's.
+        let subtrees = &self.stack[..self.depth];
         let mut iter = subtrees.iter().rev();
         let Some(mut acc) = iter.next().copied() else {
             return EMPTY_ROOT;

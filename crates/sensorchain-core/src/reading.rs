@@ -65,6 +65,7 @@ pub enum Vital {
 /// Why a reading is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum ReadingError {
     /// The value is outside the documented plausibility range.
     OutOfRange,

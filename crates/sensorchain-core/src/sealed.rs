@@ -88,6 +88,7 @@ pub mod label {
 /// Why a payload could not be sealed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum SealError {
     /// The plaintext is longer than [`MAX_SEALED_PLAINTEXT`].
     PlaintextTooLong,
@@ -116,6 +117,7 @@ impl core::error::Error for SealError {}
 /// Why a sealed payload could not be opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum OpenError {
     /// The payload's version is not [`SEALED_VERSION`].
     Version,

@@ -53,6 +53,7 @@ pub const REPLAY_WINDOW: u64 = 64;
 /// Why a frame could not be sealed or opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum SessionError {
     /// The caller's buffer cannot hold the frame (payload plus
     /// [`FRAME_OVERHEAD`] bytes).

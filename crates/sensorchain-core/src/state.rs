@@ -289,8 +289,19 @@ impl WorldState {
             votes: &self.votes,
             consents: &self.consents,
         };
-        postcard::serialize_with_flavor(&c, HashFlavor(crate::hash::TaggedHasher::new(ctx::STATE)))
-            .unwrap_or(Hash32::ZERO)
+        match postcard::serialize_with_flavor(
+            &c,
+            HashFlavor(crate::hash::TaggedHasher::new(ctx::STATE)),
+        ) {
+            Ok(root) => root,
+            // HashFlavor never fails, and postcard's serializer fails only on
+            // a sequence or map of unknown length or a Serialize impl that
+            // reports an error: `Committed` holds fixed-size values,
+            // heapless strings and B-tree maps and sets (exact lengths), and
+            // none of their impls errs (`commitment_covers_every_field`
+            // exercises each). Never a made-up commitment such as zero.
+            Err(e) => unreachable!("the state commitment cannot fail to serialize: {e}"),
+        }
     }
 
     /// A snapshot of the whole state (for a gateway's fast restart):

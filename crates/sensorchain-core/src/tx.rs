@@ -242,6 +242,7 @@ pub struct Transaction {
 /// Why a transaction could not be built or checked on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum TxError {
     /// The encoding is longer than [`TX_MAX_LEN`] or a buffer was too small.
     TooLarge,
@@ -313,7 +314,56 @@ pub(crate) fn write_signing_prefix(
     Ok(n)
 }
 
+/// Longest context string a signature names: the signing prefix
+/// `len(ctx) || ctx || chain_id` is then at most [`SIGNING_PREFIX_MAX`]
+/// bytes, the buffer [`verify_tagged`] builds it in.
+pub(crate) const CTX_MAX_LEN: usize = 31;
+
+/// Longest signing prefix, `prefix_len` of a [`CTX_MAX_LEN`]-byte context.
+pub(crate) const SIGNING_PREFIX_MAX: usize = 1 + CTX_MAX_LEN + 32;
+
+/// Longest message [`sign_tagged_fixed`] signs (checked per call site at
+/// compile time).
+pub(crate) const FIXED_MSG_MAX: usize = 64;
+
+/// A context string known to fit the signing prefix: built by a `const`
+/// item, so an over-long context is a compile error, not a runtime one.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SigningCtx(&'static str);
+
+impl SigningCtx {
+    /// Wraps `ctx`; use only in a `const` item, where the length check
+    /// runs at compile time.
+    pub(crate) const fn new(ctx: &'static str) -> SigningCtx {
+        assert!(ctx.len() <= CTX_MAX_LEN, "signing context too long");
+        SigningCtx(ctx)
+    }
+}
+
+/// Signs `len(ctx) || ctx || chain_id || data` for a fixed-size `data`
+/// (at most [`FIXED_MSG_MAX`] bytes, checked at compile time): the bytes
+/// [`verify_tagged`] checks. Infallible by construction: the buffer holds
+/// the longest prefix plus the longest message, so no arm can make up a
+/// signature.
+pub(crate) fn sign_tagged_fixed<const N: usize>(
+    kp: &Keypair,
+    ctx: SigningCtx,
+    chain: &ChainId,
+    data: &[u8; N],
+) -> Signature {
+    const { assert!(N <= FIXED_MSG_MAX, "message too long for sign_tagged_fixed") };
+    let mut buf = [0u8; SIGNING_PREFIX_MAX + FIXED_MSG_MAX];
+    let c = ctx.0.len(); // <= CTX_MAX_LEN by SigningCtx's invariant
+    let p = prefix_len(ctx.0); // <= SIGNING_PREFIX_MAX
+    buf[0] = c as u8;
+    buf[1..1 + c].copy_from_slice(ctx.0.as_bytes());
+    buf[1 + c..p].copy_from_slice(&chain.0);
+    buf[p..p + N].copy_from_slice(data);
+    kp.sign(&buf[..p + N])
+}
+
 /// Signs `len(ctx) || ctx || chain_id || data` (data at most [`TX_MAX_LEN`]).
+#[cfg(test)]
 pub(crate) fn sign_tagged(
     kp: &Keypair,
     ctx: &str,
@@ -358,8 +408,9 @@ pub fn verify_tagged(
     data: &[u8],
     sig: &Signature,
 ) -> Result<(), SignatureError> {
-    let mut prefix = [0u8; 64];
-    // Context strings are crate constants shorter than 31 bytes.
+    let mut prefix = [0u8; SIGNING_PREFIX_MAX];
+    // Context strings are crate constants of at most CTX_MAX_LEN bytes; an
+    // over-long one is refused (never verified against other bytes).
     let n = write_signing_prefix(&mut prefix, ctx, chain).map_err(|_| SignatureError::Mismatch)?;
     vk.verify_parts(&[&prefix[..n], data], sig)
 }

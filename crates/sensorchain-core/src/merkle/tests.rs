@@ -659,3 +659,45 @@ mod proofs {
         }
     }
 }
+
+/// `RootBuilder::root` once answered [`EMPTY_ROOT`] for a builder whose
+/// subtree count was out of range (and `push` silently dropped a leaf with
+/// no slot). Both index the stack now: a broken invariant is a loud error,
+/// never a made-up root. (Unreachable through the public API: depth is the
+/// popcount of a `u64` count.)
+#[test]
+#[should_panic]
+fn broken_builder_never_answers_the_empty_root() {
+    let b = RootBuilder {
+        stack: [Hash32([1; 32]); MAX_LEVELS],
+        depth: MAX_LEVELS + 1,
+        count: 1,
+    };
+    let _ = b.root();
+}
+
+/// The largest stack a builder reaches, 63 complete subtrees (the count
+/// `u64::MAX - 1`, whose popcount is 63), then one more push at the last
+/// slot: no leaf is dropped, the root is over all 64 subtrees.
+#[test]
+fn builder_uses_every_stack_slot() {
+    let mut b = RootBuilder {
+        stack: [Hash32::ZERO; MAX_LEVELS],
+        depth: 63,
+        count: u64::MAX - 1,
+    };
+    for (i, s) in b.stack.iter_mut().take(63).enumerate() {
+        *s = leaf_hash(&[i as u8]);
+    }
+    let before = b.root();
+    b.push(leaf_hash(b"last")).unwrap();
+    assert_eq!(b.len(), u64::MAX);
+    assert_eq!(b.depth, 64);
+    assert_ne!(b.root(), before);
+    let mut acc = leaf_hash(b"last");
+    for left in b.stack[..63].iter().rev() {
+        acc = node_hash(left, &acc);
+    }
+    assert_eq!(b.root(), acc);
+    assert_eq!(b.push(leaf_hash(b"one more")), Err(MerkleError::TreeFull));
+}

@@ -11,6 +11,7 @@ use crate::tx::TxError;
 /// Why a transaction is refused by the rules of the world state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum TxRuleError {
     /// The signer is not a registered identity.
     UnknownSigner,
@@ -142,6 +143,7 @@ impl core::error::Error for TxRuleError {}
 /// What is wrong with a block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum BlockErrorKind {
     /// Unknown header version.
     Version,

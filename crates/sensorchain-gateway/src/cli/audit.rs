@@ -93,6 +93,8 @@ fn block_kind(k: &BlockErrorKind) -> &'static str {
         BlockErrorKind::Tx(TxRuleError::BadSignature(_)) => "tx_signature",
         BlockErrorKind::Tx(_) => "tx_rule",
         BlockErrorKind::Certificate(_) => "certificate",
+        // BlockErrorKind is non-exhaustive: a kind added in core later.
+        _ => "invalid_block",
     }
 }
 

@@ -129,7 +129,8 @@ impl Decoder for LinkCodec {
                     let _ = src.split_to(used);
                     let reason = match e {
                         FrameError::Oversized => "oversized",
-                        FrameError::Malformed | FrameError::BufferFull => "malformed_cobs",
+                        // FrameError is non-exhaustive: anything else is malformed too.
+                        FrameError::Malformed | FrameError::BufferFull | _ => "malformed_cobs",
                     };
                     self.count_bad(reason)?;
                     continue;
