@@ -111,32 +111,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 /// Writes `bytes` to `path` atomically (temp file, fsync, rename); an
 /// existing file is replaced only if `force`.
 pub fn write_file(path: &Path, bytes: &[u8], force: bool) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    std::io::Write::write_all(&mut tmp, bytes)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        // public material: readable by all (NamedTempFile creates 0600)
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    }
-    tmp.as_file().sync_all()?;
-    let persisted = if force {
-        tmp.persist(path).map(|_| ())
-    } else {
-        tmp.persist_noclobber(path).map(|_| ())
-    };
-    persisted.map_err(|e| {
-        if !force && path.exists() {
-            super::exists_error(path)
-        } else {
-            anyhow::anyhow!("cannot write {}: {}", path.display(), e.error)
-        }
-    })
+    // public material: readable by all
+    super::write_file_atomic(path, bytes, 0o644, force)
 }
 
 /// Creates the genesis block and writes it.

@@ -288,6 +288,48 @@ pub fn exists_error(path: &std::path::Path) -> anyhow::Error {
     anyhow::anyhow!("{} exists (use --force to overwrite)", path.display())
 }
 
+/// Writes `bytes` to `path` atomically (temp file in the same directory,
+/// `mode` on unix, fsync, rename); an existing file is replaced only if
+/// `force`, else refused with [`exists_error`] (also when it appears while
+/// writing: the rename does not clobber).
+pub fn write_file_atomic(
+    path: &std::path::Path,
+    bytes: &[u8],
+    mode: u32,
+    force: bool,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    // NamedTempFile creates its file with mode 0600
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+    std::io::Write::write_all(&mut tmp, bytes)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))?;
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    tmp.as_file().sync_all()?;
+    let persisted = if force {
+        tmp.persist(path).map(|_| ())
+    } else {
+        tmp.persist_noclobber(path).map(|_| ())
+    };
+    persisted.map_err(|e| {
+        if !force && path.exists() {
+            exists_error(path)
+        } else {
+            anyhow::anyhow!("cannot write {}: {}", path.display(), e.error)
+        }
+    })
+}
+
 /// Runs a parsed command line (after [`init_tracing`]); the exit code says
 /// success (0), a finding such as an invalid chain (1), or an error (2, via
 /// `Err`).

@@ -13,7 +13,6 @@
 //! flow from keygen to a flashed board.
 
 use std::fs;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -264,33 +263,7 @@ pub fn render(page: &[u8], format: PageFormat, base: Option<u32>) -> anyhow::Res
 /// Writes `bytes` to `path` with mode 0600 (temp file, fsync, rename);
 /// refuses to replace an existing file unless `force`.
 pub fn write_secret(path: &Path, bytes: &[u8], force: bool) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    // NamedTempFile creates its file with mode 0600
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
-    tmp.write_all(bytes)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(fs::Permissions::from_mode(0o600))?;
-    }
-    tmp.as_file().sync_all()?;
-    let persisted = if force {
-        tmp.persist(path).map(|_| ())
-    } else {
-        tmp.persist_noclobber(path).map(|_| ())
-    };
-    persisted.map_err(|e| {
-        if !force && path.exists() {
-            super::exists_error(path)
-        } else {
-            anyhow::anyhow!("cannot write {}: {}", path.display(), e.error)
-        }
-    })
+    super::write_file_atomic(path, bytes, 0o600, force)
 }
 
 /// The transactions that let `device` connect and send readings: what
