@@ -795,8 +795,8 @@ fn tamper_scene(dir: &Path, data: &Path, out: &Out) -> anyhow::Result<serde_json
             tx.signature.0[10] ^= 0x40;
         }
     }
-    store.overwrite_block_bytes_unchecked(height, &block.to_vec())?;
     drop(store);
+    crate::store::tamper_block_bytes(&copy, height, &block.to_vec())?;
     let report = super::audit::audit_dir(&copy, false)?;
     let detected = !report.valid;
     let what = report

@@ -33,11 +33,12 @@ use sensorchain_core::hash::Hash32;
 use sensorchain_core::state::WorldState;
 use sensorchain_core::tx::TxKind;
 
-use super::{
-    BLOCKS, BY_DEVICE, BY_STREAM, BY_TIME, CERTS, Head, META, META_HEAD, SNAPSHOTS, Store,
-    StoreError, TX_INDEX, TX_OFFSETS, TxOffsets, decode_block, decode_cert, guard, header_of,
-    open_ro,
+use super::chain::{decode_block, decode_cert, header_of};
+use super::schema::{
+    BLOCKS, BY_DEVICE, BY_STREAM, BY_TIME, CERTS, META, META_HEAD, SNAPSHOTS, TX_INDEX, TX_OFFSETS,
+    TxOffsets, open_ro,
 };
+use super::{Head, Store, StoreError, guard};
 
 /// How many blocks [`Store::check_integrity`] walks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,11 +1,16 @@
+use super::error::io_error;
+use super::schema::{META, META_HEAD, SNAPSHOTS};
 use super::*;
-use sensorchain_core::block::quorum;
+use redb::ReadableTableMetadata;
+use sensorchain_core::block::{Block, FinalityCert, quorum};
 use sensorchain_core::chain::{Chain, build_block};
-use sensorchain_core::identity::Keypair;
+use sensorchain_core::hash::Hash32;
+use sensorchain_core::identity::{Keypair, PublicKey};
+use sensorchain_core::merkle;
 use sensorchain_core::permissions::Role;
 use sensorchain_core::reading::Vital;
 use sensorchain_core::state::SigCheck;
-use sensorchain_core::tx::{GenesisConfig, Member, Params, Payload, TxBody};
+use sensorchain_core::tx::{GenesisConfig, Member, Params, Payload, Transaction, TxBody, TxKind};
 
 /// A small network for tests: admins, validating gateways, devices.
 pub(crate) struct World {
@@ -625,4 +630,29 @@ pub(crate) fn overwrite_head(store: &Store, head: Head) {
         .insert(META_HEAD, head.encode().as_slice())
         .unwrap();
     w.commit().unwrap();
+}
+
+/// The demo's tamper write works on a store directory nobody holds, and
+/// refuses one that is open (a running gateway's store): Busy, nothing
+/// written.
+#[test]
+fn tamper_block_bytes_refuses_a_held_store() {
+    let dir = tmp();
+    let mut w = World::new(2);
+    let store = Store::open(dir.path()).unwrap();
+    w.commit_genesis(&store);
+    w.fill(&store, 4, 3);
+    let before = store.block_bytes(2).unwrap().unwrap();
+    let mut bytes = before.clone();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    let e = tamper_block_bytes(dir.path(), 2, &bytes).unwrap_err();
+    assert!(matches!(e, StoreError::Busy), "{e}");
+    assert_eq!(store.block_bytes(2).unwrap().unwrap(), before);
+    drop(store);
+    tamper_block_bytes(dir.path(), 2, &bytes).unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.block_bytes(2).unwrap().unwrap(), bytes);
+    let e = store.check_integrity(IntegrityDepth::Full).unwrap_err();
+    assert!(e.to_string().contains("height 2"), "{e}");
 }

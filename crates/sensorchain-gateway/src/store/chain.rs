@@ -1,0 +1,356 @@
+//! The write path (one durable write transaction per block, certificates)
+//! and the reads of blocks, headers, certificates and the head.
+
+use redb::ReadableTable;
+use sensorchain_core::block::{Block, BlockHeader, FinalityCert};
+use sensorchain_core::codec;
+use sensorchain_core::hash::Hash32;
+use sensorchain_core::identity::PublicKey;
+use sensorchain_core::tx::{Transaction, TxKind};
+
+use super::keys::{key_device, key_stream, key_time};
+use super::schema::{
+    BLOCKS, BY_DEVICE, BY_STREAM, BY_TIME, CERTS, META, META_HEAD, TX_INDEX, TX_OFFSETS, TxOffsets,
+    open_ro,
+};
+use super::snapshots::put_snapshot;
+use super::{CERT_MAX_LEN, Head, Store, StoreError, guard};
+
+/// What a write transaction needs to index one transaction.
+pub(super) struct TxEntry {
+    id: Hash32,
+    reading: Option<(PublicKey, u16, u64, u64)>,
+}
+
+impl Store {
+    /// Stores the next block in one durable write transaction: its bytes,
+    /// the index entries of its transactions (`encoded_txs`: their exact
+    /// encodings, in order, as the block's `encoded_txs()`), the new head,
+    /// and optionally its finality certificate and a snapshot of the world
+    /// state after it. The height must be head + 1 (0 for the first block)
+    /// and `prev_hash` the head's hash, else [`StoreError::Conflict`].
+    ///
+    /// The block is not validated here (that is the core's
+    /// `WorldState::apply_block`, which the caller runs first).
+    pub fn commit_block(
+        &self,
+        block: &Block,
+        encoded_txs: &[Vec<u8>],
+        cert: Option<&FinalityCert>,
+        snapshot: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        guard::guarded("blocks", Some(block.header.height), || {
+            let h = &block.header;
+            let height = h.height;
+            if encoded_txs.len() != block.txs.len() {
+                return Err(StoreError::Invalid(format!(
+                    "{} encodings for {} transactions",
+                    encoded_txs.len(),
+                    block.txs.len()
+                )));
+            }
+            let hash = h.hash();
+            if let Some(c) = cert
+                && (c.height != height || c.block_hash != hash)
+            {
+                return Err(StoreError::Invalid(
+                    "the certificate is for another block".into(),
+                ));
+            }
+            let bytes = block.to_vec();
+            let offsets = layout_of(block, &bytes, encoded_txs)?;
+            let cert_bytes = cert.map(codec::encode_to_vec);
+            let mut entries = Vec::with_capacity(block.txs.len());
+            let mut readings = 0u64;
+            for (tx, enc) in block.txs.iter().zip(encoded_txs) {
+                let reading = match &tx.body.kind {
+                    TxKind::Reading { stream, .. } => {
+                        readings += 1;
+                        Some((
+                            tx.body.signer,
+                            *stream,
+                            tx.body.timestamp_ms,
+                            tx.body.sequence,
+                        ))
+                    }
+                    _ => None,
+                };
+                entries.push(TxEntry {
+                    id: Transaction::id_of_encoded(enc),
+                    reading,
+                });
+            }
+
+            let w = self.begin_write()?;
+            {
+                let mut meta = w.open_table(META)?;
+                let head = match meta.get(META_HEAD)? {
+                    Some(g) => Some(Head::decode(g.value())?),
+                    None => None,
+                };
+                let (expected, prev, txs_before, readings_before) = match head {
+                    Some(hd) => (
+                        hd.height + 1,
+                        hd.hash,
+                        hd.tx_count_total,
+                        hd.reading_count_total,
+                    ),
+                    None => (0, Hash32::ZERO, 0, 0),
+                };
+                if height != expected {
+                    return Err(StoreError::Conflict(format!(
+                        "block height {height}, but the next height is {expected}"
+                    )));
+                }
+                if h.prev_hash != prev {
+                    return Err(StoreError::Conflict(format!(
+                        "block {height} does not link to the stored head (previous hash differs)"
+                    )));
+                }
+                let new_head = Head {
+                    height,
+                    hash,
+                    timestamp_ms: h.timestamp_ms,
+                    tx_count_total: txs_before + block.txs.len() as u64,
+                    reading_count_total: readings_before + readings,
+                };
+                meta.insert(META_HEAD, new_head.encode().as_slice())?;
+
+                w.open_table(BLOCKS)?.insert(height, bytes.as_slice())?;
+                w.open_table(TX_OFFSETS)?
+                    .insert(height, offsets.encode().as_slice())?;
+                if let Some(c) = &cert_bytes {
+                    w.open_table(CERTS)?.insert(height, c.as_slice())?;
+                }
+                let mut tx_index = w.open_table(TX_INDEX)?;
+                let mut by_device = w.open_table(BY_DEVICE)?;
+                let mut by_stream = w.open_table(BY_STREAM)?;
+                let mut by_time = w.open_table(BY_TIME)?;
+                // Transaction ids are uniformly random keys: inserting them in
+                // key order walks the B-tree's leaves once, left to right,
+                // instead of jumping between them (same pages written, fewer
+                // page-cache misses).
+                let mut by_id: Vec<(&[u8; 32], u32)> = entries
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| (&e.id.0, i as u32))
+                    .collect();
+                by_id.sort_unstable();
+                for (id, i) in by_id {
+                    tx_index.insert(id.as_slice(), (height, i))?;
+                }
+                for (i, e) in entries.iter().enumerate() {
+                    let i = i as u32;
+                    if let Some((dev, stream, ts, seq)) = e.reading {
+                        let v = (height, i, stream);
+                        by_device.insert(key_device(&dev, ts, seq).as_slice(), v)?;
+                        by_stream.insert(key_stream(&dev, stream, ts, seq).as_slice(), v)?;
+                        by_time.insert(key_time(&dev, ts, seq).as_slice(), v)?;
+                    }
+                }
+                if let Some(s) = snapshot {
+                    put_snapshot(&w, height, s)?;
+                }
+            }
+            w.commit()?;
+            Ok(())
+        })
+    }
+
+    /// Stores (or replaces) the finality certificate of the stored block at
+    /// `height`.
+    pub fn put_cert(&self, height: u64, cert: &FinalityCert) -> Result<(), StoreError> {
+        guard::guarded("certs", Some(height), || {
+            if cert.height != height {
+                return Err(StoreError::Invalid(format!(
+                    "certificate for height {}, stored at {height}",
+                    cert.height
+                )));
+            }
+            let bytes = codec::encode_to_vec(cert);
+            let w = self.begin_write()?;
+            {
+                let blocks = w.open_table(BLOCKS)?;
+                let Some(b) = blocks.get(height)? else {
+                    return Err(StoreError::NotFound(format!("no block at height {height}")));
+                };
+                let hash = header_of(height, b.value(), None)?.hash();
+                if hash != cert.block_hash {
+                    return Err(StoreError::Invalid(format!(
+                        "the certificate is not for the stored block {height}"
+                    )));
+                }
+                drop(b);
+                w.open_table(CERTS)?.insert(height, bytes.as_slice())?;
+            }
+            w.commit()?;
+            Ok(())
+        })
+    }
+
+    /// The last stored block, if any.
+    pub fn head(&self) -> Result<Option<Head>, StoreError> {
+        guard::guarded("meta", None, || {
+            let r = self.begin_read()?;
+            let Some(meta) = open_ro(&r, META)? else {
+                return Ok(None);
+            };
+            meta.get(META_HEAD)?
+                .map(|g| Head::decode(g.value()))
+                .transpose()
+        })
+    }
+
+    /// The exact stored bytes of the block at `height`.
+    pub fn block_bytes(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        guard::guarded("blocks", Some(height), || {
+            let r = self.begin_read()?;
+            let Some(t) = open_ro(&r, BLOCKS)? else {
+                return Ok(None);
+            };
+            Ok(t.get(height)?.map(|g| g.value().to_vec()))
+        })
+    }
+
+    /// The block at `height`, strictly decoded; [`StoreError::Corrupt`]
+    /// naming the height if its bytes do not decode or claim another height.
+    pub fn block(&self, height: u64) -> Result<Option<Block>, StoreError> {
+        self.block_bytes(height)?
+            .map(|b| decode_block(height, &b))
+            .transpose()
+    }
+
+    /// The header of the block at `height` (decodes only the header).
+    pub fn header(&self, height: u64) -> Result<Option<BlockHeader>, StoreError> {
+        guard::guarded("blocks", Some(height), || {
+            let r = self.begin_read()?;
+            let (Some(blocks), Some(offs)) = (open_ro(&r, BLOCKS)?, open_ro(&r, TX_OFFSETS)?)
+            else {
+                return Ok(None);
+            };
+            let Some(b) = blocks.get(height)? else {
+                return Ok(None);
+            };
+            let o = offs.get(height)?;
+            let layout = o
+                .map(|o| TxOffsets::decode(height, o.value(), b.value().len()))
+                .transpose()?;
+            header_of(height, b.value(), layout.as_ref()).map(Some)
+        })
+    }
+
+    /// The finality certificate stored for `height`.
+    pub fn cert(&self, height: u64) -> Result<Option<FinalityCert>, StoreError> {
+        guard::guarded("certs", Some(height), || {
+            let r = self.begin_read()?;
+            let Some(t) = open_ro(&r, CERTS)? else {
+                return Ok(None);
+            };
+            t.get(height)?
+                .map(|g| decode_cert(height, g.value()))
+                .transpose()
+        })
+    }
+
+    /// Runs `f` on the stored bytes and layout of block `height`.
+    pub(super) fn with_block_layout<T>(
+        &self,
+        height: u64,
+        f: impl FnOnce(&[u8], &TxOffsets) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        guard::guarded("blocks", Some(height), || {
+            let r = self.begin_read()?;
+            let (Some(blocks), Some(offs)) = (open_ro(&r, BLOCKS)?, open_ro(&r, TX_OFFSETS)?)
+            else {
+                return Ok(None);
+            };
+            let Some(b) = blocks.get(height)? else {
+                return Ok(None);
+            };
+            let bytes = b.value();
+            let Some(o) = offs.get(height)? else {
+                return Err(StoreError::corrupt(height, "transaction offsets missing"));
+            };
+            let layout = TxOffsets::decode(height, o.value(), bytes.len())?;
+            f(bytes, &layout).map(Some)
+        })
+    }
+}
+
+/// Computes the layout of `bytes` (the block's encoding) and checks that
+/// its transactions are exactly `encoded` (they are the tail of the
+/// encoding, in order).
+pub(super) fn layout_of(
+    block: &Block,
+    bytes: &[u8],
+    encoded: &[Vec<u8>],
+) -> Result<TxOffsets, StoreError> {
+    let mismatch = || StoreError::Invalid("the encodings are not the block's transactions".into());
+    let total: usize = encoded.iter().map(Vec::len).sum();
+    let start = bytes.len().checked_sub(total).ok_or_else(mismatch)?;
+    let header_len = codec::encoded_len(&block.header);
+    if bytes.len() > u32::MAX as usize || header_len > start {
+        return Err(StoreError::Invalid("block too large".into()));
+    }
+    let mut offsets = Vec::with_capacity(encoded.len() + 1);
+    let mut at = start;
+    for e in encoded {
+        if bytes.get(at..at + e.len()) != Some(e.as_slice()) {
+            return Err(mismatch());
+        }
+        offsets.push(at);
+        at += e.len();
+    }
+    offsets.push(at);
+    Ok(TxOffsets {
+        header_len,
+        offsets,
+    })
+}
+
+/// Strictly decodes a stored block, checking that it claims `height`.
+pub fn decode_block(height: u64, bytes: &[u8]) -> Result<Block, StoreError> {
+    let b = Block::decode(bytes)
+        .map_err(|e| StoreError::corrupt(height, format!("block does not decode: {e}")))?;
+    if b.header.height != height {
+        return Err(StoreError::corrupt(
+            height,
+            format!(
+                "block stored at height {height} claims height {}",
+                b.header.height
+            ),
+        ));
+    }
+    Ok(b)
+}
+
+/// Strictly decodes a stored certificate.
+pub fn decode_cert(height: u64, bytes: &[u8]) -> Result<FinalityCert, StoreError> {
+    codec::decode_exact(bytes, CERT_MAX_LEN).map_err(|e| {
+        StoreError::corrupt(height, format!("finality certificate does not decode: {e}"))
+    })
+}
+
+/// The header of stored block bytes: from the layout if known, else by
+/// decoding the whole block.
+pub(super) fn header_of(
+    height: u64,
+    bytes: &[u8],
+    layout: Option<&TxOffsets>,
+) -> Result<BlockHeader, StoreError> {
+    let h = match layout {
+        Some(l) => {
+            BlockHeader::decode(bytes.get(..l.header_len).unwrap_or_default()).map_err(|e| {
+                StoreError::corrupt(height, format!("block header does not decode: {e}"))
+            })?
+        }
+        None => decode_block(height, bytes)?.header,
+    };
+    if h.height != height {
+        return Err(StoreError::corrupt(
+            height,
+            format!("block stored at height {height} claims height {}", h.height),
+        ));
+    }
+    Ok(h)
+}
