@@ -222,20 +222,8 @@ impl Store {
 
     /// The header of the block at `height` (decodes only the header).
     pub fn header(&self, height: u64) -> Result<Option<BlockHeader>, StoreError> {
-        guard::guarded("blocks", Some(height), || {
-            let r = self.begin_read()?;
-            let (Some(blocks), Some(offs)) = (open_ro(&r, BLOCKS)?, open_ro(&r, TX_OFFSETS)?)
-            else {
-                return Ok(None);
-            };
-            let Some(b) = blocks.get(height)? else {
-                return Ok(None);
-            };
-            let o = offs.get(height)?;
-            let layout = o
-                .map(|o| TxOffsets::decode(height, o.value(), b.value().len()))
-                .transpose()?;
-            header_of(height, b.value(), layout.as_ref()).map(Some)
+        self.with_stored_block(height, |bytes, layout| {
+            header_of(height, bytes, layout.as_ref())
         })
     }
 
@@ -258,6 +246,21 @@ impl Store {
         height: u64,
         f: impl FnOnce(&[u8], &TxOffsets) -> Result<T, StoreError>,
     ) -> Result<Option<T>, StoreError> {
+        self.with_stored_block(height, |bytes, layout| {
+            let layout =
+                layout.ok_or_else(|| StoreError::corrupt(height, "transaction offsets missing"))?;
+            f(bytes, &layout)
+        })
+    }
+
+    /// Runs `f` on the stored bytes of block `height` and its layout (`None`
+    /// if its `tx_offsets` entry is missing); `None` if there is no such
+    /// block.
+    fn with_stored_block<T>(
+        &self,
+        height: u64,
+        f: impl FnOnce(&[u8], Option<TxOffsets>) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
         guard::guarded("blocks", Some(height), || {
             let r = self.begin_read()?;
             let (Some(blocks), Some(offs)) = (open_ro(&r, BLOCKS)?, open_ro(&r, TX_OFFSETS)?)
@@ -268,11 +271,11 @@ impl Store {
                 return Ok(None);
             };
             let bytes = b.value();
-            let Some(o) = offs.get(height)? else {
-                return Err(StoreError::corrupt(height, "transaction offsets missing"));
-            };
-            let layout = TxOffsets::decode(height, o.value(), bytes.len())?;
-            f(bytes, &layout).map(Some)
+            let layout = offs
+                .get(height)?
+                .map(|o| TxOffsets::decode(height, o.value(), bytes.len()))
+                .transpose()?;
+            f(bytes, layout).map(Some)
         })
     }
 }

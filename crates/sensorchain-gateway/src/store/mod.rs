@@ -55,6 +55,20 @@
 //! `SingleWriter` mode: see `builder`). [`Store::open_read_only`] (audit,
 //! export) works on a stopped gateway's store; a running gateway's chain is
 //! read through its API.
+//!
+//! # Files
+//!
+//! This file opens the store ([`Store`], the constants); the rest is split
+//! by concern: `error.rs` ([`StoreError`]), `schema.rs` (the tables above,
+//! the head and offsets records, the format check), `keys.rs` (the reading
+//! indexes' key codecs), `chain.rs` (the write path: [`Store::commit_block`],
+//! certificates; block, header, certificate and head reads), `indexes.rs`
+//! (the transaction index, inclusion proofs, the reading queries and the
+//! check of one block's entries), `snapshots.rs`, `iter.rs` (streaming the
+//! chain), `integrity.rs`, `guard.rs` (panics to errors) and `tamper.rs`
+//! (writes that bypass every check: [`tamper_block_bytes`] for the demo,
+//! `Store::overwrite_block_bytes_unchecked` for tests only, under
+//! `cfg(test)` or the `test-hooks` feature).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
