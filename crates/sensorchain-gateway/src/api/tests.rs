@@ -25,7 +25,7 @@ use sensorchain_core::tx::{
 
 use super::*;
 use crate::metrics::Metrics;
-use crate::node::{NodeConfig, now_ms};
+use crate::node::{NodeConfig, Rejected, now_ms};
 use crate::store::Store;
 
 struct Fx {
@@ -1629,4 +1629,122 @@ async fn connection_cap_header_timeout_and_shutdown() {
         .unwrap();
     assert!(t.elapsed() < Duration::from_secs(30));
     drop(idle2);
+}
+
+/// A client's check of a `GET /chain/consistency` answer
+/// (docs/PROTOCOL.md, "Chain consistency"), with nothing but the core's
+/// header decoding and hash: the headers of heights `from + 1 ..` link, one
+/// by one, from the block hash the client trusts (`from_hash`) to `to_hash`.
+fn verify_extension(
+    chain: sensorchain_core::hash::ChainId,
+    from: u64,
+    from_hash: Hash32,
+    headers: &[Vec<u8>],
+    to_hash: Hash32,
+) -> Result<(), String> {
+    let mut prev = from_hash;
+    for (i, bytes) in headers.iter().enumerate() {
+        let h = BlockHeader::decode(bytes).map_err(|e| format!("header {i}: {e:?}"))?;
+        if h.chain_id != chain {
+            return Err(format!("header {i} is of another chain"));
+        }
+        if h.height != from + 1 + i as u64 {
+            return Err(format!("header {i} is of height {}", h.height));
+        }
+        if h.prev_hash != prev {
+            return Err(format!("header {i} does not link to the block before"));
+        }
+        prev = h.hash();
+    }
+    if prev != to_hash {
+        return Err("the last header is not the block to_hash names".into());
+    }
+    Ok(())
+}
+
+fn headers_of(v: &Value) -> Vec<Vec<u8>> {
+    v["headers"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no headers: {v}"))
+        .iter()
+        .map(|h| hex::decode(h.as_str().unwrap()).unwrap())
+        .collect()
+}
+
+/// Spec item 11: the chain's consistency proof. A client that trusts block
+/// 1 checks that block 4 (and the head) extend it; a changed, dropped or
+/// reordered header, or another starting block, fails the check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chain_consistency_proves_one_block_extends_another() {
+    let f = fixture();
+    let r = f.router();
+    for seq in 1..=5 {
+        let c = commit(&r, &f.reading(seq, 0, Vital::HeartRate { bpm: 70 })).await;
+        assert_eq!(c["height"], seq);
+    }
+    let store = f.node.store();
+    let hash = |h: u64| store.header(h).unwrap().unwrap().hash();
+
+    let p = get_ok(&r, "/chain/consistency?from=1&to=4").await;
+    assert_eq!((p["from"].clone(), p["to"].clone()), (json!(1), json!(4)));
+    assert_eq!(h32(&p["from_hash"]), hash(1));
+    assert_eq!(h32(&p["to_hash"]), hash(4));
+    let headers = headers_of(&p);
+    assert_eq!(headers.len(), 3);
+    // the client checks against the hashes it trusts, not the answer's
+    assert_eq!(
+        verify_extension(f.chain(), 1, hash(1), &headers, hash(4)),
+        Ok(())
+    );
+    // block 4 has a finality certificate (the node's single validator)
+    let cert = f.node.store().cert(4).unwrap();
+    assert_eq!(p["finality_cert"].is_null(), cert.is_none(), "{p}");
+
+    // wrong proofs fail
+    let mut changed = headers.clone();
+    let last = changed[1].len() - 1;
+    changed[1][last] ^= 0x01; // the nonce of block 3
+    assert!(verify_extension(f.chain(), 1, hash(1), &changed, hash(4)).is_err());
+    let mut swapped = headers.clone();
+    swapped.swap(0, 1);
+    assert!(verify_extension(f.chain(), 1, hash(1), &swapped, hash(4)).is_err());
+    assert!(verify_extension(f.chain(), 1, hash(1), &headers[..2], hash(4)).is_err());
+    assert!(verify_extension(f.chain(), 1, hash(1), &headers[1..], hash(4)).is_err());
+    assert!(verify_extension(f.chain(), 1, hash(2), &headers, hash(4)).is_err());
+    assert!(verify_extension(f.chain(), 1, hash(1), &headers, hash(5)).is_err());
+
+    // `to` defaults to the head; from genesis
+    let p = get_ok(&r, "/chain/consistency?from=0").await;
+    let head = get_ok(&r, "/chain/head").await;
+    assert_eq!(p["to"], head["height"]);
+    assert_eq!(p["to_hash"], head["hash"]);
+    let headers = headers_of(&p);
+    assert_eq!(headers.len(), 5);
+    assert_eq!(
+        verify_extension(f.chain(), 0, f.genesis.hash(), &headers, h32(&head["hash"])),
+        Ok(())
+    );
+    // a block extends itself with no header
+    let p = get_ok(&r, "/chain/consistency?from=3&to=3").await;
+    assert_eq!(p["headers"], json!([]));
+    assert_eq!(p["from_hash"], p["to_hash"]);
+
+    get(&r, "/chain/consistency")
+        .await
+        .err(StatusCode::BAD_REQUEST, "bad_query");
+    get(&r, "/chain/consistency?from=4&to=2")
+        .await
+        .err(StatusCode::BAD_REQUEST, "bad_range");
+    get(&r, "/chain/consistency?from=x")
+        .await
+        .err(StatusCode::BAD_REQUEST, "bad_query");
+    get(&r, "/chain/consistency?from=1&until=3")
+        .await
+        .err(StatusCode::BAD_REQUEST, "bad_query");
+    get(&r, "/chain/consistency?from=1&to=99")
+        .await
+        .err(StatusCode::NOT_FOUND, "unknown_block");
+    get(&r, "/chain/consistency?from=99")
+        .await
+        .err(StatusCode::NOT_FOUND, "unknown_block");
 }
