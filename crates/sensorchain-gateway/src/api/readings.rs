@@ -2,6 +2,8 @@
 //! `GET /devices/{key}/streams/{stream}/readings` and `GET /readings`, each
 //! a time window of an index, answered in at most `api.max_response_bytes`.
 
+use std::sync::Arc;
+
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
@@ -17,7 +19,7 @@ use super::errors::{ApiError, ApiResult, clip};
 use super::json::{hex, key_hex, payload_json};
 use super::params::{Range, RangeQuery, known_key, parse_range};
 use crate::node::Node;
-use crate::store::ReadingRef;
+use crate::store::{ReadingRef, Store, StoreError};
 
 /// A reading list's answer, written reading by reading into one buffer (no
 /// tree of JSON values for the whole list) and stopped before it passes
@@ -114,19 +116,13 @@ pub(super) async fn device_readings(
     Path(key): Path<String>,
     q: Result<Query<RangeQuery>, QueryRejection>,
 ) -> ApiResult {
-    let node = api.node.clone();
-    let state = node.state();
+    let state = api.node.state();
     let device = known_key(&state, &key)?;
     let r = parse_range(q)?;
-    let max = api.max_response_bytes;
-    api.pool
-        .run(move || {
-            let refs = node
-                .store()
-                .readings_by_device(&device, r.from, r.to, r.limit)?;
-            readings_json(&node, &state, refs, r, max)
-        })
-        .await
+    serve_readings(&api, state, r, move |store| {
+        store.readings_by_device(&device, r.from, r.to, r.limit)
+    })
+    .await
 }
 
 pub(super) async fn stream_readings(
@@ -134,8 +130,7 @@ pub(super) async fn stream_readings(
     Path((key, stream)): Path<(String, String)>,
     q: Result<Query<RangeQuery>, QueryRejection>,
 ) -> ApiResult {
-    let node = api.node.clone();
-    let state = node.state();
+    let state = api.node.state();
     let device = known_key(&state, &key)?;
     let stream: u16 = stream.parse().map_err(|_| {
         ApiError::bad_request(
@@ -144,28 +139,37 @@ pub(super) async fn stream_readings(
         )
     })?;
     let r = parse_range(q)?;
-    let max = api.max_response_bytes;
-    api.pool
-        .run(move || {
-            let refs = node
-                .store()
-                .readings_by_stream(&device, stream, r.from, r.to, r.limit)?;
-            readings_json(&node, &state, refs, r, max)
-        })
-        .await
+    serve_readings(&api, state, r, move |store| {
+        store.readings_by_stream(&device, stream, r.from, r.to, r.limit)
+    })
+    .await
 }
 
 pub(super) async fn all_readings(
     State(api): State<Api>,
     q: Result<Query<RangeQuery>, QueryRejection>,
 ) -> ApiResult {
-    let node = api.node.clone();
-    let state = node.state();
+    let state = api.node.state();
     let r = parse_range(q)?;
+    serve_readings(&api, state, r, move |store| {
+        store.readings_by_time(r.from, r.to, r.limit)
+    })
+    .await
+}
+
+/// Runs the index query `query` on the read pool and answers with its
+/// readings ([`readings_json`], capped at `api.max_response_bytes`).
+async fn serve_readings(
+    api: &Api,
+    state: Arc<WorldState>,
+    r: Range,
+    query: impl FnOnce(&Store) -> Result<Vec<ReadingRef>, StoreError> + Send + 'static,
+) -> ApiResult {
+    let node = api.node.clone();
     let max = api.max_response_bytes;
     api.pool
         .run(move || {
-            let refs = node.store().readings_by_time(r.from, r.to, r.limit)?;
+            let refs = query(node.store())?;
             readings_json(&node, &state, refs, r, max)
         })
         .await
