@@ -5,6 +5,8 @@
 use axum::extract::{Path, State};
 use serde_json::{Value, json};
 
+use sensorchain_core::state::WorldState;
+
 use super::errors::{ApiError, ApiResult};
 use super::json::{hex, identity_json, key_hex, perm_names};
 use super::params::known_key;
@@ -13,16 +15,13 @@ use crate::node::Node;
 
 /// Every identity (built on the read pool: the list grows with the network).
 pub(super) async fn identities(State(api): State<Api>) -> ApiResult {
-    let state = api.node.state();
-    api.pool
-        .run(move || {
-            let list: Vec<Value> = state
-                .identities()
-                .map(|(pk, rec)| identity_json(pk, rec))
-                .collect();
-            ok_json(json!({ "count": list.len(), "identities": list }))
-        })
-        .await
+    list_on_pool(&api, "identities", |state| {
+        state
+            .identities()
+            .map(|(pk, rec)| identity_json(pk, rec))
+            .collect()
+    })
+    .await
 }
 
 pub(super) async fn identity(State(node): State<Node>, Path(key): Path<String>) -> ApiResult {
@@ -102,20 +101,36 @@ pub(super) async fn votes(State(node): State<Node>) -> ApiResult {
 
 /// Every consent (built on the read pool: the list grows with the network).
 pub(super) async fn consents(State(api): State<Api>) -> ApiResult {
+    list_on_pool(&api, "consents", |state| {
+        state
+            .consents()
+            .map(|(p, r)| {
+                json!({
+                    "patient": key_hex(p),
+                    "reader": key_hex(r),
+                    "reader_role": state.identity(r).and_then(|x| x.role).map(|x| x.name()),
+                })
+            })
+            .collect()
+    })
+    .await
+}
+
+/// `{"count": n, name: [...]}` of the list `build` makes from the world
+/// state, built on the read pool (these lists grow with the network).
+async fn list_on_pool(
+    api: &Api,
+    name: &'static str,
+    build: impl FnOnce(&WorldState) -> Vec<Value> + Send + 'static,
+) -> ApiResult {
     let state = api.node.state();
     api.pool
         .run(move || {
-            let list: Vec<Value> = state
-                .consents()
-                .map(|(p, r)| {
-                    json!({
-                        "patient": key_hex(p),
-                        "reader": key_hex(r),
-                        "reader_role": state.identity(r).and_then(|x| x.role).map(|x| x.name()),
-                    })
-                })
-                .collect();
-            ok_json(json!({ "count": list.len(), "consents": list }))
+            let list = build(&state);
+            let mut o = serde_json::Map::new();
+            o.insert("count".into(), json!(list.len()));
+            o.insert(name.into(), Value::Array(list));
+            ok_json(Value::Object(o))
         })
         .await
 }
