@@ -6,6 +6,7 @@ use sensorchain_core::codec::DecodeError;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// The disk (or the user's quota) is full: nothing of the failed write
     /// was committed.
