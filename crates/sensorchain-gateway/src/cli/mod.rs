@@ -3,7 +3,6 @@
 pub mod api_client;
 pub mod audit;
 pub mod bench;
-pub mod chain_source;
 pub mod export;
 
 pub mod demo;
