@@ -259,11 +259,11 @@ async fn run_demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
             scenes.stranger = Some(stranger_scene(addr, &chain_id, &c, &out).await);
         }
         if el == 3 && scenes.replay.is_none() {
-            scenes.replay = Some(replay_scene(addr, &chain_id, &c, &node, &out).await);
+            scenes.replay = Some(replay_scene(addr, &chain_id, &c, node, &out).await);
         }
         // `>=`: on a loaded machine a tick may skip a second
         if el >= 4 && scenes.revoked.is_none() && c.sensors.len() > 1 {
-            scenes.revoked = Some(revoke_scene(addr, &chain_id, &c, &node, &out).await);
+            scenes.revoked = Some(revoke_scene(addr, &chain_id, &c, node, &out).await);
         }
         let acked = counters.acked.load(Ordering::Relaxed);
         let rate = (acked - last.0) as f64 / last.1.elapsed().as_secs_f64();
@@ -280,7 +280,7 @@ async fn run_demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     }
     if scenes.revoked.is_none() && c.sensors.len() > 1 {
         // the earlier scenes took the whole run (a loaded machine)
-        scenes.revoked = Some(revoke_scene(addr, &chain_id, &c, &node, &out).await);
+        scenes.revoked = Some(revoke_scene(addr, &chain_id, &c, node, &out).await);
     }
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
@@ -289,7 +289,7 @@ async fn run_demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let streaming_seconds = t0.elapsed().as_secs_f64();
 
     // 5. who can read a sealed reading
-    let reading_scene = read_scene(&node, &c, &chain_id, &out)?;
+    let reading_scene = read_scene(node, &c, &chain_id, &out)?;
 
     // 6. stop the gateway (every thread and task joined: the store is
     // released) and audit the chain offline
