@@ -7,7 +7,8 @@
 //! **Start, in this order** (within the caller's tokio runtime):
 //! 1. the data directory is created 0700 (or tightened);
 //! 2. off the async runtime ([`tokio::task::spawn_blocking`]): the store is
-//!    opened with redb's page checksums and made 0600, the stored chain is
+//!    opened with redb's page checksums and made 0600 (an existing one open
+//!    to group or others with a warning), the stored chain is
 //!    checked and replayed (or the store initialised with the genesis
 //!    block), and the node's block producer thread starts (it starts and
 //!    joins its committer thread);
@@ -140,6 +141,7 @@ pub async fn start(cfg: AppConfig) -> Result<Running, StartError> {
     // long chain takes a while and must not hold a worker thread)
     let node = tokio::task::spawn_blocking(move || -> Result<Node, StartError> {
         prepare_data_dir(&data_dir).map_err(StartError::DataDir)?;
+        let created = !data_dir.join(crate::store::FILE_NAME).exists();
         // redb's page checksums, then the chain-level check in Node::start
         let store = Store::open_checked(&data_dir).map_err(|e| {
             StartError::Store(if e.is_corrupt() {
@@ -148,7 +150,13 @@ pub async fn start(cfg: AppConfig) -> Result<Running, StartError> {
                 format!("cannot open store in {}: {e}", data_dir.display())
             })
         })?;
-        setup::tighten(store.path(), 0o600, "store file").map_err(StartError::DataDir)?;
+        if created {
+            setup::set_private(store.path(), 0o600)
+        } else {
+            // an existing file open to group or others: tightened, warned
+            setup::tighten(store.path(), 0o600, "store file")
+        }
+        .map_err(StartError::DataDir)?;
         Node::start(store, key, &genesis, node_cfg, metrics).map_err(StartError::Node)
     })
     .await

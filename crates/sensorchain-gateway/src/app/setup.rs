@@ -246,3 +246,18 @@ pub(super) fn tighten(path: &Path, mode: u32, what: &str) -> anyhow::Result<()> 
     let _ = (path, mode, what);
     Ok(())
 }
+
+/// Sets the mode of a file the gateway has just created to `mode` (Unix;
+/// elsewhere a no-op), silently: unlike [`tighten`]'s case, nobody had it
+/// open to group or others before.
+pub(super) fn set_private(path: &Path, mode: u32) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("cannot restrict {} to {mode:04o}", path.display()))?;
+    }
+    #[cfg(not(unix))]
+    let _ = (path, mode);
+    Ok(())
+}

@@ -1,5 +1,6 @@
 //! The TCP listener: one task per accepted connection, each serving one
-//! link ([`super::link::serve_link`]).
+//! link ([`super::link::serve_link`]), all owned (and joined) by the
+//! listener's task, which [`crate::app`] owns (bound there, once).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,13 +56,4 @@ pub async fn serve_tcp(gw: Arc<Gateway>, listener: TcpListener) {
     }
     links.abort_all();
     while links.join_next().await.is_some() {}
-}
-
-/// Binds `addr` and spawns [`serve_tcp`] on it; returns the bound address
-/// (useful with port 0).
-pub async fn spawn_tcp(gw: Arc<Gateway>, addr: &str) -> std::io::Result<std::net::SocketAddr> {
-    let listener = TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
-    tokio::spawn(serve_tcp(gw, listener));
-    Ok(local)
 }
