@@ -2,7 +2,7 @@
 //! gateway's HTTP API, waiting until it is committed.
 //!
 //! One subcommand per administrative and patient kind of
-//! [`TxKind`](sensorchain_core::tx::TxKind) (a reading is a device's, sent
+//! [`TxKind`] (a reading is a device's, sent
 //! over its link):
 //!
 //! | command | kind | signer needs |
