@@ -24,13 +24,12 @@ use sensorchain_core::permissions::Role;
 use sensorchain_core::reading::Vital;
 use sensorchain_core::state::SigCheck;
 use sensorchain_core::tx::{GenesisConfig, Member, Params, Transaction, TxBody};
-use sensorchain_gateway::metrics::Metrics;
+use sensorchain_gateway::app::{self, AppConfig, Running};
 use sensorchain_gateway::net::client::Client;
 use sensorchain_gateway::net::codec::LinkCodec;
-use sensorchain_gateway::net::{Gateway, NetConfig, mono_ms, tcp};
+use sensorchain_gateway::net::{Gateway, NetConfig, mono_ms};
 use sensorchain_gateway::node::{Node, NodeConfig, Rejected, now_ms};
 use sensorchain_gateway::sim::reading_tx;
-use sensorchain_gateway::store::Store;
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
@@ -38,6 +37,8 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const TEST_LIMIT: Duration = Duration::from_secs(30);
 
 struct Fx {
+    /// The gateway (dropped first: its tasks are aborted).
+    _app: Running,
     _dir: tempfile::TempDir,
     gw: Keypair,
     chain: ChainId,
@@ -77,21 +78,22 @@ async fn start(name: &str, devices: Vec<Keypair>) -> Fx {
     )
     .unwrap();
     let chain = genesis.header.chain_id;
-    let store = Store::open(dir.path()).unwrap();
-    let cfg = NodeConfig {
-        batch_timeout: Duration::from_millis(5),
-        ..Default::default()
-    };
-    let node = Node::start(store, gw.clone(), &genesis, cfg, Arc::new(Metrics::new())).unwrap();
-    let net = NetConfig {
+    let mut app_cfg = AppConfig::new(gw.clone(), genesis, dir.path());
+    app_cfg.net = NetConfig {
         handshake_timeout: Duration::from_millis(1500),
         ..NetConfig::default()
     };
-    let gateway = Gateway::new(node.clone(), net);
-    let addr = tcp::spawn_tcp(gateway.clone(), "127.0.0.1:0")
-        .await
-        .unwrap();
+    app_cfg.node = NodeConfig {
+        batch_timeout: Duration::from_millis(5),
+        ..Default::default()
+    };
+    app_cfg.tcp = Some("127.0.0.1:0".into());
+    let app = app::start(app_cfg).await.unwrap();
+    let node = app.node().clone();
+    let gateway = app.links().clone();
+    let addr = app.link_addr().unwrap();
     Fx {
+        _app: app,
         _dir: dir,
         gw,
         chain,
@@ -433,7 +435,7 @@ async fn replayed_old_block_is_refused() {
         }
         // the chain is unchanged and audits clean
         assert_eq!(fx.node.store().head().unwrap().unwrap().height, head.height);
-        let report = sensorchain_gateway::cli::audit::audit_store(
+        let report = sensorchain_gateway::audit::audit_store(
             fx.node.store(),
             Duration::from_secs(3600),
             |_| {},
@@ -537,7 +539,7 @@ async fn crafted_ed25519_cases_get_the_core_verdict_at_ingest() {
         // Go accept it; libsodium does not) are on the chain
         assert_eq!(accepted, 2);
         c.close().await;
-        let report = sensorchain_gateway::cli::audit::audit_store(
+        let report = sensorchain_gateway::audit::audit_store(
             fx.node.store(),
             Duration::from_secs(3600),
             |_| {},

@@ -107,7 +107,7 @@ fn sensors_gateway_blocks_api_audit_export() {
         net.dir.path(),
     );
     assert_eq!(code, 0, "{out}");
-    let entries = sensorchain_gateway::cli::export::read_export(&export).unwrap();
+    let entries = sensorchain_gateway::export::read_export(&export).unwrap();
     let (blocks, certs): (Vec<_>, Vec<_>) = entries.into_iter().unzip();
     let state = validate_blocks(&blocks, &certs).unwrap();
     for d in &net.devices {

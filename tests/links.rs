@@ -22,13 +22,12 @@ use sensorchain_core::link::{self, DeviceMsg, GatewayMsg, LinkFrame, Refusal, Re
 use sensorchain_core::permissions::{Permissions, Role};
 use sensorchain_core::reading::Vital;
 use sensorchain_core::tx::{GenesisConfig, Member, Params, Transaction, TxBody, TxKind};
-use sensorchain_gateway::metrics::Metrics;
+use sensorchain_gateway::app::{self, AppConfig, Running};
 use sensorchain_gateway::net::client::{Client, ClientError};
 use sensorchain_gateway::net::codec::LinkCodec;
-use sensorchain_gateway::net::{Gateway, NetConfig, mono_ms, tcp};
+use sensorchain_gateway::net::{Gateway, NetConfig, mono_ms};
 use sensorchain_gateway::node::{Node, NodeConfig, now_ms};
 use sensorchain_gateway::sim::{SimSensor, reading_tx};
-use sensorchain_gateway::store::Store;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
@@ -39,6 +38,8 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const TEST_LIMIT: Duration = Duration::from_secs(40);
 
 struct Fx {
+    /// The gateway (dropped first: its tasks are aborted).
+    _app: Running,
     _dir: tempfile::TempDir,
     admin: Keypair,
     admin_seq: AtomicU64,
@@ -95,17 +96,19 @@ async fn start(n_genesis_devices: u32, net: NetConfig) -> Fx {
     )
     .unwrap();
     let chain = genesis.header.chain_id;
-    let store = Store::open(dir.path()).unwrap();
-    let cfg = NodeConfig {
+    let mut app_cfg = AppConfig::new(gw.clone(), genesis, dir.path());
+    app_cfg.net = net;
+    app_cfg.node = NodeConfig {
         batch_timeout: Duration::from_millis(5),
         ..Default::default()
     };
-    let node = Node::start(store, gw.clone(), &genesis, cfg, Arc::new(Metrics::new())).unwrap();
-    let gateway = Gateway::new(node.clone(), net);
-    let addr = tcp::spawn_tcp(gateway.clone(), "127.0.0.1:0")
-        .await
-        .unwrap();
+    app_cfg.tcp = Some("127.0.0.1:0".into());
+    let app = app::start(app_cfg).await.unwrap();
+    let node = app.node().clone();
+    let gateway = app.links().clone();
+    let addr = app.link_addr().unwrap();
     Fx {
+        _app: app,
         _dir: dir,
         admin,
         admin_seq: AtomicU64::new(1),

@@ -4,16 +4,20 @@
 //! same COBS-framed postcard frames), runs the core handshake as responder
 //! and the session channel, verifies every reading once, cuts blocks by size
 //! or time, stores them durably in redb before acknowledging, and serves an
-//! HTTP/JSON API and Prometheus metrics. The `sensorchain` binary wraps it
-//! with a CLI.
+//! HTTP/JSON API and Prometheus metrics. [`app::start`] starts all of it
+//! (the one composition root); the `sensorchain` binary wraps it with a CLI
+//! (the CLI is the binary's, not this library's).
 //!
 //! Seams for the cluster: block *proposal* ([`node`]), *validation* (the
 //! core's `WorldState::apply_block`) and *storage* ([`store`]) are separate
 //! parts, so that a consensus layer can order proposals between them.
 
 pub mod api;
-pub mod cli;
+pub mod app;
+pub mod audit;
+pub mod chain_source;
 pub mod config;
+pub mod export;
 pub mod keys;
 pub mod metrics;
 pub mod net;

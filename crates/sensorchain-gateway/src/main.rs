@@ -2,8 +2,10 @@
 
 use std::process::ExitCode;
 
+mod cli;
+
 use clap::Parser;
-use sensorchain_gateway::cli::{Cli, init_tracing, run};
+use cli::{Cli, init_tracing, run};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -286,6 +286,8 @@ struct Inner {
     /// Only the `Node` handles hold the sender: when the last one is dropped
     /// the producer sees the queue close, finishes and releases the store.
     queue: SyncSender<Pending>,
+    /// The block producer's thread, until [`Node::take_producer`] takes it.
+    producer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Refusals {
@@ -377,12 +379,29 @@ impl Node {
             }),
         });
         let producer = shared.clone();
-        let inner = Arc::new(Inner { shared, queue });
-        std::thread::Builder::new()
+        let producer = std::thread::Builder::new()
             .name("block-producer".into())
             .spawn(move || produce(producer, rx, cfg))
             .context("cannot start the block producer")?;
+        let inner = Arc::new(Inner {
+            shared,
+            queue,
+            producer: Mutex::new(Some(producer)),
+        });
         Ok(Node { inner })
+    }
+
+    /// The block producer's thread, once (`None` after the first call). It
+    /// ends — after its committer thread, which it joins, has stored the
+    /// last block and released its hold on the store — once every `Node`
+    /// handle is dropped; joining it is how a caller knows the node has
+    /// stopped ([`crate::app`] does).
+    pub fn take_producer(&self) -> Option<std::thread::JoinHandle<()>> {
+        self.inner
+            .producer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     /// The state after the last committed block.

@@ -12,6 +12,10 @@
 //!
 //! [`SimSensor`] turns the values into signed reading transactions (plain,
 //! or sealed for a list of readers with [`sealed_binding`]).
+//!
+//! This is the simulated sensor of `sensorchain sensor-sim`, the demo, the
+//! benchmark and the tests: it is in the library (not the CLI) because all
+//! of them, the process-level tests included, use the one simulation.
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};

@@ -30,7 +30,8 @@ use sensorchain_core::identity::{Keypair, PublicKey};
 use sensorchain_core::permissions::Permissions;
 use sensorchain_core::tx::{Transaction, TxBody, TxKind};
 
-use crate::node::now_ms;
+pub use sensorchain_gateway::chain_source::normalise_url;
+use sensorchain_gateway::node::now_ms;
 
 /// The API address `sensorchain run` listens on by default.
 pub const DEFAULT_API: &str = "http://127.0.0.1:7480";
@@ -126,31 +127,6 @@ pub struct Api {
     base: String,
     agent: ureq::Agent,
     wait: Duration,
-}
-
-/// Normalises an API address: `HOST:PORT` gets `http://`, a trailing `/`
-/// goes; `https://` is refused (this build has no TLS).
-pub fn normalise_url(url: &str) -> anyhow::Result<String> {
-    let url = url.trim().trim_end_matches('/');
-    if url.is_empty() {
-        bail!("empty API address (expected http://HOST:PORT)");
-    }
-    if url.starts_with("https://") {
-        bail!(
-            "{url}: https is not supported by this client; reach the API over loopback or an SSH \
-             tunnel (ssh -L 7480:127.0.0.1:7480 HOST) and use http://127.0.0.1:7480"
-        );
-    }
-    if let Some(rest) = url.strip_prefix("http://") {
-        if rest.is_empty() || rest.contains('/') {
-            bail!("{url}: expected http://HOST:PORT (no path)");
-        }
-        return Ok(url.to_string());
-    }
-    if url.contains("://") {
-        bail!("{url}: only http:// API addresses are supported");
-    }
-    normalise_url(&format!("http://{url}"))
 }
 
 impl Api {

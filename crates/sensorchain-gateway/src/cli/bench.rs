@@ -37,12 +37,12 @@ use sensorchain_core::state::{SigCheck, WorldState};
 use sensorchain_core::tx::{GenesisConfig, Member, Params, Transaction, TxBody, TxKind};
 use serde_json::{Value, json};
 
-use crate::metrics::Metrics;
-use crate::net::client::Client;
-use crate::net::{Gateway, NetConfig};
-use crate::node::{Node, NodeConfig, now_ms};
-use crate::sim::SimSensor;
-use crate::store::Store;
+use sensorchain_gateway::app::{self, AppConfig, Running};
+use sensorchain_gateway::net::NetConfig;
+use sensorchain_gateway::net::client::Client;
+use sensorchain_gateway::node::{Node, NodeConfig, now_ms};
+use sensorchain_gateway::sim::SimSensor;
+use sensorchain_gateway::store::Store;
 
 /// `sensorchain bench`
 #[derive(Debug, Args)]
@@ -327,9 +327,9 @@ fn machine() -> Value {
 // An in-process gateway with registered sensors.
 
 struct Net {
+    /// The gateway (before `_tmp`: it stops before its directory goes).
+    running: Running,
     _tmp: Option<tempfile::TempDir>,
-    node: Node,
-    gw: Arc<Gateway>,
     addr: std::net::SocketAddr,
     chain: ChainId,
     gateway: Keypair,
@@ -402,14 +402,16 @@ async fn start_net_here(o: &GatewayOpts) -> anyhow::Result<Net> {
     let genesis =
         Chain::genesis_block(&admin, cfg, now_ms()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let chain = genesis.header.chain_id;
-    let store = Store::open(&dir)?;
-    let node = Node::start(
-        store,
-        gateway.clone(),
-        &genesis,
-        node_config(o),
-        Arc::new(Metrics::new()),
-    )?;
+    let mut app_cfg = AppConfig::new(gateway.clone(), genesis, &dir);
+    app_cfg.node = node_config(o);
+    app_cfg.net = NetConfig {
+        max_inflight: 1024,
+        ..NetConfig::default()
+    };
+    app_cfg.tcp = Some("127.0.0.1:0".into());
+    app_cfg.shutdown_grace = Duration::from_secs(5);
+    let running = app::start(app_cfg).await?;
+    let node = running.node();
     let mut tickets = Vec::new();
     for (i, s) in sensors.iter().enumerate() {
         let body = TxBody {
@@ -432,16 +434,12 @@ async fn start_net_here(o: &GatewayOpts) -> anyhow::Result<Net> {
             .await
             .map_err(|e| anyhow::anyhow!("registration refused: {e}"))?;
     }
-    let net_cfg = NetConfig {
-        max_inflight: 1024,
-        ..NetConfig::default()
-    };
-    let gw = Gateway::new(node.clone(), net_cfg);
-    let addr = crate::net::tcp::spawn_tcp(gw.clone(), "127.0.0.1:0").await?;
+    let addr = running
+        .link_addr()
+        .context("the gateway does not listen for sensors")?;
     Ok(Net {
+        running,
         _tmp: tmp,
-        node,
-        gw,
         addr,
         chain,
         gateway,
@@ -452,7 +450,7 @@ async fn start_net_here(o: &GatewayOpts) -> anyhow::Result<Net> {
 impl Net {
     /// Readings committed durably so far (the store's head record).
     fn committed(&self) -> u64 {
-        self.node
+        self.node()
             .store()
             .head()
             .ok()
@@ -462,7 +460,7 @@ impl Net {
     }
 
     fn blocks(&self) -> u64 {
-        self.node
+        self.node()
             .store()
             .head()
             .ok()
@@ -471,8 +469,17 @@ impl Net {
             .unwrap_or(0)
     }
 
+    /// The node.
+    fn node(&self) -> &Node {
+        self.running.node()
+    }
+
+    /// Stops the gateway, joining every thread and task.
     async fn stop(self) {
-        self.gw.shutdown(Duration::from_secs(5)).await;
+        let stopped = self.running.shutdown().await;
+        for what in &stopped.not_stopped {
+            tracing::warn!("did not stop in time: {what}");
+        }
     }
 }
 
@@ -1005,14 +1012,14 @@ fn audit(a: &BenchAuditArgs) -> anyhow::Result<(bool, Value)> {
     };
     std::fs::create_dir_all(&dir)?;
     let mut built = None;
-    if !dir.join(crate::store::FILE_NAME).exists() {
+    if !dir.join(sensorchain_gateway::store::FILE_NAME).exists() {
         let t = Instant::now();
         build_chain(&dir, a)?;
         built = Some(t.elapsed().as_secs_f64());
     }
     let raw_before = raw_all_cores(Duration::from_secs(2));
     let raw_one = raw_verify_rate(1, Duration::from_secs(1));
-    let report = super::audit::audit_dir(&dir, false)?;
+    let report = sensorchain_gateway::audit::audit_dir(&dir, false)?;
     let raw_after = raw_all_cores(Duration::from_secs(2));
     let raw = (raw_before + raw_after) / 2.0;
     let rate = report.readings as f64 / report.seconds.max(1e-9);
@@ -1109,7 +1116,7 @@ async fn scale(a: &ScaleArgs, gw: tokio::runtime::Handle) -> anyhow::Result<(boo
                 "readings": now,
                 "readings_per_second": rate.round(),
                 "rss_mib": (rss as f64 / 1048576.0 * 10.0).round() / 10.0,
-                "store_mib": (std::fs::metadata(net.node.store().path()).map(|m| m.len()).unwrap_or(0) as f64 / 1048576.0).round(),
+                "store_mib": (std::fs::metadata(net.node().store().path()).map(|m| m.len()).unwrap_or(0) as f64 / 1048576.0).round(),
                 "elapsed_seconds": started.elapsed().as_secs_f64().round(),
             }));
             seg_committed = 0;

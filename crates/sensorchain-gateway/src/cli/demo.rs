@@ -2,12 +2,12 @@
 //!
 //! Creates keys (admin, gateway, one simulated sensor per patient, a doctor,
 //! an insurer, a stranger), a genesis block and a gateway configuration in a
-//! directory; starts the gateway (node, TCP links); registers the sensors
+//! directory; starts the gateway (`app::start`: node, TCP links); registers the sensors
 //! and patients with signed admin transactions and the patients' consents to
 //! the doctor; streams readings from the sensors over real TCP sessions (half
 //! of them sealed for the patient and the doctor); plays the scenes (a
 //! stranger refused, a replay, an implausible value, a revoked sensor cut
-//! off); then stops, shows the doctor decrypting a reading the insurer
+//! off); then stops it (every thread joined), shows the doctor decrypting a reading the insurer
 //! cannot, audits the stored chain, tampers with a copy and shows the audit
 //! catching it, and prints a summary (or one JSON object with `--json`).
 
@@ -32,14 +32,14 @@ use sensorchain_core::tx::{
 use serde_json::json;
 
 use super::DemoArgs;
-use crate::config::GatewayConfig;
-use crate::keys::write_keypair;
-use crate::metrics::Metrics;
-use crate::net::client::{Client, ClientError};
-use crate::net::{Gateway, NetConfig};
-use crate::node::{Node, NodeConfig, now_ms};
-use crate::sim::SimSensor;
-use crate::store::Store;
+use sensorchain_gateway::app::{self, AppConfig};
+use sensorchain_gateway::config::GatewayConfig;
+use sensorchain_gateway::keys::write_keypair;
+use sensorchain_gateway::metrics::Metrics;
+use sensorchain_gateway::net::client::{Client, ClientError};
+use sensorchain_gateway::node::{Node, now_ms};
+use sensorchain_gateway::sim::SimSensor;
+use sensorchain_gateway::store::Store;
 
 /// Everything the demo created.
 struct Cast {
@@ -183,17 +183,15 @@ async fn run_demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     ));
 
     // 2. the gateway
-    let metrics = Arc::new(Metrics::new());
-    let store = Store::open(&dir.join("data"))?;
-    let node = Node::start(
-        store,
-        c.gateway.clone(),
-        &genesis,
-        NodeConfig::default(),
-        metrics.clone(),
-    )?;
-    let gw = Gateway::new(node.clone(), NetConfig::default());
-    let addr = crate::net::tcp::spawn_tcp(gw.clone(), "127.0.0.1:0").await?;
+    let mut app_cfg = AppConfig::new(c.gateway.clone(), genesis.clone(), dir.join("data"));
+    app_cfg.tcp = Some("127.0.0.1:0".into());
+    app_cfg.shutdown_grace = Duration::from_secs(5);
+    let running = app::start(app_cfg).await?;
+    let node = running.node();
+    let metrics = node.metrics().clone();
+    let addr = running
+        .link_addr()
+        .context("the gateway does not listen for sensors")?;
     out.say(format!(
         "  gateway {}… listening on {addr}",
         &c.gateway.public().to_string()[..16]
@@ -261,11 +259,11 @@ async fn run_demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
             scenes.stranger = Some(stranger_scene(addr, &chain_id, &c, &out).await);
         }
         if el == 3 && scenes.replay.is_none() {
-            scenes.replay = Some(replay_scene(addr, &chain_id, &c, &node, &out).await);
+            scenes.replay = Some(replay_scene(addr, &chain_id, &c, node, &out).await);
         }
         // `>=`: on a loaded machine a tick may skip a second
         if el >= 4 && scenes.revoked.is_none() && c.sensors.len() > 1 {
-            scenes.revoked = Some(revoke_scene(addr, &chain_id, &c, &node, &out).await);
+            scenes.revoked = Some(revoke_scene(addr, &chain_id, &c, node, &out).await);
         }
         let acked = counters.acked.load(Ordering::Relaxed);
         let rate = (acked - last.0) as f64 / last.1.elapsed().as_secs_f64();
@@ -282,7 +280,7 @@ async fn run_demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     }
     if scenes.revoked.is_none() && c.sensors.len() > 1 {
         // the earlier scenes took the whole run (a loaded machine)
-        scenes.revoked = Some(revoke_scene(addr, &chain_id, &c, &node, &out).await);
+        scenes.revoked = Some(revoke_scene(addr, &chain_id, &c, node, &out).await);
     }
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
@@ -291,30 +289,19 @@ async fn run_demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let streaming_seconds = t0.elapsed().as_secs_f64();
 
     // 5. who can read a sealed reading
-    let reading_scene = read_scene(&node, &c, &chain_id, &out)?;
+    let reading_scene = read_scene(node, &c, &chain_id, &out)?;
 
-    // 6. stop the gateway and audit the chain offline
-    gw.shutdown(Duration::from_secs(5)).await;
+    // 6. stop the gateway (every thread and task joined: the store is
+    // released) and audit the chain offline
     let head = node.store().head()?.context("empty store")?;
-    drop(gw);
-    drop(node);
+    let stopped = running.shutdown().await;
+    anyhow::ensure!(
+        stopped.is_clean(),
+        "the gateway did not stop cleanly: {}",
+        stopped.not_stopped.join("; ")
+    );
     let data = dir.join("data");
-    let report = loop {
-        // the block producer releases the database once the node is dropped
-        match super::audit::audit_dir(&data, false) {
-            Ok(r) => break r,
-            Err(e)
-                if started.elapsed() < Duration::from_secs(600)
-                    && matches!(
-                        e.downcast_ref::<crate::store::StoreError>(),
-                        Some(crate::store::StoreError::Busy)
-                    ) =>
-            {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
-            Err(e) => return Err(e),
-        }
-    };
+    let report = sensorchain_gateway::audit::audit_dir(&data, false)?;
     out.say(format!(
         "\naudit: {} blocks, {} readings re-validated in {:.2} s: chain {}",
         report.blocks,
@@ -362,7 +349,7 @@ async fn run_demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     for r in ["unknown_identity", "not_permitted", "revoked"] {
         let n = metrics
             .handshake_failures
-            .get_or_create(&crate::metrics::Reason { reason: r.into() })
+            .get_or_create(&sensorchain_gateway::metrics::Reason { reason: r.into() })
             .get();
         if n > 0 {
             refused.insert(r.to_string(), n);
@@ -612,7 +599,7 @@ async fn replay_scene(
     };
     let again = client.submit(&old_bytes).await;
     // far above the stream's numbers, and refused before it is committed
-    let silly = crate::sim::reading_tx(
+    let silly = sensorchain_gateway::sim::reading_tx(
         s,
         chain,
         u64::MAX / 2,
@@ -796,8 +783,8 @@ fn tamper_scene(dir: &Path, data: &Path, out: &Out) -> anyhow::Result<serde_json
         }
     }
     drop(store);
-    crate::store::tamper_block_bytes(&copy, height, &block.to_vec())?;
-    let report = super::audit::audit_dir(&copy, false)?;
+    sensorchain_gateway::store::tamper_block_bytes(&copy, height, &block.to_vec())?;
+    let report = sensorchain_gateway::audit::audit_dir(&copy, false)?;
     let detected = !report.valid;
     let what = report
         .error

@@ -9,8 +9,8 @@ use sensorchain_core::permissions::{Permissions, Role};
 use sensorchain_core::tx::{GENESIS_MAX_MEMBERS, GenesisConfig, Member, Params};
 
 use super::GenesisArgs;
-use crate::keys::{parse_public, read_keypair};
-use crate::node::now_ms;
+use sensorchain_gateway::keys::{parse_public, read_keypair};
+use sensorchain_gateway::node::now_ms;
 
 /// Parses `ROLE:KEY[:PERMISSIONS]`.
 pub fn parse_member(s: &str) -> anyhow::Result<Member> {

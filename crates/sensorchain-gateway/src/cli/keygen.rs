@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use sensorchain_core::identity::Keypair;
 
 use super::KeygenArgs;
-use crate::keys::write_keypair;
+use sensorchain_gateway::keys::write_keypair;
 
 /// Generates an identity from the OS's randomness and writes its key file.
 pub fn keygen(args: &KeygenArgs) -> anyhow::Result<ExitCode> {

@@ -1,9 +1,11 @@
-//! The `sensorchain` command line.
+//! The `sensorchain` command line: the binary's, not the library's API.
+//! Each subcommand parses, calls the library (a gateway is started by
+//! `sensorchain_gateway::app::start`, a chain validated by
+//! `sensorchain_gateway::audit`) and prints.
 
 pub mod api_client;
 pub mod audit;
 pub mod bench;
-pub mod chain_source;
 pub mod export;
 
 pub mod demo;

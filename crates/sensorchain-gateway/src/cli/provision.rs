@@ -31,7 +31,7 @@ use sensorchain_device::provision::{KEY_PAGE_LEN, KeyPage, MAX_GATEWAYS, MAX_REA
 
 use super::api_client::{Api, DEFAULT_API, Receipt, permissions_of};
 use super::image::{self, NRF52840_KEY_PAGE_ADDRESS, RP2040_KEY_PAGE_ADDRESS};
-use crate::keys::{parse_public, read_keypair, write_keypair};
+use sensorchain_gateway::keys::{parse_public, read_keypair, write_keypair};
 
 /// How the key page is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -16,7 +16,9 @@
 //! validator of the genesis state ([`preflight`]); for a stored chain the
 //! node checks the key against the replayed state. `sensorchain run
 //! --check` does all of it without side effects ([`check`]) and prints `ok`
-//! or the problems.
+//! or the problems. The gateway itself is started and stopped by
+//! [`app::start`] and [`Running::shutdown`] (the order of both is in
+//! [`sensorchain_gateway::app`]).
 //!
 //! **Data at rest is private:** the process's umask is 0o077, the data
 //! directory is created 0700 and the store file 0600; an existing data
@@ -24,62 +26,67 @@
 //! 0600) with a warning.
 //!
 //! If a committed block takes `VALIDATE` from the gateway's key, the gateway
-//! stops (exit code 2) with the reason ([`Node::lost_validate`]).
+//! stops (exit code 2) with the reason ([`Running::run_until`]).
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
-use sensorchain_core::block::Block;
-use sensorchain_core::identity::Keypair;
+use sensorchain_gateway::app::{self, AppConfig, Running, preflight};
+use sensorchain_gateway::config::GatewayConfig;
+use sensorchain_gateway::node::{check_may_propose, replay};
+use sensorchain_gateway::store::{FILE_NAME, Store, StoreError};
 
 use super::RunArgs;
-use crate::config::GatewayConfig;
-use crate::metrics::Metrics;
-use crate::net::{Gateway, NetConfig, serial, tcp};
-use crate::node::{Node, NodeConfig, check_may_propose, genesis_state, replay};
-use crate::store::{FILE_NAME, Store, StoreError};
 
-/// How long shutdown waits for sessions to drain.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
-
-/// How long a gateway that lost `VALIDATE` keeps answering (every new
-/// submission refused as shutting down) before it stops.
-const LOST_VALIDATE_GRACE: Duration = Duration::from_secs(2);
-
-/// Runs `sensorchain run`.
+/// Runs `sensorchain run`: [`app::start`], then [`Running::run_until`] a
+/// signal. Prints where it listens, and on stop the height and anything
+/// that did not stop in time.
 pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     if args.check {
         return Ok(check(&args.config));
     }
     restrict_umask();
     let cfg = GatewayConfig::load(&args.config)?;
+    // the key file and genesis block are read before the runtime starts
+    let app_cfg = AppConfig::from_config(&cfg, &args.config)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
-    rt.block_on(async {
-        let running = start(&cfg, &args.config).await?;
-        let lost = tokio::select! {
-            _ = wait_for_signal() => None,
-            why = running.node.lost_validate() => Some(why),
-        };
-        if lost.is_some() {
-            // let the answers already decided (the block that took the
-            // permission, e.g. its submitter's) reach their senders
-            tokio::time::sleep(LOST_VALIDATE_GRACE).await;
-        }
-        tracing::info!("shutting down");
-        running.stop().await;
-        match lost {
-            Some(why) => Err(anyhow::anyhow!(why)),
-            None => anyhow::Ok(()),
-        }
+    let stopped = rt.block_on(async {
+        let running = app::start(app_cfg).await?;
+        print_started(&running);
+        let stopped = running.run_until(wait_for_signal()).await;
+        anyhow::Ok(stopped)
     })?;
-    Ok(ExitCode::SUCCESS)
+    drop(rt);
+    for what in &stopped.not_stopped {
+        tracing::warn!("did not stop in time: {what}");
+    }
+    println!("stopped at height {}", stopped.height);
+    match stopped.lost_validate {
+        Some(why) => Err(anyhow::anyhow!(why)),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// Prints who the gateway is and where it listens.
+fn print_started(r: &Running) {
+    let node = r.node();
+    let state = node.state();
+    println!("gateway     {}", node.public());
+    println!("chain id    {}", state.chain_id());
+    println!("height      {}", state.next_height().saturating_sub(1));
+    if let Some(a) = r.link_addr() {
+        println!("sensors     tcp://{a}");
+    }
+    for p in r.serial_ports() {
+        println!("sensors     serial://{p}");
+    }
+    if let Some(a) = r.api_addr() {
+        println!("api         http://{a}  (metrics: http://{a}/metrics)");
+    }
 }
 
 /// Sets the process's file mode creation mask to 0o077, so that every file
@@ -91,64 +98,6 @@ pub fn restrict_umask() {
     // it has no failure mode and touches no memory.
     unsafe {
         libc::umask(0o077);
-    }
-}
-
-/// What [`start`] needs that is read without side effects.
-pub struct Preflight {
-    /// The gateway's key.
-    pub key: Keypair,
-    /// The genesis block (decoded and validated).
-    pub genesis: Block,
-}
-
-/// The checks that need no side effect, after the configuration's own
-/// ([`GatewayConfig::check`]): the key file (readable, well-formed, not
-/// accessible by group or others), the genesis block (decodes, valid),
-/// `batch.max_txs` within the chain's `max_block_txs`, the data directory
-/// (a directory if it exists) and, if no chain is stored yet, the key a
-/// validator of the genesis state. Every problem is collected; `file` is the
-/// configuration's path (named in the messages).
-pub fn preflight(cfg: &GatewayConfig, file: &Path) -> Result<Preflight, Vec<String>> {
-    let mut problems = Vec::new();
-    let key = crate::keys::read_keypair(&cfg.key_file)
-        .map_err(|e| problems.push(format!("key_file: {e:#}")))
-        .ok();
-    let genesis = std::fs::read(&cfg.genesis_file)
-        .with_context(|| format!("cannot read genesis block {}", cfg.genesis_file.display()))
-        .and_then(|bytes| {
-            Block::decode(&bytes).map_err(|e| {
-                anyhow::anyhow!("{}: not a genesis block: {e}", cfg.genesis_file.display())
-            })
-        })
-        .and_then(|g| genesis_state(&g).map(|s| (g, s)))
-        .map_err(|e| problems.push(format!("genesis_file: {e:#}")))
-        .ok();
-    if let Some((_, state)) = &genesis {
-        let max = state.params().max_block_txs;
-        if cfg.batch.max_txs as u64 > u64::from(max) {
-            problems.push(format!(
-                "{}: batch.max_txs = {}: more than the chain's max_block_txs ({max}, set in the genesis block): a block holds at most that many",
-                file.display(),
-                cfg.batch.max_txs
-            ));
-        }
-    }
-    if cfg.data_dir.exists() && !cfg.data_dir.is_dir() {
-        problems.push(format!(
-            "data_dir: {} exists and is not a directory",
-            cfg.data_dir.display()
-        ));
-    }
-    let fresh = !cfg.data_dir.join(FILE_NAME).exists();
-    if let (Some(k), Some((_, state)), true) = (&key, &genesis, fresh)
-        && let Err(e) = check_may_propose(state, &k.public())
-    {
-        problems.push(format!("key_file {}: {e}", cfg.key_file.display()));
-    }
-    match (key, genesis) {
-        (Some(key), Some((genesis, _))) if problems.is_empty() => Ok(Preflight { key, genesis }),
-        _ => Err(problems),
     }
 }
 
@@ -210,182 +159,6 @@ pub fn check(file: &Path) -> ExitCode {
     println!("chain id    {}", pre.genesis.header.chain_id);
     println!("store       {stored}");
     ExitCode::SUCCESS
-}
-
-/// Creates the data directory 0700, or tightens an existing one that group
-/// or others may access to 0700 (with a warning).
-pub fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
-    if !dir.exists() {
-        let mut b = std::fs::DirBuilder::new();
-        b.recursive(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::DirBuilderExt;
-            b.mode(0o700);
-        }
-        b.create(dir)
-            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
-    }
-    tighten(dir, 0o700, "data directory")
-}
-
-/// Sets `path`'s mode to `mode` if group or others may access it, with a
-/// warning (Unix; elsewhere a no-op).
-fn tighten(path: &Path, mode: u32, what: &str) -> anyhow::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let meta = std::fs::metadata(path)
-            .with_context(|| format!("cannot read {what} {}", path.display()))?;
-        let had = meta.permissions().mode() & 0o777;
-        if had & 0o077 != 0 {
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).with_context(
-                || format!("cannot restrict {what} {} to {mode:04o}", path.display()),
-            )?;
-            tracing::warn!(
-                path = %path.display(),
-                "{what} had mode {had:04o}, open to group or others: set to {mode:04o}"
-            );
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = (path, mode, what);
-    Ok(())
-}
-
-/// A started gateway: node, links, API.
-pub struct Running {
-    /// The node.
-    pub node: Node,
-    /// The links' shared state.
-    pub gateway: Arc<Gateway>,
-    /// The TCP sensor address, if listening.
-    pub tcp: Option<SocketAddr>,
-    /// The HTTP API address, if serving.
-    pub api: Option<SocketAddr>,
-    api_task: Option<tokio::task::JoinHandle<()>>,
-    api_stop: Option<tokio::sync::oneshot::Sender<()>>,
-    api_grace: Duration,
-}
-
-/// The node settings of a configuration.
-pub fn node_config(cfg: &GatewayConfig) -> NodeConfig {
-    NodeConfig {
-        batch_max_txs: cfg.batch.max_txs,
-        batch_timeout: Duration::from_millis(cfg.batch.timeout_ms),
-        batch_linger: Duration::from_millis(cfg.batch.linger_ms),
-        max_pending: cfg.limits.max_pending,
-        snapshot_every: cfg.limits.snapshot_every,
-    }
-}
-
-/// Starts everything a configuration (read from `file`) describes, in the
-/// current tokio runtime, and prints the listening addresses. Nothing is
-/// created before [`preflight`] has passed.
-pub async fn start(cfg: &GatewayConfig, file: &Path) -> anyhow::Result<Running> {
-    let Preflight { key, genesis } = preflight(cfg, file).map_err(|problems| {
-        anyhow::anyhow!(
-            "{}: cannot start:\n  {}",
-            file.display(),
-            problems.join("\n  ")
-        )
-    })?;
-    prepare_data_dir(&cfg.data_dir)?;
-    // redb's page checksums, then the chain-level check in Node::start
-    let store = Store::open_checked(&cfg.data_dir).map_err(|e| match e {
-        e if e.is_corrupt() => anyhow::anyhow!(crate::store::integrity::refusal(&cfg.data_dir, &e)),
-        e => anyhow::anyhow!("cannot open store in {}: {e}", cfg.data_dir.display()),
-    })?;
-    tighten(store.path(), 0o600, "store file")?;
-    let node = Node::start(
-        store,
-        key,
-        &genesis,
-        node_config(cfg),
-        Arc::new(Metrics::new()),
-    )?;
-    let state = node.state();
-    println!("gateway     {}", node.public());
-    println!("chain id    {}", state.chain_id());
-    println!("height      {}", state.next_height().saturating_sub(1));
-    let gateway = Gateway::new(node.clone(), NetConfig::from_limits(&cfg.limits));
-    let mut tcp_addr = None;
-    if let Some(addr) = &cfg.listen.tcp {
-        let a = tcp::spawn_tcp(gateway.clone(), addr)
-            .await
-            .with_context(|| format!("cannot listen for sensors on {addr}"))?;
-        println!("sensors     tcp://{a}");
-        tcp_addr = Some(a);
-    }
-    for p in &cfg.listen.serial {
-        tokio::spawn(serial::serve_serial(
-            gateway.clone(),
-            p.path.clone(),
-            p.baud,
-        ));
-        println!("sensors     serial://{} ({} baud)", p.path, p.baud);
-    }
-    let mut api = None;
-    let mut api_task = None;
-    let mut api_stop = None;
-    if let Some(addr) = &cfg.listen.api {
-        // Bound once, here, so that a busy port or a refused address is an
-        // error at start; a non-loopback address needs api.allow_non_loopback.
-        let listener = crate::api::bind(addr, &cfg.api).await?;
-        let a = listener.local_addr()?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (n, settings) = (node.clone(), cfg.api.clone());
-        api_task = Some(tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stopped.await;
-            };
-            if let Err(e) = crate::api::serve_with_shutdown(n, listener, settings, shutdown).await {
-                tracing::error!(error = %format!("{e:#}"), "HTTP API stopped");
-            }
-        }));
-        api_stop = Some(stop);
-        println!("api         http://{a}  (metrics: http://{a}/metrics)");
-        api = Some(a);
-    }
-    Ok(Running {
-        node,
-        gateway,
-        tcp: tcp_addr,
-        api,
-        api_task,
-        api_stop,
-        api_grace: Duration::from_millis(cfg.api.request_timeout_ms) + Duration::from_secs(2),
-    })
-}
-
-impl Running {
-    /// Graceful stop: links drain (every submission in flight is committed
-    /// and answered), the API stops, the node finishes its last block.
-    pub async fn stop(self) {
-        // the API stops accepting at once and finishes within its grace
-        if let Some(s) = self.api_stop {
-            let _ = s.send(());
-        }
-        if !self.gateway.shutdown(SHUTDOWN_GRACE).await {
-            tracing::warn!(
-                sessions = self.gateway.sessions(),
-                "sessions still open after the grace period"
-            );
-        }
-        if let Some(mut t) = self.api_task
-            && tokio::time::timeout(self.api_grace, &mut t).await.is_err()
-        {
-            t.abort();
-            let _ = t.await;
-        }
-        let height = self.node.state().next_height().saturating_sub(1);
-        drop(self.gateway);
-        drop(self.node);
-        // the block producer closes when the last node handle is gone; give
-        // it a moment to release the store
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        println!("stopped at height {height}");
-    }
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

@@ -4,7 +4,7 @@
 //! Each `--sensor-key` is one sensor: it connects, handshakes (refusing any
 //! gateway but `--gateway-key`), and sends one reading every `1/--rate`
 //! seconds, cycling through body temperature, SpO2, blood pressure and heart
-//! rate ([`crate::sim`]), sealed for the `--seal-for` readers if any. A
+//! rate ([`sensorchain_gateway::sim`]), sealed for the `--seal-for` readers if any. A
 //! progress line every 5 s gives sent / acknowledged / busy / rejected by
 //! reason.
 //!
@@ -40,9 +40,9 @@ use sensorchain_core::identity::{Keypair, PublicKey};
 use sensorchain_core::link::{DeviceMsg, GatewayMsg, Refusal, RejectReason};
 
 use super::SensorSimArgs;
-use crate::net::client::{Client, ClientError};
-use crate::node::now_ms;
-use crate::sim::SimSensor;
+use sensorchain_gateway::net::client::{Client, ClientError};
+use sensorchain_gateway::node::now_ms;
+use sensorchain_gateway::sim::SimSensor;
 
 /// Most readings a sensor leaves unanswered before it skips a tick.
 const MAX_UNANSWERED: u64 = 256;
@@ -136,7 +136,8 @@ pub fn sensor_sim(args: &SensorSimArgs) -> anyhow::Result<ExitCode> {
         args.rate > 0.0 && args.rate.is_finite(),
         "--rate must be a positive number"
     );
-    let gateway = crate::keys::parse_public(&args.gateway_key).context("--gateway-key")?;
+    let gateway =
+        sensorchain_gateway::keys::parse_public(&args.gateway_key).context("--gateway-key")?;
     let bytes = std::fs::read(&args.genesis)
         .with_context(|| format!("cannot read {}", args.genesis.display()))?;
     let genesis = Block::decode(&bytes)
@@ -145,7 +146,7 @@ pub fn sensor_sim(args: &SensorSimArgs) -> anyhow::Result<ExitCode> {
     let keys = args
         .sensor_keys
         .iter()
-        .map(|p| crate::keys::read_keypair(p))
+        .map(|p| sensorchain_gateway::keys::read_keypair(p))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut seen: HashMap<PublicKey, usize> = HashMap::new();
     for (i, kp) in keys.iter().enumerate() {
@@ -162,7 +163,7 @@ pub fn sensor_sim(args: &SensorSimArgs) -> anyhow::Result<ExitCode> {
     let readers = args
         .seal_for
         .iter()
-        .map(|r| crate::keys::parse_public(r))
+        .map(|r| sensorchain_gateway::keys::parse_public(r))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

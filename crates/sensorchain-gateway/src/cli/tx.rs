@@ -2,7 +2,7 @@
 //! gateway's HTTP API, waiting until it is committed.
 //!
 //! One subcommand per administrative and patient kind of
-//! [`TxKind`](sensorchain_core::tx::TxKind) (a reading is a device's, sent
+//! [`TxKind`] (a reading is a device's, sent
 //! over its link):
 //!
 //! | command | kind | signer needs |
@@ -33,7 +33,7 @@ use sensorchain_core::tx::TxKind;
 
 use super::api_client::{Api, DEFAULT_API, Receipt, permissions_of};
 use super::provision::chain_from_args;
-use crate::keys::{parse_public, read_keypair};
+use sensorchain_gateway::keys::{parse_public, read_keypair};
 
 /// `sensorchain tx`
 #[derive(Debug, Args)]

@@ -1,30 +1,38 @@
 //! The TCP listener: one task per accepted connection, each serving one
-//! link ([`super::link::serve_link`]).
+//! link ([`super::link::serve_link`]), all owned (and joined) by the
+//! listener's task, which [`crate::app`] owns (bound there, once).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
 
 use super::Gateway;
 use super::link::serve_link;
 
 /// Accepts connections on `listener` until shutdown begins, serving each as
-/// a link. Accept errors (such as running out of file descriptors) are
-/// logged and retried after a short pause.
+/// a link; then waits until no session is left (sessions drain on the same
+/// shutdown signal), aborts the links still handshaking, and joins every
+/// link it started: joining this task joins its links. Aborting it aborts
+/// them. Accept errors (such as running out of file
+/// descriptors) are logged and retried after a short pause.
 pub async fn serve_tcp(gw: Arc<Gateway>, listener: TcpListener) {
     let mut shutdown = gw.shutdown_signal();
     if *shutdown.borrow() {
         return;
     }
+    let mut links = JoinSet::new();
     loop {
         tokio::select! {
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => break,
+            // reap the links that ended
+            Some(_) = links.join_next(), if !links.is_empty() => {}
             r = listener.accept() => match r {
                 Ok((stream, addr)) => {
                     let _ = stream.set_nodelay(true);
                     let gw = gw.clone();
-                    tokio::spawn(async move {
+                    links.spawn(async move {
                         serve_link(gw, stream, &addr.to_string()).await;
                     });
                 }
@@ -35,13 +43,17 @@ pub async fn serve_tcp(gw: Arc<Gateway>, listener: TcpListener) {
             }
         }
     }
-}
-
-/// Binds `addr` and spawns [`serve_tcp`] on it; returns the bound address
-/// (useful with port 0).
-pub async fn spawn_tcp(gw: Arc<Gateway>, addr: &str) -> std::io::Result<std::net::SocketAddr> {
-    let listener = TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
-    tokio::spawn(serve_tcp(gw, listener));
-    Ok(local)
+    drop(listener);
+    // Sessions drain on the same signal. Once none is left, the links still
+    // open are handshakes (refused from now on) or silent connections, with
+    // nothing in flight: they are aborted, and joined.
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    while gw.sessions() > 0 && !links.is_empty() {
+        tokio::select! {
+            _ = links.join_next() => {}
+            _ = tick.tick() => {}
+        }
+    }
+    links.abort_all();
+    while links.join_next().await.is_some() {}
 }

@@ -1,9 +1,10 @@
-//! Where `sensorchain audit` and `sensorchain export` read a chain from: a
+//! Where the audit and the export (`sensorchain audit`, `sensorchain
+//! export`) read a chain from: a
 //! stopped gateway's data directory (read-only), or a running gateway's HTTP
 //! API (the gateway holds its store exclusively). Both give the same records, the exact stored bytes of
 //! each block and certificate, to one validation path
-//! ([`audit_source`](super::audit::audit_source)) and one container writer
-//! ([`write_container`](super::export::write_container)).
+//! ([`audit_source`](crate::audit::audit_source)) and one container writer
+//! ([`write_container`](crate::export::write_container)).
 //!
 //! Through the API: `GET /chain/head` for the head record, then per block
 //! `GET /blocks/{h}/raw` (the exact stored bytes) and `GET /blocks/{h}` (its
@@ -15,6 +16,7 @@
 
 use std::time::Duration;
 
+use anyhow::bail;
 use sensorchain_core::block::{Block, FinalityCert, FinalityVote};
 use sensorchain_core::codec;
 use sensorchain_core::hash::{Hash32, parse_hex};
@@ -54,7 +56,7 @@ impl ApiChain {
     /// Connects to the API at `url` (`http://HOST:PORT` or `HOST:PORT`) and
     /// reads its head record.
     pub fn connect(url: &str) -> anyhow::Result<ApiChain> {
-        let base = super::api_client::normalise_url(url)?;
+        let base = normalise_url(url)?;
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(5)))
@@ -234,4 +236,29 @@ impl ChainSource<'_> {
             ),
         }
     }
+}
+
+/// Normalises an API address: `HOST:PORT` gets `http://`, a trailing `/`
+/// goes; `https://` is refused (this build has no TLS).
+pub fn normalise_url(url: &str) -> anyhow::Result<String> {
+    let url = url.trim().trim_end_matches('/');
+    if url.is_empty() {
+        bail!("empty API address (expected http://HOST:PORT)");
+    }
+    if url.starts_with("https://") {
+        bail!(
+            "{url}: https is not supported by this client; reach the API over loopback or an SSH \
+             tunnel (ssh -L 7480:127.0.0.1:7480 HOST) and use http://127.0.0.1:7480"
+        );
+    }
+    if let Some(rest) = url.strip_prefix("http://") {
+        if rest.is_empty() || rest.contains('/') {
+            bail!("{url}: expected http://HOST:PORT (no path)");
+        }
+        return Ok(url.to_string());
+    }
+    if url.contains("://") {
+        bail!("{url}: only http:// API addresses are supported");
+    }
+    normalise_url(&format!("http://{url}"))
 }
