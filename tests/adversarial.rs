@@ -53,23 +53,11 @@ async fn start(name: &str, devices: Vec<Keypair>) -> Fx {
     let admin = Keypair::from_seed([1; 32]);
     let gw = Keypair::from_seed([2; 32]);
     let mut members = vec![
-        Member {
-            key: admin.public(),
-            permissions: Role::Admin.default_permissions(),
-            role: Role::Admin,
-        },
-        Member {
-            key: gw.public(),
-            permissions: Role::Gateway.default_permissions(),
-            role: Role::Gateway,
-        },
+        Member::of_role(admin.public(), Role::Admin),
+        Member::of_role(gw.public(), Role::Gateway),
     ];
     for d in &devices {
-        members.push(Member {
-            key: d.public(),
-            permissions: Role::Device.default_permissions(),
-            role: Role::Device,
-        });
+        members.push(Member::of_role(d.public(), Role::Device));
     }
     let genesis: Block = Chain::genesis_block(
         &admin,
@@ -555,21 +543,7 @@ async fn crafted_ed25519_cases_get_the_core_verdict_at_ingest() {
 
 mod common;
 
-/// Runs `sensorchain ARGS` in `dir`: (exit code, stdout, stderr).
-fn sensorchain(args: &[&str], dir: &std::path::Path) -> (i32, String, String) {
-    let out = std::process::Command::new(common::bin())
-        .args(args)
-        .current_dir(dir)
-        .env("SENSORCHAIN_LOG", "warn")
-        .env_remove("SENSORCHAIN_API")
-        .output()
-        .expect("run sensorchain");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::run as sensorchain;
 
 /// `sensorchain genesis --name NAME --creator admin.key --member
 /// gateway:gw.key --out OUT` in `dir`; returns the chain id it printed.

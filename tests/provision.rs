@@ -22,21 +22,7 @@ use sensorchain_gateway::net::client::{Client, ClientError};
 use sensorchain_gateway::node::now_ms;
 use serde_json::Value;
 
-/// Runs `sensorchain ARGS` in `dir`: (exit code, stdout, stderr).
-fn run(args: &[&str], dir: &Path) -> (i32, String, String) {
-    let out = Command::new(common::bin())
-        .args(args)
-        .current_dir(dir)
-        .env("SENSORCHAIN_LOG", "warn")
-        .env_remove("SENSORCHAIN_API")
-        .output()
-        .expect("run sensorchain");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::{run, run_line};
 
 /// Runs a command that must succeed with `--json` output.
 fn run_json(args: &[&str], dir: &Path) -> Value {
@@ -353,17 +339,8 @@ fn tx_roles_assign_and_consent_show_up_in_the_api() {
     assert_eq!(get(&format!("{api}/consents"))["count"], 0);
 
     // the text output names the commit
-    let (code, out, err) = run(
-        &[
-            "tx",
-            "grant",
-            &doctor_file,
-            "send",
-            "--key",
-            "admin.key",
-            "--api",
-            &api,
-        ],
+    let (code, out, err) = run_line(
+        &format!("tx grant {doctor_file} send --key admin.key --api {api}"),
         dir,
     );
     assert_eq!(code, 0, "{err}");
@@ -383,17 +360,8 @@ fn refusals_are_reported_with_the_gateways_reason() {
     let stranger_file = write_key(dir, "stranger.key", &stranger);
 
     // a device may not grant
-    let (code, _, err) = run(
-        &[
-            "tx",
-            "grant",
-            &stranger_file,
-            "connect",
-            "--key",
-            "dev0.key",
-            "--api",
-            &api,
-        ],
+    let (code, _, err) = run_line(
+        &format!("tx grant {stranger_file} connect --key dev0.key --api {api}"),
         dir,
     );
     assert_eq!(code, 2);
@@ -401,24 +369,10 @@ fn refusals_are_reported_with_the_gateways_reason() {
     assert!(err.contains("lacks the admin permission"), "{err}");
 
     // provision --grant with a non-admin: refused before anything is written
-    let (code, _, err) = run(
-        &[
-            "provision",
-            "--device-key",
-            "new.key",
-            "--generate",
-            "--genesis",
-            "genesis.block",
-            "--gateway-key",
-            "gateway.key",
-            "--out",
-            "new.bin",
-            "--grant",
-            "--admin",
-            "dev0.key",
-            "--api",
-            &api,
-        ],
+    let (code, _, err) = run_line(
+        &format!(
+            "provision --device-key new.key --generate --genesis genesis.block --gateway-key gateway.key --out new.bin --grant --admin dev0.key --api {api}"
+        ),
         dir,
     );
     assert_eq!(code, 2);
@@ -427,26 +381,10 @@ fn refusals_are_reported_with_the_gateways_reason() {
 
     // a grant that goes through but an assignment the gateway refuses (the
     // "patient" is a device): the page is written, the error says what is left
-    let (code, _, err) = run(
-        &[
-            "provision",
-            "--device-key",
-            "new.key",
-            "--generate",
-            "--genesis",
-            "genesis.block",
-            "--gateway-key",
-            "gateway.key",
-            "--out",
-            "new.bin",
-            "--grant",
-            "--admin",
-            "admin.key",
-            "--patient",
-            "dev0.key",
-            "--api",
-            &api,
-        ],
+    let (code, _, err) = run_line(
+        &format!(
+            "provision --device-key new.key --generate --genesis genesis.block --gateway-key gateway.key --out new.bin --grant --admin admin.key --patient dev0.key --api {api}"
+        ),
         dir,
     );
     assert_eq!(code, 2);
@@ -461,33 +399,16 @@ fn refusals_are_reported_with_the_gateways_reason() {
     assert_eq!(id["patient"], Value::Null);
 
     // an unregistered signer is caught before anything is signed
-    let (code, _, err) = run(
-        &[
-            "tx",
-            "role",
-            "dev0.key",
-            "doctor",
-            "--key",
-            &stranger_file,
-            "--api",
-            &api,
-        ],
+    let (code, _, err) = run_line(
+        &format!("tx role dev0.key doctor --key {stranger_file} --api {api}"),
         dir,
     );
     assert_eq!(code, 2);
     assert!(err.contains("is not registered"), "{err}");
 
     // a consent by someone who is not a patient
-    let (code, _, err) = run(
-        &[
-            "tx",
-            "consent",
-            &stranger_file,
-            "--key",
-            "admin.key",
-            "--api",
-            &api,
-        ],
+    let (code, _, err) = run_line(
+        &format!("tx consent {stranger_file} --key admin.key --api {api}"),
         dir,
     );
     assert_eq!(code, 2);
@@ -519,53 +440,22 @@ fn refusals_are_reported_with_the_gateways_reason() {
 
     // no gateway there
     let nowhere = format!("127.0.0.1:{}", common::free_port());
-    let (code, _, err) = run(
-        &[
-            "tx",
-            "grant",
-            &stranger_file,
-            "connect",
-            "--key",
-            "admin.key",
-            "--api",
-            &nowhere,
-        ],
+    let (code, _, err) = run_line(
+        &format!("tx grant {stranger_file} connect --key admin.key --api {nowhere}"),
         dir,
     );
     assert_eq!(code, 2);
     assert!(err.contains("cannot reach the gateway API"), "{err}");
 
     // hex and uf2 need an address; an existing page is not overwritten
-    let (code, _, err) = run(
-        &[
-            "provision",
-            "--device-key",
-            "dev0.key",
-            "--genesis",
-            "genesis.block",
-            "--gateway-key",
-            "gateway.key",
-            "--format",
-            "hex",
-            "--out",
-            "d.hex",
-        ],
+    let (code, _, err) = run_line(
+        "provision --device-key dev0.key --genesis genesis.block --gateway-key gateway.key --format hex --out d.hex",
         dir,
     );
     assert_eq!(code, 2);
     assert!(err.contains("needs --base-address"), "{err}");
-    let (code, _, err) = run(
-        &[
-            "provision",
-            "--device-key",
-            "dev0.key",
-            "--genesis",
-            "genesis.block",
-            "--gateway-key",
-            "gateway.key",
-            "--out",
-            "new.bin",
-        ],
+    let (code, _, err) = run_line(
+        "provision --device-key dev0.key --genesis genesis.block --gateway-key gateway.key --out new.bin",
         dir,
     );
     assert_eq!(code, 2);

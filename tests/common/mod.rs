@@ -54,23 +54,11 @@ impl Net {
             .map(|i| Keypair::from_seed([10 + i as u8; 32]))
             .collect();
         let mut members = vec![
-            Member {
-                key: admin.public(),
-                permissions: Role::Admin.default_permissions(),
-                role: Role::Admin,
-            },
-            Member {
-                key: gateway.public(),
-                permissions: Role::Gateway.default_permissions(),
-                role: Role::Gateway,
-            },
+            Member::of_role(admin.public(), Role::Admin),
+            Member::of_role(gateway.public(), Role::Gateway),
         ];
         for d in &devices {
-            members.push(Member {
-                key: d.public(),
-                permissions: Role::Device.default_permissions(),
-                role: Role::Device,
-            });
+            members.push(Member::of_role(d.public(), Role::Device));
         }
         let genesis = Chain::genesis_block(
             &admin,
@@ -172,15 +160,32 @@ impl Drop for Gateway {
     }
 }
 
-/// Runs a `sensorchain` subcommand and returns (exit code, stdout).
-pub fn cli(args: &[&str], dir: &Path) -> (i32, String) {
+/// Runs `sensorchain ARGS` in `dir` (logging at `warn`, no
+/// `SENSORCHAIN_API` from the environment): (exit code, stdout, stderr).
+pub fn run(args: &[&str], dir: &Path) -> (i32, String, String) {
     let out = Command::new(bin())
         .args(args)
         .current_dir(dir)
+        .env("SENSORCHAIN_LOG", "warn")
+        .env_remove("SENSORCHAIN_API")
         .output()
-        .unwrap();
+        .expect("run sensorchain");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// [`run`] with the arguments written as one line, split at whitespace
+/// (for arguments that are words: no quoting).
+pub fn run_line(line: &str, dir: &Path) -> (i32, String, String) {
+    let args: Vec<&str> = line.split_whitespace().collect();
+    run(&args, dir)
+}
+
+/// Runs a `sensorchain` subcommand and returns (exit code, stdout).
+pub fn cli(args: &[&str], dir: &Path) -> (i32, String) {
+    let (code, out, _) = run(args, dir);
+    (code, out)
 }

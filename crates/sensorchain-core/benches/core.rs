@@ -86,11 +86,7 @@ fn genesis_state() -> (WorldState, Keypair, Vec<Keypair>) {
         role: Role::Admin,
     }];
     for d in &devices {
-        members.push(Member {
-            key: d.public(),
-            permissions: Role::Device.default_permissions(),
-            role: Role::Device,
-        });
+        members.push(Member::of_role(d.public(), Role::Device));
     }
     let cfg = GenesisConfig::new(CHAIN, Params::default(), &members).unwrap();
     let g = sensorchain_core::chain::Chain::genesis_block(&admin, cfg, 1_000).unwrap();

@@ -99,6 +99,27 @@ pub struct Member {
     pub role: Role,
 }
 
+impl Member {
+    /// A member with `role` and that role's default permissions
+    /// ([`Role::default_permissions`]).
+    ///
+    /// ```
+    /// use sensorchain_core::identity::Keypair;
+    /// use sensorchain_core::permissions::Role;
+    /// use sensorchain_core::tx::Member;
+    /// let key = Keypair::from_seed([1; 32]).public();
+    /// let m = Member::of_role(key, Role::Gateway);
+    /// assert_eq!(m.permissions, Role::Gateway.default_permissions());
+    /// ```
+    pub fn of_role(key: PublicKey, role: Role) -> Member {
+        Member {
+            key,
+            permissions: role.default_permissions(),
+            role,
+        }
+    }
+}
+
 /// The configuration recorded by the genesis transaction.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GenesisConfig {

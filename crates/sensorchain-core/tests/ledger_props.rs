@@ -158,21 +158,9 @@ fn small_chain() -> Chain {
     let gw = Keypair::from_seed([2; 32]);
     let dev = Keypair::from_seed([3; 32]);
     let m = [
-        Member {
-            key: admin.public(),
-            permissions: Role::Admin.default_permissions(),
-            role: Role::Admin,
-        },
-        Member {
-            key: gw.public(),
-            permissions: Role::Gateway.default_permissions(),
-            role: Role::Gateway,
-        },
-        Member {
-            key: dev.public(),
-            permissions: Role::Device.default_permissions(),
-            role: Role::Device,
-        },
+        Member::of_role(admin.public(), Role::Admin),
+        Member::of_role(gw.public(), Role::Gateway),
+        Member::of_role(dev.public(), Role::Device),
     ];
     let mut chain = Chain::genesis(
         &admin,

@@ -56,21 +56,9 @@ fn ledger_vectors() {
     let gateway = Keypair::from_seed([2; 32]);
     let device = Keypair::from_seed([3; 32]);
     let members = [
-        Member {
-            key: admin.public(),
-            permissions: Role::Admin.default_permissions(),
-            role: Role::Admin,
-        },
-        Member {
-            key: gateway.public(),
-            permissions: Role::Gateway.default_permissions(),
-            role: Role::Gateway,
-        },
-        Member {
-            key: device.public(),
-            permissions: Role::Device.default_permissions(),
-            role: Role::Device,
-        },
+        Member::of_role(admin.public(), Role::Admin),
+        Member::of_role(gateway.public(), Role::Gateway),
+        Member::of_role(device.public(), Role::Device),
     ];
     let cfg = GenesisConfig::new("ward-7", Params::default(), &members).unwrap();
     let mut chain = Chain::genesis(&admin, cfg, 1_700_000_000_000).unwrap();
