@@ -10,7 +10,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use sensorchain_core::hash::ChainId;
 use sensorchain_core::identity::{Keypair, PublicKey};
