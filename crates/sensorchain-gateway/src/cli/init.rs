@@ -153,6 +153,7 @@ pub fn init(args: &InitArgs) -> anyhow::Result<ExitCode> {
         Some(g) => Some(read_genesis(g)?),
         None => None,
     };
+    let owner = if args.system { service_owner()? } else { None };
     let text = config_text(&layout.data_dir_value, &args.tcp, &args.api);
     // the written text must be a configuration `run` accepts
     let parsed: GatewayConfig = toml::from_str(&text).context("the generated configuration")?;
@@ -167,18 +168,16 @@ pub fn init(args: &InitArgs) -> anyhow::Result<ExitCode> {
     if let Some((bytes, _)) = &genesis {
         write_file_atomic(&layout.genesis(), bytes, 0o644, false)?;
     }
-    let owner = if args.system {
-        give_to_service_user(&layout)?
-    } else {
-        None
-    };
+    if let Some(o) = owner {
+        give_to(&layout, o)?;
+    }
 
     let pk = kp.public();
     println!("wrote {}", layout.config().display());
     println!("wrote {} (mode 0600)", layout.key().display());
-    if let Some(user) = &owner {
+    if owner.is_some() {
         println!(
-            "      owned by {user} (the service's user), as is {}",
+            "      owned by {SERVICE_USER} (the service's user), as is {}",
             layout.data_dir.display()
         );
     }
@@ -241,13 +240,12 @@ fn read_genesis(path: &Path) -> anyhow::Result<(Vec<u8>, Block)> {
     Ok((bytes, block))
 }
 
-/// `--system` as root: the key file and the data directory (created 0700)
-/// are given to [`SERVICE_USER`], which must exist (the package creates
-/// it). Returns the user's name, or `None` when not root (the files stay
-/// the caller's: fine for a service run as the caller).
+/// The uid and gid of [`SERVICE_USER`] for `--system` run as root (the
+/// package creates the user; its absence is an error, found before
+/// anything is written); `None` when not root: the files stay the
+/// caller's, fine for a service run as the caller.
 #[cfg(unix)]
-fn give_to_service_user(layout: &Layout) -> anyhow::Result<Option<String>> {
-    use std::os::unix::fs::{DirBuilderExt, chown};
+fn service_owner() -> anyhow::Result<Option<(u32, u32)>> {
     if !nix::unistd::geteuid().is_root() {
         return Ok(None);
     }
@@ -259,7 +257,20 @@ fn give_to_service_user(layout: &Layout) -> anyhow::Result<Option<String>> {
                  or use --dir for a gateway run by hand"
             )
         })?;
-    let (uid, gid) = (Some(user.uid.as_raw()), Some(user.gid.as_raw()));
+    Ok(Some((user.uid.as_raw(), user.gid.as_raw())))
+}
+
+#[cfg(not(unix))]
+fn service_owner() -> anyhow::Result<Option<(u32, u32)>> {
+    Ok(None)
+}
+
+/// Gives the key file and the data directory (created 0700 if missing) to
+/// `owner`, so that the service running as it can read its key and write
+/// its store.
+#[cfg(unix)]
+fn give_to(layout: &Layout, (uid, gid): (u32, u32)) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, chown};
     if !layout.data_dir.exists() {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -268,15 +279,15 @@ fn give_to_service_user(layout: &Layout) -> anyhow::Result<Option<String>> {
             .with_context(|| format!("cannot create {}", layout.data_dir.display()))?;
     }
     for p in [layout.key(), layout.data_dir.clone()] {
-        chown(&p, uid, gid)
+        chown(&p, Some(uid), Some(gid))
             .with_context(|| format!("cannot give {} to {SERVICE_USER}", p.display()))?;
     }
-    Ok(Some(SERVICE_USER.into()))
+    Ok(())
 }
 
 #[cfg(not(unix))]
-fn give_to_service_user(_layout: &Layout) -> anyhow::Result<Option<String>> {
-    Ok(None)
+fn give_to(_layout: &Layout, _owner: (u32, u32)) -> anyhow::Result<()> {
+    Ok(())
 }
 
 /// The commented gateway.toml that init writes: the three paths and the
