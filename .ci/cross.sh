@@ -19,6 +19,9 @@ START=$(date +%s)
 lap() { echo "   ($(($(date +%s) - START)) s so far)"; }
 TARGETS=(aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf)
 declare -A DEB_ARCH=([aarch64-unknown-linux-gnu]=arm64 [armv7-unknown-linux-gnueabihf]=armhf)
+# reproducible packages: file times and the man page's date from the commit
+SOURCE_DATE_EPOCH=$(git log -1 --format=%ct 2>/dev/null || date +%s)
+export SOURCE_DATE_EPOCH
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 
 step "tools"
@@ -60,14 +63,14 @@ step "amd64: release build, man page, package"
 cargo build --locked --release -p sensorchain-gateway --bin sensorchain
 HOST_BIN=$TARGET_DIR/release/sensorchain
 docs "$HOST_BIN" "$TARGET_DIR/release"
-cargo deb --locked --no-build -p sensorchain-gateway
+cargo deb --locked --strip --no-build -p sensorchain-gateway
 lap
 
 for t in "${TARGETS[@]}"; do
   step "$t: release build and package (cargo deb --target $t)"
   mkdir -p "$TARGET_DIR/$t/release"
   docs "$HOST_BIN" "$TARGET_DIR/$t/release"
-  cargo deb --locked -p sensorchain-gateway --target "$t"
+  cargo deb --locked --strip -p sensorchain-gateway --target "$t"
   lap
 done
 
@@ -111,7 +114,7 @@ for arch in amd64 arm64 armhf; do
   for want in "Package: sensorchain" "Architecture: $arch" "Version: $VERSION" "Section: net"; do
     grep -q "^ *$want" <<<"$info" || { echo "FAIL: $deb: no '$want' in its control"; exit 1; }
   done
-  for f in ./usr/bin/sensorchain ./lib/systemd/system/sensorchain.service \
+  for f in ./usr/bin/sensorchain ./usr/lib/systemd/system/sensorchain.service \
       ./usr/lib/sysusers.d/sensorchain.conf ./usr/share/man/man1/sensorchain.1.gz \
       ./usr/share/doc/sensorchain/sensorchain-help.txt ./usr/share/doc/sensorchain/DEPLOY.md \
       ./usr/share/doc/sensorchain/examples/gateway.toml ./usr/share/doc/sensorchain/copyright; do
@@ -121,8 +124,9 @@ for arch in amd64 arm64 armhf; do
     grep -q "^ *[0-9]* bytes, *[0-9]* lines *\* *$s " <<<"$info" || { echo "FAIL: $deb: no $s"; exit 1; }
   done
   x=$(mktemp -d); dpkg-deb -x "$deb" "$x"
-  file "$x/usr/bin/sensorchain" | grep -q "${MACHINE[$arch]}" ||
-    { echo "FAIL: $deb: $(file "$x/usr/bin/sensorchain")"; exit 1; }
+  what=$(file "$x/usr/bin/sensorchain")
+  grep -q "${MACHINE[$arch]}" <<<"$what" && grep -q ', stripped' <<<"$what" ||
+    { echo "FAIL: $deb: $what (expected ${MACHINE[$arch]}, stripped)"; exit 1; }
   rm -rf "$x"
   printf '   %-44s %6d KiB, %s\n' "$(basename "$deb")" $(($(stat -c %s "$deb") / 1024)) \
     "$(grep -c . <<<"$contents") entries"
@@ -150,10 +154,11 @@ else
   $SC genesis --name ci --creator "$work/admin.key" --member "gateway:$pk" --out "$work/genesis.block" >/dev/null
   install -m 0644 "$work/genesis.block" /etc/sensorchain/genesis.block
   # ExecStartPre and ExecStart of the unit, as its user
-  pre=$(sed -n 's/^ExecStartPre=//p' /lib/systemd/system/sensorchain.service)
+  UNIT=$(dpkg -L sensorchain | grep '/systemd/system/sensorchain\.service$')
+  pre=$(sed -n 's/^ExecStartPre=//p' "$UNIT")
   runuser -u sensorchain -- $pre | grep -q '^ok ' || { echo "FAIL: $pre as sensorchain"; exit 1; }
   echo "   $pre (as sensorchain): ok"
-  exec_start=$(sed -n 's/^ExecStart=//p' /lib/systemd/system/sensorchain.service)
+  exec_start=$(sed -n 's/^ExecStart=//p' "$UNIT")
   runuser -u sensorchain -- $exec_start >"$work/run.log" 2>&1 &
   gw=$!
   ok=0
@@ -167,7 +172,7 @@ else
   [ "$ok" = 1 ] || { echo "FAIL: the installed gateway did not serve /chain/head:"; cat "$work/run.log"; exit 1; }
   echo "   $exec_start (as sensorchain): served /chain/head, stopped on SIGTERM"
   if command -v systemd-analyze >/dev/null; then
-    if systemd-analyze verify /lib/systemd/system/sensorchain.service 2>"$work/verify.log"; then
+    if systemd-analyze verify "$UNIT" 2>"$work/verify.log"; then
       echo "   systemd-analyze verify: ok"
     else
       cat "$work/verify.log"; echo "FAIL: systemd-analyze verify"; exit 1
