@@ -79,7 +79,9 @@ QEMU=(qemu-aarch64 -L /usr/aarch64-linux-gnu)
 A64=$TARGET_DIR/aarch64-unknown-linux-gnu/release/sensorchain
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-"${QEMU[@]}" "$A64" --version | grep -q '^sensorchain ' || { echo "FAIL: aarch64 --version"; exit 1; }
+# (outputs are captured before they are matched: `cmd | grep -q` closes the
+# pipe at the first match and the command's next line fails with EPIPE)
+v=$("${QEMU[@]}" "$A64" --version) && grep -q '^sensorchain ' <<<"$v" || { echo "FAIL: aarch64 --version: $v"; exit 1; }
 "${QEMU[@]}" "$A64" demo --seconds 3 --sensors 2 --data-dir "$work/demo" --json >"$work/demo.json" ||
   { echo "FAIL: aarch64 demo exited $?"; cat "$work/demo.json"; exit 1; }
 python3 - "$work/demo.json" <<'EOF'
@@ -94,12 +96,12 @@ EOF
   { echo "FAIL: aarch64 audit exited $?"; cat "$work/audit.json"; exit 1; }
 grep -q '"valid":true' "$work/audit.json" || { echo "FAIL: aarch64 audit: $(cat "$work/audit.json")"; exit 1; }
 echo "   audit of the kept chain: valid"
-"${QEMU[@]}" "$A64" run --check --config "$work/demo/gateway.toml" | grep -q '^ok ' ||
-  { echo "FAIL: aarch64 run --check of the demo's gateway.toml"; exit 1; }
+c=$("${QEMU[@]}" "$A64" run --check --config "$work/demo/gateway.toml") && grep -q '^ok ' <<<"$c" ||
+  { echo "FAIL: aarch64 run --check of the demo's gateway.toml: $c"; exit 1; }
 echo "   run --check of its gateway.toml: ok"
 ARMV7=$TARGET_DIR/armv7-unknown-linux-gnueabihf/release/sensorchain
-qemu-arm -L /usr/arm-linux-gnueabihf "$ARMV7" --version | grep -q '^sensorchain ' ||
-  { echo "FAIL: armv7 --version under qemu-arm"; exit 1; }
+v=$(qemu-arm -L /usr/arm-linux-gnueabihf "$ARMV7" --version) && grep -q '^sensorchain ' <<<"$v" ||
+  { echo "FAIL: armv7 --version under qemu-arm: $v"; exit 1; }
 echo "   armv7 --version under qemu-arm: ok"
 lap
 
@@ -156,7 +158,7 @@ else
   # ExecStartPre and ExecStart of the unit, as its user
   UNIT=$(dpkg -L sensorchain | grep '/systemd/system/sensorchain\.service$')
   pre=$(sed -n 's/^ExecStartPre=//p' "$UNIT")
-  runuser -u sensorchain -- $pre | grep -q '^ok ' || { echo "FAIL: $pre as sensorchain"; exit 1; }
+  c=$(runuser -u sensorchain -- $pre) && grep -q '^ok ' <<<"$c" || { echo "FAIL: $pre as sensorchain: $c"; exit 1; }
   echo "   $pre (as sensorchain): ok"
   exec_start=$(sed -n 's/^ExecStart=//p' "$UNIT")
   runuser -u sensorchain -- $exec_start >"$work/run.log" 2>&1 &
