@@ -11,6 +11,7 @@ pub mod export;
 pub mod demo;
 pub mod genesis;
 pub mod image;
+pub mod init;
 pub mod keygen;
 pub mod provision;
 pub mod run;
@@ -139,6 +140,8 @@ pub enum Command {
     Tx(tx::TxArgs),
     /// Measure ingest, latency, audit and scaling against the raw strict Ed25519 verification rate of all cores.
     Bench(bench::BenchArgs),
+    /// Make a gateway's directory (or /etc/sensorchain + /var/lib/sensorchain with --system): its key, a commented gateway.toml and, with --genesis, the chain it joins; never overwrites.
+    Init(init::InitArgs),
 }
 
 /// `sensorchain keygen`
@@ -347,5 +350,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(a) => bench::bench(a),
         Command::Provision(a) => provision::provision(a),
         Command::Tx(a) => tx::tx(a),
+        Command::Init(a) => init::init(a),
     }
 }
