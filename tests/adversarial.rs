@@ -27,7 +27,7 @@ use sensorchain_core::tx::{GenesisConfig, Member, Params, Transaction, TxBody};
 use sensorchain_gateway::metrics::Metrics;
 use sensorchain_gateway::net::client::Client;
 use sensorchain_gateway::net::codec::LinkCodec;
-use sensorchain_gateway::net::{Gateway, NetConfig, mono_ms, tcp};
+use sensorchain_gateway::net::{LinkHub, NetConfig, mono_ms, tcp};
 use sensorchain_gateway::node::{Node, NodeConfig, Rejected, now_ms};
 use sensorchain_gateway::sim::reading_tx;
 use sensorchain_gateway::store::Store;
@@ -43,7 +43,7 @@ struct Fx {
     chain: ChainId,
     devices: Vec<Keypair>,
     node: Node,
-    gateway: Arc<Gateway>,
+    gateway: Arc<LinkHub>,
     addr: SocketAddr,
 }
 
@@ -87,7 +87,7 @@ async fn start(name: &str, devices: Vec<Keypair>) -> Fx {
         handshake_timeout: Duration::from_millis(1500),
         ..NetConfig::default()
     };
-    let gateway = Gateway::new(node.clone(), net);
+    let gateway = LinkHub::new(node.clone(), net);
     let addr = tcp::spawn_tcp(gateway.clone(), "127.0.0.1:0")
         .await
         .unwrap();

@@ -25,7 +25,7 @@ use sensorchain_core::tx::{GenesisConfig, Member, Params, Transaction, TxBody, T
 use sensorchain_gateway::metrics::Metrics;
 use sensorchain_gateway::net::client::{Client, ClientError};
 use sensorchain_gateway::net::codec::LinkCodec;
-use sensorchain_gateway::net::{Gateway, NetConfig, mono_ms, tcp};
+use sensorchain_gateway::net::{LinkHub, NetConfig, mono_ms, tcp};
 use sensorchain_gateway::node::{Node, NodeConfig, now_ms};
 use sensorchain_gateway::sim::{SimSensor, reading_tx};
 use sensorchain_gateway::store::Store;
@@ -48,7 +48,7 @@ struct Fx {
     /// Registered as a device but without CONNECT.
     no_connect: Keypair,
     node: Node,
-    gateway: Arc<Gateway>,
+    gateway: Arc<LinkHub>,
     addr: SocketAddr,
 }
 
@@ -101,7 +101,7 @@ async fn start(n_genesis_devices: u32, net: NetConfig) -> Fx {
         ..Default::default()
     };
     let node = Node::start(store, gw.clone(), &genesis, cfg, Arc::new(Metrics::new())).unwrap();
-    let gateway = Gateway::new(node.clone(), net);
+    let gateway = LinkHub::new(node.clone(), net);
     let addr = tcp::spawn_tcp(gateway.clone(), "127.0.0.1:0")
         .await
         .unwrap();

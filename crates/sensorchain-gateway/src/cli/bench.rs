@@ -39,7 +39,7 @@ use serde_json::{Value, json};
 
 use crate::metrics::Metrics;
 use crate::net::client::Client;
-use crate::net::{Gateway, NetConfig};
+use crate::net::{LinkHub, NetConfig};
 use crate::node::{Node, NodeConfig, now_ms};
 use crate::sim::SimSensor;
 use crate::store::Store;
@@ -329,7 +329,7 @@ fn machine() -> Value {
 struct Net {
     _tmp: Option<tempfile::TempDir>,
     node: Node,
-    gw: Arc<Gateway>,
+    gw: Arc<LinkHub>,
     addr: std::net::SocketAddr,
     chain: ChainId,
     gateway: Keypair,
@@ -436,7 +436,7 @@ async fn start_net_here(o: &GatewayOpts) -> anyhow::Result<Net> {
         max_inflight: 1024,
         ..NetConfig::default()
     };
-    let gw = Gateway::new(node.clone(), net_cfg);
+    let gw = LinkHub::new(node.clone(), net_cfg);
     let addr = crate::net::tcp::spawn_tcp(gw.clone(), "127.0.0.1:0").await?;
     Ok(Net {
         _tmp: tmp,

@@ -36,7 +36,7 @@ use crate::config::GatewayConfig;
 use crate::keys::write_keypair;
 use crate::metrics::Metrics;
 use crate::net::client::{Client, ClientError};
-use crate::net::{Gateway, NetConfig};
+use crate::net::{LinkHub, NetConfig};
 use crate::node::{Node, NodeConfig, now_ms};
 use crate::sim::SimSensor;
 use crate::store::Store;
@@ -192,7 +192,7 @@ async fn run_demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         NodeConfig::default(),
         metrics.clone(),
     )?;
-    let gw = Gateway::new(node.clone(), NetConfig::default());
+    let gw = LinkHub::new(node.clone(), NetConfig::default());
     let addr = crate::net::tcp::spawn_tcp(gw.clone(), "127.0.0.1:0").await?;
     out.say(format!(
         "  gateway {}… listening on {addr}",

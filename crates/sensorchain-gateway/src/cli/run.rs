@@ -39,7 +39,7 @@ use sensorchain_core::identity::Keypair;
 use super::RunArgs;
 use crate::config::GatewayConfig;
 use crate::metrics::Metrics;
-use crate::net::{Gateway, NetConfig, serial, tcp};
+use crate::net::{LinkHub, NetConfig, serial, tcp};
 use crate::node::{Node, NodeConfig, check_may_propose, genesis_state, replay};
 use crate::store::{FILE_NAME, Store, StoreError};
 
@@ -258,7 +258,7 @@ pub struct Running {
     /// The node.
     pub node: Node,
     /// The links' shared state.
-    pub gateway: Arc<Gateway>,
+    pub gateway: Arc<LinkHub>,
     /// The TCP sensor address, if listening.
     pub tcp: Option<SocketAddr>,
     /// The HTTP API address, if serving.
@@ -308,7 +308,7 @@ pub async fn start(cfg: &GatewayConfig, file: &Path) -> anyhow::Result<Running> 
     println!("gateway     {}", node.public());
     println!("chain id    {}", state.chain_id());
     println!("height      {}", state.next_height().saturating_sub(1));
-    let gateway = Gateway::new(node.clone(), NetConfig::from_limits(&cfg.limits));
+    let gateway = LinkHub::new(node.clone(), NetConfig::from_limits(&cfg.limits));
     let mut tcp_addr = None;
     if let Some(addr) = &cfg.listen.tcp {
         let a = tcp::spawn_tcp(gateway.clone(), addr)

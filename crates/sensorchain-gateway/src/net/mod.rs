@@ -1,16 +1,16 @@
 //! Sensor links: TCP and serial byte streams carrying the same COBS-framed
 //! link frames ([`codec`]), the gateway side of the handshake and the session
-//! channel ([`link`]), the listeners ([`tcp`], [`serial`]) and the initiator
+//! channel ([`responder`]), the listeners ([`tcp`], [`serial`]) and the initiator
 //! side used by simulated sensors, the demo and tests ([`client`]).
 //!
-//! One [`Gateway`] holds what all links share: the node, the limits, the
+//! One [`LinkHub`] holds what all links share: the node, the limits, the
 //! responder table that bounds half-open handshakes across every link, the
 //! session semaphore and the shutdown signal.
 
 pub mod client;
 pub mod codec;
-pub mod link;
 pub mod peers;
+pub mod responder;
 pub mod serial;
 pub mod tcp;
 
@@ -90,7 +90,7 @@ impl NetConfig {
 }
 
 /// What every link of a gateway shares (cheap to clone through `Arc`).
-pub struct Gateway {
+pub struct LinkHub {
     node: Node,
     cfg: NetConfig,
     hs: HandshakeConfig,
@@ -101,9 +101,9 @@ pub struct Gateway {
     shutdown: watch::Sender<bool>,
 }
 
-impl std::fmt::Debug for Gateway {
+impl std::fmt::Debug for LinkHub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gateway")
+        f.debug_struct("LinkHub")
             .field("cfg", &self.cfg)
             .finish_non_exhaustive()
     }
@@ -115,14 +115,14 @@ pub fn mono_ms() -> u64 {
     START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
-impl Gateway {
+impl LinkHub {
     /// The shared link state of `node`, handshaking for the node's chain.
-    pub fn new(node: Node, cfg: NetConfig) -> Arc<Gateway> {
+    pub fn new(node: Node, cfg: NetConfig) -> Arc<LinkHub> {
         let chain = *node.state().chain_id();
         let mut hs = HandshakeConfig::new(chain);
         hs.timeout_ms = cfg.handshake_timeout.as_millis() as u64;
         let (shutdown, _) = watch::channel(false);
-        Arc::new(Gateway {
+        Arc::new(LinkHub {
             sessions: Arc::new(Semaphore::new(cfg.max_sessions)),
             node,
             cfg,

@@ -1,18 +1,18 @@
 //! The TCP listener: one task per accepted connection, each serving one
-//! link ([`super::link::serve_link`]).
+//! link ([`super::responder::serve_link`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use super::Gateway;
-use super::link::serve_link;
+use super::LinkHub;
+use super::responder::serve_link;
 
 /// Accepts connections on `listener` until shutdown begins, serving each as
 /// a link. Accept errors (such as running out of file descriptors) are
 /// logged and retried after a short pause.
-pub async fn serve_tcp(gw: Arc<Gateway>, listener: TcpListener) {
+pub async fn serve_tcp(gw: Arc<LinkHub>, listener: TcpListener) {
     let mut shutdown = gw.shutdown_signal();
     if *shutdown.borrow() {
         return;
@@ -39,7 +39,7 @@ pub async fn serve_tcp(gw: Arc<Gateway>, listener: TcpListener) {
 
 /// Binds `addr` and spawns [`serve_tcp`] on it; returns the bound address
 /// (useful with port 0).
-pub async fn spawn_tcp(gw: Arc<Gateway>, addr: &str) -> std::io::Result<std::net::SocketAddr> {
+pub async fn spawn_tcp(gw: Arc<LinkHub>, addr: &str) -> std::io::Result<std::net::SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     tokio::spawn(serve_tcp(gw, listener));

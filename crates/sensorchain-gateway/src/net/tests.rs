@@ -15,7 +15,7 @@ use sensorchain_core::tx::{GenesisConfig, Member, Params, Transaction, TxBody};
 use tokio_serial::{SerialPort, SerialStream};
 
 use super::client::Client;
-use super::{Gateway, NetConfig, serial};
+use super::{LinkHub, NetConfig, serial};
 use crate::metrics::Metrics;
 use crate::node::{Node, NodeConfig, now_ms};
 use crate::store::Store;
@@ -72,7 +72,7 @@ async fn serial_line_serves_a_device_that_restarts_mid_session() {
         metrics.clone(),
     )
     .unwrap();
-    let gw = Gateway::new(node.clone(), NetConfig::default());
+    let gw = LinkHub::new(node.clone(), NetConfig::default());
     let (master, slave) = SerialStream::pair().expect("a pseudo-terminal pair");
     let path = slave.name().expect("the slave's path");
     tokio::spawn(serial::serve_serial(gw.clone(), path.clone(), 115_200));
@@ -216,7 +216,7 @@ async fn a_handshake_dropped_after_the_proof_is_seen_and_retried_without_loss() 
         Arc::new(Metrics::new()),
     )
     .unwrap();
-    let gw = Gateway::new(node.clone(), NetConfig::default());
+    let gw = LinkHub::new(node.clone(), NetConfig::default());
     let trusted = [gw_key.public()];
     let proofs = Arc::new(AtomicUsize::new(0));
 
@@ -262,7 +262,7 @@ async fn a_handshake_dropped_after_the_proof_is_seen_and_retried_without_loss() 
             }
             _ => {
                 let gw = gw.clone();
-                tokio::spawn(async move { super::link::serve_link(gw, b, "duplex").await });
+                tokio::spawn(async move { super::responder::serve_link(gw, b, "duplex").await });
             }
         }
         async move { Ok(a) }
@@ -291,10 +291,10 @@ async fn a_handshake_dropped_after_the_proof_is_seen_and_retried_without_loss() 
 /// the gateway; from the gateway, the Challenge and the confirming Pong
 /// only. Once the gateway has answered `answers` submissions (which the
 /// device never sees), the link is cut.
-async fn breaking_proxy(device_side: tokio::io::DuplexStream, gw: Arc<Gateway>, answers: usize) {
+async fn breaking_proxy(device_side: tokio::io::DuplexStream, gw: Arc<LinkHub>, answers: usize) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (gw_side, gw_end) = tokio::io::duplex(1 << 16);
-    tokio::spawn(async move { super::link::serve_link(gw, gw_end, "proxy").await });
+    tokio::spawn(async move { super::responder::serve_link(gw, gw_end, "proxy").await });
     let (mut dr, mut dw) = tokio::io::split(device_side);
     let (mut gr, mut gw_w) = tokio::io::split(gw_side);
     tokio::spawn(async move {
@@ -354,7 +354,7 @@ async fn deliver_resends_after_a_broken_session_and_counts_only_what_it_can_tell
         Arc::new(Metrics::new()),
     )
     .unwrap();
-    let gw = Gateway::new(node.clone(), NetConfig::default());
+    let gw = LinkHub::new(node.clone(), NetConfig::default());
     let trusted = [gw_key.public()];
     let attempts = AtomicUsize::new(0);
     let txs: Vec<Vec<u8>> = (1..=5).map(|s| reading(&device, &chain, s)).collect();
@@ -365,7 +365,7 @@ async fn deliver_resends_after_a_broken_session_and_counts_only_what_it_can_tell
         if n == 0 {
             tokio::spawn(breaking_proxy(b, gw, txs.len()));
         } else {
-            tokio::spawn(async move { super::link::serve_link(gw, b, "duplex").await });
+            tokio::spawn(async move { super::responder::serve_link(gw, b, "duplex").await });
         }
         async move { Ok(a) }
     };
@@ -406,7 +406,7 @@ async fn deliver_resends_after_a_broken_session_and_counts_only_what_it_can_tell
         || {
             let (a, b) = tokio::io::duplex(1 << 16);
             let gw = gw.clone();
-            tokio::spawn(async move { super::link::serve_link(gw, b, "duplex").await });
+            tokio::spawn(async move { super::responder::serve_link(gw, b, "duplex").await });
             async move { Ok(a) }
         },
         &chain,

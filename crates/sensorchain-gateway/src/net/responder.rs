@@ -68,7 +68,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::codec::Framed;
 
 use super::codec::{CodecError, LinkCodec};
-use super::{Gateway, mono_ms};
+use super::{LinkHub, mono_ms};
 use crate::node::{Committed, NodeEvent, Rejected};
 
 /// The allowlist of a gateway: the world state's registered identities that
@@ -166,7 +166,7 @@ enum HsFail {
 /// Keeps a half-open slot until the handshake finishes; releases it if the
 /// handshake is abandoned (timeout, I/O error, bad message).
 struct HalfOpen<'g> {
-    gw: &'g Gateway,
+    gw: &'g LinkHub,
     resp: Option<Responder>,
 }
 
@@ -180,7 +180,7 @@ impl Drop for HalfOpen<'_> {
 
 /// Keeps an admitted handshake's slot while it waits for a crypto lane.
 struct PendingAdmitted<'g> {
-    gw: &'g Gateway,
+    gw: &'g LinkHub,
     admitted: Option<handshake::Admitted>,
 }
 
@@ -194,7 +194,7 @@ impl Drop for PendingAdmitted<'_> {
 }
 
 /// Gives a half-open slot back (the table's lock, for a few comparisons).
-fn gw_release(gw: &Gateway, slot: SlotTicket) {
+fn gw_release(gw: &LinkHub, slot: SlotTicket) {
     gw.table
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -208,7 +208,7 @@ fn refuse(e: HandshakeError) -> HsFail {
 
 /// Serves one link until it ends; counts sessions and closes in the
 /// metrics. `peer` names the link in logs (an address or a device path).
-pub async fn serve_link<S>(gw: Arc<Gateway>, stream: S, peer: &str) -> LinkEnd
+pub async fn serve_link<S>(gw: Arc<LinkHub>, stream: S, peer: &str) -> LinkEnd
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -232,7 +232,7 @@ where
 /// One handshake (starting from `hello` if a session already read it) and
 /// the session that follows.
 async fn serve_session<S>(
-    gw: &Gateway,
+    gw: &LinkHub,
     framed: &mut LinkFramed<S>,
     peer: &str,
     hello: &mut Option<BytesMut>,
@@ -277,7 +277,7 @@ where
     }
 }
 
-async fn send_clear<S>(gw: &Gateway, framed: &mut LinkFramed<S>, r: Refusal)
+async fn send_clear<S>(gw: &LinkHub, framed: &mut LinkFramed<S>, r: Refusal)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -312,7 +312,7 @@ where
 /// parse, the allowlist, the per-identity rate, X25519, HKDF and both
 /// signatures run without it, so handshakes on different links overlap.
 async fn handshake<S>(
-    gw: &Gateway,
+    gw: &LinkHub,
     framed: &mut LinkFramed<S>,
     first: Option<BytesMut>,
 ) -> Result<(Established, OwnedSemaphorePermit), HsFail>
@@ -470,7 +470,7 @@ fn answer(sequence: u64, r: Result<Committed, Rejected>) -> GatewayMsg {
 }
 
 async fn session<S>(
-    gw: &Gateway,
+    gw: &LinkHub,
     framed: &mut LinkFramed<S>,
     est: Established,
     mut events: tokio::sync::broadcast::Receiver<NodeEvent>,
