@@ -61,8 +61,8 @@
 //! // The gateway's allowlist (backed by the world state in a real gateway).
 //! struct OneDevice(VerifyingKey);
 //! impl Allowlist for OneDevice {
-//!     fn lookup(&self, id: &KeyId) -> Result<VerifyingKey, Refusal> {
-//!         if *id == self.0.public().key_id() { Ok(self.0) } else { Err(Refusal::Unknown) }
+//!     fn lookup(&self, id: &KeyId) -> Result<VerifyingKey, Denial> {
+//!         if *id == self.0.public().key_id() { Ok(self.0) } else { Err(Denial::Unknown) }
 //!     }
 //! }
 //! let allow = OneDevice(VerifyingKey::from_public(&device.public()).unwrap());
@@ -186,27 +186,33 @@ impl fmt::Display for HandshakeError {
 
 impl core::error::Error for HandshakeError {}
 
-/// Why an allowlist refuses an identity.
+/// Why an allowlist denies an identity (the link's refusal in clear is
+/// [`crate::link::Refusal`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
-pub enum Refusal {
+pub enum Denial {
     /// No registered identity has this key id.
     Unknown,
     /// The identity is registered but may not connect.
     NotPermitted,
 }
 
+/// The former name of [`Denial`], kept so that existing callers build; use
+/// [`Denial`] (`Refusal` is the link's refusal, [`crate::link::Refusal`]).
+#[doc(hidden)]
+pub type Refusal = Denial;
+
 /// The responder's view of who may connect (a gateway backs it with the
 /// world state's `connect` permission). Called once per message 1, before
 /// any Diffie–Hellman or signature work; it should be cheap.
 pub trait Allowlist {
     /// The registered (validated) key of `id`, or why it may not connect.
-    fn lookup(&self, id: &KeyId) -> Result<VerifyingKey, Refusal>;
+    fn lookup(&self, id: &KeyId) -> Result<VerifyingKey, Denial>;
 }
 
 impl<T: Allowlist + ?Sized> Allowlist for &T {
-    fn lookup(&self, id: &KeyId) -> Result<VerifyingKey, Refusal> {
+    fn lookup(&self, id: &KeyId) -> Result<VerifyingKey, Denial> {
         (**self).lookup(id)
     }
 }
@@ -752,8 +758,8 @@ impl Hello {
     /// cheap check, before any table or cryptography).
     pub fn check<A: Allowlist + ?Sized>(self, allowlist: &A) -> Result<Candidate, HandshakeError> {
         let initiator = allowlist.lookup(&self.m1.initiator).map_err(|r| match r {
-            Refusal::Unknown => HandshakeError::UnknownIdentity,
-            Refusal::NotPermitted => HandshakeError::NotPermitted,
+            Denial::Unknown => HandshakeError::UnknownIdentity,
+            Denial::NotPermitted => HandshakeError::NotPermitted,
         })?;
         if initiator.public().key_id() != self.m1.initiator {
             return Err(HandshakeError::UnknownIdentity);
@@ -856,6 +862,12 @@ impl Admitted {
             )),
             Err(error) => Err(Failed { error, slot }),
         }
+    }
+
+    /// Gives up before message 2, returning the slot (to release under a
+    /// lock taken later).
+    pub fn into_slot(self) -> SlotTicket {
+        self.slot
     }
 
     /// Gives up before message 2 and frees the slot.
