@@ -1,4 +1,11 @@
-//! The gateway side of one link, over any byte stream (TCP or serial).
+//! The gateway side of one link, over any byte stream (TCP or serial): a
+//! tokio driver around core's sans-I/O
+//! [`ResponderConnection`](sensorchain_core::link::ResponderConnection),
+//! which owns the framing, the handshake messages, the session, in-order
+//! answers and back-pressure. This driver owns what is the gateway's: the
+//! shared handshake table and its lock, the crypto lanes, the allowlist,
+//! per-identity rates and sessions, the node, revocation, shutdown,
+//! timers and metrics.
 //!
 //! 1. **Handshake** (gateway as responder), within
 //!    `limits.handshake_timeout_ms` of the connection:
@@ -48,28 +55,36 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
-use futures::{FutureExt, SinkExt, StreamExt};
-use sensorchain_core::handshake::{
-    self, Allowlist, Established, HandshakeError, Hello, MESSAGE2_LEN, Responder, SlotTicket,
-};
+use futures::{FutureExt, StreamExt};
+use sensorchain_core::handshake::{self, Allowlist, HandshakeError, Hello, SlotTicket};
 use sensorchain_core::identity::{KeyId, PublicKey, VerifyingKey};
 use sensorchain_core::link::{
-    self, DeviceMsg, GatewayMsg, LINK_MAX_FRAME, LinkFrame, Refusal, RejectReason,
+    self, BadFrame, End, GatewayMsg, LINK_MAX_FRAME, Refusal, RejectReason, ResponderConfig,
+    ResponderConnection, ResponderEvent, SubmitId,
 };
 use sensorchain_core::permissions::Permissions;
-use sensorchain_core::session::{FRAME_CLOSE, FRAME_DATA, FRAME_OVERHEAD, Session, SessionError};
+use sensorchain_core::session::FRAME_OVERHEAD;
 use sensorchain_core::state::WorldState;
 use sensorchain_core::tx::Transaction;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::broadcast::error::RecvError;
-use tokio_util::codec::Framed;
 
-use super::codec::{CodecError, LinkCodec};
 use super::{LinkHub, mono_ms};
 use crate::node::{Committed, NodeEvent, Rejected};
+
+/// Most submissions a link may hold in flight (the configured
+/// `max_inflight` is clamped to it).
+pub const INFLIGHT_CAPACITY: usize = 256;
+/// Bytes of a link's transmit queue (answers wait there in order).
+const TX_QUEUE: usize = 16 * 1024;
+/// Bytes read from the stream at once.
+const READ_CHUNK: usize = 4096;
+
+/// The core connection a link runs.
+type Conn = ResponderConnection<LINK_MAX_FRAME, TX_QUEUE, INFLIGHT_CAPACITY>;
 
 /// The allowlist of a gateway: the world state's registered identities that
 /// hold `CONNECT`. Lookups are map reads (the key was validated once, at
@@ -117,6 +132,9 @@ pub enum LinkEnd {
     /// live session per identity): the submissions in flight were answered,
     /// then a session close frame was sent.
     Replaced,
+    /// The session's send budget ran out: it was closed with a close frame
+    /// and a new handshake is served on the same link.
+    Rekey,
 }
 
 impl LinkEnd {
@@ -133,95 +151,150 @@ impl LinkEnd {
             LinkEnd::Io => "io",
             LinkEnd::Rehandshake => "rehandshake",
             LinkEnd::Replaced => "replaced",
+            LinkEnd::Rekey => "rekey",
         }
+    }
+
+    /// Whether the link stays open for a new handshake after this end.
+    fn continues(&self) -> bool {
+        matches!(self, LinkEnd::Rehandshake | LinkEnd::Rekey)
     }
 }
 
-/// The link refusal for a handshake error, and a metric label.
+/// The link refusal for a handshake error ([`link::refusal_for`]), and a
+/// metric label.
 pub fn refusal_of(e: HandshakeError) -> (Refusal, &'static str) {
-    match e {
-        HandshakeError::UnknownIdentity => (Refusal::UnknownIdentity, "unknown_identity"),
-        HandshakeError::NotPermitted => (Refusal::NotPermitted, "not_permitted"),
-        HandshakeError::WrongChain => (Refusal::WrongChain, "wrong_chain"),
-        HandshakeError::VersionMismatch => (Refusal::VersionMismatch, "version_mismatch"),
-        HandshakeError::TooManyHalfOpen => (Refusal::Busy, "busy"),
-        HandshakeError::BadSignature => (Refusal::HandshakeFailed, "bad_signature"),
-        HandshakeError::Replayed => (Refusal::HandshakeFailed, "replayed"),
-        HandshakeError::Timeout => (Refusal::HandshakeFailed, "timeout"),
-        HandshakeError::Malformed => (Refusal::HandshakeFailed, "malformed"),
-        _ => (Refusal::HandshakeFailed, "failed"),
+    let label = match e {
+        HandshakeError::UnknownIdentity => "unknown_identity",
+        HandshakeError::NotPermitted => "not_permitted",
+        HandshakeError::WrongChain => "wrong_chain",
+        HandshakeError::VersionMismatch => "version_mismatch",
+        HandshakeError::TooManyHalfOpen => "busy",
+        HandshakeError::BadSignature => "bad_signature",
+        HandshakeError::Replayed => "replayed",
+        HandshakeError::Timeout => "timeout",
+        HandshakeError::Malformed => "malformed",
+        _ => "failed",
+    };
+    (link::refusal_for(e), label)
+}
+
+/// The metric label of a bad frame.
+fn bad_label(b: BadFrame) -> &'static str {
+    match b {
+        BadFrame::Oversized => "oversized",
+        BadFrame::Malformed => "malformed_frame",
+        BadFrame::Unexpected => "unexpected_frame",
+        BadFrame::Undecryptable => "undecryptable",
+        BadFrame::Replayed => "replayed_frame",
+        BadFrame::MalformedMessage => "malformed_message",
+        _ => "bad_frame",
     }
 }
 
-type LinkFramed<S> = Framed<S, LinkCodec>;
-
-/// Why the handshake phase ended without a session.
-enum HsFail {
-    /// Answer this refusal in clear, count this label.
-    Refuse(Refusal, &'static str),
-    /// The peer went away or the stream failed.
-    Gone(LinkEnd, &'static str),
-}
-
-/// Keeps a half-open slot until the handshake finishes; releases it if the
-/// handshake is abandoned (timeout, I/O error, bad message).
-struct HalfOpen<'g> {
-    gw: &'g LinkHub,
-    resp: Option<Responder>,
-}
-
-impl Drop for HalfOpen<'_> {
-    fn drop(&mut self) {
-        if let Some(r) = self.resp.take() {
-            gw_release(self.gw, r.into_slot());
-        }
-    }
+/// Gives a half-open slot back (the table's lock, for a few comparisons).
+fn release(hub: &LinkHub, slot: SlotTicket) {
+    hub.table
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .release(slot);
 }
 
 /// Keeps an admitted handshake's slot while it waits for a crypto lane.
-struct PendingAdmitted<'g> {
-    gw: &'g LinkHub,
+struct PendingAdmitted<'h> {
+    hub: &'h LinkHub,
     admitted: Option<handshake::Admitted>,
 }
 
 impl Drop for PendingAdmitted<'_> {
     fn drop(&mut self) {
         if let Some(a) = self.admitted.take() {
-            let mut t = self.gw.table.lock().unwrap_or_else(|p| p.into_inner());
+            let mut t = self.hub.table.lock().unwrap_or_else(|p| p.into_inner());
             a.abort(&mut **t);
         }
     }
 }
 
-/// Gives a half-open slot back (the table's lock, for a few comparisons).
-fn gw_release(gw: &LinkHub, slot: SlotTicket) {
-    gw.table
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .release(slot);
+/// The core connection of one link; a half-open slot it still holds (or
+/// hands back in an event not yet polled) is released when it is dropped,
+/// however the link ended.
+struct Guarded<'h> {
+    hub: &'h LinkHub,
+    conn: Box<Conn>,
 }
 
-fn refuse(e: HandshakeError) -> HsFail {
-    let (r, l) = refusal_of(e);
-    HsFail::Refuse(r, l)
+impl Drop for Guarded<'_> {
+    fn drop(&mut self) {
+        while let Some(ev) = self.conn.poll_event() {
+            if let ResponderEvent::SlotFreed(slot) = ev {
+                release(self.hub, slot);
+            }
+        }
+        if let Some(slot) = self.conn.take_slot() {
+            release(self.hub, slot);
+        }
+    }
+}
+
+/// What the driver does with one connection event (owned: the connection
+/// is borrowed while an event is).
+enum Step {
+    Hello(Hello),
+    ProofReceived,
+    Established(PublicKey),
+    Submit(SubmitId, Vec<u8>),
+    Bad(BadFrame),
+    Ended(End),
+}
+
+/// The live session of a link.
+struct Live {
+    peer: PublicKey,
+    ticket: super::peers::SessionTicket,
+    replaced: tokio::sync::oneshot::Receiver<()>,
+    replaced_open: bool,
+    _permit: OwnedSemaphorePermit,
 }
 
 /// Serves one link until it ends; counts sessions and closes in the
 /// metrics. `peer` names the link in logs (an address or a device path).
-pub async fn serve_link<S>(gw: Arc<LinkHub>, stream: S, peer: &str) -> LinkEnd
+pub async fn serve_link<S>(hub: Arc<LinkHub>, stream: S, peer: &str) -> LinkEnd
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let metrics = gw.node.metrics().clone();
-    let codec = LinkCodec::new(Some(metrics.clone())).with_max_bad(gw.cfg.max_bad_frames);
-    let mut framed = Framed::with_capacity(stream, codec, 2048);
-    // A Hello inside a session starts a new handshake on the same link.
-    let mut hello = None;
+    let mut d = Driver {
+        hub: &hub,
+        metrics: hub.node.metrics().clone(),
+        conn: Guarded {
+            hub: &hub,
+            conn: Box::new(Conn::new(responder_config(&hub), mono_ms())),
+        },
+        stream,
+        peer,
+        rbuf: vec![0u8; READ_CHUNK],
+        rpos: 0,
+        rlen: 0,
+        mid_frame: false,
+        tbuf: vec![0u8; 2048],
+        bad: 0,
+        permit: None,
+        live: None,
+        closing: None,
+        hs_label: None,
+        refused_after_proof: false,
+        inflight: FuturesUnordered::new(),
+        // Subscribe before any handshake so no revocation is missed.
+        events: hub.node.subscribe(),
+        events_open: true,
+        shutdown: hub.shutdown_signal(),
+        draining: false,
+    };
     loop {
-        let end = serve_session(&gw, &mut framed, peer, &mut hello).await;
-        metrics.link_closed(end.label());
-        if end == LinkEnd::Rehandshake && hello.is_some() {
-            tracing::debug!(%peer, "device restarted its handshake on the same link");
+        let end = d.run().await;
+        d.metrics.link_closed(end.label());
+        d.end_session();
+        if end.continues() {
+            tracing::debug!(%peer, end = end.label(), "a new handshake on the same link");
             continue;
         }
         tracing::debug!(%peer, end = end.label(), "link closed");
@@ -229,221 +302,436 @@ where
     }
 }
 
-/// One handshake (starting from `hello` if a session already read it) and
-/// the session that follows.
-async fn serve_session<S>(
-    gw: &LinkHub,
-    framed: &mut LinkFramed<S>,
-    peer: &str,
-    hello: &mut Option<BytesMut>,
-) -> LinkEnd
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let metrics = gw.node.metrics().clone();
-    // Subscribe before the handshake so no revocation is missed in between.
-    let events = gw.node.subscribe();
-    let first = hello.take();
-    let hs = tokio::time::timeout(gw.cfg.handshake_timeout, handshake(gw, framed, first)).await;
-    match hs {
-        Err(_) => {
-            metrics.handshake_failed("timeout");
-            send_clear(gw, framed, Refusal::HandshakeFailed).await;
-            LinkEnd::HandshakeTimeout
-        }
-        Ok(Err(HsFail::Refuse(r, label))) => {
-            metrics.handshake_failed(label);
-            tracing::debug!(%peer, refusal = %r, "handshake refused");
-            send_clear(gw, framed, r).await;
-            LinkEnd::Refused(r)
-        }
-        Ok(Err(HsFail::Gone(end, label))) => {
-            metrics.handshake_failed(label);
-            end
-        }
-        Ok(Ok((est, permit))) => {
-            let device = est.peer;
-            // one live session per identity: this one replaces the last
-            let (ticket, replaced) = gw.peers.start_session(&device, mono_ms());
-            metrics.sessions_total.inc();
-            metrics.sessions_active.inc();
-            tracing::debug!(%peer, %device, "session established");
-            let end = session(gw, framed, est, events, hello, replaced).await;
-            gw.peers.end_session(&device, &ticket);
-            metrics.sessions_active.dec();
-            drop(permit);
-            end
-        }
-    }
+fn responder_config(hub: &LinkHub) -> ResponderConfig {
+    let mut c = ResponderConfig::new(hub.hs);
+    c.idle_timeout_ms = (hub.cfg.idle_timeout.as_millis() as u64).max(1);
+    c
 }
 
-async fn send_clear<S>(gw: &LinkHub, framed: &mut LinkFramed<S>, r: Refusal)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let mut buf = [0u8; 8];
-    if let Ok(b) = link::encode(&LinkFrame::Refused(r), &mut buf) {
-        let b: &[u8] = b;
-        let _ = tokio::time::timeout(
-            Duration::from_secs(1).min(gw.cfg.write_timeout),
-            framed.send(b),
-        )
-        .await;
-    }
+struct Driver<'h, S> {
+    hub: &'h LinkHub,
+    metrics: Arc<crate::metrics::Metrics>,
+    conn: Guarded<'h>,
+    stream: S,
+    peer: &'h str,
+    /// Bytes read and not yet taken by the connection: `rbuf[rpos..rlen]`.
+    rbuf: Vec<u8>,
+    rpos: usize,
+    rlen: usize,
+    /// The last byte taken was inside a frame (not a delimiter).
+    mid_frame: bool,
+    tbuf: Vec<u8>,
+    bad: u32,
+    /// The session slot taken for the handshake in progress.
+    permit: Option<OwnedSemaphorePermit>,
+    live: Option<Live>,
+    /// Why this side is closing the session gracefully.
+    closing: Option<LinkEnd>,
+    /// The handshake-failure label of a refusal this driver gave.
+    hs_label: Option<&'static str>,
+    /// The proof verified but the identity lost `CONNECT` meanwhile: the
+    /// `Established` event that follows is not a session.
+    refused_after_proof: bool,
+    inflight: FuturesUnordered<BoxFuture<'static, Answer>>,
+    events: tokio::sync::broadcast::Receiver<NodeEvent>,
+    events_open: bool,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    draining: bool,
 }
 
-async fn next_link_frame<S>(framed: &mut LinkFramed<S>) -> Result<bytes::BytesMut, HsFail>
+/// The wait for one submission's commit.
+type Answer = (SubmitId, GatewayMsg);
+
+impl<'h, S> Driver<'h, S>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    match framed.next().await {
-        Some(Ok(f)) => Ok(f),
-        Some(Err(CodecError::TooManyBadFrames(_))) => {
-            Err(HsFail::Refuse(Refusal::HandshakeFailed, "bad_frames"))
+    /// Unregisters the session that ended (if any).
+    fn end_session(&mut self) {
+        if let Some(live) = self.live.take() {
+            self.hub.peers.end_session(&live.peer, &live.ticket);
+            self.metrics.sessions_active.dec();
         }
-        Some(Err(_)) => Err(HsFail::Gone(LinkEnd::Io, "io")),
-        None => Err(HsFail::Gone(LinkEnd::PeerClosed, "closed")),
+        self.permit = None;
+        self.closing = None;
+        self.hs_label = None;
+        self.refused_after_proof = false;
+        self.inflight.clear();
     }
-}
 
-/// The responder's side of one handshake. The shared table's lock is held
-/// twice, each time for a few comparisons and no cryptography: to admit
-/// message 1 (replay cache, half-open slot) and to give the slot back. The
-/// parse, the allowlist, the per-identity rate, X25519, HKDF and both
-/// signatures run without it, so handshakes on different links overlap.
-async fn handshake<S>(
-    gw: &LinkHub,
-    framed: &mut LinkFramed<S>,
-    first: Option<BytesMut>,
-) -> Result<(Established, OwnedSemaphorePermit), HsFail>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let f1 = match first {
-        Some(f) => f,
-        None => next_link_frame(framed).await?,
-    };
-    let Ok(LinkFrame::Hello(m1)) = link::decode::<LinkFrame>(&f1) else {
-        let _ = framed.codec_mut().count_bad("unexpected_frame");
-        return Err(HsFail::Refuse(Refusal::HandshakeFailed, "malformed"));
-    };
-    if gw.is_shutting_down() {
-        return Err(HsFail::Refuse(Refusal::ShuttingDown, "shutting_down"));
+    /// Writes what the connection queued (bounded by the write timeout).
+    async fn transmit(&mut self) -> Result<(), ()> {
+        let wt = self.hub.cfg.write_timeout;
+        let mut wrote = false;
+        while let Some(n) = self.conn.conn.poll_transmit(&mut self.tbuf) {
+            let buf = &self.tbuf[..n];
+            match tokio::time::timeout(wt, self.stream.write_all(buf)).await {
+                Ok(Ok(())) => wrote = true,
+                _ => return Err(()),
+            }
+        }
+        if wrote {
+            match tokio::time::timeout(wt, self.stream.flush()).await {
+                Ok(Ok(())) => {}
+                _ => return Err(()),
+            }
+        }
+        Ok(())
     }
-    // 1. cheap checks, no lock: version, encoding, chain, allowlist
-    let candidate = Hello::parse(&gw.hs, m1)
-        .and_then(|h| h.check(&StateAllowlist(&gw.node.state())))
-        .map_err(refuse)?;
-    let device = *candidate.initiator();
-    // 2. the identity's handshake rate, then a session slot
-    if !gw.peers.take_token(&device, mono_ms()) {
-        return Err(HsFail::Refuse(Refusal::Busy, "rate_limited"));
+
+    /// Best effort for the last bytes of a link that ends (a refusal in
+    /// clear, a close frame): at most a second.
+    async fn transmit_last(&mut self) {
+        let limit = Duration::from_secs(1).min(self.hub.cfg.write_timeout);
+        let _ = tokio::time::timeout(limit, self.transmit()).await;
     }
-    let Ok(permit) = gw.sessions.clone().try_acquire_owned() else {
-        gw.peers.refund(&device);
-        return Err(HsFail::Refuse(Refusal::Busy, "busy"));
-    };
-    // 3. admission under the table's lock: replay cache, half-open slot
-    let admitted = {
-        let mut t = gw.table.lock().unwrap_or_else(|p| p.into_inner());
-        let now = mono_ms();
-        t.reclaim_expired(now, gw.hs.timeout_ms);
-        if t.half_open() >= gw.cfg.max_half_open {
-            Err(HandshakeError::TooManyHalfOpen)
+
+    /// Refuses the handshake in progress with `r`, counted as `label`.
+    fn refuse(&mut self, r: Refusal, label: &'static str) {
+        self.hs_label = Some(label);
+        self.conn.conn.refuse(r);
+    }
+
+    /// One handshake and the session that follows, until it ends.
+    async fn run(&mut self) -> LinkEnd {
+        loop {
+            // 1. what the connection has to say
+            while let Some(step) = self.next_step() {
+                if let Some(end) = self.on_step(step).await {
+                    if !end.continues() {
+                        self.transmit_last().await;
+                    }
+                    return end;
+                }
+            }
+            // 2. what it has to send
+            if self.transmit().await.is_err() {
+                return LinkEnd::Io;
+            }
+            // 3. what was read and not yet taken
+            if self.rpos < self.rlen && self.conn.conn.in_flight() < self.max_inflight() {
+                let now = mono_ms();
+                let used = self
+                    .conn
+                    .conn
+                    .handle_input(&self.rbuf[self.rpos..self.rlen], now);
+                if used > 0 {
+                    self.mid_frame = self.rbuf[self.rpos + used - 1] != 0;
+                    self.rpos += used;
+                    continue;
+                }
+            }
+            // 4. wait for the next thing to happen
+            let read = self.rpos >= self.rlen;
+            let session = self.live.is_some();
+            let timer = self.conn.conn.poll_timeout().map(|t| {
+                tokio::time::Instant::now() + Duration::from_millis(t.saturating_sub(mono_ms()))
+            });
+            let replaced_open = self.live.as_ref().is_some_and(|l| l.replaced_open);
+            tokio::select! {
+                biased;
+                ev = self.events.recv(), if session && self.events_open => self.on_node_event(ev),
+                _ = self.shutdown.changed(), if !self.draining => {
+                    self.draining = true;
+                    self.begin_shutdown();
+                }
+                r = async {
+                    match self.live.as_mut() {
+                        Some(l) => (&mut l.replaced).await,
+                        None => std::future::pending().await,
+                    }
+                }, if replaced_open => {
+                    if let Some(l) = self.live.as_mut() {
+                        l.replaced_open = false;
+                    }
+                    if r.is_ok() {
+                        tracing::info!(peer = %self.peer, "a newer session of this identity replaces this one");
+                        self.closing = Some(LinkEnd::Replaced);
+                        self.conn.conn.close();
+                    }
+                }
+                Some((id, answer)) = self.inflight.next(), if !self.inflight.is_empty() => {
+                    let _ = self.conn.conn.answer(id, answer);
+                    while let Some(Some((id, answer))) = self.inflight.next().now_or_never() {
+                        let _ = self.conn.conn.answer(id, answer);
+                    }
+                }
+                n = self.stream.read(&mut self.rbuf), if read => match n {
+                    Ok(0) => return self.eof(),
+                    Ok(n) => {
+                        self.rpos = 0;
+                        self.rlen = n;
+                    }
+                    Err(_) => return LinkEnd::Io,
+                },
+                _ = tokio::time::sleep_until(timer.unwrap_or_else(tokio::time::Instant::now)), if timer.is_some() => {
+                    self.conn.conn.handle_timeout(mono_ms());
+                }
+            }
+        }
+    }
+
+    fn max_inflight(&self) -> usize {
+        self.hub.cfg.max_inflight.clamp(1, INFLIGHT_CAPACITY)
+    }
+
+    /// The stream ended.
+    fn eof(&mut self) -> LinkEnd {
+        if self.mid_frame {
+            self.mid_frame = false;
+            self.bad_frame("truncated");
+        }
+        if self.live.is_none() {
+            self.metrics.handshake_failed("closed");
+        }
+        LinkEnd::PeerClosed
+    }
+
+    fn bad_frame(&mut self, label: &str) -> bool {
+        self.metrics.bad_frame(label);
+        self.bad += 1;
+        self.bad > self.hub.cfg.max_bad_frames
+    }
+
+    fn next_step(&mut self) -> Option<Step> {
+        Some(match self.conn.conn.poll_event()? {
+            ResponderEvent::Hello(h) => Step::Hello(h),
+            ResponderEvent::ProofReceived => Step::ProofReceived,
+            ResponderEvent::Established { peer, .. } => Step::Established(peer),
+            ResponderEvent::Submit { id, tx } => Step::Submit(id, tx.to_vec()),
+            ResponderEvent::BadFrame(b) => Step::Bad(b),
+            ResponderEvent::SlotFreed(slot) => {
+                release(self.hub, slot);
+                return self.next_step();
+            }
+            ResponderEvent::Ended(e) => Step::Ended(e),
+            _ => return self.next_step(),
+        })
+    }
+
+    /// Acts on one step; `Some` when the session (or handshake) ended.
+    async fn on_step(&mut self, step: Step) -> Option<LinkEnd> {
+        match step {
+            Step::Hello(h) => return self.on_hello(h).await,
+            Step::ProofReceived => return self.on_proof().await,
+            Step::Established(_) if self.refused_after_proof => {
+                self.refused_after_proof = false;
+            }
+            Step::Established(device) => {
+                // one live session per identity: this one replaces the last
+                let (ticket, replaced) = self.hub.peers.start_session(&device, mono_ms());
+                self.metrics.sessions_total.inc();
+                self.metrics.sessions_active.inc();
+                tracing::debug!(peer = %self.peer, %device, "session established");
+                let permit = self.permit.take()?;
+                self.live = Some(Live {
+                    peer: device,
+                    ticket,
+                    replaced,
+                    replaced_open: true,
+                    _permit: permit,
+                });
+                if self.draining {
+                    self.begin_shutdown();
+                }
+            }
+            Step::Submit(id, bytes) => {
+                let peer = self.live.as_ref().map(|l| l.peer)?;
+                match Transaction::decode(&bytes) {
+                    Ok(tx) => self
+                        .inflight
+                        .push(submit_future(&self.hub.node, id, tx, bytes, peer).boxed()),
+                    Err(_) => {
+                        self.metrics.reject(RejectReason::Malformed.as_str());
+                        let m = GatewayMsg::Reject {
+                            sequence: 0,
+                            reason: RejectReason::Malformed,
+                        };
+                        let _ = self.conn.conn.answer(id, m);
+                    }
+                }
+            }
+            Step::Bad(b) => {
+                let too_many = self.bad_frame(bad_label(b));
+                if self.live.is_none() {
+                    if too_many {
+                        self.refuse(Refusal::HandshakeFailed, "bad_frames");
+                    } else if b == BadFrame::Malformed && !self.conn.conn.is_closed() {
+                        // a frame that is not a link frame instead of a
+                        // handshake message
+                        self.refuse(Refusal::HandshakeFailed, "malformed");
+                    }
+                } else if too_many {
+                    return Some(LinkEnd::BadFrames);
+                }
+            }
+            Step::Ended(e) => return Some(self.on_end(e)),
+        }
+        None
+    }
+
+    fn on_end(&mut self, e: End) -> LinkEnd {
+        if self.live.is_none() {
+            let (end, label) = match e {
+                End::Refused(r) => (LinkEnd::Refused(r), self.hs_label.unwrap_or("failed")),
+                End::HandshakeFailed(e) => {
+                    let (r, label) = refusal_of(e);
+                    (LinkEnd::Refused(r), label)
+                }
+                End::HandshakeTimeout => (LinkEnd::HandshakeTimeout, "timeout"),
+                End::Closed if self.draining => {
+                    (LinkEnd::Refused(Refusal::ShuttingDown), "shutting_down")
+                }
+                _ => (LinkEnd::Refused(Refusal::HandshakeFailed), "failed"),
+            };
+            self.metrics.handshake_failed(label);
+            if let LinkEnd::Refused(r) = end {
+                tracing::debug!(peer = %self.peer, refusal = %r, "handshake refused");
+            }
+            return end;
+        }
+        match e {
+            End::Refused(Refusal::Revoked) => LinkEnd::Revoked,
+            End::Refused(Refusal::ShuttingDown) => LinkEnd::ShuttingDown,
+            End::Refused(r) => LinkEnd::Refused(r),
+            End::Closed => self.closing.unwrap_or(LinkEnd::ShuttingDown),
+            End::PeerClosed => LinkEnd::PeerClosed,
+            End::Rehandshake => LinkEnd::Rehandshake,
+            End::Rekey => LinkEnd::Rekey,
+            End::Idle => LinkEnd::Idle,
+            _ => LinkEnd::Io,
+        }
+    }
+
+    /// Shutdown began: a session answers what is in flight, then
+    /// `Refused(ShuttingDown)`; a handshake is refused at once.
+    fn begin_shutdown(&mut self) {
+        if self.live.is_some() {
+            self.closing = Some(LinkEnd::ShuttingDown);
         } else {
-            t.admit(candidate, now, gw.hs.timeout_ms)
+            self.hs_label = Some("shutting_down");
         }
-    };
-    let admitted = admitted.map_err(|e| {
-        if e == HandshakeError::TooManyHalfOpen {
-            gw.peers.refund(&device);
-        }
-        refuse(e)
-    })?;
-    // 4. message 2's cryptography, no lock (a crypto lane: see
-    //    `crypto_lanes`; cancelled while waiting, the slot comes back)
-    let mut m2 = [0u8; MESSAGE2_LEN];
-    let mut pending = PendingAdmitted {
-        gw,
-        admitted: Some(admitted),
-    };
-    let lane = gw.crypto_lanes.acquire().await;
-    let Some(admitted) = pending.admitted.take() else {
-        return Err(HsFail::Refuse(Refusal::HandshakeFailed, "failed"));
-    };
-    let (resp, n2) = admitted
-        .respond(&gw.hs, gw.node.keypair(), &mut rand::rng(), &mut m2)
-        .map_err(|f| {
-            gw_release(gw, f.slot);
-            refuse(f.error)
-        })?;
-    drop(lane);
-    let mut half = HalfOpen {
-        gw,
-        resp: Some(resp),
-    };
-    let mut buf = [0u8; MESSAGE2_LEN + 8];
-    let frame = link::encode(&LinkFrame::Challenge(&m2[..n2]), &mut buf)
-        .map_err(|_| HsFail::Refuse(Refusal::HandshakeFailed, "failed"))?;
-    let frame: &[u8] = frame;
-    framed
-        .send(frame)
-        .await
-        .map_err(|_| HsFail::Gone(LinkEnd::Io, "io"))?;
-
-    let f3 = next_link_frame(framed).await?;
-    let Ok(LinkFrame::Proof(m3)) = link::decode::<LinkFrame>(&f3) else {
-        let _ = framed.codec_mut().count_bad("unexpected_frame");
-        return Err(HsFail::Refuse(Refusal::HandshakeFailed, "malformed"));
-    };
-    // 5. message 3's verification, no lock; then the slot goes back
-    let lane = gw.crypto_lanes.acquire().await;
-    let resp = half
-        .resp
-        .take()
-        .ok_or(HsFail::Refuse(Refusal::HandshakeFailed, "failed"))?;
-    let (slot, est) = resp.verify(m3, mono_ms());
-    drop(lane);
-    gw_release(gw, slot);
-    let est = est.map_err(refuse)?;
-    // Permissions may have changed while the handshake ran.
-    if !gw.node.state().has(&est.peer, Permissions::CONNECT) {
-        return Err(HsFail::Refuse(Refusal::NotPermitted, "not_permitted"));
+        self.conn.conn.shutdown(Refusal::ShuttingDown);
     }
-    Ok((est, permit))
-}
 
-/// Seals one gateway message into a link frame (before COBS).
-pub(crate) fn seal_msg(session: &mut Session, msg: &GatewayMsg) -> Option<Vec<u8>> {
-    let mut plain = [0u8; 96];
-    let p = link::encode(msg, &mut plain).ok()?;
-    let mut sealed = vec![0u8; p.len() + FRAME_OVERHEAD];
-    let s = session.seal(FRAME_DATA, p, &mut sealed).ok()?;
-    let mut frame = vec![0u8; s.len() + 8];
-    let n = link::encode(&LinkFrame::Session(s), &mut frame).ok()?.len();
-    frame.truncate(n);
-    Some(frame)
-}
+    fn on_node_event(&mut self, ev: Result<NodeEvent, RecvError>) {
+        let Some(peer) = self.live.as_ref().map(|l| l.peer) else {
+            return;
+        };
+        let recheck = match ev {
+            Ok(NodeEvent::PermissionsChanged(keys)) => keys.contains(&peer),
+            Ok(_) => false,
+            Err(RecvError::Lagged(_)) => true,
+            Err(RecvError::Closed) => {
+                self.events_open = false;
+                self.draining = true;
+                self.begin_shutdown();
+                false
+            }
+        };
+        if recheck && !self.hub.node.state().has(&peer, Permissions::CONNECT) {
+            tracing::info!(device = %peer, "identity lost CONNECT: closing its session");
+            self.conn.conn.refuse(Refusal::Revoked);
+        }
+    }
 
-/// A sealed session close frame (empty payload) in a link frame.
-fn seal_close(session: &mut Session) -> Option<Vec<u8>> {
-    let mut sealed = [0u8; FRAME_OVERHEAD];
-    let s = session.seal(FRAME_CLOSE, &[], &mut sealed).ok()?;
-    let mut frame = vec![0u8; s.len() + 8];
-    let n = link::encode(&LinkFrame::Session(s), &mut frame).ok()?.len();
-    frame.truncate(n);
-    Some(frame)
+    /// Message 1 parsed: the allowlist, the identity's rate, a session
+    /// slot and admission to the shared table (its lock held for a few
+    /// comparisons), then message 2's cryptography without the lock.
+    async fn on_hello(&mut self, hello: Hello) -> Option<LinkEnd> {
+        let hub = self.hub;
+        if hub.is_shutting_down() {
+            self.refuse(Refusal::ShuttingDown, "shutting_down");
+            return None;
+        }
+        let candidate = match hello.check(&StateAllowlist(&hub.node.state())) {
+            Ok(c) => c,
+            Err(e) => {
+                let (r, label) = refusal_of(e);
+                self.refuse(r, label);
+                return None;
+            }
+        };
+        let device = *candidate.initiator();
+        if !hub.peers.take_token(&device, mono_ms()) {
+            self.refuse(Refusal::Busy, "rate_limited");
+            return None;
+        }
+        let Ok(permit) = hub.sessions.clone().try_acquire_owned() else {
+            hub.peers.refund(&device);
+            self.refuse(Refusal::Busy, "busy");
+            return None;
+        };
+        let admitted = {
+            let mut t = hub.table.lock().unwrap_or_else(|p| p.into_inner());
+            let now = mono_ms();
+            t.reclaim_expired(now, hub.hs.timeout_ms);
+            if t.half_open() >= hub.cfg.max_half_open {
+                Err(HandshakeError::TooManyHalfOpen)
+            } else {
+                t.admit(candidate, now, hub.hs.timeout_ms)
+            }
+        };
+        let admitted = match admitted {
+            Ok(a) => a,
+            Err(e) => {
+                if e == HandshakeError::TooManyHalfOpen {
+                    hub.peers.refund(&device);
+                }
+                let (r, label) = refusal_of(e);
+                self.refuse(r, label);
+                return None;
+            }
+        };
+        self.permit = Some(permit);
+        // message 2's cryptography, no lock (a crypto lane: see
+        // `crypto_lanes`; cancelled while waiting, the slot comes back)
+        let mut pending = PendingAdmitted {
+            hub,
+            admitted: Some(admitted),
+        };
+        let lane = hub.crypto_lanes.acquire().await;
+        let admitted = pending.admitted.take()?;
+        let r = self
+            .conn
+            .conn
+            .accept(admitted, hub.node.keypair(), &mut rand::rng(), mono_ms());
+        drop(lane);
+        if r.is_err() {
+            // the connection queued the refusal; its end says which
+            self.permit = None;
+        }
+        None
+    }
+
+    /// Message 3 arrived: its verification without the lock; `CONNECT`
+    /// once more (permissions may have changed meanwhile).
+    async fn on_proof(&mut self) -> Option<LinkEnd> {
+        let lane = self.hub.crypto_lanes.acquire().await;
+        let r = self.conn.conn.verify_proof(mono_ms());
+        drop(lane);
+        match r {
+            Ok(peer) if !self.hub.node.state().has(&peer, Permissions::CONNECT) => {
+                self.refused_after_proof = true;
+                self.refuse(Refusal::NotPermitted, "not_permitted");
+            }
+            Ok(_) => {}
+            Err(_) => self.permit = None,
+        }
+        None
+    }
 }
 
 /// Enqueues a submission now (so a link's transactions reach the node in
 /// arrival order: a sensor may pipeline increasing sequence numbers) and
-/// returns the wait for its commit.
+/// returns the wait for its answer.
 fn submit_future(
     node: &crate::node::Node,
+    id: SubmitId,
     tx: Transaction,
     bytes: Vec<u8>,
     peer: PublicKey,
-) -> impl Future<Output = (u64, Result<Committed, Rejected>)> + Send + use<> {
+) -> impl Future<Output = Answer> + Send + use<> {
     let sequence = tx.body.sequence;
     let queued = node.enqueue_decoded(tx, bytes, Some(peer));
     async move {
@@ -451,7 +739,7 @@ fn submit_future(
             Ok(ticket) => ticket.wait().await,
             Err(e) => Err(e),
         };
-        (sequence, r)
+        (id, answer(sequence, r))
     }
 }
 
@@ -466,165 +754,6 @@ fn answer(sequence: u64, r: Result<Committed, Rejected>) -> GatewayMsg {
             Some(reason) => GatewayMsg::Reject { sequence, reason },
             None => GatewayMsg::Busy { sequence },
         },
-    }
-}
-
-async fn session<S>(
-    gw: &LinkHub,
-    framed: &mut LinkFramed<S>,
-    est: Established,
-    mut events: tokio::sync::broadcast::Receiver<NodeEvent>,
-    hello: &mut Option<BytesMut>,
-    mut replaced: tokio::sync::oneshot::Receiver<()>,
-) -> LinkEnd
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let Established {
-        peer, mut session, ..
-    } = est;
-    let cfg = &gw.cfg;
-    let metrics = gw.node.metrics().clone();
-    let mut inflight = FuturesUnordered::new();
-    let mut shutdown = gw.shutdown_signal();
-    let mut draining = *shutdown.borrow();
-    // A newer session of this identity completed its handshake: drain the
-    // submissions in flight, then a close frame.
-    let mut superseded = false;
-    let mut replaced_open = true;
-    let mut events_open = true;
-    let idle = tokio::time::sleep(cfg.idle_timeout);
-    tokio::pin!(idle);
-    let wt = cfg.write_timeout;
-
-    macro_rules! write_or_end {
-        ($fut:expr) => {
-            match tokio::time::timeout(wt, $fut).await {
-                Ok(Ok(())) => {}
-                _ => return LinkEnd::Io,
-            }
-        };
-    }
-    macro_rules! bad {
-        ($reason:expr) => {
-            if framed.codec_mut().count_bad($reason).is_err() {
-                return LinkEnd::BadFrames;
-            }
-        };
-    }
-
-    loop {
-        if superseded && inflight.is_empty() {
-            if let Some(frame) = seal_close(&mut session) {
-                let _ = tokio::time::timeout(wt, framed.send(&frame[..])).await;
-            }
-            return LinkEnd::Replaced;
-        }
-        if draining && inflight.is_empty() {
-            send_clear(gw, framed, Refusal::ShuttingDown).await;
-            return LinkEnd::ShuttingDown;
-        }
-        let can_read = !draining && !superseded && inflight.len() < cfg.max_inflight;
-        tokio::select! {
-            biased;
-            ev = events.recv(), if events_open => {
-                let recheck = match ev {
-                    Ok(NodeEvent::PermissionsChanged(keys)) => keys.contains(&peer),
-                    Ok(_) => false,
-                    Err(RecvError::Lagged(_)) => true,
-                    Err(RecvError::Closed) => {
-                        events_open = false;
-                        draining = true;
-                        false
-                    }
-                };
-                if recheck && !gw.node.state().has(&peer, Permissions::CONNECT) {
-                    tracing::info!(device = %peer, "identity lost CONNECT: closing its session");
-                    send_clear(gw, framed, Refusal::Revoked).await;
-                    return LinkEnd::Revoked;
-                }
-            }
-            _ = shutdown.changed(), if !draining => {
-                draining = true;
-            }
-            r = &mut replaced, if replaced_open => {
-                replaced_open = false;
-                if r.is_ok() {
-                    tracing::info!(device = %peer, "a newer session of this identity replaces this one");
-                    superseded = true;
-                }
-            }
-            Some((seq, res)) = inflight.next(), if !inflight.is_empty() => {
-                let mut replies = vec![answer(seq, res)];
-                while let Some(Some((seq, res))) = inflight.next().now_or_never() {
-                    replies.push(answer(seq, res));
-                }
-                for m in &replies {
-                    let Some(frame) = seal_msg(&mut session, m) else { return LinkEnd::Io };
-                    write_or_end!(framed.feed(&frame[..]));
-                }
-                write_or_end!(SinkExt::<&[u8]>::flush(framed));
-                idle.as_mut().reset(tokio::time::Instant::now() + cfg.idle_timeout);
-            }
-            frame = framed.next(), if can_read => {
-                idle.as_mut().reset(tokio::time::Instant::now() + cfg.idle_timeout);
-                let mut bytes = match frame {
-                    None => return LinkEnd::PeerClosed,
-                    Some(Err(CodecError::TooManyBadFrames(_))) => return LinkEnd::BadFrames,
-                    Some(Err(_)) => return LinkEnd::Io,
-                    Some(Ok(b)) => b,
-                };
-                let ct_range = match link::decode::<LinkFrame>(&bytes) {
-                    Ok(LinkFrame::Session(ct)) => {
-                        let start = ct.as_ptr() as usize - bytes.as_ptr() as usize;
-                        Some(start..start + ct.len())
-                    }
-                    // the device restarted: a new handshake on this link
-                    Ok(LinkFrame::Hello(_)) => None,
-                    Ok(_) => { bad!("unexpected_frame"); continue; }
-                    Err(_) => { bad!("malformed_frame"); continue; }
-                };
-                let Some(ct_range) = ct_range else {
-                    *hello = Some(bytes);
-                    return LinkEnd::Rehandshake;
-                };
-                let opened = match session.open_in_place(&mut bytes[ct_range]) {
-                    Ok(o) => o,
-                    Err(e) => {
-                        bad!(match e {
-                            SessionError::Replayed => "replayed_frame",
-                            SessionError::Decrypt => "undecryptable",
-                            _ => "malformed_session_frame",
-                        });
-                        continue;
-                    }
-                };
-                match opened.kind {
-                    FRAME_DATA => {}
-                    FRAME_CLOSE => return LinkEnd::PeerClosed,
-                    _ => { bad!("unknown_kind"); continue; }
-                }
-                match link::decode::<DeviceMsg>(opened.payload) {
-                    Ok(DeviceMsg::Submit(tx)) => match Transaction::decode(tx) {
-                        Ok(t) => inflight.push(submit_future(&gw.node, t, tx.to_vec(), peer)),
-                        Err(_) => {
-                            metrics.reject(RejectReason::Malformed.as_str());
-                            let m = GatewayMsg::Reject { sequence: 0, reason: RejectReason::Malformed };
-                            let Some(frame) = seal_msg(&mut session, &m) else { return LinkEnd::Io };
-                            write_or_end!(framed.send(&frame[..]));
-                        }
-                    },
-                    Ok(DeviceMsg::Ping(n)) => {
-                        let Some(frame) = seal_msg(&mut session, &GatewayMsg::Pong(n)) else { return LinkEnd::Io };
-                        write_or_end!(framed.send(&frame[..]));
-                    }
-                    Err(_) => { bad!("malformed_message"); }
-                }
-            }
-            _ = &mut idle, if inflight.is_empty() && !draining && !superseded => {
-                return LinkEnd::Idle;
-            }
-        }
     }
 }
 
