@@ -754,6 +754,11 @@ impl Hello {
         self.m1.initiator
     }
 
+    /// The initiator's ephemeral X25519 key (fresh per handshake).
+    pub fn ephemeral(&self) -> X25519Public {
+        self.m1.ephemeral
+    }
+
     /// Looks the claimed identity up in `allowlist` (the application's
     /// cheap check, before any table or cryptography).
     pub fn check<A: Allowlist + ?Sized>(self, allowlist: &A) -> Result<Candidate, HandshakeError> {
