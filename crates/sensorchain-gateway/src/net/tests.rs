@@ -132,9 +132,9 @@ async fn late_dropping_gateway(
     how: LateDrop,
     proofs: Arc<std::sync::atomic::AtomicUsize>,
 ) {
-    use futures::{SinkExt, StreamExt};
-    use sensorchain_core::handshake::{HandshakeConfig, MESSAGE2_LEN, Responder, ResponderTable};
-    use sensorchain_core::link::{self, LinkFrame, Refusal};
+    use sensorchain_core::handshake::{HandshakeConfig, ResponderTable};
+    use sensorchain_core::link::{Refusal, ResponderConfig, ResponderConnection, ResponderEvent};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     struct One(sensorchain_core::identity::VerifyingKey);
     impl sensorchain_core::handshake::Allowlist for One {
@@ -152,39 +152,61 @@ async fn late_dropping_gateway(
     }
     let allow =
         One(sensorchain_core::identity::VerifyingKey::from_public(&device.public()).unwrap());
-    let mut f = tokio_util::codec::Framed::new(stream, super::codec::LinkCodec::default());
-    let cfg = HandshakeConfig::new(chain);
+    let hs = HandshakeConfig::new(chain);
     let mut table: ResponderTable<2, 8> = ResponderTable::new();
-    let Some(Ok(f1)) = f.next().await else { return };
-    let Ok(LinkFrame::Hello(m1)) = link::decode::<LinkFrame>(&f1) else {
-        return;
-    };
-    let mut m2 = [0u8; MESSAGE2_LEN];
-    let (resp, n2) = Responder::respond(
-        &cfg,
-        &gw_key,
-        &mut table,
-        &allow,
-        m1,
+    let mut conn: Box<ResponderConnection<1280, 2048, 4>> = Box::new(ResponderConnection::new(
+        ResponderConfig::new(hs),
         super::mono_ms(),
-        &mut rand::rng(),
-        &mut m2,
-    )
-    .unwrap();
-    let mut buf = [0u8; 128];
-    let frame: &[u8] = link::encode(&LinkFrame::Challenge(&m2[..n2]), &mut buf).unwrap();
-    f.send(frame).await.unwrap();
-    let Some(Ok(f3)) = f.next().await else { return };
-    assert!(matches!(
-        link::decode::<LinkFrame>(&f3),
-        Ok(LinkFrame::Proof(_))
     ));
-    proofs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    resp.abort(&mut table);
-    if let LateDrop::Refuse = how {
-        let mut b = [0u8; 8];
-        let r: &[u8] = link::encode(&LinkFrame::Refused(Refusal::HandshakeFailed), &mut b).unwrap();
-        let _ = f.send(r).await;
+    let mut stream = stream;
+    let mut buf = [0u8; 2048];
+    loop {
+        let n = match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let mut input = &buf[..n];
+        let mut proof = false;
+        while !input.is_empty() {
+            let used = conn.handle_input(input, super::mono_ms());
+            input = &input[used..];
+            while let Some(ev) = conn.poll_event() {
+                match ev {
+                    ResponderEvent::Hello(h) => {
+                        let c = h.check(&allow).unwrap();
+                        let a = table.admit(c, super::mono_ms(), hs.timeout_ms).unwrap();
+                        conn.accept(a, &gw_key, &mut rand::rng(), super::mono_ms())
+                            .unwrap();
+                    }
+                    ResponderEvent::ProofReceived => proof = true,
+                    ResponderEvent::SlotFreed(slot) => table.release(slot),
+                    _ => {}
+                }
+            }
+            if proof {
+                break;
+            }
+        }
+        let mut out = [0u8; 2048];
+        if proof {
+            // the Proof is read and never verified: the link is dropped
+            proofs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            match how {
+                LateDrop::Refuse => conn.refuse(Refusal::HandshakeFailed),
+                LateDrop::Silent => {
+                    if let Some(slot) = conn.take_slot() {
+                        table.release(slot);
+                    }
+                    return;
+                }
+            }
+        }
+        while let Some(n) = conn.poll_transmit(&mut out) {
+            let _ = stream.write_all(&out[..n]).await;
+        }
+        if proof {
+            return;
+        }
     }
     // the link ends here: nothing of the session is ever read
 }
