@@ -1,7 +1,9 @@
-//! Sensor links: TCP and serial byte streams carrying the same COBS-framed
-//! link frames ([`codec`]), the gateway side of the handshake and the session
-//! channel ([`responder`]), the listeners ([`tcp`], [`serial`]) and the initiator
-//! side used by simulated sensors, the demo and tests ([`client`]).
+//! Sensor links: TCP and serial byte streams carrying the link protocol
+//! (framing, handshake, session: core's connections,
+//! [`sensorchain_core::link`]), driven by the gateway's responder
+//! ([`responder`]), the listeners ([`tcp`], [`serial`]) and the initiator
+//! used by simulated sensors, the demo and tests ([`client`]); raw frames
+//! for tests and tools ([`codec`]).
 //!
 //! One [`LinkHub`] holds what all links share: the node, the limits, the
 //! responder table that bounds half-open handshakes across every link, the
@@ -31,6 +33,8 @@ use crate::node::Node;
 pub const HALF_OPEN_CAPACITY: usize = 1024;
 /// Initiator ephemeral keys remembered against replayed message 1s.
 pub const REPLAY_CACHE: usize = 4096;
+/// Bad frames tolerated on one link before it is closed (default).
+pub const DEFAULT_MAX_BAD_FRAMES: u32 = 8;
 
 /// Handshake cryptography sections (message 2's X25519 and signature,
 /// message 3's verification) that may run at once: half the cores, at least
@@ -60,7 +64,8 @@ pub struct NetConfig {
     pub max_sessions: usize,
     /// Most half-open handshakes across all links.
     pub max_half_open: usize,
-    /// Most submissions in flight per link (the link stops reading beyond).
+    /// Most submissions in flight per link (the link stops reading beyond;
+    /// at most [`responder::INFLIGHT_CAPACITY`]).
     pub max_inflight: usize,
     /// Bad frames tolerated per link before it is closed.
     pub max_bad_frames: u32,
@@ -83,7 +88,7 @@ impl NetConfig {
             max_sessions: l.max_sessions.max(1),
             max_half_open: l.max_half_open.clamp(1, HALF_OPEN_CAPACITY),
             max_inflight: 256,
-            max_bad_frames: codec::DEFAULT_MAX_BAD_FRAMES,
+            max_bad_frames: DEFAULT_MAX_BAD_FRAMES,
             write_timeout: Duration::from_secs(10),
         }
     }
