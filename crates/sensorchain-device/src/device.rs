@@ -1,6 +1,6 @@
 //! The device loop: handshake, signed readings, answers, retry and resume.
 //!
-//! A blocking loop over a [`Link`] and a [`Clock`] (the caller lends both,
+//! A blocking loop over a [`Transport`] and a [`Clock`] (the caller lends both,
 //! and a [`rand_core::CryptoRng`], to each call), with all buffers of fixed
 //! size on the stack: no `alloc`.
 //!
@@ -59,8 +59,8 @@ use sensorchain_core::sealed::{self, MAX_SEALED_PLAINTEXT, SealError};
 use sensorchain_core::session::SessionError;
 use sensorchain_core::tx::{Payload, Transaction, TxBody, TxError, TxKind, sealed_binding};
 
-use crate::link::{Clock, Link};
 use crate::storage::{PersistentState, Storage};
+use crate::transport::{Clock, Transport};
 
 /// Largest encoded transaction the device produces (a sealed reading for 4
 /// readers is about 480 bytes).
@@ -178,8 +178,8 @@ pub enum Outcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum DeviceError<LE, SE> {
-    /// The byte link failed.
-    Link(LE),
+    /// The byte transport failed.
+    Transport(LE),
     /// Storage failed: nothing was sent under an unsaved sequence number.
     Storage(SE),
     /// The gateway refused the link (in clear).
@@ -203,7 +203,7 @@ pub enum DeviceError<LE, SE> {
 impl<LE: fmt::Debug, SE: fmt::Debug> fmt::Display for DeviceError<LE, SE> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DeviceError::Link(e) => write!(f, "link: {e:?}"),
+            DeviceError::Transport(e) => write!(f, "transport: {e:?}"),
             DeviceError::Storage(e) => write!(f, "storage: {e:?}"),
             DeviceError::Refused(r) => write!(f, "refused by the gateway: {r}"),
             DeviceError::Handshake(e) => write!(f, "handshake: {e}"),
@@ -221,7 +221,7 @@ impl<LE, SE> DeviceError<LE, SE> {
     /// Whether another attempt (reconnect, resend) may succeed.
     pub fn is_transient(&self) -> bool {
         match self {
-            DeviceError::Link(_)
+            DeviceError::Transport(_)
             | DeviceError::Timeout
             | DeviceError::Protocol
             | DeviceError::Session(_) => true,
@@ -237,7 +237,7 @@ impl<LE, SE> DeviceError<LE, SE> {
 
 /// The result type of the loop's operations.
 pub type Result<T, L, S> =
-    core::result::Result<T, DeviceError<<L as Link>::Error, <S as Storage>::Error>>;
+    core::result::Result<T, DeviceError<<L as Transport>::Error, <S as Storage>::Error>>;
 
 /// The slot of the signed transaction waiting for its answer (kept in
 /// place: the transaction is signed straight into `bytes`).
@@ -400,7 +400,7 @@ impl<'a, S: Storage> Device<'a, S> {
     }
 
     /// Runs the handshake as initiator over `link`, replacing any session.
-    pub fn connect<L: Link, C: Clock, R: rand_core::CryptoRng + ?Sized>(
+    pub fn connect<L: Transport, C: Clock, R: rand_core::CryptoRng + ?Sized>(
         &mut self,
         link: &mut L,
         clock: &mut C,
@@ -436,7 +436,7 @@ impl<'a, S: Storage> Device<'a, S> {
 
     /// Draws the ephemeral key and queues message 1.
     #[inline(never)]
-    fn start_handshake<L: Link, C: Clock, R: rand_core::CryptoRng + ?Sized>(
+    fn start_handshake<L: Transport, C: Clock, R: rand_core::CryptoRng + ?Sized>(
         &mut self,
         clock: &mut C,
         rng: &mut R,
@@ -449,7 +449,7 @@ impl<'a, S: Storage> Device<'a, S> {
 
     /// Checks message 2, computes message 3 and the session.
     #[inline(never)]
-    fn finish_handshake<L: Link, C: Clock>(&mut self, clock: &mut C) -> Result<(), L, S> {
+    fn finish_handshake<L: Transport, C: Clock>(&mut self, clock: &mut C) -> Result<(), L, S> {
         let now = clock.now_ms();
         self.conn
             .finish_handshake(&self.identity, self.config.gateways, now)
@@ -458,7 +458,7 @@ impl<'a, S: Storage> Device<'a, S> {
 
     /// Reserves the next sequence number, saving a new ceiling first when
     /// it is above the saved one.
-    fn reserve_sequence<L: Link>(&mut self) -> Result<u64, L, S> {
+    fn reserve_sequence<L: Transport>(&mut self) -> Result<u64, L, S> {
         let seq = self.next_sequence;
         if seq == u64::MAX {
             return Err(DeviceError::SequenceExhausted);
@@ -478,7 +478,7 @@ impl<'a, S: Storage> Device<'a, S> {
     /// sequence number and keeps it as the pending transaction (signed
     /// straight into the pending slot).
     #[inline(never)]
-    fn prepare<L: Link, C: Clock, R: rand_core::CryptoRng + ?Sized>(
+    fn prepare<L: Transport, C: Clock, R: rand_core::CryptoRng + ?Sized>(
         &mut self,
         clock: &mut C,
         rng: &mut R,
@@ -515,7 +515,7 @@ impl<'a, S: Storage> Device<'a, S> {
     /// resending as needed (see the module documentation). A transaction
     /// left pending by an earlier failed call is sent first; if that fails
     /// again, `vital` is not signed and the error is returned.
-    pub fn submit<L: Link, C: Clock, R: rand_core::CryptoRng + ?Sized>(
+    pub fn submit<L: Transport, C: Clock, R: rand_core::CryptoRng + ?Sized>(
         &mut self,
         link: &mut L,
         clock: &mut C,
@@ -534,7 +534,7 @@ impl<'a, S: Storage> Device<'a, S> {
 
     /// Sends the pending transaction, if any, until it is answered or
     /// [`DeviceConfig::max_attempts`] attempts failed.
-    pub fn flush<L: Link, C: Clock, R: rand_core::CryptoRng + ?Sized>(
+    pub fn flush<L: Transport, C: Clock, R: rand_core::CryptoRng + ?Sized>(
         &mut self,
         link: &mut L,
         clock: &mut C,
@@ -583,7 +583,7 @@ impl<'a, S: Storage> Device<'a, S> {
 
     /// Waits `ms` (reading and discarding what arrives), for backoff.
     #[inline(never)]
-    fn pause<L: Link, C: Clock>(&mut self, link: &mut L, clock: &mut C, ms: u32) {
+    fn pause<L: Transport, C: Clock>(&mut self, link: &mut L, clock: &mut C, ms: u32) {
         if ms == 0 {
             return;
         }
@@ -594,7 +594,7 @@ impl<'a, S: Storage> Device<'a, S> {
 
     /// One attempt: connect if needed, send the pending transaction, wait
     /// for its answer. `Ok(None)` means `Busy`.
-    fn attempt<L: Link, C: Clock, R: rand_core::CryptoRng + ?Sized>(
+    fn attempt<L: Transport, C: Clock, R: rand_core::CryptoRng + ?Sized>(
         &mut self,
         link: &mut L,
         clock: &mut C,
@@ -655,11 +655,11 @@ impl<'a, S: Storage> Device<'a, S> {
 
     /// Writes what the connection has queued to the link.
     #[inline(never)]
-    fn transmit<L: Link>(&mut self, link: &mut L) -> Result<(), L, S> {
+    fn transmit<L: Transport>(&mut self, link: &mut L) -> Result<(), L, S> {
         let mut buf = [0u8; WRITE_CHUNK];
         while let Some(n) = self.conn.poll_transmit(&mut buf) {
             link.write_all(buf.get(..n).unwrap_or(&[]))
-                .map_err(DeviceError::Link)?;
+                .map_err(DeviceError::Transport)?;
         }
         Ok(())
     }
@@ -667,7 +667,7 @@ impl<'a, S: Storage> Device<'a, S> {
     /// The connection's next event, reading the link (and firing its
     /// timers) until one comes or `deadline` passes.
     #[inline(never)]
-    fn next_event<L: Link, C: Clock>(
+    fn next_event<L: Transport, C: Clock>(
         &mut self,
         link: &mut L,
         clock: &mut C,
@@ -695,7 +695,9 @@ impl<'a, S: Storage> Device<'a, S> {
                 .poll_timeout()
                 .map_or(deadline, |t| t.min(deadline));
             let wait = until.saturating_sub(now).clamp(1, u64::from(u32::MAX)) as u32;
-            let n = link.read(&mut self.rx, wait).map_err(DeviceError::Link)?;
+            let n = link
+                .read(&mut self.rx, wait)
+                .map_err(DeviceError::Transport)?;
             self.rx_start = 0;
             self.rx_len = n.min(self.rx.len());
         }

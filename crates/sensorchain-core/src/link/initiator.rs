@@ -390,7 +390,17 @@ impl<const RX: usize, const TX: usize, const INFLIGHT: usize>
         // Answers come in submission order; the first flight with this
         // sequence is the one answered (an answer to nothing in flight is a
         // stale one, counted and dropped).
-        let Some(pos) = self.flights.iter().position(|f| f.sequence == sequence) else {
+        // A `Reject { sequence: 0, malformed }` answers a submission whose
+        // sequence the responder could not read: the oldest one in flight.
+        let unreadable = matches!(
+            answer,
+            GatewayMsg::Reject {
+                sequence: 0,
+                reason: super::msg::RejectReason::Malformed
+            }
+        );
+        let exact = self.flights.iter().position(|f| f.sequence == sequence);
+        let Some(pos) = exact.or((unreadable && !self.flights.is_empty()).then_some(0)) else {
             self.bad(BadFrame::Unexpected);
             return;
         };

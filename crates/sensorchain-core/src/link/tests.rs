@@ -817,3 +817,27 @@ fn faulty_channel_still_delivers() {
     );
     assert!(bad > 0, "the faults were not felt");
 }
+
+/// A `Reject { sequence: 0, malformed }` (the responder could not read the
+/// transaction's sequence) answers the oldest submission in flight, even
+/// when the initiator read another sequence from its bytes.
+#[test]
+fn malformed_reject_answers_the_oldest_submission() {
+    let mut p = Pair::new(14);
+    p.auto_answer = false;
+    p.connect();
+    let mut bad = tx(&p.device, &p.hs.chain, 9);
+    bad.truncate(bad.len() - 3); // the prefix (signer, sequence 9) still reads
+    let id = p.ini.submit(&bad, p.now).unwrap();
+    p.submitted.insert(id, bad);
+    p.settle(10);
+    let (rid, _) = p.owed.pop_front().unwrap();
+    let m = GatewayMsg::Reject {
+        sequence: 0,
+        reason: RejectReason::Malformed,
+    };
+    p.res.answer(rid, m).unwrap();
+    p.settle(10);
+    assert_eq!(p.answers, [(id, m)]);
+    assert_eq!(p.ini.in_flight(), 0);
+}
