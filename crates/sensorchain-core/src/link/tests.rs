@@ -841,3 +841,17 @@ fn malformed_reject_answers_the_oldest_submission() {
     assert_eq!(p.answers, [(id, m)]);
     assert_eq!(p.ini.in_flight(), 0);
 }
+
+/// `Transaction::sequence_of_encoded` reads the sequence a full decode
+/// reads, and nothing from bytes too short to hold one.
+#[test]
+fn sequence_of_encoded_matches_decode() {
+    let kp = Keypair::from_seed([1; 32]);
+    for seq in [0u64, 1, 127, 128, 300, 1 << 40] {
+        let t = tx(&kp, &ChainId([7; 32]), seq);
+        assert_eq!(Transaction::sequence_of_encoded(&t), Some(seq));
+        assert_eq!(Transaction::decode(&t).unwrap().body.sequence, seq);
+    }
+    assert_eq!(Transaction::sequence_of_encoded(&[0; 32]), None);
+    assert_eq!(Transaction::sequence_of_encoded(&[]), None);
+}
