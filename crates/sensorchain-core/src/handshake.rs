@@ -129,7 +129,8 @@ pub mod label {
 }
 
 /// Why a handshake step failed. Every error ends the handshake: the state is
-/// consumed, a new handshake starts from message 1.
+/// consumed, a new handshake starts from message 1. [`HandshakeError::blame`]
+/// tells caller misuse from a peer's fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
@@ -157,11 +158,13 @@ pub enum HandshakeError {
     /// Initiator: the responder's key id is not in the trusted set (a rogue
     /// gateway).
     UntrustedResponder,
-    /// The caller's output buffer cannot hold the outgoing message.
+    /// The caller's output buffer cannot hold the outgoing message (caller
+    /// misuse: [`Blame::Caller`]).
     BufferTooSmall,
     /// Responder: all half-open slots are taken by live handshakes.
     TooManyHalfOpen,
-    /// Initiator: `finish` was called with another key pair than `start`.
+    /// Initiator: `finish` was called with another key pair than `start`
+    /// (caller misuse: [`Blame::Caller`]).
     IdentityMismatch,
 }
 
@@ -185,6 +188,32 @@ impl fmt::Display for HandshakeError {
 }
 
 impl core::error::Error for HandshakeError {}
+
+/// Who is to blame for a [`HandshakeError`] ([`HandshakeError::blame`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum Blame {
+    /// This side's code misused the API (a buffer too small, another key
+    /// pair than at the start): a bug to fix, not something to retry.
+    Caller,
+    /// The peer (or the network): a bad, replayed, late or foreign message,
+    /// an identity that may not connect, an untrusted responder.
+    Peer,
+    /// This side's capacity (all half-open slots live): retry later.
+    Capacity,
+}
+
+impl HandshakeError {
+    /// Who is to blame: caller misuse, the peer, or this side's capacity.
+    pub fn blame(&self) -> Blame {
+        match self {
+            HandshakeError::BufferTooSmall | HandshakeError::IdentityMismatch => Blame::Caller,
+            HandshakeError::TooManyHalfOpen => Blame::Capacity,
+            _ => Blame::Peer,
+        }
+    }
+}
 
 /// Why an allowlist denies an identity (the link's refusal in clear is
 /// [`crate::link::Refusal`]).
@@ -1082,6 +1111,22 @@ fn verify_message3(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blame_splits_caller_misuse_from_peer_faults() {
+        assert_eq!(HandshakeError::BufferTooSmall.blame(), Blame::Caller);
+        assert_eq!(HandshakeError::IdentityMismatch.blame(), Blame::Caller);
+        assert_eq!(HandshakeError::TooManyHalfOpen.blame(), Blame::Capacity);
+        for e in [
+            HandshakeError::BadSignature,
+            HandshakeError::Malformed,
+            HandshakeError::UnknownIdentity,
+            HandshakeError::UntrustedResponder,
+            HandshakeError::Timeout,
+        ] {
+            assert_eq!(e.blame(), Blame::Peer, "{e}");
+        }
+    }
 
     /// `sign_parts` once skipped a part that did not fit its buffer, so it
     /// would have signed other bytes than the peer verifies. Now every part

@@ -480,9 +480,9 @@ impl Transaction {
     /// fields (the signer's key, then the sequence) without decoding the
     /// rest; `None` if they do not decode.
     pub fn sequence_of_encoded(encoded: &[u8]) -> Option<u64> {
-        postcard::take_from_bytes::<(PublicKey, u64)>(encoded)
-            .ok()
-            .map(|((_, s), _)| s)
+        // The signer's key is 32 raw bytes (a tuple), the sequence a varint.
+        let rest = encoded.get(32..)?;
+        postcard::take_from_bytes::<u64>(rest).ok().map(|(s, _)| s)
     }
 
     /// Strictly decodes one transaction from exactly `bytes`.

@@ -23,7 +23,7 @@ use sensorchain_core::sealed::SealedPayload;
 use sensorchain_core::state::{SigCheck, TxRuleError, WorldState};
 use sensorchain_core::tx::{Payload, Transaction, TxBody, TxKind, sealed_binding};
 use sensorchain_device::{
-    Clock, Device, DeviceConfig, DeviceError, Drbg, Link, MemoryStorage, Outcome,
+    Clock, Device, DeviceConfig, DeviceError, Drbg, MemoryStorage, Outcome, Transport,
 };
 
 #[derive(Clone)]
@@ -212,7 +212,7 @@ impl MemGateway {
     }
 }
 
-impl Link for MemGateway {
+impl Transport for MemGateway {
     type Error = &'static str;
 
     fn write_all(&mut self, bytes: &[u8]) -> Result<(), Self::Error> {
@@ -541,7 +541,7 @@ fn gives_up_after_max_attempts_and_resumes_the_pending_reading_later() {
     let e = d
         .submit(&mut n.gw, &mut clock, &mut rng, hr(72))
         .unwrap_err();
-    assert!(matches!(e, DeviceError::Link(_)), "{e:?}");
+    assert!(matches!(e, DeviceError::Transport(_)), "{e:?}");
     assert!(d.has_pending());
     n.gw.drop_on_hello = 0;
     // the pending reading (sequence 1) goes first, then the new one

@@ -21,7 +21,7 @@ use crate::session::{FRAME_CLOSE, FRAME_DATA, MAX_FRAMES, Session};
 /// varint).
 pub const SUBMIT_OVERHEAD: usize = 4;
 /// Capacity of the ordinary event queue.
-const EVENTS: usize = 8;
+const EVENTS: usize = 4;
 
 /// How an initiator connection behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,8 +143,10 @@ impl<const RX: usize, const TX: usize, const INFLIGHT: usize>
     /// Bytes a submitted transaction takes in the transmit queue besides
     /// its own length (link header, session header and tag, `Submit`
     /// header, queue bookkeeping).
-    pub const FRAME_COST: usize =
-        super::outbox::SESSION_HEADER_ROOM + crate::session::FRAME_OVERHEAD + SUBMIT_OVERHEAD + 2;
+    pub const FRAME_COST: usize = super::outbox::SESSION_HEADER_ROOM
+        + crate::session::FRAME_OVERHEAD
+        + SUBMIT_OVERHEAD
+        + super::outbox::LEN_PREFIX;
 
     /// An idle connection: call [`start`](Self::start) to handshake.
     pub fn new(config: InitiatorConfig) -> Self {
@@ -250,11 +252,7 @@ impl<const RX: usize, const TX: usize, const INFLIGHT: usize>
         let session = sendable(&mut self.state)?;
         let sequence = crate::tx::Transaction::sequence_of_encoded(tx).unwrap_or(0);
         self.outbox
-            .push_sealed(session, FRAME_DATA, tx.len() + SUBMIT_OVERHEAD, |buf| {
-                msg::encode(&DeviceMsg::Submit(tx), buf)
-                    .map(|b| b.len())
-                    .map_err(|_| ConnError::TooLarge)
-            })?;
+            .push_msg(session, &DeviceMsg::Submit(tx), tx.len() + SUBMIT_OVERHEAD)?;
         let id = SubmitId(self.next_id);
         self.next_id += 1;
         // Room was checked above; a failure here cannot happen.
@@ -270,11 +268,7 @@ impl<const RX: usize, const TX: usize, const INFLIGHT: usize>
     /// same value.
     pub fn ping(&mut self, nonce: u32) -> Result<(), ConnError> {
         let session = sendable(&mut self.state)?;
-        self.outbox.push_sealed(session, FRAME_DATA, 8, |buf| {
-            msg::encode(&DeviceMsg::Ping(nonce), buf)
-                .map(|b| b.len())
-                .map_err(|_| ConnError::TooLarge)
-        })?;
+        self.outbox.push_msg(session, &DeviceMsg::Ping(nonce), 8)?;
         self.maybe_rekey();
         Ok(())
     }
@@ -284,7 +278,7 @@ impl<const RX: usize, const TX: usize, const INFLIGHT: usize>
     /// unanswered).
     pub fn close(&mut self) {
         if let State::Session(s) = &mut self.state {
-            let _ = self.outbox.push_sealed(s, FRAME_CLOSE, 0, |_| Ok(0));
+            let _ = self.outbox.push_close(s);
         }
         if !matches!(self.state, State::Idle) {
             self.end_session(End::Closed);
@@ -390,7 +384,17 @@ impl<const RX: usize, const TX: usize, const INFLIGHT: usize>
         // Answers come in submission order; the first flight with this
         // sequence is the one answered (an answer to nothing in flight is a
         // stale one, counted and dropped).
-        let Some(pos) = self.flights.iter().position(|f| f.sequence == sequence) else {
+        // A `Reject { sequence: 0, malformed }` answers a submission whose
+        // sequence the responder could not read: the oldest one in flight.
+        let unreadable = matches!(
+            answer,
+            GatewayMsg::Reject {
+                sequence: 0,
+                reason: super::msg::RejectReason::Malformed
+            }
+        );
+        let exact = self.flights.iter().position(|f| f.sequence == sequence);
+        let Some(pos) = exact.or((unreadable && !self.flights.is_empty()).then_some(0)) else {
             self.bad(BadFrame::Unexpected);
             return;
         };
@@ -516,7 +520,7 @@ impl<const RX: usize, const TX: usize, const INFLIGHT: usize>
             && s.frames_left() <= 1
             && self.flights.is_empty()
         {
-            let _ = self.outbox.push_sealed(s, FRAME_CLOSE, 0, |_| Ok(0));
+            let _ = self.outbox.push_close(s);
             self.end_session(End::Rekey);
         }
     }

@@ -7,8 +7,9 @@ use super::msg::{self, LinkFrame};
 use crate::frame::DELIMITER;
 use crate::session::{HEADER_LEN, Session, SessionError};
 
-/// Bytes of a queued frame's length prefix in the outbox.
-const LEN_PREFIX: usize = 2;
+/// Bytes of a queued frame's prefix in the outbox: its length (2, little
+/// endian) and how many bytes of room precede it (1).
+pub(crate) const LEN_PREFIX: usize = 3;
 /// Room in front of a session frame for its link header (the variant and
 /// the length varint of `LinkFrame::Session`; 1 + 3 bytes cover any frame
 /// up to 2^21 bytes).
@@ -63,37 +64,31 @@ impl<const N: usize> Outbox<N> {
 
     /// Whether a frame of up to `max` bytes can be queued now.
     pub(crate) fn has_room(&self, max: usize) -> bool {
-        let need = max.saturating_add(LEN_PREFIX);
-        N.saturating_sub(self.tail - self.head) >= need
+        N.saturating_sub(self.tail) >= max.saturating_add(LEN_PREFIX)
     }
 
-    /// A slot for one frame of at most `max` bytes at the tail (compacting
-    /// the buffer if needed); [`commit`](Self::commit) queues what was
-    /// written into it.
+    /// A slot for one frame of at most `max` bytes at the tail;
+    /// [`commit`](Self::commit) queues what was written into it. The space
+    /// of sent frames is reused once the queue is empty (no bytes are
+    /// moved: a queue that never drains fills up, [`ConnError::OutboxFull`]).
     fn slot(&mut self, max: usize) -> Result<&mut [u8], ConnError> {
-        if !self.has_room(max) {
-            return Err(ConnError::OutboxFull);
-        }
-        let need = max + LEN_PREFIX;
-        if self.tail + need > N {
-            self.buf.copy_within(self.head..self.tail, 0);
-            self.tail -= self.head;
-            self.head = 0;
-        }
         let start = self.tail + LEN_PREFIX;
         self.buf
-            .get_mut(start..start + max)
+            .get_mut(start..start.saturating_add(max))
             .ok_or(ConnError::OutboxFull)
     }
 
-    fn commit(&mut self, len: usize) -> Result<(), ConnError> {
+    /// Queues the `len` bytes written at `skip` bytes into the slot.
+    fn commit(&mut self, skip: usize, len: usize) -> Result<(), ConnError> {
         let l = u16::try_from(len).map_err(|_| ConnError::TooLarge)?;
+        let k = u8::try_from(skip).map_err(|_| ConnError::TooLarge)?;
         let at = self.tail;
+        let [l0, l1] = l.to_le_bytes();
         self.buf
             .get_mut(at..at + LEN_PREFIX)
             .ok_or(ConnError::OutboxFull)?
-            .copy_from_slice(&l.to_le_bytes());
-        self.tail = at + LEN_PREFIX + len;
+            .copy_from_slice(&[l0, l1, k]);
+        self.tail = at + LEN_PREFIX + skip + len;
         Ok(())
     }
 
@@ -107,27 +102,28 @@ impl<const N: usize> Outbox<N> {
         let n = msg::encode(frame, slot)
             .map_err(|_| ConnError::TooLarge)?
             .len();
-        self.commit(n)
+        self.commit(0, n)
     }
 
-    /// Seals `payload_len` bytes written by `write` (into the plaintext
-    /// area it is given) as a session frame of `kind` and queues it as a
-    /// `LinkFrame::Session`. `max_payload` bounds what `write` may write.
-    pub(crate) fn push_sealed(
+    /// The plaintext area of a session frame with up to `max_payload`
+    /// bytes; write the payload there, then [`seal`](Self::seal) it.
+    pub(crate) fn plain_slot(&mut self, max_payload: usize) -> Result<&mut [u8], ConnError> {
+        let room = SESSION_HEADER_ROOM + HEADER_LEN;
+        let slot = self.slot(room + max_payload + crate::crypto::TAG_LEN)?;
+        slot.get_mut(room..room + max_payload)
+            .ok_or(ConnError::TooLarge)
+    }
+
+    /// Seals the `p` plaintext bytes written into [`plain_slot`](Self::plain_slot)
+    /// as a session frame of `kind` and queues it as a `LinkFrame::Session`.
+    pub(crate) fn seal(
         &mut self,
         session: &mut Session,
         kind: u8,
-        max_payload: usize,
-        write: impl FnOnce(&mut [u8]) -> Result<usize, ConnError>,
+        p: usize,
     ) -> Result<(), ConnError> {
-        let max = SESSION_HEADER_ROOM + crate::session::FRAME_OVERHEAD + max_payload;
+        let max = SESSION_HEADER_ROOM + crate::session::FRAME_OVERHEAD + p;
         let slot = self.slot(max)?;
-        let plain = slot
-            .get_mut(
-                SESSION_HEADER_ROOM + HEADER_LEN..SESSION_HEADER_ROOM + HEADER_LEN + max_payload,
-            )
-            .ok_or(ConnError::TooLarge)?;
-        let p = write(plain)?;
         let frame = slot
             .get_mut(SESSION_HEADER_ROOM..)
             .ok_or(ConnError::TooLarge)?;
@@ -140,17 +136,41 @@ impl<const N: usize> Outbox<N> {
         slot.get_mut(start..SESSION_HEADER_ROOM)
             .ok_or(ConnError::TooLarge)?
             .copy_from_slice(hdr.get(..h).ok_or(ConnError::TooLarge)?);
-        slot.copy_within(start..SESSION_HEADER_ROOM + s, 0);
-        self.commit(h + s)
+        self.commit(start, h + s)
+    }
+
+    /// Encodes `m` and queues it sealed in a data frame.
+    pub(crate) fn push_msg<T: serde::Serialize>(
+        &mut self,
+        session: &mut Session,
+        m: &T,
+        max_payload: usize,
+    ) -> Result<(), ConnError> {
+        let plain = self.plain_slot(max_payload)?;
+        let p = msg::encode(m, plain)
+            .map_err(|_| ConnError::TooLarge)?
+            .len();
+        self.seal(session, crate::session::FRAME_DATA, p)
+    }
+
+    /// Queues a session close frame (empty payload).
+    pub(crate) fn push_close(&mut self, session: &mut Session) -> Result<(), ConnError> {
+        self.seal(session, crate::session::FRAME_CLOSE, 0)
+    }
+
+    /// Where the head frame's bytes start, and their length.
+    fn head_span(&self) -> (usize, usize) {
+        match self.buf.get(self.head..self.head + LEN_PREFIX) {
+            Some(&[l0, l1, k]) => (
+                self.head + LEN_PREFIX + usize::from(k),
+                usize::from(u16::from_le_bytes([l0, l1])),
+            ),
+            _ => (self.head, 0),
+        }
     }
 
     fn head_frame(&self) -> &[u8] {
-        let len = self
-            .buf
-            .get(self.head..self.head + LEN_PREFIX)
-            .map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])))
-            .unwrap_or(0);
-        let start = self.head + LEN_PREFIX;
+        let (start, len) = self.head_span();
         self.buf.get(start..start + len).unwrap_or(&[])
     }
 
@@ -178,7 +198,7 @@ impl<const N: usize> Outbox<N> {
                 }
                 Phase::Data { run, full } => {
                     let n = run.min(out.len() - w);
-                    let start = self.head + LEN_PREFIX + self.pos;
+                    let start = self.head_span().0 + self.pos;
                     if let (Some(dst), Some(src)) =
                         (out.get_mut(w..w + n), self.buf.get(start..start + n))
                     {
@@ -207,8 +227,8 @@ impl<const N: usize> Outbox<N> {
                         *o = DELIMITER;
                     }
                     w += 1;
-                    let len = self.head_frame().len();
-                    self.head += LEN_PREFIX + len;
+                    let (start, len) = self.head_span();
+                    self.head = start + len;
                     self.pos = 0;
                     self.phase = Phase::Code;
                     if self.head == self.tail {
@@ -305,7 +325,7 @@ mod tests {
             let mut ob = Outbox::<1024>::new();
             let slot = ob.slot(src.len()).unwrap();
             slot.copy_from_slice(&src);
-            ob.commit(src.len()).unwrap();
+            ob.commit(0, src.len()).unwrap();
             let chunk = 1 + i % 300;
             let mut got = Vec::new();
             let mut buf = vec![0u8; chunk];
@@ -322,7 +342,7 @@ mod tests {
     }
 
     #[test]
-    fn full_outbox_is_an_error_and_compacts() {
+    fn full_outbox_is_an_error_and_reused_once_drained() {
         let mut ob = Outbox::<16>::new();
         ob.push_clear(&LinkFrame::Hello(&[1; 5]), 10).unwrap();
         assert_eq!(

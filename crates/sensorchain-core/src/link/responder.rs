@@ -595,7 +595,7 @@ impl<const RX: usize, const TX: usize, const INFLIGHT: usize>
         }
         match self.closing {
             Some(Closing::Session) => {
-                let _ = self.outbox.push_sealed(s, FRAME_CLOSE, 0, |_| Ok(0));
+                let _ = self.outbox.push_close(s);
                 self.close_now(End::Closed);
             }
             Some(Closing::Refuse(r)) => {
@@ -603,7 +603,7 @@ impl<const RX: usize, const TX: usize, const INFLIGHT: usize>
                 self.close_now(End::Closed);
             }
             None if s.frames_left() <= 1 && self.pending_submit.is_none() => {
-                let _ = self.outbox.push_sealed(s, FRAME_CLOSE, 0, |_| Ok(0));
+                let _ = self.outbox.push_close(s);
                 let now = self.now_ms;
                 self.end_session(End::Rekey, now);
             }
@@ -661,9 +661,5 @@ fn seal_msg<const TX: usize>(
     session: &mut Session,
     m: &GatewayMsg,
 ) -> Result<(), ConnError> {
-    outbox.push_sealed(session, FRAME_DATA, ANSWER_MAX, |buf| {
-        msg::encode(m, buf)
-            .map(|b| b.len())
-            .map_err(|_| ConnError::TooLarge)
-    })
+    outbox.push_msg(session, m, ANSWER_MAX)
 }

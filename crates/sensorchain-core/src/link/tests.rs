@@ -817,3 +817,41 @@ fn faulty_channel_still_delivers() {
     );
     assert!(bad > 0, "the faults were not felt");
 }
+
+/// A `Reject { sequence: 0, malformed }` (the responder could not read the
+/// transaction's sequence) answers the oldest submission in flight, even
+/// when the initiator read another sequence from its bytes.
+#[test]
+fn malformed_reject_answers_the_oldest_submission() {
+    let mut p = Pair::new(14);
+    p.auto_answer = false;
+    p.connect();
+    let mut bad = tx(&p.device, &p.hs.chain, 9);
+    bad.truncate(bad.len() - 3); // the prefix (signer, sequence 9) still reads
+    let id = p.ini.submit(&bad, p.now).unwrap();
+    p.submitted.insert(id, bad);
+    p.settle(10);
+    let (rid, _) = p.owed.pop_front().unwrap();
+    let m = GatewayMsg::Reject {
+        sequence: 0,
+        reason: RejectReason::Malformed,
+    };
+    p.res.answer(rid, m).unwrap();
+    p.settle(10);
+    assert_eq!(p.answers, [(id, m)]);
+    assert_eq!(p.ini.in_flight(), 0);
+}
+
+/// `Transaction::sequence_of_encoded` reads the sequence a full decode
+/// reads, and nothing from bytes too short to hold one.
+#[test]
+fn sequence_of_encoded_matches_decode() {
+    let kp = Keypair::from_seed([1; 32]);
+    for seq in [0u64, 1, 127, 128, 300, 1 << 40] {
+        let t = tx(&kp, &ChainId([7; 32]), seq);
+        assert_eq!(Transaction::sequence_of_encoded(&t), Some(seq));
+        assert_eq!(Transaction::decode(&t).unwrap().body.sequence, seq);
+    }
+    assert_eq!(Transaction::sequence_of_encoded(&[0; 32]), None);
+    assert_eq!(Transaction::sequence_of_encoded(&[]), None);
+}
