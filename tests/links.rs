@@ -1010,7 +1010,8 @@ async fn pipelining_beyond_max_inflight_answers_every_submission_once() {
         .await;
         let d = &fx.devices[0];
         let mut c = fx.connect(d).await.unwrap();
-        const N: u64 = 300;
+        // (at most `client::MAX_WINDOW` unanswered on one client)
+        const N: u64 = 250;
         let wire = sealed_submits(&mut c, d, &fx.chain, 1..=N);
         c.send_wire(&wire).await.unwrap();
         let mut seen = std::collections::BTreeSet::new();
@@ -1238,6 +1239,30 @@ async fn bad_frames_inside_a_session_are_counted_then_close_the_link() {
             fx.metric("sensorchain_links_closed_total{reason=\"bad_frames\"}") == 1
         })
         .await;
+    })
+    .await;
+}
+
+/// Answers leave a link in submission order, however the node's commits
+/// wake them (core's responder orders them). On main before the port onto
+/// core's connections this failed under a deep pipeline: an answer whose
+/// wait had not been polled yet overtook earlier ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_answers_come_back_in_submission_order() {
+    guarded(async {
+        let fx = start(1, fast_net()).await;
+        let d = &fx.devices[0];
+        let mut c = fx.connect(d).await.unwrap();
+        const N: u64 = 250;
+        let wire = sealed_submits(&mut c, d, &fx.chain, 1..=N);
+        c.send_wire(&wire).await.unwrap();
+        for seq in 1..=N {
+            let a = c.recv().await.unwrap();
+            assert!(
+                matches!(a, GatewayMsg::Ack { sequence, .. } if sequence == seq),
+                "answer {seq} out of order: {a:?}"
+            );
+        }
     })
     .await;
 }
