@@ -1,6 +1,6 @@
 //! The gateway side of one link, over any byte stream (TCP or serial): a
 //! tokio driver around core's sans-I/O
-//! [`ResponderConnection`](sensorchain_core::link::ResponderConnection),
+//! [`ResponderConnection`],
 //! which owns the framing, the handshake messages, the session, in-order
 //! answers and back-pressure. This driver owns what is the gateway's: the
 //! shared handshake table and its lock, the crypto lanes, the allowlist,
@@ -36,7 +36,7 @@
 //!    ([`LinkEnd::Replaced`]).
 //! 3. **Session**: every frame is a `Session` frame, opened with the session
 //!    keys and its replay window, holding one strictly decoded
-//!    [`DeviceMsg`]. `Submit(tx)` goes to the node ([`Node::enqueue`](crate::node::Node::enqueue)) with the session's
+//!    [`DeviceMsg`](sensorchain_core::link::DeviceMsg). `Submit(tx)` goes to the node ([`Node::enqueue`](crate::node::Node::enqueue)) with the session's
 //!    identity; the answer (`Ack` once durably committed, `Reject`, or `Busy`)
 //!    comes back through the session. At most `max_inflight` submissions are
 //!    in flight per link; beyond, the link stops reading (back-pressure).
