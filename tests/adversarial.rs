@@ -27,7 +27,7 @@ use sensorchain_core::tx::{GenesisConfig, Member, Params, Transaction, TxBody};
 use sensorchain_gateway::app::{self, AppConfig, Running};
 use sensorchain_gateway::net::client::Client;
 use sensorchain_gateway::net::codec::LinkCodec;
-use sensorchain_gateway::net::{Gateway, NetConfig, mono_ms};
+use sensorchain_gateway::net::{LinkHub, NetConfig, mono_ms};
 use sensorchain_gateway::node::{Node, NodeConfig, Rejected, now_ms};
 use sensorchain_gateway::sim::reading_tx;
 use tokio::net::TcpStream;
@@ -44,7 +44,7 @@ struct Fx {
     chain: ChainId,
     devices: Vec<Keypair>,
     node: Node,
-    gateway: Arc<Gateway>,
+    gateway: Arc<LinkHub>,
     addr: SocketAddr,
 }
 

@@ -388,6 +388,28 @@ impl<const N: usize> FrameAccumulator<N> {
     /// assert_eq!((used, ev), (2, Some(Ok(&[0x11, 0x22][..]))));
     /// ```
     pub fn feed(&mut self, input: &[u8]) -> (usize, Option<Result<&[u8], FrameError>>) {
+        let (used, ev) = self.feed_len(input);
+        let ev = ev.map(|r| r.map(|len| self.buf.get(..len).unwrap_or(&[])));
+        (used, ev)
+    }
+
+    /// [`feed`](Self::feed), lending the decoded frame mutably (to open a
+    /// session frame in place). The frame stays in the accumulator's buffer
+    /// until the next call.
+    pub fn feed_mut(&mut self, input: &[u8]) -> (usize, Option<Result<&mut [u8], FrameError>>) {
+        let (used, ev) = self.feed_len(input);
+        let ev = ev.map(|r| r.map(|len| self.buf.get_mut(..len).unwrap_or(&mut [])));
+        (used, ev)
+    }
+
+    /// The whole receive buffer (the last frame lent out is at its start
+    /// until the next call that feeds bytes).
+    pub(crate) fn buffer(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// [`feed`](Self::feed) returning the decoded frame's length.
+    fn feed_len(&mut self, input: &[u8]) -> (usize, Option<Result<usize, FrameError>>) {
         for (i, &b) in input.iter().enumerate() {
             let used = i + 1;
             if b == DELIMITER {
@@ -400,9 +422,7 @@ impl<const N: usize> FrameAccumulator<N> {
                 match end {
                     End::Empty => continue,
                     End::Truncated => return (used, Some(Err(FrameError::Malformed))),
-                    End::Complete => {
-                        return (used, Some(Ok(self.buf.get(..len).unwrap_or(&[]))));
-                    }
+                    End::Complete => return (used, Some(Ok(len.min(N)))),
                 }
             }
             if self.discarding {

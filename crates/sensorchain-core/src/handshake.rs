@@ -61,8 +61,8 @@
 //! // The gateway's allowlist (backed by the world state in a real gateway).
 //! struct OneDevice(VerifyingKey);
 //! impl Allowlist for OneDevice {
-//!     fn lookup(&self, id: &KeyId) -> Result<VerifyingKey, Refusal> {
-//!         if *id == self.0.public().key_id() { Ok(self.0) } else { Err(Refusal::Unknown) }
+//!     fn lookup(&self, id: &KeyId) -> Result<VerifyingKey, Denial> {
+//!         if *id == self.0.public().key_id() { Ok(self.0) } else { Err(Denial::Unknown) }
 //!     }
 //! }
 //! let allow = OneDevice(VerifyingKey::from_public(&device.public()).unwrap());
@@ -129,7 +129,8 @@ pub mod label {
 }
 
 /// Why a handshake step failed. Every error ends the handshake: the state is
-/// consumed, a new handshake starts from message 1.
+/// consumed, a new handshake starts from message 1. [`HandshakeError::blame`]
+/// tells caller misuse from a peer's fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
@@ -157,11 +158,13 @@ pub enum HandshakeError {
     /// Initiator: the responder's key id is not in the trusted set (a rogue
     /// gateway).
     UntrustedResponder,
-    /// The caller's output buffer cannot hold the outgoing message.
+    /// The caller's output buffer cannot hold the outgoing message (caller
+    /// misuse: [`Blame::Caller`]).
     BufferTooSmall,
     /// Responder: all half-open slots are taken by live handshakes.
     TooManyHalfOpen,
-    /// Initiator: `finish` was called with another key pair than `start`.
+    /// Initiator: `finish` was called with another key pair than `start`
+    /// (caller misuse: [`Blame::Caller`]).
     IdentityMismatch,
 }
 
@@ -186,27 +189,59 @@ impl fmt::Display for HandshakeError {
 
 impl core::error::Error for HandshakeError {}
 
-/// Why an allowlist refuses an identity.
+/// Who is to blame for a [`HandshakeError`] ([`HandshakeError::blame`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
-pub enum Refusal {
+pub enum Blame {
+    /// This side's code misused the API (a buffer too small, another key
+    /// pair than at the start): a bug to fix, not something to retry.
+    Caller,
+    /// The peer (or the network): a bad, replayed, late or foreign message,
+    /// an identity that may not connect, an untrusted responder.
+    Peer,
+    /// This side's capacity (all half-open slots live): retry later.
+    Capacity,
+}
+
+impl HandshakeError {
+    /// Who is to blame: caller misuse, the peer, or this side's capacity.
+    pub fn blame(&self) -> Blame {
+        match self {
+            HandshakeError::BufferTooSmall | HandshakeError::IdentityMismatch => Blame::Caller,
+            HandshakeError::TooManyHalfOpen => Blame::Capacity,
+            _ => Blame::Peer,
+        }
+    }
+}
+
+/// Why an allowlist denies an identity (the link's refusal in clear is
+/// [`crate::link::Refusal`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum Denial {
     /// No registered identity has this key id.
     Unknown,
     /// The identity is registered but may not connect.
     NotPermitted,
 }
 
+/// The former name of [`Denial`], kept so that existing callers build; use
+/// [`Denial`] (`Refusal` is the link's refusal, [`crate::link::Refusal`]).
+#[doc(hidden)]
+pub type Refusal = Denial;
+
 /// The responder's view of who may connect (a gateway backs it with the
 /// world state's `connect` permission). Called once per message 1, before
 /// any Diffie–Hellman or signature work; it should be cheap.
 pub trait Allowlist {
     /// The registered (validated) key of `id`, or why it may not connect.
-    fn lookup(&self, id: &KeyId) -> Result<VerifyingKey, Refusal>;
+    fn lookup(&self, id: &KeyId) -> Result<VerifyingKey, Denial>;
 }
 
 impl<T: Allowlist + ?Sized> Allowlist for &T {
-    fn lookup(&self, id: &KeyId) -> Result<VerifyingKey, Refusal> {
+    fn lookup(&self, id: &KeyId) -> Result<VerifyingKey, Denial> {
         (**self).lookup(id)
     }
 }
@@ -748,12 +783,17 @@ impl Hello {
         self.m1.initiator
     }
 
+    /// The initiator's ephemeral X25519 key (fresh per handshake).
+    pub fn ephemeral(&self) -> X25519Public {
+        self.m1.ephemeral
+    }
+
     /// Looks the claimed identity up in `allowlist` (the application's
     /// cheap check, before any table or cryptography).
     pub fn check<A: Allowlist + ?Sized>(self, allowlist: &A) -> Result<Candidate, HandshakeError> {
         let initiator = allowlist.lookup(&self.m1.initiator).map_err(|r| match r {
-            Refusal::Unknown => HandshakeError::UnknownIdentity,
-            Refusal::NotPermitted => HandshakeError::NotPermitted,
+            Denial::Unknown => HandshakeError::UnknownIdentity,
+            Denial::NotPermitted => HandshakeError::NotPermitted,
         })?;
         if initiator.public().key_id() != self.m1.initiator {
             return Err(HandshakeError::UnknownIdentity);
@@ -856,6 +896,12 @@ impl Admitted {
             )),
             Err(error) => Err(Failed { error, slot }),
         }
+    }
+
+    /// Gives up before message 2, returning the slot (to release under a
+    /// lock taken later).
+    pub fn into_slot(self) -> SlotTicket {
+        self.slot
     }
 
     /// Gives up before message 2 and frees the slot.
@@ -1065,6 +1111,22 @@ fn verify_message3(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blame_splits_caller_misuse_from_peer_faults() {
+        assert_eq!(HandshakeError::BufferTooSmall.blame(), Blame::Caller);
+        assert_eq!(HandshakeError::IdentityMismatch.blame(), Blame::Caller);
+        assert_eq!(HandshakeError::TooManyHalfOpen.blame(), Blame::Capacity);
+        for e in [
+            HandshakeError::BadSignature,
+            HandshakeError::Malformed,
+            HandshakeError::UnknownIdentity,
+            HandshakeError::UntrustedResponder,
+            HandshakeError::Timeout,
+        ] {
+            assert_eq!(e.blame(), Blame::Peer, "{e}");
+        }
+    }
 
     /// `sign_parts` once skipped a part that did not fit its buffer, so it
     /// would have signed other bytes than the peer verifies. Now every part

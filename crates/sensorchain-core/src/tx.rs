@@ -497,6 +497,15 @@ impl Transaction {
         codec::encode_to_vec(self)
     }
 
+    /// The sequence number of an encoded transaction, read from its first
+    /// fields (the signer's key, then the sequence) without decoding the
+    /// rest; `None` if they do not decode.
+    pub fn sequence_of_encoded(encoded: &[u8]) -> Option<u64> {
+        // The signer's key is 32 raw bytes (a tuple), the sequence a varint.
+        let rest = encoded.get(32..)?;
+        postcard::take_from_bytes::<u64>(rest).ok().map(|(s, _)| s)
+    }
+
     /// Strictly decodes one transaction from exactly `bytes`.
     pub fn decode(bytes: &[u8]) -> Result<Transaction, TxError> {
         codec::decode_exact(bytes, TX_MAX_LEN).map_err(|e| match e {

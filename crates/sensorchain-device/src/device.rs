@@ -1,6 +1,6 @@
 //! The device loop: handshake, signed readings, answers, retry and resume.
 //!
-//! A blocking loop over a [`Link`] and a [`Clock`] (the caller lends both,
+//! A blocking loop over a [`Transport`] and a [`Clock`] (the caller lends both,
 //! and a [`rand_core::CryptoRng`], to each call), with all buffers of fixed
 //! size on the stack: no `alloc`.
 //!
@@ -55,8 +55,8 @@ use sensorchain_core::sealed::{self, MAX_SEALED_PLAINTEXT, SealError};
 use sensorchain_core::session::{FRAME_DATA, FRAME_OVERHEAD, HEADER_LEN, Session, SessionError};
 use sensorchain_core::tx::{Payload, Transaction, TxBody, TxError, TxKind, sealed_binding};
 
-use crate::link::{Clock, Link};
 use crate::storage::{PersistentState, Storage};
+use crate::transport::{Clock, Transport};
 
 /// Largest encoded transaction the device produces (a sealed reading for 4
 /// readers is about 480 bytes).
@@ -176,8 +176,8 @@ pub enum Outcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum DeviceError<LE, SE> {
-    /// The byte link failed.
-    Link(LE),
+    /// The byte transport failed.
+    Transport(LE),
     /// Storage failed: nothing was sent under an unsaved sequence number.
     Storage(SE),
     /// The gateway refused the link (in clear).
@@ -201,7 +201,7 @@ pub enum DeviceError<LE, SE> {
 impl<LE: fmt::Debug, SE: fmt::Debug> fmt::Display for DeviceError<LE, SE> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DeviceError::Link(e) => write!(f, "link: {e:?}"),
+            DeviceError::Transport(e) => write!(f, "transport: {e:?}"),
             DeviceError::Storage(e) => write!(f, "storage: {e:?}"),
             DeviceError::Refused(r) => write!(f, "refused by the gateway: {r}"),
             DeviceError::Handshake(e) => write!(f, "handshake: {e}"),
@@ -219,7 +219,7 @@ impl<LE, SE> DeviceError<LE, SE> {
     /// Whether another attempt (reconnect, resend) may succeed.
     pub fn is_transient(&self) -> bool {
         match self {
-            DeviceError::Link(_)
+            DeviceError::Transport(_)
             | DeviceError::Timeout
             | DeviceError::Protocol
             | DeviceError::Session(_) => true,
@@ -235,7 +235,7 @@ impl<LE, SE> DeviceError<LE, SE> {
 
 /// The result type of the loop's operations.
 pub type Result<T, L, S> =
-    core::result::Result<T, DeviceError<<L as Link>::Error, <S as Storage>::Error>>;
+    core::result::Result<T, DeviceError<<L as Transport>::Error, <S as Storage>::Error>>;
 
 /// The slot of the signed transaction waiting for its answer (kept in
 /// place: the transaction is signed straight into `bytes`).
@@ -395,7 +395,7 @@ impl<'a, S: Storage> Device<'a, S> {
     }
 
     /// Runs the handshake as initiator over `link`, replacing any session.
-    pub fn connect<L: Link, C: Clock, R: rand_core::CryptoRng + ?Sized>(
+    pub fn connect<L: Transport, C: Clock, R: rand_core::CryptoRng + ?Sized>(
         &mut self,
         link: &mut L,
         clock: &mut C,
@@ -437,7 +437,7 @@ impl<'a, S: Storage> Device<'a, S> {
     /// Waits for message 2 and returns a copy of it (the receive buffer is
     /// gone before message 2 is processed).
     #[inline(never)]
-    fn recv_challenge<L: Link, C: Clock>(
+    fn recv_challenge<L: Transport, C: Clock>(
         &mut self,
         link: &mut L,
         clock: &mut C,
@@ -461,7 +461,7 @@ impl<'a, S: Storage> Device<'a, S> {
 
     /// Reserves the next sequence number, saving a new ceiling first when
     /// it is above the saved one.
-    fn reserve_sequence<L: Link>(&mut self) -> Result<u64, L, S> {
+    fn reserve_sequence<L: Transport>(&mut self) -> Result<u64, L, S> {
         let seq = self.next_sequence;
         if seq == u64::MAX {
             return Err(DeviceError::SequenceExhausted);
@@ -481,7 +481,7 @@ impl<'a, S: Storage> Device<'a, S> {
     /// sequence number and keeps it as the pending transaction (signed
     /// straight into the pending slot).
     #[inline(never)]
-    fn prepare<L: Link, C: Clock, R: rand_core::CryptoRng + ?Sized>(
+    fn prepare<L: Transport, C: Clock, R: rand_core::CryptoRng + ?Sized>(
         &mut self,
         clock: &mut C,
         rng: &mut R,
@@ -518,7 +518,7 @@ impl<'a, S: Storage> Device<'a, S> {
     /// resending as needed (see the module documentation). A transaction
     /// left pending by an earlier failed call is sent first; if that fails
     /// again, `vital` is not signed and the error is returned.
-    pub fn submit<L: Link, C: Clock, R: rand_core::CryptoRng + ?Sized>(
+    pub fn submit<L: Transport, C: Clock, R: rand_core::CryptoRng + ?Sized>(
         &mut self,
         link: &mut L,
         clock: &mut C,
@@ -537,7 +537,7 @@ impl<'a, S: Storage> Device<'a, S> {
 
     /// Sends the pending transaction, if any, until it is answered or
     /// [`DeviceConfig::max_attempts`] attempts failed.
-    pub fn flush<L: Link, C: Clock, R: rand_core::CryptoRng + ?Sized>(
+    pub fn flush<L: Transport, C: Clock, R: rand_core::CryptoRng + ?Sized>(
         &mut self,
         link: &mut L,
         clock: &mut C,
@@ -586,7 +586,7 @@ impl<'a, S: Storage> Device<'a, S> {
 
     /// Waits `ms` (reading and discarding what arrives), for backoff.
     #[inline(never)]
-    fn pause<L: Link, C: Clock>(&mut self, link: &mut L, clock: &mut C, ms: u32) {
+    fn pause<L: Transport, C: Clock>(&mut self, link: &mut L, clock: &mut C, ms: u32) {
         if ms == 0 {
             return;
         }
@@ -597,7 +597,7 @@ impl<'a, S: Storage> Device<'a, S> {
 
     /// One attempt: connect if needed, send the pending transaction, wait
     /// for its answer. `Ok(None)` means `Busy`.
-    fn attempt<L: Link, C: Clock, R: rand_core::CryptoRng + ?Sized>(
+    fn attempt<L: Transport, C: Clock, R: rand_core::CryptoRng + ?Sized>(
         &mut self,
         link: &mut L,
         clock: &mut C,
@@ -653,7 +653,7 @@ impl<'a, S: Storage> Device<'a, S> {
 
     /// Waits for the next message of the session.
     #[inline(never)]
-    fn recv_gateway_msg<L: Link, C: Clock>(
+    fn recv_gateway_msg<L: Transport, C: Clock>(
         &mut self,
         link: &mut L,
         clock: &mut C,
@@ -690,7 +690,7 @@ impl<'a, S: Storage> Device<'a, S> {
 
     /// Reads until one complete link frame is in `out` (returns its length)
     /// or `timeout_ms` passed. Malformed or oversized frames are skipped.
-    fn recv_frame<L: Link, C: Clock>(
+    fn recv_frame<L: Transport, C: Clock>(
         &mut self,
         link: &mut L,
         clock: &mut C,
@@ -716,7 +716,9 @@ impl<'a, S: Storage> Device<'a, S> {
                 return Err(DeviceError::Timeout);
             }
             let wait = (deadline - now).min(u64::from(u32::MAX)) as u32;
-            let n = link.read(&mut self.rx, wait).map_err(DeviceError::Link)?;
+            let n = link
+                .read(&mut self.rx, wait)
+                .map_err(DeviceError::Transport)?;
             self.rx_start = 0;
             self.rx_len = n.min(self.rx.len());
         }
@@ -762,7 +764,7 @@ fn seal_vital<R: rand_core::CryptoRng + ?Sized>(
 /// computed: each block's code byte, then its run of non-zero bytes straight
 /// from `src`. The bytes are exactly those of
 /// [`sensorchain_core::frame::cobs_encode`], without its output buffer.
-fn write_cobs<L: Link>(link: &mut L, src: &[u8]) -> core::result::Result<(), L::Error> {
+fn write_cobs<L: Transport>(link: &mut L, src: &[u8]) -> core::result::Result<(), L::Error> {
     let mut rest = src;
     loop {
         // A block: up to 254 non-zero bytes, ended by a zero (consumed),
@@ -790,13 +792,13 @@ fn write_cobs<L: Link>(link: &mut L, src: &[u8]) -> core::result::Result<(), L::
 
 /// Encodes `frame` and writes it COBS-framed. For the handshake messages
 /// (small: one 72-byte buffer).
-fn send_link_frame<L: Link, SE>(
+fn send_link_frame<L: Transport, SE>(
     link: &mut L,
     frame: &LinkFrame<'_>,
 ) -> core::result::Result<(), DeviceError<L::Error, SE>> {
     let mut buf = [0u8; HS_LINK_BUF];
     let enc = link::encode(frame, &mut buf).map_err(|_| DeviceError::Tx(TxError::TooLarge))?;
-    write_cobs(link, enc).map_err(DeviceError::Link)
+    write_cobs(link, enc).map_err(DeviceError::Transport)
 }
 
 /// Writes the header of a `LinkFrame::Session` of `len` bytes (its variant
@@ -834,7 +836,7 @@ fn put_session_header(buf: &mut [u8], at: usize, len: usize) -> Option<usize> {
 /// the link and session headers, sealed in place, the link header written
 /// in front, and the whole COBS-framed straight to the link.
 #[inline(never)]
-fn send_session_msg<L: Link, SE>(
+fn send_session_msg<L: Transport, SE>(
     link: &mut L,
     session: &mut Session,
     msg: &DeviceMsg<'_>,
@@ -849,7 +851,7 @@ fn send_session_msg<L: Link, SE>(
         .map_err(DeviceError::Session)?;
     let start = put_session_header(&mut buf, LINK_HEADER_ROOM, s).ok_or_else(too_large)?;
     let wire = buf.get(start..LINK_HEADER_ROOM + s).ok_or_else(too_large)?;
-    write_cobs(link, wire).map_err(DeviceError::Link)
+    write_cobs(link, wire).map_err(DeviceError::Transport)
 }
 
 #[cfg(test)]
@@ -865,7 +867,7 @@ mod tests {
     /// A link that keeps what is written.
     struct Sink(Vec<u8>);
 
-    impl Link for Sink {
+    impl Transport for Sink {
         type Error = ();
         fn write_all(&mut self, bytes: &[u8]) -> core::result::Result<(), ()> {
             self.0.extend_from_slice(bytes);

@@ -4,7 +4,7 @@
 //! `alloc`, no `unsafe`.
 //!
 //! - [`device`]: the device loop. A provisioned identity ([`Keypair`]) and
-//!   the keys of the gateways it trusts; over any byte link ([`Link`]: a
+//!   the keys of the gateways it trusts; over any byte transport ([`Transport`]: a
 //!   UART, a TCP socket, an in-memory pipe) it runs the handshake as
 //!   initiator, then submits signed (optionally sealed) readings with
 //!   strictly increasing sequence numbers inside the encrypted session and
@@ -27,7 +27,7 @@
 //! `defmt::Format`.
 //!
 //! [`Keypair`]: sensorchain_core::identity::Keypair
-//! [`Link`]: link::Link
+//! [`Transport`]: transport::Transport
 //! [`Storage`]: storage::Storage
 #![no_std]
 #![forbid(unsafe_code)]
@@ -37,14 +37,22 @@
 mod log;
 
 pub mod device;
-pub mod link;
 pub mod provision;
 pub mod rng;
 pub mod sensor;
 pub mod storage;
+pub mod transport;
 
 pub use device::{Device, DeviceConfig, DeviceError, Outcome};
-pub use link::{Clock, Link};
+/// The former name of [`Transport`] (kept so that existing boards build).
+#[doc(hidden)]
+pub use transport::Transport as Link;
+pub use transport::{Clock, Transport};
+/// The former path of [`transport`] (kept so that existing code builds).
+#[doc(hidden)]
+pub mod link {
+    pub use crate::transport::{Clock, Transport, Transport as Link};
+}
 pub use provision::{KEY_PAGE_LEN, KeyPage, KeyPageError};
 pub use rng::Drbg;
 pub use storage::{MemoryStorage, PersistentState, Storage};

@@ -1,5 +1,5 @@
-//! The device loop against an in-memory gateway: core's handshake responder
-//! with a world-state allowlist, session frames, and `WorldState::apply_tx`
+//! The device loop against an in-memory gateway: core's responder
+//! connection with a world-state allowlist, and `WorldState::apply_tx`
 //! deciding every submitted reading, with fault injection (link drop mid
 //! handshake, lost acknowledgement, busy, gateway restart) and a fake
 //! clock. Single-threaded and deterministic: the gateway runs inside the
@@ -10,21 +10,20 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 
 use sensorchain_core::chain::Chain;
-use sensorchain_core::frame::{FrameAccumulator, cobs_encode, max_encoded_len};
-use sensorchain_core::handshake::{
-    Allowlist, HandshakeConfig, MESSAGE2_LEN, Refusal as HsRefusal, Responder, ResponderTable,
-};
+use sensorchain_core::handshake::{Allowlist, Denial, HandshakeConfig, ResponderTable};
 use sensorchain_core::hash::ChainId;
 use sensorchain_core::identity::{KeyId, Keypair, PublicKey, VerifyingKey};
-use sensorchain_core::link::{self, DeviceMsg, GatewayMsg, LinkFrame, Refusal, RejectReason};
+use sensorchain_core::link::{
+    GatewayMsg, Refusal, RejectReason, ResponderConfig, ResponderConnection, ResponderEvent,
+    SubmitId, refusal_for,
+};
 use sensorchain_core::permissions::{Permissions, Role};
 use sensorchain_core::reading::Vital;
 use sensorchain_core::sealed::SealedPayload;
-use sensorchain_core::session::{FRAME_DATA, FRAME_OVERHEAD, Session};
 use sensorchain_core::state::{SigCheck, TxRuleError, WorldState};
 use sensorchain_core::tx::{Payload, Transaction, TxBody, TxKind, sealed_binding};
 use sensorchain_device::{
-    Clock, Device, DeviceConfig, DeviceError, Drbg, Link, MemoryStorage, Outcome,
+    Clock, Device, DeviceConfig, DeviceError, Drbg, MemoryStorage, Outcome, Transport,
 };
 
 #[derive(Clone)]
@@ -42,26 +41,27 @@ impl Clock for TestClock {
 struct StateAllow<'a>(&'a WorldState);
 
 impl Allowlist for StateAllow<'_> {
-    fn lookup(&self, id: &KeyId) -> Result<VerifyingKey, HsRefusal> {
-        let pk = self.0.by_key_id(id).ok_or(HsRefusal::Unknown)?;
+    fn lookup(&self, id: &KeyId) -> Result<VerifyingKey, Denial> {
+        let pk = self.0.by_key_id(id).ok_or(Denial::Unknown)?;
         if !self.0.has(pk, Permissions::CONNECT) {
-            return Err(HsRefusal::NotPermitted);
+            return Err(Denial::NotPermitted);
         }
-        self.0.verifying_key(pk).copied().ok_or(HsRefusal::Unknown)
+        self.0.verifying_key(pk).copied().ok_or(Denial::Unknown)
     }
 }
 
-/// The in-memory gateway, seen by the device as its link.
+type Conn = ResponderConnection<2048, 4096, 8>;
+
+/// The in-memory gateway, seen by the device as its link: core's responder
+/// connection, driven the way a gateway drives it.
 struct MemGateway {
     clock: Rc<Cell<u64>>,
     key: Keypair,
     cfg: HandshakeConfig,
     state: WorldState,
     table: ResponderTable<4, 16>,
-    responder: Option<Responder>,
-    session: Option<Session>,
+    conn: Option<Conn>,
     peer: Option<PublicKey>,
-    acc: FrameAccumulator<2048>,
     out: VecDeque<u8>,
     down: bool,
     height: u64,
@@ -87,10 +87,8 @@ impl MemGateway {
             key: gateway,
             state,
             table: ResponderTable::new(),
-            responder: None,
-            session: None,
+            conn: None,
             peer: None,
-            acc: FrameAccumulator::new(),
             out: VecDeque::new(),
             down: false,
             height: 0,
@@ -110,104 +108,63 @@ impl MemGateway {
     fn restart(&mut self) {
         self.down = true;
         self.table = ResponderTable::new();
-        self.responder = None;
-        self.session = None;
+        self.conn = None;
     }
 
-    fn send_frame(&mut self, f: &LinkFrame<'_>) {
-        let mut buf = [0u8; 1400];
-        let n = link::encode(f, &mut buf).unwrap().len();
-        let mut wire = [0u8; max_encoded_len(1400)];
-        let w = cobs_encode(&buf[..n], &mut wire).unwrap();
-        self.out.extend(&wire[..w]);
-    }
-
-    fn send_msg(&mut self, m: &GatewayMsg) {
-        let mut plain = [0u8; 128];
-        let p = link::encode(m, &mut plain).unwrap();
-        let mut sealed = [0u8; 128 + FRAME_OVERHEAD];
-        let s = self
-            .session
-            .as_mut()
-            .unwrap()
-            .seal(FRAME_DATA, p, &mut sealed)
-            .unwrap()
-            .to_vec();
-        self.send_frame(&LinkFrame::Session(&s));
-    }
-
-    fn handle(&mut self, frame: &mut [u8]) {
+    /// Handles the connection's events; false once the link died.
+    fn events(&mut self) -> bool {
         let now = self.clock.get();
-        let decoded = match link::decode::<LinkFrame>(frame) {
-            Ok(f) => f,
-            Err(_) => return self.send_frame(&LinkFrame::Refused(Refusal::HandshakeFailed)),
-        };
-        match decoded {
-            LinkFrame::Hello(m1) => {
-                self.ephemerals.push(m1[13..45].try_into().unwrap());
-                if self.drop_on_hello > 0 {
-                    self.drop_on_hello -= 1;
-                    self.down = true;
-                    return;
-                }
-                let mut m2 = [0u8; MESSAGE2_LEN];
-                let allow = StateAllow(&self.state);
-                let mut rng = Drbg::new(&[9; 32], now, b"gateway");
-                match Responder::respond(
-                    &self.cfg,
-                    &self.key,
-                    &mut self.table,
-                    &allow,
-                    m1,
-                    now,
-                    &mut rng,
-                    &mut m2,
-                ) {
-                    Ok((r, n)) => {
-                        self.responder = Some(r);
-                        self.send_frame(&LinkFrame::Challenge(&m2[..n]));
+        loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return false;
+            };
+            let Some(ev) = conn.poll_event() else {
+                return true;
+            };
+            match ev {
+                ResponderEvent::Hello(hello) => {
+                    self.ephemerals.push(hello.ephemeral().0);
+                    if self.drop_on_hello > 0 {
+                        self.drop_on_hello -= 1;
+                        self.down = true;
+                        self.conn = None;
+                        return false;
                     }
-                    Err(e) => {
-                        let r = match e {
-                            sensorchain_core::handshake::HandshakeError::UnknownIdentity => {
-                                Refusal::UnknownIdentity
-                            }
-                            sensorchain_core::handshake::HandshakeError::NotPermitted => {
-                                Refusal::NotPermitted
-                            }
-                            _ => Refusal::HandshakeFailed,
-                        };
-                        self.send_frame(&LinkFrame::Refused(r));
+                    let admitted = hello
+                        .check(&StateAllow(&self.state))
+                        .and_then(|c| self.table.admit(c, now, self.cfg.timeout_ms));
+                    match admitted {
+                        Ok(a) => {
+                            let mut rng = Drbg::new(&[9; 32], now, b"gateway");
+                            let _ = conn.accept(a, &self.key, &mut rng, now);
+                        }
+                        Err(e) => conn.refuse(refusal_for(e)),
                     }
                 }
-            }
-            LinkFrame::Proof(m3) => {
-                let r = self.responder.take().expect("proof without hello");
-                let est = r.finish(&mut self.table, m3, now).expect("device proof");
-                self.peer = Some(est.peer);
-                self.session = Some(est.session);
-            }
-            LinkFrame::Session(_) => {
-                let len = match link::decode::<LinkFrame>(frame) {
-                    Ok(LinkFrame::Session(ct)) => ct.len(),
-                    _ => unreachable!(),
-                };
-                let n = frame.len();
-                let Some(session) = self.session.as_mut() else {
-                    return self.send_frame(&LinkFrame::Refused(Refusal::HandshakeFailed));
-                };
-                let opened = session.open_in_place(&mut frame[n - len..]).unwrap();
-                let payload = opened.payload.to_vec();
-                match link::decode::<DeviceMsg>(&payload).unwrap() {
-                    DeviceMsg::Submit(bytes) => self.submit(bytes),
-                    DeviceMsg::Ping(p) => self.send_msg(&GatewayMsg::Pong(p)),
+                ResponderEvent::ProofReceived => {
+                    let peer = conn.verify_proof(now).expect("device proof");
+                    self.peer = Some(peer);
                 }
+                ResponderEvent::SlotFreed(slot) => self.table.release(slot),
+                ResponderEvent::Submit { id, tx } => {
+                    let tx = tx.to_vec();
+                    self.submit(id, &tx);
+                    if self.down {
+                        return false;
+                    }
+                }
+                _ => {}
             }
-            _ => self.send_frame(&LinkFrame::Refused(Refusal::HandshakeFailed)),
         }
     }
 
-    fn submit(&mut self, bytes: &[u8]) {
+    fn answer(&mut self, id: SubmitId, m: GatewayMsg) {
+        if let Some(conn) = self.conn.as_mut() {
+            conn.answer(id, m).unwrap();
+        }
+    }
+
+    fn submit(&mut self, id: SubmitId, bytes: &[u8]) {
         let tx = Transaction::decode(bytes).unwrap();
         let sequence = tx.body.sequence;
         self.submits.push(sequence);
@@ -218,7 +175,7 @@ impl MemGateway {
         );
         if self.busy > 0 {
             self.busy -= 1;
-            return self.send_msg(&GatewayMsg::Busy { sequence });
+            return self.answer(id, GatewayMsg::Busy { sequence });
         }
         let now = EPOCH + self.clock.get();
         match self.state.apply_tx(&tx, bytes, now, SigCheck::Verify) {
@@ -236,7 +193,7 @@ impl MemGateway {
                     tx_id: Transaction::id_of_encoded(bytes),
                     height: self.height,
                 };
-                self.send_msg(&ack);
+                self.answer(id, ack);
             }
             Err(e) => {
                 let reason = match e {
@@ -249,27 +206,37 @@ impl MemGateway {
                     }
                     _ => RejectReason::Invalid,
                 };
-                self.send_msg(&GatewayMsg::Reject { sequence, reason });
+                self.answer(id, GatewayMsg::Reject { sequence, reason });
             }
         }
     }
 }
 
-impl Link for MemGateway {
+impl Transport for MemGateway {
     type Error = &'static str;
 
     fn write_all(&mut self, bytes: &[u8]) -> Result<(), Self::Error> {
         if self.down {
             return Err("link down");
         }
+        let now = self.clock.get();
+        let cfg = ResponderConfig::new(self.cfg);
         let mut input = bytes;
         while !input.is_empty() {
-            if let Some(Ok(f)) = self.acc.next_frame(&mut input) {
-                let mut f = f.to_vec();
-                self.handle(&mut f);
-                if self.down {
-                    return Ok(()); // the bytes left, the link died after
-                }
+            let conn = self.conn.get_or_insert_with(|| Conn::new(cfg, now));
+            let used = conn.handle_input(input, now);
+            input = &input[used..];
+            if !self.events() {
+                return Ok(()); // the bytes left, the link died after
+            }
+            if used == 0 && self.conn.as_ref().is_some_and(|c| c.is_closed()) {
+                break;
+            }
+        }
+        if let Some(conn) = self.conn.as_mut() {
+            let mut buf = [0u8; 256];
+            while let Some(n) = conn.poll_transmit(&mut buf) {
+                self.out.extend(&buf[..n]);
             }
         }
         Ok(())
@@ -293,9 +260,9 @@ impl Link for MemGateway {
     fn reconnect(&mut self) -> Result<(), Self::Error> {
         self.reconnects += 1;
         self.down = false;
-        self.responder = None;
-        self.session = None;
-        self.acc = FrameAccumulator::new();
+        if let Some(slot) = self.conn.take().and_then(|mut c| c.take_slot()) {
+            self.table.release(slot);
+        }
         self.out.clear();
         Ok(())
     }
@@ -574,7 +541,7 @@ fn gives_up_after_max_attempts_and_resumes_the_pending_reading_later() {
     let e = d
         .submit(&mut n.gw, &mut clock, &mut rng, hr(72))
         .unwrap_err();
-    assert!(matches!(e, DeviceError::Link(_)), "{e:?}");
+    assert!(matches!(e, DeviceError::Transport(_)), "{e:?}");
     assert!(d.has_pending());
     n.gw.drop_on_hello = 0;
     // the pending reading (sequence 1) goes first, then the new one

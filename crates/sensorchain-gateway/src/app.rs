@@ -57,7 +57,7 @@ pub use setup::{
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::net::{Gateway, serial, tcp};
+use crate::net::{LinkHub, serial, tcp};
 use crate::node::Node;
 use crate::store::{Store, integrity};
 
@@ -86,7 +86,7 @@ struct Task {
 /// stop in).
 pub struct Running {
     node: Node,
-    links: Arc<Gateway>,
+    links: Arc<LinkHub>,
     link_addr: Option<SocketAddr>,
     api_addr: Option<SocketAddr>,
     serial: Vec<String>,
@@ -163,7 +163,7 @@ pub async fn start(cfg: AppConfig) -> Result<Running, StartError> {
     .map_err(|e| StartError::Internal(e.to_string()))??;
     let producer = node.take_producer();
     // 3. the link hub
-    let links = Gateway::new(node.clone(), net);
+    let links = LinkHub::new(node.clone(), net);
     let mut running = Running {
         node,
         links,
@@ -265,7 +265,7 @@ impl Running {
     }
 
     /// The link hub (sessions, handshakes, limits).
-    pub fn links(&self) -> &Arc<Gateway> {
+    pub fn links(&self) -> &Arc<LinkHub> {
         &self.links
     }
 

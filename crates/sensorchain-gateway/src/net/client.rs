@@ -18,23 +18,30 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
-use sensorchain_core::handshake::{
-    HandshakeConfig, HandshakeError, Initiator, MESSAGE1_LEN, MESSAGE3_LEN,
-};
+use sensorchain_core::handshake::{HandshakeConfig, HandshakeError};
 use sensorchain_core::hash::{ChainId, Hash32};
 use sensorchain_core::identity::{Keypair, PublicKey};
 use sensorchain_core::link::{
-    self, DeviceMsg, GatewayMsg, LINK_MAX_FRAME, LinkFrame, Refusal, RejectReason,
+    ConnError, DeviceMsg, End, GatewayMsg, InitiatorConfig, InitiatorConnection, InitiatorEvent,
+    LINK_MAX_FRAME, Refusal, RejectReason,
 };
-use sensorchain_core::session::{FRAME_CLOSE, FRAME_DATA, FRAME_OVERHEAD, Session};
 use sensorchain_core::tx::Transaction;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, ToSocketAddrs};
-use tokio_util::codec::{Encoder, Framed};
 
-use super::codec::{CodecError, LinkCodec};
 use super::mono_ms;
+
+/// Most submissions one client may have in flight (a larger pipelining
+/// window is clamped to it).
+pub const MAX_WINDOW: usize = 256;
+/// Bytes of the connection's transmit queue (frames are drained as soon as
+/// they are queued).
+const TX_QUEUE: usize = 4096;
+/// Bytes read from the stream at once.
+const READ_CHUNK: usize = 4096;
+
+/// The core connection a client runs.
+type Conn = InitiatorConnection<LINK_MAX_FRAME, TX_QUEUE, MAX_WINDOW>;
 
 /// Default time a connect (TCP and handshake) or one answer may take.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -85,12 +92,30 @@ impl ClientError {
     }
 }
 
-impl From<CodecError> for ClientError {
-    fn from(e: CodecError) -> Self {
+impl From<ConnError> for ClientError {
+    fn from(e: ConnError) -> Self {
         match e {
-            CodecError::Io(e) => ClientError::Io(e),
-            CodecError::TooManyBadFrames(_) => ClientError::Protocol("too many bad frames"),
-            CodecError::FrameTooLarge(_) => ClientError::BadTransaction("frame too large".into()),
+            ConnError::TooLarge => ClientError::BadTransaction("too large for a link frame".into()),
+            ConnError::InFlightFull => ClientError::Protocol("too many submissions in flight"),
+            ConnError::NotEstablished => ClientError::Closed,
+            ConnError::Exhausted => ClientError::Protocol("session exhausted"),
+            ConnError::Handshake(e) => ClientError::Handshake(e),
+            _ => ClientError::Protocol("link connection refused the command"),
+        }
+    }
+}
+
+impl ClientError {
+    /// The error for how a session (or handshake) ended.
+    fn of_end(e: End) -> ClientError {
+        match e {
+            End::Refused(r) => ClientError::Refused(r),
+            End::HandshakeFailed(e) => ClientError::Handshake(e),
+            End::HandshakeTimeout | End::AnswerTimeout => ClientError::Timeout,
+            End::Protocol => {
+                ClientError::Protocol("the gateway sent a message this protocol does not allow")
+            }
+            _ => ClientError::Closed,
         }
     }
 }
@@ -148,10 +173,18 @@ fn sequences(txs: &[Vec<u8>]) -> Result<Vec<u64>, ClientError> {
         .collect()
 }
 
-/// An established link to a gateway.
+/// An established link to a gateway: a tokio driver around core's
+/// [`InitiatorConnection`] (which owns the framing, the handshake messages,
+/// the session and the matching of answers).
 pub struct Client<S = TcpStream> {
-    framed: Framed<S, LinkCodec>,
-    session: Session,
+    io: S,
+    conn: Box<Conn>,
+    /// Bytes read and not yet taken by the connection: `rbuf[rpos..rlen]`.
+    rbuf: Vec<u8>,
+    rpos: usize,
+    rlen: usize,
+    /// What the gateway said, in order, until the session ended.
+    inbox: VecDeque<Result<GatewayMsg, End>>,
     gateway: PublicKey,
     transcript: Hash32,
     timeout: Duration,
@@ -209,13 +242,6 @@ impl Client<TcpStream> {
     }
 }
 
-fn frame_of(f: &LinkFrame<'_>) -> Vec<u8> {
-    let mut buf = vec![0u8; LINK_MAX_FRAME];
-    let n = link::encode(f, &mut buf).map(|b| b.len()).unwrap_or(0);
-    buf.truncate(n);
-    buf
-}
-
 impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     /// Handshakes as initiator over an open byte stream (TCP, serial, an
     /// in-memory duplex).
@@ -225,39 +251,94 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         identity: &Keypair,
         trusted_gateways: &[PublicKey],
     ) -> Result<Self, ClientError> {
-        let mut framed = Framed::new(stream, LinkCodec::default());
-        let cfg = HandshakeConfig::new(*chain);
-        let mut m1 = [0u8; MESSAGE1_LEN];
-        let (init, n1) = Initiator::start(&cfg, identity, mono_ms(), &mut rand::rng(), &mut m1)
-            .map_err(ClientError::Handshake)?;
-        framed
-            .send(&frame_of(&LinkFrame::Hello(&m1[..n1]))[..])
-            .await?;
-        let f2 = match framed.next().await {
-            Some(f) => f?,
-            None => return Err(ClientError::Closed),
-        };
-        let m2 = match link::decode::<LinkFrame>(&f2) {
-            Ok(LinkFrame::Challenge(m2)) => m2,
-            Ok(LinkFrame::Refused(r)) => return Err(ClientError::Refused(r)),
-            _ => return Err(ClientError::Protocol("expected a challenge")),
-        };
-        let mut m3 = [0u8; MESSAGE3_LEN];
-        let (est, n3) = init
-            .finish(identity, trusted_gateways, m2, mono_ms(), &mut m3)
-            .map_err(ClientError::Handshake)?;
-        framed
-            .send(&frame_of(&LinkFrame::Proof(&m3[..n3]))[..])
-            .await?;
+        let mut config = InitiatorConfig::new(HandshakeConfig::new(*chain));
+        // answers are waited for by `recv`'s own timeout
+        config.answer_timeout_ms = u64::MAX / 4;
         let mut client = Client {
-            framed,
-            session: est.session,
-            gateway: est.peer,
-            transcript: est.transcript,
+            io: stream,
+            conn: Box::new(Conn::new(config)),
+            rbuf: vec![0u8; READ_CHUNK],
+            rpos: 0,
+            rlen: 0,
+            inbox: VecDeque::new(),
+            gateway: PublicKey([0; 32]),
+            transcript: Hash32::ZERO,
             timeout: DEFAULT_TIMEOUT,
         };
+        client.conn.start(identity, &mut rand::rng(), mono_ms())?;
+        client.transmit().await?;
+        loop {
+            if let Some(ev) = client.conn.poll_event() {
+                match ev {
+                    InitiatorEvent::ChallengeReceived => {
+                        client
+                            .conn
+                            .finish_handshake(identity, trusted_gateways, mono_ms())
+                            .map_err(ClientError::Handshake)?;
+                    }
+                    InitiatorEvent::Established { peer, transcript } => {
+                        client.gateway = peer;
+                        client.transcript = transcript;
+                        break;
+                    }
+                    InitiatorEvent::Ended(e) => return Err(ClientError::of_end(e)),
+                    _ => {}
+                }
+                continue;
+            }
+            if !client.feed() && !client.read().await? {
+                return Err(ClientError::Closed);
+            }
+        }
+        client.transmit().await?;
         client.confirm().await?;
         Ok(client)
+    }
+
+    /// Writes what the connection queued.
+    async fn transmit(&mut self) -> Result<(), ClientError> {
+        let mut buf = [0u8; 2048];
+        let mut wrote = false;
+        while let Some(n) = self.conn.poll_transmit(&mut buf) {
+            self.io.write_all(&buf[..n]).await?;
+            wrote = true;
+        }
+        if wrote {
+            self.io.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// The bytes the connection queued, drained (COBS frames with their
+    /// delimiters).
+    fn drain(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 2048];
+        while let Some(n) = self.conn.poll_transmit(&mut buf) {
+            out.extend_from_slice(&buf[..n]);
+        }
+        out
+    }
+
+    /// Feeds bytes already read to the connection; false if there were
+    /// none.
+    fn feed(&mut self) -> bool {
+        if self.rpos >= self.rlen {
+            return false;
+        }
+        let used = self
+            .conn
+            .handle_input(&self.rbuf[self.rpos..self.rlen], mono_ms());
+        self.rpos += used;
+        true
+    }
+
+    /// Reads more bytes (cancel-safe); false at the end of the stream.
+    async fn read(&mut self) -> Result<bool, ClientError> {
+        let n = self.io.read(&mut self.rbuf).await?;
+        self.rpos = 0;
+        self.rlen = n;
+        Ok(n > 0)
     }
 
     /// Waits until the gateway confirms the session. After its Proof an
@@ -317,7 +398,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     /// device that restarts leaves behind on a serial line); bytes read
     /// but not yet consumed are dropped.
     pub fn into_stream(self) -> S {
-        self.framed.into_inner()
+        self.io
     }
 
     /// The gateway's authenticated key.
@@ -336,38 +417,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     }
 
     /// Seals `msg` and returns the complete wire bytes (COBS frame with its
-    /// delimiter) without sending them; the session counter advances.
+    /// delimiter) without sending them; the session counter advances (a
+    /// `Submit` counts as in flight until its answer).
     pub fn seal(&mut self, msg: &DeviceMsg<'_>) -> Result<Vec<u8>, ClientError> {
-        self.seal_kind(FRAME_DATA, msg)
-    }
-
-    fn seal_kind(&mut self, kind: u8, msg: &DeviceMsg<'_>) -> Result<Vec<u8>, ClientError> {
-        let mut plain = vec![0u8; LINK_MAX_FRAME];
-        let p = link::encode(msg, &mut plain)
-            .map_err(|_| ClientError::BadTransaction("too large".into()))?;
-        let mut sealed = vec![0u8; p.len() + FRAME_OVERHEAD];
-        let s = self
-            .session
-            .seal(kind, p, &mut sealed)
-            .map_err(|_| ClientError::Protocol("session exhausted"))?;
-        let frame = frame_of(&LinkFrame::Session(s));
-        if frame.is_empty() {
-            return Err(ClientError::BadTransaction(
-                "too large for a link frame".into(),
-            ));
+        let queued = self.drain();
+        match msg {
+            DeviceMsg::Submit(tx) => self.conn.submit(tx, mono_ms()).map(|_| ())?,
+            DeviceMsg::Ping(n) => self.conn.ping(*n)?,
         }
-        let mut wire = bytes::BytesMut::new();
-        Encoder::<&[u8]>::encode(self.framed.codec_mut(), &frame, &mut wire)?;
-        Ok(wire.to_vec())
+        let mut wire = queued;
+        wire.extend(self.drain());
+        Ok(wire)
     }
 
     /// Writes raw bytes to the stream (after anything buffered): for tests
     /// of what a gateway does with garbage, replays and partial frames.
     pub async fn send_wire(&mut self, wire: &[u8]) -> Result<(), ClientError> {
-        SinkExt::<&[u8]>::flush(&mut self.framed).await?;
-        let io = self.framed.get_mut();
-        io.write_all(wire).await?;
-        io.flush().await?;
+        self.transmit().await?;
+        self.io.write_all(wire).await?;
+        self.io.flush().await?;
         Ok(())
     }
 
@@ -390,29 +458,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
 
     async fn recv_inner(&mut self) -> Result<GatewayMsg, ClientError> {
         loop {
-            let mut f = match self.framed.next().await {
-                Some(f) => f?,
-                None => return Err(ClientError::Closed),
-            };
-            let range = match link::decode::<LinkFrame>(&f) {
-                Ok(LinkFrame::Session(ct)) => {
-                    let start = ct.as_ptr() as usize - f.as_ptr() as usize;
-                    start..start + ct.len()
+            while let Some(ev) = self.conn.poll_event() {
+                match ev {
+                    InitiatorEvent::Answer { answer, .. } => self.inbox.push_back(Ok(answer)),
+                    InitiatorEvent::Pong(n) => self.inbox.push_back(Ok(GatewayMsg::Pong(n))),
+                    InitiatorEvent::Ended(e) => self.inbox.push_back(Err(e)),
+                    _ => {}
                 }
-                Ok(LinkFrame::Refused(r)) => return Err(ClientError::Refused(r)),
-                _ => return Err(ClientError::Protocol("unexpected frame")),
-            };
-            let opened = self
-                .session
-                .open_in_place(&mut f[range])
-                .map_err(|_| ClientError::Protocol("undecryptable session frame"))?;
-            match opened.kind {
-                FRAME_DATA => {}
-                FRAME_CLOSE => return Err(ClientError::Closed),
-                _ => continue,
             }
-            return link::decode::<GatewayMsg>(opened.payload)
-                .map_err(|_| ClientError::Protocol("malformed message"));
+            match self.inbox.front() {
+                Some(Ok(_)) => {
+                    if let Some(Ok(m)) = self.inbox.pop_front() {
+                        return Ok(m);
+                    }
+                }
+                // the end stays: every later call sees it too
+                Some(Err(e)) => return Err(ClientError::of_end(*e)),
+                None => {}
+            }
+            if self.feed() {
+                continue;
+            }
+            if !self.read().await? {
+                // the stream ended: the session with it (what is in flight
+                // is reported unanswered, then the end)
+                self.conn.abort();
+                self.inbox.push_back(Err(End::Closed));
+            }
         }
     }
 
@@ -459,7 +531,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         written: &mut [bool],
         answers: &mut [Option<GatewayMsg>],
     ) -> Result<(), ClientError> {
-        let window = window.max(1);
+        let window = window.clamp(1, MAX_WINDOW);
         let mut waiting: HashMap<u64, VecDeque<usize>> = HashMap::new();
         let (mut sent, mut done) = (0, 0);
         while done < which.len() {
@@ -467,11 +539,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                 let i = which[sent];
                 let wire = self.seal(&DeviceMsg::Submit(&txs[i]))?;
                 written[i] = true;
-                self.framed.get_mut().write_all(&wire).await?;
+                self.io.write_all(&wire).await?;
                 waiting.entry(seqs[i]).or_default().push_back(i);
                 sent += 1;
             }
-            self.framed.get_mut().flush().await?;
+            self.io.flush().await?;
             let m = self.recv().await?;
             let seq = match m {
                 GatewayMsg::Ack { sequence, .. }
@@ -578,9 +650,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
 
     /// Sends a session close frame and shuts the stream down.
     pub async fn close(mut self) {
-        if let Ok(wire) = self.seal_kind(FRAME_CLOSE, &DeviceMsg::Ping(0)) {
-            let _ = self.send_wire(&wire).await;
-        }
-        let _ = self.framed.get_mut().shutdown().await;
+        self.conn.close();
+        let _ = self.transmit().await;
+        let _ = self.io.shutdown().await;
     }
 }

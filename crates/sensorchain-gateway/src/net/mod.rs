@@ -1,16 +1,18 @@
-//! Sensor links: TCP and serial byte streams carrying the same COBS-framed
-//! link frames ([`codec`]), the gateway side of the handshake and the session
-//! channel ([`link`]), the listeners ([`tcp`], [`serial`]) and the initiator
-//! side used by simulated sensors, the demo and tests ([`client`]).
+//! Sensor links: TCP and serial byte streams carrying the link protocol
+//! (framing, handshake, session: core's connections,
+//! [`sensorchain_core::link`]), driven by the gateway's responder
+//! ([`responder`]), the listeners ([`tcp`], [`serial`]) and the initiator
+//! used by simulated sensors, the demo and tests ([`client`]); raw frames
+//! for tests and tools ([`codec`]).
 //!
-//! One [`Gateway`] holds what all links share: the node, the limits, the
+//! One [`LinkHub`] holds what all links share: the node, the limits, the
 //! responder table that bounds half-open handshakes across every link, the
 //! session semaphore and the shutdown signal.
 
 pub mod client;
 pub mod codec;
-pub mod link;
 pub mod peers;
+pub mod responder;
 pub mod serial;
 pub mod tcp;
 
@@ -31,6 +33,8 @@ use crate::node::Node;
 pub const HALF_OPEN_CAPACITY: usize = 1024;
 /// Initiator ephemeral keys remembered against replayed message 1s.
 pub const REPLAY_CACHE: usize = 4096;
+/// Bad frames tolerated on one link before it is closed (default).
+pub const DEFAULT_MAX_BAD_FRAMES: u32 = 8;
 
 /// Handshake cryptography sections (message 2's X25519 and signature,
 /// message 3's verification) that may run at once: half the cores, at least
@@ -60,7 +64,8 @@ pub struct NetConfig {
     pub max_sessions: usize,
     /// Most half-open handshakes across all links.
     pub max_half_open: usize,
-    /// Most submissions in flight per link (the link stops reading beyond).
+    /// Most submissions in flight per link (the link stops reading beyond;
+    /// at most [`responder::INFLIGHT_CAPACITY`]).
     pub max_inflight: usize,
     /// Bad frames tolerated per link before it is closed.
     pub max_bad_frames: u32,
@@ -83,14 +88,14 @@ impl NetConfig {
             max_sessions: l.max_sessions.max(1),
             max_half_open: l.max_half_open.clamp(1, HALF_OPEN_CAPACITY),
             max_inflight: 256,
-            max_bad_frames: codec::DEFAULT_MAX_BAD_FRAMES,
+            max_bad_frames: DEFAULT_MAX_BAD_FRAMES,
             write_timeout: Duration::from_secs(10),
         }
     }
 }
 
 /// What every link of a gateway shares (cheap to clone through `Arc`).
-pub struct Gateway {
+pub struct LinkHub {
     node: Node,
     cfg: NetConfig,
     hs: HandshakeConfig,
@@ -101,9 +106,9 @@ pub struct Gateway {
     shutdown: watch::Sender<bool>,
 }
 
-impl std::fmt::Debug for Gateway {
+impl std::fmt::Debug for LinkHub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gateway")
+        f.debug_struct("LinkHub")
             .field("cfg", &self.cfg)
             .finish_non_exhaustive()
     }
@@ -115,14 +120,14 @@ pub fn mono_ms() -> u64 {
     START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
-impl Gateway {
+impl LinkHub {
     /// The shared link state of `node`, handshaking for the node's chain.
-    pub fn new(node: Node, cfg: NetConfig) -> Arc<Gateway> {
+    pub fn new(node: Node, cfg: NetConfig) -> Arc<LinkHub> {
         let chain = *node.state().chain_id();
         let mut hs = HandshakeConfig::new(chain);
         hs.timeout_ms = cfg.handshake_timeout.as_millis() as u64;
         let (shutdown, _) = watch::channel(false);
-        Arc::new(Gateway {
+        Arc::new(LinkHub {
             sessions: Arc::new(Semaphore::new(cfg.max_sessions)),
             node,
             cfg,

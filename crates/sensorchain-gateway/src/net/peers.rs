@@ -12,7 +12,7 @@
 //!   completes, X's previous session (if any) is told to end: it stops
 //!   reading, answers the submissions it has in flight once they are
 //!   committed or refused, sends a session close frame and closes
-//!   ([`LinkEnd::Replaced`](super::link::LinkEnd::Replaced)). A duplicated
+//!   ([`LinkEnd::Replaced`](super::responder::LinkEnd::Replaced)). A duplicated
 //!   key therefore holds one session slot, not `max_sessions`.
 //!
 //! Memory: an entry exists only for an identity that passed the allowlist

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use tokio_serial::SerialPortBuilderExt;
 
-use super::Gateway;
-use super::link::{LinkEnd, serve_link};
+use super::LinkHub;
+use super::responder::{LinkEnd, serve_link};
 
 /// Serves links on the serial device `path` at `baud` until shutdown.
-pub async fn serve_serial(gw: Arc<Gateway>, path: String, baud: u32) {
+pub async fn serve_serial(gw: Arc<LinkHub>, path: String, baud: u32) {
     let mut shutdown = gw.shutdown_signal();
     let mut backoff = Duration::from_millis(100);
     while !*shutdown.borrow() {

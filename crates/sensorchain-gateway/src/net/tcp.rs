@@ -1,5 +1,5 @@
 //! The TCP listener: one task per accepted connection, each serving one
-//! link ([`super::link::serve_link`]), all owned (and joined) by the
+//! link ([`super::responder::serve_link`]), all owned (and joined) by the
 //! listener's task, which [`crate::app`] owns (bound there, once).
 
 use std::sync::Arc;
@@ -8,8 +8,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-use super::Gateway;
-use super::link::serve_link;
+use super::LinkHub;
+use super::responder::serve_link;
 
 /// Accepts connections on `listener` until shutdown begins, serving each as
 /// a link; then waits until no session is left (sessions drain on the same
@@ -17,7 +17,7 @@ use super::link::serve_link;
 /// link it started: joining this task joins its links. Aborting it aborts
 /// them. Accept errors (such as running out of file
 /// descriptors) are logged and retried after a short pause.
-pub async fn serve_tcp(gw: Arc<Gateway>, listener: TcpListener) {
+pub async fn serve_tcp(gw: Arc<LinkHub>, listener: TcpListener) {
     let mut shutdown = gw.shutdown_signal();
     if *shutdown.borrow() {
         return;

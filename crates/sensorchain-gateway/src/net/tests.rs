@@ -15,7 +15,7 @@ use sensorchain_core::tx::{GenesisConfig, Member, Params, Transaction, TxBody};
 use tokio_serial::{SerialPort, SerialStream};
 
 use super::client::Client;
-use super::{Gateway, NetConfig, serial};
+use super::{LinkHub, NetConfig, serial};
 use crate::metrics::Metrics;
 use crate::node::{Node, NodeConfig, now_ms};
 use crate::store::Store;
@@ -72,7 +72,7 @@ async fn serial_line_serves_a_device_that_restarts_mid_session() {
         metrics.clone(),
     )
     .unwrap();
-    let gw = Gateway::new(node.clone(), NetConfig::default());
+    let gw = LinkHub::new(node.clone(), NetConfig::default());
     let (master, slave) = SerialStream::pair().expect("a pseudo-terminal pair");
     let path = slave.name().expect("the slave's path");
     tokio::spawn(serial::serve_serial(gw.clone(), path.clone(), 115_200));
@@ -132,9 +132,9 @@ async fn late_dropping_gateway(
     how: LateDrop,
     proofs: Arc<std::sync::atomic::AtomicUsize>,
 ) {
-    use futures::{SinkExt, StreamExt};
-    use sensorchain_core::handshake::{HandshakeConfig, MESSAGE2_LEN, Responder, ResponderTable};
-    use sensorchain_core::link::{self, LinkFrame, Refusal};
+    use sensorchain_core::handshake::{HandshakeConfig, ResponderTable};
+    use sensorchain_core::link::{Refusal, ResponderConfig, ResponderConnection, ResponderEvent};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     struct One(sensorchain_core::identity::VerifyingKey);
     impl sensorchain_core::handshake::Allowlist for One {
@@ -152,39 +152,61 @@ async fn late_dropping_gateway(
     }
     let allow =
         One(sensorchain_core::identity::VerifyingKey::from_public(&device.public()).unwrap());
-    let mut f = tokio_util::codec::Framed::new(stream, super::codec::LinkCodec::default());
-    let cfg = HandshakeConfig::new(chain);
+    let hs = HandshakeConfig::new(chain);
     let mut table: ResponderTable<2, 8> = ResponderTable::new();
-    let Some(Ok(f1)) = f.next().await else { return };
-    let Ok(LinkFrame::Hello(m1)) = link::decode::<LinkFrame>(&f1) else {
-        return;
-    };
-    let mut m2 = [0u8; MESSAGE2_LEN];
-    let (resp, n2) = Responder::respond(
-        &cfg,
-        &gw_key,
-        &mut table,
-        &allow,
-        m1,
+    let mut conn: Box<ResponderConnection<1280, 2048, 4>> = Box::new(ResponderConnection::new(
+        ResponderConfig::new(hs),
         super::mono_ms(),
-        &mut rand::rng(),
-        &mut m2,
-    )
-    .unwrap();
-    let mut buf = [0u8; 128];
-    let frame: &[u8] = link::encode(&LinkFrame::Challenge(&m2[..n2]), &mut buf).unwrap();
-    f.send(frame).await.unwrap();
-    let Some(Ok(f3)) = f.next().await else { return };
-    assert!(matches!(
-        link::decode::<LinkFrame>(&f3),
-        Ok(LinkFrame::Proof(_))
     ));
-    proofs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    resp.abort(&mut table);
-    if let LateDrop::Refuse = how {
-        let mut b = [0u8; 8];
-        let r: &[u8] = link::encode(&LinkFrame::Refused(Refusal::HandshakeFailed), &mut b).unwrap();
-        let _ = f.send(r).await;
+    let mut stream = stream;
+    let mut buf = [0u8; 2048];
+    loop {
+        let n = match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let mut input = &buf[..n];
+        let mut proof = false;
+        while !input.is_empty() {
+            let used = conn.handle_input(input, super::mono_ms());
+            input = &input[used..];
+            while let Some(ev) = conn.poll_event() {
+                match ev {
+                    ResponderEvent::Hello(h) => {
+                        let c = h.check(&allow).unwrap();
+                        let a = table.admit(c, super::mono_ms(), hs.timeout_ms).unwrap();
+                        conn.accept(a, &gw_key, &mut rand::rng(), super::mono_ms())
+                            .unwrap();
+                    }
+                    ResponderEvent::ProofReceived => proof = true,
+                    ResponderEvent::SlotFreed(slot) => table.release(slot),
+                    _ => {}
+                }
+            }
+            if proof {
+                break;
+            }
+        }
+        let mut out = [0u8; 2048];
+        if proof {
+            // the Proof is read and never verified: the link is dropped
+            proofs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            match how {
+                LateDrop::Refuse => conn.refuse(Refusal::HandshakeFailed),
+                LateDrop::Silent => {
+                    if let Some(slot) = conn.take_slot() {
+                        table.release(slot);
+                    }
+                    return;
+                }
+            }
+        }
+        while let Some(n) = conn.poll_transmit(&mut out) {
+            let _ = stream.write_all(&out[..n]).await;
+        }
+        if proof {
+            return;
+        }
     }
     // the link ends here: nothing of the session is ever read
 }
@@ -216,7 +238,7 @@ async fn a_handshake_dropped_after_the_proof_is_seen_and_retried_without_loss() 
         Arc::new(Metrics::new()),
     )
     .unwrap();
-    let gw = Gateway::new(node.clone(), NetConfig::default());
+    let gw = LinkHub::new(node.clone(), NetConfig::default());
     let trusted = [gw_key.public()];
     let proofs = Arc::new(AtomicUsize::new(0));
 
@@ -262,7 +284,7 @@ async fn a_handshake_dropped_after_the_proof_is_seen_and_retried_without_loss() 
             }
             _ => {
                 let gw = gw.clone();
-                tokio::spawn(async move { super::link::serve_link(gw, b, "duplex").await });
+                tokio::spawn(async move { super::responder::serve_link(gw, b, "duplex").await });
             }
         }
         async move { Ok(a) }
@@ -291,10 +313,10 @@ async fn a_handshake_dropped_after_the_proof_is_seen_and_retried_without_loss() 
 /// the gateway; from the gateway, the Challenge and the confirming Pong
 /// only. Once the gateway has answered `answers` submissions (which the
 /// device never sees), the link is cut.
-async fn breaking_proxy(device_side: tokio::io::DuplexStream, gw: Arc<Gateway>, answers: usize) {
+async fn breaking_proxy(device_side: tokio::io::DuplexStream, gw: Arc<LinkHub>, answers: usize) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (gw_side, gw_end) = tokio::io::duplex(1 << 16);
-    tokio::spawn(async move { super::link::serve_link(gw, gw_end, "proxy").await });
+    tokio::spawn(async move { super::responder::serve_link(gw, gw_end, "proxy").await });
     let (mut dr, mut dw) = tokio::io::split(device_side);
     let (mut gr, mut gw_w) = tokio::io::split(gw_side);
     tokio::spawn(async move {
@@ -354,7 +376,7 @@ async fn deliver_resends_after_a_broken_session_and_counts_only_what_it_can_tell
         Arc::new(Metrics::new()),
     )
     .unwrap();
-    let gw = Gateway::new(node.clone(), NetConfig::default());
+    let gw = LinkHub::new(node.clone(), NetConfig::default());
     let trusted = [gw_key.public()];
     let attempts = AtomicUsize::new(0);
     let txs: Vec<Vec<u8>> = (1..=5).map(|s| reading(&device, &chain, s)).collect();
@@ -365,7 +387,7 @@ async fn deliver_resends_after_a_broken_session_and_counts_only_what_it_can_tell
         if n == 0 {
             tokio::spawn(breaking_proxy(b, gw, txs.len()));
         } else {
-            tokio::spawn(async move { super::link::serve_link(gw, b, "duplex").await });
+            tokio::spawn(async move { super::responder::serve_link(gw, b, "duplex").await });
         }
         async move { Ok(a) }
     };
@@ -406,7 +428,7 @@ async fn deliver_resends_after_a_broken_session_and_counts_only_what_it_can_tell
         || {
             let (a, b) = tokio::io::duplex(1 << 16);
             let gw = gw.clone();
-            tokio::spawn(async move { super::link::serve_link(gw, b, "duplex").await });
+            tokio::spawn(async move { super::responder::serve_link(gw, b, "duplex").await });
             async move { Ok(a) }
         },
         &chain,

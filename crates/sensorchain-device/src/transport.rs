@@ -1,10 +1,11 @@
-//! The byte link and the clock the device loop runs over.
+//! The byte transport and the clock the device loop runs over. (The *link*
+//! protocol that runs over a transport is core's [`sensorchain_core::link`].)
 
 /// A bidirectional byte stream to a gateway: a UART, a TCP socket, a USB
 /// CDC pipe. The loop frames its messages itself (COBS, `0x00` delimited),
-/// so the link only moves bytes.
-pub trait Link {
-    /// Why the link failed (it is down until [`Link::reconnect`]).
+/// so the transport only moves bytes.
+pub trait Transport {
+    /// Why the link failed (it is down until [`Transport::reconnect`]).
     type Error: core::fmt::Debug;
 
     /// Writes all of `bytes`.
@@ -23,7 +24,7 @@ pub trait Link {
     }
 }
 
-impl<L: Link + ?Sized> Link for &mut L {
+impl<L: Transport + ?Sized> Transport for &mut L {
     type Error = L::Error;
     fn write_all(&mut self, bytes: &[u8]) -> Result<(), Self::Error> {
         (**self).write_all(bytes)

@@ -1,4 +1,4 @@
-//! The link protocol between a sensor (or any initiator) and a gateway:
+//! The messages of the link protocol (re-exported by [`crate::link`]):
 //! what travels inside each COBS frame ([`crate::frame`]) on TCP or serial.
 //!
 //! Outside a session, a frame is a [`LinkFrame`]: a handshake message, an
