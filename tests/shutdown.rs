@@ -31,11 +31,13 @@ fn threads_named(names: &[&str]) -> usize {
     };
     dir.filter_map(|e| e.ok())
         .filter_map(|e| std::fs::read_to_string(e.path().join("comm")).ok())
-        .filter(|c| names.contains(&c.trim()))
+        .filter(|c| names.iter().any(|n| c.trim().starts_with(n)))
         .count()
 }
 
 const NODE_THREADS: [&str; 2] = ["block-producer", "block-committer"];
+/// The verification pool's threads (`sc-verify-N`), by prefix.
+const VERIFY_THREADS: [&str; 1] = ["sc-verify"];
 
 #[test]
 fn in_process_shutdown_joins_the_node_threads() {
@@ -57,6 +59,7 @@ fn in_process_shutdown_joins_the_node_threads() {
         cfg.api = Some("127.0.0.1:0".into());
         let running = app::start(cfg).await.unwrap();
         assert_eq!(threads_named(&NODE_THREADS), 2);
+        assert!(threads_named(&VERIFY_THREADS) >= 1);
         let link = running.link_addr().unwrap();
         let mut c = Client::connect(link, &net.chain, &net.devices[0], &[net.gateway.public()])
             .await
@@ -81,6 +84,11 @@ fn in_process_shutdown_joins_the_node_threads() {
             threads_named(&NODE_THREADS),
             0,
             "node threads left after shutdown returned: {stopped:?}"
+        );
+        assert_eq!(
+            threads_named(&VERIFY_THREADS),
+            0,
+            "verification threads left after shutdown returned: {stopped:?}"
         );
         c.set_timeout(BOUND);
         assert!(matches!(

@@ -44,10 +44,12 @@ use crate::block::{Block, BlockHeader, FinalityCert};
 use crate::hash::{ChainId, Hash32, ctx};
 use crate::identity::{KeyId, PublicKey, VerifyingKey};
 use crate::permissions::{Permissions, Role};
-use crate::tx::{GenesisConfig, Params, Payload, Transaction, TxKind};
+use crate::tx::{GenesisConfig, Params, Transaction, TxKind};
 
 mod errors;
+mod precheck;
 pub use errors::{BlockError, BlockErrorKind, TxRuleError};
+pub use precheck::{Precheck, SignatureCheck, registration_key};
 
 /// Whether signatures still need verifying.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -330,8 +332,7 @@ impl WorldState {
         st.last_hash = s.last_hash;
         st.last_timestamp_ms = s.last_timestamp_ms;
         for pk in s.identities.keys() {
-            let vk =
-                VerifyingKey::from_public(pk).map_err(|_| crate::codec::DecodeError::Malformed)?;
+            let vk = registration_key(pk).map_err(|_| crate::codec::DecodeError::Malformed)?;
             st.keys.insert(*pk, vk);
             st.by_key_id.insert(pk.key_id(), *pk);
         }
@@ -343,7 +344,7 @@ impl WorldState {
 
     fn register(&mut self, pk: &PublicKey) -> Result<&mut IdentityRecord, TxRuleError> {
         if !self.keys.contains_key(pk) {
-            let vk = VerifyingKey::from_public(pk).map_err(TxRuleError::BadKey)?;
+            let vk = registration_key(pk)?;
             self.keys.insert(*pk, vk);
             self.by_key_id.insert(pk.key_id(), *pk);
         }
@@ -382,61 +383,19 @@ impl WorldState {
         block_timestamp_ms: u64,
         sigs: SigCheck,
     ) -> Result<(), TxRuleError> {
+        // Everything before the signature, defined once (a gateway's ingest
+        // runs the same precheck on admission).
+        self.precheck(
+            tx,
+            Precheck::InBlock {
+                timestamp_ms: block_timestamp_ms,
+            },
+        )?;
         let body = &tx.body;
-        if let TxKind::Genesis(cfg) = &body.kind {
-            return self.apply_genesis(tx, encoded, cfg, sigs);
-        }
         let signer = body.signer;
-        let Some(rec) = self.identities.get(&signer) else {
-            return rule(TxRuleError::UnknownSigner);
-        };
-        if let Some(last) = rec.last_sequence
-            && body.sequence <= last
-        {
-            return rule(TxRuleError::Replay {
-                last,
-                got: body.sequence,
-            });
-        }
-        if body.timestamp_ms > block_timestamp_ms.saturating_add(self.params.max_future_skew_ms) {
-            return rule(TxRuleError::TimestampTooFarAhead);
-        }
-        let perms = rec.permissions;
-        let role = rec.role;
-        let need = |p: Permissions| {
-            if perms.contains(p) {
-                Ok(())
-            } else {
-                Err(TxRuleError::NotPermitted { needed: p })
-            }
-        };
         match &body.kind {
-            TxKind::Reading { payload, .. } => {
-                need(Permissions::WRITE)?;
-                match payload {
-                    Payload::Plain(v) => v.check().map_err(TxRuleError::Reading)?,
-                    Payload::Sealed(s) => {
-                        if rec.patient.is_none() {
-                            return rule(TxRuleError::DeviceNotAssigned);
-                        }
-                        if s.version != crate::sealed::SEALED_VERSION || s.recipients.is_empty() {
-                            return rule(TxRuleError::BadSealedPayload);
-                        }
-                        for (i, r) in s.recipients.iter().enumerate() {
-                            if s.recipients[..i].iter().any(|o| o.key_id == r.key_id) {
-                                return rule(TxRuleError::BadSealedPayload);
-                            }
-                            let reader = self
-                                .by_key_id
-                                .get(&r.key_id)
-                                .ok_or(TxRuleError::UnknownRecipient)?;
-                            if !self.may_read(&signer, reader) {
-                                return rule(TxRuleError::RecipientNotAuthorised);
-                            }
-                        }
-                    }
-                }
-            }
+            TxKind::Genesis(cfg) => return self.apply_genesis(tx, encoded, cfg, sigs),
+            TxKind::Reading { .. } => self.verify_sig(tx, encoded, sigs)?,
             TxKind::Grant {
                 target,
                 permissions,
@@ -445,16 +404,11 @@ impl WorldState {
                 target,
                 permissions,
             } => {
-                need(Permissions::ADMIN)?;
-                if permissions.is_empty() || !permissions.is_valid() {
-                    return rule(TxRuleError::InvalidPermissions);
-                }
                 let grant = matches!(body.kind, TxKind::Grant { .. });
                 self.verify_sig(tx, encoded, sigs)?;
                 self.change_permissions(&signer, target, *permissions, grant)?;
             }
             TxKind::SetRole { target, role } => {
-                need(Permissions::ADMIN)?;
                 self.verify_sig(tx, encoded, sigs)?;
                 let rec = self.register(target)?;
                 if rec.role == Some(*role) {
@@ -463,39 +417,17 @@ impl WorldState {
                 rec.role = Some(*role);
             }
             TxKind::AssignDevice { device, patient } => {
-                need(Permissions::ADMIN)?;
-                let d = self
-                    .identities
-                    .get(device)
-                    .ok_or(TxRuleError::UnknownRecipient)?;
-                let p = self
-                    .identities
-                    .get(patient)
-                    .ok_or(TxRuleError::UnknownRecipient)?;
-                if d.role != Some(Role::Device) || p.role != Some(Role::Patient) {
-                    return rule(TxRuleError::WrongRole);
-                }
-                let unchanged = d.patient == Some(*patient);
                 self.verify_sig(tx, encoded, sigs)?;
-                if unchanged {
+                let Some(d) = self.identities.get_mut(device) else {
+                    // the precheck found it registered
+                    return rule(TxRuleError::UnknownRecipient);
+                };
+                if d.patient == Some(*patient) {
                     return rule(TxRuleError::NothingToChange);
                 }
-                if let Some(d) = self.identities.get_mut(device) {
-                    d.patient = Some(*patient);
-                }
+                d.patient = Some(*patient);
             }
             TxKind::Consent { reader, granted } => {
-                need(Permissions::SEND)?;
-                if role != Some(Role::Patient) {
-                    return rule(TxRuleError::WrongRole);
-                }
-                let r = self
-                    .identities
-                    .get(reader)
-                    .ok_or(TxRuleError::UnknownRecipient)?;
-                if !r.role.is_some_and(Role::may_receive_consent) {
-                    return rule(TxRuleError::WrongRole);
-                }
                 self.verify_sig(tx, encoded, sigs)?;
                 if *granted {
                     if !self.consents.insert((signer, *reader)) {
@@ -505,10 +437,6 @@ impl WorldState {
                     return rule(TxRuleError::NothingToRevoke);
                 }
             }
-            TxKind::Genesis(_) => return rule(TxRuleError::GenesisMisplaced),
-        }
-        if matches!(body.kind, TxKind::Reading { .. }) {
-            self.verify_sig(tx, encoded, sigs)?;
         }
         if let Some(r) = self.identities.get_mut(&signer) {
             r.last_sequence = Some(body.sequence);
@@ -525,15 +453,7 @@ impl WorldState {
         if sigs == SigCheck::AlreadyVerified {
             return Ok(());
         }
-        let vk = self
-            .keys
-            .get(&tx.body.signer)
-            .ok_or(TxRuleError::UnknownSigner)?;
-        Transaction::verify_encoded(encoded, &self.chain_id, vk, &tx.signature).map_err(|e| match e
-        {
-            crate::tx::TxError::BadSignature(s) => TxRuleError::BadSignature(s),
-            e => TxRuleError::Encoding(e),
-        })
+        self.signature_check(&tx.body.signer)?.run(tx, encoded)
     }
 
     /// Grants or revokes `perms` of `target` on behalf of `admin` (whose
@@ -622,7 +542,7 @@ impl WorldState {
         cfg: &GenesisConfig,
         sigs: SigCheck,
     ) -> Result<(), TxRuleError> {
-        if self.next_height != 0 || !self.identities.is_empty() {
+        if !self.before_genesis() {
             return rule(TxRuleError::GenesisMisplaced);
         }
         let body_bytes = encoded

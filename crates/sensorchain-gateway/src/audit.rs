@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use sensorchain_core::block::Block;
 use sensorchain_core::hash::ChainId;
-use sensorchain_core::identity::{PublicKey, VerifyingKey};
-use sensorchain_core::state::{BlockErrorKind, SigCheck, TxRuleError, WorldState};
-use sensorchain_core::tx::{Transaction, TxKind};
+use sensorchain_core::identity::PublicKey;
+use sensorchain_core::state::{BlockErrorKind, SigCheck, SignatureCheck, TxRuleError, WorldState};
+use sensorchain_core::tx::TxKind;
 
 use crate::chain_source::ChainSource;
 use crate::store::{self, Store, StoreError};
@@ -111,35 +111,32 @@ fn finding(
     }
 }
 
-/// Verifies the signature of every transaction of `block` with
-/// `Transaction::verify_encoded` (the one strict rule) under the key its
-/// signer's public key registers as (`VerifyingKey::from_public`, cached in
-/// `keys`).
+/// Verifies the signature of every transaction of `block` with the core's
+/// own check ([`SignatureCheck::ahead`]: the key the signer is, or will be,
+/// registered under, and `Transaction::verify_encoded`, the one strict
+/// rule), cached per signer in `checks`.
 ///
-/// True only if every key registers and every signature verifies. Then
-/// applying the block with [`SigCheck::AlreadyVerified`] gives the same
-/// result as [`SigCheck::Verify`]: a registered key *is*
-/// `VerifyingKey::from_public` of the public key (it never changes), so
-/// `SigCheck::Verify` would check each signature with the same function,
-/// bytes and key; and the core checks a signature only after the
-/// transaction's other rules, so with every signature valid both give the
-/// same first error (an unknown signer, a replay, ...). False on any
-/// failure: the caller then lets `SigCheck::Verify` find and report the
-/// first error in its own order.
+/// True only if every signer can be registered and every signature
+/// verifies. Then applying the block with [`SigCheck::AlreadyVerified`]
+/// gives the same result as [`SigCheck::Verify`]: the core guarantees the
+/// check taken ahead is the one `SigCheck::Verify` runs once the signer is
+/// registered (registration stores that key, which never changes); and the
+/// core checks a signature only after the transaction's precheck, so with
+/// every signature valid both give the same first error (an unknown signer,
+/// a replay, ...). False on any failure: the caller then lets
+/// `SigCheck::Verify` find and report the first error in its own order.
 pub fn signatures_verified(
     chain: &ChainId,
     block: &Block,
     encoded: &[Vec<u8>],
-    keys: &mut HashMap<PublicKey, Option<VerifyingKey>>,
+    checks: &mut HashMap<PublicKey, Option<SignatureCheck>>,
 ) -> bool {
     encoded.len() == block.txs.len()
         && block.txs.iter().zip(encoded).all(|(tx, bytes)| {
-            let vk = keys
+            let check = checks
                 .entry(tx.body.signer)
-                .or_insert_with(|| VerifyingKey::from_public(&tx.body.signer).ok());
-            vk.as_ref().is_some_and(|vk| {
-                Transaction::verify_encoded(bytes, chain, vk, &tx.signature).is_ok()
-            })
+                .or_insert_with(|| SignatureCheck::ahead(*chain, &tx.body.signer).ok());
+            check.is_some_and(|c| c.run(tx, bytes).is_ok())
         })
 }
 
@@ -591,6 +588,7 @@ mod tests {
 
     use super::*;
     use crate::store::tests::World;
+    use sensorchain_core::tx::Transaction;
 
     /// The arguments of `sensorchain audit` that these tests use.
     struct AuditArgs {

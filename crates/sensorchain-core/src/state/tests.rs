@@ -3,7 +3,7 @@ use crate::block::{FinalityCert, quorum};
 use crate::chain::{Chain, build_block};
 use crate::identity::Keypair;
 use crate::reading::{ReadingError, Vital};
-use crate::tx::{GenesisConfig, Member, Params, TxBody};
+use crate::tx::{GenesisConfig, Member, Params, Payload, TxBody};
 use alloc::vec;
 
 pub(crate) struct World {
@@ -1085,4 +1085,222 @@ fn commitment_covers_every_field() {
         assert_ne!(*r, Hash32::ZERO);
         assert!(!roots[..i].contains(r), "every change moves the commitment");
     }
+}
+
+/// The precheck is the part of `apply_tx` before the signature: for every
+/// transaction it refuses, `apply_tx` refuses with the same error whether
+/// the signature is valid or not (the precheck comes first), and a
+/// transaction it passes is refused by `apply_tx` only after it.
+#[test]
+fn precheck_is_apply_before_the_signature() {
+    let mut w = World::new(Params::default());
+    let a0 = w.admins[0].clone();
+    let (dev, pat, doc) = (w.device.public(), w.patient.public(), w.doctor.public());
+    let p = w.patient.clone();
+    let d = w.device.clone();
+    let stranger = kp(99);
+    let mut cases: Vec<(Transaction, Option<TxRuleError>)> = Vec::new();
+    // refused before the signature
+    let replayed = {
+        let t = w.reading(hr(70));
+        w.commit(vec![t.clone()]).unwrap();
+        t
+    };
+    cases.push((replayed, Some(TxRuleError::Replay { last: 1, got: 1 })));
+    let implausible = TxRuleError::Reading(hr(60_000).check().unwrap_err());
+    cases.push((w.reading(hr(60_000)), Some(implausible)));
+    let t = w.tx(
+        &stranger,
+        TxKind::SetRole {
+            target: dev,
+            role: Role::Device,
+        },
+    );
+    cases.push((t, Some(TxRuleError::UnknownSigner)));
+    let t = w.tx(
+        &d,
+        TxKind::Grant {
+            target: dev,
+            permissions: Permissions::ADMIN,
+        },
+    );
+    cases.push((
+        t,
+        Some(TxRuleError::NotPermitted {
+            needed: Permissions::ADMIN,
+        }),
+    ));
+    let t = w.tx(
+        &a0,
+        TxKind::Grant {
+            target: dev,
+            permissions: Permissions::NONE,
+        },
+    );
+    cases.push((t, Some(TxRuleError::InvalidPermissions)));
+    let t = w.tx(
+        &a0,
+        TxKind::AssignDevice {
+            device: doc,
+            patient: pat,
+        },
+    );
+    cases.push((t, Some(TxRuleError::WrongRole)));
+    let t = w.tx(
+        &p,
+        TxKind::Consent {
+            reader: stranger.public(),
+            granted: true,
+        },
+    );
+    cases.push((t, Some(TxRuleError::UnknownRecipient)));
+    // passed by the precheck, refused after the signature (effect)
+    let t = w.tx(
+        &a0,
+        TxKind::Grant {
+            target: dev,
+            permissions: Permissions::WRITE,
+        },
+    );
+    cases.push((t, None));
+    let st = w.chain.state().clone();
+    let ts = st.last_timestamp_ms() + 1;
+    for (t, expected) in cases {
+        let at = Precheck::InBlock { timestamp_ms: ts };
+        let pre = st.precheck(&t, at);
+        let mut forged = t.clone();
+        forged.signature.0[0] ^= 1;
+        let applied = st.clone().apply_tx(&t, &t.to_vec(), ts, SigCheck::Verify);
+        let applied_forged = st
+            .clone()
+            .apply_tx(&forged, &forged.to_vec(), ts, SigCheck::Verify);
+        match pre {
+            Err(e) => {
+                if let Some(x) = expected {
+                    assert_eq!(e, x, "{:?}", t.body.kind);
+                }
+                assert_eq!(applied, Err(e), "{:?}", t.body.kind);
+                assert_eq!(applied_forged, Err(e), "{:?}", t.body.kind);
+            }
+            Ok(()) => {
+                assert_eq!(expected, None, "{:?}", t.body.kind);
+                assert!(
+                    matches!(applied_forged, Err(TxRuleError::BadSignature(_))),
+                    "{:?}: {applied_forged:?}",
+                    t.body.kind
+                );
+                // the effect's verdict (here: a no-op grant)
+                assert_eq!(applied, Err(TxRuleError::NothingToGrant));
+            }
+        }
+    }
+}
+
+/// Admission checks what the signer's record and the transaction decide,
+/// in the same order, and leaves to the block what other identities'
+/// records (which pending transactions may change) or the block's
+/// timestamp decide.
+#[test]
+fn admission_precheck_leaves_others_records_to_the_block() {
+    let mut w = World::new(Params::default());
+    let a0 = w.admins[0].clone();
+    let doc = w.doctor.public();
+    let p = w.patient.clone();
+    let newcomer = kp(98).public();
+    let st = w.chain.state().clone();
+    let ts = st.last_timestamp_ms() + 1;
+    // a device assignment naming a key a pending grant will register
+    let t = w.tx(
+        &a0,
+        TxKind::AssignDevice {
+            device: newcomer,
+            patient: p.public(),
+        },
+    );
+    assert_eq!(st.precheck(&t, Precheck::Admission), Ok(()));
+    assert_eq!(
+        st.precheck(&t, Precheck::InBlock { timestamp_ms: ts }),
+        Err(TxRuleError::UnknownRecipient)
+    );
+    // a consent to a reader not registered yet
+    let t = w.tx(
+        &p,
+        TxKind::Consent {
+            reader: newcomer,
+            granted: true,
+        },
+    );
+    assert_eq!(st.precheck(&t, Precheck::Admission), Ok(()));
+    // a timestamp far ahead: only a block knows its timestamp
+    let mut t = w.reading(hr(70));
+    t.body.timestamp_ms = ts + st.params().max_future_skew_ms + 1;
+    assert_eq!(st.precheck(&t, Precheck::Admission), Ok(()));
+    assert_eq!(
+        st.precheck(&t, Precheck::InBlock { timestamp_ms: ts }),
+        Err(TxRuleError::TimestampTooFarAhead)
+    );
+    // the signer's own record and the transaction's content: refused
+    let t = w.reading(hr(60_000));
+    assert!(matches!(
+        st.precheck(&t, Precheck::Admission),
+        Err(TxRuleError::Reading(_))
+    ));
+    let t = w.tx(
+        &p,
+        TxKind::Grant {
+            target: doc,
+            permissions: Permissions::WRITE,
+        },
+    );
+    assert_eq!(
+        st.precheck(&t, Precheck::Admission),
+        Err(TxRuleError::NotPermitted {
+            needed: Permissions::ADMIN
+        })
+    );
+    let mut t = w.reading(hr(70));
+    t.body.sequence = 0;
+    let applied = w.reading(hr(70));
+    let mut later = st.clone();
+    later
+        .apply_tx(&applied, &[], ts, SigCheck::AlreadyVerified)
+        .unwrap();
+    assert_eq!(
+        later.precheck(&t, Precheck::Admission),
+        Err(TxRuleError::Replay {
+            last: applied.body.sequence,
+            got: 0
+        })
+    );
+}
+
+/// A signature check taken ahead of the state is the one the state runs
+/// once the signer is registered, and a key that cannot be registered has
+/// none.
+#[test]
+fn signature_check_ahead_is_the_registered_one() {
+    let mut w = World::new(Params::default());
+    let t = w.reading(hr(70));
+    let st = w.chain.state();
+    let ahead = SignatureCheck::ahead(*st.chain_id(), &t.body.signer).unwrap();
+    let registered = st.signature_check(&t.body.signer).unwrap();
+    let bytes = t.to_vec();
+    assert_eq!(ahead.run(&t, &bytes), Ok(()));
+    assert_eq!(registered.run(&t, &bytes), Ok(()));
+    let mut forged = t.clone();
+    forged.signature.0[5] ^= 1;
+    let fb = forged.to_vec();
+    assert_eq!(ahead.run(&forged, &fb), registered.run(&forged, &fb));
+    assert!(ahead.run(&forged, &fb).is_err());
+    assert_eq!(
+        st.signature_check(&kp(97).public()).err(),
+        Some(TxRuleError::UnknownSigner)
+    );
+    // the identity point is small-order: never registrable
+    let mut small = [0u8; 32];
+    small[0] = 1;
+    assert!(matches!(
+        SignatureCheck::ahead(*st.chain_id(), &PublicKey(small)),
+        Err(TxRuleError::BadKey(_))
+    ));
 }

@@ -253,9 +253,10 @@ const SENSOR_THREAD: &str = "sc-sensor";
 
 /// Thread groups whose CPU time the gateway benchmarks report (by thread
 /// name prefix; Linux truncates names to 15 bytes).
-const THREAD_GROUPS: [(&str, &str); 4] = [
+const THREAD_GROUPS: [(&str, &str); 5] = [
     (SENSOR_THREAD, "sensors"),
     ("sc-gateway", "links"),
+    (sensorchain_gateway::node::VERIFY_THREAD, "verification"),
     ("block-producer", "proposer"),
     ("block-committe", "committer"),
 ];

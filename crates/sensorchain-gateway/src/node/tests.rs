@@ -1,10 +1,15 @@
 use super::*;
 use sensorchain_core::chain::Chain;
-use sensorchain_core::permissions::Role;
+use sensorchain_core::permissions::{Permissions, Role};
 use sensorchain_core::reading::Vital;
-use sensorchain_core::tx::{GenesisConfig, Member, Params, TxBody};
+use sensorchain_core::state::SigCheck;
+use sensorchain_core::tx::{GenesisConfig, Member, Params, TxBody, TxKind};
+
+use super::ingest::{Slot, VerifyPool};
+use super::ledger::{Committer, propose};
 
 struct Fixture {
+    admin: Keypair,
     gateway: Keypair,
     device: Keypair,
     genesis: Block,
@@ -35,6 +40,7 @@ fn fixture() -> Fixture {
     let cfg = GenesisConfig::new("node-test", Params::default(), &members).unwrap();
     let genesis = Chain::genesis_block(&admin, cfg, 1_000).unwrap();
     Fixture {
+        admin,
         gateway,
         device,
         genesis,
@@ -409,4 +415,228 @@ fn non_validator_key_refused_before_the_store_is_written() {
     assert!(store.head().unwrap().is_none());
     drop(store);
     drop(start(&f));
+}
+
+/// An admin transaction of the fixture's admin with this sequence.
+fn admin_tx(f: &Fixture, seq: u64, kind: TxKind) -> (Transaction, Vec<u8>) {
+    let body = TxBody {
+        signer: f.admin.public(),
+        sequence: seq,
+        timestamp_ms: now_ms(),
+        kind,
+    };
+    let t = Transaction::sign(body, &f.genesis.header.chain_id, &f.admin).unwrap();
+    let b = t.to_vec();
+    (t, b)
+}
+
+/// A waiter of the reply registry.
+type Waiter = oneshot::Receiver<Result<Committed, Rejected>>;
+
+/// Admitted and verified slots of these encoded transactions, each with a
+/// waiter registered.
+fn slots(node: &Node, txs: &[Vec<u8>]) -> (Vec<Arc<Slot>>, Vec<Waiter>) {
+    let mut slots = Vec::new();
+    let mut waiters = Vec::new();
+    for b in txs {
+        let s = Slot::verified(Transaction::decode(b).unwrap(), b.clone());
+        waiters.push(node.inner.replies.register(s.id).unwrap());
+        slots.push(s);
+    }
+    (slots, waiters)
+}
+
+fn outcome(mut rx: oneshot::Receiver<Result<Committed, Rejected>>) -> Result<Committed, Rejected> {
+    rx.try_recv().expect("the waiter was resolved")
+}
+
+/// A block validation refuses (the proposer and validation disagree: a
+/// bug): the transaction validation names gets the rule's own reason, the
+/// others `Busy` (resend: they did nothing wrong); none of them is told
+/// `storage_failed`, nothing is stored, and the committed state is kept.
+#[test]
+fn a_block_validation_refuses_gives_each_its_true_reason() {
+    let f = fixture();
+    let node = start(&f);
+    let shared = &node.inner.shared;
+    let committed = node.state();
+    // The proposer's view is wrong: it believes the device holds ADMIN.
+    let mut spec = (*committed).clone();
+    let (grant, grant_bytes) = admin_tx(
+        &f,
+        1,
+        TxKind::Grant {
+            target: f.device.public(),
+            permissions: Permissions::ADMIN,
+        },
+    );
+    // an admin grant of ADMIN is a vote; with one admin it completes
+    spec.apply_tx(&grant, &grant_bytes, now_ms(), SigCheck::AlreadyVerified)
+        .unwrap();
+    assert!(spec.has(&f.device.public(), Permissions::ADMIN));
+    let by_device = |seq: u64, kind: TxKind| {
+        let body = TxBody {
+            signer: f.device.public(),
+            sequence: seq,
+            timestamp_ms: now_ms(),
+            kind,
+        };
+        Transaction::sign(body, &f.genesis.header.chain_id, &f.device)
+            .unwrap()
+            .to_vec()
+    };
+    let txs = vec![
+        reading(&f, 1, 70),
+        by_device(
+            2,
+            TxKind::SetRole {
+                target: f.gateway.public(),
+                role: Role::Gateway,
+            },
+        ),
+        reading(&f, 3, 71),
+    ];
+    let (batch, waiters) = slots(&node, &txs);
+    let proposed = propose(shared, &spec, batch, false);
+    assert_eq!(
+        proposed.built.block.txs.len(),
+        2,
+        "{:?}",
+        proposed.built.rejected
+    );
+    assert!(!Committer::default().commit(shared, proposed));
+    let got: Vec<_> = waiters.into_iter().map(outcome).collect();
+    // the SetRole was refused by the proposer already (NothingToChange on
+    // its state); the readings were in the block validation refused
+    assert_eq!(
+        got,
+        vec![
+            Err(Rejected::Busy),
+            Err(Rejected::Rule(TxRuleError::NothingToChange)),
+            Err(Rejected::Busy),
+        ]
+    );
+    // the transaction validation names gets the rule's reason
+    let mut spec = (*committed).clone();
+    spec.apply_tx(&grant, &grant_bytes, now_ms(), SigCheck::AlreadyVerified)
+        .unwrap();
+    let txs = vec![
+        reading(&f, 10, 70),
+        by_device(
+            11,
+            TxKind::SetRole {
+                target: f.gateway.public(),
+                role: Role::Admin,
+            },
+        ),
+    ];
+    let (batch, waiters) = slots(&node, &txs);
+    let proposed = propose(shared, &spec, batch, false);
+    assert_eq!(proposed.built.block.txs.len(), 2);
+    assert!(!Committer::default().commit(shared, proposed));
+    let got: Vec<_> = waiters.into_iter().map(outcome).collect();
+    assert_eq!(
+        got,
+        vec![
+            Err(Rejected::Busy),
+            Err(Rejected::Rule(TxRuleError::NotPermitted {
+                needed: Permissions::ADMIN
+            })),
+        ]
+    );
+    for r in &got {
+        assert_ne!(
+            r.as_ref().err().and_then(Rejected::reason),
+            Some(RejectReason::StorageFailed)
+        );
+    }
+    assert_eq!(node.state().next_height(), committed.next_height());
+    assert_eq!(node.inner.replies.len(), 0);
+}
+
+/// A block that fails to store, and one proposed on it before the failure
+/// was known: both blocks' submitters learn the store's error (not "the
+/// block failed validation").
+#[test]
+fn a_block_built_on_a_failed_store_gets_the_stores_reason() {
+    let f = fixture();
+    let node = start(&f);
+    let shared = &node.inner.shared;
+    let committed = node.state();
+    let (first, w1) = slots(&node, &[reading(&f, 1, 70), reading(&f, 2, 71)]);
+    let p1 = propose(shared, &committed, first, false);
+    let (second, w2) = slots(&node, &[reading(&f, 3, 72)]);
+    let p2 = propose(shared, &p1.built.state, second, false);
+    shared
+        .faults
+        .fail_stores
+        .store(1, std::sync::atomic::Ordering::Release);
+    let mut c = Committer::default();
+    assert!(!c.commit(shared, p1));
+    assert!(!c.commit(shared, p2));
+    for w in w1.into_iter().chain(w2) {
+        match outcome(w) {
+            Err(Rejected::Storage(why)) => {
+                assert!(why.contains("injected store failure"), "{why}");
+                assert!(!why.contains("validation"), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(node.state().next_height(), committed.next_height());
+    // and the node goes on from the stored state
+    let n = tokio::runtime::Runtime::new().unwrap();
+    n.block_on(async {
+        node.submit(reading(&f, 4, 70), Some(f.device.public()))
+            .await
+            .unwrap();
+    });
+}
+
+/// The same bytes submitted again while the first copy waits are refused
+/// as the replay they are; the first copy is committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_submission_is_a_replay() {
+    let f = fixture();
+    let node = start(&f);
+    let dev = Some(f.device.public());
+    let b = reading(&f, 1, 70);
+    let first = node.enqueue(b.clone(), dev).unwrap();
+    let second = match node.enqueue(b, dev) {
+        Ok(t) => t.wait().await,
+        Err(e) => Err(e),
+    };
+    assert_eq!(
+        second,
+        Err(Rejected::Rule(TxRuleError::Replay { last: 1, got: 1 }))
+    );
+    first.wait().await.unwrap();
+    assert_eq!(node.inner.replies.len(), 0);
+}
+
+/// A full verification queue answers busy and forgets the waiter; a bad
+/// signature is answered by the pool without reaching a block.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_verification_pool_answers_busy() {
+    let f = fixture();
+    let node = start(&f);
+    let shared = &node.inner.shared;
+    // a pool with no thread: its queue of 1 fills
+    let pool = VerifyPool::start(0, 1, shared.replies.clone(), shared.verdicts.clone()).unwrap();
+    let (intake, _rx) = sync_channel(16);
+    let dev = Some(f.device.public());
+    let admit = |seq| {
+        let b = reading(&f, seq, 70);
+        let t = Transaction::decode(&b).unwrap();
+        ingest::admit(shared, &intake, &pool, t, b, dev)
+    };
+    let _queued = admit(1).unwrap();
+    assert_eq!(admit(2).err(), Some(Rejected::Busy));
+    assert_eq!(shared.replies.len(), 1);
+    // through the node's own pool: a bad signature
+    let mut b = reading(&f, 5, 70);
+    let n = b.len();
+    b[n - 1] ^= 1;
+    let t = node.enqueue(b, dev).unwrap();
+    assert_eq!(t.wait().await, Err(Rejected::BadSignature));
 }

@@ -1,0 +1,614 @@
+//! The ledger node of one gateway, by role:
+//!
+//! * **Ingest** (`ingest.rs`; [`Node::enqueue`], [`Node::submit`]) runs in
+//!   the caller's task, in arrival order: strict decoding, the core's own
+//!   precheck (`WorldState::precheck`, the rule `apply` runs first, on the
+//!   committed state: no signature work for what will be refused), then
+//!   the transaction takes its place in the ledger's intake and its
+//!   signature goes to a dedicated **verification pool** of std threads
+//!   ([`VERIFY_THREAD`]), never to the async runtime's workers. Each
+//!   signature is verified exactly once per gateway.
+//! * **Ledger** (`ledger.rs`): a proposer thread cuts blocks from the
+//!   verified transactions (group commit), building block N+1 on the state
+//!   after block N while a committer thread validates N with the core's
+//!   `WorldState::apply_block` — the same rule every other gateway and the
+//!   auditor apply — and stores it durably, with a state snapshot every
+//!   `snapshot_every` blocks.
+//! * **Replies** (`replies.rs`): a registry of waiters keyed by transaction
+//!   id, resolved by the ledger's events ("committed at height H", "refused:
+//!   this reason"). Nothing of the reply travels with the block, so that
+//!   "acknowledged" can later mean "certified by a quorum" without touching
+//!   ingest. An acknowledged reading is on disk; every refusal carries its
+//!   true reason (the rule's, the store's, or busy for a transaction that
+//!   was refused for nothing it did and may be resent).
+//! * **Opening** (`open.rs`; [`Node::open`]): the replay of the stored chain
+//!   (or the genesis of an empty store), synchronous, so that a caller can
+//!   run it off the async runtime before [`Node::start_opened`].
+//!
+//! A consensus layer slots in between proposal and validation: it orders
+//! proposals, and every gateway validates and stores what it orders.
+//!
+//! **The proposer must be a validator.** [`Node::start`] refuses a key that
+//! lacks `VALIDATE` in the state after the stored chain ([`NotValidator`]).
+//! If a committed block takes `VALIDATE` from this gateway's key, the node
+//! stops taking submissions (answered [`Rejected::ShuttingDown`]) and
+//! [`Node::lost_validate`] resolves, so that `sensorchain run` stops with
+//! the reason; no block is built that validation would refuse.
+//!
+//! **Refusals are logged** (at `info`, with the reason, the signer and its
+//! sequence number, and the link's identity), at most
+//! [`REFUSAL_LOG_PER_SECOND`] lines a second; the number left out is given
+//! on the next line logged. Busy and shutting-down answers are logged at
+//! `debug`. A block that fails validation or storage is logged at `error`.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use sensorchain_core::block::Block;
+use sensorchain_core::codec::DecodeError;
+use sensorchain_core::hash::Hash32;
+use sensorchain_core::identity::{Keypair, PublicKey};
+use sensorchain_core::link::RejectReason;
+use sensorchain_core::state::{TxRuleError, WorldState};
+use sensorchain_core::tx::{Transaction, TxError};
+use tokio::sync::{broadcast, oneshot, watch};
+
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+mod ingest;
+mod ledger;
+mod open;
+mod replies;
+
+pub use ingest::VERIFY_THREAD;
+pub use open::{NotValidator, check_may_propose, genesis_state, replay};
+
+/// Block production settings.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Most transactions per block (also bounded by the chain's parameter).
+    pub batch_max_txs: usize,
+    /// Longest wait from the first pending transaction to the cut while the
+    /// store is busy (when it is idle the block is cut at once).
+    pub batch_timeout: Duration,
+    /// Shortest wait from the first pending transaction to the cut, even
+    /// when the store is idle (zero: cut at once; more: fewer, larger
+    /// blocks at a little latency).
+    pub batch_linger: Duration,
+    /// Most transactions waiting; beyond it submissions are answered busy.
+    pub max_pending: usize,
+    /// Blocks between state snapshots.
+    pub snapshot_every: u64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            batch_max_txs: 2000,
+            batch_timeout: Duration::from_millis(20),
+            batch_linger: Duration::ZERO,
+            max_pending: 100_000,
+            snapshot_every: 64,
+        }
+    }
+}
+
+/// Where a committed transaction is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    /// The block's height.
+    pub height: u64,
+    /// The index in the block.
+    pub index: u32,
+    /// The transaction id (Merkle leaf hash of its exact bytes).
+    pub tx_id: Hash32,
+}
+
+/// Why a submission was not committed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejected {
+    /// Not a canonical transaction encoding, or too large.
+    #[error("malformed transaction: {0}")]
+    Malformed(String),
+    /// Signed by someone other than the link's identity.
+    #[error("transaction signed by another identity than the session's")]
+    WrongSigner,
+    /// The signer is not registered on the chain.
+    #[error("signer is not registered")]
+    UnknownSigner,
+    /// The signature does not verify.
+    #[error("signature does not verify")]
+    BadSignature,
+    /// A ledger rule refuses it.
+    #[error("{0}")]
+    Rule(TxRuleError),
+    /// Too many transactions are waiting; try again later.
+    #[error("gateway busy")]
+    Busy,
+    /// It could not be stored (disk full, I/O): nothing was committed.
+    #[error("storage failed: {0}")]
+    Storage(String),
+    /// The node is stopping.
+    #[error("gateway shutting down")]
+    ShuttingDown,
+}
+
+impl Rejected {
+    /// The reason code sent to a sensor, or `None` for "busy, retry".
+    pub fn reason(&self) -> Option<RejectReason> {
+        Some(match self {
+            Rejected::Malformed(_) => RejectReason::Malformed,
+            Rejected::WrongSigner => RejectReason::WrongSigner,
+            Rejected::UnknownSigner => RejectReason::NotPermitted,
+            Rejected::BadSignature => RejectReason::BadSignature,
+            Rejected::Rule(r) => match r {
+                TxRuleError::Replay { .. } => RejectReason::Replay,
+                TxRuleError::NotPermitted { .. } | TxRuleError::UnknownSigner => {
+                    RejectReason::NotPermitted
+                }
+                TxRuleError::Reading(_) => RejectReason::OutOfRange,
+                TxRuleError::RecipientNotAuthorised
+                | TxRuleError::UnknownRecipient
+                | TxRuleError::DeviceNotAssigned => RejectReason::NotAuthorised,
+                TxRuleError::BadSignature(_) => RejectReason::BadSignature,
+                TxRuleError::BlockFull => return None,
+                _ => RejectReason::Invalid,
+            },
+            Rejected::Storage(_) => RejectReason::StorageFailed,
+            Rejected::Busy | Rejected::ShuttingDown => return None,
+        })
+    }
+
+    /// A snake_case label for metrics and summaries.
+    pub fn label(&self) -> &'static str {
+        match self.reason() {
+            Some(r) => r.as_str(),
+            None => match self {
+                Rejected::ShuttingDown => "shutting_down",
+                _ => "busy",
+            },
+        }
+    }
+}
+
+/// Something that happened on the chain.
+#[derive(Debug, Clone)]
+pub enum NodeEvent {
+    /// A block was committed.
+    Block {
+        /// Its height.
+        height: u64,
+        /// Its hash.
+        hash: Hash32,
+        /// Transactions in it.
+        txs: usize,
+    },
+    /// The permissions of these identities changed (sessions re-check them:
+    /// a revoked identity's sessions are dropped at once).
+    PermissionsChanged(Vec<PublicKey>),
+}
+
+/// A queued transaction's outcome, to await.
+pub struct Ticket {
+    rx: oneshot::Receiver<Result<Committed, Rejected>>,
+    arrived: Instant,
+    origin: Origin,
+    refusals: Arc<Refusals>,
+}
+
+impl Ticket {
+    /// Waits until the transaction is durably committed or refused.
+    pub async fn wait(self) -> Result<Committed, Rejected> {
+        let r = self.rx.await.unwrap_or(Err(Rejected::ShuttingDown));
+        match &r {
+            Ok(_) => self
+                .refusals
+                .metrics
+                .ingest_latency
+                .observe(self.arrived.elapsed().as_secs_f64()),
+            Err(e) => self.refusals.refused(e, &self.origin),
+        }
+        r
+    }
+}
+
+/// Who a submission came from (for the refusal log).
+#[derive(Debug, Clone, Copy)]
+struct Origin {
+    /// The signer and sequence number, if it decoded.
+    tx: Option<(PublicKey, u64)>,
+    /// The link's identity (`None`: the HTTP API).
+    link: Option<PublicKey>,
+}
+
+/// Most refusals logged per second (the rest are counted and the count is
+/// given on the next line logged).
+pub const REFUSAL_LOG_PER_SECOND: u32 = 20;
+
+/// A per-second budget of log lines.
+struct LogBudget {
+    /// Start of the current second, lines logged in it, lines left out
+    /// since the last line logged.
+    window: Mutex<(Instant, u32, u64)>,
+}
+
+impl LogBudget {
+    fn new() -> Self {
+        LogBudget {
+            window: Mutex::new((Instant::now(), 0, 0)),
+        }
+    }
+
+    /// `Some(left_out)` if a line may be logged now (`left_out`: lines not
+    /// logged before it), `None` if this one is left out.
+    fn admit(&self, now: Instant) -> Option<u64> {
+        let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        if now.duration_since(w.0) >= Duration::from_secs(1) {
+            w.0 = now;
+            w.1 = 0;
+        }
+        if w.1 < REFUSAL_LOG_PER_SECOND {
+            w.1 += 1;
+            Some(std::mem::take(&mut w.2))
+        } else {
+            w.2 += 1;
+            None
+        }
+    }
+}
+
+/// What the node's parts share.
+struct Shared {
+    store: Arc<Store>,
+    state: RwLock<Arc<WorldState>>,
+    events: broadcast::Sender<NodeEvent>,
+    metrics: Arc<Metrics>,
+    key: Keypair,
+    /// False once a committed block took `VALIDATE` from `key`.
+    may_propose: AtomicBool,
+    /// Why the node stopped taking submissions (set once).
+    lost_validate: watch::Sender<Option<String>>,
+    refusals: Arc<Refusals>,
+    /// Who waits for which transaction.
+    replies: Arc<replies::Replies>,
+    /// Where the proposer waits for the pool's verdicts.
+    verdicts: Arc<ingest::Verdicts>,
+    /// Faults a test injects.
+    #[cfg(test)]
+    faults: ledger::Faults,
+}
+
+/// Counts and logs refusals (what a [`Ticket`] keeps of the node: not the
+/// store, which is released when the node stops).
+struct Refusals {
+    metrics: Arc<Metrics>,
+    budget: LogBudget,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    /// Only the `Node` handles hold the senders: when the last one is
+    /// dropped the pool finishes its jobs and ends, and the producer sees
+    /// the intake close, finishes and releases the store.
+    intake: SyncSender<Arc<ingest::Slot>>,
+    pool: ingest::VerifyPool,
+    /// The block producer's thread, until [`Node::take_producer`] takes it.
+    producer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Refusals {
+    /// Counts a refusal and logs it (within the budget).
+    fn refused(&self, e: &Rejected, o: &Origin) {
+        self.metrics.reject(e.label());
+        let signer =
+            o.tx.map_or_else(|| "undecoded".to_string(), |(pk, _)| pk.to_string());
+        let sequence = o.tx.map(|(_, s)| s);
+        let link = o
+            .link
+            .map_or_else(|| "api".to_string(), |pk| pk.to_string());
+        if e.reason().is_none() {
+            tracing::debug!(reason = e.label(), %signer, sequence, via = %link, "submission not taken: {e}");
+            return;
+        }
+        if let Some(left_out) = self.budget.admit(Instant::now()) {
+            if left_out > 0 {
+                tracing::info!(
+                    left_out,
+                    "{left_out} refusals not logged (more than {REFUSAL_LOG_PER_SECOND} a second)"
+                );
+            }
+            tracing::info!(reason = e.label(), %signer, sequence, via = %link, "submission refused: {e}");
+        }
+    }
+}
+
+impl Shared {
+    /// The state after the last stored block.
+    fn committed_state(&self) -> Arc<WorldState> {
+        self.state
+            .read()
+            .map(|s| s.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+}
+
+impl std::ops::Deref for Inner {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
+}
+
+/// A running ledger node (cheap to clone).
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+/// A chain opened and recovered, not running yet ([`Node::open`]).
+pub struct Opened {
+    store: Store,
+    key: Keypair,
+    state: WorldState,
+}
+
+impl Opened {
+    /// The state after the stored chain (or the genesis just stored).
+    pub fn state(&self) -> &WorldState {
+        &self.state
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Node {
+    /// Opens the store, initialises it with `genesis` if empty (after
+    /// validating it), recovers the state (latest snapshot, then the blocks
+    /// after it, fully validated), and starts the node: [`open`](Self::open)
+    /// then [`start_opened`](Self::start_opened). Synchronous and, for a long
+    /// chain, slow: an async caller should rather run `open` off its runtime
+    /// (`tokio::task::spawn_blocking`) and then `start_opened`.
+    pub fn start(
+        store: Store,
+        key: Keypair,
+        genesis: &Block,
+        cfg: NodeConfig,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Node> {
+        Node::start_opened(Node::open(store, key, genesis)?, cfg, metrics)
+    }
+
+    /// Opens and recovers the chain without starting anything (no thread,
+    /// no runtime needed): initialises an empty store with `genesis` (after
+    /// validating it), or replays the stored chain ([`replay`]); refuses a
+    /// `key` that may not propose on the resulting state ([`NotValidator`],
+    /// before anything is written to an empty store).
+    pub fn open(store: Store, key: Keypair, genesis: &Block) -> anyhow::Result<Opened> {
+        let state = open::recover(&store, genesis, &key.public())?;
+        Ok(Opened { store, key, state })
+    }
+
+    /// Starts the node on a chain [`open`](Self::open)ed: the verification
+    /// pool, the proposer and the committer (cheap: threads only).
+    pub fn start_opened(
+        opened: Opened,
+        cfg: NodeConfig,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Node> {
+        let Opened { store, key, state } = opened;
+        metrics
+            .block_height
+            .set(state.next_height().saturating_sub(1) as i64);
+        let capacity = cfg.max_pending.max(1);
+        let (intake, rx) = sync_channel(capacity);
+        let (events, _) = broadcast::channel(1024);
+        let replies = Arc::new(replies::Replies::default());
+        let verdicts = Arc::new(ingest::Verdicts::default());
+        let pool = ingest::VerifyPool::start(
+            ingest::pool_threads(),
+            capacity,
+            replies.clone(),
+            verdicts.clone(),
+        )?;
+        let shared = Arc::new(Shared {
+            store: Arc::new(store),
+            state: RwLock::new(Arc::new(state)),
+            events,
+            metrics: metrics.clone(),
+            key,
+            may_propose: AtomicBool::new(true),
+            lost_validate: watch::channel(None).0,
+            refusals: Arc::new(Refusals {
+                metrics,
+                budget: LogBudget::new(),
+            }),
+            replies,
+            verdicts,
+            #[cfg(test)]
+            faults: ledger::Faults::default(),
+        });
+        let producer = shared.clone();
+        let producer = std::thread::Builder::new()
+            .name("block-producer".into())
+            .spawn(move || ledger::produce(producer, rx, cfg))
+            .context("cannot start the block producer")?;
+        let inner = Arc::new(Inner {
+            shared,
+            intake,
+            pool,
+            producer: Mutex::new(Some(producer)),
+        });
+        Ok(Node { inner })
+    }
+
+    /// The block producer's thread, once (`None` after the first call). It
+    /// ends — after its committer thread, which it joins, has stored the
+    /// last block and released its hold on the store — once every `Node`
+    /// handle is dropped; joining it is how a caller knows the node has
+    /// stopped ([`crate::app`] does).
+    pub fn take_producer(&self) -> Option<std::thread::JoinHandle<()>> {
+        self.inner
+            .producer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    /// The state after the last committed block.
+    pub fn state(&self) -> Arc<WorldState> {
+        self.inner.committed_state()
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.inner.store
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// This gateway's public key.
+    pub fn public(&self) -> PublicKey {
+        self.inner.key.public()
+    }
+
+    /// This gateway's key pair (for the handshake responder).
+    pub fn keypair(&self) -> &Keypair {
+        &self.inner.key
+    }
+
+    /// Chain events.
+    pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Resolves (with the reason) once a committed block has taken the
+    /// `VALIDATE` permission from this gateway's key: from then on the node
+    /// can commit nothing and refuses every submission as shutting down.
+    /// Never resolves otherwise.
+    pub async fn lost_validate(&self) -> String {
+        let mut rx = self.inner.lost_validate.subscribe();
+        match rx.wait_for(Option::is_some).await {
+            Ok(v) => v.clone().unwrap_or_default(),
+            Err(_) => std::future::pending().await,
+        }
+    }
+
+    /// Submits one transaction given its exact bytes and waits until it is
+    /// durably committed or refused. `session_identity`: the identity of the
+    /// link it came on, which must be its signer (`None` for the API, where
+    /// any registered signer may submit).
+    pub async fn submit(
+        &self,
+        encoded: Vec<u8>,
+        session_identity: Option<PublicKey>,
+    ) -> Result<Committed, Rejected> {
+        match self.enqueue(encoded, session_identity) {
+            Ok(ticket) => ticket.wait().await,
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The first half of [`submit`](Self::submit): decodes and prechecks
+    /// the transaction now (in the caller's task), queues it for the next
+    /// block and its signature for the verification pool, and returns a
+    /// [`Ticket`] to await its outcome (a bad signature is answered through
+    /// the ticket). A link calls this in the order its frames arrive, so one
+    /// device's sequence numbers reach the block producer in order, and
+    /// awaits the tickets concurrently.
+    pub fn enqueue(
+        &self,
+        encoded: Vec<u8>,
+        session_identity: Option<PublicKey>,
+    ) -> Result<Ticket, Rejected> {
+        let arrived = Instant::now();
+        match Transaction::decode(&encoded) {
+            Ok(tx) => self.ticket(tx, encoded, session_identity, arrived),
+            Err(e) => {
+                let e = match e {
+                    TxError::Decode(d) => Rejected::Malformed(d.to_string()),
+                    e => Rejected::Malformed(e.to_string()),
+                };
+                let origin = Origin {
+                    tx: None,
+                    link: session_identity,
+                };
+                self.inner.refusals.refused(&e, &origin);
+                Err(e)
+            }
+        }
+    }
+
+    /// [`enqueue`](Self::enqueue) for a caller that has already decoded the
+    /// transaction strictly: `tx` must be `Transaction::decode(&encoded)`
+    /// (checked in debug builds). A link decodes once to learn the sequence
+    /// number it answers under, and this spares the second decoding.
+    pub fn enqueue_decoded(
+        &self,
+        tx: Transaction,
+        encoded: Vec<u8>,
+        session_identity: Option<PublicKey>,
+    ) -> Result<Ticket, Rejected> {
+        let arrived = Instant::now();
+        debug_assert_eq!(Transaction::decode(&encoded).as_ref(), Ok(&tx));
+        self.ticket(tx, encoded, session_identity, arrived)
+    }
+
+    fn ticket(
+        &self,
+        tx: Transaction,
+        encoded: Vec<u8>,
+        session_identity: Option<PublicKey>,
+        arrived: Instant,
+    ) -> Result<Ticket, Rejected> {
+        let origin = Origin {
+            tx: Some((tx.body.signer, tx.body.sequence)),
+            link: session_identity,
+        };
+        let inner = &self.inner;
+        match ingest::admit(
+            &inner.shared,
+            &inner.intake,
+            &inner.pool,
+            tx,
+            encoded,
+            session_identity,
+        ) {
+            Ok(rx) => Ok(Ticket {
+                rx,
+                arrived,
+                origin,
+                refusals: inner.refusals.clone(),
+            }),
+            Err(e) => {
+                inner.refusals.refused(&e, &origin);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Maps a strict-decoding error to a rejection (for callers decoding first).
+pub fn malformed(e: DecodeError) -> Rejected {
+    Rejected::Malformed(e.to_string())
+}
+
+#[cfg(test)]
+mod tests;
