@@ -32,6 +32,16 @@ SIZE=""
 for s in size llvm-size; do command -v "$s" >/dev/null && { SIZE=$s; break; }; done
 [ -n "$SIZE" ] || { echo "FAIL: neither binutils 'size' nor 'llvm-size' found"; exit 1; }
 HOST=$(rustc -vV | sed -n 's/^host: //p')
+# Reproducible sizes: panic locations embed source paths (this checkout's
+# and cargo's registry), so the same commit built in another directory
+# used to differ by 16-40 bytes of rodata. Both are remapped to fixed names
+# (merged with the boards' own target rustflags).
+ROOT=$(pwd)
+CARGO_DIR=${CARGO_HOME:-$HOME/.cargo}
+remap() { # target -> a --config argument
+  printf -- '--config=target.%s.rustflags=["--remap-path-prefix=%s=/sensorchain","--remap-path-prefix=%s=/cargo"]' \
+    "$1" "$ROOT" "$CARGO_DIR"
+}
 
 step "firmware/board-common: state log host tests ($HOST)"
 (cd firmware/board-common && env -u CARGO_TARGET_DIR -u CARGO_BUILD_TARGET \
@@ -50,7 +60,7 @@ for board in rp2040 nrf52840; do
   step "firmware/$board: cargo build --release --locked (${TARGET[$board]})"
   t0=$(date +%s)
   (cd "firmware/$board" && env -u CARGO_TARGET_DIR -u CARGO_BUILD_TARGET \
-    cargo build --release --locked)
+    cargo build --release --locked "$(remap "${TARGET[$board]}")")
   echo "built in $(( $(date +%s) - t0 )) s"
   elf="firmware/$board/target/${TARGET[$board]}/release/${BIN[$board]}"
   report="firmware/$board/size-report.txt"

@@ -87,7 +87,8 @@ ELF="$ROOT/$FW/target/thumbv7em-none-eabihf/release/sensorchain-fw-qemu-mps2-an3
 build_fw() { # [SEAL_FOR key file]
   (cd "$FW" && env -u CARGO_TARGET_DIR SENSORCHAIN_DEVICE_KEY="$WORK/device.key" SENSORCHAIN_GATEWAY_KEY="$WORK/gateway.key" \
     SENSORCHAIN_GENESIS="$WORK/genesis.block" SENSORCHAIN_READINGS="$READINGS" SENSORCHAIN_SEAL_FOR="${1:-}" \
-    cargo build --release --locked -q)
+    cargo build --release --locked -q \
+      "--config=target.thumbv7em-none-eabihf.rustflags=[\"--remap-path-prefix=$ROOT=/sensorchain\",\"--remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo\"]")
 }
 build_fw
 
