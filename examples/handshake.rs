@@ -89,11 +89,7 @@ fn main() {
         (&insurer, Role::Insurer),
     ]
     .into_iter()
-    .map(|(k, role)| Member {
-        key: k.public(),
-        permissions: role.default_permissions(),
-        role,
-    })
+    .map(|(k, role)| Member::of_role(k.public(), role))
     .collect();
     let mut chain = Chain::genesis(
         &admin,

@@ -6,34 +6,33 @@
 //! `crates/sensorchain-core/tests/data/ed25519_verdicts.json` submitted to
 //! the gateway's ingest (same verdict as the core rule and OpenSSL).
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
+use common::link::{Served, next_frame, raw, serially, start_initiator, wire};
+use futures::SinkExt;
 use sensorchain_core::block::Block;
-use sensorchain_core::chain::Chain;
 use sensorchain_core::codec::encode_to_vec;
-use sensorchain_core::handshake::{
-    HandshakeConfig, Initiator, MESSAGE1_LEN, MESSAGE3_LEN, Message1,
-};
+use sensorchain_core::handshake::{MESSAGE1_LEN, MESSAGE3_LEN, Message1};
 use sensorchain_core::hash::ChainId;
 use sensorchain_core::identity::{Keypair, PublicKey, Signature, VerifyingKey};
 use sensorchain_core::link::{self, GatewayMsg, LinkFrame, Refusal, RejectReason};
-use sensorchain_core::permissions::Role;
 use sensorchain_core::reading::Vital;
 use sensorchain_core::state::SigCheck;
-use sensorchain_core::tx::{GenesisConfig, Member, Params, Transaction, TxBody};
-use sensorchain_gateway::app::{self, AppConfig, Running};
+use sensorchain_core::tx::{Transaction, TxBody};
+use sensorchain_gateway::app::Running;
 use sensorchain_gateway::net::client::Client;
 use sensorchain_gateway::net::codec::LinkCodec;
 use sensorchain_gateway::net::{LinkHub, NetConfig, mono_ms};
-use sensorchain_gateway::node::{Node, NodeConfig, Rejected, now_ms};
+use sensorchain_gateway::node::{Node, Rejected, now_ms};
 use sensorchain_gateway::sim::reading_tx;
+use sensorchain_gateway::testkit;
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const TEST_LIMIT: Duration = Duration::from_secs(30);
 
 struct Fx {
@@ -50,45 +49,25 @@ struct Fx {
 
 async fn start(name: &str, devices: Vec<Keypair>) -> Fx {
     let dir = tempfile::tempdir().unwrap();
-    let admin = Keypair::from_seed([1; 32]);
-    let gw = Keypair::from_seed([2; 32]);
-    let mut members = vec![
-        Member::of_role(admin.public(), Role::Admin),
-        Member::of_role(gw.public(), Role::Gateway),
-    ];
-    for d in &devices {
-        members.push(Member::of_role(d.public(), Role::Device));
-    }
-    let genesis: Block = Chain::genesis_block(
-        &admin,
-        GenesisConfig::new(name, Params::default(), &members).unwrap(),
-        1_000,
-    )
-    .unwrap();
+    let gw = testkit::gateway();
+    let others = testkit::device_members(&devices);
+    let genesis = testkit::genesis_block(name, &testkit::admin(), &gw, &others);
     let chain = genesis.header.chain_id;
-    let mut app_cfg = AppConfig::new(gw.clone(), genesis, dir.path());
+    let mut app_cfg = testkit::app_config(&gw, genesis, dir.path());
     app_cfg.net = NetConfig {
         handshake_timeout: Duration::from_millis(1500),
         ..NetConfig::default()
     };
-    app_cfg.node = NodeConfig {
-        batch_timeout: Duration::from_millis(5),
-        ..Default::default()
-    };
-    app_cfg.tcp = Some("127.0.0.1:0".into());
-    let app = app::start(app_cfg).await.unwrap();
-    let node = app.node().clone();
-    let gateway = app.links().clone();
-    let addr = app.link_addr().unwrap();
+    let s = Served::start(app_cfg).await;
     Fx {
-        _app: app,
+        _app: s.app,
         _dir: dir,
         gw,
         chain,
         devices,
-        node,
-        gateway,
-        addr,
+        node: s.node,
+        gateway: s.hub,
+        addr: s.addr,
     }
 }
 
@@ -97,61 +76,26 @@ fn dev(i: u8) -> Keypair {
 }
 
 async fn guarded<F: std::future::Future<Output = ()>>(f: F) {
-    let _g = SERIAL.lock().await;
-    tokio::time::timeout(TEST_LIMIT, f)
-        .await
-        .expect("test exceeded its time limit");
-}
-
-fn wire(frame: &LinkFrame<'_>) -> Vec<u8> {
-    let mut buf = vec![0u8; 512];
-    let n = link::encode(frame, &mut buf).unwrap().len();
-    buf.truncate(n);
-    buf
-}
-
-async fn raw(addr: SocketAddr) -> Framed<TcpStream, LinkCodec> {
-    Framed::new(
-        TcpStream::connect(addr).await.unwrap(),
-        LinkCodec::default(),
-    )
-}
-
-/// The next clear frame, or `None` when the gateway closed the link.
-async fn next(f: &mut Framed<TcpStream, LinkCodec>) -> Option<Vec<u8>> {
-    match tokio::time::timeout(Duration::from_secs(5), f.next()).await {
-        Ok(Some(Ok(b))) => Some(b.to_vec()),
-        _ => None,
-    }
+    serially(TEST_LIMIT, f).await
 }
 
 /// What the gateway answered: a refusal (then the link must close), a
 /// challenge, or nothing (closed).
 async fn answer(f: &mut Framed<TcpStream, LinkCodec>) -> Result<Vec<u8>, Option<Refusal>> {
-    let Some(b) = next(f).await else {
+    let Some(b) = next_frame(f).await else {
         return Err(None);
     };
     match link::decode::<LinkFrame>(&b) {
         Ok(LinkFrame::Challenge(m2)) => Ok(m2.to_vec()),
         Ok(LinkFrame::Refused(r)) => {
-            assert!(next(f).await.is_none(), "link stays open after a refusal");
+            assert!(
+                next_frame(f).await.is_none(),
+                "link stays open after a refusal"
+            );
             Err(Some(r))
         }
         other => panic!("unexpected answer {other:?}"),
     }
-}
-
-fn start_initiator(kp: &Keypair, chain: &ChainId) -> (Initiator, Vec<u8>) {
-    let mut m1 = [0u8; MESSAGE1_LEN];
-    let (init, n) = Initiator::start(
-        &HandshakeConfig::new(*chain),
-        kp,
-        mono_ms(),
-        &mut rand::rng(),
-        &mut m1,
-    )
-    .unwrap();
-    (init, m1[..n].to_vec())
 }
 
 async fn wait_until(f: impl Fn() -> bool) {
@@ -541,8 +485,6 @@ async fn crafted_ed25519_cases_get_the_core_verdict_at_ingest() {
 // ---------------------------------------------------------------------------
 // Issue 11, findings 1 and 12, with real `sensorchain` processes.
 
-mod common;
-
 use common::run as sensorchain;
 
 /// `sensorchain genesis --name NAME --creator admin.key --member
@@ -587,26 +529,7 @@ fn run_gateway(dir: &std::path::Path, sub: &str) -> (common::Gateway, SocketAddr
     cfg.batch.timeout_ms = 5;
     let config = d.join("gateway.toml");
     std::fs::write(&config, cfg.to_toml()).unwrap();
-    let child = std::process::Command::new(common::bin())
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("SENSORCHAIN_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .expect("spawn sensorchain run");
-    let mut g = common::Gateway { child };
-    let t = std::time::Instant::now();
-    while std::net::TcpStream::connect_timeout(&api, Duration::from_millis(100)).is_err() {
-        if let Ok(Some(status)) = g.child.try_wait() {
-            panic!("gateway {sub} exited early: {status}");
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "gateway {sub} did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let g = common::spawn_gateway(&config, api, &format!("gateway {sub}"));
     (g, api)
 }
 

@@ -278,13 +278,19 @@ mod tests {
         (dir, w)
     }
 
-    #[test]
-    fn export_read_validate() {
-        let (dir, w) = stored_chain(5);
-        let out = dir.path().join("chain.scchain");
+    /// [`stored_chain`] of `blocks` blocks exported to `name` in its
+    /// directory: the directory, the world and the container's path.
+    fn exported(blocks: usize, name: &str) -> (tempfile::TempDir, World, std::path::PathBuf) {
+        let (dir, w) = stored_chain(blocks);
+        let out = dir.path().join(name);
         let store = Store::open_read_only(dir.path()).unwrap();
         export_store(&store, &out).unwrap();
-        drop(store);
+        (dir, w, out)
+    }
+
+    #[test]
+    fn export_read_validate() {
+        let (dir, w, out) = exported(5, "chain.scchain");
         let records = read_export(&out).unwrap();
         assert_eq!(records.len(), 6);
         let (blocks, certs): (Vec<Block>, Vec<Option<FinalityCert>>) = records.into_iter().unzip();
@@ -319,10 +325,7 @@ mod tests {
 
     #[test]
     fn damaged_containers_refused() {
-        let (dir, _w) = stored_chain(2);
-        let out = dir.path().join("c.bin");
-        let store = Store::open_read_only(dir.path()).unwrap();
-        export_store(&store, &out).unwrap();
+        let (_dir, _w, out) = exported(2, "c.bin");
         let good = std::fs::read(&out).unwrap();
         let read = |bytes: &[u8]| -> anyhow::Result<usize> {
             ExportReader::new(bytes)?

@@ -83,11 +83,7 @@ fn fixture() -> Fx {
     let doctor = Keypair::from_seed([5; 32]);
     let insurer = Keypair::from_seed([6; 32]);
     let admin2 = Keypair::from_seed([7; 32]);
-    let m = |k: &Keypair, role: Role| Member {
-        key: k.public(),
-        permissions: role.default_permissions(),
-        role,
-    };
+    let m = |k: &Keypair, role: Role| Member::of_role(k.public(), role);
     let members = [
         m(&admin, Role::Admin),
         m(&admin2, Role::Admin),

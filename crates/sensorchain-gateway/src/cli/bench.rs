@@ -41,6 +41,7 @@ use sensorchain_gateway::app::{self, AppConfig, Running};
 use sensorchain_gateway::net::NetConfig;
 use sensorchain_gateway::net::client::Client;
 use sensorchain_gateway::node::{Node, NodeConfig, now_ms};
+use sensorchain_gateway::procfs::proc_number;
 use sensorchain_gateway::sim::SimSensor;
 use sensorchain_gateway::store::Store;
 
@@ -312,15 +313,7 @@ fn machine() -> Value {
         .and_then(|l| l.split(':').nth(1))
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .unwrap_or(0);
+    let mem = proc_number("/proc/meminfo", "MemTotal:", 1).unwrap_or(0);
     json!({ "cpu": model, "cores": cores(), "memory_gib": (mem as f64 / 1048576.0 * 10.0).round() / 10.0 })
 }
 
@@ -387,16 +380,8 @@ async fn start_net_here(o: &GatewayOpts) -> anyhow::Result<Net> {
         (admin, gateway, sensors)
     };
     let members = [
-        Member {
-            key: admin.public(),
-            permissions: Role::Admin.default_permissions(),
-            role: Role::Admin,
-        },
-        Member {
-            key: gateway.public(),
-            permissions: Role::Gateway.default_permissions(),
-            role: Role::Gateway,
-        },
+        Member::of_role(admin.public(), Role::Admin),
+        Member::of_role(gateway.public(), Role::Gateway),
     ];
     let cfg =
         GenesisConfig::new("sensorchain-bench", Params::default(), &members).context("genesis")?;
@@ -915,11 +900,7 @@ fn build_chain(dir: &Path, a: &BenchAuditArgs) -> anyhow::Result<()> {
         role: Role::Admin,
     }];
     for d in &devices {
-        members.push(Member {
-            key: d.public(),
-            permissions: Role::Device.default_permissions(),
-            role: Role::Device,
-        });
+        members.push(Member::of_role(d.public(), Role::Device));
     }
     let cfg = GenesisConfig::new("sensorchain-bench-audit", Params::default(), &members)
         .context("genesis")?;

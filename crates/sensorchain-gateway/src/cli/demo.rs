@@ -142,26 +142,10 @@ async fn run_demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         write_keypair(&keys.join(format!("patient-{i}.key")), p, false)?;
     }
     let members = [
-        Member {
-            key: c.admin.public(),
-            permissions: Role::Admin.default_permissions(),
-            role: Role::Admin,
-        },
-        Member {
-            key: c.gateway.public(),
-            permissions: Role::Gateway.default_permissions(),
-            role: Role::Gateway,
-        },
-        Member {
-            key: c.doctor.public(),
-            permissions: Role::Doctor.default_permissions(),
-            role: Role::Doctor,
-        },
-        Member {
-            key: c.insurer.public(),
-            permissions: Role::Insurer.default_permissions(),
-            role: Role::Insurer,
-        },
+        Member::of_role(c.admin.public(), Role::Admin),
+        Member::of_role(c.gateway.public(), Role::Gateway),
+        Member::of_role(c.doctor.public(), Role::Doctor),
+        Member::of_role(c.insurer.public(), Role::Insurer),
     ];
     let cfg =
         GenesisConfig::new("sensorchain-demo", Params::default(), &members).context("genesis")?;

@@ -21,11 +21,7 @@ use crate::node::{Node, NodeConfig, now_ms};
 use crate::store::Store;
 
 fn genesis(admin: &Keypair, gateway: &Keypair, device: &Keypair) -> Block {
-    let m = |k: &Keypair, role: Role| Member {
-        key: k.public(),
-        permissions: role.default_permissions(),
-        role,
-    };
+    let m = |k: &Keypair, role: Role| Member::of_role(k.public(), role);
     let members = [
         m(admin, Role::Admin),
         m(gateway, Role::Gateway),

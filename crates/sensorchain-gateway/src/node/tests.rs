@@ -7,6 +7,7 @@ use sensorchain_core::tx::{GenesisConfig, Member, Params, TxBody, TxKind};
 
 use super::ingest::{Slot, VerifyPool};
 use super::ledger::{Committer, propose};
+use crate::testkit;
 
 struct Fixture {
     admin: Keypair,
@@ -17,28 +18,10 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    let admin = Keypair::from_seed([1; 32]);
-    let gateway = Keypair::from_seed([2; 32]);
+    let (admin, gateway) = (testkit::admin(), testkit::gateway());
     let device = Keypair::from_seed([3; 32]);
-    let members = [
-        Member {
-            key: admin.public(),
-            permissions: Role::Admin.default_permissions(),
-            role: Role::Admin,
-        },
-        Member {
-            key: gateway.public(),
-            permissions: Role::Gateway.default_permissions(),
-            role: Role::Gateway,
-        },
-        Member {
-            key: device.public(),
-            permissions: Role::Device.default_permissions(),
-            role: Role::Device,
-        },
-    ];
-    let cfg = GenesisConfig::new("node-test", Params::default(), &members).unwrap();
-    let genesis = Chain::genesis_block(&admin, cfg, 1_000).unwrap();
+    let others = testkit::device_members(std::slice::from_ref(&device));
+    let genesis = testkit::genesis_block("node-test", &admin, &gateway, &others);
     Fixture {
         admin,
         gateway,
@@ -231,11 +214,7 @@ fn other_genesis_refused() {
     let cfg = GenesisConfig::new(
         "other",
         Params::default(),
-        &[Member {
-            key: admin.public(),
-            permissions: Role::Admin.default_permissions(),
-            role: Role::Admin,
-        }],
+        &[Member::of_role(admin.public(), Role::Admin)],
     )
     .unwrap();
     let other = Chain::genesis_block(&admin, cfg, 1).unwrap();

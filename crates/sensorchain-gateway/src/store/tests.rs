@@ -29,24 +29,12 @@ impl World {
         let admin = kp(1);
         let gateways: Vec<Keypair> = (10..13).map(kp).collect();
         let devices: Vec<Keypair> = (0..devices).map(|i| kp(100 + i as u8)).collect();
-        let mut members = vec![Member {
-            key: admin.public(),
-            permissions: Role::Admin.default_permissions(),
-            role: Role::Admin,
-        }];
+        let mut members = vec![Member::of_role(admin.public(), Role::Admin)];
         for g in &gateways {
-            members.push(Member {
-                key: g.public(),
-                permissions: Role::Gateway.default_permissions(),
-                role: Role::Gateway,
-            });
+            members.push(Member::of_role(g.public(), Role::Gateway));
         }
         for d in &devices {
-            members.push(Member {
-                key: d.public(),
-                permissions: Role::Device.default_permissions(),
-                role: Role::Device,
-            });
+            members.push(Member::of_role(d.public(), Role::Device));
         }
         let cfg = GenesisConfig::new("ward-7", Params::default(), &members).unwrap();
         let chain = Chain::genesis(&admin, cfg, 1_000).unwrap();
