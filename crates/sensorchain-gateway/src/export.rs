@@ -269,19 +269,10 @@ mod tests {
     use crate::store::tests::World;
     use sensorchain_core::chain::validate_blocks;
 
-    fn stored_chain(blocks: usize) -> (tempfile::TempDir, World) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let mut w = World::new(3);
-        w.commit_genesis(&store);
-        w.fill(&store, blocks, 7);
-        (dir, w)
-    }
-
-    /// [`stored_chain`] of `blocks` blocks exported to `name` in its
+    /// A stored chain of `blocks` blocks (of 7 readings) exported to `name` in its
     /// directory: the directory, the world and the container's path.
     fn exported(blocks: usize, name: &str) -> (tempfile::TempDir, World, std::path::PathBuf) {
-        let (dir, w) = stored_chain(blocks);
+        let (dir, w) = World::stored(3, blocks, 7);
         let out = dir.path().join(name);
         let store = Store::open_read_only(dir.path()).unwrap();
         export_store(&store, &out).unwrap();

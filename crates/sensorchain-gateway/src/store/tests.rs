@@ -87,6 +87,18 @@ impl World {
         b
     }
 
+    /// A new directory with a store of a world of `devices` devices: its
+    /// genesis, then [`World::fill`]'s `blocks` blocks of `per_block`
+    /// readings (the store closed again).
+    pub fn stored(devices: usize, blocks: usize, per_block: usize) -> (tempfile::TempDir, World) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut w = World::new(devices);
+        w.commit_genesis(&store);
+        w.fill(&store, blocks, per_block);
+        (dir, w)
+    }
+
     /// Commits the genesis block to `store`.
     pub fn commit_genesis(&self, store: &Store) {
         let g = &self.chain.blocks()[0];
