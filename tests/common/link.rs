@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{SinkExt, StreamExt};
 use sensorchain_core::handshake::{HandshakeConfig, Initiator, MESSAGE1_LEN};
 use sensorchain_core::hash::ChainId;
 use sensorchain_core::identity::Keypair;
@@ -28,6 +28,11 @@ pub fn wire(frame: &LinkFrame<'_>) -> Vec<u8> {
     let n = link::encode(frame, &mut buf).unwrap().len();
     buf.truncate(n);
     buf
+}
+
+/// Sends `frame` on a raw link.
+pub async fn send_frame(f: &mut RawLink, frame: &LinkFrame<'_>) {
+    f.send(&wire(frame)[..]).await.unwrap();
 }
 
 /// A raw link to `addr`.

@@ -83,6 +83,14 @@ impl Net {
         self.dir.path().join("data")
     }
 
+    /// [`Net::start`], with the admin's key written to `admin.key` in the
+    /// directory (for `sensorchain tx`): the gateway and its API's URL.
+    pub fn start_for_admin(&self) -> (Gateway, String) {
+        let g = self.start();
+        write_keypair(&self.dir.path().join("admin.key"), &self.admin, false).unwrap();
+        (g, format!("http://{}", self.api))
+    }
+
     /// Starts `sensorchain run` and waits until its sensor port accepts.
     pub fn start(&self) -> Gateway {
         spawn_gateway(&self.config, self.tcp, "gateway")
