@@ -73,12 +73,8 @@ fn connect(
 }
 
 fn main() {
-    let admin = Keypair::from_seed([1; 32]);
-    let gateway = Keypair::from_seed([2; 32]);
-    let device = Keypair::from_seed([3; 32]);
-    let patient = Keypair::from_seed([4; 32]);
-    let doctor = Keypair::from_seed([5; 32]);
-    let insurer = Keypair::from_seed([6; 32]);
+    let [admin, gateway, device, patient, doctor, insurer] =
+        [1, 2, 3, 4, 5, 6].map(|n| Keypair::from_seed([n; 32]));
     let stranger = Keypair::from_seed([66; 32]);
     let members: Vec<Member> = [
         (&admin, Role::Admin),
