@@ -73,12 +73,8 @@ fn connect(
 }
 
 fn main() {
-    let admin = Keypair::from_seed([1; 32]);
-    let gateway = Keypair::from_seed([2; 32]);
-    let device = Keypair::from_seed([3; 32]);
-    let patient = Keypair::from_seed([4; 32]);
-    let doctor = Keypair::from_seed([5; 32]);
-    let insurer = Keypair::from_seed([6; 32]);
+    let [admin, gateway, device, patient, doctor, insurer] =
+        [1, 2, 3, 4, 5, 6].map(|n| Keypair::from_seed([n; 32]));
     let stranger = Keypair::from_seed([66; 32]);
     let members: Vec<Member> = [
         (&admin, Role::Admin),
@@ -89,11 +85,7 @@ fn main() {
         (&insurer, Role::Insurer),
     ]
     .into_iter()
-    .map(|(k, role)| Member {
-        key: k.public(),
-        permissions: role.default_permissions(),
-        role,
-    })
+    .map(|(k, role)| Member::of_role(k.public(), role))
     .collect();
     let mut chain = Chain::genesis(
         &admin,

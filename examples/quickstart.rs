@@ -44,11 +44,7 @@ fn main() {
         (&oximeter, Role::Device),
     ]
     .into_iter()
-    .map(|(k, role)| Member {
-        key: k.public(),
-        permissions: role.default_permissions(),
-        role,
-    })
+    .map(|(k, role)| Member::of_role(k.public(), role))
     .collect();
     let cfg = GenesisConfig::new("quickstart-ward", params, &members).expect("fits");
     let mut chain = Chain::genesis(&admin, cfg, 1_700_000_000_000).expect("valid genesis");

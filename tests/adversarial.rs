@@ -6,34 +6,32 @@
 //! `crates/sensorchain-core/tests/data/ed25519_verdicts.json` submitted to
 //! the gateway's ingest (same verdict as the core rule and OpenSSL).
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
+use common::link::{RawLink, Served, next_frame, raw, send_frame, serially, start_initiator};
 use sensorchain_core::block::Block;
-use sensorchain_core::chain::Chain;
 use sensorchain_core::codec::encode_to_vec;
-use sensorchain_core::handshake::{
-    HandshakeConfig, Initiator, MESSAGE1_LEN, MESSAGE3_LEN, Message1,
-};
+use sensorchain_core::handshake::{Initiator, MESSAGE1_LEN, MESSAGE3_LEN, Message1};
 use sensorchain_core::hash::ChainId;
 use sensorchain_core::identity::{Keypair, PublicKey, Signature, VerifyingKey};
 use sensorchain_core::link::{self, GatewayMsg, LinkFrame, Refusal, RejectReason};
-use sensorchain_core::permissions::Role;
 use sensorchain_core::reading::Vital;
 use sensorchain_core::state::SigCheck;
-use sensorchain_core::tx::{GenesisConfig, Member, Params, Transaction, TxBody};
-use sensorchain_gateway::app::{self, AppConfig, Running};
+use sensorchain_core::tx::{Transaction, TxBody};
+use sensorchain_gateway::app::Running;
 use sensorchain_gateway::net::client::Client;
 use sensorchain_gateway::net::codec::LinkCodec;
 use sensorchain_gateway::net::{LinkHub, NetConfig, mono_ms};
-use sensorchain_gateway::node::{Node, NodeConfig, Rejected, now_ms};
+use sensorchain_gateway::node::{Node, Rejected, now_ms};
 use sensorchain_gateway::sim::reading_tx;
+use sensorchain_gateway::testkit;
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const TEST_LIMIT: Duration = Duration::from_secs(30);
 
 struct Fx {
@@ -50,45 +48,25 @@ struct Fx {
 
 async fn start(name: &str, devices: Vec<Keypair>) -> Fx {
     let dir = tempfile::tempdir().unwrap();
-    let admin = Keypair::from_seed([1; 32]);
-    let gw = Keypair::from_seed([2; 32]);
-    let mut members = vec![
-        Member::of_role(admin.public(), Role::Admin),
-        Member::of_role(gw.public(), Role::Gateway),
-    ];
-    for d in &devices {
-        members.push(Member::of_role(d.public(), Role::Device));
-    }
-    let genesis: Block = Chain::genesis_block(
-        &admin,
-        GenesisConfig::new(name, Params::default(), &members).unwrap(),
-        1_000,
-    )
-    .unwrap();
+    let gw = testkit::gateway();
+    let others = testkit::device_members(&devices);
+    let genesis = testkit::genesis_block(name, &testkit::admin(), &gw, &others);
     let chain = genesis.header.chain_id;
-    let mut app_cfg = AppConfig::new(gw.clone(), genesis, dir.path());
+    let mut app_cfg = testkit::app_config(&gw, genesis, dir.path());
     app_cfg.net = NetConfig {
         handshake_timeout: Duration::from_millis(1500),
         ..NetConfig::default()
     };
-    app_cfg.node = NodeConfig {
-        batch_timeout: Duration::from_millis(5),
-        ..Default::default()
-    };
-    app_cfg.tcp = Some("127.0.0.1:0".into());
-    let app = app::start(app_cfg).await.unwrap();
-    let node = app.node().clone();
-    let gateway = app.links().clone();
-    let addr = app.link_addr().unwrap();
+    let s = Served::start(app_cfg).await;
     Fx {
-        _app: app,
+        _app: s.app,
         _dir: dir,
         gw,
         chain,
         devices,
-        node,
-        gateway,
-        addr,
+        node: s.node,
+        gateway: s.hub,
+        addr: s.addr,
     }
 }
 
@@ -97,61 +75,53 @@ fn dev(i: u8) -> Keypair {
 }
 
 async fn guarded<F: std::future::Future<Output = ()>>(f: F) {
-    let _g = SERIAL.lock().await;
-    tokio::time::timeout(TEST_LIMIT, f)
-        .await
-        .expect("test exceeded its time limit");
-}
-
-fn wire(frame: &LinkFrame<'_>) -> Vec<u8> {
-    let mut buf = vec![0u8; 512];
-    let n = link::encode(frame, &mut buf).unwrap().len();
-    buf.truncate(n);
-    buf
-}
-
-async fn raw(addr: SocketAddr) -> Framed<TcpStream, LinkCodec> {
-    Framed::new(
-        TcpStream::connect(addr).await.unwrap(),
-        LinkCodec::default(),
-    )
-}
-
-/// The next clear frame, or `None` when the gateway closed the link.
-async fn next(f: &mut Framed<TcpStream, LinkCodec>) -> Option<Vec<u8>> {
-    match tokio::time::timeout(Duration::from_secs(5), f.next()).await {
-        Ok(Some(Ok(b))) => Some(b.to_vec()),
-        _ => None,
-    }
+    serially(TEST_LIMIT, f).await
 }
 
 /// What the gateway answered: a refusal (then the link must close), a
 /// challenge, or nothing (closed).
 async fn answer(f: &mut Framed<TcpStream, LinkCodec>) -> Result<Vec<u8>, Option<Refusal>> {
-    let Some(b) = next(f).await else {
+    let Some(b) = next_frame(f).await else {
         return Err(None);
     };
     match link::decode::<LinkFrame>(&b) {
         Ok(LinkFrame::Challenge(m2)) => Ok(m2.to_vec()),
         Ok(LinkFrame::Refused(r)) => {
-            assert!(next(f).await.is_none(), "link stays open after a refusal");
+            assert!(
+                next_frame(f).await.is_none(),
+                "link stays open after a refusal"
+            );
             Err(Some(r))
         }
         other => panic!("unexpected answer {other:?}"),
     }
 }
 
-fn start_initiator(kp: &Keypair, chain: &ChainId) -> (Initiator, Vec<u8>) {
-    let mut m1 = [0u8; MESSAGE1_LEN];
-    let (init, n) = Initiator::start(
-        &HandshakeConfig::new(*chain),
-        kp,
-        mono_ms(),
-        &mut rand::rng(),
-        &mut m1,
-    )
-    .unwrap();
-    (init, m1[..n].to_vec())
+impl Fx {
+    /// A session of `kp` through the gateway's sensor port.
+    async fn connect(&self, kp: &Keypair) -> Client {
+        Client::connect(self.addr, &self.chain, kp, &[self.gw.public()])
+            .await
+            .unwrap()
+    }
+}
+
+/// A raw link to the gateway on which `kp` sent message 1 of a new
+/// handshake: the link, the handshake and its message 1.
+async fn hello(fx: &Fx, kp: &Keypair) -> (RawLink, Initiator, Vec<u8>) {
+    let (init, m1) = start_initiator(kp, &fx.chain);
+    let mut link = raw(fx.addr).await;
+    send_frame(&mut link, &LinkFrame::Hello(&m1)).await;
+    (link, init, m1)
+}
+
+/// `r` ([`answer`]) is a refused handshake: `HandshakeFailed`, or the link
+/// closed without a word.
+fn assert_handshake_refused(r: &Result<Vec<u8>, Option<Refusal>>, what: &str) {
+    assert!(
+        matches!(r, Err(Some(Refusal::HandshakeFailed)) | Err(None)),
+        "{what}: {r:?}"
+    );
 }
 
 async fn wait_until(f: impl Fn() -> bool) {
@@ -178,29 +148,22 @@ async fn wait_sessions(fx: &Fx, n: usize) {
 async fn replayed_message1_is_refused() {
     guarded(async {
         let fx = start("adv-m1", vec![dev(0)]).await;
-        let (_init, m1) = start_initiator(&fx.devices[0], &fx.chain);
-        let mut a = raw(fx.addr).await;
-        a.send(&wire(&LinkFrame::Hello(&m1))[..]).await.unwrap();
+        let (mut a, _init, m1) = hello(&fx, &fx.devices[0]).await;
         assert!(answer(&mut a).await.is_ok(), "first message 1 answered");
         // the same message 1 on another connection (an eavesdropper's replay)
         let mut b = raw(fx.addr).await;
-        b.send(&wire(&LinkFrame::Hello(&m1))[..]).await.unwrap();
+        send_frame(&mut b, &LinkFrame::Hello(&m1)).await;
         let r = answer(&mut b).await;
-        assert!(
-            matches!(r, Err(Some(Refusal::HandshakeFailed)) | Err(None)),
-            "replayed message 1: {r:?}"
-        );
+        assert_handshake_refused(&r, "replayed message 1");
         // and again on the first connection, after its handshake started
-        a.send(&wire(&LinkFrame::Hello(&m1))[..]).await.unwrap();
+        send_frame(&mut a, &LinkFrame::Hello(&m1)).await;
         assert!(
             answer(&mut a).await.is_err(),
             "second hello on one link accepted"
         );
         assert_eq!(fx.gateway.sessions(), 0);
         // an honest device still gets in
-        let c = Client::connect(fx.addr, &fx.chain, &fx.devices[0], &[fx.gw.public()])
-            .await
-            .unwrap();
+        let c = fx.connect(&fx.devices[0]).await;
         c.close().await;
     })
     .await;
@@ -213,14 +176,10 @@ async fn message3_of_one_handshake_is_refused_in_another() {
         let d = &fx.devices[0];
         let trusted = [fx.gw.public()];
         // handshake A, completed by the device up to its message 3
-        let (init_a, m1a) = start_initiator(d, &fx.chain);
-        let mut a = raw(fx.addr).await;
-        a.send(&wire(&LinkFrame::Hello(&m1a))[..]).await.unwrap();
+        let (mut a, init_a, _) = hello(&fx, d).await;
         let m2a = answer(&mut a).await.unwrap();
         // handshake B, a second link of the same device
-        let (init_b, m1b) = start_initiator(d, &fx.chain);
-        let mut b = raw(fx.addr).await;
-        b.send(&wire(&LinkFrame::Hello(&m1b))[..]).await.unwrap();
+        let (mut b, init_b, _) = hello(&fx, d).await;
         let m2b = answer(&mut b).await.unwrap();
         // message 2 of A replayed to the device's handshake B: refused by the device
         let mut m3 = [0u8; MESSAGE3_LEN];
@@ -235,27 +194,18 @@ async fn message3_of_one_handshake_is_refused_in_another() {
             .finish(d, &trusted[..], &m2a, mono_ms(), &mut m3)
             .unwrap();
         // message 3 of A sent on link B: refused, no session
-        b.send(&wire(&LinkFrame::Proof(&m3[..n]))[..])
-            .await
-            .unwrap();
+        send_frame(&mut b, &LinkFrame::Proof(&m3[..n])).await;
         let r = answer(&mut b).await;
-        assert!(
-            matches!(r, Err(Some(Refusal::HandshakeFailed)) | Err(None)),
-            "{r:?}"
-        );
+        assert_handshake_refused(&r, "message 3 of another link");
         // only link A's handshake is still half-open (a link holds its
         // session permit from message 1 on)
         wait_until(|| fx.gateway.half_open() == 1 && fx.gateway.sessions() == 1).await;
         // the genuine message 3 on link A completes it
-        a.send(&wire(&LinkFrame::Proof(&m3[..n]))[..])
-            .await
-            .unwrap();
+        send_frame(&mut a, &LinkFrame::Proof(&m3[..n])).await;
         wait_until(|| fx.gateway.half_open() == 0).await;
         assert_eq!(fx.gateway.sessions(), 1);
         // replaying it inside the established session creates nothing
-        a.send(&wire(&LinkFrame::Proof(&m3[..n]))[..])
-            .await
-            .unwrap();
+        send_frame(&mut a, &LinkFrame::Proof(&m3[..n])).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(fx.gateway.sessions() <= 1);
         assert_eq!(fx.gateway.half_open(), 0);
@@ -275,7 +225,7 @@ async fn another_devices_key_id_without_its_key_fails() {
         msg.initiator = victim.public().key_id();
         let forged = encode_to_vec(&msg);
         let mut s = raw(fx.addr).await;
-        s.send(&wire(&LinkFrame::Hello(&forged))[..]).await.unwrap();
+        send_frame(&mut s, &LinkFrame::Hello(&forged)).await;
         // the allowlist knows the victim: the gateway answers
         let m2 = answer(&mut s).await.unwrap();
         // the attacker's own state cannot complete (transcripts differ) ...
@@ -286,17 +236,12 @@ async fn another_devices_key_id_without_its_key_fails() {
         );
         // ... and a message 3 signed with the attacker's key is refused
         let sig = attacker.sign(&m2);
-        s.send(&wire(&LinkFrame::Proof(&sig.0))[..]).await.unwrap();
+        send_frame(&mut s, &LinkFrame::Proof(&sig.0)).await;
         let r = answer(&mut s).await;
-        assert!(
-            matches!(r, Err(Some(Refusal::HandshakeFailed)) | Err(None)),
-            "{r:?}"
-        );
+        assert_handshake_refused(&r, "an impersonator's message 3");
         wait_sessions(&fx, 0).await;
         // the victim is unaffected
-        let c = Client::connect(fx.addr, &fx.chain, victim, &[fx.gw.public()])
-            .await
-            .unwrap();
+        let c = fx.connect(victim).await;
         c.close().await;
     })
     .await;
@@ -320,9 +265,7 @@ async fn transactions_for_another_chain_or_purpose_are_refused() {
     guarded(async {
         let fx = start("adv-domain", vec![dev(0)]).await;
         let d = &fx.devices[0];
-        let mut c = Client::connect(fx.addr, &fx.chain, d, &[fx.gw.public()])
-            .await
-            .unwrap();
+        let mut c = fx.connect(d).await;
         // another chain: any id but this one's (here one bit off)
         let mut other = fx.chain;
         other.0[31] ^= 1;
@@ -487,9 +430,7 @@ async fn crafted_ed25519_cases_get_the_core_verdict_at_ingest() {
             }
             .to_vec()
         };
-        let mut c = Client::connect(fx.addr, &fx.chain, &device, &[fx.gw.public()])
-            .await
-            .unwrap();
+        let mut c = fx.connect(&device).await;
         let mut accepted = 0;
         for case in &cases {
             let tx = tx_of(case);
@@ -541,8 +482,6 @@ async fn crafted_ed25519_cases_get_the_core_verdict_at_ingest() {
 // ---------------------------------------------------------------------------
 // Issue 11, findings 1 and 12, with real `sensorchain` processes.
 
-mod common;
-
 use common::run as sensorchain;
 
 /// `sensorchain genesis --name NAME --creator admin.key --member
@@ -587,26 +526,7 @@ fn run_gateway(dir: &std::path::Path, sub: &str) -> (common::Gateway, SocketAddr
     cfg.batch.timeout_ms = 5;
     let config = d.join("gateway.toml");
     std::fs::write(&config, cfg.to_toml()).unwrap();
-    let child = std::process::Command::new(common::bin())
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("SENSORCHAIN_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .expect("spawn sensorchain run");
-    let mut g = common::Gateway { child };
-    let t = std::time::Instant::now();
-    while std::net::TcpStream::connect_timeout(&api, Duration::from_millis(100)).is_err() {
-        if let Ok(Some(status)) = g.child.try_wait() {
-            panic!("gateway {sub} exited early: {status}");
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "gateway {sub} did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let g = common::spawn_gateway(&config, api, &format!("gateway {sub}"));
     (g, api)
 }
 
@@ -731,9 +651,7 @@ fn same_name_geneses_are_distinct_chains_and_refuse_each_others_grants() {
 fn no_op_grants_and_revocations_are_refused_through_the_cli() {
     let net = common::Net::new(1);
     let dir = net.dir.path();
-    let _gw = net.start();
-    let api = format!("http://{}", net.api);
-    sensorchain_gateway::keys::write_keypair(&dir.join("admin.key"), &net.admin, false).unwrap();
+    let (_gw, api) = net.start_for_admin();
     let device = net.devices[0].public().to_string();
     let height = || -> u64 {
         let mut r = http().get(format!("{api}/chain/head")).call().unwrap();

@@ -311,15 +311,7 @@ fn read_flood_keeps_memory_threads_ingest_and_shutdown_bounded() {
 fn idle_connections_and_partial_heads() {
     let net = common::Net::new(1);
     // the idle connections, bounded by this process's descriptors
-    let limit = std::fs::read_to_string("/proc/self/limits")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("Max open files"))
-                .and_then(|l| l.split_whitespace().nth(3))
-                .and_then(|v| v.parse::<usize>().ok())
-        })
-        .unwrap_or(1024);
+    let limit = sensorchain_gateway::procfs::open_files_limit().unwrap_or(1024);
     let idle_n = 3000.min(limit.saturating_sub(200) / 2).max(100);
     configure(&net, |c| {
         c.api.max_connections = idle_n + 100;

@@ -38,17 +38,13 @@ fn run_bounded(mut cmd: Command, dir: &Path) -> Out {
         .stderr(std::fs::File::create(&e).unwrap())
         .stdin(Stdio::null());
     let mut child = cmd.spawn().expect("spawn sensorchain");
-    let t = Instant::now();
-    let code = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s.code();
-        }
-        if t.elapsed() > BOUND {
+    let code = match common::wait_exit(&mut child, BOUND) {
+        Some(s) => s.code(),
+        None => {
             let _ = child.kill();
             let _ = child.wait();
-            break None;
+            None
         }
-        std::thread::sleep(Duration::from_millis(20));
     };
     Out {
         code,
@@ -412,14 +408,7 @@ fn revoking_the_gateways_validate_stops_it_with_the_reason() {
     // (the CLI's own follow-up queries may or may not be answered before
     // the gateway stops; the revocation itself is committed either way)
     eprintln!("tx revoke: {:?}\n{}{}", out.code, out.stdout, out.stderr);
-    let t = Instant::now();
-    let status = loop {
-        if let Some(s) = g.gw.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(t.elapsed() < BOUND, "the gateway must stop");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = common::wait_exit(&mut g.gw.child, BOUND).expect("the gateway must stop");
     assert!(!status.success());
     let log = g.log();
     assert!(
@@ -606,28 +595,26 @@ fn write_key(net: &Net, name: &str, kp: &Keypair) -> String {
     p.to_str().unwrap().to_string()
 }
 
-fn sim(net: &Net, keys: &[&str], seconds: u64, rate: &str) -> Out {
-    let gw = net.tcp.to_string();
-    let gk = net.gateway.public().to_string();
-    let genesis = net.dir.path().join("genesis.block");
-    let secs = seconds.to_string();
-    let mut args = vec![
-        "sensor-sim",
-        "--gateway",
-        &gw,
-        "--gateway-key",
-        &gk,
-        "--genesis",
-        genesis.to_str().unwrap(),
-        "--rate",
-        rate,
-        "--seconds",
-        &secs,
-    ];
+/// `sensorchain sensor-sim` in `net`'s directory against its gateway, at
+/// `rate` for `seconds`, with the sensor key files `keys`.
+fn sim_command(net: &Net, keys: &[&str], seconds: u64, rate: &str) -> Command {
+    let mut c = Command::new(bin());
+    c.args(["sensor-sim", "--gateway", &net.tcp.to_string()])
+        .args(["--gateway-key", &net.gateway.public().to_string()])
+        .arg("--genesis")
+        .arg(net.dir.path().join("genesis.block"))
+        .args(["--rate", rate, "--seconds", &seconds.to_string()])
+        .current_dir(net.dir.path());
     for k in keys {
-        args.extend_from_slice(&["--sensor-key", k]);
+        c.args(["--sensor-key", k]);
     }
-    sensorchain(&args, net.dir.path())
+    c
+}
+
+fn sim(net: &Net, keys: &[&str], seconds: u64, rate: &str) -> Out {
+    let mut c = sim_command(net, keys, seconds, rate);
+    c.env_remove("RUST_LOG");
+    run_bounded(c, net.dir.path())
 }
 
 /// Finding 13: the same identity twice is refused (a file given twice, or
@@ -663,22 +650,8 @@ fn sensor_sim_exits_non_zero_when_refused_or_revoked() {
     // revoked while streaming
     let dev1 = write_key(&net, "dev1.key", &net.devices[1]);
     write_key(&net, "admin.key", &net.admin);
-    let (gw, gk) = (net.tcp.to_string(), net.gateway.public().to_string());
-    let genesis = net.dir.path().join("genesis.block");
-    let mut c = Command::new(bin());
-    c.args([
-        "sensor-sim",
-        "--gateway",
-        &gw,
-        "--gateway-key",
-        &gk,
-        "--genesis",
-    ])
-    .arg(&genesis)
-    .args(["--rate", "10", "--seconds", "120", "--sensor-key", &dev1])
-    .current_dir(net.dir.path())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::null());
+    let mut c = sim_command(&net, &[&dev1], 120, "10");
+    c.stdout(Stdio::piped()).stderr(Stdio::null());
     let mut child = c.spawn().unwrap();
     let api = format!("http://{}", net.api);
     let t = Instant::now();
@@ -704,16 +677,9 @@ fn sensor_sim_exits_non_zero_when_refused_or_revoked() {
         net.dir.path(),
     );
     assert_eq!(rev.code, Some(0), "{}", rev.stderr);
-    let t = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if t.elapsed() > BOUND {
-            let _ = child.kill();
-            panic!("sensor-sim must stop once its only sensor is revoked");
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    let Some(status) = common::wait_exit(&mut child, BOUND) else {
+        let _ = child.kill();
+        panic!("sensor-sim must stop once its only sensor is revoked");
     };
     let mut stdout = String::new();
     child

@@ -9,9 +9,10 @@ mod common;
 
 use std::fs::File;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::run as cli;
 use sensorchain_core::chain::build_block;
 use sensorchain_core::link::GatewayMsg;
 use sensorchain_core::reading::Vital;
@@ -19,21 +20,6 @@ use sensorchain_core::state::{SigCheck, WorldState};
 use sensorchain_core::tx::Transaction;
 use sensorchain_gateway::net::client::Client;
 use sensorchain_gateway::store::{FILE_NAME, Store};
-
-/// Runs `sensorchain ARGS` in `dir`: (exit code, stdout, stderr).
-fn cli(args: &[&str], dir: &Path) -> (i32, String, String) {
-    let out = Command::new(common::bin())
-        .args(args)
-        .current_dir(dir)
-        .env("SENSORCHAIN_LOG", "warn")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// Writes the genesis and `blocks` blocks of `per_block` readings into the
 /// network's store through the library, with a state snapshot after the
@@ -92,10 +78,7 @@ enum Start {
 /// exits (a generous bound, not the thing tested).
 fn start(net: &common::Net) -> Start {
     let err_path = net.dir.path().join("run.stderr");
-    let child = Command::new(common::bin())
-        .args(["run", "--config"])
-        .arg(&net.config)
-        .env("SENSORCHAIN_LOG", "warn")
+    let child = common::run_command(&net.config)
         .stdout(Stdio::null())
         .stderr(Stdio::from(File::create(&err_path).unwrap()))
         .spawn()
@@ -221,6 +204,20 @@ fn overwritten_file_bytes_are_refused_without_a_panic() {
     assert!(refused > 0, "no damage was noticed at any offset");
 }
 
+/// `sensorchain ARGS` in `dir` refuses to replace `existing` (which holds
+/// `keep me`) and leaves it alone; with `--force` added it succeeds.
+fn refused_then_forced(args: &[&str], dir: &Path, existing: &Path) {
+    let (code, out, err) = cli(args, dir);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        err.contains("existing exists (use --force to overwrite)"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(existing).unwrap(), b"keep me");
+    let (code, out, err) = cli(&[args, &["--force"]].concat(), dir);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
 /// Finding 11: `genesis -o` and `export --out` replaced an existing file
 /// silently; like keygen and provision they now refuse without `--force`.
 #[test]
@@ -231,52 +228,24 @@ fn genesis_and_export_refuse_to_overwrite_without_force() {
     sensorchain_gateway::keys::write_keypair(&dir.join("admin.key"), &net.admin, false).unwrap();
     let existing = dir.join("existing");
     std::fs::write(&existing, b"keep me").unwrap();
-    let genesis = |force: bool| {
-        let mut a = vec![
-            "genesis",
-            "--name",
-            "other",
-            "--creator",
-            "admin.key",
-            "--member",
-            "gateway:gateway.key",
-            "-o",
-            "existing",
-        ];
-        if force {
-            a.push("--force");
-        }
-        cli(&a, dir)
-    };
-    let (code, out, err) = genesis(false);
-    assert_ne!(code, 0, "{out}");
-    assert!(
-        err.contains("existing exists (use --force to overwrite)"),
-        "{err}"
-    );
-    assert_eq!(std::fs::read(&existing).unwrap(), b"keep me");
-    let (code, out, err) = genesis(true);
-    assert_eq!(code, 0, "{out}{err}");
+    let genesis = [
+        "genesis",
+        "--name",
+        "other",
+        "--creator",
+        "admin.key",
+        "--member",
+        "gateway:gateway.key",
+        "-o",
+        "existing",
+    ];
+    refused_then_forced(&genesis, dir, &existing);
     assert_ne!(std::fs::read(&existing).unwrap(), b"keep me");
 
     std::fs::write(&existing, b"keep me").unwrap();
-    let export = |force: bool| {
-        let d = data(&net);
-        let mut a = vec!["export", "--data-dir", d.as_str(), "--out", "existing"];
-        if force {
-            a.push("--force");
-        }
-        cli(&a, dir)
-    };
-    let (code, out, err) = export(false);
-    assert_ne!(code, 0, "{out}");
-    assert!(
-        err.contains("existing exists (use --force to overwrite)"),
-        "{err}"
-    );
-    assert_eq!(std::fs::read(&existing).unwrap(), b"keep me");
-    let (code, out, err) = export(true);
-    assert_eq!(code, 0, "{out}{err}");
+    let d = data(&net);
+    let export = ["export", "--data-dir", d.as_str(), "--out", "existing"];
+    refused_then_forced(&export, dir, &existing);
     assert_eq!(&std::fs::read(&existing).unwrap()[..8], b"SCCHAIN1");
 }
 

@@ -12,23 +12,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::run;
 use sensorchain_gateway::config::GatewayConfig;
 use sensorchain_gateway::keys::read_keypair;
-
-/// Runs `sensorchain ARGS` in `dir`: (exit code, stdout, stderr).
-fn run(args: &[&str], dir: &Path) -> (i32, String, String) {
-    let out = Command::new(common::bin())
-        .args(args)
-        .current_dir(dir)
-        .env("SENSORCHAIN_LOG", "warn")
-        .output()
-        .expect("run sensorchain");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn ok(args: &[&str], dir: &Path) -> String {
     let (code, out, err) = run(args, dir);

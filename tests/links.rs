@@ -7,32 +7,32 @@
 //! (ack rate under attack, time for 1,000 sensors) are not skewed by each
 //! other on a small machine. Every loop is bounded by count and time.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use futures::{SinkExt, StreamExt};
-use sensorchain_core::block::Block;
-use sensorchain_core::chain::Chain;
-use sensorchain_core::handshake::{HandshakeConfig, HandshakeError, Initiator, MESSAGE1_LEN};
+use common::link::{Served, next_frame, serially, start_initiator, wire};
+use futures::SinkExt;
+use sensorchain_core::handshake::HandshakeError;
 use sensorchain_core::hash::ChainId;
 use sensorchain_core::identity::{Keypair, PublicKey};
 use sensorchain_core::link::{self, DeviceMsg, GatewayMsg, LinkFrame, Refusal, RejectReason};
 use sensorchain_core::permissions::{Permissions, Role};
 use sensorchain_core::reading::Vital;
-use sensorchain_core::tx::{GenesisConfig, Member, Params, Transaction, TxBody, TxKind};
-use sensorchain_gateway::app::{self, AppConfig, Running};
+use sensorchain_core::tx::{Member, Transaction, TxBody, TxKind};
+use sensorchain_gateway::app::Running;
 use sensorchain_gateway::net::client::{Client, ClientError};
 use sensorchain_gateway::net::codec::LinkCodec;
-use sensorchain_gateway::net::{LinkHub, NetConfig, mono_ms};
-use sensorchain_gateway::node::{Node, NodeConfig, now_ms};
+use sensorchain_gateway::net::{LinkHub, NetConfig};
+use sensorchain_gateway::node::{Node, now_ms};
 use sensorchain_gateway::sim::{SimSensor, reading_tx};
+use sensorchain_gateway::testkit;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
-
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Upper bound of any one test.
 const TEST_LIMIT: Duration = Duration::from_secs(40);
@@ -61,54 +61,22 @@ fn device(i: u32) -> Keypair {
 
 async fn start(n_genesis_devices: u32, net: NetConfig) -> Fx {
     let dir = tempfile::tempdir().unwrap();
-    let admin = Keypair::from_seed([1; 32]);
-    let gw = Keypair::from_seed([2; 32]);
+    let (admin, gw) = (testkit::admin(), testkit::gateway());
     let no_connect = Keypair::from_seed([3; 32]);
     let devices: Vec<Keypair> = (0..n_genesis_devices).map(device).collect();
-    let mut members = vec![
-        Member {
-            key: admin.public(),
-            permissions: Role::Admin.default_permissions(),
-            role: Role::Admin,
-        },
-        Member {
-            key: gw.public(),
-            permissions: Role::Gateway.default_permissions(),
-            role: Role::Gateway,
-        },
-        Member {
-            key: no_connect.public(),
-            permissions: Permissions::WRITE,
-            role: Role::Device,
-        },
-    ];
-    for d in &devices {
-        members.push(Member {
-            key: d.public(),
-            permissions: Role::Device.default_permissions(),
-            role: Role::Device,
-        });
-    }
-    let genesis: Block = Chain::genesis_block(
-        &admin,
-        GenesisConfig::new("links", Params::default(), &members).unwrap(),
-        1_000,
-    )
-    .unwrap();
+    let mut others = vec![Member {
+        key: no_connect.public(),
+        permissions: Permissions::WRITE,
+        role: Role::Device,
+    }];
+    others.extend(testkit::device_members(&devices));
+    let genesis = testkit::genesis_block("links", &admin, &gw, &others);
     let chain = genesis.header.chain_id;
-    let mut app_cfg = AppConfig::new(gw.clone(), genesis, dir.path());
+    let mut app_cfg = testkit::app_config(&gw, genesis, dir.path());
     app_cfg.net = net;
-    app_cfg.node = NodeConfig {
-        batch_timeout: Duration::from_millis(5),
-        ..Default::default()
-    };
-    app_cfg.tcp = Some("127.0.0.1:0".into());
-    let app = app::start(app_cfg).await.unwrap();
-    let node = app.node().clone();
-    let gateway = app.links().clone();
-    let addr = app.link_addr().unwrap();
+    let s = Served::start(app_cfg).await;
     Fx {
-        _app: app,
+        _app: s.app,
         _dir: dir,
         admin,
         admin_seq: AtomicU64::new(1),
@@ -116,9 +84,9 @@ async fn start(n_genesis_devices: u32, net: NetConfig) -> Fx {
         chain,
         devices,
         no_connect,
-        node,
-        gateway,
-        addr,
+        node: s.node,
+        gateway: s.hub,
+        addr: s.addr,
     }
 }
 
@@ -202,46 +170,13 @@ fn fast_net() -> NetConfig {
     }
 }
 
-/// The next link frame on a raw connection (clear frames only), or `None`
-/// at the end of the stream.
-async fn raw_next(f: &mut Framed<TcpStream, LinkCodec>) -> Option<Vec<u8>> {
-    match tokio::time::timeout(Duration::from_secs(5), f.next()).await {
-        Ok(Some(Ok(b))) => Some(b.to_vec()),
-        _ => None,
-    }
-}
-
-fn wire(frame: &LinkFrame<'_>) -> Vec<u8> {
-    let mut buf = vec![0u8; 512];
-    let n = link::encode(frame, &mut buf).unwrap().len();
-    buf.truncate(n);
-    buf
-}
-
+/// Message 1 of a new handshake of `kp` on `chain`, as a `Hello` frame.
 fn hello(kp: &Keypair, chain: &ChainId) -> Vec<u8> {
-    let mut m1 = [0u8; MESSAGE1_LEN];
-    let (_init, n) = Initiator::start(
-        &HandshakeConfig::new(*chain),
-        kp,
-        mono_ms(),
-        &mut rand::rng(),
-        &mut m1,
-    )
-    .unwrap();
-    wire(&LinkFrame::Hello(&m1[..n]))
+    wire(&LinkFrame::Hello(&start_initiator(kp, chain).1))
 }
 
 async fn guarded<F: std::future::Future<Output = ()>>(f: F) {
-    guarded_for(TEST_LIMIT, f).await
-}
-
-/// As [`guarded`], with another bound (for tests whose work grows with the
-/// machine's load: they may take longer, never fail for it).
-async fn guarded_for<F: std::future::Future<Output = ()>>(limit: Duration, f: F) {
-    let _g = SERIAL.lock().await;
-    tokio::time::timeout(limit, f)
-        .await
-        .expect("test exceeded its time limit");
+    serially(TEST_LIMIT, f).await
 }
 
 /// How long a sensor keeps retrying a retryable connect failure in these
@@ -484,12 +419,15 @@ async fn oversized_truncated_and_garbage_frames() {
         let s = TcpStream::connect(fx.addr).await.unwrap();
         let mut f = Framed::new(s, LinkCodec::default());
         f.send(&[9u8, 9, 9][..]).await.unwrap();
-        let r = raw_next(&mut f).await.unwrap();
+        let r = next_frame(&mut f).await.unwrap();
         assert_eq!(
             link::decode::<LinkFrame>(&r).unwrap(),
             LinkFrame::Refused(Refusal::HandshakeFailed)
         );
-        assert!(raw_next(&mut f).await.is_none(), "closed after the refusal");
+        assert!(
+            next_frame(&mut f).await.is_none(),
+            "closed after the refusal"
+        );
         // the gateway still serves
         let mut c = fx.connect(d).await.unwrap();
         assert!(fx.committed(&c.submit(&hr(d, &fx.chain, 2)).await.unwrap()));
@@ -613,7 +551,7 @@ async fn half_open_flood_does_not_starve_honest_sensors() {
         // is measured next is what the attack can hold: the slots.
         let (mut challenged, mut busy) = (0, 0);
         for f in attackers.iter_mut() {
-            match raw_next(f).await.map(|b| link::decode::<LinkFrame>(&b).map(|l| matches!(l, LinkFrame::Challenge(_)))) {
+            match next_frame(f).await.map(|b| link::decode::<LinkFrame>(&b).map(|l| matches!(l, LinkFrame::Challenge(_)))) {
                 Some(Ok(true)) => challenged += 1,
                 Some(_) => busy += 1,
                 None => {}
@@ -695,7 +633,7 @@ async fn thousand_concurrent_sensors_without_loss() {
     // timeout and the gateway drops some after the sensor's Proof: the
     // client sees that (its session is confirmed before `connect` returns)
     // and retries. The test may take longer under load; it never fails for it.
-    guarded_for(Duration::from_secs(600), async {
+    serially(Duration::from_secs(600), async {
         const SENSORS: u32 = 1000;
         const READINGS: usize = 3;
         let limit = raise_fd_limit();
@@ -865,7 +803,7 @@ async fn handshake_storm_of_one_identity_is_rate_limited_while_another_is_served
         assert!(fx.committed(&h.submit(&hr(honest, &fx.chain, 1)).await.unwrap()));
         let (mut challenged, mut limited) = (0u64, 0u64);
         for f in conns.iter_mut() {
-            let b = raw_next(f).await.expect("an answer to every message 1");
+            let b = next_frame(f).await.expect("an answer to every message 1");
             match link::decode::<LinkFrame>(&b).unwrap() {
                 LinkFrame::Challenge(_) => challenged += 1,
                 LinkFrame::Refused(Refusal::Busy) => limited += 1,
@@ -942,7 +880,7 @@ async fn connect_returns_once_the_gateway_holds_the_session_and_an_immediate_rev
 /// failed before the fix.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_revocation_scene_sees_the_live_session_dropped() {
-    guarded_for(Duration::from_secs(600), async {
+    serially(Duration::from_secs(600), async {
         let out = tokio::task::spawn_blocking(|| {
             std::process::Command::new(env!("CARGO_BIN_EXE_sensorchain"))
                 .args(["demo", "--seconds", "5", "--json"])

@@ -33,6 +33,22 @@ fn run_json(args: &[&str], dir: &Path) -> Value {
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
+/// `sensorchain provision ARGS --grant --admin admin.key --api API --json`
+/// (`ARGS` written as one line), which must succeed: its output.
+fn provision_granting(args: &str, api: &str, dir: &Path) -> Value {
+    let tail = ["--grant", "--admin", "admin.key", "--api", api, "--json"];
+    let args: Vec<&str> = args.split_whitespace().collect();
+    run_json(&[&["provision"], &args[..], &tail].concat(), dir)
+}
+
+/// Runs `sensorchain LINE` ([`run_line`]), which must be refused (exit
+/// code 2): its stderr.
+fn refused_line(line: &str, dir: &Path) -> String {
+    let (code, _, err) = run_line(line, dir);
+    assert_eq!(code, 2, "sensorchain {line}\nstderr: {err}");
+    err
+}
+
 fn get(url: &str) -> Value {
     let mut r = ureq::get(url)
         .call()
@@ -52,6 +68,20 @@ fn connect(
         kp,
         &[net.gateway.public()],
     ))
+}
+
+/// A handshake as `kp` (`who`) is refused with `want`.
+fn assert_refused(
+    rt: &tokio::runtime::Runtime,
+    net: &common::Net,
+    kp: &Keypair,
+    want: Refusal,
+    who: &str,
+) {
+    match connect(rt, net, kp) {
+        Err(ClientError::Refused(r)) if r == want => {}
+        other => panic!("{who} was not refused {want:?}: {other:?}"),
+    }
 }
 
 /// Sends one heart rate reading and returns its acknowledgement's height.
@@ -86,39 +116,25 @@ fn write_key(dir: &Path, name: &str, kp: &Keypair) -> String {
 fn provision_grants_a_fresh_device_which_then_connects_until_revoked() {
     let net = common::Net::new(0);
     let dir = net.dir.path();
-    let _gw = net.start();
+    let (_gw, api) = net.start_for_admin();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let api = format!("http://{}", net.api);
-    write_key(dir, "admin.key", &net.admin);
 
     // a fresh identity from keygen is not on the allow-list
     let (code, out, err) = run(&["keygen", "-o", "dev.key"], dir);
     assert_eq!(code, 0, "{out}{err}");
     let device = read_keypair(&dir.join("dev.key")).unwrap();
-    match connect(&rt, &net, &device) {
-        Err(ClientError::Refused(Refusal::UnknownIdentity)) => {}
-        other => panic!("a fresh device was not refused as unknown: {other:?}"),
-    }
+    assert_refused(
+        &rt,
+        &net,
+        &device,
+        Refusal::UnknownIdentity,
+        "a fresh device",
+    );
 
     // provision it, granting it through the API
-    let v = run_json(
-        &[
-            "provision",
-            "--device-key",
-            "dev.key",
-            "--genesis",
-            "genesis.block",
-            "--gateway-key",
-            "gateway.key",
-            "--out",
-            "dev.bin",
-            "--grant",
-            "--admin",
-            "admin.key",
-            "--api",
-            &api,
-            "--json",
-        ],
+    let v = provision_granting(
+        "--device-key dev.key --genesis genesis.block --gateway-key gateway.key --out dev.bin",
+        &api,
         dir,
     );
     assert_eq!(v["device"]["public_key"], device.public().to_string());
@@ -178,28 +194,13 @@ fn provision_grants_a_fresh_device_which_then_connects_until_revoked() {
     rt.block_on(client.close());
 
     // provisioning again is idempotent on the chain: nothing to grant
-    let v = run_json(
-        &[
-            "provision",
-            "--device-key",
-            "dev.key",
-            "--chain-id",
-            &net.chain.to_string(),
-            "--gateway-key",
-            &net.gateway.public().to_string(),
-            "--format",
-            "uf2",
-            "--base-address",
-            "0x101FF000",
-            "--out",
-            "dev.uf2",
-            "--grant",
-            "--admin",
-            "admin.key",
-            "--api",
-            &api,
-            "--json",
-        ],
+    let v = provision_granting(
+        &format!(
+            "--device-key dev.key --chain-id {} --gateway-key {} --format uf2 --base-address 0x101FF000 --out dev.uf2",
+            net.chain,
+            net.gateway.public()
+        ),
+        &api,
         dir,
     );
     assert_eq!(v["grant"]["txs"].as_array().unwrap().len(), 0);
@@ -233,10 +234,13 @@ fn provision_grants_a_fresh_device_which_then_connects_until_revoked() {
     assert_eq!(v["sequence"], 3);
     assert_eq!(v["identity"]["permissions"], serde_json::json!([]));
     assert_eq!(v["pending_vote"], false);
-    match connect(&rt, &net, &device) {
-        Err(ClientError::Refused(Refusal::NotPermitted)) => {}
-        other => panic!("a revoked device was not refused: {other:?}"),
-    }
+    assert_refused(
+        &rt,
+        &net,
+        &device,
+        Refusal::NotPermitted,
+        "a revoked device",
+    );
 
     // and granted again, by address this time
     let v = run_json(
@@ -263,9 +267,7 @@ fn provision_grants_a_fresh_device_which_then_connects_until_revoked() {
 fn tx_roles_assign_and_consent_show_up_in_the_api() {
     let net = common::Net::new(1);
     let dir = net.dir.path();
-    let _gw = net.start();
-    let api = format!("http://{}", net.api);
-    write_key(dir, "admin.key", &net.admin);
+    let (_gw, api) = net.start_for_admin();
     let patient = Keypair::from_seed([40; 32]);
     let doctor = Keypair::from_seed([41; 32]);
     let patient_file = write_key(dir, "patient.key", &patient);
@@ -350,43 +352,38 @@ fn tx_roles_assign_and_consent_show_up_in_the_api() {
 fn refusals_are_reported_with_the_gateways_reason() {
     let net = common::Net::new(1);
     let dir = net.dir.path();
-    let _gw = net.start();
-    let api = format!("http://{}", net.api);
-    write_key(dir, "admin.key", &net.admin);
+    let (_gw, api) = net.start_for_admin();
     // a registered device that is no admin
     write_key(dir, "dev0.key", &net.devices[0]);
     let stranger = Keypair::from_seed([77; 32]);
     let stranger_file = write_key(dir, "stranger.key", &stranger);
 
     // a device may not grant
-    let (code, _, err) = run_line(
+    let err = refused_line(
         &format!("tx grant {stranger_file} connect --key dev0.key --api {api}"),
         dir,
     );
-    assert_eq!(code, 2);
     assert!(err.contains("not_permitted"), "{err}");
     assert!(err.contains("lacks the admin permission"), "{err}");
 
     // provision --grant with a non-admin: refused before anything is written
-    let (code, _, err) = run_line(
+    let err = refused_line(
         &format!(
             "provision --device-key new.key --generate --genesis genesis.block --gateway-key gateway.key --out new.bin --grant --admin dev0.key --api {api}"
         ),
         dir,
     );
-    assert_eq!(code, 2);
     assert!(err.contains("lacks the admin permission"), "{err}");
     assert!(!dir.join("new.key").exists() && !dir.join("new.bin").exists());
 
     // a grant that goes through but an assignment the gateway refuses (the
     // "patient" is a device): the page is written, the error says what is left
-    let (code, _, err) = run_line(
+    let err = refused_line(
         &format!(
             "provision --device-key new.key --generate --genesis genesis.block --gateway-key gateway.key --out new.bin --grant --admin admin.key --patient dev0.key --api {api}"
         ),
         dir,
     );
-    assert_eq!(code, 2);
     assert!(err.contains("wrong_role"), "{err}");
     assert!(err.contains("the key page was written"), "{err}");
     assert!(err.contains("sensorchain tx assign"), "{err}");
@@ -398,65 +395,47 @@ fn refusals_are_reported_with_the_gateways_reason() {
     assert_eq!(id["patient"], Value::Null);
 
     // an unregistered signer is caught before anything is signed
-    let (code, _, err) = run_line(
+    let err = refused_line(
         &format!("tx role dev0.key doctor --key {stranger_file} --api {api}"),
         dir,
     );
-    assert_eq!(code, 2);
     assert!(err.contains("is not registered"), "{err}");
 
     // a consent by someone who is not a patient
-    let (code, _, err) = run_line(
+    let err = refused_line(
         &format!("tx consent {stranger_file} --key admin.key --api {api}"),
         dir,
     );
-    assert_eq!(code, 2);
     assert!(err.contains("refused the consent"), "{err}");
 
     // the wrong chain, before anything is written
-    let (code, _, err) = run(
-        &[
-            "provision",
-            "--device-key",
-            "dev0.key",
-            "--chain-id",
-            &"ab".repeat(32),
-            "--gateway-key",
-            "gateway.key",
-            "--out",
-            "x.bin",
-            "--grant",
-            "--admin",
-            "admin.key",
-            "--api",
-            &api,
-        ],
+    let other_chain = "ab".repeat(32);
+    let err = refused_line(
+        &format!(
+            "provision --device-key dev0.key --chain-id {other_chain} --gateway-key gateway.key --out x.bin --grant --admin admin.key --api {api}"
+        ),
         dir,
     );
-    assert_eq!(code, 2);
     assert!(err.contains("serves chain"), "{err}");
     assert!(!dir.join("x.bin").exists());
 
     // no gateway there
     let nowhere = format!("127.0.0.1:{}", common::free_port());
-    let (code, _, err) = run_line(
+    let err = refused_line(
         &format!("tx grant {stranger_file} connect --key admin.key --api {nowhere}"),
         dir,
     );
-    assert_eq!(code, 2);
     assert!(err.contains("cannot reach the gateway API"), "{err}");
 
     // hex and uf2 need an address; an existing page is not overwritten
-    let (code, _, err) = run_line(
+    let err = refused_line(
         "provision --device-key dev0.key --genesis genesis.block --gateway-key gateway.key --format hex --out d.hex",
         dir,
     );
-    assert_eq!(code, 2);
     assert!(err.contains("needs --base-address"), "{err}");
-    let (code, _, err) = run_line(
+    let err = refused_line(
         "provision --device-key dev0.key --genesis genesis.block --gateway-key gateway.key --out new.bin",
         dir,
     );
-    assert_eq!(code, 2);
     assert!(err.contains("exists"), "{err}");
 }

@@ -39,6 +39,24 @@ const NODE_THREADS: [&str; 2] = ["block-producer", "block-committer"];
 /// The verification pool's threads (`sc-verify-N`), by prefix.
 const VERIFY_THREADS: [&str; 1] = ["sc-verify"];
 
+/// A link of device 0 of `net` to `addr` whose first reading (heart rate
+/// `bpm`) was acknowledged.
+async fn acked_client(net: &common::Net, addr: SocketAddr, bpm: u16) -> Client {
+    let mut c = Client::connect(addr, &net.chain, &net.devices[0], &[net.gateway.public()])
+        .await
+        .unwrap();
+    let tx = sensorchain_gateway::sim::reading_tx(
+        &net.devices[0],
+        &net.chain,
+        1,
+        now_ms(),
+        3,
+        Vital::HeartRate { bpm },
+    );
+    assert!(matches!(c.submit(&tx).await, Ok(GatewayMsg::Ack { .. })));
+    c
+}
+
 #[test]
 fn in_process_shutdown_joins_the_node_threads() {
     if !std::path::Path::new("/proc/self/task").exists() {
@@ -61,18 +79,7 @@ fn in_process_shutdown_joins_the_node_threads() {
         assert_eq!(threads_named(&NODE_THREADS), 2);
         assert!(threads_named(&VERIFY_THREADS) >= 1);
         let link = running.link_addr().unwrap();
-        let mut c = Client::connect(link, &net.chain, &net.devices[0], &[net.gateway.public()])
-            .await
-            .unwrap();
-        let tx = sensorchain_gateway::sim::reading_tx(
-            &net.devices[0],
-            &net.chain,
-            1,
-            now_ms(),
-            3,
-            Vital::HeartRate { bpm: 61 },
-        );
-        assert!(matches!(c.submit(&tx).await, Ok(GatewayMsg::Ack { .. })));
+        let mut c = acked_client(&net, link, 61).await;
         let _idle_api = tokio::net::TcpStream::connect(running.api_addr().unwrap())
             .await
             .unwrap();
@@ -119,10 +126,7 @@ fn sigterm_stops_sensorchain_run_cleanly() {
     cfg.listen.api = Some("127.0.0.1:0".into());
     cfg.batch.timeout_ms = 5;
     std::fs::write(&net.config, cfg.to_toml()).unwrap();
-    let mut child = Command::new(common::bin())
-        .args(["run", "--config"])
-        .arg(&net.config)
-        .env("SENSORCHAIN_LOG", "warn")
+    let mut child = common::run_command(&net.config)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -166,18 +170,7 @@ fn sigterm_stops_sensorchain_run_cleanly() {
         .build()
         .unwrap();
     let (mut client, _idle_api) = rt.block_on(async {
-        let mut c = Client::connect(tcp, &net.chain, &net.devices[0], &[net.gateway.public()])
-            .await
-            .unwrap();
-        let tx = sensorchain_gateway::sim::reading_tx(
-            &net.devices[0],
-            &net.chain,
-            1,
-            now_ms(),
-            3,
-            Vital::HeartRate { bpm: 62 },
-        );
-        assert!(matches!(c.submit(&tx).await, Ok(GatewayMsg::Ack { .. })));
+        let c = acked_client(&net, tcp, 62).await;
         let idle = tokio::net::TcpStream::connect(api).await.unwrap();
         (c, idle)
     });
@@ -186,15 +179,9 @@ fn sigterm_stops_sensorchain_run_cleanly() {
         .arg(child.id().to_string())
         .status();
     let t = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if t.elapsed() > BOUND {
-            let _ = child.kill();
-            panic!("sensorchain run did not exit within {BOUND:?} of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let Some(status) = common::wait_exit(&mut child, BOUND) else {
+        let _ = child.kill();
+        panic!("sensorchain run did not exit within {BOUND:?} of SIGTERM");
     };
     eprintln!(
         "sensorchain run exited {:.0} ms after SIGTERM",

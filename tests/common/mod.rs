@@ -3,19 +3,19 @@
 
 #![allow(dead_code)]
 
+pub mod link;
+
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use sensorchain_core::block::Block;
-use sensorchain_core::chain::Chain;
 use sensorchain_core::hash::ChainId;
 use sensorchain_core::identity::Keypair;
-use sensorchain_core::permissions::Role;
-use sensorchain_core::tx::{GenesisConfig, Member, Params};
 use sensorchain_gateway::config::GatewayConfig;
 use sensorchain_gateway::keys::write_keypair;
+use sensorchain_gateway::testkit;
 
 /// The `sensorchain` binary under test.
 pub fn bin() -> PathBuf {
@@ -48,24 +48,12 @@ impl Net {
     /// Keys, a genesis with `n` devices, and a gateway.toml with free ports.
     pub fn new(n: usize) -> Net {
         let dir = tempfile::tempdir().unwrap();
-        let admin = Keypair::from_seed([1; 32]);
-        let gateway = Keypair::from_seed([2; 32]);
+        let (admin, gateway) = (testkit::admin(), testkit::gateway());
         let devices: Vec<Keypair> = (0..n)
             .map(|i| Keypair::from_seed([10 + i as u8; 32]))
             .collect();
-        let mut members = vec![
-            Member::of_role(admin.public(), Role::Admin),
-            Member::of_role(gateway.public(), Role::Gateway),
-        ];
-        for d in &devices {
-            members.push(Member::of_role(d.public(), Role::Device));
-        }
-        let genesis = Chain::genesis_block(
-            &admin,
-            GenesisConfig::new("it", Params::default(), &members).unwrap(),
-            1_000,
-        )
-        .unwrap();
+        let others = testkit::device_members(&devices);
+        let genesis = testkit::genesis_block("it", &admin, &gateway, &others);
         std::fs::write(dir.path().join("genesis.block"), genesis.to_vec()).unwrap();
         write_keypair(&dir.path().join("gateway.key"), &gateway, false).unwrap();
         let tcp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -95,29 +83,64 @@ impl Net {
         self.dir.path().join("data")
     }
 
+    /// [`Net::start`], with the admin's key written to `admin.key` in the
+    /// directory (for `sensorchain tx`): the gateway and its API's URL.
+    pub fn start_for_admin(&self) -> (Gateway, String) {
+        let g = self.start();
+        write_keypair(&self.dir.path().join("admin.key"), &self.admin, false).unwrap();
+        (g, format!("http://{}", self.api))
+    }
+
     /// Starts `sensorchain run` and waits until its sensor port accepts.
     pub fn start(&self) -> Gateway {
-        let child = Command::new(bin())
-            .args(["run", "--config"])
-            .arg(&self.config)
-            .env("SENSORCHAIN_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn sensorchain run");
-        let mut g = Gateway { child };
-        let t = Instant::now();
-        while TcpStream::connect_timeout(&self.tcp, Duration::from_millis(100)).is_err() {
-            if let Ok(Some(status)) = g.child.try_wait() {
-                panic!("gateway exited early: {status}");
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(30),
-                "gateway did not start listening"
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        spawn_gateway(&self.config, self.tcp, "gateway")
+    }
+}
+
+/// `sensorchain run --config CONFIG`, logging at `warn`.
+pub fn run_command(config: &Path) -> Command {
+    let mut c = Command::new(bin());
+    c.args(["run", "--config"])
+        .arg(config)
+        .env("SENSORCHAIN_LOG", "warn");
+    c
+}
+
+/// Starts `sensorchain run --config CONFIG` (stdout discarded) and waits
+/// until `addr` accepts; `what` names the gateway if it does not.
+pub fn spawn_gateway(config: &Path, addr: SocketAddr, what: &str) -> Gateway {
+    let child = run_command(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn sensorchain run");
+    let mut g = Gateway { child };
+    let t = Instant::now();
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
+        if let Ok(Some(status)) = g.child.try_wait() {
+            panic!("{what} exited early: {status}");
         }
-        g
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "{what} did not start listening"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    g
+}
+
+/// Waits up to `bound` for `child` to exit: its status, or `None` if it is
+/// still running then.
+pub fn wait_exit(child: &mut Child, bound: Duration) -> Option<ExitStatus> {
+    let t = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        if t.elapsed() > bound {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -136,14 +159,7 @@ impl Gateway {
     /// SIGTERM (graceful), and wait up to `d`.
     pub fn terminate(&mut self, d: Duration) -> bool {
         unsafe_free_sigterm(self.child.id());
-        let t = Instant::now();
-        while t.elapsed() < d {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
+        wait_exit(&mut self.child, d).is_some()
     }
 }
 

@@ -19,7 +19,7 @@ use sensorchain_core::handshake::{
     Responder, ResponderTable,
 };
 use sensorchain_core::hash::ChainId;
-use sensorchain_core::identity::{KeyId, Keypair, VerifyingKey};
+use sensorchain_core::identity::{KeyId, Keypair, PublicKey, VerifyingKey};
 use sensorchain_core::merkle;
 use sensorchain_core::permissions::{Permissions, Role};
 use sensorchain_core::reading::Vital;
@@ -159,14 +159,63 @@ impl Allowlist for One {
     }
 }
 
+/// The two ends of the benchmarked handshakes, each step with a fresh seed
+/// (the responder's replay cache never sees an ephemeral key twice).
+struct Ends<'a> {
+    cfg: &'a HandshakeConfig,
+    dev: &'a Keypair,
+    gw: &'a Keypair,
+    allow: &'a One,
+    /// The gateways the device trusts: `gw`.
+    trusted: &'a [PublicKey],
+}
+
+/// The tables of the benchmarked responder.
+type BenchTable = ResponderTable<64, 256>;
+
+impl Ends<'_> {
+    /// The device's message 1 of a new handshake.
+    fn start(&self) -> (Initiator, [u8; MESSAGE1_LEN], usize) {
+        let mut m1 = [0u8; MESSAGE1_LEN];
+        let mut rng = BenchRng(rng_seed());
+        let (init, n1) = Initiator::start(self.cfg, self.dev, 0, &mut rng, &mut m1).unwrap();
+        (init, m1, n1)
+    }
+
+    /// The gateway's message 2 answering `m1`, and its half-open state.
+    fn respond(&self, table: &mut BenchTable, m1: &[u8]) -> (Responder, [u8; MESSAGE2_LEN], usize) {
+        let mut m2 = [0u8; MESSAGE2_LEN];
+        let mut rng = BenchRng(rng_seed());
+        let (r, n2) = Responder::respond(
+            self.cfg, self.gw, table, self.allow, m1, 0, &mut rng, &mut m2,
+        )
+        .unwrap();
+        (r, m2, n2)
+    }
+
+    /// The device's message 3 completing its side on `m2`.
+    fn finish(&self, init: Initiator, m2: &[u8]) -> ([u8; MESSAGE3_LEN], usize) {
+        let mut m3 = [0u8; MESSAGE3_LEN];
+        let (_, n3) = init.finish(self.dev, self.trusted, m2, 1, &mut m3).unwrap();
+        (m3, n3)
+    }
+}
+
 fn handshake(c: &mut Criterion) {
     let dev = device(0);
     let gw = Keypair::from_seed([2; 32]);
     let cfg = HandshakeConfig::new(ChainId([0xbe; 32]));
     let allow = One(VerifyingKey::from_public(&dev.public()).unwrap());
     let trusted = [gw.public()];
-    let mut table: Box<ResponderTable<64, 256>> = Box::new(ResponderTable::new());
+    let mut table: Box<BenchTable> = Box::new(ResponderTable::new());
     let mut rng = BenchRng(7);
+    let ends = Ends {
+        cfg: &cfg,
+        dev: &dev,
+        gw: &gw,
+        allow: &allow,
+        trusted: &trusted,
+    };
     let mut g = c.benchmark_group("handshake");
     g.bench_function("initiator_start", |b| {
         let mut m1 = [0u8; MESSAGE1_LEN];
@@ -199,25 +248,12 @@ fn handshake(c: &mut Criterion) {
         )
     });
     // A fresh message 2 for each run of the initiator's second step.
-    let mut table2: Box<ResponderTable<64, 256>> = Box::new(ResponderTable::new());
+    let mut table2: Box<BenchTable> = Box::new(ResponderTable::new());
     g.bench_function("initiator_finish", |b| {
         b.iter_batched(
             || {
-                let mut m1 = [0u8; MESSAGE1_LEN];
-                let mut m2 = [0u8; MESSAGE2_LEN];
-                let (init, n1) =
-                    Initiator::start(&cfg, &dev, 0, &mut BenchRng(rng_seed()), &mut m1).unwrap();
-                let (r, n2) = Responder::respond(
-                    &cfg,
-                    &gw,
-                    &mut *table2,
-                    &allow,
-                    &m1[..n1],
-                    0,
-                    &mut BenchRng(rng_seed()),
-                    &mut m2,
-                )
-                .unwrap();
+                let (init, m1, n1) = ends.start();
+                let (r, m2, n2) = ends.respond(&mut table2, &m1[..n1]);
                 r.abort(&mut *table2);
                 (init, m2, n2)
             },
@@ -229,30 +265,14 @@ fn handshake(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
-    let table3: std::cell::RefCell<Box<ResponderTable<64, 256>>> =
+    let table3: std::cell::RefCell<Box<BenchTable>> =
         std::cell::RefCell::new(Box::new(ResponderTable::new()));
     g.bench_function("responder_finish", |b| {
         b.iter_batched(
             || {
-                let mut m1 = [0u8; MESSAGE1_LEN];
-                let mut m2 = [0u8; MESSAGE2_LEN];
-                let mut m3 = [0u8; MESSAGE3_LEN];
-                let (init, n1) =
-                    Initiator::start(&cfg, &dev, 0, &mut BenchRng(rng_seed()), &mut m1).unwrap();
-                let (r, n2) = Responder::respond(
-                    &cfg,
-                    &gw,
-                    &mut **table3.borrow_mut(),
-                    &allow,
-                    &m1[..n1],
-                    0,
-                    &mut BenchRng(rng_seed()),
-                    &mut m2,
-                )
-                .unwrap();
-                let (_, n3) = init
-                    .finish(&dev, &trusted[..], &m2[..n2], 1, &mut m3)
-                    .unwrap();
+                let (init, m1, n1) = ends.start();
+                let (r, m2, n2) = ends.respond(&mut table3.borrow_mut(), &m1[..n1]);
+                let (m3, n3) = ends.finish(init, &m2[..n2]);
                 (r, m3, n3)
             },
             |(r, m3, n3)| {
@@ -264,28 +284,12 @@ fn handshake(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
-    let mut table4: Box<ResponderTable<64, 256>> = Box::new(ResponderTable::new());
+    let mut table4: Box<BenchTable> = Box::new(ResponderTable::new());
     g.bench_function("full_exchange", |b| {
         b.iter(|| {
-            let mut m1 = [0u8; MESSAGE1_LEN];
-            let mut m2 = [0u8; MESSAGE2_LEN];
-            let mut m3 = [0u8; MESSAGE3_LEN];
-            let (init, n1) =
-                Initiator::start(&cfg, &dev, 0, &mut BenchRng(rng_seed()), &mut m1).unwrap();
-            let (r, n2) = Responder::respond(
-                &cfg,
-                &gw,
-                &mut *table4,
-                &allow,
-                &m1[..n1],
-                0,
-                &mut BenchRng(rng_seed()),
-                &mut m2,
-            )
-            .unwrap();
-            let (_, n3) = init
-                .finish(&dev, &trusted[..], &m2[..n2], 1, &mut m3)
-                .unwrap();
+            let (init, m1, n1) = ends.start();
+            let (r, m2, n2) = ends.respond(&mut table4, &m1[..n1]);
+            let (m3, n3) = ends.finish(init, &m2[..n2]);
             r.finish(&mut *table4, &m3[..n3], 2).map(|_| ())
         })
     });

@@ -121,11 +121,7 @@ fn vector_chain(d: &Data) -> Chain {
         (gateway().public(), Role::Gateway),
         (Keypair::from_seed(d.seed).public(), Role::Device),
     ]
-    .map(|(key, role)| Member {
-        key,
-        permissions: role.default_permissions(),
-        role,
-    });
+    .map(|(key, role)| Member::of_role(key, role));
     let cfg = GenesisConfig::new(&d.chain_name, Params::default(), &members).unwrap();
     Chain::genesis(&admin(), cfg, d.timestamp_ms).unwrap()
 }

@@ -2,6 +2,8 @@
 //! type, decoders that never panic, every single-bit flip in a stored block
 //! or transaction detected, and a deterministic state transition.
 
+mod secure_common;
+
 use proptest::prelude::*;
 use sensorchain_core::block::{Block, BlockHeader, FinalityCert};
 use sensorchain_core::chain::{Chain, validate_blocks};
@@ -12,7 +14,7 @@ use sensorchain_core::link::{DeviceMsg, GatewayMsg, LinkFrame};
 use sensorchain_core::permissions::{Permissions, Role};
 use sensorchain_core::reading::Vital;
 use sensorchain_core::state::WorldState;
-use sensorchain_core::tx::{GenesisConfig, Member, Params, Payload, Transaction, TxBody, TxKind};
+use sensorchain_core::tx::{GenesisConfig, Params, Payload, Transaction, TxBody, TxKind};
 
 fn vital() -> impl Strategy<Value = Vital> {
     prop_oneof![
@@ -154,14 +156,8 @@ proptest! {
 }
 
 fn small_chain() -> Chain {
-    let admin = Keypair::from_seed([1; 32]);
-    let gw = Keypair::from_seed([2; 32]);
-    let dev = Keypair::from_seed([3; 32]);
-    let m = [
-        Member::of_role(admin.public(), Role::Admin),
-        Member::of_role(gw.public(), Role::Gateway),
-        Member::of_role(dev.public(), Role::Device),
-    ];
+    let [admin, gw, dev] = secure_common::vector_keys();
+    let m = secure_common::vector_members();
     let mut chain = Chain::genesis(
         &admin,
         GenesisConfig::new("flip", Params::default(), &m).unwrap(),

@@ -11,11 +11,12 @@
 //! byte-level rules of docs/PROTOCOL.md with plain SHA-256 and
 //! ed25519-compact, independently of the crate's own helpers.
 
-use std::path::PathBuf;
+mod secure_common;
+
+use std::path::{Path, PathBuf};
 
 use sensorchain_core::block::FinalityCert;
 use sensorchain_core::chain::Chain;
-use sensorchain_core::identity::Keypair;
 use sensorchain_core::permissions::Role;
 use sensorchain_core::reading::Vital;
 use sensorchain_core::tx::{GenesisConfig, Member, Params, Transaction, TxBody};
@@ -24,6 +25,21 @@ use sha2::{Digest, Sha256};
 
 fn path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/vectors/ledger.json")
+}
+
+/// Compares `v` with the stored vectors at `p` (`what` names them in the
+/// failure), or rewrites them when `UPDATE_VECTORS` is set.
+fn check_or_update(p: &Path, v: &Value, what: &str) {
+    if std::env::var_os("UPDATE_VECTORS").is_some() {
+        std::fs::write(p, serde_json::to_string_pretty(v).unwrap() + "\n").unwrap();
+    } else {
+        let stored: Value = serde_json::from_str(
+            &std::fs::read_to_string(p)
+                .unwrap_or_else(|e| panic!("{}: {e}; run with UPDATE_VECTORS=1", p.display())),
+        )
+        .unwrap();
+        assert_eq!(&stored, v, "{what} vectors differ from the implementation");
+    }
 }
 
 fn tagged(ctx: &str, parts: &[&[u8]]) -> [u8; 32] {
@@ -52,14 +68,8 @@ fn ed_verify(pk: &[u8; 32], msg: &[u8], sig: &[u8; 64]) -> bool {
 
 #[test]
 fn ledger_vectors() {
-    let admin = Keypair::from_seed([1; 32]);
-    let gateway = Keypair::from_seed([2; 32]);
-    let device = Keypair::from_seed([3; 32]);
-    let members = [
-        Member::of_role(admin.public(), Role::Admin),
-        Member::of_role(gateway.public(), Role::Gateway),
-        Member::of_role(device.public(), Role::Device),
-    ];
+    let [admin, gateway, device] = secure_common::vector_keys();
+    let members = secure_common::vector_members();
     let cfg = GenesisConfig::new("ward-7", Params::default(), &members).unwrap();
     let mut chain = Chain::genesis(&admin, cfg, 1_700_000_000_000).unwrap();
     let chain_id = chain.chain_id().0;
@@ -182,17 +192,7 @@ fn ledger_vectors() {
         },
         "state_root_after_block1": h(chain.state().commitment().0),
     });
-    let p = path();
-    if std::env::var_os("UPDATE_VECTORS").is_some() {
-        std::fs::write(&p, serde_json::to_string_pretty(&v).unwrap() + "\n").unwrap();
-    } else {
-        let stored: Value = serde_json::from_str(
-            &std::fs::read_to_string(&p)
-                .unwrap_or_else(|e| panic!("{}: {e}; run with UPDATE_VECTORS=1", p.display())),
-        )
-        .unwrap();
-        assert_eq!(stored, v, "ledger vectors differ from the implementation");
-    }
+    check_or_update(&path(), &v, "ledger");
 }
 
 /// RFC 6962 root of `leaves` (leaf hashes), recomputed with plain SHA-256:
@@ -350,17 +350,7 @@ fn merkle_vectors() {
             "root": hex::encode(roots[n as usize]),
         },
     });
-    let p = path().with_file_name("merkle.json");
-    if std::env::var_os("UPDATE_VECTORS").is_some() {
-        std::fs::write(&p, serde_json::to_string_pretty(&v).unwrap() + "\n").unwrap();
-    } else {
-        let stored: Value = serde_json::from_str(
-            &std::fs::read_to_string(&p)
-                .unwrap_or_else(|e| panic!("{}: {e}; run with UPDATE_VECTORS=1", p.display())),
-        )
-        .unwrap();
-        assert_eq!(stored, v, "merkle vectors differ from the implementation");
-    }
+    check_or_update(&path().with_file_name("merkle.json"), &v, "merkle");
 }
 
 /// The longest transactions that decode (docs/PROTOCOL.md, "Where the

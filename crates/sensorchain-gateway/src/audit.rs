@@ -60,6 +60,23 @@ pub struct AuditReport {
     pub error: Option<AuditFinding>,
 }
 
+impl AuditReport {
+    /// A report of no block checked (not valid), with `error` if one was
+    /// found before any block could be.
+    fn nothing_checked(error: Option<AuditFinding>) -> AuditReport {
+        AuditReport {
+            valid: false,
+            blocks: 0,
+            transactions: 0,
+            readings: 0,
+            head_height: None,
+            head_hash: None,
+            seconds: 0.0,
+            error,
+        }
+    }
+}
+
 /// Progress of a running audit, for [`audit_store`]'s callback.
 #[derive(Debug, Clone, Copy)]
 pub struct AuditProgress {
@@ -217,16 +234,7 @@ pub fn audit_source(
     progress: impl FnMut(&AuditProgress),
 ) -> Result<AuditReport, StoreError> {
     let start = Instant::now();
-    let mut report = AuditReport {
-        valid: false,
-        blocks: 0,
-        transactions: 0,
-        readings: 0,
-        head_height: None,
-        head_hash: None,
-        seconds: 0.0,
-        error: None,
-    };
+    let mut report = AuditReport::nothing_checked(None);
     let error = match walk_store(source, start, every, progress, &mut report) {
         Ok(error) => error,
         // damaged storage (a record that does not decode, pages redb cannot
@@ -514,16 +522,7 @@ pub fn audit_dir(dir: &Path, show_progress: bool) -> anyhow::Result<AuditReport>
         Err(e) => {
             // a file redb cannot open as a database is a verdict too
             if let Some(f) = store_finding(&e, 0) {
-                return Ok(AuditReport {
-                    valid: false,
-                    blocks: 0,
-                    transactions: 0,
-                    readings: 0,
-                    head_height: None,
-                    head_hash: None,
-                    seconds: 0.0,
-                    error: Some(f),
-                });
+                return Ok(AuditReport::nothing_checked(Some(f)));
             }
             return Err(open_error(dir, e));
         }
@@ -583,28 +582,18 @@ pub fn human_report(source: &str, r: &AuditReport) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
     use std::process::ExitCode;
 
     use super::*;
     use crate::store::tests::World;
     use sensorchain_core::tx::Transaction;
 
-    /// The arguments of `sensorchain audit` that these tests use.
-    struct AuditArgs {
-        data_dir: Option<PathBuf>,
-        #[allow(dead_code)]
-        api: Option<String>,
-        json: bool,
-    }
-
     /// `sensorchain audit --data-dir DIR [--json]` as the binary's
     /// `cli/audit.rs` runs it (the report printed, exit code 0 or 1, `Err`
     /// for exit code 2), over this module's functions.
-    fn audit(args: &AuditArgs) -> anyhow::Result<ExitCode> {
-        let dir = args.data_dir.as_deref().expect("--data-dir");
-        let report = audit_dir(dir, !args.json)?;
-        if args.json {
+    fn audit(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
+        let report = audit_dir(dir, !json)?;
+        if json {
             println!("{}", serde_json::to_string(&report)?);
         } else {
             let source = dir.join(store::FILE_NAME).display().to_string();
@@ -618,12 +607,7 @@ mod tests {
     }
 
     fn stored_chain() -> (tempfile::TempDir, World) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let mut w = World::new(3);
-        w.commit_genesis(&store);
-        w.fill(&store, 6, 9);
-        (dir, w)
+        World::stored(3, 6, 9)
     }
 
     fn run(dir: &Path) -> AuditReport {
@@ -685,12 +669,7 @@ mod tests {
             (4, Some(3), "tx_signature"),
             "{e:?}"
         );
-        let code = audit(&AuditArgs {
-            data_dir: Some(dir.path().into()),
-            api: None,
-            json: true,
-        })
-        .unwrap();
+        let code = audit(dir.path(), true).unwrap();
         assert_eq!(code, ExitCode::from(1));
     }
 
@@ -811,12 +790,7 @@ mod tests {
         // and through the command, on a tampered store
         let (dir, _w) = stored_chain();
         tamper(dir.path(), 4, |b| b.txs.swap(0, 1));
-        let code = audit(&AuditArgs {
-            data_dir: Some(dir.path().into()),
-            api: None,
-            json: false,
-        })
-        .unwrap();
+        let code = audit(dir.path(), false).unwrap();
         assert_eq!(code, ExitCode::from(1));
     }
 
@@ -836,14 +810,7 @@ mod tests {
         let p = dir.path().to_path_buf();
         let run_mode = |json: bool| {
             let p = p.clone();
-            std::panic::catch_unwind(move || {
-                audit(&AuditArgs {
-                    data_dir: Some(p),
-                    api: None,
-                    json,
-                })
-                .unwrap_or(ExitCode::from(2))
-            })
+            std::panic::catch_unwind(move || audit(&p, json).unwrap_or(ExitCode::from(2)))
         };
         let plain =
             run_mode(false).map_err(|_| format!("plain audit panicked at offset {at}+{len}"))?;
@@ -975,12 +942,7 @@ mod tests {
             ),
         ];
         for (name, f) in cases {
-            let dir = tempfile::tempdir().unwrap();
-            let store = Store::open(dir.path()).unwrap();
-            let mut w = World::new(3);
-            w.commit_genesis(&store);
-            w.fill(&store, 3, 100);
-            drop(store);
+            let (dir, w) = World::stored(3, 3, 100);
             assert!(run(dir.path()).valid);
             let gw = w.gateways[0].clone();
             tamper(dir.path(), 2, |b| {
@@ -1002,12 +964,7 @@ mod tests {
     #[test]
     #[ignore]
     fn audit_throughput() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let mut w = World::new(3);
-        w.commit_genesis(&store);
-        w.fill(&store, 20, 1000);
-        drop(store);
+        let (dir, _w) = World::stored(3, 20, 1000);
         let r = run(dir.path());
         assert!(r.valid);
         eprintln!(

@@ -269,22 +269,19 @@ mod tests {
     use crate::store::tests::World;
     use sensorchain_core::chain::validate_blocks;
 
-    fn stored_chain(blocks: usize) -> (tempfile::TempDir, World) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let mut w = World::new(3);
-        w.commit_genesis(&store);
-        w.fill(&store, blocks, 7);
-        (dir, w)
+    /// A stored chain of `blocks` blocks (of 7 readings) exported to `name` in its
+    /// directory: the directory, the world and the container's path.
+    fn exported(blocks: usize, name: &str) -> (tempfile::TempDir, World, std::path::PathBuf) {
+        let (dir, w) = World::stored(3, blocks, 7);
+        let out = dir.path().join(name);
+        let store = Store::open_read_only(dir.path()).unwrap();
+        export_store(&store, &out).unwrap();
+        (dir, w, out)
     }
 
     #[test]
     fn export_read_validate() {
-        let (dir, w) = stored_chain(5);
-        let out = dir.path().join("chain.scchain");
-        let store = Store::open_read_only(dir.path()).unwrap();
-        export_store(&store, &out).unwrap();
-        drop(store);
+        let (dir, w, out) = exported(5, "chain.scchain");
         let records = read_export(&out).unwrap();
         assert_eq!(records.len(), 6);
         let (blocks, certs): (Vec<Block>, Vec<Option<FinalityCert>>) = records.into_iter().unzip();
@@ -319,10 +316,7 @@ mod tests {
 
     #[test]
     fn damaged_containers_refused() {
-        let (dir, _w) = stored_chain(2);
-        let out = dir.path().join("c.bin");
-        let store = Store::open_read_only(dir.path()).unwrap();
-        export_store(&store, &out).unwrap();
+        let (_dir, _w, out) = exported(2, "c.bin");
         let good = std::fs::read(&out).unwrap();
         let read = |bytes: &[u8]| -> anyhow::Result<usize> {
             ExportReader::new(bytes)?

@@ -117,12 +117,18 @@ pub fn parse_public(s: &str) -> anyhow::Result<PublicKey> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn roundtrip_and_mode() {
+    /// The key of seed `[seed; 32]` written to `k.key` in a new directory.
+    fn key_file(seed: u8) -> (tempfile::TempDir, std::path::PathBuf, Keypair) {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("k.key");
-        let kp = Keypair::from_seed([5; 32]);
+        let kp = Keypair::from_seed([seed; 32]);
         write_keypair(&p, &kp, false).unwrap();
+        (dir, p, kp)
+    }
+
+    #[test]
+    fn roundtrip_and_mode() {
+        let (_dir, p, kp) = key_file(5);
         assert_eq!(read_keypair(&p).unwrap().public(), kp.public());
         assert!(
             write_keypair(&p, &kp, false).is_err(),
@@ -146,10 +152,7 @@ mod tests {
     #[test]
     fn group_or_world_accessible_key_refused() {
         use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("k.key");
-        let kp = Keypair::from_seed([6; 32]);
-        write_keypair(&p, &kp, false).unwrap();
+        let (_dir, p, kp) = key_file(6);
         for mode in [0o640, 0o604, 0o620, 0o644, 0o666] {
             fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
             let e = format!("{:#}", read_keypair(&p).unwrap_err());

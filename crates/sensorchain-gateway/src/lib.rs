@@ -22,5 +22,8 @@ pub mod keys;
 pub mod metrics;
 pub mod net;
 pub mod node;
+pub mod procfs;
 pub mod sim;
 pub mod store;
+#[cfg(any(test, feature = "test-hooks"))]
+pub mod testkit;

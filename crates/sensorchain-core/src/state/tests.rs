@@ -28,18 +28,10 @@ impl World {
         let (device, patient, doctor, insurer) = (kp(20), kp(21), kp(22), kp(23));
         let mut members = Vec::new();
         for a in &admins {
-            members.push(Member {
-                key: a.public(),
-                permissions: Role::Admin.default_permissions(),
-                role: Role::Admin,
-            });
+            members.push(Member::of_role(a.public(), Role::Admin));
         }
         for g in &gateways {
-            members.push(Member {
-                key: g.public(),
-                permissions: Role::Gateway.default_permissions(),
-                role: Role::Gateway,
-            });
+            members.push(Member::of_role(g.public(), Role::Gateway));
         }
         for (k, r) in [
             (&device, Role::Device),
@@ -47,11 +39,7 @@ impl World {
             (&doctor, Role::Doctor),
             (&insurer, Role::Insurer),
         ] {
-            members.push(Member {
-                key: k.public(),
-                permissions: r.default_permissions(),
-                role: r,
-            });
+            members.push(Member::of_role(k.public(), r));
         }
         let cfg = GenesisConfig::new("ward-7", params, &members).unwrap();
         let chain = Chain::genesis(&admins[0], cfg, 1_000).unwrap();

@@ -1,5 +1,6 @@
 //! Helpers shared by the `secure_*` integration tests: a deterministic RNG
-//! and fixed allowlists.
+//! and fixed allowlists; and, with the `ledger_*` tests, the keys and
+//! members of the vector chain.
 #![allow(dead_code)]
 
 use sensorchain_core::handshake::{Allowlist, Refusal};
@@ -119,30 +120,37 @@ pub fn rogue() -> Keypair {
     Keypair::from_seed([0x33; 32])
 }
 
+/// The keys of the vector chain's genesis ([`vector_chain_id`]): its
+/// creator and admin (seed 01×32), gateway (02×32) and device (03×32).
+pub fn vector_keys() -> [Keypair; 3] {
+    [1, 2, 3].map(|n| Keypair::from_seed([n; 32]))
+}
+
+/// The members of the vector chain's genesis: [`vector_keys`] as an admin,
+/// a gateway and a device with their roles' default permissions.
+pub fn vector_members() -> [sensorchain_core::tx::Member; 3] {
+    use sensorchain_core::permissions::Role;
+    let [admin, gateway, device] = vector_keys();
+    [
+        (admin, Role::Admin),
+        (gateway, Role::Gateway),
+        (device, Role::Device),
+    ]
+    .map(|(k, role)| sensorchain_core::tx::Member::of_role(k.public(), role))
+}
+
 /// The chain of `tests/vectors/ledger.json` (and of the handshake vectors):
 /// the id its genesis transaction derives (creator seed 01×32, gateway
 /// 02×32, device 03×32, name "ward-7", default parameters, time
 /// 1 700 000 000 000 ms). Built without `alloc`, like a device would.
 pub fn vector_chain_id() -> sensorchain_core::hash::ChainId {
-    use sensorchain_core::permissions::Role;
-    use sensorchain_core::tx::{GenesisConfig, Member, Params, TxBody};
-    let key = |n: u8| Keypair::from_seed([n; 32]);
-    let members = [
-        (key(1), Role::Admin),
-        (key(2), Role::Gateway),
-        (key(3), Role::Device),
-    ]
-    .map(|(k, role)| Member {
-        key: k.public(),
-        permissions: role.default_permissions(),
-        role,
-    });
+    use sensorchain_core::tx::{GenesisConfig, Params, TxBody};
     let cfg = GenesisConfig {
         name: "ward-7".try_into().unwrap(),
         params: Params::default(),
-        members: members[..].try_into().unwrap(),
+        members: vector_members()[..].try_into().unwrap(),
     };
-    TxBody::genesis(key(1).public(), 1_700_000_000_000, cfg)
+    TxBody::genesis(vector_keys()[0].public(), 1_700_000_000_000, cfg)
         .genesis_chain_id()
         .unwrap()
 }

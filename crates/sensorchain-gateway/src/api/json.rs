@@ -88,7 +88,8 @@ pub(super) fn payload_json(state: &WorldState, p: &Payload) -> Value {
     }
 }
 
-pub(super) fn kind_name(k: &TxKind) -> &'static str {
+/// The API's name of a transaction kind (the `kind` of its JSON).
+pub fn kind_name(k: &TxKind) -> &'static str {
     match k {
         TxKind::Reading { .. } => "reading",
         TxKind::Grant { .. } => "grant",

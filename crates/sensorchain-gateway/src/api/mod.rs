@@ -72,6 +72,7 @@ mod tests;
 mod txs;
 
 pub use errors::{ApiError, clip, rejection_status};
+pub use json::kind_name;
 pub use pool::ReadPool;
 pub use serve::{
     MAX_HEAD_BUF, MAX_HEADER_BYTES, MAX_HEADERS, MAX_URI_BYTES, app, bind, check_listen,

@@ -336,15 +336,7 @@ pub(crate) fn with_bounds(
 /// that API connections cannot take the descriptors sensors and the store
 /// need.
 fn connection_cap(configured: usize) -> usize {
-    let soft = std::fs::read_to_string("/proc/self/limits")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("Max open files"))
-                .and_then(|l| l.split_whitespace().nth(3))
-                .and_then(|v| v.parse::<usize>().ok())
-        });
-    match soft {
+    match crate::procfs::open_files_limit() {
         Some(soft) if configured > soft / 2 => {
             let cap = (soft / 2).max(1);
             tracing::warn!(

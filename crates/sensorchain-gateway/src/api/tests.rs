@@ -76,18 +76,9 @@ impl Fx {
 /// `ADMIN`/`VALIDATE`), a gateway, a device, a patient, a doctor and an
 /// insurer, and a node on it.
 fn fixture() -> Fx {
-    let admin = Keypair::from_seed([1; 32]);
-    let gateway = Keypair::from_seed([2; 32]);
-    let device = Keypair::from_seed([3; 32]);
-    let patient = Keypair::from_seed([4; 32]);
-    let doctor = Keypair::from_seed([5; 32]);
-    let insurer = Keypair::from_seed([6; 32]);
-    let admin2 = Keypair::from_seed([7; 32]);
-    let m = |k: &Keypair, role: Role| Member {
-        key: k.public(),
-        permissions: role.default_permissions(),
-        role,
-    };
+    let [admin, gateway, device, patient, doctor, insurer, admin2] =
+        [1, 2, 3, 4, 5, 6, 7].map(|n| Keypair::from_seed([n; 32]));
+    let m = |k: &Keypair, role: Role| Member::of_role(k.public(), role);
     let members = [
         m(&admin, Role::Admin),
         m(&admin2, Role::Admin),

@@ -6,16 +6,14 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use sensorchain_core::block::Block;
-use sensorchain_core::chain::Chain;
 use sensorchain_core::identity::Keypair;
 use sensorchain_core::link::{GatewayMsg, Refusal};
-use sensorchain_core::permissions::Role;
 use sensorchain_core::reading::Vital;
-use sensorchain_core::tx::{GenesisConfig, Member, Params};
 
 use super::*;
 use crate::net::client::{Client, ClientError};
-use crate::node::{NodeConfig, now_ms};
+use crate::node::now_ms;
+use crate::testkit;
 
 /// A generous bound for anything here (a loaded machine), never the thing
 /// tested.
@@ -28,34 +26,14 @@ struct World {
 }
 
 fn world(n: u8) -> World {
-    let admin = Keypair::from_seed([1; 32]);
-    let gateway = Keypair::from_seed([2; 32]);
+    let gateway = testkit::gateway();
     let devices: Vec<Keypair> = (0..n).map(|i| Keypair::from_seed([40 + i; 32])).collect();
-    let mut members = vec![
-        Member {
-            key: admin.public(),
-            permissions: Role::Admin.default_permissions(),
-            role: Role::Admin,
-        },
-        Member {
-            key: gateway.public(),
-            permissions: Role::Gateway.default_permissions(),
-            role: Role::Gateway,
-        },
-    ];
-    for d in &devices {
-        members.push(Member {
-            key: d.public(),
-            permissions: Role::Device.default_permissions(),
-            role: Role::Device,
-        });
-    }
-    let genesis = Chain::genesis_block(
-        &admin,
-        GenesisConfig::new("app", Params::default(), &members).unwrap(),
-        1_000,
-    )
-    .unwrap();
+    let genesis = testkit::genesis_block(
+        "app",
+        &testkit::admin(),
+        &gateway,
+        &testkit::device_members(&devices),
+    );
     World {
         gateway,
         devices,
@@ -65,12 +43,7 @@ fn world(n: u8) -> World {
 
 /// A gateway on loopback port 0 for links and the API.
 fn config(w: &World, dir: &std::path::Path) -> AppConfig {
-    let mut c = AppConfig::new(w.gateway.clone(), w.genesis.clone(), dir.join("data"));
-    c.node = NodeConfig {
-        batch_timeout: Duration::from_millis(5),
-        ..NodeConfig::default()
-    };
-    c.tcp = Some("127.0.0.1:0".into());
+    let mut c = testkit::app_config(&w.gateway, w.genesis.clone(), dir.join("data"));
     c.api = Some("127.0.0.1:0".into());
     c
 }

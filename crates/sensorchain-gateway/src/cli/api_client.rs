@@ -30,6 +30,7 @@ use sensorchain_core::identity::{Keypair, PublicKey};
 use sensorchain_core::permissions::Permissions;
 use sensorchain_core::tx::{Transaction, TxBody, TxKind};
 
+use sensorchain_gateway::api::kind_name;
 pub use sensorchain_gateway::chain_source::normalise_url;
 use sensorchain_gateway::node::now_ms;
 
@@ -170,6 +171,20 @@ impl Api {
         self.read(self.agent.get(format!("{}{path}", self.base)).call())
     }
 
+    /// `GET path`: the body of a 200, `None` on a 404, an error naming the
+    /// request and the refusal otherwise.
+    fn get_found(&self, path: &str) -> anyhow::Result<Option<Value>> {
+        let (status, body) = self.get(path)?;
+        match status {
+            200 => Ok(Some(body)),
+            404 => Ok(None),
+            _ => {
+                let r = Refusal::from_answer(status, &body);
+                bail!("GET {}{path}: {r}", self.base)
+            }
+        }
+    }
+
     /// The chain id the gateway serves (`GET /health`).
     pub fn chain_id(&self) -> anyhow::Result<ChainId> {
         let (status, body) = self.get("/health")?;
@@ -187,15 +202,7 @@ impl Api {
     /// An identity's record (`GET /identities/{key}`), `None` if the chain
     /// does not know the key.
     pub fn identity(&self, key: &PublicKey) -> anyhow::Result<Option<Value>> {
-        let (status, body) = self.get(&format!("/identities/{key}"))?;
-        match status {
-            200 => Ok(Some(body)),
-            404 => Ok(None),
-            _ => {
-                let r = Refusal::from_answer(status, &body);
-                bail!("GET {}/identities/{key}: {r}", self.base)
-            }
-        }
+        self.get_found(&format!("/identities/{key}"))
     }
 
     /// The key of a registered identity named by its base58 address.
@@ -262,15 +269,7 @@ impl Api {
 
     /// A committed transaction (`GET /txs/{id}`), `None` if not (yet) known.
     pub fn tx(&self, id: &Hash32) -> anyhow::Result<Option<Value>> {
-        let (status, body) = self.get(&format!("/txs/{id}"))?;
-        match status {
-            200 => Ok(Some(body)),
-            404 => Ok(None),
-            _ => {
-                let r = Refusal::from_answer(status, &body);
-                bail!("GET {}/txs/{id}: {r}", self.base)
-            }
-        }
+        self.get_found(&format!("/txs/{id}"))
     }
 
     /// Polls `GET /txs/{id}` until it answers or `deadline` passes.
@@ -401,19 +400,6 @@ pub fn permissions_of(rec: &Value) -> Permissions {
                 .fold(Permissions::NONE, Permissions::union)
         })
         .unwrap_or_default()
-}
-
-/// The API's name of a transaction kind.
-pub fn kind_name(k: &TxKind) -> &'static str {
-    match k {
-        TxKind::Reading { .. } => "reading",
-        TxKind::Grant { .. } => "grant",
-        TxKind::Revoke { .. } => "revoke",
-        TxKind::SetRole { .. } => "set_role",
-        TxKind::AssignDevice { .. } => "assign_device",
-        TxKind::Consent { .. } => "consent",
-        TxKind::Genesis(_) => "genesis",
-    }
 }
 
 #[cfg(test)]

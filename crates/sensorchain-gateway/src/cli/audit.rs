@@ -14,7 +14,7 @@ use super::AuditArgs;
 /// the chain is valid, 1 if it is not (the report names the block and the
 /// failure, or the damaged table); other failures are `Err` (exit code 2).
 pub fn audit(args: &AuditArgs) -> anyhow::Result<ExitCode> {
-    let (report, source) = match (&args.data_dir, &args.api) {
+    let (report, source) = match (&args.source.data_dir, &args.source.api) {
         (Some(dir), _) => (
             audit_dir(dir, !args.json)?,
             dir.join(store::FILE_NAME).display().to_string(),

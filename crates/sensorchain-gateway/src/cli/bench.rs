@@ -41,8 +41,11 @@ use sensorchain_gateway::app::{self, AppConfig, Running};
 use sensorchain_gateway::net::NetConfig;
 use sensorchain_gateway::net::client::Client;
 use sensorchain_gateway::node::{Node, NodeConfig, now_ms};
+use sensorchain_gateway::procfs::proc_number;
 use sensorchain_gateway::sim::SimSensor;
 use sensorchain_gateway::store::Store;
+
+use super::dir_or_temp;
 
 /// `sensorchain bench`
 #[derive(Debug, Args)]
@@ -312,15 +315,7 @@ fn machine() -> Value {
         .and_then(|l| l.split(':').nth(1))
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .unwrap_or(0);
+    let mem = proc_number("/proc/meminfo", "MemTotal:", 1).unwrap_or(0);
     json!({ "cpu": model, "cores": cores(), "memory_gib": (mem as f64 / 1048576.0 * 10.0).round() / 10.0 })
 }
 
@@ -347,24 +342,13 @@ fn node_config(o: &GatewayOpts) -> NodeConfig {
 }
 
 fn data_dir(d: &Option<PathBuf>) -> anyhow::Result<(Option<tempfile::TempDir>, PathBuf)> {
-    Ok(match d {
-        Some(d) => {
-            std::fs::create_dir_all(d)?;
-            anyhow::ensure!(
-                std::fs::read_dir(d)?.next().is_none(),
-                "{} is not empty (the benchmark creates a new chain)",
-                d.display()
-            );
-            (None, d.clone())
-        }
-        None => {
-            let t = tempfile::Builder::new()
-                .prefix("sensorchain-bench-")
-                .tempdir()?;
-            let p = t.path().to_path_buf();
-            (Some(t), p)
-        }
-    })
+    let (tmp, dir) = dir_or_temp(d.as_ref(), "sensorchain-bench-")?;
+    anyhow::ensure!(
+        tmp.is_some() || std::fs::read_dir(&dir)?.next().is_none(),
+        "{} is not empty (the benchmark creates a new chain)",
+        dir.display()
+    );
+    Ok((tmp, dir))
 }
 
 /// Starts a gateway on a new chain in `dir` and registers `n` sensors with
@@ -387,16 +371,8 @@ async fn start_net_here(o: &GatewayOpts) -> anyhow::Result<Net> {
         (admin, gateway, sensors)
     };
     let members = [
-        Member {
-            key: admin.public(),
-            permissions: Role::Admin.default_permissions(),
-            role: Role::Admin,
-        },
-        Member {
-            key: gateway.public(),
-            permissions: Role::Gateway.default_permissions(),
-            role: Role::Gateway,
-        },
+        Member::of_role(admin.public(), Role::Admin),
+        Member::of_role(gateway.public(), Role::Gateway),
     ];
     let cfg =
         GenesisConfig::new("sensorchain-bench", Params::default(), &members).context("genesis")?;
@@ -473,6 +449,14 @@ impl Net {
     /// The node.
     fn node(&self) -> &Node {
         self.running.node()
+    }
+
+    /// Closes the sensors' links, then stops the gateway.
+    async fn stop_with(self, clients: Vec<Client>) {
+        for c in clients {
+            c.close().await;
+        }
+        self.stop().await;
     }
 
     /// Stops the gateway, joining every thread and task.
@@ -617,6 +601,43 @@ async fn connect_all(net: &Net) -> anyhow::Result<Vec<Client>> {
     Ok(clients)
 }
 
+/// Sensors connected to a bench gateway, and the sequence number their next
+/// readings take.
+struct Sensors {
+    clients: Vec<Client>,
+    next_seq: u64,
+}
+
+impl Sensors {
+    /// Every sensor of `net` connected, none of its readings sent yet.
+    async fn connect(net: &Net) -> anyhow::Result<Sensors> {
+        Ok(Sensors {
+            clients: connect_all(net).await?,
+            next_seq: 1,
+        })
+    }
+
+    /// Signs `per` more readings of every sensor, then streams them as
+    /// [`stream`] does; the links come back here.
+    async fn stream(
+        &mut self,
+        net: &Net,
+        per: u64,
+        window: usize,
+        rate: Option<f64>,
+        warmup: Duration,
+        seconds: Duration,
+    ) -> anyhow::Result<Run> {
+        let feeds = presign(net, per, self.next_seq);
+        let clients = std::mem::take(&mut self.clients);
+        let first = self.next_seq;
+        let mut run = stream(net, clients, feeds, first, window, rate, warmup, seconds).await?;
+        self.next_seq += per;
+        self.clients = std::mem::take(&mut run.clients);
+        Ok(run)
+    }
+}
+
 struct Run {
     /// Readings committed per second in the measured interval.
     rate: f64,
@@ -755,10 +776,7 @@ async fn ingest(a: &IngestArgs, gw: tokio::runtime::Handle) -> anyhow::Result<(b
     let raw_after = raw_all_cores(Duration::from_secs(2));
     let raw = (raw_before + raw_after) / 2.0;
     let lat = percentiles(&mut run.latencies_us);
-    for c in run.clients.drain(..) {
-        c.close().await;
-    }
-    net.stop().await;
+    net.stop_with(std::mem::take(&mut run.clients)).await;
     let ratio = run.rate / raw;
     // Readings per second of gateway CPU against verifications per second
     // of one core: what the gateway would reach if the sensors ran
@@ -812,28 +830,17 @@ async fn latency(a: &LatencyArgs, gw: tokio::runtime::Handle) -> anyhow::Result<
     let o = &a.gw;
     let raw = raw_all_cores(Duration::from_secs(2));
     let net = start_net(o, &gw).await?;
-    let mut clients = connect_all(&net).await?;
+    let mut sensors = Sensors::connect(&net).await?;
     let n = net.sensors.len() as u64;
-    let mut next_seq = 1u64;
     // the maximum: a short unpaced run unless given
     let max = match a.max_rate {
         Some(m) => m,
         None => {
             let per = ((raw * 4.5) / n as f64) as u64;
-            let feeds = presign(&net, per.max(1), next_seq);
-            let run = stream(
-                &net,
-                clients,
-                feeds,
-                next_seq,
-                o.window,
-                None,
-                Duration::from_secs(1),
-                Duration::from_secs(3),
-            )
-            .await?;
-            next_seq += per;
-            clients = run.clients;
+            let (warmup, seconds) = (Duration::from_secs(1), Duration::from_secs(3));
+            let run = sensors
+                .stream(&net, per.max(1), o.window, None, warmup, seconds)
+                .await?;
             run.rate
         }
     };
@@ -841,20 +848,10 @@ async fn latency(a: &LatencyArgs, gw: tokio::runtime::Handle) -> anyhow::Result<
     for &load in &a.loads {
         let offered = max * load;
         let per = ((offered * (a.seconds as f64 + 1.5)) / n as f64).ceil() as u64 + 1;
-        let feeds = presign(&net, per, next_seq);
-        let run = stream(
-            &net,
-            clients,
-            feeds,
-            next_seq,
-            1024,
-            Some(offered),
-            Duration::from_secs(1),
-            Duration::from_secs(a.seconds),
-        )
-        .await?;
-        next_seq += per;
-        clients = run.clients;
+        let (warmup, seconds) = (Duration::from_secs(1), Duration::from_secs(a.seconds));
+        let run = sensors
+            .stream(&net, per, 1024, Some(offered), warmup, seconds)
+            .await?;
         let mut lat = run.latencies_us;
         let p = percentiles(&mut lat);
         if !o.json {
@@ -876,10 +873,7 @@ async fn latency(a: &LatencyArgs, gw: tokio::runtime::Handle) -> anyhow::Result<
             "rejected": run.rejected,
         }));
     }
-    for c in clients {
-        c.close().await;
-    }
-    net.stop().await;
+    net.stop_with(sensors.clients).await;
     Ok((
         o.json,
         json!({
@@ -915,11 +909,7 @@ fn build_chain(dir: &Path, a: &BenchAuditArgs) -> anyhow::Result<()> {
         role: Role::Admin,
     }];
     for d in &devices {
-        members.push(Member {
-            key: d.public(),
-            permissions: Role::Device.default_permissions(),
-            role: Role::Device,
-        });
+        members.push(Member::of_role(d.public(), Role::Device));
     }
     let cfg = GenesisConfig::new("sensorchain-bench-audit", Params::default(), &members)
         .context("genesis")?;
@@ -1001,17 +991,7 @@ fn build_chain(dir: &Path, a: &BenchAuditArgs) -> anyhow::Result<()> {
 }
 
 fn audit(a: &BenchAuditArgs) -> anyhow::Result<(bool, Value)> {
-    let (_tmp, dir) = match &a.data_dir {
-        Some(d) => (None, d.clone()),
-        None => {
-            let t = tempfile::Builder::new()
-                .prefix("sensorchain-bench-audit-")
-                .tempdir()?;
-            let p = t.path().to_path_buf();
-            (Some(t), p)
-        }
-    };
-    std::fs::create_dir_all(&dir)?;
+    let (_tmp, dir) = dir_or_temp(a.data_dir.as_ref(), "sensorchain-bench-audit-")?;
     let mut built = None;
     if !dir.join(sensorchain_gateway::store::FILE_NAME).exists() {
         let t = Instant::now();
@@ -1069,9 +1049,8 @@ async fn scale(a: &ScaleArgs, gw: tokio::runtime::Handle) -> anyhow::Result<(boo
     let raw = raw_all_cores(Duration::from_secs(2));
     let net = start_net(o, &gw).await?;
     let rss_start = rss_bytes().unwrap_or(0);
-    let mut clients = connect_all(&net).await?;
+    let mut sensors = Sensors::connect(&net).await?;
     let n = net.sensors.len() as u64;
-    let mut next_seq = 1u64;
     let mut pending: VecDeque<u64> = checkpoints.iter().copied().collect();
     let mut rows = Vec::new();
     let (mut seg_committed, mut seg_seconds) = (0u64, 0.0f64);
@@ -1082,20 +1061,16 @@ async fn scale(a: &ScaleArgs, gw: tokio::runtime::Handle) -> anyhow::Result<(boo
         let to_cp = next_cp.saturating_sub(net.committed()).max(1);
         let seg = a.segment.min(left).min(to_cp).max(n);
         let per = seg.div_ceil(n);
-        let feeds = presign(&net, per, next_seq);
-        let run = stream(
-            &net,
-            clients,
-            feeds,
-            next_seq,
-            o.window,
-            None,
-            Duration::ZERO,
-            Duration::from_secs(3600),
-        )
-        .await?;
-        next_seq += per;
-        clients = run.clients;
+        let run = sensors
+            .stream(
+                &net,
+                per,
+                o.window,
+                None,
+                Duration::ZERO,
+                Duration::from_secs(3600),
+            )
+            .await?;
         seg_committed += run.committed;
         seg_seconds += run.seconds;
         let now = net.committed();
@@ -1124,10 +1099,7 @@ async fn scale(a: &ScaleArgs, gw: tokio::runtime::Handle) -> anyhow::Result<(boo
             seg_seconds = 0.0;
         }
     }
-    for c in clients {
-        c.close().await;
-    }
-    net.stop().await;
+    net.stop_with(sensors.clients).await;
     Ok((
         o.json,
         json!({

@@ -12,7 +12,7 @@
 //! catching it, and prints a summary (or one JSON object with `--json`).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -31,7 +31,7 @@ use sensorchain_core::tx::{
 };
 use serde_json::json;
 
-use super::DemoArgs;
+use super::{DemoArgs, dir_or_temp};
 use sensorchain_gateway::app::{self, AppConfig};
 use sensorchain_gateway::config::GatewayConfig;
 use sensorchain_gateway::keys::write_keypair;
@@ -100,24 +100,12 @@ struct Counters {
 async fn run_demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let out = Out { json: args.json };
-    let (_tmp, dir): (Option<tempfile::TempDir>, PathBuf) = match &args.data_dir {
-        Some(d) => {
-            std::fs::create_dir_all(d)?;
-            anyhow::ensure!(
-                std::fs::read_dir(d)?.next().is_none(),
-                "{} is not empty: the demo creates a new network (choose an empty or new directory)",
-                d.display()
-            );
-            (None, d.clone())
-        }
-        None => {
-            let t = tempfile::Builder::new()
-                .prefix("sensorchain-demo-")
-                .tempdir()?;
-            let p = t.path().to_path_buf();
-            (Some(t), p)
-        }
-    };
+    let (tmp, dir) = dir_or_temp(args.data_dir.as_ref(), "sensorchain-demo-")?;
+    anyhow::ensure!(
+        tmp.is_some() || std::fs::read_dir(&dir)?.next().is_none(),
+        "{} is not empty: the demo creates a new network (choose an empty or new directory)",
+        dir.display()
+    );
     out.say(format!(
         "sensorchain demo: {} sensors for {} s, files in {}",
         args.sensors,
@@ -142,26 +130,10 @@ async fn run_demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         write_keypair(&keys.join(format!("patient-{i}.key")), p, false)?;
     }
     let members = [
-        Member {
-            key: c.admin.public(),
-            permissions: Role::Admin.default_permissions(),
-            role: Role::Admin,
-        },
-        Member {
-            key: c.gateway.public(),
-            permissions: Role::Gateway.default_permissions(),
-            role: Role::Gateway,
-        },
-        Member {
-            key: c.doctor.public(),
-            permissions: Role::Doctor.default_permissions(),
-            role: Role::Doctor,
-        },
-        Member {
-            key: c.insurer.public(),
-            permissions: Role::Insurer.default_permissions(),
-            role: Role::Insurer,
-        },
+        Member::of_role(c.admin.public(), Role::Admin),
+        Member::of_role(c.gateway.public(), Role::Gateway),
+        Member::of_role(c.doctor.public(), Role::Doctor),
+        Member::of_role(c.insurer.public(), Role::Insurer),
     ];
     let cfg =
         GenesisConfig::new("sensorchain-demo", Params::default(), &members).context("genesis")?;
@@ -247,6 +219,13 @@ async fn run_demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     ));
 
     let mut scenes = Scenes::default();
+    let stage = Stage {
+        addr,
+        chain: &chain_id,
+        c: &c,
+        node,
+        out: &out,
+    };
     let run_for = Duration::from_secs(args.seconds);
     let t0 = Instant::now();
     let mut last = (0u64, Instant::now());
@@ -259,11 +238,11 @@ async fn run_demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
             scenes.stranger = Some(stranger_scene(addr, &chain_id, &c, &out).await);
         }
         if el == 3 && scenes.replay.is_none() {
-            scenes.replay = Some(replay_scene(addr, &chain_id, &c, node, &out).await);
+            scenes.replay = Some(replay_scene(stage).await);
         }
         // `>=`: on a loaded machine a tick may skip a second
         if el >= 4 && scenes.revoked.is_none() && c.sensors.len() > 1 {
-            scenes.revoked = Some(revoke_scene(addr, &chain_id, &c, node, &out).await);
+            scenes.revoked = Some(revoke_scene(stage).await);
         }
         let acked = counters.acked.load(Ordering::Relaxed);
         let rate = (acked - last.0) as f64 / last.1.elapsed().as_secs_f64();
@@ -280,7 +259,7 @@ async fn run_demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     }
     if scenes.revoked.is_none() && c.sensors.len() > 1 {
         // the earlier scenes took the whole run (a loaded machine)
-        scenes.revoked = Some(revoke_scene(addr, &chain_id, &c, node, &out).await);
+        scenes.revoked = Some(revoke_scene(stage).await);
     }
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
@@ -355,6 +334,10 @@ async fn run_demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
             refused.insert(r.to_string(), n);
         }
     }
+    let tamper_detected = tamper
+        .get("detected")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false);
     let summary = json!({
         "readings_committed": report.readings,
         "transactions_committed": report.transactions,
@@ -389,30 +372,10 @@ async fn run_demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
             "  ack latency          p50 {:.1} ms, p99 {:.1} ms (send to durable commit)",
             lat.0, lat.1
         );
-        println!(
-            "  rejects              {}",
-            if rejects.is_empty() {
-                "none".to_string()
-            } else {
-                format!("{rejects:?}")
-            }
-        );
-        println!(
-            "  handshakes refused   {}",
-            if refused.is_empty() {
-                "none".to_string()
-            } else {
-                format!("{refused:?}")
-            }
-        );
+        println!("  rejects              {}", counts_or_none(&rejects));
+        println!("  handshakes refused   {}", counts_or_none(&refused));
         println!("  chain valid          {}", report.valid);
-        println!(
-            "  tamper detected      {}",
-            tamper
-                .get("detected")
-                .and_then(|v| v.as_bool())
-                .unwrap_or(false)
-        );
+        println!("  tamper detected      {tamper_detected}");
         println!(
             "  wall time            {:.1} s",
             started.elapsed().as_secs_f64()
@@ -425,16 +388,21 @@ async fn run_demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let ok = report.valid
-        && tamper
-            .get("detected")
-            .and_then(|v| v.as_bool())
-            .unwrap_or(false);
+    let ok = report.valid && tamper_detected;
     Ok(if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Counts by reason for the summary: `none` when there are none.
+fn counts_or_none(counts: &BTreeMap<String, u64>) -> String {
+    if counts.is_empty() {
+        "none".to_string()
+    } else {
+        format!("{counts:?}")
+    }
 }
 
 type Txs = Vec<Vec<u8>>;
@@ -456,22 +424,16 @@ fn setup_transactions(c: &Cast, chain: &ChainId) -> anyhow::Result<(Txs, Txs)> {
     };
     let mut txs = Vec::new();
     for (s, p) in c.sensors.iter().zip(&c.patients) {
-        txs.push(admin(TxKind::Grant {
-            target: s.public(),
-            permissions: Role::Device.default_permissions(),
-        })?);
-        txs.push(admin(TxKind::SetRole {
-            target: s.public(),
-            role: Role::Device,
-        })?);
-        txs.push(admin(TxKind::Grant {
-            target: p.public(),
-            permissions: Role::Patient.default_permissions(),
-        })?);
-        txs.push(admin(TxKind::SetRole {
-            target: p.public(),
-            role: Role::Patient,
-        })?);
+        for (k, role) in [(s, Role::Device), (p, Role::Patient)] {
+            txs.push(admin(TxKind::Grant {
+                target: k.public(),
+                permissions: role.default_permissions(),
+            })?);
+            txs.push(admin(TxKind::SetRole {
+                target: k.public(),
+                role,
+            })?);
+        }
         txs.push(admin(TxKind::AssignDevice {
             device: s.public(),
             patient: p.public(),
@@ -575,33 +537,41 @@ async fn stranger_scene(addr: std::net::SocketAddr, chain: &ChainId, c: &Cast, o
     refused
 }
 
-async fn replay_scene(
+/// What the live scenes act on: the gateway's sensor address, its chain,
+/// node and cast, and where they report.
+#[derive(Clone, Copy)]
+struct Stage<'a> {
     addr: std::net::SocketAddr,
-    chain: &ChainId,
-    c: &Cast,
-    node: &Node,
-    out: &Out,
-) -> bool {
+    chain: &'a ChainId,
+    c: &'a Cast,
+    node: &'a Node,
+    out: &'a Out,
+}
+
+async fn replay_scene(stage: Stage<'_>) -> bool {
     // an acknowledged reading of the last sensor, sent again over a new
     // session of that sensor; then an implausible value
-    let s = &c.sensors[c.sensors.len() - 1];
-    let old = node
+    let s = &stage.c.sensors[stage.c.sensors.len() - 1];
+    let old = stage
+        .node
         .store()
         .readings_by_device(&s.public(), 0, u64::MAX, 1)
         .ok()
         .and_then(|r| r.first().copied())
-        .and_then(|r| node.store().tx(r.loc).ok().flatten());
+        .and_then(|r| stage.node.store().tx(r.loc).ok().flatten());
     let Some((old_tx, old_bytes)) = old else {
         return false;
     };
-    let Ok(mut client) = Client::connect(addr, chain, s, &[c.gateway.public()]).await else {
+    let Ok(mut client) =
+        Client::connect(stage.addr, stage.chain, s, &[stage.c.gateway.public()]).await
+    else {
         return false;
     };
     let again = client.submit(&old_bytes).await;
     // far above the stream's numbers, and refused before it is committed
     let silly = sensorchain_gateway::sim::reading_tx(
         s,
-        chain,
+        stage.chain,
         u64::MAX / 2,
         now_ms(),
         3,
@@ -616,9 +586,9 @@ async fn replay_scene(
             ..
         })
     );
-    out.say(format!(
+    stage.out.say(format!(
         "  scene: sensor {} resends its acknowledged reading {}: {}; sends a heart rate of 60000 bpm: {}",
-        c.sensors.len() - 1,
+        stage.c.sensors.len() - 1,
         old_tx.body.sequence,
         answer(&again),
         answer(&silly)
@@ -636,13 +606,7 @@ fn answer(r: &Result<GatewayMsg, ClientError>) -> String {
     }
 }
 
-async fn revoke_scene(
-    addr: std::net::SocketAddr,
-    chain: &ChainId,
-    c: &Cast,
-    node: &Node,
-    out: &Out,
-) -> bool {
+async fn revoke_scene(stage: Stage<'_>) -> bool {
     // A dedicated session for sensor 1 (it replaces the sensor's streaming
     // session: one live session per identity), then its CONNECT is revoked.
     // `connect` returns once the gateway holds the session, so the revoke
@@ -650,20 +614,27 @@ async fn revoke_scene(
     // loaded machine the revoke then landed before the gateway finished the
     // handshake, whose CONNECT re-check refused it `not permitted`, and this
     // scene misread that as a live session not dropped.)
-    let s = &c.sensors[1];
-    let Ok(mut client) =
-        Client::connect_retrying(addr, chain, s, &[c.gateway.public()], CONNECT_PATIENCE).await
+    let s = &stage.c.sensors[1];
+    let Ok(mut client) = Client::connect_retrying(
+        stage.addr,
+        stage.chain,
+        s,
+        &[stage.c.gateway.public()],
+        CONNECT_PATIENCE,
+    )
+    .await
     else {
         return false;
     };
-    let admin_seq = node
+    let admin_seq = stage
+        .node
         .state()
-        .identity(&c.admin.public())
+        .identity(&stage.c.admin.public())
         .and_then(|r| r.last_sequence)
         .unwrap_or(0)
         + 1;
     let body = TxBody {
-        signer: c.admin.public(),
+        signer: stage.c.admin.public(),
         sequence: admin_seq,
         timestamp_ms: now_ms(),
         kind: TxKind::Revoke {
@@ -671,10 +642,10 @@ async fn revoke_scene(
             permissions: Permissions::CONNECT.union(Permissions::WRITE),
         },
     };
-    let Ok(tx) = Transaction::sign(body, chain, &c.admin) else {
+    let Ok(tx) = Transaction::sign(body, stage.chain, &stage.c.admin) else {
         return false;
     };
-    if node.submit(tx.to_vec(), None).await.is_err() {
+    if stage.node.submit(tx.to_vec(), None).await.is_err() {
         return false;
     }
     let committed = Instant::now();
@@ -688,8 +659,8 @@ async fn revoke_scene(
         }
     };
     let closed = matches!(seen, ClientError::Refused(Refusal::Revoked));
-    let again = Client::connect(addr, chain, s, &[c.gateway.public()]).await;
-    out.say(format!(
+    let again = Client::connect(stage.addr, stage.chain, s, &[stage.c.gateway.public()]).await;
+    stage.out.say(format!(
         "  scene: the admin revokes sensor 1: its live session {}; reconnecting: {}",
         if closed {
             format!(

@@ -14,7 +14,7 @@ use super::ExportArgs;
 pub fn export(args: &ExportArgs) -> anyhow::Result<ExitCode> {
     super::refuse_overwrite(&args.out, args.force)?;
     let store;
-    let source = match (&args.data_dir, &args.api) {
+    let source = match (&args.source.data_dir, &args.source.api) {
         (Some(dir), _) => {
             store = Store::open_read_only(dir)
                 .map_err(|e| sensorchain_gateway::audit::open_error(dir, e))?;

@@ -60,14 +60,7 @@ pub fn genesis_config(
         members.push(m);
     }
     if !members.iter().any(|m| m.key == *creator) {
-        members.insert(
-            0,
-            Member {
-                key: *creator,
-                permissions: Role::Admin.default_permissions(),
-                role: Role::Admin,
-            },
-        );
+        members.insert(0, Member::of_role(*creator, Role::Admin));
     }
     if !members
         .iter()

@@ -248,15 +248,24 @@ pub struct DemoArgs {
     pub json: bool,
 }
 
-/// `sensorchain audit` (see [`Command::Audit`]).
+/// Where `audit` and `export` read the chain: a stopped gateway's data
+/// directory, or a running gateway's API.
 #[derive(Debug, Args)]
-pub struct AuditArgs {
+pub struct ChainSourceArgs {
     /// The data directory of a stopped gateway.
     #[arg(long, required_unless_present = "api", conflicts_with = "api")]
     pub data_dir: Option<PathBuf>,
     /// A running gateway's API address (`http://HOST:PORT`), instead of --data-dir.
     #[arg(long, value_name = "URL")]
     pub api: Option<String>,
+}
+
+/// `sensorchain audit` (see [`Command::Audit`]).
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Where the chain is read.
+    #[command(flatten)]
+    pub source: ChainSourceArgs,
     /// Print the result as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -265,18 +274,34 @@ pub struct AuditArgs {
 /// `sensorchain export` (see [`Command::Export`]).
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// The data directory of a stopped gateway.
-    #[arg(long, required_unless_present = "api", conflicts_with = "api")]
-    pub data_dir: Option<PathBuf>,
-    /// A running gateway's API address (`http://HOST:PORT`), instead of --data-dir.
-    #[arg(long, value_name = "URL")]
-    pub api: Option<String>,
+    /// Where the chain is read.
+    #[command(flatten)]
+    pub source: ChainSourceArgs,
     /// The output file (refused if it exists, unless --force).
     #[arg(long, short)]
     pub out: PathBuf,
     /// Overwrite an existing file.
     #[arg(long)]
     pub force: bool,
+}
+
+/// `dir` (created if missing) when given, else a new temporary directory
+/// named `prefix…`, removed when the returned guard drops.
+pub fn dir_or_temp(
+    dir: Option<&PathBuf>,
+    prefix: &str,
+) -> anyhow::Result<(Option<tempfile::TempDir>, PathBuf)> {
+    Ok(match dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            (None, d.clone())
+        }
+        None => {
+            let t = tempfile::Builder::new().prefix(prefix).tempdir()?;
+            let p = t.path().to_path_buf();
+            (Some(t), p)
+        }
+    })
 }
 
 /// Refuses to replace an existing `path` unless `force`: the one rule of

@@ -554,16 +554,8 @@ mod tests {
         let admin = Keypair::from_seed([1; 32]);
         let gw = Keypair::from_seed([2; 32]);
         let members = [
-            sensorchain_core::tx::Member {
-                key: admin.public(),
-                permissions: Role::Admin.default_permissions(),
-                role: Role::Admin,
-            },
-            sensorchain_core::tx::Member {
-                key: gw.public(),
-                permissions: Role::Gateway.default_permissions(),
-                role: Role::Gateway,
-            },
+            sensorchain_core::tx::Member::of_role(admin.public(), Role::Admin),
+            sensorchain_core::tx::Member::of_role(gw.public(), Role::Gateway),
         ];
         let cfg = sensorchain_core::tx::GenesisConfig::new(
             "ward-7",

@@ -21,11 +21,7 @@ use crate::node::{Node, NodeConfig, now_ms};
 use crate::store::Store;
 
 fn genesis(admin: &Keypair, gateway: &Keypair, device: &Keypair) -> Block {
-    let m = |k: &Keypair, role: Role| Member {
-        key: k.public(),
-        permissions: role.default_permissions(),
-        role,
-    };
+    let m = |k: &Keypair, role: Role| Member::of_role(k.public(), role);
     let members = [
         m(admin, Role::Admin),
         m(gateway, Role::Gateway),
@@ -33,6 +29,96 @@ fn genesis(admin: &Keypair, gateway: &Keypair, device: &Keypair) -> Block {
     ];
     let cfg = GenesisConfig::new("serial-test", Params::default(), &members).unwrap();
     Chain::genesis_block(admin, cfg, now_ms()).unwrap()
+}
+
+/// The world of these tests: a gateway and a device on their chain, the
+/// gateway's node (blocks cut after 2 ms) and links.
+struct Setup {
+    gw_key: Keypair,
+    device: Keypair,
+    chain: sensorchain_core::hash::ChainId,
+    node: Node,
+    gw: Arc<LinkHub>,
+    /// The keys a device trusts: the gateway's.
+    trusted: [sensorchain_core::identity::PublicKey; 1],
+    metrics: Arc<Metrics>,
+    _dir: tempfile::TempDir,
+}
+
+fn setup() -> Setup {
+    let (admin, gw_key, device) = (
+        Keypair::from_seed([1; 32]),
+        Keypair::from_seed([2; 32]),
+        Keypair::from_seed([3; 32]),
+    );
+    let genesis = genesis(&admin, &gw_key, &device);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = NodeConfig {
+        batch_timeout: Duration::from_millis(2),
+        ..Default::default()
+    };
+    let metrics = Arc::new(Metrics::new());
+    let store = Store::open(dir.path()).unwrap();
+    let node = Node::start(store, gw_key.clone(), &genesis, cfg, metrics.clone()).unwrap();
+    Setup {
+        trusted: [gw_key.public()],
+        gw: LinkHub::new(node.clone(), NetConfig::default()),
+        gw_key,
+        device,
+        chain: genesis.header.chain_id,
+        node,
+        metrics,
+        _dir: dir,
+    }
+}
+
+impl Setup {
+    /// A [`late_dropping_gateway`] of this gateway for this device over
+    /// the duplex end `b`, counting the Proofs it got in `proofs`.
+    fn late_drop(
+        &self,
+        b: tokio::io::DuplexStream,
+        how: LateDrop,
+        proofs: &Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        tokio::spawn(late_dropping_gateway(
+            b,
+            self.gw_key.clone(),
+            self.device.clone(),
+            self.chain,
+            how,
+            proofs.clone(),
+        ));
+    }
+
+    /// [`Client::deliver`] of the device's `txs` over the links `dial`
+    /// opens (8 in flight, 60 s of patience), the session closed after:
+    /// what it tells of each.
+    async fn deliver<D, F>(&self, dial: D, txs: &[Vec<u8>]) -> Vec<super::client::Delivery>
+    where
+        D: FnMut() -> F,
+        F: std::future::Future<Output = std::io::Result<tokio::io::DuplexStream>>,
+    {
+        let (c, out) = Client::deliver(
+            dial,
+            &self.chain,
+            &self.device,
+            &self.trusted,
+            txs,
+            8,
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+        c.close().await;
+        out
+    }
+}
+
+/// The real gateway `gw` serving a link over the duplex end `b`.
+fn serve_duplex(gw: &Arc<LinkHub>, b: tokio::io::DuplexStream) {
+    let gw = gw.clone();
+    tokio::spawn(async move { super::responder::serve_link(gw, b, "duplex").await });
 }
 
 fn reading(device: &Keypair, chain: &sensorchain_core::hash::ChainId, seq: u64) -> Vec<u8> {
@@ -51,40 +137,21 @@ fn reading(device: &Keypair, chain: &sensorchain_core::hash::ChainId, seq: u64) 
 /// goes on; every reading is committed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_line_serves_a_device_that_restarts_mid_session() {
-    let (admin, gw_key, device) = (
-        Keypair::from_seed([1; 32]),
-        Keypair::from_seed([2; 32]),
-        Keypair::from_seed([3; 32]),
-    );
-    let genesis = genesis(&admin, &gw_key, &device);
-    let chain = genesis.header.chain_id;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = NodeConfig {
-        batch_timeout: Duration::from_millis(2),
-        ..Default::default()
-    };
-    let metrics = Arc::new(Metrics::new());
-    let node = Node::start(
-        Store::open(dir.path()).unwrap(),
-        gw_key.clone(),
-        &genesis,
-        cfg,
-        metrics.clone(),
-    )
-    .unwrap();
-    let gw = LinkHub::new(node.clone(), NetConfig::default());
+    let fx = setup();
     let (master, slave) = SerialStream::pair().expect("a pseudo-terminal pair");
     let path = slave.name().expect("the slave's path");
-    tokio::spawn(serial::serve_serial(gw.clone(), path.clone(), 115_200));
+    tokio::spawn(serial::serve_serial(fx.gw.clone(), path.clone(), 115_200));
     // let the gateway open and configure the line before the device talks
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let trusted = [gw_key.public()];
-    let mut c = Client::handshake(master, &chain, &device, &trusted)
+    let mut c = Client::handshake(master, &fx.chain, &fx.device, &fx.trusted)
         .await
         .expect("first handshake over the serial line");
     for seq in 1..=3 {
-        let ack = c.submit(&reading(&device, &chain, seq)).await.unwrap();
+        let ack = c
+            .submit(&reading(&fx.device, &fx.chain, seq))
+            .await
+            .unwrap();
         assert!(
             matches!(ack, GatewayMsg::Ack { sequence, .. } if sequence == seq),
             "{ack:?}"
@@ -92,23 +159,23 @@ async fn serial_line_serves_a_device_that_restarts_mid_session() {
     }
     // the device restarts: no close frame, the line stays open, a new Hello
     let master = c.into_stream();
-    let mut c = Client::handshake(master, &chain, &device, &trusted)
+    let mut c = Client::handshake(master, &fx.chain, &fx.device, &fx.trusted)
         .await
         .expect("a new handshake on the same line");
-    let ack = c.submit(&reading(&device, &chain, 10)).await.unwrap();
+    let ack = c.submit(&reading(&fx.device, &fx.chain, 10)).await.unwrap();
     assert!(
         matches!(ack, GatewayMsg::Ack { sequence: 10, .. }),
         "{ack:?}"
     );
     c.close().await;
-    let head = node.store().head().unwrap().unwrap();
+    let head = fx.node.store().head().unwrap().unwrap();
     assert_eq!(head.reading_count_total, 4);
-    let text = metrics.encode();
+    let text = fx.metrics.encode();
     assert!(
         text.contains("rehandshake"),
         "the restart is counted: {text}"
     );
-    gw.shutdown(Duration::from_secs(2)).await;
+    fx.gw.shutdown(Duration::from_secs(2)).await;
     drop(slave);
 }
 
@@ -218,42 +285,14 @@ async fn late_dropping_gateway(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handshake_dropped_after_the_proof_is_seen_and_retried_without_loss() {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    let (admin, gw_key, device) = (
-        Keypair::from_seed([1; 32]),
-        Keypair::from_seed([2; 32]),
-        Keypair::from_seed([3; 32]),
-    );
-    let genesis = genesis(&admin, &gw_key, &device);
-    let chain = genesis.header.chain_id;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = NodeConfig {
-        batch_timeout: Duration::from_millis(2),
-        ..Default::default()
-    };
-    let node = Node::start(
-        Store::open(dir.path()).unwrap(),
-        gw_key.clone(),
-        &genesis,
-        cfg,
-        Arc::new(Metrics::new()),
-    )
-    .unwrap();
-    let gw = LinkHub::new(node.clone(), NetConfig::default());
-    let trusted = [gw_key.public()];
+    let fx = setup();
     let proofs = Arc::new(AtomicUsize::new(0));
 
     // One attempt alone: both kinds of late drop are an error, not a session.
     for how in [LateDrop::Silent, LateDrop::Refuse] {
         let (a, b) = tokio::io::duplex(1 << 16);
-        tokio::spawn(late_dropping_gateway(
-            b,
-            gw_key.clone(),
-            device.clone(),
-            chain,
-            how,
-            proofs.clone(),
-        ));
-        let r = Client::handshake(a, &chain, &device, &trusted).await;
+        fx.late_drop(b, how, &proofs);
+        let r = Client::handshake(a, &fx.chain, &fx.device, &fx.trusted).await;
         assert!(
             matches!(&r, Err(e) if e.is_retryable()),
             "a dropped handshake was taken for a session: {r:?}"
@@ -273,29 +312,24 @@ async fn a_handshake_dropped_after_the_proof_is_seen_and_retried_without_loss() 
                 } else {
                     LateDrop::Refuse
                 };
-                tokio::spawn(late_dropping_gateway(
-                    b,
-                    gw_key.clone(),
-                    device.clone(),
-                    chain,
-                    how,
-                    proofs.clone(),
-                ));
+                fx.late_drop(b, how, &proofs);
             }
-            _ => {
-                let gw = gw.clone();
-                tokio::spawn(async move { super::responder::serve_link(gw, b, "duplex").await });
-            }
+            _ => serve_duplex(&fx.gw, b),
         }
         async move { Ok(a) }
     };
-    let mut c =
-        Client::handshake_retrying(dial, &chain, &device, &trusted, Duration::from_secs(60))
-            .await
-            .expect("the third attempt reaches the real gateway");
+    let mut c = Client::handshake_retrying(
+        dial,
+        &fx.chain,
+        &fx.device,
+        &fx.trusted,
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("the third attempt reaches the real gateway");
     assert_eq!(attempts.load(Ordering::SeqCst), 3);
     assert_eq!(proofs.load(Ordering::SeqCst), 4);
-    let txs: Vec<Vec<u8>> = (1..=5).map(|s| reading(&device, &chain, s)).collect();
+    let txs: Vec<Vec<u8>> = (1..=5).map(|s| reading(&fx.device, &fx.chain, s)).collect();
     let answers = c.submit_pipelined(&txs, 5).await.unwrap();
     for (i, a) in answers.iter().enumerate() {
         assert!(
@@ -304,9 +338,9 @@ async fn a_handshake_dropped_after_the_proof_is_seen_and_retried_without_loss() 
         );
     }
     c.close().await;
-    let head = node.store().head().unwrap().unwrap();
+    let head = fx.node.store().head().unwrap().unwrap();
     assert_eq!(head.reading_count_total, 5, "every reading once, none lost");
-    gw.shutdown(Duration::from_secs(2)).await;
+    fx.gw.shutdown(Duration::from_secs(2)).await;
 }
 
 /// A link that breaks mid-session: forwards everything from the device to
@@ -356,53 +390,20 @@ async fn breaking_proxy(device_side: tokio::io::DuplexStream, gw: Arc<LinkHub>, 
 async fn deliver_resends_after_a_broken_session_and_counts_only_what_it_can_tell() {
     use super::client::Delivery;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    let (admin, gw_key, device) = (
-        Keypair::from_seed([1; 32]),
-        Keypair::from_seed([2; 32]),
-        Keypair::from_seed([3; 32]),
-    );
-    let genesis = genesis(&admin, &gw_key, &device);
-    let chain = genesis.header.chain_id;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = NodeConfig {
-        batch_timeout: Duration::from_millis(2),
-        ..Default::default()
-    };
-    let node = Node::start(
-        Store::open(dir.path()).unwrap(),
-        gw_key.clone(),
-        &genesis,
-        cfg,
-        Arc::new(Metrics::new()),
-    )
-    .unwrap();
-    let gw = LinkHub::new(node.clone(), NetConfig::default());
-    let trusted = [gw_key.public()];
+    let fx = setup();
     let attempts = AtomicUsize::new(0);
-    let txs: Vec<Vec<u8>> = (1..=5).map(|s| reading(&device, &chain, s)).collect();
+    let txs: Vec<Vec<u8>> = (1..=5).map(|s| reading(&fx.device, &fx.chain, s)).collect();
     let dial = || {
         let n = attempts.fetch_add(1, Ordering::SeqCst);
         let (a, b) = tokio::io::duplex(1 << 16);
-        let gw = gw.clone();
         if n == 0 {
-            tokio::spawn(breaking_proxy(b, gw, txs.len()));
+            tokio::spawn(breaking_proxy(b, fx.gw.clone(), txs.len()));
         } else {
-            tokio::spawn(async move { super::responder::serve_link(gw, b, "duplex").await });
+            serve_duplex(&fx.gw, b);
         }
         async move { Ok(a) }
     };
-    let (c, out) = Client::deliver(
-        dial,
-        &chain,
-        &device,
-        &trusted,
-        &txs,
-        8,
-        Duration::from_secs(60),
-    )
-    .await
-    .unwrap();
-    c.close().await;
+    let out = fx.deliver(dial, &txs).await;
     assert_eq!(
         attempts.load(Ordering::SeqCst),
         2,
@@ -412,7 +413,7 @@ async fn deliver_resends_after_a_broken_session_and_counts_only_what_it_can_tell
     for d in &out[..4] {
         assert_eq!(*d, Delivery::Unconfirmed, "{out:?}");
     }
-    let head = node.store().head().unwrap().unwrap();
+    let head = fx.node.store().head().unwrap().unwrap();
     assert_eq!(
         head.reading_count_total, 5,
         "each reading once: none lost, none twice"
@@ -420,30 +421,19 @@ async fn deliver_resends_after_a_broken_session_and_counts_only_what_it_can_tell
     // the unconfirmed ones are on the chain (what the API would tell)
     for t in &txs {
         let id = sensorchain_core::tx::Transaction::id_of_encoded(t);
-        assert!(node.store().tx_location(&id).unwrap().is_some());
+        assert!(fx.node.store().tx_location(&id).unwrap().is_some());
     }
     // a fresh delivery on a healthy link: plain acks
-    let more: Vec<Vec<u8>> = (6..=8).map(|s| reading(&device, &chain, s)).collect();
-    let (c, out) = Client::deliver(
-        || {
-            let (a, b) = tokio::io::duplex(1 << 16);
-            let gw = gw.clone();
-            tokio::spawn(async move { super::responder::serve_link(gw, b, "duplex").await });
-            async move { Ok(a) }
-        },
-        &chain,
-        &device,
-        &trusted,
-        &more,
-        8,
-        Duration::from_secs(60),
-    )
-    .await
-    .unwrap();
-    c.close().await;
+    let more: Vec<Vec<u8>> = (6..=8).map(|s| reading(&fx.device, &fx.chain, s)).collect();
+    let healthy = || {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        serve_duplex(&fx.gw, b);
+        async move { Ok(a) }
+    };
+    let out = fx.deliver(healthy, &more).await;
     assert!(
         out.iter().all(|d| matches!(d, Delivery::Committed(_))),
         "{out:?}"
     );
-    gw.shutdown(Duration::from_secs(2)).await;
+    fx.gw.shutdown(Duration::from_secs(2)).await;
 }

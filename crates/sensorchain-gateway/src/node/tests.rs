@@ -7,6 +7,7 @@ use sensorchain_core::tx::{GenesisConfig, Member, Params, TxBody, TxKind};
 
 use super::ingest::{Slot, VerifyPool};
 use super::ledger::{Committer, propose};
+use crate::testkit;
 
 struct Fixture {
     admin: Keypair,
@@ -17,28 +18,10 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    let admin = Keypair::from_seed([1; 32]);
-    let gateway = Keypair::from_seed([2; 32]);
+    let (admin, gateway) = (testkit::admin(), testkit::gateway());
     let device = Keypair::from_seed([3; 32]);
-    let members = [
-        Member {
-            key: admin.public(),
-            permissions: Role::Admin.default_permissions(),
-            role: Role::Admin,
-        },
-        Member {
-            key: gateway.public(),
-            permissions: Role::Gateway.default_permissions(),
-            role: Role::Gateway,
-        },
-        Member {
-            key: device.public(),
-            permissions: Role::Device.default_permissions(),
-            role: Role::Device,
-        },
-    ];
-    let cfg = GenesisConfig::new("node-test", Params::default(), &members).unwrap();
-    let genesis = Chain::genesis_block(&admin, cfg, 1_000).unwrap();
+    let others = testkit::device_members(std::slice::from_ref(&device));
+    let genesis = testkit::genesis_block("node-test", &admin, &gateway, &others);
     Fixture {
         admin,
         gateway,
@@ -48,6 +31,27 @@ fn fixture() -> Fixture {
     }
 }
 
+/// [`Node::start`] as `key` on `store` and the fixture's genesis, with
+/// fresh metrics.
+fn start_as(f: &Fixture, store: Store, key: &Keypair, cfg: NodeConfig) -> anyhow::Result<Node> {
+    Node::start(
+        store,
+        key.clone(),
+        &f.genesis,
+        cfg,
+        Arc::new(Metrics::new()),
+    )
+}
+
+/// The sequence number of the fixture device's last committed transaction.
+fn device_seq(node: &Node, f: &Fixture) -> u64 {
+    node.state()
+        .identity(&f.device.public())
+        .unwrap()
+        .last_sequence
+        .unwrap()
+}
+
 fn start(f: &Fixture) -> Node {
     let store = Store::open(f.dir.path()).unwrap();
     let cfg = NodeConfig {
@@ -55,14 +59,14 @@ fn start(f: &Fixture) -> Node {
         snapshot_every: 3,
         ..Default::default()
     };
-    Node::start(
-        store,
-        f.gateway.clone(),
-        &f.genesis,
-        cfg,
-        Arc::new(Metrics::new()),
-    )
-    .unwrap()
+    start_as(f, store, &f.gateway, cfg).unwrap()
+}
+
+/// A [`fixture`] and its node, [`start`]ed.
+fn started() -> (Fixture, Node) {
+    let f = fixture();
+    let node = start(&f);
+    (f, node)
 }
 
 fn reading(f: &Fixture, seq: u64, bpm: u16) -> Vec<u8> {
@@ -80,8 +84,7 @@ fn reading(f: &Fixture, seq: u64, bpm: u16) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commits_acks_and_refuses() {
-    let f = fixture();
-    let node = start(&f);
+    let (f, node) = started();
     let dev = Some(f.device.public());
     // many concurrent submissions: every one committed, in blocks
     let mut handles = Vec::new();
@@ -108,13 +111,7 @@ async fn commits_acks_and_refuses() {
     assert_eq!(ok + replays, 200);
     assert!(ok > 0);
     // submissions enqueued in order are all accepted, however they are awaited
-    let base = node
-        .state()
-        .identity(&f.device.public())
-        .unwrap()
-        .last_sequence
-        .unwrap()
-        + 1000;
+    let base = device_seq(&node, &f) + 1000;
     let tickets: Vec<_> = (0..100)
         .map(|i| node.enqueue(reading(&f, base + i, 70), dev).unwrap())
         .collect();
@@ -127,12 +124,7 @@ async fn commits_acks_and_refuses() {
         w.await.unwrap().unwrap();
     }
     // sequential: every one accepted
-    let last = node
-        .state()
-        .identity(&f.device.public())
-        .unwrap()
-        .last_sequence
-        .unwrap();
+    let last = device_seq(&node, &f);
     for seq in last + 1..last + 20 {
         node.submit(reading(&f, seq, 70), dev).await.unwrap();
     }
@@ -194,14 +186,7 @@ async fn restart_recovers_everything() {
         match Store::open(f.dir.path()) {
             Ok(store) => {
                 let cfg = NodeConfig::default();
-                break Node::start(
-                    store,
-                    f.gateway.clone(),
-                    &f.genesis,
-                    cfg,
-                    Arc::new(Metrics::new()),
-                )
-                .unwrap();
+                break start_as(&f, store, &f.gateway, cfg).unwrap();
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
@@ -231,11 +216,7 @@ fn other_genesis_refused() {
     let cfg = GenesisConfig::new(
         "other",
         Params::default(),
-        &[Member {
-            key: admin.public(),
-            permissions: Role::Admin.default_permissions(),
-            role: Role::Admin,
-        }],
+        &[Member::of_role(admin.public(), Role::Admin)],
     )
     .unwrap();
     let other = Chain::genesis_block(&admin, cfg, 1).unwrap();
@@ -340,27 +321,14 @@ async fn full_disk_refuses_and_loses_nothing() {
             Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     };
-    let node = Node::start(
-        store,
-        f.gateway.clone(),
-        &f.genesis,
-        NodeConfig::default(),
-        Arc::new(Metrics::new()),
-    )
-    .unwrap();
+    let node = start_as(&f, store, &f.gateway, NodeConfig::default()).unwrap();
     for id in &acked {
         assert!(
             node.store().tx_location(id).unwrap().is_some(),
             "acknowledged reading lost"
         );
     }
-    let next = node
-        .state()
-        .identity(&f.device.public())
-        .unwrap()
-        .last_sequence
-        .unwrap()
-        + 1;
+    let next = device_seq(&node, &f) + 1;
     node.submit(reading(&f, next, 70), Some(f.device.public()))
         .await
         .unwrap();
@@ -390,15 +358,9 @@ fn refusal_log_budget_per_second_reports_what_it_left_out() {
 fn non_validator_key_refused_before_the_store_is_written() {
     let f = fixture();
     let store = Store::open(f.dir.path()).unwrap();
-    let e = Node::start(
-        store,
-        f.device.clone(),
-        &f.genesis,
-        NodeConfig::default(),
-        Arc::new(Metrics::new()),
-    )
-    .err()
-    .unwrap();
+    let e = start_as(&f, store, &f.device, NodeConfig::default())
+        .err()
+        .unwrap();
     let ne = e
         .downcast_ref::<NotValidator>()
         .expect("a NotValidator error");
@@ -456,12 +418,10 @@ fn outcome(mut rx: oneshot::Receiver<Result<Committed, Rejected>>) -> Result<Com
 /// `storage_failed`, nothing is stored, and the committed state is kept.
 #[test]
 fn a_block_validation_refuses_gives_each_its_true_reason() {
-    let f = fixture();
-    let node = start(&f);
+    let (f, node) = started();
     let shared = &node.inner.shared;
     let committed = node.state();
     // The proposer's view is wrong: it believes the device holds ADMIN.
-    let mut spec = (*committed).clone();
     let (grant, grant_bytes) = admin_tx(
         &f,
         1,
@@ -470,46 +430,52 @@ fn a_block_validation_refuses_gives_each_its_true_reason() {
             permissions: Permissions::ADMIN,
         },
     );
-    // an admin grant of ADMIN is a vote; with one admin it completes
-    spec.apply_tx(&grant, &grant_bytes, now_ms(), SigCheck::AlreadyVerified)
-        .unwrap();
-    assert!(spec.has(&f.device.public(), Permissions::ADMIN));
-    let by_device = |seq: u64, kind: TxKind| {
+    let wrong_view = || {
+        let mut spec = (*committed).clone();
+        // an admin grant of ADMIN is a vote; with one admin it completes
+        spec.apply_tx(&grant, &grant_bytes, now_ms(), SigCheck::AlreadyVerified)
+            .unwrap();
+        assert!(spec.has(&f.device.public(), Permissions::ADMIN));
+        spec
+    };
+    // the device sets the gateway's role
+    let sets_role = |seq: u64, role: Role| {
         let body = TxBody {
             signer: f.device.public(),
             sequence: seq,
             timestamp_ms: now_ms(),
-            kind,
+            kind: TxKind::SetRole {
+                target: f.gateway.public(),
+                role,
+            },
         };
         Transaction::sign(body, &f.genesis.header.chain_id, &f.device)
             .unwrap()
             .to_vec()
     };
-    let txs = vec![
+    // `txs` proposed on the wrong view, `in_block` of them in the block,
+    // which the block validation refuses: what each submitter is told
+    let refused = |txs: &[Vec<u8>], in_block: usize| {
+        let (batch, waiters) = slots(&node, txs);
+        let proposed = propose(shared, &wrong_view(), batch, false);
+        assert_eq!(
+            proposed.built.block.txs.len(),
+            in_block,
+            "{:?}",
+            proposed.built.rejected
+        );
+        assert!(!Committer::default().commit(shared, proposed));
+        waiters.into_iter().map(outcome).collect::<Vec<_>>()
+    };
+    let txs = [
         reading(&f, 1, 70),
-        by_device(
-            2,
-            TxKind::SetRole {
-                target: f.gateway.public(),
-                role: Role::Gateway,
-            },
-        ),
+        sets_role(2, Role::Gateway),
         reading(&f, 3, 71),
     ];
-    let (batch, waiters) = slots(&node, &txs);
-    let proposed = propose(shared, &spec, batch, false);
-    assert_eq!(
-        proposed.built.block.txs.len(),
-        2,
-        "{:?}",
-        proposed.built.rejected
-    );
-    assert!(!Committer::default().commit(shared, proposed));
-    let got: Vec<_> = waiters.into_iter().map(outcome).collect();
     // the SetRole was refused by the proposer already (NothingToChange on
     // its state); the readings were in the block validation refused
     assert_eq!(
-        got,
+        refused(&txs, 2),
         vec![
             Err(Rejected::Busy),
             Err(Rejected::Rule(TxRuleError::NothingToChange)),
@@ -517,24 +483,7 @@ fn a_block_validation_refuses_gives_each_its_true_reason() {
         ]
     );
     // the transaction validation names gets the rule's reason
-    let mut spec = (*committed).clone();
-    spec.apply_tx(&grant, &grant_bytes, now_ms(), SigCheck::AlreadyVerified)
-        .unwrap();
-    let txs = vec![
-        reading(&f, 10, 70),
-        by_device(
-            11,
-            TxKind::SetRole {
-                target: f.gateway.public(),
-                role: Role::Admin,
-            },
-        ),
-    ];
-    let (batch, waiters) = slots(&node, &txs);
-    let proposed = propose(shared, &spec, batch, false);
-    assert_eq!(proposed.built.block.txs.len(), 2);
-    assert!(!Committer::default().commit(shared, proposed));
-    let got: Vec<_> = waiters.into_iter().map(outcome).collect();
+    let got = refused(&[reading(&f, 10, 70), sets_role(11, Role::Admin)], 2);
     assert_eq!(
         got,
         vec![
@@ -559,8 +508,7 @@ fn a_block_validation_refuses_gives_each_its_true_reason() {
 /// block failed validation").
 #[test]
 fn a_block_built_on_a_failed_store_gets_the_stores_reason() {
-    let f = fixture();
-    let node = start(&f);
+    let (f, node) = started();
     let shared = &node.inner.shared;
     let committed = node.state();
     let (first, w1) = slots(&node, &[reading(&f, 1, 70), reading(&f, 2, 71)]);
@@ -597,8 +545,7 @@ fn a_block_built_on_a_failed_store_gets_the_stores_reason() {
 /// as the replay they are; the first copy is committed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_duplicate_submission_is_a_replay() {
-    let f = fixture();
-    let node = start(&f);
+    let (f, node) = started();
     let dev = Some(f.device.public());
     let b = reading(&f, 1, 70);
     let first = node.enqueue(b.clone(), dev).unwrap();
@@ -618,8 +565,7 @@ async fn a_duplicate_submission_is_a_replay() {
 /// signature is answered by the pool without reaching a block.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_verification_pool_answers_busy() {
-    let f = fixture();
-    let node = start(&f);
+    let (f, node) = started();
     let shared = &node.inner.shared;
     // a pool with no thread: its queue of 1 fills
     let pool = VerifyPool::start(0, 1, shared.replies.clone(), shared.verdicts.clone()).unwrap();

@@ -460,12 +460,7 @@ mod tests {
     use crate::store::tests::{World, overwrite_head};
 
     fn stored(blocks: usize) -> (tempfile::TempDir, World) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let mut w = World::new(3);
-        w.commit_genesis(&store);
-        w.fill(&store, blocks, 5);
-        (dir, w)
+        World::stored(3, blocks, 5)
     }
 
     fn table_of(e: &StoreError) -> (Option<&'static str>, Option<u64>) {

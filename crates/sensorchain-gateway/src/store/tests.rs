@@ -29,24 +29,12 @@ impl World {
         let admin = kp(1);
         let gateways: Vec<Keypair> = (10..13).map(kp).collect();
         let devices: Vec<Keypair> = (0..devices).map(|i| kp(100 + i as u8)).collect();
-        let mut members = vec![Member {
-            key: admin.public(),
-            permissions: Role::Admin.default_permissions(),
-            role: Role::Admin,
-        }];
+        let mut members = vec![Member::of_role(admin.public(), Role::Admin)];
         for g in &gateways {
-            members.push(Member {
-                key: g.public(),
-                permissions: Role::Gateway.default_permissions(),
-                role: Role::Gateway,
-            });
+            members.push(Member::of_role(g.public(), Role::Gateway));
         }
         for d in &devices {
-            members.push(Member {
-                key: d.public(),
-                permissions: Role::Device.default_permissions(),
-                role: Role::Device,
-            });
+            members.push(Member::of_role(d.public(), Role::Device));
         }
         let cfg = GenesisConfig::new("ward-7", Params::default(), &members).unwrap();
         let chain = Chain::genesis(&admin, cfg, 1_000).unwrap();
@@ -99,10 +87,22 @@ impl World {
         b
     }
 
+    /// A new directory with a store of a world of `devices` devices: its
+    /// genesis, then [`World::fill`]'s `blocks` blocks of `per_block`
+    /// readings (the store closed again).
+    pub fn stored(devices: usize, blocks: usize, per_block: usize) -> (tempfile::TempDir, World) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut w = World::new(devices);
+        w.commit_genesis(&store);
+        w.fill(&store, blocks, per_block);
+        (dir, w)
+    }
+
     /// Commits the genesis block to `store`.
     pub fn commit_genesis(&self, store: &Store) {
         let g = &self.chain.blocks()[0];
-        store.commit_block(g, &g.encoded_txs(), None, None).unwrap();
+        commit_plain(store, g).unwrap();
     }
 
     /// Builds `blocks` blocks of `per_block` readings (round-robin over
@@ -129,6 +129,12 @@ impl World {
                 .unwrap();
         }
     }
+}
+
+/// Commits `b` with its own transaction encodings, no certificate and no
+/// snapshot.
+fn commit_plain(store: &Store, b: &Block) -> Result<(), StoreError> {
+    store.commit_block(b, &b.encoded_txs(), None, None)
 }
 
 fn tmp() -> tempfile::TempDir {
@@ -244,9 +250,7 @@ fn reading_indexes_and_ranges() {
         w.reading(1, 1, 10_002),
     ];
     let b1 = w.next_block(t, 20_000);
-    store
-        .commit_block(&b1, &b1.encoded_txs(), None, None)
-        .unwrap();
+    commit_plain(&store, &b1).unwrap();
     // block 2: device 0 stream 1 at 10_003, stream 0 at 30_000, device 1 stream 1 at 10_000
     let t = vec![
         w.reading(0, 1, 10_003),
@@ -254,9 +258,7 @@ fn reading_indexes_and_ranges() {
         w.reading(1, 1, 10_000),
     ];
     let b2 = w.next_block(t, 40_000);
-    store
-        .commit_block(&b2, &b2.encoded_txs(), None, None)
-        .unwrap();
+    commit_plain(&store, &b2).unwrap();
     let d0 = w.devices[0].public();
     let d1 = w.devices[1].public();
 
@@ -343,9 +345,7 @@ fn height_conflicts_refused() {
     let t = vec![w.reading(0, 0, 1_500)];
     let b1 = w.next_block(t, 2_000);
     // block 1 before genesis
-    let e = store
-        .commit_block(&b1, &b1.encoded_txs(), None, None)
-        .unwrap_err();
+    let e = commit_plain(&store, &b1).unwrap_err();
     assert!(matches!(e, StoreError::Conflict(_)), "{e}");
     w.commit_genesis(&store);
     // genesis twice
@@ -356,12 +356,10 @@ fn height_conflicts_refused() {
         None,
     );
     assert!(matches!(e, Err(StoreError::Conflict(_))));
-    store
-        .commit_block(&b1, &b1.encoded_txs(), None, None)
-        .unwrap();
+    commit_plain(&store, &b1).unwrap();
     // the same height again, and a gap
     assert!(matches!(
-        store.commit_block(&b1, &b1.encoded_txs(), None, None),
+        commit_plain(&store, &b1),
         Err(StoreError::Conflict(_))
     ));
     let t = vec![w.reading(0, 0, 2_500)];
@@ -369,15 +367,13 @@ fn height_conflicts_refused() {
     let t = vec![w.reading(0, 0, 3_500)];
     let b3 = w.next_block(t, 4_000);
     assert!(matches!(
-        store.commit_block(&b3, &b3.encoded_txs(), None, None),
+        commit_plain(&store, &b3),
         Err(StoreError::Conflict(_))
     ));
     // right height, wrong link
     let mut forged = b2.clone();
     forged.header.prev_hash = Hash32([1; 32]);
-    let e = store
-        .commit_block(&forged, &forged.encoded_txs(), None, None)
-        .unwrap_err();
+    let e = commit_plain(&store, &forged).unwrap_err();
     assert!(e.to_string().contains("link"), "{e}");
     // encodings that are not the block's
     let e = store
@@ -395,9 +391,7 @@ fn height_conflicts_refused() {
     // nothing of the refused writes is visible
     assert_eq!(store.head().unwrap().unwrap().height, 1);
     assert_eq!(store.block(2).unwrap(), None);
-    store
-        .commit_block(&b2, &b2.encoded_txs(), None, None)
-        .unwrap();
+    commit_plain(&store, &b2).unwrap();
     // late certificate
     let c2 = w.cert(&b2);
     store.put_cert(2, &c2).unwrap();
@@ -454,9 +448,7 @@ fn reopen_sees_everything() {
         );
         if ro {
             let g = &w.chain.blocks()[0];
-            let e = store
-                .commit_block(g, &g.encoded_txs(), None, None)
-                .unwrap_err();
+            let e = commit_plain(&store, g).unwrap_err();
             assert!(matches!(e, StoreError::ReadOnly));
         }
     }
@@ -612,7 +604,7 @@ fn commit_throughput() {
         }
         let t0 = std::time::Instant::now();
         for b in &blocks {
-            store.commit_block(b, &b.encoded_txs(), None, None).unwrap();
+            commit_plain(&store, b).unwrap();
         }
         let per = t0.elapsed() / blocks.len() as u32;
         eprintln!(
