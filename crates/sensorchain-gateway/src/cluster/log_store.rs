@@ -46,7 +46,10 @@
 //!
 //! An append that would leave a hole (its first index is not the last
 //! entry's + 1, or the last purged + 1 when the log is empty) is refused
-//! with a defensive error, as is a batch that is not consecutive.
+//! whole with a defensive error, as is a batch that is not consecutive.
+//! Entries at or below the last purged index are skipped: they are purged
+//! already (openraft ignores them; openraft's storage suite appends such
+//! entries after a purge).
 //!
 //! # Damaged records
 //!
@@ -67,8 +70,8 @@ use std::thread::JoinHandle;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{
-    AnyError, DefensiveError, ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader,
-    StorageIOError, Violation,
+    AnyError, DefensiveError, ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, StorageIOError,
+    Violation,
 };
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
@@ -276,9 +279,13 @@ fn create_private(path: &Path) -> io::Result<()> {
 fn init(db: &Database) -> Result<(), StorageError> {
     write_txn(db, Durability::Immediate, ErrorSubject::Store, |txn| {
         let subject = || ErrorSubject::Store;
-        txn.open_table(VOTE).map_err(io(subject(), ErrorVerb::Write))?;
-        txn.open_table(LOG).map_err(io(subject(), ErrorVerb::Write))?;
-        let mut meta = txn.open_table(META).map_err(io(subject(), ErrorVerb::Write))?;
+        txn.open_table(VOTE)
+            .map_err(io(subject(), ErrorVerb::Write))?;
+        txn.open_table(LOG)
+            .map_err(io(subject(), ErrorVerb::Write))?;
+        let mut meta = txn
+            .open_table(META)
+            .map_err(io(subject(), ErrorVerb::Write))?;
         let stored = meta
             .get(META_FORMAT)
             .map_err(io(subject(), ErrorVerb::Read))?
@@ -344,7 +351,8 @@ fn decode_exact<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
 
 /// Decodes the entry stored under `index`.
 fn decode_entry(index: u64, bytes: &[u8]) -> Result<Entry, StorageError> {
-    let entry: Entry = decode_exact(bytes).map_err(|e| bad_entry(index, e))?;
+    let entry: Entry =
+        decode_exact(bytes).map_err(|e| bad_entry(index, format_args!("does not decode: {e}")))?;
     if entry.log_id.index != index {
         return Err(bad_entry(
             index,
@@ -384,7 +392,9 @@ fn meta_log_id(
     meta: &impl ReadableTable<&'static str, &'static [u8]>,
     key: &str,
 ) -> Result<Option<LogId>, StorageError> {
-    let record = meta.get(key).map_err(io(ErrorSubject::Store, ErrorVerb::Read))?;
+    let record = meta
+        .get(key)
+        .map_err(io(ErrorSubject::Store, ErrorVerb::Read))?;
     record
         .map(|v| decode_meta_log_id(key, v.value()))
         .transpose()
@@ -394,7 +404,9 @@ fn meta_log_id(
 fn last_entry_log_id(
     log: &impl ReadableTable<u64, &'static [u8]>,
 ) -> Result<Option<LogId>, StorageError> {
-    let last = log.last().map_err(io(ErrorSubject::Logs, ErrorVerb::Read))?;
+    let last = log
+        .last()
+        .map_err(io(ErrorSubject::Logs, ErrorVerb::Read))?;
     last.map(|(k, v)| decode_entry_log_id(k.value(), v.value()))
         .transpose()
 }
@@ -410,7 +422,12 @@ fn read_log_state(db: &Database) -> Result<LogState<TypeConfig>, StorageError> {
         .open_table(META)
         .map_err(io(ErrorSubject::Store, ErrorVerb::Read))?;
     let last_purged_log_id = meta_log_id(&meta, META_PURGED)?;
-    let last_log_id = last_entry_log_id(&log)?.or(last_purged_log_id);
+    // The last entry, or the last purged if there is none (the appends and
+    // purges keep every entry above the last purged).
+    let last_log_id = match (last_entry_log_id(&log)?, last_purged_log_id) {
+        (Some(last), Some(purged)) if last.index <= purged.index => Some(purged),
+        (last, purged) => last.or(purged),
+    };
     Ok(LogState {
         last_purged_log_id,
         last_log_id,
@@ -561,9 +578,6 @@ fn non_consecutive(prev: Option<LogId>, next: LogId) -> StorageError {
 }
 
 fn append_now(db: &Database, entries: &[Entry]) -> Result<(), StorageError> {
-    let Some(first) = entries.first() else {
-        return Ok(());
-    };
     for pair in entries.windows(2) {
         if pair[1].log_id.index != pair[0].log_id.index.wrapping_add(1) {
             return Err(non_consecutive(Some(pair[0].log_id), pair[1].log_id));
@@ -577,7 +591,7 @@ fn append_now(db: &Database, entries: &[Entry]) -> Result<(), StorageError> {
                 AnyError::new(&e),
             ))
         })?;
-        records.push((entry.log_id.index, record));
+        records.push((entry.log_id, record));
     }
     write_txn(db, Durability::Immediate, ErrorSubject::Logs, |txn| {
         let mut log = txn
@@ -586,18 +600,30 @@ fn append_now(db: &Database, entries: &[Entry]) -> Result<(), StorageError> {
         let meta = txn
             .open_table(META)
             .map_err(io(ErrorSubject::Store, ErrorVerb::Read))?;
+        let purged = meta_log_id(&meta, META_PURGED)?;
+        // Entries at or below the last purged one are purged already:
+        // skipped (openraft ignores them; storing them would put entries
+        // behind `last_purged`).
+        let purged_index = purged.map(|p| p.index);
+        let records = records
+            .iter()
+            .skip_while(|(id, _)| purged_index.is_some_and(|p| id.index <= p));
+        let mut records = records.peekable();
+        let Some((first, _)) = records.peek() else {
+            return Ok(());
+        };
         let prev = match last_entry_log_id(&log)? {
-            Some(last) => Some(last),
-            None => meta_log_id(&meta, META_PURGED)?,
+            Some(last) if purged_index.is_none_or(|p| last.index > p) => Some(last),
+            _ => purged,
         };
         if let Some(prev) = prev
-            && first.log_id.index != prev.index.wrapping_add(1)
+            && first.index != prev.index.wrapping_add(1)
         {
-            return Err(non_consecutive(Some(prev), first.log_id));
+            return Err(non_consecutive(Some(prev), *first));
         }
-        for (index, record) in &records {
-            log.insert(*index, record.as_slice())
-                .map_err(io(ErrorSubject::LogIndex(*index), ErrorVerb::Write))?;
+        for (log_id, record) in records {
+            log.insert(log_id.index, record.as_slice())
+                .map_err(io(ErrorSubject::Log(*log_id), ErrorVerb::Write))?;
         }
         Ok(())
     })
@@ -650,24 +676,25 @@ fn truncate_now(db: &Database, log_id: LogId) -> Result<(), StorageError> {
 
 /// Records `log_id` as the last purged and deletes the entries up to it
 /// (the start of the log: no hole), in one transaction. A purge behind the
-/// last one changes nothing.
+/// last one keeps the last one (and deletes up to it again).
 fn purge_now(db: &Database, log_id: LogId) -> Result<(), StorageError> {
     let record = encode(&log_id).map_err(io(ErrorSubject::Store, ErrorVerb::Write))?;
     write_txn(db, Durability::Immediate, ErrorSubject::Logs, |txn| {
         let mut meta = txn
             .open_table(META)
             .map_err(io(ErrorSubject::Store, ErrorVerb::Write))?;
-        if let Some(prev) = meta_log_id(&meta, META_PURGED)?
-            && prev.index >= log_id.index
-        {
-            return Ok(());
-        }
-        meta.insert(META_PURGED, record.as_slice())
-            .map_err(io(ErrorSubject::Store, ErrorVerb::Write))?;
+        let upto = match meta_log_id(&meta, META_PURGED)? {
+            Some(prev) if prev.index >= log_id.index => prev.index,
+            _ => {
+                meta.insert(META_PURGED, record.as_slice())
+                    .map_err(io(ErrorSubject::Store, ErrorVerb::Write))?;
+                log_id.index
+            }
+        };
         let mut log = txn
             .open_table(LOG)
             .map_err(io(ErrorSubject::Logs, ErrorVerb::Delete))?;
-        log.retain_in(..=log_id.index, |_, _| false)
+        log.retain_in(..=upto, |_, _| false)
             .map_err(io(ErrorSubject::Logs, ErrorVerb::Delete))
     })
 }
@@ -716,8 +743,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.write(ErrorSubject::Store, |done| Op::SaveCommitted { committed, done })
-            .await
+        self.write(ErrorSubject::Store, |done| Op::SaveCommitted {
+            committed,
+            done,
+        })
+        .await
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {

@@ -167,13 +167,18 @@ mod tests {
         let json = serde_json::to_string(&node).unwrap();
         assert_eq!(
             json,
-            format!(r#"{{"addr":"127.0.0.1:7400","public_key":"{}"}}"#, "ab".repeat(32))
+            format!(
+                r#"{{"addr":"127.0.0.1:7400","public_key":"{}"}}"#,
+                "ab".repeat(32)
+            )
         );
         assert_eq!(serde_json::from_str::<GatewayNode>(&json).unwrap(), node);
         let bin = postcard::to_allocvec(&node).unwrap();
         assert_eq!(bin.len(), 1 + 14 + 32);
         assert_eq!(postcard::from_bytes::<GatewayNode>(&bin).unwrap(), node);
-        assert!(serde_json::from_str::<GatewayNode>(r#"{"addr":"a","public_key":"abcd"}"#).is_err());
+        assert!(
+            serde_json::from_str::<GatewayNode>(r#"{"addr":"a","public_key":"abcd"}"#).is_err()
+        );
     }
 
     #[test]
