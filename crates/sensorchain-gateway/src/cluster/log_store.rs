@@ -61,6 +61,11 @@
 //! becomes an error; on the writer thread it stops the thread, and every
 //! later write fails.)
 
+// openraft's `StorageError` (224 bytes) is the error type its storage traits
+// require; every helper here returns it as is rather than boxing and
+// unboxing it on each call.
+#![allow(clippy::result_large_err)]
+
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
@@ -74,7 +79,8 @@ use openraft::{
     Violation,
 };
 use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+    Database, Durability, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, Table,
+    TableDefinition, WriteTransaction,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -279,13 +285,9 @@ fn create_private(path: &Path) -> io::Result<()> {
 fn init(db: &Database) -> Result<(), StorageError> {
     write_txn(db, Durability::Immediate, ErrorSubject::Store, |txn| {
         let subject = || ErrorSubject::Store;
-        txn.open_table(VOTE)
-            .map_err(io(subject(), ErrorVerb::Write))?;
-        txn.open_table(LOG)
-            .map_err(io(subject(), ErrorVerb::Write))?;
-        let mut meta = txn
-            .open_table(META)
-            .map_err(io(subject(), ErrorVerb::Write))?;
+        write_table(txn, VOTE, subject())?;
+        write_table(txn, LOG, subject())?;
+        let mut meta = write_table(txn, META, subject())?;
         let stored = meta
             .get(META_FORMAT)
             .map_err(io(subject(), ErrorVerb::Read))?
@@ -411,16 +413,36 @@ fn last_entry_log_id(
         .transpose()
 }
 
+/// Starts a read transaction: one consistent snapshot of the file.
+fn begin_read(
+    db: &Database,
+    subject: ErrorSubject<NodeId>,
+) -> Result<ReadTransaction, StorageError> {
+    db.begin_read().map_err(io(subject, ErrorVerb::Read))
+}
+
+/// Opens `def` in a read transaction.
+fn read_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &ReadTransaction,
+    def: TableDefinition<K, V>,
+    subject: ErrorSubject<NodeId>,
+) -> Result<ReadOnlyTable<K, V>, StorageError> {
+    txn.open_table(def).map_err(io(subject, ErrorVerb::Read))
+}
+
+/// Opens `def` in a write transaction.
+fn write_table<'t, K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &'t WriteTransaction,
+    def: TableDefinition<K, V>,
+    subject: ErrorSubject<NodeId>,
+) -> Result<Table<'t, K, V>, StorageError> {
+    txn.open_table(def).map_err(io(subject, ErrorVerb::Write))
+}
+
 fn read_log_state(db: &Database) -> Result<LogState<TypeConfig>, StorageError> {
-    let txn = db
-        .begin_read()
-        .map_err(io(ErrorSubject::Logs, ErrorVerb::Read))?;
-    let log = txn
-        .open_table(LOG)
-        .map_err(io(ErrorSubject::Logs, ErrorVerb::Read))?;
-    let meta = txn
-        .open_table(META)
-        .map_err(io(ErrorSubject::Store, ErrorVerb::Read))?;
+    let txn = begin_read(db, ErrorSubject::Logs)?;
+    let log = read_table(&txn, LOG, ErrorSubject::Logs)?;
+    let meta = read_table(&txn, META, ErrorSubject::Store)?;
     let last_purged_log_id = meta_log_id(&meta, META_PURGED)?;
     // The last entry, or the last purged if there is none (the appends and
     // purges keep every entry above the last purged).
@@ -435,22 +457,14 @@ fn read_log_state(db: &Database) -> Result<LogState<TypeConfig>, StorageError> {
 }
 
 fn read_meta(db: &Database, key: &'static str) -> Result<Option<LogId>, StorageError> {
-    let txn = db
-        .begin_read()
-        .map_err(io(ErrorSubject::Store, ErrorVerb::Read))?;
-    let meta = txn
-        .open_table(META)
-        .map_err(io(ErrorSubject::Store, ErrorVerb::Read))?;
+    let txn = begin_read(db, ErrorSubject::Store)?;
+    let meta = read_table(&txn, META, ErrorSubject::Store)?;
     meta_log_id(&meta, key)
 }
 
 fn read_vote(db: &Database) -> Result<Option<Vote>, StorageError> {
-    let txn = db
-        .begin_read()
-        .map_err(io(ErrorSubject::Vote, ErrorVerb::Read))?;
-    let table = txn
-        .open_table(VOTE)
-        .map_err(io(ErrorSubject::Vote, ErrorVerb::Read))?;
+    let txn = begin_read(db, ErrorSubject::Vote)?;
+    let table = read_table(&txn, VOTE, ErrorSubject::Vote)?;
     let record = table
         .get(VOTE_KEY)
         .map_err(io(ErrorSubject::Vote, ErrorVerb::Read))?;
@@ -495,12 +509,8 @@ fn read_entries(
     if range_is_empty(start, end) {
         return Ok(Vec::new());
     }
-    let txn = db
-        .begin_read()
-        .map_err(io(ErrorSubject::Logs, ErrorVerb::Read))?;
-    let log = txn
-        .open_table(LOG)
-        .map_err(io(ErrorSubject::Logs, ErrorVerb::Read))?;
+    let txn = begin_read(db, ErrorSubject::Logs)?;
+    let log = read_table(&txn, LOG, ErrorSubject::Logs)?;
     let mut entries = Vec::new();
     let mut bytes = 0usize;
     for record in log
@@ -594,12 +604,8 @@ fn append_now(db: &Database, entries: &[Entry]) -> Result<(), StorageError> {
         records.push((entry.log_id, record));
     }
     write_txn(db, Durability::Immediate, ErrorSubject::Logs, |txn| {
-        let mut log = txn
-            .open_table(LOG)
-            .map_err(io(ErrorSubject::Logs, ErrorVerb::Write))?;
-        let meta = txn
-            .open_table(META)
-            .map_err(io(ErrorSubject::Store, ErrorVerb::Read))?;
+        let mut log = write_table(txn, LOG, ErrorSubject::Logs)?;
+        let meta = write_table(txn, META, ErrorSubject::Store)?;
         let purged = meta_log_id(&meta, META_PURGED)?;
         // Entries at or below the last purged one are purged already:
         // skipped (openraft ignores them; storing them would put entries
@@ -632,9 +638,7 @@ fn append_now(db: &Database, entries: &[Entry]) -> Result<(), StorageError> {
 fn save_vote_now(db: &Database, vote: &Vote) -> Result<(), StorageError> {
     let record = encode(vote).map_err(|e| StorageIOError::write_vote(AnyError::new(&e)))?;
     write_txn(db, Durability::Immediate, ErrorSubject::Vote, |txn| {
-        let mut table = txn
-            .open_table(VOTE)
-            .map_err(io(ErrorSubject::Vote, ErrorVerb::Write))?;
+        let mut table = write_table(txn, VOTE, ErrorSubject::Vote)?;
         table
             .insert(VOTE_KEY, record.as_slice())
             .map_err(io(ErrorSubject::Vote, ErrorVerb::Write))?;
@@ -644,9 +648,7 @@ fn save_vote_now(db: &Database, vote: &Vote) -> Result<(), StorageError> {
 
 fn save_committed_now(db: &Database, committed: Option<LogId>) -> Result<(), StorageError> {
     write_txn(db, Durability::None, ErrorSubject::Store, |txn| {
-        let mut meta = txn
-            .open_table(META)
-            .map_err(io(ErrorSubject::Store, ErrorVerb::Write))?;
+        let mut meta = write_table(txn, META, ErrorSubject::Store)?;
         match committed {
             Some(log_id) => {
                 let record = encode(&log_id).map_err(io(ErrorSubject::Store, ErrorVerb::Write))?;
@@ -666,9 +668,7 @@ fn save_committed_now(db: &Database, committed: Option<LogId>) -> Result<(), Sto
 /// hole).
 fn truncate_now(db: &Database, log_id: LogId) -> Result<(), StorageError> {
     write_txn(db, Durability::Immediate, ErrorSubject::Logs, |txn| {
-        let mut log = txn
-            .open_table(LOG)
-            .map_err(io(ErrorSubject::Logs, ErrorVerb::Delete))?;
+        let mut log = write_table(txn, LOG, ErrorSubject::Logs)?;
         log.retain_in(log_id.index.., |_, _| false)
             .map_err(io(ErrorSubject::Logs, ErrorVerb::Delete))
     })
@@ -680,9 +680,7 @@ fn truncate_now(db: &Database, log_id: LogId) -> Result<(), StorageError> {
 fn purge_now(db: &Database, log_id: LogId) -> Result<(), StorageError> {
     let record = encode(&log_id).map_err(io(ErrorSubject::Store, ErrorVerb::Write))?;
     write_txn(db, Durability::Immediate, ErrorSubject::Logs, |txn| {
-        let mut meta = txn
-            .open_table(META)
-            .map_err(io(ErrorSubject::Store, ErrorVerb::Write))?;
+        let mut meta = write_table(txn, META, ErrorSubject::Store)?;
         let upto = match meta_log_id(&meta, META_PURGED)? {
             Some(prev) if prev.index >= log_id.index => prev.index,
             _ => {
@@ -691,9 +689,7 @@ fn purge_now(db: &Database, log_id: LogId) -> Result<(), StorageError> {
                 log_id.index
             }
         };
-        let mut log = txn
-            .open_table(LOG)
-            .map_err(io(ErrorSubject::Logs, ErrorVerb::Delete))?;
+        let mut log = write_table(txn, LOG, ErrorSubject::Logs)?;
         log.retain_in(..=upto, |_, _| false)
             .map_err(io(ErrorSubject::Logs, ErrorVerb::Delete))
     })

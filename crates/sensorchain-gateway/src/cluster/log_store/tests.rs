@@ -41,7 +41,7 @@ impl Rng {
 /// The block bytes of the test entry (`term`, `index`): a length and
 /// content that only these two determine, so a reader can check them.
 fn payload(term: u64, index: u64) -> Vec<u8> {
-    let len = if index % 37 == 0 {
+    let len = if index.is_multiple_of(37) {
         100_000
     } else {
         usize::try_from((index * 7919 + term * 31) % 2000).unwrap() + 1
