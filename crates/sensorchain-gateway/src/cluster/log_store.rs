@@ -187,16 +187,32 @@ impl LogStore {
     /// it does not exist; an existing file's mode is set to 0600. A file
     /// left by a crash is recovered by redb (to its last durable commit).
     pub fn open(path: &Path) -> Result<LogStore, StorageError> {
-        let open_err = |what: &str, e: &dyn std::fmt::Display| -> StorageError {
-            store_err(
-                ErrorVerb::Read,
-                format!("opening the Raft log {}: {what}: {e}", path.display()),
-            )
-        };
-        create_private(path).map_err(|e| open_err("creating the file", &e))?;
+        create_private(path).map_err(|e| open_err(path, "creating the file", &e))?;
         let db = std::panic::catch_unwind(|| redb::Builder::new().create(path))
-            .map_err(|_| open_err("redb", &"panicked reading the file (damaged outside redb?)"))?
-            .map_err(|e| open_err("redb", &e))?;
+            .map_err(|_| {
+                open_err(
+                    path,
+                    "redb",
+                    &"panicked reading the file (damaged outside redb?)",
+                )
+            })?
+            .map_err(|e| open_err(path, "redb", &e))?;
+        Self::start(db, path)
+    }
+
+    /// Opens the log store on a redb storage backend (the tests' simulated
+    /// disk).
+    #[cfg(test)]
+    fn open_backend(backend: impl redb::StorageBackend) -> Result<LogStore, StorageError> {
+        let path = Path::new("<backend>");
+        let db = redb::Builder::new()
+            .create_with_backend(backend)
+            .map_err(|e| open_err(path, "redb", &e))?;
+        Self::start(db, path)
+    }
+
+    /// Creates the tables (checks the format) and starts the writer thread.
+    fn start(db: Database, path: &Path) -> Result<LogStore, StorageError> {
         init(&db)?;
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel();
@@ -204,7 +220,7 @@ impl LogStore {
         let writer = std::thread::Builder::new()
             .name("sc-raftlog".into())
             .spawn(move || writer_loop(&writer_db, &rx))
-            .map_err(|e| open_err("starting its writer thread", &e))?;
+            .map_err(|e| open_err(path, "starting its writer thread", &e))?;
         Ok(LogStore {
             shared: Arc::new(Shared {
                 db,
@@ -319,6 +335,14 @@ fn io<E: std::error::Error + 'static>(
     verb: ErrorVerb,
 ) -> impl FnOnce(E) -> StorageError {
     move |e| StorageIOError::new(subject, verb, AnyError::new(&e)).into()
+}
+
+/// Opening the file at `path` failed.
+fn open_err(path: &Path, what: &str, e: &dyn std::fmt::Display) -> StorageError {
+    store_err(
+        ErrorVerb::Read,
+        format!("opening the Raft log {}: {what}: {e}", path.display()),
+    )
 }
 
 /// A storage error on the store as a whole.
