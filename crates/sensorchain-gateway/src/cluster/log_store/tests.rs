@@ -455,8 +455,10 @@ const SEED_ENV: &str = "SC_RAFT_KILL_SEED";
 const TAG: &str = "KC ";
 /// How many times [`kill_test`] kills a child.
 const KILLS: u64 = 24;
-/// A generous bound on the wait for a child's next line.
-const LINE_TIMEOUT: Duration = Duration::from_secs(120);
+/// A generous bound on one round of [`kill_test`] (a child's start and up
+/// to 40 acknowledged writes, usually well under a second): a child that
+/// has not reported enough by then fails the test.
+const ROUND_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn report(line: std::fmt::Arguments<'_>) {
     let mut out = std::io::stdout().lock();
@@ -808,8 +810,9 @@ fn kill_test() {
         let kill_after = 1 + rng.below(40);
         let mut lines = Vec::new();
         let mut acks = 0;
+        let deadline = Instant::now() + ROUND_TIMEOUT;
         while acks < kill_after {
-            match rx.recv_timeout(LINE_TIMEOUT) {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok(l) => {
                     if l.starts_with(['A', 'V', 'T', 'P']) {
                         acks += 1;
