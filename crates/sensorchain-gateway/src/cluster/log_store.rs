@@ -89,6 +89,8 @@ use tokio::sync::oneshot;
 use super::types::{Entry, LogId, NodeId, StorageError, TypeConfig, Vote};
 
 #[cfg(test)]
+mod engine_tests;
+#[cfg(test)]
 mod tests;
 
 /// The log store's file name inside the gateway's data directory.

@@ -40,7 +40,7 @@ impl Rng {
 
 /// The block bytes of the test entry (`term`, `index`): a length and
 /// content that only these two determine, so a reader can check them.
-fn payload(term: u64, index: u64) -> Vec<u8> {
+pub(super) fn payload(term: u64, index: u64) -> Vec<u8> {
     let len = if index.is_multiple_of(37) {
         100_000
     } else {
@@ -86,7 +86,7 @@ async fn state(store: &mut LogStore) -> (Option<u64>, Option<u64>) {
 /// in memory and snapshots exactly those. The product's state machine
 /// (applying blocks to the chain store) is not written yet.
 #[derive(Clone, Default)]
-struct TestStateMachine {
+pub(super) struct TestStateMachine {
     inner: Arc<Mutex<TestSmState>>,
 }
 
