@@ -27,22 +27,28 @@
 //! Every write (append, vote, truncate, purge, committed) goes, in the order
 //! openraft issues it, through one channel to one writer thread
 //! (`sc-raftlog`), which runs each as its own redb write transaction: redb
-//! commits are atomic, so after a crash the file holds the state after some
-//! prefix of the writes, each of which leaves the log without holes. The
-//! writer thread does the blocking work (encoding, redb, fsync); the async
-//! methods only wait for its answer, so no tokio worker thread blocks on a
-//! disk. Reads run on tokio's blocking pool against redb snapshots.
+//! commits are atomic and durable in order (a durable commit persists the
+//! non-durable ones before it), so after a crash the file holds the state
+//! after some prefix of the writes, each of which leaves the log without
+//! holes. The writer thread does the blocking work (encoding, redb, fsync);
+//! the async methods only wait for its answer, so no tokio worker thread
+//! blocks on a disk. Reads run on tokio's blocking pool against redb
+//! snapshots.
 //!
-//! - `append`: one transaction with [`Durability::Immediate`]; after its
-//!   commit returned (the entries are on disk) the writer fires the
-//!   `LogFlushed` callback, then answers, and `append` returns: entries are
-//!   readable when it returns and durable when the callback fires (here
-//!   both happen before it returns; the contract allows either order).
+//! - `append`: one transaction committed with [`Durability::None`]: the
+//!   entries are readable when `append` returns, which is before they are
+//!   on disk. Its `LogFlushed` callback fires only after a later commit
+//!   with [`Durability::Immediate`] returned: the next vote, truncate or
+//!   purge, or a flush (an empty durable commit) that the writer makes as
+//!   soon as no write is waiting, or when [`FLUSH_MAX_APPENDS`] appends
+//!   wait. So openraft's core does not wait for fsyncs, and appends that
+//!   arrive while one is running share the next (group commit). If that
+//!   durable commit fails, the callbacks get the error.
 //! - `save_vote`, `truncate`, `purge`: [`Durability::Immediate`], durable
-//!   when the call returns. `purge` writes `last_purged` and deletes the
-//!   entries up to it in one transaction.
+//!   when the call returns (with every append before them). `purge` writes
+//!   `last_purged` and deletes the entries up to it in one transaction.
 //! - `save_committed`: [`Durability::None`] (visible at once, made durable
-//!   by the next immediate commit; openraft allows losing it).
+//!   by the next durable commit; openraft allows losing it).
 //!
 //! An append that would leave a hole (its first index is not the last
 //! entry's + 1, or the last purged + 1 when the log is empty) is refused
@@ -110,6 +116,10 @@ pub const READ_MAX_ENTRIES: usize = 256;
 ///
 /// [`limited_get_log_entries`]: RaftLogReader::limited_get_log_entries
 pub const READ_MAX_BYTES: usize = 8 << 20;
+
+/// At most this many appends wait for one durable commit (group commit):
+/// their callbacks fire together after it.
+pub const FLUSH_MAX_APPENDS: usize = 64;
 
 const VOTE: TableDefinition<&str, &[u8]> = TableDefinition::new("vote");
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
@@ -572,8 +582,35 @@ fn write_txn(
     txn.commit().map_err(io(subject, ErrorVerb::Write))
 }
 
+/// The writer thread: runs the writes in the order they were sent. An
+/// append commits without durability (readable at once) and answers; its
+/// callback waits in `unflushed` for the next durable commit: a vote, a
+/// truncate or a purge (each durable, and durable commits persist the
+/// commits before them), or else a flush (an empty durable commit) as soon
+/// as no write is waiting or [`FLUSH_MAX_APPENDS`] appends wait for one.
 fn writer_loop(db: &Database, rx: &mpsc::Receiver<Op>) {
-    while let Ok(op) = rx.recv() {
+    let mut unflushed: Vec<LogFlushed<TypeConfig>> = Vec::new();
+    loop {
+        let op = if unflushed.is_empty() {
+            match rx.recv() {
+                Ok(op) => op,
+                Err(mpsc::RecvError) => return,
+            }
+        } else if unflushed.len() >= FLUSH_MAX_APPENDS {
+            flushed(&mut unflushed, &flush_now(db));
+            continue;
+        } else {
+            match rx.try_recv() {
+                Ok(op) => op,
+                Err(closed) => {
+                    flushed(&mut unflushed, &flush_now(db));
+                    if closed == mpsc::TryRecvError::Disconnected {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        };
         match op {
             Op::Append {
                 entries,
@@ -581,28 +618,49 @@ fn writer_loop(db: &Database, rx: &mpsc::Receiver<Op>) {
                 done,
             } => {
                 let result = append_now(db, &entries);
-                // The callback only after the commit returned: the entries
-                // are on disk.
-                callback.log_io_completed(match &result {
-                    Ok(()) => Ok(()),
-                    Err(e) => Err(io::Error::other(e.to_string())),
-                });
+                match &result {
+                    Ok(()) => unflushed.push(callback),
+                    Err(e) => callback.log_io_completed(Err(io::Error::other(e.to_string()))),
+                }
                 let _ = done.send(result);
             }
             Op::SaveVote { vote, done } => {
-                let _ = done.send(save_vote_now(db, &vote));
+                let result = save_vote_now(db, &vote);
+                flushed(&mut unflushed, &result);
+                let _ = done.send(result);
             }
             Op::SaveCommitted { committed, done } => {
                 let _ = done.send(save_committed_now(db, committed));
             }
             Op::Truncate { log_id, done } => {
-                let _ = done.send(truncate_now(db, log_id));
+                let result = truncate_now(db, log_id);
+                flushed(&mut unflushed, &result);
+                let _ = done.send(result);
             }
             Op::Purge { log_id, done } => {
-                let _ = done.send(purge_now(db, log_id));
+                let result = purge_now(db, log_id);
+                flushed(&mut unflushed, &result);
+                let _ = done.send(result);
             }
         }
     }
+}
+
+/// Fires the callbacks of the appends a durable commit made durable (in
+/// their order), or, if that commit failed, tells them so.
+fn flushed(unflushed: &mut Vec<LogFlushed<TypeConfig>>, durable: &Result<(), StorageError>) {
+    for callback in unflushed.drain(..) {
+        callback.log_io_completed(match durable {
+            Ok(()) => Ok(()),
+            Err(e) => Err(io::Error::other(e.to_string())),
+        });
+    }
+}
+
+/// An empty durable commit: makes the commits before it durable (redb
+/// persists non-durable commits with the next durable one).
+fn flush_now(db: &Database) -> Result<(), StorageError> {
+    write_txn(db, Durability::Immediate, ErrorSubject::Logs, |_| Ok(()))
 }
 
 fn non_consecutive(prev: Option<LogId>, next: LogId) -> StorageError {
@@ -629,7 +687,7 @@ fn append_now(db: &Database, entries: &[Entry]) -> Result<(), StorageError> {
         })?;
         records.push((entry.log_id, record));
     }
-    write_txn(db, Durability::Immediate, ErrorSubject::Logs, |txn| {
+    write_txn(db, Durability::None, ErrorSubject::Logs, |txn| {
         let mut log = write_table(txn, LOG, ErrorSubject::Logs)?;
         let meta = write_table(txn, META, ErrorSubject::Store)?;
         let purged = meta_log_id(&meta, META_PURGED)?;
