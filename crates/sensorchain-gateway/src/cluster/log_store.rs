@@ -132,8 +132,9 @@ const META_COMMITTED: &str = "committed";
 
 /// The Raft log store (see the module docs). Cheap to clone: clones share
 /// the file and the writer thread ([`RaftLogStorage::get_log_reader`]
-/// hands out clones). The file is closed when the last clone is dropped
-/// (the drop waits for the writer thread to finish its current write).
+/// hands out clones). The file is closed when the last clone is dropped:
+/// the drop waits for the writer thread to finish the writes already sent
+/// and to make its last appends durable.
 #[derive(Clone)]
 pub struct LogStore {
     shared: Arc<Shared>,
@@ -158,7 +159,8 @@ struct Shared {
 impl Drop for Shared {
     fn drop(&mut self) {
         // Closing the channel ends the writer's loop once it has done the
-        // writes already sent; joining it releases its handle of the file.
+        // writes already sent and flushed them; joining it releases its
+        // handle of the file.
         drop(self.tx.take());
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
