@@ -16,6 +16,7 @@ pub mod api;
 pub mod app;
 pub mod audit;
 pub mod chain_source;
+pub mod cluster;
 pub mod config;
 pub mod export;
 pub mod keys;
