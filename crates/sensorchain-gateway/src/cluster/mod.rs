@@ -15,21 +15,33 @@
 //! - [`log_store`]: the Raft log's storage ([`LogStore`]) on redb, in its
 //!   own file (`raft.redb`, beside `chain.redb`), to openraft's storage
 //!   contract, tested by openraft's storage test suite and a kill test.
+//! - [`state_machine`]: the ledger as Raft's state machine
+//!   ([`LedgerStateMachine`]): every committed block validated with the
+//!   core rule and stored, or the same recorded rejection on every member;
+//!   this gateway's finality vote, recorded before it is given; certificates
+//!   checked against the validator set of their height and stored; the
+//!   applied mark written with each of them. Tested under real openraft with
+//!   in-process members (`tests.rs`: the same stored chain on all, a forged
+//!   block refused alike, certification by quorum, a stale leader's block
+//!   refused by the new leader's log, a restarted member catching up).
 //!
 //! # What does not exist yet
 //!
-//! - The state machine: applying a committed block to the chain store
-//!   (decoding it with the core's strict decoder, validating it with
-//!   `WorldState::apply_block`) and recording finality votes; its
-//!   snapshots. (The storage suite runs against a test-only in-memory
-//!   state machine.)
-//! - The network between members (openraft's `RaftNetwork`), the
-//!   membership's bootstrap and changes, the configuration of a cluster,
-//!   the wiring into [`app::start`](crate::app::start): nothing in a
-//!   running gateway uses this module yet.
+//! - The network between members (openraft's `RaftNetwork` over the peer
+//!   links), the vote collection that turns votes into certificate
+//!   entries, forwarding of readings to the leader, the membership's
+//!   bootstrap and changes, the `[cluster]` configuration, catch-up by
+//!   snapshot with block back-fill, and the wiring into
+//!   [`app::start`](crate::app::start): nothing in a running gateway uses
+//!   this module yet (docs/CLUSTER.md has the design).
 
 pub mod log_store;
+pub mod state_machine;
 pub mod types;
 
 pub use log_store::LogStore;
+pub use state_machine::{LedgerStateMachine, Outcome};
 pub use types::{ClusterRequest, ClusterResponse, GatewayNode, NodeId, TypeConfig};
+
+#[cfg(test)]
+mod tests;
