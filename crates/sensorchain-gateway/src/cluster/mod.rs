@@ -19,24 +19,38 @@
 //!   loses unsynced writes) and three in-process members under openraft's
 //!   engine (replication, purge after snapshots, restart); all with a
 //!   test-only state machine and, for the last, a test-only network.
+//! - [`state_machine`]: the ledger as Raft's state machine
+//!   ([`LedgerStateMachine`]): every committed block validated with the
+//!   core rule and stored, or the same recorded rejection on every member;
+//!   this gateway's finality vote, recorded before it is given; certificates
+//!   checked against the validator set of their height and stored; the
+//!   applied mark written with each of them, so a restarted member tells
+//!   openraft exactly where its chain stands. Tested under real openraft
+//!   with in-process members (`tests.rs`: the same stored chain on all, a
+//!   forged block refused alike, certification by quorum, a stale leader's
+//!   block refused by the new leader's log, a restarted member catching
+//!   up).
 //!
 //! # What does not exist yet
 //!
-//! - The state machine: applying a committed block to the chain store
-//!   (decoding it with the core's strict decoder, validating it with
-//!   `WorldState::apply_block`) and recording finality votes; its
-//!   snapshots; making an applied block durable in `chain.redb` and
-//!   telling openraft where the chain stands after a restart.
-//! - The network between members (openraft's `RaftNetwork`), the
-//!   membership's bootstrap and changes, the configuration of a cluster,
-//!   the wiring into [`app::start`](crate::app::start): nothing in a
-//!   running gateway uses this module yet.
+//! - The network between members (openraft's `RaftNetwork` over the peer
+//!   links), the vote collection that turns votes into certificate
+//!   entries, forwarding of readings to the leader, the membership's
+//!   bootstrap and changes, the `[cluster]` configuration, catch-up by
+//!   snapshot with block back-fill, and the wiring into
+//!   [`app::start`](crate::app::start): nothing in a running gateway uses
+//!   this module yet (docs/CLUSTER.md has the design).
 //! - Operations of the log file: a page check of `raft.redb` when a gateway
 //!   starts (as `Store::open_checked` does for the chain), metrics (log
 //!   length, flush latency), a snapshot policy that keeps it short.
 
 pub mod log_store;
+pub mod state_machine;
 pub mod types;
 
 pub use log_store::LogStore;
+pub use state_machine::{LedgerStateMachine, Outcome};
 pub use types::{ClusterRequest, ClusterResponse, GatewayNode, NodeId, TypeConfig};
+
+#[cfg(test)]
+mod tests;

@@ -134,12 +134,19 @@ impl fmt::Display for ClusterRequest {
     }
 }
 
-/// What applying a [`ClusterRequest`] answered.
+/// What applying a log entry answered.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClusterResponse {
     /// The block was valid and is now part of the chain.
     Applied {
         /// Its height.
+        height: u64,
+        /// Its hash.
+        hash: [u8; 32],
+    },
+    /// The certificate was valid: the block at `height` is final.
+    Certified {
+        /// The block's height.
         height: u64,
         /// Its hash.
         hash: [u8; 32],
@@ -150,8 +157,8 @@ pub enum ClusterResponse {
         /// Why.
         reason: String,
     },
-    /// The finality votes were recorded.
-    Recorded,
+    /// A blank or membership entry: nothing in the chain changed.
+    Noop,
 }
 
 #[cfg(test)]

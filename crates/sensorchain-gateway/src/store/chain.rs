@@ -1,7 +1,7 @@
 //! The write path (one durable write transaction per block, certificates)
 //! and the reads of blocks, headers, certificates and the head.
 
-use redb::ReadableTable;
+use redb::{ReadableTable, WriteTransaction};
 use sensorchain_core::block::{Block, BlockHeader, FinalityCert};
 use sensorchain_core::codec;
 use sensorchain_core::hash::Hash32;
@@ -38,6 +38,19 @@ impl Store {
         encoded_txs: &[Vec<u8>],
         cert: Option<&FinalityCert>,
         snapshot: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        self.commit_block_and(block, encoded_txs, cert, snapshot, |_| Ok(()))
+    }
+
+    /// [`commit_block`](Self::commit_block), with `extra` writes of the
+    /// caller's in the same write transaction (all of it durable, or none).
+    pub(super) fn commit_block_and(
+        &self,
+        block: &Block,
+        encoded_txs: &[Vec<u8>],
+        cert: Option<&FinalityCert>,
+        snapshot: Option<&[u8]>,
+        extra: impl FnOnce(&WriteTransaction) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         guard::guarded("blocks", Some(block.header.height), || {
             let h = &block.header;
@@ -152,6 +165,7 @@ impl Store {
                     put_snapshot(&w, height, s)?;
                 }
             }
+            extra(&w)?;
             w.commit()?;
             Ok(())
         })
@@ -160,6 +174,17 @@ impl Store {
     /// Stores (or replaces) the finality certificate of the stored block at
     /// `height`.
     pub fn put_cert(&self, height: u64, cert: &FinalityCert) -> Result<(), StoreError> {
+        self.put_cert_and(height, cert, |_| Ok(()))
+    }
+
+    /// [`put_cert`](Self::put_cert), with `extra` writes of the caller's in
+    /// the same write transaction.
+    pub(super) fn put_cert_and(
+        &self,
+        height: u64,
+        cert: &FinalityCert,
+        extra: impl FnOnce(&WriteTransaction) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         guard::guarded("certs", Some(height), || {
             if cert.height != height {
                 return Err(StoreError::Invalid(format!(
@@ -183,6 +208,7 @@ impl Store {
                 drop(b);
                 w.open_table(CERTS)?.insert(height, bytes.as_slice())?;
             }
+            extra(&w)?;
             w.commit()?;
             Ok(())
         })

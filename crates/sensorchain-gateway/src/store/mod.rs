@@ -25,6 +25,10 @@
 //! | `by_stream` | device key (32) ‖ stream `u16 BE` ‖ timestamp_ms `u64 BE` ‖ sequence `u64 BE` | `(height u64, index u32, stream u16)` |
 //! | `by_time` | timestamp_ms `u64 BE` ‖ device key (32) ‖ sequence `u64 BE` | `(height u64, index u32, stream u16)` |
 //! | `snapshots` | height `u64` | `WorldState::snapshot()` bytes taken after that block; only the latest [`SNAPSHOTS_KEPT`] are kept |
+//! | `meta` | `"applied"` | the consensus layer's record of the last log entry applied (opaque here: `cluster::state_machine` encodes it), written in the same transaction as what that entry did |
+//! | `rejections` | Raft log index `u64` | UTF-8 reason a log entry was refused by the ledger rule (recorded identically on every gateway) |
+//! | `validator_sets` | height `u64` | the `VALIDATE` holders (32-byte public keys, concatenated, sorted) that validate and certify blocks from this height on, written when the set changes |
+//! | `own_votes` | height `u64` | the block hash (32) this gateway signed a finality vote for at that height (it never signs another) |
 //!
 //! Only `TxKind::Reading` transactions enter the three reading indexes; the
 //! timestamp is the device's (`TxBody::timestamp_ms`). A device's
@@ -59,7 +63,9 @@
 //! # Files
 //!
 //! This file opens the store ([`Store`], the constants); the rest is split
-//! by concern: `error.rs` ([`StoreError`]), `schema.rs` (the tables above,
+//! by concern: `error.rs` ([`StoreError`]), `consensus.rs` (what the
+//! consensus layer records with the chain: the applied mark, rejections,
+//! validator sets, this gateway's own votes), `schema.rs` (the tables above,
 //! the head and offsets records, the format check), `keys.rs` (the reading
 //! indexes' key codecs), `chain.rs` (the write path: [`Store::commit_block`],
 //! certificates; block, header, certificate and head reads), `indexes.rs`
@@ -78,6 +84,7 @@ use redb::{
 };
 
 mod chain;
+mod consensus;
 mod error;
 mod guard;
 mod indexes;
@@ -91,6 +98,7 @@ mod tamper;
 pub(crate) mod tests;
 
 pub use chain::{decode_block, decode_cert};
+pub use consensus::{APPLIED_MARK_MAX_LEN, Applied};
 pub use error::StoreError;
 pub use indexes::{InclusionProof, ReadingRef, TxLocation};
 pub use integrity::{IntegrityDepth, IntegrityReport};

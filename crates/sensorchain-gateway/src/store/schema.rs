@@ -17,12 +17,17 @@ pub(super) const BY_STREAM: TableDefinition<&[u8], (u64, u32, u16)> =
     TableDefinition::new("by_stream");
 pub(super) const BY_TIME: TableDefinition<&[u8], (u64, u32, u16)> = TableDefinition::new("by_time");
 pub(super) const SNAPSHOTS: TableDefinition<u64, &[u8]> = TableDefinition::new("snapshots");
+pub(super) const REJECTIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("rejections");
+pub(super) const VALIDATOR_SETS: TableDefinition<u64, &[u8]> =
+    TableDefinition::new("validator_sets");
+pub(super) const OWN_VOTES: TableDefinition<u64, &[u8]> = TableDefinition::new("own_votes");
 
 /// A reading index opened for reading.
 pub(super) type ReadingTable = ReadOnlyTable<&'static [u8], (u64, u32, u16)>;
 
 pub(super) const META_HEAD: &str = "head";
 pub(super) const META_FORMAT: &str = "format";
+pub(super) const META_APPLIED: &str = "applied";
 pub(super) const HEAD_LEN: usize = 64;
 
 /// The last stored block.

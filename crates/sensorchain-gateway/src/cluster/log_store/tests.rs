@@ -139,7 +139,7 @@ impl RaftStateMachine<TypeConfig> for TestStateMachine {
             if let EntryPayload::Membership(m) = entry.payload {
                 s.membership = StoredMembership::new(Some(entry.log_id), m);
             }
-            out.push(ClusterResponse::Recorded);
+            out.push(ClusterResponse::Noop);
         }
         Ok(out)
     }

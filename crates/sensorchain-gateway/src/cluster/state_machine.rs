@@ -1,0 +1,527 @@
+//! The ledger as the cluster's Raft state machine ([`LedgerStateMachine`]).
+//!
+//! Every member applies the committed log entries in log order to its own
+//! chain store (`chain.redb`), with the core's one validation rule, reading
+//! nothing local (no clock, no configuration, no node id): the same log
+//! gives the same chain on every member.
+//!
+//! * [`ClusterRequest::Block`]: strictly decoded, validated with
+//!   `WorldState::apply_block_encoded` against the state after the last
+//!   accepted block. Valid: stored (one durable write with the applied mark,
+//!   the next validator set if the block changed it, and this gateway's own
+//!   vote record), answered [`ClusterResponse::Applied`], and — if this
+//!   gateway is a validator at that height — signed: its
+//!   [`FinalityVote`] leaves in [`Outcome::Block`]. Invalid: the same
+//!   recorded rejection on every member ([`Store::rejections`]), answered
+//!   [`ClusterResponse::Rejected`]; never an `Err` (openraft treats that as
+//!   fatal), never stored, never signed.
+//! * [`ClusterRequest::Finality`]: a [`FinalityCert`] for a stored block,
+//!   checked against the validator set in force at its height
+//!   ([`Store::validator_set_at`]) with core's `FinalityCert::verify` (all
+//!   or nothing); stored beside the block ([`Outcome::Final`]) or a recorded
+//!   rejection (unknown block, already certified, not a quorum, a bad vote).
+//! * Blank and membership entries: only the applied mark (and the
+//!   membership) is written.
+//!
+//! The applied mark (the last applied log id and the membership) is written
+//! in the same redb transaction as the block, certificate or rejection of
+//! its entry, so an entry is applied exactly once across crashes: on
+//! restart openraft re-applies from the mark.
+//!
+//! Decoding, validation and the redb commit run on tokio's blocking pool
+//! (`spawn_blocking`), never on the runtime's workers that drive Raft's
+//! timers.
+//!
+//! **Snapshots.** A snapshot is the world state after the head block, with
+//! the head's height and hash. Installing one on a member whose chain is at
+//! that head adopts it; a member *behind* it needs the blocks below the head
+//! from its peers (the back-fill of docs/CLUSTER.md, "Catch-up"), which is
+//! not built yet: such an install fails with a storage error saying so. A
+//! cluster that never purges its log (the default here) never needs one.
+
+// openraft's `StorageError` is the error type of the traits implemented
+// here (over 200 bytes); boxing it would only move the size elsewhere.
+#![allow(clippy::result_large_err)]
+
+use std::io::Cursor;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    AnyError, EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, SnapshotMeta,
+    StorageIOError, StoredMembership,
+};
+use sensorchain_core::block::{Block, FinalityCert, FinalityVote};
+use sensorchain_core::codec;
+use sensorchain_core::hash::Hash32;
+use sensorchain_core::identity::{Keypair, PublicKey, VerifyingKey};
+use sensorchain_core::state::{SigCheck, WorldState};
+use sensorchain_core::tx::Transaction;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+
+use super::types::{ClusterRequest, ClusterResponse, Entry, GatewayNode, LogId, NodeId};
+use super::types::{StorageError, TypeConfig};
+use crate::node::{genesis_state, replay};
+use crate::store::{Applied, CERT_MAX_LEN, Store, StoreError};
+
+/// The membership as openraft records it.
+pub type Membership = StoredMembership<NodeId, GatewayNode>;
+
+/// What the ledger did with a committed entry, for the gateway's other
+/// parts (the reply registry, the sessions, the vote sender).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A block is stored at `height`.
+    Block {
+        /// Its height.
+        height: u64,
+        /// Its hash.
+        hash: Hash32,
+        /// Its transactions' ids, in block order.
+        tx_ids: Vec<Hash32>,
+        /// This gateway's finality vote for it (recorded durably first), if
+        /// it is a validator at that height.
+        vote: Option<FinalityVote>,
+    },
+    /// The log entry at `index` was refused by the ledger rule.
+    Rejected {
+        /// Its Raft log index.
+        index: u64,
+        /// Why.
+        reason: String,
+    },
+    /// The block at `height` is final: its certificate is stored.
+    Final {
+        /// Its height.
+        height: u64,
+        /// Its hash.
+        hash: Hash32,
+    },
+}
+
+/// The store's applied mark: what the state machine has applied.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Mark {
+    log_id: Option<LogId>,
+    membership: Membership,
+}
+
+/// A snapshot's data: the world state after the head block.
+#[derive(Debug, Serialize, Deserialize)]
+struct SnapshotBody {
+    head_height: u64,
+    head_hash: Hash32,
+    state: Vec<u8>,
+}
+
+/// Settings of the state machine.
+#[derive(Debug, Clone, Copy)]
+pub struct StateMachineConfig {
+    /// Blocks between world-state snapshots in the chain store.
+    pub snapshot_every: u64,
+}
+
+impl Default for StateMachineConfig {
+    fn default() -> Self {
+        StateMachineConfig { snapshot_every: 64 }
+    }
+}
+
+/// What the state machine holds between calls.
+struct Core {
+    store: Arc<Store>,
+    /// The state after the last accepted block.
+    state: Arc<WorldState>,
+    /// Publishes `state` (read without the core's lock).
+    published: watch::Sender<Arc<WorldState>>,
+    mark: Mark,
+    /// This gateway's validator key (none: it never votes).
+    key: Option<Arc<Keypair>>,
+    outcomes: Option<mpsc::Sender<Outcome>>,
+    cfg: StateMachineConfig,
+    since_snapshot: u64,
+    /// The last snapshot built or installed.
+    current: Option<(SnapshotMeta<NodeId, GatewayNode>, Vec<u8>)>,
+}
+
+/// The ledger as openraft's state machine (see the module docs).
+#[derive(Clone)]
+pub struct LedgerStateMachine {
+    core: Arc<Mutex<Core>>,
+    state: watch::Receiver<Arc<WorldState>>,
+}
+
+impl LedgerStateMachine {
+    /// Opens the state machine over `store`: replays the stored chain (the
+    /// start-up integrity check and full validation of `node::replay`), or
+    /// stores `genesis` in an empty store. `key` is this gateway's
+    /// validator key; `outcomes` receives an [`Outcome`] for each block,
+    /// rejection and certificate applied (the state machine waits when it
+    /// is full: its receiver must not wait for the state machine). Synchronous and heavy for a long chain: call it off the
+    /// async runtime.
+    pub fn open(
+        store: Arc<Store>,
+        genesis: &Block,
+        key: Option<Arc<Keypair>>,
+        outcomes: Option<mpsc::Sender<Outcome>>,
+        cfg: StateMachineConfig,
+    ) -> anyhow::Result<LedgerStateMachine> {
+        let state = match replay(&store, genesis)? {
+            Some(s) => s,
+            None => {
+                let s = genesis_state(genesis)?;
+                let mark = encode_mark(&Mark::default())?;
+                store.commit_block_applied(
+                    genesis,
+                    &genesis.encoded_txs(),
+                    Some(&s.snapshot()),
+                    Applied {
+                        mark: &mark,
+                        validators_next: Some(&validator_keys(&s)),
+                        own_vote: false,
+                    },
+                )?;
+                s
+            }
+        };
+        // A chain stored before the cluster recorded no validator sets: the
+        // set in force from here on is the current one.
+        if store.validator_set_at(state.next_height())?.is_none() {
+            store.record_validator_set(state.next_height(), &validator_keys(&state))?;
+        }
+        let mark = match store.applied_mark()? {
+            Some(b) => decode_mark(&b)?,
+            None => Mark::default(),
+        };
+        let state = Arc::new(state);
+        let (published, state_rx) = watch::channel(state.clone());
+        Ok(LedgerStateMachine {
+            state: state_rx,
+            core: Arc::new(Mutex::new(Core {
+                store,
+                state,
+                published,
+                mark,
+                key,
+                outcomes,
+                cfg,
+                since_snapshot: 0,
+                current: None,
+            })),
+        })
+    }
+
+    /// The state after the last accepted block.
+    pub fn state(&self) -> Arc<WorldState> {
+        self.state.borrow().clone()
+    }
+
+    /// A receiver of the state after each accepted block.
+    pub fn watch_state(&self) -> watch::Receiver<Arc<WorldState>> {
+        self.state.clone()
+    }
+
+    /// The last applied log id.
+    pub fn applied(&self) -> Option<LogId> {
+        self.lock().mark.log_id
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the core on tokio's blocking pool.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Core) -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let core = self.core.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut c = core.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut c)
+        })
+        .await
+        .map_err(|e| sm_error(ErrorVerb::Write, format!("the apply task failed: {e}")))?
+    }
+}
+
+/// The sorted public keys of the `VALIDATE` holders of `state`.
+fn validator_keys(state: &WorldState) -> Vec<PublicKey> {
+    let mut v: Vec<PublicKey> = state.validators().iter().map(|k| *k.public()).collect();
+    v.sort_unstable_by_key(|k| k.0);
+    v
+}
+
+fn encode_mark(m: &Mark) -> Result<Vec<u8>, StoreError> {
+    postcard::to_allocvec(m)
+        .map_err(|e| StoreError::Invalid(format!("cannot encode the applied mark: {e}")))
+}
+
+fn decode_mark(b: &[u8]) -> Result<Mark, StoreError> {
+    postcard::from_bytes(b).map_err(|e| {
+        StoreError::corrupt_in(
+            "meta",
+            None,
+            format!("the applied mark does not decode: {e}"),
+        )
+    })
+}
+
+fn sm_error(verb: ErrorVerb, msg: impl Into<String>) -> StorageError {
+    StorageIOError::new(
+        ErrorSubject::StateMachine,
+        verb,
+        AnyError::error(msg.into()),
+    )
+    .into()
+}
+
+fn store_error(verb: ErrorVerb) -> impl Fn(StoreError) -> StorageError {
+    move |e| StorageIOError::new(ErrorSubject::StateMachine, verb, AnyError::new(&e)).into()
+}
+
+impl Core {
+    /// Applies one committed entry; `Err` only for a storage failure.
+    fn apply(&mut self, entry: Entry) -> Result<ClusterResponse, StoreError> {
+        self.mark.log_id = Some(entry.log_id);
+        let index = entry.log_id.index;
+        match entry.payload {
+            EntryPayload::Blank => {
+                self.store.record_applied(&encode_mark(&self.mark)?, None)?;
+                Ok(ClusterResponse::Noop)
+            }
+            EntryPayload::Membership(m) => {
+                self.mark.membership = StoredMembership::new(Some(entry.log_id), m);
+                self.store.record_applied(&encode_mark(&self.mark)?, None)?;
+                Ok(ClusterResponse::Noop)
+            }
+            EntryPayload::Normal(ClusterRequest::Block(bytes)) => self.apply_block(index, &bytes),
+            EntryPayload::Normal(ClusterRequest::Finality(bytes)) => self.apply_cert(index, &bytes),
+        }
+    }
+
+    /// Records the refusal of the entry at `index`, the same on every member.
+    fn reject(&mut self, index: u64, reason: String) -> Result<ClusterResponse, StoreError> {
+        self.store
+            .record_applied(&encode_mark(&self.mark)?, Some((index, &reason)))?;
+        tracing::warn!(index, "log entry refused by the ledger rule: {reason}");
+        self.emit(Outcome::Rejected {
+            index,
+            reason: reason.clone(),
+        });
+        Ok(ClusterResponse::Rejected { reason })
+    }
+
+    fn emit(&self, o: Outcome) {
+        if let Some(tx) = &self.outcomes {
+            // No receiver left: nobody is listening, nothing to tell.
+            let _ = tx.blocking_send(o);
+        }
+    }
+
+    fn apply_block(&mut self, index: u64, bytes: &[u8]) -> Result<ClusterResponse, StoreError> {
+        let block = match Block::decode(bytes) {
+            Ok(b) => b,
+            Err(e) => return self.reject(index, format!("the block does not decode: {e}")),
+        };
+        let encoded = block.encoded_txs();
+        let mut next = (*self.state).clone();
+        if let Err(e) = next.apply_block_encoded(&block, &encoded, None, SigCheck::Verify) {
+            return self.reject(index, format!("invalid block: {e}"));
+        }
+        let height = block.header.height;
+        let hash = block.header.hash();
+        let before = validator_keys(&self.state);
+        let after = validator_keys(&next);
+        let voter = self.key.clone().filter(|k| before.contains(&k.public()));
+        self.since_snapshot += 1;
+        let snapshot = (self.since_snapshot >= self.cfg.snapshot_every).then(|| next.snapshot());
+        let mark = encode_mark(&self.mark)?;
+        self.store.commit_block_applied(
+            &block,
+            &encoded,
+            snapshot.as_deref(),
+            Applied {
+                mark: &mark,
+                validators_next: (after != before).then_some(after.as_slice()),
+                own_vote: voter.is_some(),
+            },
+        )?;
+        if snapshot.is_some() {
+            self.since_snapshot = 0;
+        }
+        self.state = Arc::new(next);
+        self.published.send_replace(self.state.clone());
+        let vote = voter.map(|k| FinalityCert::vote(&block.header, &k));
+        self.emit(Outcome::Block {
+            height,
+            hash,
+            tx_ids: encoded
+                .iter()
+                .map(|t| Transaction::id_of_encoded(t))
+                .collect(),
+            vote,
+        });
+        Ok(ClusterResponse::Applied {
+            height,
+            hash: hash.0,
+        })
+    }
+
+    fn apply_cert(&mut self, index: u64, bytes: &[u8]) -> Result<ClusterResponse, StoreError> {
+        let cert: FinalityCert = match codec::decode_exact(bytes, CERT_MAX_LEN) {
+            Ok(c) => c,
+            Err(e) => {
+                return self.reject(index, format!("the certificate does not decode: {e}"));
+            }
+        };
+        let h = cert.height;
+        let Some(header) = self.store.header(h)? else {
+            return self.reject(
+                index,
+                format!("a certificate for height {h}: no block there"),
+            );
+        };
+        if self.store.cert(h)?.is_some() {
+            return self.reject(index, format!("block {h} is already certified"));
+        }
+        let Some(set) = self.store.validator_set_at(h)? else {
+            return self.reject(index, format!("no validator set is recorded at height {h}"));
+        };
+        let keys: Vec<VerifyingKey> = set
+            .iter()
+            .filter_map(|k| VerifyingKey::from_public(k).ok())
+            .collect();
+        if let Err(e) = cert.verify(&header, &keys) {
+            return self.reject(index, format!("certificate of block {h}: {e}"));
+        }
+        self.store
+            .put_cert_applied(h, &cert, &encode_mark(&self.mark)?)?;
+        let hash = header.hash();
+        self.emit(Outcome::Final { height: h, hash });
+        Ok(ClusterResponse::Certified {
+            height: h,
+            hash: hash.0,
+        })
+    }
+
+    fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StoreError> {
+        let body = SnapshotBody {
+            head_height: self.state.next_height().saturating_sub(1),
+            head_hash: self.state.last_hash(),
+            state: self.state.snapshot(),
+        };
+        let data = postcard::to_allocvec(&body)
+            .map_err(|e| StoreError::Invalid(format!("cannot encode the snapshot: {e}")))?;
+        let last = self.mark.log_id;
+        let meta = SnapshotMeta {
+            last_log_id: last,
+            last_membership: self.mark.membership.clone(),
+            snapshot_id: format!(
+                "{}-{}-h{}",
+                last.map(|l| l.leader_id.term).unwrap_or(0),
+                last.map(|l| l.index).unwrap_or(0),
+                body.head_height
+            ),
+        };
+        self.current = Some((meta.clone(), data.clone()));
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+
+    fn install(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, GatewayNode>,
+        data: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let body: SnapshotBody = postcard::from_bytes(&data)
+            .map_err(|e| StoreError::Invalid(format!("the snapshot does not decode: {e}")))?;
+        let head = self.store.head()?;
+        if head.map(|h| (h.height, h.hash)) != Some((body.head_height, body.head_hash)) {
+            return Err(StoreError::Invalid(format!(
+                "the snapshot is at block {} and this chain at {}: catching up by snapshot needs the blocks below it from the peers (the back-fill of docs/CLUSTER.md, not built yet)",
+                body.head_height,
+                head.map(|h| h.height.to_string())
+                    .unwrap_or_else(|| "nothing".into()),
+            )));
+        }
+        let state = WorldState::from_snapshot(&body.state)
+            .map_err(|e| StoreError::Invalid(format!("the snapshot's state: {e}")))?;
+        if state.commitment() != self.state.commitment() {
+            return Err(StoreError::Invalid(
+                "the snapshot's state differs from the state of the same chain here".into(),
+            ));
+        }
+        self.mark = Mark {
+            log_id: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+        };
+        self.store.record_applied(&encode_mark(&self.mark)?, None)?;
+        self.current = Some((meta.clone(), data));
+        Ok(())
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for LedgerStateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        self.blocking(|c| c.build_snapshot().map_err(store_error(ErrorVerb::Read)))
+            .await
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for LedgerStateMachine {
+    type SnapshotBuilder = LedgerStateMachine;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, Membership), StorageError> {
+        let c = self.lock();
+        Ok((c.mark.log_id, c.mark.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ClusterResponse>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        self.blocking(move |c| {
+            entries
+                .into_iter()
+                .map(|e| c.apply(e).map_err(store_error(ErrorVerb::Write)))
+                .collect()
+        })
+        .await
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, GatewayNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let meta = meta.clone();
+        let data = snapshot.into_inner();
+        self.blocking(move |c| {
+            c.install(&meta, data)
+                .map_err(store_error(ErrorVerb::Write))
+        })
+        .await
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let c = self.lock();
+        Ok(c.current.as_ref().map(|(meta, data)| Snapshot {
+            meta: meta.clone(),
+            snapshot: Box::new(Cursor::new(data.clone())),
+        }))
+    }
+}
