@@ -53,4 +53,6 @@ pub use state_machine::{LedgerStateMachine, Outcome};
 pub use types::{ClusterRequest, ClusterResponse, GatewayNode, NodeId, TypeConfig};
 
 #[cfg(test)]
+mod testnet;
+#[cfg(test)]
 mod tests;

@@ -2,17 +2,11 @@
 //! Raft's messages passed by a router (the peer links come later). Every
 //! verdict is read from what each member *stored*.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, RPCError, RaftError, RemoteError, Unreachable};
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
-};
-use openraft::{AnyError, Config, Raft, SnapshotPolicy};
+use openraft::{Config, Raft, SnapshotPolicy};
 use sensorchain_core::block::{Block, FinalityCert};
 use sensorchain_core::chain::{Chain, build_block_from_pool};
 use sensorchain_core::codec;
@@ -25,88 +19,9 @@ use tokio::sync::mpsc;
 
 use super::LogStore;
 use super::state_machine::{LedgerStateMachine, Outcome, StateMachineConfig};
+use super::testnet::Router;
 use super::types::{ClusterRequest, ClusterResponse, GatewayNode, NodeId, TypeConfig};
 use crate::store::Store;
-
-type Rpc<E = openraft::error::Infallible> = RPCError<NodeId, GatewayNode, RaftError<NodeId, E>>;
-
-/// Raft's messages between in-process members; a member can be cut off.
-#[derive(Clone, Default)]
-struct Router {
-    rafts: Arc<Mutex<BTreeMap<NodeId, Raft<TypeConfig>>>>,
-    cut: Arc<Mutex<BTreeSet<NodeId>>>,
-}
-
-impl Router {
-    fn target(&self, from: NodeId, to: NodeId) -> Result<Raft<TypeConfig>, Unreachable> {
-        let cut = self.cut.lock().unwrap();
-        if cut.contains(&from) || cut.contains(&to) {
-            return Err(Unreachable::new(&AnyError::error("cut off")));
-        }
-        self.rafts
-            .lock()
-            .unwrap()
-            .get(&to)
-            .cloned()
-            .ok_or_else(|| Unreachable::new(&AnyError::error("no such member")))
-    }
-}
-
-struct Link {
-    router: Router,
-    from: NodeId,
-    to: NodeId,
-}
-
-/// A router bound to the member that sends.
-#[derive(Clone)]
-struct From(Router, NodeId);
-
-impl RaftNetworkFactory<TypeConfig> for From {
-    type Network = Link;
-    async fn new_client(&mut self, target: NodeId, _node: &GatewayNode) -> Link {
-        Link {
-            router: self.0.clone(),
-            from: self.1,
-            to: target,
-        }
-    }
-}
-
-impl RaftNetwork<TypeConfig> for Link {
-    async fn append_entries(
-        &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
-        _o: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, Rpc> {
-        let r = self.router.target(self.from, self.to)?;
-        r.append_entries(rpc)
-            .await
-            .map_err(|e| RPCError::RemoteError(RemoteError::new(self.to, e)))
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        rpc: InstallSnapshotRequest<TypeConfig>,
-        _o: RPCOption,
-    ) -> Result<InstallSnapshotResponse<NodeId>, Rpc<InstallSnapshotError>> {
-        let r = self.router.target(self.from, self.to)?;
-        r.install_snapshot(rpc)
-            .await
-            .map_err(|e| RPCError::RemoteError(RemoteError::new(self.to, e)))
-    }
-
-    async fn vote(
-        &mut self,
-        rpc: VoteRequest<NodeId>,
-        _o: RPCOption,
-    ) -> Result<VoteResponse<NodeId>, Rpc> {
-        let r = self.router.target(self.from, self.to)?;
-        r.vote(rpc)
-            .await
-            .map_err(|e| RPCError::RemoteError(RemoteError::new(self.to, e)))
-    }
-}
 
 /// Keys and the genesis of a network of `n` validating gateways and one
 /// device.
@@ -200,7 +115,7 @@ impl Gw {
     /// again from what it stored.
     async fn restart(self, net: &Net, router: &Router, id: NodeId) -> Gw {
         self.raft.shutdown().await.unwrap();
-        router.rafts.lock().unwrap().remove(&id);
+        router.remove(id);
         let Gw {
             _dir: dir,
             store,
@@ -236,10 +151,10 @@ impl Gw {
             StateMachineConfig { snapshot_every: 2 },
         )
         .unwrap();
-        let raft = Raft::new(id, raft_config(), From(router.clone(), id), log, sm.clone())
+        let raft = Raft::new(id, raft_config(), router.member(id), log, sm.clone())
             .await
             .unwrap();
-        router.rafts.lock().unwrap().insert(id, raft.clone());
+        router.add(id, raft.clone());
         Gw {
             _dir: dir,
             store,
@@ -468,7 +383,7 @@ async fn a_new_leader_refuses_a_stale_block_and_a_restarted_member_catches_up() 
 
     // The leader is cut off: the other two elect a new one and go on.
     let old_id = old as NodeId + 1;
-    router.cut.lock().unwrap().insert(old_id);
+    router.cut(old_id);
     let other = (old + 1) % 3;
     members[other]
         .raft
@@ -502,7 +417,7 @@ async fn a_new_leader_refuses_a_stale_block_and_a_restarted_member_catches_up() 
 
     // The old leader rejoins after a restart from its own disk and catches up
     // on everything it missed, the rejection included.
-    router.cut.lock().unwrap().clear();
+    router.heal();
     let restarted = members.remove(old).restart(&net, &router, old_id).await;
     members.insert(old, restarted);
     for m in &members {

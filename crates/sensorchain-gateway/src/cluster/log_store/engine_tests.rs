@@ -4,95 +4,15 @@
 //! log stores and go on.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, RPCError, RaftError, RemoteError, Unreachable};
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
-};
 use openraft::{Config, Raft, SnapshotPolicy};
 
 use super::tests::{TestStateMachine, payload};
 use super::*;
+use crate::cluster::testnet::Router;
 use crate::cluster::types::{ClusterRequest, GatewayNode};
-
-/// TEST-ONLY network: the members' `Raft` handles, called directly.
-#[derive(Clone, Default)]
-struct Router(Arc<Mutex<BTreeMap<NodeId, Raft<TypeConfig>>>>);
-
-impl Router {
-    fn get<E: std::error::Error>(
-        &self,
-        target: NodeId,
-    ) -> Result<Raft<TypeConfig>, RPCError<NodeId, GatewayNode, E>> {
-        let rafts = self.0.lock().unwrap();
-        rafts.get(&target).cloned().ok_or_else(|| {
-            RPCError::Unreachable(Unreachable::new(&AnyError::error(format!(
-                "node {target} is down"
-            ))))
-        })
-    }
-}
-
-struct Conn {
-    target: NodeId,
-    router: Router,
-}
-
-impl RaftNetworkFactory<TypeConfig> for Router {
-    type Network = Conn;
-
-    async fn new_client(&mut self, target: NodeId, _node: &GatewayNode) -> Conn {
-        Conn {
-            target,
-            router: self.clone(),
-        }
-    }
-}
-
-fn remote<E: std::error::Error>(
-    target: NodeId,
-) -> impl FnOnce(RaftError<NodeId, E>) -> RPCError<NodeId, GatewayNode, RaftError<NodeId, E>> {
-    move |e| RPCError::RemoteError(RemoteError::new(target, e))
-}
-
-impl RaftNetwork<TypeConfig> for Conn {
-    async fn append_entries(
-        &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, GatewayNode, RaftError<NodeId>>>
-    {
-        let raft = self.router.get(self.target)?;
-        raft.append_entries(rpc).await.map_err(remote(self.target))
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        rpc: InstallSnapshotRequest<TypeConfig>,
-        _option: RPCOption,
-    ) -> Result<
-        InstallSnapshotResponse<NodeId>,
-        RPCError<NodeId, GatewayNode, RaftError<NodeId, InstallSnapshotError>>,
-    > {
-        let raft = self.router.get(self.target)?;
-        raft.install_snapshot(rpc)
-            .await
-            .map_err(remote(self.target))
-    }
-
-    async fn vote(
-        &mut self,
-        rpc: VoteRequest<NodeId>,
-        _option: RPCOption,
-    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, GatewayNode, RaftError<NodeId>>> {
-        let raft = self.router.get(self.target)?;
-        raft.vote(rpc).await.map_err(remote(self.target))
-    }
-}
 
 const IDS: [NodeId; 3] = [1, 2, 3];
 const WAIT: Option<Duration> = Some(Duration::from_secs(30));
@@ -126,7 +46,7 @@ async fn start(
         let raft = Raft::new(id, config(), router.clone(), store, sms[k].clone())
             .await
             .unwrap();
-        router.0.lock().unwrap().insert(id, raft.clone());
+        router.add(id, raft.clone());
         out.push((raft, reader));
     }
     out
@@ -225,7 +145,9 @@ async fn three_members_replicate_purge_and_restart() {
     for (raft, _) in &nodes {
         raft.shutdown().await.unwrap();
     }
-    router.0.lock().unwrap().clear();
+    for id in IDS {
+        router.remove(id);
+    }
     drop(nodes);
     let mut nodes = start(&router, &dirs, &sms).await;
     for (k, (_, store)) in nodes.iter_mut().enumerate() {
