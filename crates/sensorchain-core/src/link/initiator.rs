@@ -6,7 +6,7 @@
 use heapless::Deque;
 
 use super::conn::{self, BadFrame, ConnError, End, Rx, SubmitId};
-use super::msg::{self, DeviceMsg, GatewayMsg, LinkFrame};
+use super::msg::{DeviceMsg, GatewayMsg, LinkFrame};
 use super::outbox::Outbox;
 use crate::frame::{FrameAccumulator, FrameError};
 use crate::handshake::{
@@ -252,7 +252,7 @@ impl<const RX: usize, const TX: usize, const INFLIGHT: usize>
         let session = sendable(&mut self.state)?;
         let sequence = crate::tx::Transaction::sequence_of_encoded(tx).unwrap_or(0);
         self.outbox
-            .push_msg(session, &DeviceMsg::Submit(tx), tx.len() + SUBMIT_OVERHEAD)?;
+            .push_device(session, &DeviceMsg::Submit(tx), tx.len() + SUBMIT_OVERHEAD)?;
         let id = SubmitId(self.next_id);
         self.next_id += 1;
         // Room was checked above; a failure here cannot happen.
@@ -268,7 +268,8 @@ impl<const RX: usize, const TX: usize, const INFLIGHT: usize>
     /// same value.
     pub fn ping(&mut self, nonce: u32) -> Result<(), ConnError> {
         let session = sendable(&mut self.state)?;
-        self.outbox.push_msg(session, &DeviceMsg::Ping(nonce), 8)?;
+        self.outbox
+            .push_device(session, &DeviceMsg::Ping(nonce), 8)?;
         self.maybe_rekey();
         Ok(())
     }
@@ -360,10 +361,10 @@ impl<const RX: usize, const TX: usize, const INFLIGHT: usize>
                     FRAME_CLOSE => self.end_session(End::PeerClosed),
                     FRAME_DATA => {
                         let plain = self.acc.buffer().get(start..start + len).unwrap_or(&[]);
-                        match msg::decode::<GatewayMsg>(plain) {
-                            Ok(GatewayMsg::Pong(n)) => self.push(InitiatorEvent::Pong(n)),
-                            Ok(answer) => self.on_answer(answer),
-                            Err(_) => self.end_session(End::Protocol),
+                        match GatewayMsg::parse(plain) {
+                            Some(GatewayMsg::Pong(n)) => self.push(InitiatorEvent::Pong(n)),
+                            Some(answer) => self.on_answer(answer),
+                            None => self.end_session(End::Protocol),
                         }
                     }
                     _ => self.end_session(End::Protocol),

@@ -3,7 +3,7 @@
 //! stored once and sealed in place where it will be sent from.
 
 use super::conn::ConnError;
-use super::msg::{self, LinkFrame};
+use super::msg::{self, DeviceMsg, LINK_SESSION, LinkFrame, put_varint};
 use crate::frame::DELIMITER;
 use crate::session::{HEADER_LEN, Session, SessionError};
 
@@ -99,9 +99,7 @@ impl<const N: usize> Outbox<N> {
         max: usize,
     ) -> Result<(), ConnError> {
         let slot = self.slot(max)?;
-        let n = msg::encode(frame, slot)
-            .map_err(|_| ConnError::TooLarge)?
-            .len();
+        let n = frame.write(slot).ok_or(ConnError::TooLarge)?;
         self.commit(0, n)
     }
 
@@ -150,6 +148,18 @@ impl<const N: usize> Outbox<N> {
         let p = msg::encode(m, plain)
             .map_err(|_| ConnError::TooLarge)?
             .len();
+        self.seal(session, crate::session::FRAME_DATA, p)
+    }
+
+    /// Queues `m` sealed in a data frame (the initiator's messages).
+    pub(crate) fn push_device(
+        &mut self,
+        session: &mut Session,
+        m: &DeviceMsg<'_>,
+        max_payload: usize,
+    ) -> Result<(), ConnError> {
+        let plain = self.plain_slot(max_payload)?;
+        let p = m.write(plain).ok_or(ConnError::TooLarge)?;
         self.seal(session, crate::session::FRAME_DATA, p)
     }
 
@@ -246,25 +256,12 @@ impl<const N: usize> Outbox<N> {
 /// `LinkFrame::Session` of `len` bytes (its variant, then the length
 /// varint), and how many there are.
 pub(crate) fn session_header(len: usize) -> Result<([u8; SESSION_HEADER_ROOM], usize), ConnError> {
-    let mut out = [0u8; SESSION_HEADER_ROOM];
-    // The variant: the encoding of an empty session frame without its
-    // length (one byte, 0).
-    let mut empty = [0u8; SESSION_HEADER_ROOM];
-    let tag = msg::encode(&LinkFrame::Session(&[]), &mut empty)
-        .map_err(|_| ConnError::TooLarge)?
-        .len()
-        .checked_sub(1)
+    let mut out = [LINK_SESSION; SESSION_HEADER_ROOM];
+    let n = out
+        .get_mut(1..)
+        .and_then(|rest| put_varint(rest, len as u64))
         .ok_or(ConnError::TooLarge)?;
-    out.get_mut(..tag)
-        .ok_or(ConnError::TooLarge)?
-        .copy_from_slice(empty.get(..tag).ok_or(ConnError::TooLarge)?);
-    // The length, as postcard writes a slice's length (a varint).
-    let l = u32::try_from(len).map_err(|_| ConnError::TooLarge)?;
-    let rest = out.get_mut(tag..).ok_or(ConnError::TooLarge)?;
-    let n = crate::codec::encode_to_slice(&l, rest)
-        .map_err(|_| ConnError::TooLarge)?
-        .len();
-    Ok((out, tag + n))
+    Ok((out, 1 + n))
 }
 
 #[cfg(test)]
