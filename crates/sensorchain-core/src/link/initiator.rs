@@ -3,7 +3,7 @@
 //!
 //! See the [module documentation](super) for the life cycle and an example.
 
-use heapless::Deque;
+use heapless::{Deque, Vec};
 
 use super::conn::{self, BadFrame, ConnError, End, Rx, SubmitId};
 use super::msg::{DeviceMsg, GatewayMsg, LinkFrame};
@@ -115,8 +115,9 @@ pub struct InitiatorConnection<const RX: usize, const TX: usize, const INFLIGHT:
     hs_started_ms: u64,
     acc: FrameAccumulator<RX>,
     outbox: Outbox<TX>,
-    flights: Deque<Flight, INFLIGHT>,
-    lost: Deque<Flight, INFLIGHT>,
+    /// Submissions in flight, oldest first; after the session ended, the
+    /// ones still to be reported unanswered.
+    flights: Vec<Flight, INFLIGHT>,
     events: Deque<InitiatorEvent, EVENTS>,
     end: Option<End>,
     next_id: u64,
@@ -156,8 +157,7 @@ impl<const RX: usize, const TX: usize, const INFLIGHT: usize>
             hs_started_ms: 0,
             acc: FrameAccumulator::new(),
             outbox: Outbox::new(),
-            flights: Deque::new(),
-            lost: Deque::new(),
+            flights: Vec::new(),
             events: Deque::new(),
             end: None,
             next_id: 0,
@@ -177,7 +177,7 @@ impl<const RX: usize, const TX: usize, const INFLIGHT: usize>
         rng: &mut R,
         now_ms: u64,
     ) -> Result<(), ConnError> {
-        if !matches!(self.state, State::Idle) || !self.lost.is_empty() || self.end.is_some() {
+        if !matches!(self.state, State::Idle) || !self.flights.is_empty() || self.end.is_some() {
             return Err(ConnError::InvalidState);
         }
         let mut m1 = [0u8; MESSAGE1_LEN];
@@ -246,17 +246,17 @@ impl<const RX: usize, const TX: usize, const INFLIGHT: usize>
     /// in the session. Its answer comes as [`InitiatorEvent::Answer`] with
     /// the returned id, or it is reported [`InitiatorEvent::Unanswered`].
     pub fn submit(&mut self, tx: &[u8], now_ms: u64) -> Result<SubmitId, ConnError> {
+        let session = sendable(&mut self.state)?;
         if self.flights.is_full() {
             return Err(ConnError::InFlightFull);
         }
-        let session = sendable(&mut self.state)?;
         let sequence = crate::tx::Transaction::sequence_of_encoded(tx).unwrap_or(0);
         self.outbox
             .push_device(session, &DeviceMsg::Submit(tx), tx.len() + SUBMIT_OVERHEAD)?;
         let id = SubmitId(self.next_id);
         self.next_id += 1;
         // Room was checked above; a failure here cannot happen.
-        let _ = self.flights.push_back(Flight {
+        let _ = self.flights.push(Flight {
             id,
             sequence,
             sent_ms: now_ms,
@@ -399,17 +399,7 @@ impl<const RX: usize, const TX: usize, const INFLIGHT: usize>
             self.bad(BadFrame::Unexpected);
             return;
         };
-        let mut found = None;
-        for i in 0..self.flights.len() {
-            if let Some(f) = self.flights.pop_front() {
-                if i == pos {
-                    found = Some(f);
-                } else {
-                    let _ = self.flights.push_back(f);
-                }
-            }
-        }
-        if let Some(f) = found {
+        if let Some(f) = take(&mut self.flights, pos) {
             self.push(InitiatorEvent::Answer { id: f.id, answer });
         }
         self.maybe_rekey();
@@ -429,7 +419,10 @@ impl<const RX: usize, const TX: usize, const INFLIGHT: usize>
         if let Some(e) = self.events.pop_front() {
             return Some(e);
         }
-        if let Some(f) = self.lost.pop_front() {
+        // Flights outside a session are the ended session's unanswered ones.
+        if matches!(self.state, State::Idle)
+            && let Some(f) = take(&mut self.flights, 0)
+        {
             return Some(InitiatorEvent::Unanswered {
                 id: f.id,
                 sequence: f.sequence,
@@ -448,7 +441,7 @@ impl<const RX: usize, const TX: usize, const INFLIGHT: usize>
             ),
             State::Session(_) => self
                 .flights
-                .front()
+                .first()
                 .map(|f| f.sent_ms.saturating_add(self.config.answer_timeout_ms)),
             State::Idle => None,
         }
@@ -487,7 +480,11 @@ impl<const RX: usize, const TX: usize, const INFLIGHT: usize>
 
     /// Submissions awaiting their answer.
     pub fn in_flight(&self) -> usize {
-        self.flights.len()
+        if self.is_established() {
+            self.flights.len()
+        } else {
+            0
+        }
     }
 
     /// Whether bytes wait in the transmit queue.
@@ -536,10 +533,8 @@ impl<const RX: usize, const TX: usize, const INFLIGHT: usize>
     }
 
     fn end_session(&mut self, end: End) {
+        // The flights left are reported unanswered by `poll_event`.
         self.state = State::Idle;
-        while let Some(f) = self.flights.pop_front() {
-            let _ = self.lost.push_back(f);
-        }
         if self.end.is_none() {
             self.end = Some(end);
         }
@@ -553,4 +548,19 @@ fn sendable(state: &mut State) -> Result<&mut Session, ConnError> {
         State::Session(_) => Err(ConnError::Exhausted),
         _ => Err(ConnError::NotEstablished),
     }
+}
+
+/// Removes the flight at `pos`, keeping the others in order.
+fn take<const N: usize>(flights: &mut Vec<Flight, N>, pos: usize) -> Option<Flight> {
+    let f = *flights.get(pos)?;
+    // One by one (no memmove in a sensor's image).
+    let mut i = pos;
+    while let Some(next) = flights.get(i + 1).copied() {
+        if let Some(slot) = flights.get_mut(i) {
+            *slot = next;
+        }
+        i += 1;
+    }
+    flights.pop();
+    Some(f)
 }
