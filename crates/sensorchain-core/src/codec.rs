@@ -113,6 +113,30 @@ pub fn encodes_to<T: Serialize + ?Sized>(value: &T, bytes: &[u8]) -> bool {
     .is_ok()
 }
 
+/// Takes a canonical (shortest) postcard varint of at most `max` from the
+/// front of `bytes`: the value `decode_exact` would accept there.
+pub(crate) fn take_varint(bytes: &mut &[u8], max: u64) -> Option<u64> {
+    let mut v = 0u64;
+    let mut shift = 0u32;
+    loop {
+        let (&b, rest) = bytes.split_first()?;
+        *bytes = rest;
+        let part = u64::from(b & 0x7F);
+        if shift == 63 && part > 1 {
+            return None;
+        }
+        v |= part << shift;
+        if b & 0x80 == 0 {
+            // A last group of 0 after others is an over-long encoding.
+            return (v <= max && (b != 0 || shift == 0)).then_some(v);
+        }
+        shift += 7;
+        if shift > 63 {
+            return None;
+        }
+    }
+}
+
 /// Decodes one value from exactly `bytes`: no trailing bytes, canonical
 /// encoding only, at most `max_len` bytes.
 ///

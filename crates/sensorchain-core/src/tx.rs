@@ -502,8 +502,8 @@ impl Transaction {
     /// rest; `None` if they do not decode.
     pub fn sequence_of_encoded(encoded: &[u8]) -> Option<u64> {
         // The signer's key is 32 raw bytes (a tuple), the sequence a varint.
-        let rest = encoded.get(32..)?;
-        postcard::take_from_bytes::<u64>(rest).ok().map(|(s, _)| s)
+        let mut rest = encoded.get(32..)?;
+        codec::take_varint(&mut rest, u64::MAX)
     }
 
     /// Strictly decodes one transaction from exactly `bytes`.

@@ -147,7 +147,8 @@ impl<const RX: usize, const TX: usize, const INFLIGHT: usize>
     pub const FRAME_COST: usize = super::outbox::SESSION_HEADER_ROOM
         + crate::session::FRAME_OVERHEAD
         + SUBMIT_OVERHEAD
-        + super::outbox::LEN_PREFIX;
+        + super::outbox::LEN_PREFIX
+        + super::outbox::cobs_room(TX);
 
     /// An idle connection: call [`start`](Self::start) to handshake.
     pub fn new(config: InitiatorConfig) -> Self {
@@ -412,6 +413,20 @@ impl<const RX: usize, const TX: usize, const INFLIGHT: usize>
             0 => None,
             n => Some(n),
         }
+    }
+
+    /// The queued COBS-framed bytes that can be written next, without a
+    /// copy (the rest of one frame; empty when nothing is queued): write
+    /// them, then call [`advance_transmit`](Self::advance_transmit) with how
+    /// many were written. An alternative to
+    /// [`poll_transmit`](Self::poll_transmit).
+    pub fn transmit_slice(&self) -> &[u8] {
+        self.outbox.pending()
+    }
+
+    /// Marks `n` bytes of [`transmit_slice`](Self::transmit_slice) as sent.
+    pub fn advance_transmit(&mut self, n: usize) {
+        self.outbox.advance(n);
     }
 
     /// The next event, if any.

@@ -224,25 +224,7 @@ impl<'a> Reader<'a> {
 
     /// A canonical (shortest) varint of at most `max`.
     fn varint(&mut self, max: u64) -> Option<u64> {
-        let mut v = 0u64;
-        let mut shift = 0u32;
-        loop {
-            let (&b, rest) = self.0.split_first()?;
-            self.0 = rest;
-            let part = u64::from(b & 0x7F);
-            if shift == 63 && part > 1 {
-                return None;
-            }
-            v |= part << shift;
-            if b & 0x80 == 0 {
-                // A last group of 0 after others is an over-long encoding.
-                return (v <= max && (b != 0 || shift == 0)).then_some(v);
-            }
-            shift += 7;
-            if shift > 63 {
-                return None;
-            }
-        }
+        codec::take_varint(&mut self.0, max)
     }
 
     fn tag(&mut self) -> Option<u64> {
