@@ -100,7 +100,9 @@ struct Flight {
 enum State {
     Idle,
     AwaitChallenge(Initiator),
-    ChallengeReady(Initiator, [u8; MESSAGE2_LEN]),
+    /// Message 2 is at this offset of the receive buffer (which takes no
+    /// input until `finish_handshake`).
+    ChallengeReady(Initiator, usize),
     Session(Session),
 }
 
@@ -188,7 +190,7 @@ impl<const RX: usize, const TX: usize, const INFLIGHT: usize>
             &LinkFrame::Hello(m1.get(..n1).unwrap_or(&[])),
             MESSAGE1_LEN + 4,
         )?;
-        self.acc = FrameAccumulator::new();
+        self.acc.reset();
         self.state = State::AwaitChallenge(init);
         self.hs_started_ms = now_ms;
         self.confirmed = false;
@@ -209,13 +211,14 @@ impl<const RX: usize, const TX: usize, const INFLIGHT: usize>
         let State::ChallengeReady(..) = self.state else {
             return Err(HandshakeError::Malformed);
         };
-        let State::ChallengeReady(init, m2) = core::mem::replace(&mut self.state, State::Idle)
+        let State::ChallengeReady(init, at) = core::mem::replace(&mut self.state, State::Idle)
         else {
             return Err(HandshakeError::Malformed);
         };
+        let m2 = self.acc.buffer().get(at..at + MESSAGE2_LEN).unwrap_or(&[]);
         let mut m3 = [0u8; MESSAGE3_LEN];
         let r = init
-            .finish(identity, trusted, &m2, now_ms, &mut m3)
+            .finish(identity, trusted, m2, now_ms, &mut m3)
             .and_then(|(est, n3)| {
                 self.outbox
                     .push_clear(
@@ -291,19 +294,24 @@ impl<const RX: usize, const TX: usize, const INFLIGHT: usize>
     /// are dropped); a live session or handshake ends with [`End::Closed`].
     pub fn abort(&mut self) {
         self.outbox.clear();
-        self.acc = FrameAccumulator::new();
+        self.acc.reset();
         if !matches!(self.state, State::Idle) {
             self.end_session(End::Closed);
         }
     }
 
     /// Feeds bytes read from the link. Returns how many were consumed: it
-    /// stops early when its event queue is nearly full (poll events, then
-    /// feed the rest).
+    /// stops early when its event queue is nearly full, and takes nothing
+    /// while message 2 waits for [`finish_handshake`](Self::finish_handshake)
+    /// (it is read from the receive buffer): poll events, then feed the
+    /// rest.
     pub fn handle_input(&mut self, input: &[u8], now_ms: u64) -> usize {
         let _ = now_ms;
         let mut used = 0;
-        while used < input.len() && self.events.len() + 2 <= EVENTS {
+        while used < input.len()
+            && self.events.len() + 2 <= EVENTS
+            && !matches!(self.state, State::ChallengeReady(..))
+        {
             let rest = input.get(used..).unwrap_or(&[]);
             let (n, ev) = self.acc.feed_mut(rest);
             used += n;
@@ -339,17 +347,15 @@ impl<const RX: usize, const TX: usize, const INFLIGHT: usize>
                 }
             }
             Rx::Challenge { start, len } if matches!(self.state, State::AwaitChallenge(_)) => {
-                let m2 = self.acc.buffer().get(start..start + len).unwrap_or(&[]);
-                let mut copy = [0u8; MESSAGE2_LEN];
-                if m2.len() != MESSAGE2_LEN {
+                if len != MESSAGE2_LEN {
                     self.end_session(End::HandshakeFailed(HandshakeError::Malformed));
                     return;
                 }
-                copy.copy_from_slice(m2);
+                // Message 2 stays in the receive buffer for finish_handshake.
                 if let State::AwaitChallenge(init) =
                     core::mem::replace(&mut self.state, State::Idle)
                 {
-                    self.state = State::ChallengeReady(init, copy);
+                    self.state = State::ChallengeReady(init, start);
                     self.push(InitiatorEvent::ChallengeReceived);
                 }
             }

@@ -329,9 +329,15 @@ impl GatewayMsg {
     /// Decodes exactly `bytes` (the verdict of `decode::<GatewayMsg>`).
     pub(crate) fn parse(bytes: &[u8]) -> Option<Self> {
         let mut r = Reader::new(bytes)?;
-        let m = match r.tag()? {
+        let tag = r.tag()?;
+        if tag == 3 {
+            let n = r.u32()?;
+            return r.end(GatewayMsg::Pong(n));
+        }
+        // Ack, Reject and Busy start with the sequence number.
+        let sequence = r.u64()?;
+        let m = match tag {
             0 => {
-                let sequence = r.u64()?;
                 let mut tx_id = Hash32([0; 32]);
                 tx_id.0.copy_from_slice(r.take(32)?);
                 let height = r.u64()?;
@@ -342,7 +348,6 @@ impl GatewayMsg {
                 }
             }
             1 => {
-                let sequence = r.u64()?;
                 let reason = match r.tag()? {
                     0 => RejectReason::Malformed,
                     1 => RejectReason::WrongSigner,
@@ -357,8 +362,7 @@ impl GatewayMsg {
                 };
                 GatewayMsg::Reject { sequence, reason }
             }
-            2 => GatewayMsg::Busy { sequence: r.u64()? },
-            3 => GatewayMsg::Pong(r.u32()?),
+            2 => GatewayMsg::Busy { sequence },
             _ => return None,
         };
         r.end(m)

@@ -855,3 +855,44 @@ fn sequence_of_encoded_matches_decode() {
     assert_eq!(Transaction::sequence_of_encoded(&[0; 32]), None);
     assert_eq!(Transaction::sequence_of_encoded(&[]), None);
 }
+
+/// Message 2 stays in the initiator's receive buffer until
+/// `finish_handshake`: the bytes after it in the same input are not taken
+/// before, and are after.
+#[test]
+fn input_after_message_2_waits_for_finish_handshake() {
+    let (device, gateway) = (Keypair::from_seed([1; 32]), Keypair::from_seed([2; 32]));
+    let hs = HandshakeConfig::new(ChainId([7; 32]));
+    let allow = One(VerifyingKey::from_public(&device.public()).unwrap(), true);
+    let mut table: ResponderTable<8, 64> = ResponderTable::new();
+    let mut rng = Rng(9);
+    let mut ini: Ini = InitiatorConnection::new(InitiatorConfig::new(hs));
+    let mut res: Res = ResponderConnection::new(ResponderConfig::new(hs), 0);
+    ini.start(&device, &mut rng, 0).unwrap();
+    let mut wire = [0u8; 2048];
+    let n = ini.poll_transmit(&mut wire).unwrap();
+    assert_eq!(res.handle_input(&wire[..n], 1), n);
+    let Some(ResponderEvent::Hello(hello)) = res.poll_event() else {
+        panic!("no hello");
+    };
+    let admitted = table
+        .admit(hello.check(&allow).unwrap(), 1, hs.timeout_ms)
+        .unwrap();
+    res.accept(admitted, &gateway, &mut rng, 1).unwrap();
+    let n = res.poll_transmit(&mut wire).unwrap();
+    let mut input = wire[..n].to_vec();
+    // a malformed frame follows message 2
+    input.extend_from_slice(&[0x02, 0x01, 0x00]);
+    assert_eq!(ini.handle_input(&input, 2), n);
+    assert_eq!(ini.poll_event(), Some(InitiatorEvent::ChallengeReceived));
+    assert_eq!(ini.handle_input(&input[n..], 2), 0);
+    assert_eq!(ini.bad_frames(), 0);
+    ini.finish_handshake(&device, &[gateway.public()], 2)
+        .unwrap();
+    assert!(matches!(
+        ini.poll_event(),
+        Some(InitiatorEvent::Established { .. })
+    ));
+    assert_eq!(ini.handle_input(&input[n..], 3), 3);
+    assert_eq!(ini.bad_frames(), 1);
+}
