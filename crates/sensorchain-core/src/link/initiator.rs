@@ -6,7 +6,7 @@
 use heapless::{Deque, Vec};
 
 use super::conn::{self, BadFrame, ConnError, End, Rx, SubmitId};
-use super::msg::{DeviceMsg, GatewayMsg, LinkFrame};
+use super::msg::{DeviceMsg, GatewayMsg, LINK_HELLO, LINK_PROOF};
 use super::outbox::Outbox;
 use crate::frame::{FrameAccumulator, FrameError};
 use crate::handshake::{
@@ -183,13 +183,11 @@ impl<const RX: usize, const TX: usize, const INFLIGHT: usize>
         if !matches!(self.state, State::Idle) || !self.flights.is_empty() || self.end.is_some() {
             return Err(ConnError::InvalidState);
         }
-        let mut m1 = [0u8; MESSAGE1_LEN];
-        let (init, n1) = Initiator::start(&self.config.handshake, identity, now_ms, rng, &mut m1)
+        // Message 1 is written where it is sent from.
+        let m1 = self.outbox.body_slot(MESSAGE1_LEN)?;
+        let (init, n1) = Initiator::start(&self.config.handshake, identity, now_ms, rng, m1)
             .map_err(|_| ConnError::TooLarge)?;
-        self.outbox.push_clear(
-            &LinkFrame::Hello(m1.get(..n1).unwrap_or(&[])),
-            MESSAGE1_LEN + 4,
-        )?;
+        self.outbox.commit_link(LINK_HELLO, n1)?;
         self.acc.reset();
         self.state = State::AwaitChallenge(init);
         self.hs_started_ms = now_ms;
@@ -216,18 +214,17 @@ impl<const RX: usize, const TX: usize, const INFLIGHT: usize>
             return Err(HandshakeError::Malformed);
         };
         let m2 = self.acc.buffer().get(at..at + MESSAGE2_LEN).unwrap_or(&[]);
-        let mut m3 = [0u8; MESSAGE3_LEN];
-        let r = init
-            .finish(identity, trusted, m2, now_ms, &mut m3)
-            .and_then(|(est, n3)| {
-                self.outbox
-                    .push_clear(
-                        &LinkFrame::Proof(m3.get(..n3).unwrap_or(&[])),
-                        MESSAGE3_LEN + 4,
-                    )
-                    .map_err(|_| HandshakeError::BufferTooSmall)?;
-                Ok(est)
-            });
+        // Message 3 is written where it is sent from.
+        let r = match self.outbox.body_slot(MESSAGE3_LEN) {
+            Ok(m3) => init.finish(identity, trusted, m2, now_ms, m3),
+            Err(_) => Err(HandshakeError::BufferTooSmall),
+        }
+        .and_then(|(est, n3)| {
+            self.outbox
+                .commit_link(LINK_PROOF, n3)
+                .map_err(|_| HandshakeError::BufferTooSmall)?;
+            Ok(est)
+        });
         match r {
             Ok(mut est) => {
                 est.session.set_send_limit(self.config.send_limit.max(2));

@@ -187,6 +187,8 @@ pub fn decode<'a, T: Deserialize<'a> + Serialize>(bytes: &'a [u8]) -> Result<T, 
 // varints, no trailing bytes, at most `LINK_MAX_FRAME` bytes).
 
 /// Variant indices of [`LinkFrame`] (its declaration order).
+pub(crate) const LINK_HELLO: u8 = 0;
+pub(crate) const LINK_PROOF: u8 = 2;
 pub(crate) const LINK_SESSION: u8 = 3;
 const LINK_REFUSED: u8 = 4;
 
@@ -286,9 +288,9 @@ impl<'a> LinkFrame<'a> {
     /// Writes the bytes of `encode(self)` into `out`; returns their length.
     pub(crate) fn write(&self, out: &mut [u8]) -> Option<usize> {
         let (tag, bytes) = match *self {
-            LinkFrame::Hello(b) => (0, b),
+            LinkFrame::Hello(b) => (LINK_HELLO, b),
             LinkFrame::Challenge(b) => (1, b),
-            LinkFrame::Proof(b) => (2, b),
+            LinkFrame::Proof(b) => (LINK_PROOF, b),
             LinkFrame::Session(b) => (LINK_SESSION, b),
             LinkFrame::Refused(r) => {
                 let t = put_varint(out, u64::from(LINK_REFUSED))?;

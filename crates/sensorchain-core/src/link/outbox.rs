@@ -108,6 +108,28 @@ impl<const N: usize> Outbox<N> {
             .ok_or(ConnError::TooLarge)
     }
 
+    /// A slot for the body of a link frame of up to `max` bytes (what
+    /// follows its variant and length); [`commit_link`](Self::commit_link)
+    /// queues it.
+    pub(crate) fn body_slot(&mut self, max: usize) -> Result<&mut [u8], ConnError> {
+        self.slot(SESSION_HEADER_ROOM + max)?
+            .get_mut(SESSION_HEADER_ROOM..)
+            .ok_or(ConnError::TooLarge)
+    }
+
+    /// Queues the `len` bytes written into [`body_slot`](Self::body_slot)
+    /// as the link frame of variant `tag` (its header written in front).
+    pub(crate) fn commit_link(&mut self, tag: u8, len: usize) -> Result<(), ConnError> {
+        let (hdr, h) = link_header(tag, len)?;
+        let skip = SESSION_HEADER_ROOM - h;
+        let at = self.tail + LEN_PREFIX + Self::ROOM + skip;
+        self.buf
+            .get_mut(at..at + h)
+            .ok_or(ConnError::TooLarge)?
+            .copy_from_slice(hdr.get(..h).ok_or(ConnError::TooLarge)?);
+        self.commit(skip, h + len)
+    }
+
     /// Seals the `p` plaintext bytes written into [`plain_slot`](Self::plain_slot)
     /// as a session frame of `kind` and queues it as a `LinkFrame::Session`.
     pub(crate) fn seal(
@@ -116,21 +138,12 @@ impl<const N: usize> Outbox<N> {
         kind: u8,
         p: usize,
     ) -> Result<(), ConnError> {
-        let max = SESSION_HEADER_ROOM + crate::session::FRAME_OVERHEAD + p;
-        let slot = self.slot(max)?;
-        let frame = slot
-            .get_mut(SESSION_HEADER_ROOM..)
-            .ok_or(ConnError::TooLarge)?;
+        let frame = self.body_slot(crate::session::FRAME_OVERHEAD + p)?;
         let s = session.seal_in_place(kind, frame, p).map_err(|e| match e {
             SessionError::Exhausted => ConnError::Exhausted,
             _ => ConnError::TooLarge,
         })?;
-        let (hdr, h) = session_header(s)?;
-        let start = SESSION_HEADER_ROOM - h;
-        slot.get_mut(start..SESSION_HEADER_ROOM)
-            .ok_or(ConnError::TooLarge)?
-            .copy_from_slice(hdr.get(..h).ok_or(ConnError::TooLarge)?);
-        self.commit(start, h + s)
+        self.commit_link(LINK_SESSION, s)
     }
 
     /// Encodes `m` and queues it sealed in a data frame.
@@ -251,11 +264,14 @@ fn cobs_in_place(buf: &mut [u8], to: usize, from: usize, len: usize) -> Option<u
     Some(w + 1 - to)
 }
 
-/// The bytes `msg::encode` puts before the payload of a
-/// `LinkFrame::Session` of `len` bytes (its variant, then the length
-/// varint), and how many there are.
-pub(crate) fn session_header(len: usize) -> Result<([u8; SESSION_HEADER_ROOM], usize), ConnError> {
-    let mut out = [LINK_SESSION; SESSION_HEADER_ROOM];
+/// The bytes `msg::encode` puts before the body of a link frame of variant
+/// `tag` with `len` bytes (the variant, then the length varint), and how
+/// many there are.
+pub(crate) fn link_header(
+    tag: u8,
+    len: usize,
+) -> Result<([u8; SESSION_HEADER_ROOM], usize), ConnError> {
+    let mut out = [tag; SESSION_HEADER_ROOM];
     let n = out
         .get_mut(1..)
         .and_then(|rest| put_varint(rest, len as u64))
@@ -271,13 +287,19 @@ mod tests {
     use std::vec::Vec;
 
     #[test]
-    fn session_header_equals_link_encoding() {
+    fn link_header_equals_link_encoding() {
         for len in [0usize, 1, 23, 127, 128, 300, 1280, 16_383, 16_384] {
             let body: Vec<u8> = (0..len).map(|i| i as u8).collect();
-            let mut want = vec![0u8; len + 8];
-            let want = msg::encode(&LinkFrame::Session(&body), &mut want).unwrap();
-            let (h, n) = session_header(len).unwrap();
-            assert_eq!(&h[..n], &want[..want.len() - len], "len {len}");
+            for (tag, frame) in [
+                (msg::LINK_HELLO, LinkFrame::Hello(&body)),
+                (msg::LINK_PROOF, LinkFrame::Proof(&body)),
+                (LINK_SESSION, LinkFrame::Session(&body)),
+            ] {
+                let mut want = vec![0u8; len + 8];
+                let want = msg::encode(&frame, &mut want).unwrap();
+                let (h, n) = link_header(tag, len).unwrap();
+                assert_eq!(&h[..n], &want[..want.len() - len], "len {len}");
+            }
         }
     }
 
