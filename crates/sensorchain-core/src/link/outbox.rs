@@ -234,32 +234,24 @@ fn cobs_in_place(buf: &mut [u8], to: usize, from: usize, len: usize) -> Option<u
         return None;
     }
     let end = from.checked_add(len)?;
-    let (mut r, mut w) = (from, to);
-    loop {
-        // A block: up to 254 non-zero bytes, ended by a zero (consumed),
-        // the end of the input, or the 254-byte limit.
-        let limit = (end - r).min(254);
-        let run = buf
-            .get(r..r + limit)?
-            .iter()
-            .position(|&b| b == 0)
-            .unwrap_or(limit);
-        *buf.get_mut(w)? = run as u8 + 1;
-        w += 1;
-        for _ in 0..run {
-            let b = *buf.get(r)?;
+    // The open block's code byte goes at `code_at` once its length is known.
+    let (mut code_at, mut w, mut run) = (to, to + 1, 1u8);
+    for r in from..end {
+        let b = *buf.get(r)?;
+        if b != 0 {
             *buf.get_mut(w)? = b;
-            r += 1;
             w += 1;
+            run += 1;
         }
-        if r >= end {
-            break;
-        }
-        if run < 254 {
-            // the zero that ended this block
-            r += 1;
+        // A zero ends the block; so do 254 non-zero bytes if more follow.
+        if b == 0 || (run == 0xFF && r + 1 < end) {
+            *buf.get_mut(code_at)? = run;
+            code_at = w;
+            w += 1;
+            run = 1;
         }
     }
+    *buf.get_mut(code_at)? = run;
     *buf.get_mut(w)? = DELIMITER;
     Some(w + 1 - to)
 }
