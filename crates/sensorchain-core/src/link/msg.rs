@@ -192,19 +192,7 @@ pub(crate) const LINK_PROOF: u8 = 2;
 pub(crate) const LINK_SESSION: u8 = 3;
 const LINK_REFUSED: u8 = 4;
 
-/// Writes `v` as a varint at the start of `out`; returns its length.
-pub(crate) fn put_varint(out: &mut [u8], mut v: u64) -> Option<usize> {
-    let mut n = 0;
-    loop {
-        let low = (v & 0x7F) as u8;
-        v >>= 7;
-        *out.get_mut(n)? = if v == 0 { low } else { low | 0x80 };
-        n += 1;
-        if v == 0 {
-            return Some(n);
-        }
-    }
-}
+pub(crate) use crate::codec::put_varint;
 
 /// Writes a variant index and, if any, a byte slice (length and bytes);
 /// returns the bytes written.
