@@ -4,6 +4,7 @@
 use core::fmt;
 
 use super::msg::{LinkFrame, Refusal};
+use crate::frame::FrameError;
 use crate::handshake::HandshakeError;
 use crate::session::{HEADER_LEN, Session, SessionError};
 
@@ -141,6 +142,15 @@ impl BadFrame {
             BadFrame::Replayed => "replayed_frame",
             BadFrame::MalformedMessage => "malformed_message",
         }
+    }
+}
+
+/// What a connection counts for a frame its accumulator could not decode:
+/// too large for the receive buffer, or anything else (not COBS, truncated).
+pub(crate) fn bad_frame(e: FrameError) -> BadFrame {
+    match e {
+        FrameError::Oversized => BadFrame::Oversized,
+        _ => BadFrame::Malformed,
     }
 }
 

@@ -8,7 +8,7 @@ use heapless::{Deque, Vec};
 use super::conn::{self, BadFrame, ConnError, End, Rx, SubmitId};
 use super::msg::{DeviceMsg, GatewayMsg, LINK_HELLO, LINK_PROOF};
 use super::outbox::Outbox;
-use crate::frame::{FrameAccumulator, FrameError};
+use crate::frame::FrameAccumulator;
 use crate::handshake::{
     HandshakeConfig, HandshakeError, Initiator, MESSAGE1_LEN, MESSAGE2_LEN, MESSAGE3_LEN,
     TrustedResponders,
@@ -301,9 +301,13 @@ impl<const RX: usize, const TX: usize, const INFLIGHT: usize>
     /// stops early when its event queue is nearly full, and takes nothing
     /// while message 2 waits for [`finish_handshake`](Self::finish_handshake)
     /// (it is read from the receive buffer): poll events, then feed the
-    /// rest.
+    /// rest. Timers due at `now_ms` fire first
+    /// ([`handle_timeout`](Self::handle_timeout)).
     pub fn handle_input(&mut self, input: &[u8], now_ms: u64) -> usize {
-        let _ = now_ms;
+        // Timers first: what arrives after a deadline does not revive the
+        // handshake or session that ran out (as `handle_timeout` would have
+        // ended it).
+        self.handle_timeout(now_ms);
         let mut used = 0;
         while used < input.len()
             && self.events.len() + 2 <= EVENTS
@@ -314,12 +318,8 @@ impl<const RX: usize, const TX: usize, const INFLIGHT: usize>
             used += n;
             let frame = match ev {
                 None => break,
-                Some(Err(FrameError::Oversized)) => {
-                    self.bad(BadFrame::Oversized);
-                    continue;
-                }
-                Some(Err(_)) => {
-                    self.bad(BadFrame::Malformed);
+                Some(Err(e)) => {
+                    self.bad(conn::bad_frame(e));
                     continue;
                 }
                 Some(Ok(f)) => f,

@@ -9,7 +9,7 @@ use heapless::Deque;
 use super::conn::{self, BadFrame, ConnError, End, Rx, SubmitId, refusal_for};
 use super::msg::{DeviceMsg, GatewayMsg, LinkFrame, Refusal};
 use super::outbox::Outbox;
-use crate::frame::{FrameAccumulator, FrameError};
+use crate::frame::FrameAccumulator;
 use crate::handshake::{
     Admitted, HandshakeConfig, HandshakeError, Hello, MESSAGE2_LEN, MESSAGE3_LEN, Responder,
     SlotTicket,
@@ -207,12 +207,8 @@ impl<const RX: usize, const TX: usize, const INFLIGHT: usize>
             used += n;
             let frame = match ev {
                 None => break,
-                Some(Err(FrameError::Oversized)) => {
-                    self.bad(BadFrame::Oversized);
-                    continue;
-                }
-                Some(Err(_)) => {
-                    self.bad(BadFrame::Malformed);
+                Some(Err(e)) => {
+                    self.bad(conn::bad_frame(e));
                     continue;
                 }
                 Some(Ok(f)) => f,

@@ -896,3 +896,23 @@ fn input_after_message_2_waits_for_finish_handshake() {
     assert_eq!(ini.handle_input(&input[n..], 3), 3);
     assert_eq!(ini.bad_frames(), 1);
 }
+
+/// `handle_input` fires the timers due at its `now_ms` first: an answer that
+/// arrives after the answer timeout (before the driver called
+/// `handle_timeout`) does not revive the session.
+#[test]
+fn a_late_answer_does_not_revive_a_timed_out_session() {
+    let mut p = Pair::new(17);
+    p.auto_answer = false;
+    p.connect();
+    p.submit(1).unwrap();
+    p.settle(10);
+    let (id, tx) = p.owed.pop_front().unwrap();
+    p.now = 5_000;
+    p.res.answer(id, ack_for(&tx)).unwrap();
+    p.settle(10);
+    assert_eq!(p.ini_ends, [End::AnswerTimeout]);
+    assert!(p.answers.is_empty());
+    assert_eq!(p.unanswered.len(), 1);
+    p.check_accounting();
+}
