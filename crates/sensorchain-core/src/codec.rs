@@ -113,6 +113,84 @@ pub fn encodes_to<T: Serialize + ?Sized>(value: &T, bytes: &[u8]) -> bool {
     .is_ok()
 }
 
+/// Writes `v` as a postcard varint (unsigned LEB128) at the start of
+/// `out`; returns its length.
+pub(crate) fn put_varint(out: &mut [u8], mut v: u64) -> Option<usize> {
+    let mut n = 0;
+    loop {
+        let low = (v & 0x7F) as u8;
+        v >>= 7;
+        *out.get_mut(n)? = if v == 0 { low } else { low | 0x80 };
+        n += 1;
+        if v == 0 {
+            return Some(n);
+        }
+    }
+}
+
+/// Writes postcard's encoding by hand, for the few values a sensor signs
+/// or sends (tests compare every such writer with `encode_to_slice`): an
+/// integer as a varint (`u8` as its byte, `i16` zigzagged), an enum as its
+/// variant index, a sequence as its length then its items, a fixed array
+/// as its raw bytes.
+pub(crate) struct Writer<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+}
+
+impl<'a> Writer<'a> {
+    pub(crate) fn new(buf: &'a mut [u8]) -> Self {
+        Writer { buf, pos: 0 }
+    }
+
+    /// Bytes written so far.
+    pub(crate) fn len(&self) -> usize {
+        self.pos
+    }
+
+    pub(crate) fn bytes(&mut self, b: &[u8]) -> Option<()> {
+        let end = self.pos.checked_add(b.len())?;
+        self.buf.get_mut(self.pos..end)?.copy_from_slice(b);
+        self.pos = end;
+        Some(())
+    }
+
+    pub(crate) fn varint(&mut self, v: u64) -> Option<()> {
+        self.pos += put_varint(self.buf.get_mut(self.pos..)?, v)?;
+        Some(())
+    }
+
+    /// A length-prefixed sequence of bytes.
+    pub(crate) fn seq(&mut self, b: &[u8]) -> Option<()> {
+        self.varint(b.len() as u64)?;
+        self.bytes(b)
+    }
+}
+
+/// Takes a canonical (shortest) postcard varint of at most `max` from the
+/// front of `bytes`: the value `decode_exact` would accept there.
+pub(crate) fn take_varint(bytes: &mut &[u8], max: u64) -> Option<u64> {
+    let mut v = 0u64;
+    let mut shift = 0u32;
+    loop {
+        let (&b, rest) = bytes.split_first()?;
+        *bytes = rest;
+        let part = u64::from(b & 0x7F);
+        if shift == 63 && part > 1 {
+            return None;
+        }
+        v |= part << shift;
+        if b & 0x80 == 0 {
+            // A last group of 0 after others is an over-long encoding.
+            return (v <= max && (b != 0 || shift == 0)).then_some(v);
+        }
+        shift += 7;
+        if shift > 63 {
+            return None;
+        }
+    }
+}
+
 /// Decodes one value from exactly `bytes`: no trailing bytes, canonical
 /// encoding only, at most `max_len` bytes.
 ///

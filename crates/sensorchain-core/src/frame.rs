@@ -370,6 +370,13 @@ impl<const N: usize> FrameAccumulator<N> {
         self.discarding = true;
     }
 
+    /// Back at a frame boundary (a new stream): drops any partial frame.
+    pub(crate) fn reset(&mut self) {
+        self.len = 0;
+        self.dec = Decoder::new();
+        self.discarding = false;
+    }
+
     /// True while bytes of an unfinished frame are held or being skipped.
     pub fn in_frame(&self) -> bool {
         self.discarding || self.dec.started

@@ -62,6 +62,55 @@ pub enum Vital {
     },
 }
 
+impl Vital {
+    /// Writes its postcard encoding (the bytes `codec::encode_to_slice`
+    /// writes; written out for a sensor's flash) into `buf`.
+    pub fn encode_into<'b>(
+        &self,
+        buf: &'b mut [u8],
+    ) -> Result<&'b mut [u8], crate::codec::EncodeError> {
+        let mut w = crate::codec::Writer::new(buf);
+        let n = self
+            .write(&mut w)
+            .map(|()| w.len())
+            .ok_or(crate::codec::EncodeError::BufferFull)?;
+        buf.get_mut(..n)
+            .ok_or(crate::codec::EncodeError::BufferFull)
+    }
+
+    pub(crate) fn write(&self, w: &mut crate::codec::Writer<'_>) -> Option<()> {
+        match self {
+            Vital::BodyTemperature { centi_celsius } => {
+                w.varint(0)?;
+                // postcard zigzags signed integers
+                let z = ((*centi_celsius << 1) ^ (*centi_celsius >> 15)) as u16;
+                w.varint(u64::from(z))
+            }
+            Vital::SpO2 { percent } => {
+                w.varint(1)?;
+                w.bytes(&[*percent])
+            }
+            Vital::BloodPressure {
+                systolic_mmhg,
+                diastolic_mmhg,
+            } => {
+                w.varint(2)?;
+                w.varint(u64::from(*systolic_mmhg))?;
+                w.varint(u64::from(*diastolic_mmhg))
+            }
+            Vital::HeartRate { bpm } => {
+                w.varint(3)?;
+                w.varint(u64::from(*bpm))
+            }
+            Vital::Opaque { kind, data } => {
+                w.varint(4)?;
+                w.varint(u64::from(*kind))?;
+                w.seq(data)
+            }
+        }
+    }
+}
+
 /// Why a reading is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

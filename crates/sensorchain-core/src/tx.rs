@@ -420,6 +420,41 @@ fn sign_body(
     Ok((kp.sign(signed), n))
 }
 
+/// Writes the postcard encoding of a reading's body (what
+/// `codec::encode_to_slice(body)` writes) into `buf`; returns its length.
+fn write_reading(body: &TxBody, buf: &mut [u8]) -> Result<usize, TxError> {
+    let TxKind::Reading { stream, payload } = &body.kind else {
+        return Err(TxError::Decode(DecodeError::Malformed));
+    };
+    let mut w = codec::Writer::new(buf);
+    (|| {
+        w.bytes(&body.signer.0)?;
+        w.varint(body.sequence)?;
+        w.varint(body.timestamp_ms)?;
+        w.varint(0)?; // TxKind::Reading
+        w.varint(u64::from(*stream))?;
+        match payload {
+            Payload::Plain(v) => {
+                w.varint(0)?;
+                v.write(&mut w)
+            }
+            Payload::Sealed(sp) => {
+                w.varint(1)?;
+                w.bytes(&[sp.version])?;
+                w.bytes(&sp.ephemeral.0)?;
+                w.varint(sp.recipients.len() as u64)?;
+                for r in &sp.recipients {
+                    w.bytes(&r.key_id.0)?;
+                    w.bytes(&r.wrapped.0)?;
+                }
+                w.seq(&sp.ciphertext)
+            }
+        }
+    })()
+    .ok_or(TxError::TooLarge)?;
+    Ok(w.len())
+}
+
 /// Verifies a signature over `len(ctx) || ctx || chain_id || data` with the
 /// one strict rule.
 pub fn verify_tagged(
@@ -486,6 +521,31 @@ impl Transaction {
         Ok(bytes)
     }
 
+    /// [`sign_into`](Self::sign_into) for a reading (`body.kind` is
+    /// [`TxKind::Reading`]; any other kind is refused with
+    /// `TxError::Decode(DecodeError::Malformed)`): the same bytes, with the
+    /// body's postcard encoding written out by hand, so that a sensor's
+    /// firmware carries no serde code for every kind of transaction.
+    pub fn sign_reading_into<'b>(
+        body: &TxBody,
+        chain: &ChainId,
+        kp: &Keypair,
+        buf: &'b mut [u8],
+    ) -> Result<&'b mut [u8], TxError> {
+        let p = prefix_len(ctx::TX_SIG);
+        let end = buf.len().min(p + TX_MAX_LEN);
+        let room = buf.get_mut(p..end).ok_or(TxError::TooLarge)?;
+        let n = write_reading(body, room)?;
+        write_signing_prefix(buf, ctx::TX_SIG, chain)?;
+        let signature = kp.sign(buf.get(..p + n).ok_or(TxError::TooLarge)?);
+        let bytes = buf.get_mut(..n + 64).ok_or(TxError::TooLarge)?;
+        // The body again, now at the front (as in `sign_into`).
+        let (body_bytes, sig) = bytes.split_at_mut(n);
+        write_reading(body, body_bytes)?;
+        sig.copy_from_slice(&signature.0);
+        Ok(bytes)
+    }
+
     /// Encodes into `buf`: body bytes then the 64 signature bytes.
     pub fn encode<'b>(&self, buf: &'b mut [u8]) -> Result<&'b mut [u8], TxError> {
         Ok(codec::encode_to_slice(self, buf)?)
@@ -502,8 +562,8 @@ impl Transaction {
     /// rest; `None` if they do not decode.
     pub fn sequence_of_encoded(encoded: &[u8]) -> Option<u64> {
         // The signer's key is 32 raw bytes (a tuple), the sequence a varint.
-        let rest = encoded.get(32..)?;
-        postcard::take_from_bytes::<u64>(rest).ok().map(|(s, _)| s)
+        let mut rest = encoded.get(32..)?;
+        codec::take_varint(&mut rest, u64::MAX)
     }
 
     /// Strictly decodes one transaction from exactly `bytes`.

@@ -31,28 +31,33 @@
 //! fresh content key and ephemeral key. With [`crate::rng::Drbg`] the random
 //! stream itself never repeats across boots.
 //!
+//! **The protocol.** Framing, the handshake, the session and the matching
+//! of answers are core's [`InitiatorConnection`]: the loop only moves its
+//! bytes between the link and the connection, runs the handshake's two
+//! computations when the connection asks, and turns its events into
+//! [`Outcome`]s.
+//!
 //! **Stack.** A device with 16 KiB of RAM has little to spare, so the loop
 //! keeps one copy of everything: the pending transaction is signed straight
-//! into its slot ([`Transaction::sign_into`]); a submitted frame is built in
-//! one buffer (link header, session header, `Submit` message, tag) and
-//! sealed in place; COBS framing is written to the link as it is computed,
-//! without a second buffer. The handshake and signing steps run in their own
-//! (not inlined) frames so that their buffers are not held while the next
-//! step runs. [`Device::set_probe`] lets a board time or measure the steps.
+//! into its slot ([`Transaction::sign_reading_into`]); a submitted frame is
+//! sealed and COBS-framed in place in the connection's transmit queue and
+//! written to the link from there. The handshake and signing steps run in
+//! their own (not inlined) frames so that their buffers are not held while
+//! the next step runs. [`Device::set_probe`] lets a board time or measure
+//! the steps.
 
 use core::fmt;
 
-use sensorchain_core::frame::{DELIMITER, FrameAccumulator};
-use sensorchain_core::handshake::{
-    Established, HandshakeConfig, HandshakeError, Initiator, MESSAGE1_LEN, MESSAGE2_LEN,
-    MESSAGE3_LEN,
-};
+use sensorchain_core::handshake::{HandshakeConfig, HandshakeError};
 use sensorchain_core::hash::{ChainId, Hash32};
 use sensorchain_core::identity::{Keypair, PublicKey};
-use sensorchain_core::link::{self, DeviceMsg, GatewayMsg, LinkFrame, Refusal, RejectReason};
+use sensorchain_core::link::{
+    ConnError, End, GatewayMsg, InitiatorConfig, InitiatorConnection, InitiatorEvent, Refusal,
+    RejectReason,
+};
 use sensorchain_core::reading::Vital;
 use sensorchain_core::sealed::{self, MAX_SEALED_PLAINTEXT, SealError};
-use sensorchain_core::session::{FRAME_DATA, FRAME_OVERHEAD, HEADER_LEN, Session, SessionError};
+use sensorchain_core::session::SessionError;
 use sensorchain_core::tx::{Payload, Transaction, TxBody, TxError, TxKind, sealed_binding};
 
 use crate::storage::{PersistentState, Storage};
@@ -64,15 +69,11 @@ pub const TX_BUF: usize = 512;
 /// Largest link frame the device accepts (gateway answers are below 100
 /// bytes, message 2 is 106).
 pub const RX_FRAME: usize = 256;
-/// Plaintext of one session frame: `DeviceMsg::Submit` header and the tx.
-const PLAIN_BUF: usize = TX_BUF + 8;
-/// Room for a link frame's header (variant and length varints) in front of
-/// the session frame.
-const LINK_HEADER_ROOM: usize = 8;
-/// A link frame carrying a session frame.
-const LINK_BUF: usize = LINK_HEADER_ROOM + PLAIN_BUF + FRAME_OVERHEAD;
-/// A link frame carrying a handshake message (message 3 is the longest).
-const HS_LINK_BUF: usize = MESSAGE3_LEN + 8;
+/// The connection's transmit queue: one submitted frame.
+const TX_QUEUE: usize = TX_BUF + 40;
+/// The device's connection: one submission in flight.
+type Conn = InitiatorConnection<RX_FRAME, TX_QUEUE, 1>;
+const _: () = assert!(TX_BUF + Conn::FRAME_COST <= TX_QUEUE);
 
 /// A step of the loop, reported to the board's probe ([`Device::set_probe`])
 /// as it happens: a board reads a cycle counter or the stack there to
@@ -271,8 +272,7 @@ pub struct Device<'a, S: Storage> {
     storage: S,
     state: PersistentState,
     next_sequence: u64,
-    session: Option<Session>,
-    acc: FrameAccumulator<RX_FRAME>,
+    conn: Conn,
     rx: [u8; 64],
     rx_start: usize,
     rx_len: usize,
@@ -287,7 +287,7 @@ impl<S: Storage> fmt::Debug for Device<'_, S> {
             .field("identity", &self.identity.public())
             .field("state", &self.state)
             .field("next_sequence", &self.next_sequence)
-            .field("connected", &self.session.is_some())
+            .field("connected", &self.conn.is_established())
             .field("stats", &self.stats)
             .finish_non_exhaustive()
     }
@@ -311,14 +311,18 @@ impl<'a, S: Storage> Device<'a, S> {
             state.boot_count,
             state.sequence_ceiling
         );
+        let mut conn_cfg = InitiatorConfig::new(HandshakeConfig {
+            chain: config.chain,
+            timeout_ms: u64::from(config.handshake_timeout_ms),
+        });
+        conn_cfg.answer_timeout_ms = u64::from(config.answer_timeout_ms);
         Ok(Device {
             identity,
             config,
             storage,
             next_sequence: state.sequence_ceiling.saturating_add(1),
             state,
-            session: None,
-            acc: FrameAccumulator::new(),
+            conn: Conn::new(conn_cfg),
             rx: [0; 64],
             rx_start: 0,
             rx_len: 0,
@@ -356,7 +360,7 @@ impl<'a, S: Storage> Device<'a, S> {
 
     /// Whether a session is established.
     pub fn is_connected(&self) -> bool {
-        self.session.is_some()
+        self.conn.is_established()
     }
 
     /// Whether a signed transaction still waits for its answer.
@@ -388,8 +392,8 @@ impl<'a, S: Storage> Device<'a, S> {
 
     /// Forgets the session (the next operation handshakes again).
     pub fn disconnect(&mut self) {
-        self.session = None;
-        self.acc = FrameAccumulator::new();
+        self.conn.abort();
+        while self.conn.poll_event().is_some() {}
         self.rx_start = 0;
         self.rx_len = 0;
     }
@@ -402,61 +406,53 @@ impl<'a, S: Storage> Device<'a, S> {
         rng: &mut R,
     ) -> Result<(), L, S> {
         self.disconnect();
-        let cfg = HandshakeConfig {
-            chain: self.config.chain,
-            timeout_ms: u64::from(self.config.handshake_timeout_ms),
-        };
-        let mut m1 = [0u8; MESSAGE1_LEN];
-        let now = clock.now_ms();
         self.probe(Probe::HandshakeStart);
-        let (init, n1) = start_handshake(&cfg, &self.identity, now, rng, &mut m1)
-            .map_err(DeviceError::Handshake)?;
+        self.start_handshake::<L, C, R>(clock, rng)?;
         self.probe(Probe::Message1Ready);
-        send_link_frame(link, &LinkFrame::Hello(&m1[..n1]))?;
-        let m2 = self.recv_challenge(link, clock)?;
-        let now = clock.now_ms();
-        self.probe(Probe::Message2Received);
-        let mut m3 = [0u8; MESSAGE3_LEN];
-        let (est, n3) = finish_handshake(
-            init,
-            &self.identity,
-            self.config.gateways,
-            &m2,
-            now,
-            &mut m3,
-        )
-        .map_err(DeviceError::Handshake)?;
-        self.probe(Probe::Message3Ready);
-        send_link_frame(link, &LinkFrame::Proof(&m3[..n3]))?;
-        self.session = Some(est.session);
-        self.stats.handshakes += 1;
-        dlog!("handshake done with gateway {}", est.peer_id);
-        Ok(())
+        self.transmit(link)?;
+        let deadline = clock
+            .now_ms()
+            .saturating_add(u64::from(self.config.handshake_timeout_ms));
+        loop {
+            match self.next_event(link, clock, deadline)? {
+                InitiatorEvent::ChallengeReceived => {
+                    self.probe(Probe::Message2Received);
+                    self.finish_handshake::<L, C>(clock)?;
+                    self.probe(Probe::Message3Ready);
+                    self.transmit(link)?;
+                }
+                InitiatorEvent::Established { peer, .. } => {
+                    self.stats.handshakes += 1;
+                    dlog!("handshake done with gateway {}", peer.key_id());
+                    let _ = peer;
+                    return Ok(());
+                }
+                InitiatorEvent::Ended(end) => return Err(end_error(end)),
+                _ => {}
+            }
+        }
     }
 
-    /// Waits for message 2 and returns a copy of it (the receive buffer is
-    /// gone before message 2 is processed).
+    /// Draws the ephemeral key and queues message 1.
     #[inline(never)]
-    fn recv_challenge<L: Transport, C: Clock>(
+    fn start_handshake<L: Transport, C: Clock, R: rand_core::CryptoRng + ?Sized>(
         &mut self,
-        link: &mut L,
         clock: &mut C,
-    ) -> Result<[u8; MESSAGE2_LEN], L, S> {
-        let mut f = [0u8; RX_FRAME];
-        let n = self.recv_frame(link, clock, self.config.handshake_timeout_ms, &mut f)?;
-        let frame = f.get(..n).ok_or(DeviceError::Protocol)?;
-        match link::decode::<LinkFrame>(frame) {
-            Ok(LinkFrame::Challenge(m2)) => {
-                let mut out = [0u8; MESSAGE2_LEN];
-                if m2.len() != MESSAGE2_LEN {
-                    return Err(DeviceError::Protocol);
-                }
-                out.copy_from_slice(m2);
-                Ok(out)
-            }
-            Ok(LinkFrame::Refused(r)) => Err(DeviceError::Refused(r)),
-            _ => Err(DeviceError::Protocol),
-        }
+        rng: &mut R,
+    ) -> Result<(), L, S> {
+        let now = clock.now_ms();
+        self.conn
+            .start(&self.identity, rng, now)
+            .map_err(conn_error)
+    }
+
+    /// Checks message 2, computes message 3 and the session.
+    #[inline(never)]
+    fn finish_handshake<L: Transport, C: Clock>(&mut self, clock: &mut C) -> Result<(), L, S> {
+        let now = clock.now_ms();
+        self.conn
+            .finish_handshake(&self.identity, self.config.gateways, now)
+            .map_err(DeviceError::Handshake)
     }
 
     /// Reserves the next sequence number, saving a new ceiling first when
@@ -504,9 +500,10 @@ impl<'a, S: Storage> Device<'a, S> {
             kind: TxKind::Reading { stream, payload },
         };
         let p = &mut self.pending;
-        p.len = Transaction::sign_into(&body, &self.config.chain, &self.identity, &mut p.bytes)
-            .map_err(DeviceError::Tx)?
-            .len();
+        p.len =
+            Transaction::sign_reading_into(&body, &self.config.chain, &self.identity, &mut p.bytes)
+                .map_err(DeviceError::Tx)?
+                .len();
         p.sequence = sequence;
         p.sends = 0;
         p.active = true;
@@ -590,9 +587,9 @@ impl<'a, S: Storage> Device<'a, S> {
         if ms == 0 {
             return;
         }
-        let mut f = [0u8; RX_FRAME];
+        let deadline = clock.now_ms().saturating_add(u64::from(ms));
         // Stale answers in the pause are dropped: the resend gets a new one.
-        while self.recv_frame(link, clock, ms, &mut f).is_ok() {}
+        while self.next_event(link, clock, deadline).is_ok() {}
     }
 
     /// One attempt: connect if needed, send the pending transaction, wait
@@ -603,119 +600,109 @@ impl<'a, S: Storage> Device<'a, S> {
         clock: &mut C,
         rng: &mut R,
     ) -> Result<Option<Outcome>, L, S> {
-        if self.session.is_none() {
+        if !self.conn.is_established() {
             self.connect(link, clock, rng)?;
         }
         let (sequence, sends) = {
-            let session = self.session.as_mut().ok_or(DeviceError::Protocol)?;
             let p = &mut self.pending;
             if !p.active {
                 return Err(DeviceError::Protocol);
             }
             let tx = p.bytes.get(..p.len).ok_or(DeviceError::Protocol)?;
             p.sends = p.sends.saturating_add(1);
-            send_session_msg(link, session, &DeviceMsg::Submit(tx))?;
+            let now = clock.now_ms();
+            self.conn.submit(tx, now).map_err(conn_error)?;
             (p.sequence, p.sends)
         };
+        self.transmit(link)?;
         let deadline = clock
             .now_ms()
             .saturating_add(u64::from(self.config.answer_timeout_ms));
         loop {
-            let msg = self.recv_gateway_msg(link, clock, deadline)?;
-            match msg {
-                GatewayMsg::Ack {
-                    sequence: s,
-                    tx_id,
-                    height,
-                } if s == sequence => {
-                    dlog!("sequence {=u64} committed at height {=u64}", s, height);
-                    return Ok(Some(Outcome::Committed {
+            let answer = match self.next_event(link, clock, deadline)? {
+                InitiatorEvent::Answer { answer, .. } => answer,
+                InitiatorEvent::Ended(end) => return Err(end_error(end)),
+                // Pongs, `Confirmed`, `Unanswered` (an `Ended` follows).
+                _ => continue,
+            };
+            // The connection matched the answer to this submission (the
+            // only one in flight) by its sequence number.
+            return match answer {
+                GatewayMsg::Ack { tx_id, height, .. } => {
+                    dlog!(
+                        "sequence {=u64} committed at height {=u64}",
+                        sequence,
+                        height
+                    );
+                    Ok(Some(Outcome::Committed {
                         sequence,
                         tx_id,
                         height,
-                    }));
+                    }))
                 }
                 GatewayMsg::Reject {
-                    sequence: s,
-                    reason,
-                } if s == sequence => {
-                    if reason == RejectReason::Replay && sends > 1 {
-                        return Ok(Some(Outcome::Duplicate { sequence }));
-                    }
-                    return Ok(Some(Outcome::Rejected { sequence, reason }));
+                    reason: RejectReason::Replay,
+                    ..
+                } if sends > 1 => Ok(Some(Outcome::Duplicate { sequence })),
+                GatewayMsg::Reject { reason, .. } => {
+                    Ok(Some(Outcome::Rejected { sequence, reason }))
                 }
-                GatewayMsg::Busy { sequence: s } if s == sequence => return Ok(None),
-                // Answers to earlier copies, pongs: not ours now.
-                _ => continue,
-            }
+                GatewayMsg::Busy { .. } => Ok(None),
+                GatewayMsg::Pong(_) => continue,
+            };
         }
     }
 
-    /// Waits for the next message of the session.
+    /// Writes what the connection has queued to the link.
     #[inline(never)]
-    fn recv_gateway_msg<L: Transport, C: Clock>(
+    fn transmit<L: Transport>(&mut self, link: &mut L) -> Result<(), L, S> {
+        loop {
+            let bytes = self.conn.transmit_slice();
+            if bytes.is_empty() {
+                return Ok(());
+            }
+            link.write_all(bytes).map_err(DeviceError::Transport)?;
+            let n = bytes.len();
+            self.conn.advance_transmit(n);
+        }
+    }
+
+    /// The connection's next event, reading the link (and firing its
+    /// timers) until one comes or `deadline` passes.
+    #[inline(never)]
+    fn next_event<L: Transport, C: Clock>(
         &mut self,
         link: &mut L,
         clock: &mut C,
         deadline: u64,
-    ) -> Result<GatewayMsg, L, S> {
-        let mut f = [0u8; RX_FRAME];
-        let left = deadline.saturating_sub(clock.now_ms());
-        if left == 0 {
-            return Err(DeviceError::Timeout);
-        }
-        let n = self.recv_frame(link, clock, left.min(u64::from(u32::MAX)) as u32, &mut f)?;
-        let frame = f.get_mut(..n).ok_or(DeviceError::Protocol)?;
-        let range = match link::decode::<LinkFrame>(frame) {
-            Ok(LinkFrame::Session(ct)) => {
-                // `ct` borrows `frame`; find its offset (the payload is
-                // the tail of the frame).
-                let len = ct.len();
-                (n - len)..n
-            }
-            Ok(LinkFrame::Refused(r)) => return Err(DeviceError::Refused(r)),
-            _ => return Err(DeviceError::Protocol),
-        };
-        let session = self.session.as_mut().ok_or(DeviceError::Protocol)?;
-        let ct = f.get_mut(range).ok_or(DeviceError::Protocol)?;
-        let opened = session
-            .open_in_place(ct)
-            .map_err(|_| DeviceError::Protocol)?;
-        if opened.kind != FRAME_DATA {
-            // A close frame ends the session.
-            return Err(DeviceError::Refused(Refusal::ShuttingDown));
-        }
-        link::decode::<GatewayMsg>(opened.payload).map_err(|_| DeviceError::Protocol)
-    }
-
-    /// Reads until one complete link frame is in `out` (returns its length)
-    /// or `timeout_ms` passed. Malformed or oversized frames are skipped.
-    fn recv_frame<L: Transport, C: Clock>(
-        &mut self,
-        link: &mut L,
-        clock: &mut C,
-        timeout_ms: u32,
-        out: &mut [u8],
-    ) -> Result<usize, L, S> {
-        let deadline = clock.now_ms().saturating_add(u64::from(timeout_ms));
+    ) -> Result<InitiatorEvent, L, S> {
         loop {
-            while self.rx_start < self.rx_len {
-                let mut input = self.rx.get(self.rx_start..self.rx_len).unwrap_or(&[]);
-                let before = input.len();
-                let ev = self.acc.next_frame(&mut input);
-                self.rx_start += before - input.len();
-                // Malformed or oversized frames (`Some(Err)`) are skipped.
-                if let Some(Ok(frame)) = ev {
-                    let dst = out.get_mut(..frame.len()).ok_or(DeviceError::Protocol)?;
-                    dst.copy_from_slice(frame);
-                    return Ok(frame.len());
-                }
+            if let Some(ev) = self.conn.poll_event() {
+                return Ok(ev);
             }
             let now = clock.now_ms();
+            if self.rx_start < self.rx_len {
+                let input = self.rx.get(self.rx_start..self.rx_len).unwrap_or(&[]);
+                let used = self.conn.handle_input(input, now);
+                self.rx_start += used;
+                if used == 0 {
+                    // It takes input again once its events are handled.
+                    return self.conn.poll_event().ok_or(DeviceError::Protocol);
+                }
+                continue;
+            }
+            self.conn.handle_timeout(now);
+            if let Some(ev) = self.conn.poll_event() {
+                return Ok(ev);
+            }
             if now >= deadline {
                 return Err(DeviceError::Timeout);
             }
-            let wait = (deadline - now).min(u64::from(u32::MAX)) as u32;
+            let until = self
+                .conn
+                .poll_timeout()
+                .map_or(deadline, |t| t.min(deadline));
+            let wait = until.saturating_sub(now).clamp(1, u64::from(u32::MAX)) as u32;
             let n = link
                 .read(&mut self.rx, wait)
                 .map_err(DeviceError::Transport)?;
@@ -725,27 +712,27 @@ impl<'a, S: Storage> Device<'a, S> {
     }
 }
 
-/// Draws the ephemeral key and computes message 1.
-fn start_handshake<R: rand_core::CryptoRng + ?Sized>(
-    cfg: &HandshakeConfig,
-    identity: &Keypair,
-    now_ms: u64,
-    rng: &mut R,
-    m1: &mut [u8],
-) -> core::result::Result<(Initiator, usize), HandshakeError> {
-    Initiator::start(cfg, identity, now_ms, rng, m1)
+/// The loop's error for how a session or handshake ended.
+fn end_error<LE, SE>(end: End) -> DeviceError<LE, SE> {
+    match end {
+        End::Refused(r) => DeviceError::Refused(r),
+        // A close frame ends the session.
+        End::PeerClosed => DeviceError::Refused(Refusal::ShuttingDown),
+        End::HandshakeFailed(e) => DeviceError::Handshake(e),
+        End::HandshakeTimeout | End::AnswerTimeout => DeviceError::Timeout,
+        End::Rekey => DeviceError::Session(SessionError::Exhausted),
+        _ => DeviceError::Protocol,
+    }
 }
 
-/// Checks message 2, computes message 3 and the session.
-fn finish_handshake(
-    init: Initiator,
-    identity: &Keypair,
-    gateways: &[PublicKey],
-    m2: &[u8],
-    now_ms: u64,
-    m3: &mut [u8],
-) -> core::result::Result<(Established, usize), HandshakeError> {
-    init.finish(identity, gateways, m2, now_ms, m3)
+/// The loop's error for a refused connection command.
+fn conn_error<LE, SE>(e: ConnError) -> DeviceError<LE, SE> {
+    match e {
+        ConnError::Exhausted => DeviceError::Session(SessionError::Exhausted),
+        ConnError::TooLarge | ConnError::OutboxFull => DeviceError::Tx(TxError::TooLarge),
+        ConnError::Handshake(e) => DeviceError::Handshake(e),
+        _ => DeviceError::Protocol,
+    }
 }
 
 /// Seals a reading for `readers`.
@@ -756,208 +743,8 @@ fn seal_vital<R: rand_core::CryptoRng + ?Sized>(
     rng: &mut R,
 ) -> core::result::Result<Payload, SealError> {
     let mut plain = [0u8; MAX_SEALED_PLAINTEXT];
-    let p = postcard::to_slice(vital, &mut plain).map_err(|_| SealError::PlaintextTooLong)?;
+    let p = vital
+        .encode_into(&mut plain)
+        .map_err(|_| SealError::PlaintextTooLong)?;
     Ok(Payload::Sealed(sealed::seal(p, readers, binding, rng)?))
-}
-
-/// Writes the COBS encoding of `src` and the delimiter to `link` as it is
-/// computed: each block's code byte, then its run of non-zero bytes straight
-/// from `src`. The bytes are exactly those of
-/// [`sensorchain_core::frame::cobs_encode`], without its output buffer.
-fn write_cobs<L: Transport>(link: &mut L, src: &[u8]) -> core::result::Result<(), L::Error> {
-    let mut rest = src;
-    loop {
-        // A block: up to 254 non-zero bytes, ended by a zero (consumed),
-        // the end of the input, or the 254-byte limit.
-        let limit = rest.len().min(254);
-        let head = rest.get(..limit).unwrap_or(&[]);
-        let run = head.iter().position(|&b| b == 0).unwrap_or(limit);
-        link.write_all(&[run as u8 + 1])?;
-        if run > 0 {
-            link.write_all(head.get(..run).unwrap_or(&[]))?;
-        }
-        if run < 254 && rest.get(run) == Some(&0) {
-            // The zero ends this block; another one follows (empty if the
-            // zero was the last byte). A full block (code 0xFF) ends no zero.
-            rest = rest.get(run + 1..).unwrap_or(&[]);
-        } else if run == 254 && rest.len() > 254 {
-            // A full block and more input: a new block.
-            rest = rest.get(254..).unwrap_or(&[]);
-        } else {
-            break;
-        }
-    }
-    link.write_all(&[DELIMITER])
-}
-
-/// Encodes `frame` and writes it COBS-framed. For the handshake messages
-/// (small: one 72-byte buffer).
-fn send_link_frame<L: Transport, SE>(
-    link: &mut L,
-    frame: &LinkFrame<'_>,
-) -> core::result::Result<(), DeviceError<L::Error, SE>> {
-    let mut buf = [0u8; HS_LINK_BUF];
-    let enc = link::encode(frame, &mut buf).map_err(|_| DeviceError::Tx(TxError::TooLarge))?;
-    write_cobs(link, enc).map_err(DeviceError::Transport)
-}
-
-/// Writes the header of a `LinkFrame::Session` of `len` bytes (its variant
-/// and the length varint: the bytes `link::encode` puts before the frame)
-/// right before `buf[at..]`, returning where it starts.
-fn put_session_header(buf: &mut [u8], at: usize, len: usize) -> Option<usize> {
-    // The variant: the encoding of an empty session frame without its
-    // length byte (0).
-    let mut empty = [0u8; 4];
-    let tag = link::encode(&LinkFrame::Session(&[]), &mut empty).ok()?;
-    let tag_len = tag.len().checked_sub(1)?;
-    // The length: an unsigned LEB128 varint, as postcard writes it.
-    let mut varint = [0u8; 5];
-    let mut n = 0;
-    let mut v = len;
-    loop {
-        let byte = (v & 0x7F) as u8;
-        v >>= 7;
-        *varint.get_mut(n)? = if v == 0 { byte } else { byte | 0x80 };
-        n += 1;
-        if v == 0 {
-            break;
-        }
-    }
-    let start = at.checked_sub(tag_len + n)?;
-    buf.get_mut(start..start + tag_len)?
-        .copy_from_slice(empty.get(..tag_len)?);
-    buf.get_mut(start + tag_len..at)?
-        .copy_from_slice(varint.get(..n)?);
-    Some(start)
-}
-
-/// Seals `msg` in a data frame of `session` and sends it as a
-/// `LinkFrame::Session`. One buffer: the message is encoded behind room for
-/// the link and session headers, sealed in place, the link header written
-/// in front, and the whole COBS-framed straight to the link.
-#[inline(never)]
-fn send_session_msg<L: Transport, SE>(
-    link: &mut L,
-    session: &mut Session,
-    msg: &DeviceMsg<'_>,
-) -> core::result::Result<(), DeviceError<L::Error, SE>> {
-    let too_large = || DeviceError::Tx(TxError::TooLarge);
-    let mut buf = [0u8; LINK_BUF];
-    let frame = buf.get_mut(LINK_HEADER_ROOM..).ok_or_else(too_large)?;
-    let payload = frame.get_mut(HEADER_LEN..).ok_or_else(too_large)?;
-    let p = link::encode(msg, payload).map_err(|_| too_large())?.len();
-    let s = session
-        .seal_in_place(FRAME_DATA, frame, p)
-        .map_err(DeviceError::Session)?;
-    let start = put_session_header(&mut buf, LINK_HEADER_ROOM, s).ok_or_else(too_large)?;
-    let wire = buf.get(start..LINK_HEADER_ROOM + s).ok_or_else(too_large)?;
-    write_cobs(link, wire).map_err(DeviceError::Transport)
-}
-
-#[cfg(test)]
-mod tests {
-    extern crate std;
-    use std::vec;
-    use std::vec::Vec;
-
-    use sensorchain_core::frame::{cobs_encode, max_encoded_len};
-
-    use super::*;
-
-    /// A link that keeps what is written.
-    struct Sink(Vec<u8>);
-
-    impl Transport for Sink {
-        type Error = ();
-        fn write_all(&mut self, bytes: &[u8]) -> core::result::Result<(), ()> {
-            self.0.extend_from_slice(bytes);
-            Ok(())
-        }
-        fn read(&mut self, _: &mut [u8], _: u32) -> core::result::Result<usize, ()> {
-            Ok(0)
-        }
-    }
-
-    fn reference(src: &[u8]) -> Vec<u8> {
-        let mut out = vec![0u8; max_encoded_len(src.len())];
-        let n = cobs_encode(src, &mut out).unwrap();
-        out.truncate(n);
-        out
-    }
-
-    #[test]
-    fn streamed_cobs_equals_cobs_encode() {
-        let mut cases: Vec<Vec<u8>> = vec![vec![], vec![0], vec![0, 0], vec![1], vec![1, 0]];
-        for len in [253, 254, 255, 508, 509, 600] {
-            // no zero, a zero at the block edges, zeros everywhere
-            cases.push((0..len).map(|i| (i % 255 + 1) as u8).collect());
-            for z in [0, 252, 253, 254, 255, len - 1] {
-                let mut v: Vec<u8> = (0..len).map(|i| (i % 200 + 1) as u8).collect();
-                if z < len {
-                    v[z] = 0;
-                }
-                cases.push(v);
-            }
-            cases.push((0..len).map(|i| (i % 3) as u8).collect());
-        }
-        // a pseudo-random mix
-        let mut x = 0x1234_5678u32;
-        for len in 0..700 {
-            let v: Vec<u8> = (0..len)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 17;
-                    x ^= x << 5;
-                    if x.is_multiple_of(7) { 0 } else { x as u8 }
-                })
-                .collect();
-            cases.push(v);
-        }
-        for src in cases {
-            let mut sink = Sink(Vec::new());
-            write_cobs(&mut sink, &src).unwrap();
-            assert_eq!(sink.0, reference(&src), "len {}", src.len());
-        }
-    }
-
-    #[test]
-    fn session_header_equals_link_encoding() {
-        for len in [0usize, 1, 23, 127, 128, 300, 16_383, 16_384] {
-            let body: Vec<u8> = (0..len).map(|i| i as u8).collect();
-            let mut want = vec![0u8; len + 8];
-            let want = link::encode(&LinkFrame::Session(&body), &mut want).unwrap();
-            let mut buf = vec![0u8; LINK_HEADER_ROOM + len];
-            buf[LINK_HEADER_ROOM..].copy_from_slice(&body);
-            let start = put_session_header(&mut buf, LINK_HEADER_ROOM, len).unwrap();
-            assert_eq!(&buf[start..], &*want, "len {len}");
-        }
-    }
-
-    #[test]
-    fn sent_session_frame_opens_at_the_gateway() {
-        let (mut dev, mut gw) = (
-            Session::from_keys([1; 32], [2; 32]),
-            Session::from_keys([2; 32], [1; 32]),
-        );
-        for len in [0usize, 40, 255, TX_BUF] {
-            let tx: Vec<u8> = (0..len).map(|i| (i % 7) as u8).collect();
-            let mut sink = Sink(Vec::new());
-            send_session_msg::<_, ()>(&mut sink, &mut dev, &DeviceMsg::Submit(&tx)).unwrap();
-            let wire = sink.0;
-            assert_eq!(wire.last(), Some(&0));
-            let mut frame = vec![0u8; wire.len()];
-            let n =
-                sensorchain_core::frame::cobs_decode(&wire[..wire.len() - 1], &mut frame).unwrap();
-            let LinkFrame::Session(ct) = link::decode::<LinkFrame>(&frame[..n]).unwrap() else {
-                panic!("not a session frame");
-            };
-            let mut ct = ct.to_vec();
-            let opened = gw.open_in_place(&mut ct).unwrap();
-            assert_eq!(opened.kind, FRAME_DATA);
-            assert_eq!(
-                link::decode::<DeviceMsg>(opened.payload).unwrap(),
-                DeviceMsg::Submit(&tx)
-            );
-        }
-    }
 }

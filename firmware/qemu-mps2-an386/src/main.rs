@@ -368,7 +368,7 @@ fn sealed_reading(id: &Keypair, chain: &ChainId, rng: &mut Drbg) -> Option<()> {
     };
     let _ = Vital::HeartRate { bpm: 72 };
     let mut tx = [0u8; sensorchain_device::device::TX_BUF];
-    Transaction::sign_into(&body, chain, id, &mut tx)
+    Transaction::sign_reading_into(&body, chain, id, &mut tx)
         .ok()
         .map(|_| ())
 }

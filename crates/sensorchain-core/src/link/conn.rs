@@ -3,7 +3,8 @@
 
 use core::fmt;
 
-use super::msg::{self, LinkFrame, Refusal};
+use super::msg::{LinkFrame, Refusal};
+use crate::frame::FrameError;
 use crate::handshake::HandshakeError;
 use crate::session::{HEADER_LEN, Session, SessionError};
 
@@ -144,6 +145,15 @@ impl BadFrame {
     }
 }
 
+/// What a connection counts for a frame its accumulator could not decode:
+/// too large for the receive buffer, or anything else (not COBS, truncated).
+pub(crate) fn bad_frame(e: FrameError) -> BadFrame {
+    match e {
+        FrameError::Oversized => BadFrame::Oversized,
+        _ => BadFrame::Malformed,
+    }
+}
+
 /// The refusal a responder sends for a handshake error (`docs/PROTOCOL.md`,
 /// "Refusals"): the allowlist's verdicts, chain and version by name, a
 /// full half-open table as `Busy`, anything else as `HandshakeFailed`.
@@ -191,22 +201,22 @@ pub(crate) fn classify(frame: &mut [u8], session: Option<&mut Session>) -> Rx {
     // variant and the length varint).
     let total = frame.len();
     let at = |b: &[u8]| (total - b.len(), b.len());
-    let ct_len = match msg::decode::<LinkFrame>(frame) {
-        Ok(LinkFrame::Hello(b)) => {
+    let ct_len = match LinkFrame::parse(frame) {
+        Some(LinkFrame::Hello(b)) => {
             let (start, len) = at(b);
             return Rx::Hello { start, len };
         }
-        Ok(LinkFrame::Challenge(b)) => {
+        Some(LinkFrame::Challenge(b)) => {
             let (start, len) = at(b);
             return Rx::Challenge { start, len };
         }
-        Ok(LinkFrame::Proof(b)) => {
+        Some(LinkFrame::Proof(b)) => {
             let (start, len) = at(b);
             return Rx::Proof { start, len };
         }
-        Ok(LinkFrame::Refused(r)) => return Rx::Refused(r),
-        Ok(LinkFrame::Session(ct)) => ct.len(),
-        Err(_) => return Rx::Bad(BadFrame::Malformed),
+        Some(LinkFrame::Refused(r)) => return Rx::Refused(r),
+        Some(LinkFrame::Session(ct)) => ct.len(),
+        None => return Rx::Bad(BadFrame::Malformed),
     };
     let Some(session) = session else {
         return Rx::Bad(BadFrame::Unexpected);

@@ -3,12 +3,12 @@
 //!
 //! See the [module documentation](super) for the life cycle and an example.
 
-use heapless::Deque;
+use heapless::{Deque, Vec};
 
 use super::conn::{self, BadFrame, ConnError, End, Rx, SubmitId};
-use super::msg::{self, DeviceMsg, GatewayMsg, LinkFrame};
+use super::msg::{DeviceMsg, GatewayMsg, LINK_HELLO, LINK_PROOF};
 use super::outbox::Outbox;
-use crate::frame::{FrameAccumulator, FrameError};
+use crate::frame::FrameAccumulator;
 use crate::handshake::{
     HandshakeConfig, HandshakeError, Initiator, MESSAGE1_LEN, MESSAGE2_LEN, MESSAGE3_LEN,
     TrustedResponders,
@@ -100,7 +100,9 @@ struct Flight {
 enum State {
     Idle,
     AwaitChallenge(Initiator),
-    ChallengeReady(Initiator, [u8; MESSAGE2_LEN]),
+    /// Message 2 is at this offset of the receive buffer (which takes no
+    /// input until `finish_handshake`).
+    ChallengeReady(Initiator, usize),
     Session(Session),
 }
 
@@ -115,8 +117,9 @@ pub struct InitiatorConnection<const RX: usize, const TX: usize, const INFLIGHT:
     hs_started_ms: u64,
     acc: FrameAccumulator<RX>,
     outbox: Outbox<TX>,
-    flights: Deque<Flight, INFLIGHT>,
-    lost: Deque<Flight, INFLIGHT>,
+    /// Submissions in flight, oldest first; after the session ended, the
+    /// ones still to be reported unanswered.
+    flights: Vec<Flight, INFLIGHT>,
     events: Deque<InitiatorEvent, EVENTS>,
     end: Option<End>,
     next_id: u64,
@@ -146,7 +149,8 @@ impl<const RX: usize, const TX: usize, const INFLIGHT: usize>
     pub const FRAME_COST: usize = super::outbox::SESSION_HEADER_ROOM
         + crate::session::FRAME_OVERHEAD
         + SUBMIT_OVERHEAD
-        + super::outbox::LEN_PREFIX;
+        + super::outbox::LEN_PREFIX
+        + super::outbox::cobs_room(TX);
 
     /// An idle connection: call [`start`](Self::start) to handshake.
     pub fn new(config: InitiatorConfig) -> Self {
@@ -156,8 +160,7 @@ impl<const RX: usize, const TX: usize, const INFLIGHT: usize>
             hs_started_ms: 0,
             acc: FrameAccumulator::new(),
             outbox: Outbox::new(),
-            flights: Deque::new(),
-            lost: Deque::new(),
+            flights: Vec::new(),
             events: Deque::new(),
             end: None,
             next_id: 0,
@@ -177,17 +180,15 @@ impl<const RX: usize, const TX: usize, const INFLIGHT: usize>
         rng: &mut R,
         now_ms: u64,
     ) -> Result<(), ConnError> {
-        if !matches!(self.state, State::Idle) || !self.lost.is_empty() || self.end.is_some() {
+        if !matches!(self.state, State::Idle) || !self.flights.is_empty() || self.end.is_some() {
             return Err(ConnError::InvalidState);
         }
-        let mut m1 = [0u8; MESSAGE1_LEN];
-        let (init, n1) = Initiator::start(&self.config.handshake, identity, now_ms, rng, &mut m1)
+        // Message 1 is written where it is sent from.
+        let m1 = self.outbox.body_slot(MESSAGE1_LEN)?;
+        let (init, n1) = Initiator::start(&self.config.handshake, identity, now_ms, rng, m1)
             .map_err(|_| ConnError::TooLarge)?;
-        self.outbox.push_clear(
-            &LinkFrame::Hello(m1.get(..n1).unwrap_or(&[])),
-            MESSAGE1_LEN + 4,
-        )?;
-        self.acc = FrameAccumulator::new();
+        self.outbox.commit_link(LINK_HELLO, n1)?;
+        self.acc.reset();
         self.state = State::AwaitChallenge(init);
         self.hs_started_ms = now_ms;
         self.confirmed = false;
@@ -208,22 +209,22 @@ impl<const RX: usize, const TX: usize, const INFLIGHT: usize>
         let State::ChallengeReady(..) = self.state else {
             return Err(HandshakeError::Malformed);
         };
-        let State::ChallengeReady(init, m2) = core::mem::replace(&mut self.state, State::Idle)
+        let State::ChallengeReady(init, at) = core::mem::replace(&mut self.state, State::Idle)
         else {
             return Err(HandshakeError::Malformed);
         };
-        let mut m3 = [0u8; MESSAGE3_LEN];
-        let r = init
-            .finish(identity, trusted, &m2, now_ms, &mut m3)
-            .and_then(|(est, n3)| {
-                self.outbox
-                    .push_clear(
-                        &LinkFrame::Proof(m3.get(..n3).unwrap_or(&[])),
-                        MESSAGE3_LEN + 4,
-                    )
-                    .map_err(|_| HandshakeError::BufferTooSmall)?;
-                Ok(est)
-            });
+        let m2 = self.acc.buffer().get(at..at + MESSAGE2_LEN).unwrap_or(&[]);
+        // Message 3 is written where it is sent from.
+        let r = match self.outbox.body_slot(MESSAGE3_LEN) {
+            Ok(m3) => init.finish(identity, trusted, m2, now_ms, m3),
+            Err(_) => Err(HandshakeError::BufferTooSmall),
+        }
+        .and_then(|(est, n3)| {
+            self.outbox
+                .commit_link(LINK_PROOF, n3)
+                .map_err(|_| HandshakeError::BufferTooSmall)?;
+            Ok(est)
+        });
         match r {
             Ok(mut est) => {
                 est.session.set_send_limit(self.config.send_limit.max(2));
@@ -246,17 +247,17 @@ impl<const RX: usize, const TX: usize, const INFLIGHT: usize>
     /// in the session. Its answer comes as [`InitiatorEvent::Answer`] with
     /// the returned id, or it is reported [`InitiatorEvent::Unanswered`].
     pub fn submit(&mut self, tx: &[u8], now_ms: u64) -> Result<SubmitId, ConnError> {
+        let session = sendable(&mut self.state)?;
         if self.flights.is_full() {
             return Err(ConnError::InFlightFull);
         }
-        let session = sendable(&mut self.state)?;
         let sequence = crate::tx::Transaction::sequence_of_encoded(tx).unwrap_or(0);
         self.outbox
-            .push_msg(session, &DeviceMsg::Submit(tx), tx.len() + SUBMIT_OVERHEAD)?;
+            .push_device(session, &DeviceMsg::Submit(tx), tx.len() + SUBMIT_OVERHEAD)?;
         let id = SubmitId(self.next_id);
         self.next_id += 1;
         // Room was checked above; a failure here cannot happen.
-        let _ = self.flights.push_back(Flight {
+        let _ = self.flights.push(Flight {
             id,
             sequence,
             sent_ms: now_ms,
@@ -268,7 +269,8 @@ impl<const RX: usize, const TX: usize, const INFLIGHT: usize>
     /// same value.
     pub fn ping(&mut self, nonce: u32) -> Result<(), ConnError> {
         let session = sendable(&mut self.state)?;
-        self.outbox.push_msg(session, &DeviceMsg::Ping(nonce), 8)?;
+        self.outbox
+            .push_device(session, &DeviceMsg::Ping(nonce), 8)?;
         self.maybe_rekey();
         Ok(())
     }
@@ -289,30 +291,35 @@ impl<const RX: usize, const TX: usize, const INFLIGHT: usize>
     /// are dropped); a live session or handshake ends with [`End::Closed`].
     pub fn abort(&mut self) {
         self.outbox.clear();
-        self.acc = FrameAccumulator::new();
+        self.acc.reset();
         if !matches!(self.state, State::Idle) {
             self.end_session(End::Closed);
         }
     }
 
     /// Feeds bytes read from the link. Returns how many were consumed: it
-    /// stops early when its event queue is nearly full (poll events, then
-    /// feed the rest).
+    /// stops early when its event queue is nearly full, and takes nothing
+    /// while message 2 waits for [`finish_handshake`](Self::finish_handshake)
+    /// (it is read from the receive buffer): poll events, then feed the
+    /// rest. Timers due at `now_ms` fire first
+    /// ([`handle_timeout`](Self::handle_timeout)).
     pub fn handle_input(&mut self, input: &[u8], now_ms: u64) -> usize {
-        let _ = now_ms;
+        // Timers first: what arrives after a deadline does not revive the
+        // handshake or session that ran out (as `handle_timeout` would have
+        // ended it).
+        self.handle_timeout(now_ms);
         let mut used = 0;
-        while used < input.len() && self.events.len() + 2 <= EVENTS {
+        while used < input.len()
+            && self.events.len() + 2 <= EVENTS
+            && !matches!(self.state, State::ChallengeReady(..))
+        {
             let rest = input.get(used..).unwrap_or(&[]);
             let (n, ev) = self.acc.feed_mut(rest);
             used += n;
             let frame = match ev {
                 None => break,
-                Some(Err(FrameError::Oversized)) => {
-                    self.bad(BadFrame::Oversized);
-                    continue;
-                }
-                Some(Err(_)) => {
-                    self.bad(BadFrame::Malformed);
+                Some(Err(e)) => {
+                    self.bad(conn::bad_frame(e));
                     continue;
                 }
                 Some(Ok(f)) => f,
@@ -337,17 +344,15 @@ impl<const RX: usize, const TX: usize, const INFLIGHT: usize>
                 }
             }
             Rx::Challenge { start, len } if matches!(self.state, State::AwaitChallenge(_)) => {
-                let m2 = self.acc.buffer().get(start..start + len).unwrap_or(&[]);
-                let mut copy = [0u8; MESSAGE2_LEN];
-                if m2.len() != MESSAGE2_LEN {
+                if len != MESSAGE2_LEN {
                     self.end_session(End::HandshakeFailed(HandshakeError::Malformed));
                     return;
                 }
-                copy.copy_from_slice(m2);
+                // Message 2 stays in the receive buffer for finish_handshake.
                 if let State::AwaitChallenge(init) =
                     core::mem::replace(&mut self.state, State::Idle)
                 {
-                    self.state = State::ChallengeReady(init, copy);
+                    self.state = State::ChallengeReady(init, start);
                     self.push(InitiatorEvent::ChallengeReceived);
                 }
             }
@@ -360,10 +365,10 @@ impl<const RX: usize, const TX: usize, const INFLIGHT: usize>
                     FRAME_CLOSE => self.end_session(End::PeerClosed),
                     FRAME_DATA => {
                         let plain = self.acc.buffer().get(start..start + len).unwrap_or(&[]);
-                        match msg::decode::<GatewayMsg>(plain) {
-                            Ok(GatewayMsg::Pong(n)) => self.push(InitiatorEvent::Pong(n)),
-                            Ok(answer) => self.on_answer(answer),
-                            Err(_) => self.end_session(End::Protocol),
+                        match GatewayMsg::parse(plain) {
+                            Some(GatewayMsg::Pong(n)) => self.push(InitiatorEvent::Pong(n)),
+                            Some(answer) => self.on_answer(answer),
+                            None => self.end_session(End::Protocol),
                         }
                     }
                     _ => self.end_session(End::Protocol),
@@ -398,17 +403,7 @@ impl<const RX: usize, const TX: usize, const INFLIGHT: usize>
             self.bad(BadFrame::Unexpected);
             return;
         };
-        let mut found = None;
-        for i in 0..self.flights.len() {
-            if let Some(f) = self.flights.pop_front() {
-                if i == pos {
-                    found = Some(f);
-                } else {
-                    let _ = self.flights.push_back(f);
-                }
-            }
-        }
-        if let Some(f) = found {
+        if let Some(f) = take(&mut self.flights, pos) {
             self.push(InitiatorEvent::Answer { id: f.id, answer });
         }
         self.maybe_rekey();
@@ -423,12 +418,29 @@ impl<const RX: usize, const TX: usize, const INFLIGHT: usize>
         }
     }
 
+    /// The queued COBS-framed bytes that can be written next, without a
+    /// copy (the rest of one frame; empty when nothing is queued): write
+    /// them, then call [`advance_transmit`](Self::advance_transmit) with how
+    /// many were written. An alternative to
+    /// [`poll_transmit`](Self::poll_transmit).
+    pub fn transmit_slice(&self) -> &[u8] {
+        self.outbox.pending()
+    }
+
+    /// Marks `n` bytes of [`transmit_slice`](Self::transmit_slice) as sent.
+    pub fn advance_transmit(&mut self, n: usize) {
+        self.outbox.advance(n);
+    }
+
     /// The next event, if any.
     pub fn poll_event(&mut self) -> Option<InitiatorEvent> {
         if let Some(e) = self.events.pop_front() {
             return Some(e);
         }
-        if let Some(f) = self.lost.pop_front() {
+        // Flights outside a session are the ended session's unanswered ones.
+        if matches!(self.state, State::Idle)
+            && let Some(f) = take(&mut self.flights, 0)
+        {
             return Some(InitiatorEvent::Unanswered {
                 id: f.id,
                 sequence: f.sequence,
@@ -447,7 +459,7 @@ impl<const RX: usize, const TX: usize, const INFLIGHT: usize>
             ),
             State::Session(_) => self
                 .flights
-                .front()
+                .first()
                 .map(|f| f.sent_ms.saturating_add(self.config.answer_timeout_ms)),
             State::Idle => None,
         }
@@ -486,7 +498,11 @@ impl<const RX: usize, const TX: usize, const INFLIGHT: usize>
 
     /// Submissions awaiting their answer.
     pub fn in_flight(&self) -> usize {
-        self.flights.len()
+        if self.is_established() {
+            self.flights.len()
+        } else {
+            0
+        }
     }
 
     /// Whether bytes wait in the transmit queue.
@@ -535,10 +551,8 @@ impl<const RX: usize, const TX: usize, const INFLIGHT: usize>
     }
 
     fn end_session(&mut self, end: End) {
+        // The flights left are reported unanswered by `poll_event`.
         self.state = State::Idle;
-        while let Some(f) = self.flights.pop_front() {
-            let _ = self.lost.push_back(f);
-        }
         if self.end.is_none() {
             self.end = Some(end);
         }
@@ -552,4 +566,19 @@ fn sendable(state: &mut State) -> Result<&mut Session, ConnError> {
         State::Session(_) => Err(ConnError::Exhausted),
         _ => Err(ConnError::NotEstablished),
     }
+}
+
+/// Removes the flight at `pos`, keeping the others in order.
+fn take<const N: usize>(flights: &mut Vec<Flight, N>, pos: usize) -> Option<Flight> {
+    let f = *flights.get(pos)?;
+    // One by one (no memmove in a sensor's image).
+    let mut i = pos;
+    while let Some(next) = flights.get(i + 1).copied() {
+        if let Some(slot) = flights.get_mut(i) {
+            *slot = next;
+        }
+        i += 1;
+    }
+    flights.pop();
+    Some(f)
 }

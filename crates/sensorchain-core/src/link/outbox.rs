@@ -1,29 +1,24 @@
-//! The transmit queue of a connection: link frames (before COBS) in one
-//! fixed buffer, COBS-encoded as they are drained, so that a frame is
-//! stored once and sealed in place where it will be sent from.
+//! The transmit queue of a connection: link frames in one fixed buffer,
+//! each COBS-encoded in place when it is queued (where it will be sent
+//! from), so that draining is a copy.
 
 use super::conn::ConnError;
-use super::msg::{self, LinkFrame};
+use super::msg::{self, DeviceMsg, LINK_SESSION, LinkFrame, put_varint};
 use crate::frame::DELIMITER;
 use crate::session::{HEADER_LEN, Session, SessionError};
 
-/// Bytes of a queued frame's prefix in the outbox: its length (2, little
-/// endian) and how many bytes of room precede it (1).
-pub(crate) const LEN_PREFIX: usize = 3;
+/// Bytes of a queued frame's prefix in the outbox: its COBS-encoded length
+/// (2, little endian).
+pub(crate) const LEN_PREFIX: usize = 2;
 /// Room in front of a session frame for its link header (the variant and
 /// the length varint of `LinkFrame::Session`; 1 + 3 bytes cover any frame
 /// up to 2^21 bytes).
 pub(crate) const SESSION_HEADER_ROOM: usize = 4;
 
-/// Where the COBS encoder is inside the head frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// Next: a block's code byte.
-    Code,
-    /// Writing a block's data bytes (`run` left; `full`: code 0xFF).
-    Data { run: usize, full: bool },
-    /// Next: the delimiter.
-    Delimiter,
+/// Bytes of room a queue of `n` bytes keeps in front of a frame for its
+/// COBS encoding in place (one code byte, and one per 254 bytes).
+pub(crate) const fn cobs_room(n: usize) -> usize {
+    1 + n / 254
 }
 
 /// Queued link frames, drained COBS-framed by [`Outbox::drain`].
@@ -33,19 +28,19 @@ pub(crate) struct Outbox<const N: usize> {
     head: usize,
     /// End of the queued bytes.
     tail: usize,
-    /// Data bytes of the head frame already encoded.
+    /// Bytes of the head frame already drained.
     pos: usize,
-    phase: Phase,
 }
 
 impl<const N: usize> Outbox<N> {
+    const ROOM: usize = cobs_room(N);
+
     pub(crate) const fn new() -> Self {
         Outbox {
             buf: [0; N],
             head: 0,
             tail: 0,
             pos: 0,
-            phase: Phase::Code,
         }
     }
 
@@ -59,12 +54,11 @@ impl<const N: usize> Outbox<N> {
         self.head = 0;
         self.tail = 0;
         self.pos = 0;
-        self.phase = Phase::Code;
     }
 
     /// Whether a frame of up to `max` bytes can be queued now.
     pub(crate) fn has_room(&self, max: usize) -> bool {
-        N.saturating_sub(self.tail) >= max.saturating_add(LEN_PREFIX)
+        N.saturating_sub(self.tail) >= max.saturating_add(LEN_PREFIX + Self::ROOM)
     }
 
     /// A slot for one frame of at most `max` bytes at the tail;
@@ -72,23 +66,25 @@ impl<const N: usize> Outbox<N> {
     /// of sent frames is reused once the queue is empty (no bytes are
     /// moved: a queue that never drains fills up, [`ConnError::OutboxFull`]).
     fn slot(&mut self, max: usize) -> Result<&mut [u8], ConnError> {
-        let start = self.tail + LEN_PREFIX;
+        let start = self.tail + LEN_PREFIX + Self::ROOM;
         self.buf
             .get_mut(start..start.saturating_add(max))
             .ok_or(ConnError::OutboxFull)
     }
 
-    /// Queues the `len` bytes written at `skip` bytes into the slot.
+    /// Queues the `len` bytes written at `skip` bytes into the slot:
+    /// COBS-encodes them in place, in front of where they are.
     fn commit(&mut self, skip: usize, len: usize) -> Result<(), ConnError> {
-        let l = u16::try_from(len).map_err(|_| ConnError::TooLarge)?;
-        let k = u8::try_from(skip).map_err(|_| ConnError::TooLarge)?;
         let at = self.tail;
-        let [l0, l1] = l.to_le_bytes();
+        let out = at + LEN_PREFIX;
+        let enc = cobs_in_place(&mut self.buf, out, out + Self::ROOM + skip, len)
+            .ok_or(ConnError::TooLarge)?;
+        let l = u16::try_from(enc).map_err(|_| ConnError::TooLarge)?;
         self.buf
-            .get_mut(at..at + LEN_PREFIX)
+            .get_mut(at..out)
             .ok_or(ConnError::OutboxFull)?
-            .copy_from_slice(&[l0, l1, k]);
-        self.tail = at + LEN_PREFIX + skip + len;
+            .copy_from_slice(&l.to_le_bytes());
+        self.tail = out + enc;
         Ok(())
     }
 
@@ -99,9 +95,7 @@ impl<const N: usize> Outbox<N> {
         max: usize,
     ) -> Result<(), ConnError> {
         let slot = self.slot(max)?;
-        let n = msg::encode(frame, slot)
-            .map_err(|_| ConnError::TooLarge)?
-            .len();
+        let n = frame.write(slot).ok_or(ConnError::TooLarge)?;
         self.commit(0, n)
     }
 
@@ -114,6 +108,28 @@ impl<const N: usize> Outbox<N> {
             .ok_or(ConnError::TooLarge)
     }
 
+    /// A slot for the body of a link frame of up to `max` bytes (what
+    /// follows its variant and length); [`commit_link`](Self::commit_link)
+    /// queues it.
+    pub(crate) fn body_slot(&mut self, max: usize) -> Result<&mut [u8], ConnError> {
+        self.slot(SESSION_HEADER_ROOM + max)?
+            .get_mut(SESSION_HEADER_ROOM..)
+            .ok_or(ConnError::TooLarge)
+    }
+
+    /// Queues the `len` bytes written into [`body_slot`](Self::body_slot)
+    /// as the link frame of variant `tag` (its header written in front).
+    pub(crate) fn commit_link(&mut self, tag: u8, len: usize) -> Result<(), ConnError> {
+        let (hdr, h) = link_header(tag, len)?;
+        let skip = SESSION_HEADER_ROOM - h;
+        let at = self.tail + LEN_PREFIX + Self::ROOM + skip;
+        self.buf
+            .get_mut(at..at + h)
+            .ok_or(ConnError::TooLarge)?
+            .copy_from_slice(hdr.get(..h).ok_or(ConnError::TooLarge)?);
+        self.commit(skip, h + len)
+    }
+
     /// Seals the `p` plaintext bytes written into [`plain_slot`](Self::plain_slot)
     /// as a session frame of `kind` and queues it as a `LinkFrame::Session`.
     pub(crate) fn seal(
@@ -122,21 +138,12 @@ impl<const N: usize> Outbox<N> {
         kind: u8,
         p: usize,
     ) -> Result<(), ConnError> {
-        let max = SESSION_HEADER_ROOM + crate::session::FRAME_OVERHEAD + p;
-        let slot = self.slot(max)?;
-        let frame = slot
-            .get_mut(SESSION_HEADER_ROOM..)
-            .ok_or(ConnError::TooLarge)?;
+        let frame = self.body_slot(crate::session::FRAME_OVERHEAD + p)?;
         let s = session.seal_in_place(kind, frame, p).map_err(|e| match e {
             SessionError::Exhausted => ConnError::Exhausted,
             _ => ConnError::TooLarge,
         })?;
-        let (hdr, h) = session_header(s)?;
-        let start = SESSION_HEADER_ROOM - h;
-        slot.get_mut(start..SESSION_HEADER_ROOM)
-            .ok_or(ConnError::TooLarge)?
-            .copy_from_slice(hdr.get(..h).ok_or(ConnError::TooLarge)?);
-        self.commit(start, h + s)
+        self.commit_link(LINK_SESSION, s)
     }
 
     /// Encodes `m` and queues it sealed in a data frame.
@@ -153,118 +160,115 @@ impl<const N: usize> Outbox<N> {
         self.seal(session, crate::session::FRAME_DATA, p)
     }
 
+    /// Queues `m` sealed in a data frame (the initiator's messages).
+    pub(crate) fn push_device(
+        &mut self,
+        session: &mut Session,
+        m: &DeviceMsg<'_>,
+        max_payload: usize,
+    ) -> Result<(), ConnError> {
+        let plain = self.plain_slot(max_payload)?;
+        let p = m.write(plain).ok_or(ConnError::TooLarge)?;
+        self.seal(session, crate::session::FRAME_DATA, p)
+    }
+
     /// Queues a session close frame (empty payload).
     pub(crate) fn push_close(&mut self, session: &mut Session) -> Result<(), ConnError> {
         self.seal(session, crate::session::FRAME_CLOSE, 0)
     }
 
-    /// Where the head frame's bytes start, and their length.
-    fn head_span(&self) -> (usize, usize) {
-        match self.buf.get(self.head..self.head + LEN_PREFIX) {
-            Some(&[l0, l1, k]) => (
-                self.head + LEN_PREFIX + usize::from(k),
-                usize::from(u16::from_le_bytes([l0, l1])),
-            ),
-            _ => (self.head, 0),
+    /// The head frame's bytes still to be sent (COBS-framed, up to and
+    /// including its delimiter); empty when nothing is queued.
+    pub(crate) fn pending(&self) -> &[u8] {
+        let start = self.head + LEN_PREFIX;
+        match self.buf.get(self.head..start) {
+            Some(&[l0, l1]) if !self.is_empty() => {
+                let end = start + usize::from(u16::from_le_bytes([l0, l1]));
+                self.buf.get(start + self.pos..end).unwrap_or(&[])
+            }
+            _ => &[],
         }
     }
 
-    fn head_frame(&self) -> &[u8] {
-        let (start, len) = self.head_span();
-        self.buf.get(start..start + len).unwrap_or(&[])
+    /// Marks `n` bytes of [`pending`](Self::pending) as sent.
+    pub(crate) fn advance(&mut self, n: usize) {
+        let left = self.pending().len();
+        if n < left {
+            self.pos += n;
+        } else if left > 0 {
+            self.head += LEN_PREFIX + self.pos + left;
+            self.pos = 0;
+            if self.head >= self.tail {
+                self.clear();
+            }
+        }
     }
 
     /// Writes COBS-framed bytes of the queued frames into `out` (as many as
     /// fit; a frame may be split across calls). Returns the bytes written.
-    /// The bytes are exactly [`crate::frame::cobs_encode`]'s.
+    /// The bytes are exactly [`crate::frame::cobs_encode`]'s, each frame
+    /// followed by the delimiter.
     pub(crate) fn drain(&mut self, out: &mut [u8]) -> usize {
         let mut w = 0;
-        while w < out.len() && !self.is_empty() {
-            match self.phase {
-                Phase::Code => {
-                    let frame = self.head_frame();
-                    let rest = frame.get(self.pos..).unwrap_or(&[]);
-                    let limit = rest.len().min(254);
-                    let head = rest.get(..limit).unwrap_or(&[]);
-                    let run = head.iter().position(|&b| b == 0).unwrap_or(limit);
-                    if let Some(o) = out.get_mut(w) {
-                        *o = run as u8 + 1;
-                    }
-                    w += 1;
-                    self.phase = Phase::Data {
-                        run,
-                        full: run == 254,
-                    };
-                }
-                Phase::Data { run, full } => {
-                    let n = run.min(out.len() - w);
-                    let start = self.head_span().0 + self.pos;
-                    if let (Some(dst), Some(src)) =
-                        (out.get_mut(w..w + n), self.buf.get(start..start + n))
-                    {
-                        dst.copy_from_slice(src);
-                    }
-                    w += n;
-                    self.pos += n;
-                    let run = run - n;
-                    if run > 0 {
-                        self.phase = Phase::Data { run, full };
-                        continue;
-                    }
-                    let len = self.head_frame().len();
-                    self.phase = if self.pos < len {
-                        if !full {
-                            // the zero that ended this block
-                            self.pos += 1;
-                        }
-                        Phase::Code
-                    } else {
-                        Phase::Delimiter
-                    };
-                }
-                Phase::Delimiter => {
-                    if let Some(o) = out.get_mut(w) {
-                        *o = DELIMITER;
-                    }
-                    w += 1;
-                    let (start, len) = self.head_span();
-                    self.head = start + len;
-                    self.pos = 0;
-                    self.phase = Phase::Code;
-                    if self.head == self.tail {
-                        self.head = 0;
-                        self.tail = 0;
-                    }
-                }
+        loop {
+            let p = self.pending();
+            let n = p.len().min(out.len() - w);
+            if n == 0 {
+                return w;
             }
+            if let (Some(dst), Some(src)) = (out.get_mut(w..w + n), p.get(..n)) {
+                dst.copy_from_slice(src);
+            }
+            w += n;
+            self.advance(n);
         }
-        w
     }
 }
 
-/// The bytes `msg::encode` puts before the payload of a
-/// `LinkFrame::Session` of `len` bytes (its variant, then the length
-/// varint), and how many there are.
-pub(crate) fn session_header(len: usize) -> Result<([u8; SESSION_HEADER_ROOM], usize), ConnError> {
-    let mut out = [0u8; SESSION_HEADER_ROOM];
-    // The variant: the encoding of an empty session frame without its
-    // length (one byte, 0).
-    let mut empty = [0u8; SESSION_HEADER_ROOM];
-    let tag = msg::encode(&LinkFrame::Session(&[]), &mut empty)
-        .map_err(|_| ConnError::TooLarge)?
-        .len()
-        .checked_sub(1)
+/// COBS-encodes the `len` bytes at `buf[from..]` to `buf[to..]` followed by
+/// the delimiter, in place (`to + 1 + len / 254 <= from`: each byte is
+/// written at or before where it was read), and returns the encoded length.
+/// The bytes are exactly [`crate::frame::cobs_encode`]'s.
+fn cobs_in_place(buf: &mut [u8], to: usize, from: usize, len: usize) -> Option<usize> {
+    if to + cobs_room(len) > from {
+        return None;
+    }
+    let end = from.checked_add(len)?;
+    // The open block's code byte goes at `code_at` once its length is known.
+    let (mut code_at, mut w, mut run) = (to, to + 1, 1u8);
+    for r in from..end {
+        let b = *buf.get(r)?;
+        if b != 0 {
+            *buf.get_mut(w)? = b;
+            w += 1;
+            run += 1;
+        }
+        // A zero ends the block; so do 254 non-zero bytes if more follow.
+        if b == 0 || (run == 0xFF && r + 1 < end) {
+            *buf.get_mut(code_at)? = run;
+            code_at = w;
+            w += 1;
+            run = 1;
+        }
+    }
+    *buf.get_mut(code_at)? = run;
+    *buf.get_mut(w)? = DELIMITER;
+    Some(w + 1 - to)
+}
+
+/// The bytes `msg::encode` puts before the body of a link frame of variant
+/// `tag` with `len` bytes (the variant, then the length varint), and how
+/// many there are.
+pub(crate) fn link_header(
+    tag: u8,
+    len: usize,
+) -> Result<([u8; SESSION_HEADER_ROOM], usize), ConnError> {
+    let mut out = [tag; SESSION_HEADER_ROOM];
+    let n = out
+        .get_mut(1..)
+        .and_then(|rest| put_varint(rest, len as u64))
         .ok_or(ConnError::TooLarge)?;
-    out.get_mut(..tag)
-        .ok_or(ConnError::TooLarge)?
-        .copy_from_slice(empty.get(..tag).ok_or(ConnError::TooLarge)?);
-    // The length, as postcard writes a slice's length (a varint).
-    let l = u32::try_from(len).map_err(|_| ConnError::TooLarge)?;
-    let rest = out.get_mut(tag..).ok_or(ConnError::TooLarge)?;
-    let n = crate::codec::encode_to_slice(&l, rest)
-        .map_err(|_| ConnError::TooLarge)?
-        .len();
-    Ok((out, tag + n))
+    Ok((out, 1 + n))
 }
 
 #[cfg(test)]
@@ -275,13 +279,19 @@ mod tests {
     use std::vec::Vec;
 
     #[test]
-    fn session_header_equals_link_encoding() {
+    fn link_header_equals_link_encoding() {
         for len in [0usize, 1, 23, 127, 128, 300, 1280, 16_383, 16_384] {
             let body: Vec<u8> = (0..len).map(|i| i as u8).collect();
-            let mut want = vec![0u8; len + 8];
-            let want = msg::encode(&LinkFrame::Session(&body), &mut want).unwrap();
-            let (h, n) = session_header(len).unwrap();
-            assert_eq!(&h[..n], &want[..want.len() - len], "len {len}");
+            for (tag, frame) in [
+                (msg::LINK_HELLO, LinkFrame::Hello(&body)),
+                (msg::LINK_PROOF, LinkFrame::Proof(&body)),
+                (LINK_SESSION, LinkFrame::Session(&body)),
+            ] {
+                let mut want = vec![0u8; len + 8];
+                let want = msg::encode(&frame, &mut want).unwrap();
+                let (h, n) = link_header(tag, len).unwrap();
+                assert_eq!(&h[..n], &want[..want.len() - len], "len {len}");
+            }
         }
     }
 

@@ -7,9 +7,9 @@
 use heapless::Deque;
 
 use super::conn::{self, BadFrame, ConnError, End, Rx, SubmitId, refusal_for};
-use super::msg::{self, DeviceMsg, GatewayMsg, LinkFrame, Refusal};
+use super::msg::{DeviceMsg, GatewayMsg, LinkFrame, Refusal};
 use super::outbox::Outbox;
-use crate::frame::{FrameAccumulator, FrameError};
+use crate::frame::FrameAccumulator;
 use crate::handshake::{
     Admitted, HandshakeConfig, HandshakeError, Hello, MESSAGE2_LEN, MESSAGE3_LEN, Responder,
     SlotTicket,
@@ -207,12 +207,8 @@ impl<const RX: usize, const TX: usize, const INFLIGHT: usize>
             used += n;
             let frame = match ev {
                 None => break,
-                Some(Err(FrameError::Oversized)) => {
-                    self.bad(BadFrame::Oversized);
-                    continue;
-                }
-                Some(Err(_)) => {
-                    self.bad(BadFrame::Malformed);
+                Some(Err(e)) => {
+                    self.bad(conn::bad_frame(e));
                     continue;
                 }
                 Some(Ok(f)) => f,
@@ -289,8 +285,8 @@ impl<const RX: usize, const TX: usize, const INFLIGHT: usize>
                 FRAME_CLOSE => self.end_session(End::PeerClosed, now_ms),
                 FRAME_DATA => {
                     let plain = self.acc.buffer().get(start..start + len).unwrap_or(&[]);
-                    match msg::decode::<DeviceMsg>(plain) {
-                        Ok(DeviceMsg::Submit(tx)) => {
+                    match DeviceMsg::parse(plain) {
+                        Some(DeviceMsg::Submit(tx)) => {
                             let at = start + len - tx.len();
                             let id = SubmitId(self.next_id);
                             if self.inflight.push_back(Slot { id, answer: None }).is_ok() {
@@ -298,7 +294,7 @@ impl<const RX: usize, const TX: usize, const INFLIGHT: usize>
                                 self.pending_submit = Some((id, at, tx.len()));
                             }
                         }
-                        Ok(DeviceMsg::Ping(n)) => {
+                        Some(DeviceMsg::Ping(n)) => {
                             let owed = self.inflight.len() as u64;
                             if let State::Session(s) = &self.state
                                 && self.pong.is_none()
@@ -307,7 +303,7 @@ impl<const RX: usize, const TX: usize, const INFLIGHT: usize>
                                 self.pong = Some(n);
                             }
                         }
-                        Err(_) => self.bad(BadFrame::MalformedMessage),
+                        None => self.bad(BadFrame::MalformedMessage),
                     }
                 }
                 _ => self.bad(BadFrame::MalformedMessage),

@@ -855,3 +855,64 @@ fn sequence_of_encoded_matches_decode() {
     assert_eq!(Transaction::sequence_of_encoded(&[0; 32]), None);
     assert_eq!(Transaction::sequence_of_encoded(&[]), None);
 }
+
+/// Message 2 stays in the initiator's receive buffer until
+/// `finish_handshake`: the bytes after it in the same input are not taken
+/// before, and are after.
+#[test]
+fn input_after_message_2_waits_for_finish_handshake() {
+    let (device, gateway) = (Keypair::from_seed([1; 32]), Keypair::from_seed([2; 32]));
+    let hs = HandshakeConfig::new(ChainId([7; 32]));
+    let allow = One(VerifyingKey::from_public(&device.public()).unwrap(), true);
+    let mut table: ResponderTable<8, 64> = ResponderTable::new();
+    let mut rng = Rng(9);
+    let mut ini: Ini = InitiatorConnection::new(InitiatorConfig::new(hs));
+    let mut res: Res = ResponderConnection::new(ResponderConfig::new(hs), 0);
+    ini.start(&device, &mut rng, 0).unwrap();
+    let mut wire = [0u8; 2048];
+    let n = ini.poll_transmit(&mut wire).unwrap();
+    assert_eq!(res.handle_input(&wire[..n], 1), n);
+    let Some(ResponderEvent::Hello(hello)) = res.poll_event() else {
+        panic!("no hello");
+    };
+    let admitted = table
+        .admit(hello.check(&allow).unwrap(), 1, hs.timeout_ms)
+        .unwrap();
+    res.accept(admitted, &gateway, &mut rng, 1).unwrap();
+    let n = res.poll_transmit(&mut wire).unwrap();
+    let mut input = wire[..n].to_vec();
+    // a malformed frame follows message 2
+    input.extend_from_slice(&[0x02, 0x01, 0x00]);
+    assert_eq!(ini.handle_input(&input, 2), n);
+    assert_eq!(ini.poll_event(), Some(InitiatorEvent::ChallengeReceived));
+    assert_eq!(ini.handle_input(&input[n..], 2), 0);
+    assert_eq!(ini.bad_frames(), 0);
+    ini.finish_handshake(&device, &[gateway.public()], 2)
+        .unwrap();
+    assert!(matches!(
+        ini.poll_event(),
+        Some(InitiatorEvent::Established { .. })
+    ));
+    assert_eq!(ini.handle_input(&input[n..], 3), 3);
+    assert_eq!(ini.bad_frames(), 1);
+}
+
+/// `handle_input` fires the timers due at its `now_ms` first: an answer that
+/// arrives after the answer timeout (before the driver called
+/// `handle_timeout`) does not revive the session.
+#[test]
+fn a_late_answer_does_not_revive_a_timed_out_session() {
+    let mut p = Pair::new(17);
+    p.auto_answer = false;
+    p.connect();
+    p.submit(1).unwrap();
+    p.settle(10);
+    let (id, tx) = p.owed.pop_front().unwrap();
+    p.now = 5_000;
+    p.res.answer(id, ack_for(&tx)).unwrap();
+    p.settle(10);
+    assert_eq!(p.ini_ends, [End::AnswerTimeout]);
+    assert!(p.answers.is_empty());
+    assert_eq!(p.unanswered.len(), 1);
+    p.check_accounting();
+}

@@ -206,3 +206,103 @@ fn sign_into_writes_the_encoded_transaction() {
         Err(TxError::TooLarge)
     );
 }
+
+/// `sign_reading_into` writes exactly `sign_into`'s bytes (the hand-written
+/// body encoding equals postcard's) for every kind of reading, plain and
+/// sealed, at the integers' edges; `Vital::encode_into` equals
+/// `encode_to_slice`; any other kind of body is refused.
+#[test]
+fn sign_reading_into_equals_sign_into() {
+    use crate::crypto::X25519Public;
+    use crate::identity::KeyId;
+    use crate::reading::OPAQUE_MAX;
+    use crate::sealed::{MAX_SEALED_CIPHERTEXT, Recipient, SealedPayload, WrappedKey};
+
+    let chain = ChainId([7; 32]);
+    let kp = Keypair::from_seed([1; 32]);
+    let mut vitals = std::vec::Vec::new();
+    for t in [i16::MIN, -1, 0, 1, 63, 64, -64, -65, 3712, i16::MAX] {
+        vitals.push(Vital::BodyTemperature { centi_celsius: t });
+    }
+    for p in [0u8, 97, 127, 128, 255] {
+        vitals.push(Vital::SpO2 { percent: p });
+    }
+    for (s, d) in [(0u16, 0u16), (120, 80), (127, 128), (u16::MAX, 16_384)] {
+        vitals.push(Vital::BloodPressure {
+            systolic_mmhg: s,
+            diastolic_mmhg: d,
+        });
+    }
+    for b in [0u16, 72, 127, 128, u16::MAX] {
+        vitals.push(Vital::HeartRate { bpm: b });
+    }
+    for n in [0usize, 1, 2, 63, OPAQUE_MAX] {
+        let data = heapless::Vec::from_slice(&std::vec![0xA5u8; n]).unwrap();
+        vitals.push(Vital::Opaque {
+            kind: (n as u16) << 9,
+            data,
+        });
+    }
+    let mut payloads: std::vec::Vec<Payload> = vitals.iter().cloned().map(Payload::Plain).collect();
+    for readers in 1..=4usize {
+        for ct in [0usize, 16, 17, 111, MAX_SEALED_CIPHERTEXT] {
+            let recipients = (0..readers)
+                .map(|i| Recipient {
+                    key_id: KeyId([i as u8 + 1; 8]),
+                    wrapped: WrappedKey([0x80 | i as u8; 48]),
+                })
+                .collect();
+            payloads.push(Payload::Sealed(SealedPayload {
+                version: 1,
+                ephemeral: X25519Public([9; 32]),
+                recipients,
+                ciphertext: heapless::Vec::from_slice(&std::vec![0u8; ct]).unwrap(),
+            }));
+        }
+    }
+    let mut buf = [0u8; 1024];
+    let mut want = [0u8; 1024];
+    for v in &vitals {
+        let n = codec::encode_to_slice(v, &mut want).unwrap().len();
+        assert_eq!(v.encode_into(&mut buf).unwrap(), &want[..n], "{v:?}");
+        assert!(v.encode_into(&mut buf[..n - 1]).is_err());
+    }
+    for (i, payload) in payloads.into_iter().enumerate() {
+        for (sequence, timestamp_ms, stream) in [
+            (0u64, 0u64, 0u16),
+            (127, 128, 127),
+            (128, 1_700_000_000_000, 128),
+            (u64::MAX, u64::MAX, u16::MAX),
+        ] {
+            let body = TxBody {
+                signer: kp.public(),
+                sequence: sequence ^ i as u64,
+                timestamp_ms,
+                kind: TxKind::Reading {
+                    stream,
+                    payload: payload.clone(),
+                },
+            };
+            let want = Transaction::sign_into(&body, &chain, &kp, &mut want)
+                .unwrap()
+                .to_vec();
+            let got = Transaction::sign_reading_into(&body, &chain, &kp, &mut buf).unwrap();
+            assert_eq!(&got[..], &want[..], "{body:?}");
+            // too small a buffer is an error, not a panic
+            assert!(
+                Transaction::sign_reading_into(&body, &chain, &kp, &mut buf[..want.len() - 1])
+                    .is_err()
+            );
+        }
+    }
+    let other = TxBody {
+        signer: kp.public(),
+        sequence: 1,
+        timestamp_ms: 0,
+        kind: TxKind::Grant {
+            target: kp.public(),
+            permissions: crate::permissions::Permissions(1),
+        },
+    };
+    assert!(Transaction::sign_reading_into(&other, &chain, &kp, &mut buf).is_err());
+}
