@@ -152,6 +152,49 @@ pub struct FinalityVote {
     pub signature: Signature,
 }
 
+impl FinalityVote {
+    /// Checks this vote as `validator`'s signature that the block of
+    /// `chain_id` at `height` with hash `block_hash` is final (the same
+    /// check [`FinalityCert::verify`] makes of each of its votes).
+    ///
+    /// ```
+    /// use sensorchain_core::block::{BLOCK_VERSION, BlockHeader, FinalityCert};
+    /// use sensorchain_core::hash::{ChainId, Hash32};
+    /// use sensorchain_core::identity::{Keypair, VerifyingKey};
+    /// let v = Keypair::from_seed([7; 32]);
+    /// let h = BlockHeader {
+    ///     version: BLOCK_VERSION,
+    ///     chain_id: ChainId([1; 32]),
+    ///     height: 3,
+    ///     prev_hash: Hash32::ZERO,
+    ///     tx_root: Hash32::ZERO,
+    ///     state_root: Hash32::ZERO,
+    ///     timestamp_ms: 0,
+    ///     proposer: v.public(),
+    ///     difficulty: 0,
+    ///     nonce: 0,
+    /// };
+    /// let vote = FinalityCert::vote(&h, &v);
+    /// let vk = VerifyingKey::from_public(&v.public()).unwrap();
+    /// assert!(vote.verify(&h.chain_id, 3, &h.hash(), &vk).is_ok());
+    /// assert!(vote.verify(&h.chain_id, 4, &h.hash(), &vk).is_err());
+    /// ```
+    pub fn verify(
+        &self,
+        chain_id: &ChainId,
+        height: u64,
+        block_hash: &Hash32,
+        validator: &VerifyingKey,
+    ) -> Result<(), CertError> {
+        if validator.public().key_id() != self.validator {
+            return Err(CertError::UnknownValidator);
+        }
+        let msg = vote_message(height, block_hash);
+        verify_tagged(validator, ctx::FINALITY, chain_id, &msg, &self.signature)
+            .map_err(|_| CertError::BadSignature)
+    }
+}
+
 /// Most votes in one certificate.
 pub const CERT_MAX_VOTES: usize = 32;
 
@@ -260,7 +303,6 @@ impl FinalityCert {
         if self.block_hash != hash || self.height != header.height {
             return Err(CertError::WrongBlock);
         }
-        let msg = vote_message(header.height, &hash);
         let mut count = 0u32;
         for (i, v) in self.votes.iter().enumerate() {
             if self.votes[..i].iter().any(|w| w.validator == v.validator) {
@@ -270,8 +312,7 @@ impl FinalityCert {
                 .iter()
                 .find(|k| k.public().key_id() == v.validator)
                 .ok_or(CertError::UnknownValidator)?;
-            verify_tagged(vk, ctx::FINALITY, &header.chain_id, &msg, &v.signature)
-                .map_err(|_| CertError::BadSignature)?;
+            v.verify(&header.chain_id, header.height, &hash, vk)?;
             count += 1;
         }
         let q = quorum(validators.len()) as u32;
