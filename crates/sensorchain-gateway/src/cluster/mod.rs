@@ -44,10 +44,12 @@
 //!   starts (as `Store::open_checked` does for the chain), metrics (log
 //!   length, flush latency), a snapshot policy that keeps it short.
 
+pub mod finality;
 pub mod log_store;
 pub mod state_machine;
 pub mod types;
 
+pub use finality::{Collector, Verdict};
 pub use log_store::LogStore;
 pub use state_machine::{LedgerStateMachine, Outcome};
 pub use types::{ClusterRequest, ClusterResponse, GatewayNode, NodeId, TypeConfig};

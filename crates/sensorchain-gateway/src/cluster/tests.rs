@@ -18,6 +18,7 @@ use sensorchain_core::tx::{GenesisConfig, Member, Params, Transaction, TxBody};
 use tokio::sync::mpsc;
 
 use super::LogStore;
+use super::finality::{Collector, Verdict};
 use super::state_machine::{LedgerStateMachine, Outcome, StateMachineConfig};
 use super::testnet::Router;
 use super::types::{ClusterRequest, ClusterResponse, GatewayNode, NodeId, TypeConfig};
@@ -433,4 +434,111 @@ async fn a_new_leader_refuses_a_stale_block_and_a_restarted_member_catches_up() 
         );
         assert_eq!(m.sm.applied().map(|l| l.index), Some(i3.max(i2)));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leaders_collector_certifies_every_block_and_keeps_equivocation_as_evidence() {
+    let net = Net::new(3);
+    let (_router, mut members) = cluster(&net, 3).await;
+    let l = leader(&members);
+    let mut state = (*members[l].sm.state()).clone();
+    let mut last = 0;
+    for round in 0..3u64 {
+        let block = block_on(&state, &net.gateways[l], net.readings(round * 4, 4));
+        state.apply_block(&block, None, SigCheck::Verify).unwrap();
+        last = write(&members[l], ClusterRequest::Block(block.to_vec()))
+            .await
+            .0;
+    }
+    for m in &members {
+        m.applied(last).await;
+    }
+
+    // A vote for a height the leader's chain has not reached waits.
+    let mut collector = Collector::new(members[l].store.clone());
+    let ahead = members[l].store.header(3).unwrap().unwrap();
+    let mut future = ahead.clone();
+    future.height = 9;
+    let early = FinalityCert::vote(&future, &net.gateways[0]);
+    assert_eq!(
+        collector.add(9, future.hash(), early).unwrap(),
+        Verdict::Early
+    );
+
+    // Every member's votes: one certificate per block, at the second vote.
+    let mut certs = Vec::new();
+    for m in &mut members {
+        for _ in 0..3 {
+            let Outcome::Block {
+                height, hash, vote, ..
+            } = m.outcome().await
+            else {
+                panic!("a block outcome");
+            };
+            match collector.add(height, hash, vote.unwrap()).unwrap() {
+                Verdict::Quorum(c) => certs.push(*c),
+                Verdict::Counted {
+                    votes: 1,
+                    quorum: 2,
+                }
+                | Verdict::Known => {}
+                v => panic!("unexpected {v:?}"),
+            }
+        }
+    }
+    assert_eq!(
+        certs.iter().map(|c| c.height).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+
+    // Refused: a forged vote, a vote by a key that is not a validator.
+    let h1 = members[l].store.header(1).unwrap().unwrap();
+    let mut forged = FinalityCert::vote(&h1, &net.gateways[1]);
+    forged.signature.0[0] ^= 1;
+    assert!(matches!(
+        collector.add(1, h1.hash(), forged).unwrap(),
+        Verdict::Refused(_)
+    ));
+    let outsider = FinalityCert::vote(&h1, &net.device);
+    assert!(matches!(
+        collector.add(1, h1.hash(), outsider).unwrap(),
+        Verdict::Refused(_)
+    ));
+
+    // Equivocation: gateway 2 also signs another block at height 1.
+    let mut other = h1.clone();
+    other.timestamp_ms += 1;
+    let second = FinalityCert::vote(&other, &net.gateways[1]);
+    let Verdict::Equivocation(e) = collector.add(1, other.hash(), second).unwrap() else {
+        panic!("two hashes at one height by one validator");
+    };
+    assert_eq!(e.validator, net.gateways[1].public());
+    assert_eq!(members[l].store.evidence(10).unwrap(), vec![*e]);
+
+    // The certificates through the log: every member stores all three.
+    let mut idx = 0;
+    for c in &certs {
+        let (i, r) = write(
+            &members[l],
+            ClusterRequest::Finality(codec::encode_to_vec(c)),
+        )
+        .await;
+        assert!(matches!(r, ClusterResponse::Certified { .. }), "{r:?}");
+        collector.on_final(c.height);
+        idx = i;
+    }
+    for m in &members {
+        m.applied(idx).await;
+        for c in &certs {
+            assert_eq!(m.store.cert(c.height).unwrap().as_ref(), Some(c));
+        }
+    }
+    // Late votes for certified blocks change nothing; the early vote waits.
+    let late = FinalityCert::vote(&h1, &net.gateways[2]);
+    assert_eq!(collector.add(1, h1.hash(), late).unwrap(), Verdict::Known);
+    assert_eq!(collector.pending(), 1, "only the early vote is kept");
+    assert!(
+        collector.on_block(3).unwrap().is_empty(),
+        "height 9 not reached"
+    );
 }

@@ -12,14 +12,17 @@
 //!   certificate of block H is checked against the set in force at H);
 //! * **own votes**: the hash this gateway signed a finality vote for at each
 //!   height, recorded before the vote leaves, so that it never signs two
-//!   hashes for one height.
+//!   hashes for one height;
+//! * **evidence**: two valid votes by one validator at one height for
+//!   different hashes ([`Equivocation`]).
 
 use redb::{ReadableTable, WriteTransaction};
-use sensorchain_core::block::{Block, FinalityCert};
+use sensorchain_core::block::{Block, FinalityCert, FinalityVote};
+use sensorchain_core::codec;
 use sensorchain_core::hash::Hash32;
 use sensorchain_core::identity::PublicKey;
 
-use super::schema::{META, META_APPLIED, OWN_VOTES, REJECTIONS, VALIDATOR_SETS, open_ro};
+use super::schema::{EVIDENCE, META, META_APPLIED, OWN_VOTES, REJECTIONS, VALIDATOR_SETS, open_ro};
 use super::{Store, StoreError, guard};
 
 /// Largest applied mark the store keeps (the consensus layer's record: a
@@ -41,7 +44,62 @@ pub struct Applied<'a> {
     pub own_vote: bool,
 }
 
+/// Equivocation: one validator's two valid finality votes at one height,
+/// for different block hashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Equivocation {
+    /// The height.
+    pub height: u64,
+    /// The validator.
+    pub validator: PublicKey,
+    /// The first vote seen and the hash it signs.
+    pub first: (Hash32, FinalityVote),
+    /// The second, for another hash.
+    pub second: (Hash32, FinalityVote),
+}
+
+/// Largest stored evidence record.
+const EVIDENCE_MAX_LEN: usize = 512;
+
 impl Store {
+    /// Stores equivocation evidence (the first pair recorded for a
+    /// validator at a height is kept).
+    pub fn record_evidence(&self, e: &Equivocation) -> Result<(), StoreError> {
+        guard::guarded("evidence", Some(e.height), || {
+            let mut key = [0u8; 40];
+            key[..8].copy_from_slice(&e.height.to_be_bytes());
+            key[8..].copy_from_slice(&e.validator.0);
+            let w = self.begin_write()?;
+            {
+                let mut t = w.open_table(EVIDENCE)?;
+                if t.get(key.as_slice())?.is_none() {
+                    t.insert(key.as_slice(), codec::encode_to_vec(e).as_slice())?;
+                }
+            }
+            w.commit()?;
+            Ok(())
+        })
+    }
+
+    /// The equivocation evidence stored, by height, at most `limit`.
+    pub fn evidence(&self, limit: usize) -> Result<Vec<Equivocation>, StoreError> {
+        guard::guarded("evidence", None, || {
+            let r = self.begin_read()?;
+            let Some(t) = open_ro(&r, EVIDENCE)? else {
+                return Ok(Vec::new());
+            };
+            t.iter()?
+                .take(limit)
+                .map(|e| {
+                    let (_, v) = e?;
+                    codec::decode_exact(v.value(), EVIDENCE_MAX_LEN).map_err(|e| {
+                        StoreError::corrupt_in("evidence", None, format!("does not decode: {e}"))
+                    })
+                })
+                .collect()
+        })
+    }
+
     /// Stores the next block ([`Store::commit_block`]) with the applied mark
     /// and, if the block changed it, the next validator set — one durable
     /// write.

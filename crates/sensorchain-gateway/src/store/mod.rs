@@ -29,6 +29,7 @@
 //! | `rejections` | Raft log index `u64` | UTF-8 reason a log entry was refused by the ledger rule (recorded identically on every gateway) |
 //! | `validator_sets` | height `u64` | the `VALIDATE` holders (32-byte public keys, concatenated, sorted) that validate and certify blocks from this height on, written when the set changes |
 //! | `own_votes` | height `u64` | the block hash (32) this gateway signed a finality vote for at that height (it never signs another) |
+//! | `evidence` | height `u64 BE` ‖ validator key (32) | equivocation: postcard of the two hashes and the two valid votes that validator signed at that height ([`Equivocation`]) |
 //!
 //! Only `TxKind::Reading` transactions enter the three reading indexes; the
 //! timestamp is the device's (`TxBody::timestamp_ms`). A device's
@@ -65,7 +66,7 @@
 //! This file opens the store ([`Store`], the constants); the rest is split
 //! by concern: `error.rs` ([`StoreError`]), `consensus.rs` (what the
 //! consensus layer records with the chain: the applied mark, rejections,
-//! validator sets, this gateway's own votes), `schema.rs` (the tables above,
+//! validator sets, this gateway's own votes, equivocation evidence), `schema.rs` (the tables above,
 //! the head and offsets records, the format check), `keys.rs` (the reading
 //! indexes' key codecs), `chain.rs` (the write path: [`Store::commit_block`],
 //! certificates; block, header, certificate and head reads), `indexes.rs`
@@ -98,7 +99,7 @@ mod tamper;
 pub(crate) mod tests;
 
 pub use chain::{decode_block, decode_cert};
-pub use consensus::{APPLIED_MARK_MAX_LEN, Applied};
+pub use consensus::{APPLIED_MARK_MAX_LEN, Applied, Equivocation};
 pub use error::StoreError;
 pub use indexes::{InclusionProof, ReadingRef, TxLocation};
 pub use integrity::{IntegrityDepth, IntegrityReport};

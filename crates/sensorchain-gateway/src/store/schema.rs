@@ -21,6 +21,7 @@ pub(super) const REJECTIONS: TableDefinition<u64, &[u8]> = TableDefinition::new(
 pub(super) const VALIDATOR_SETS: TableDefinition<u64, &[u8]> =
     TableDefinition::new("validator_sets");
 pub(super) const OWN_VOTES: TableDefinition<u64, &[u8]> = TableDefinition::new("own_votes");
+pub(super) const EVIDENCE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("evidence");
 
 /// A reading index opened for reading.
 pub(super) type ReadingTable = ReadOnlyTable<&'static [u8], (u64, u32, u16)>;
