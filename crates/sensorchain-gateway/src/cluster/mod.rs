@@ -31,13 +31,17 @@
 //!   block refused by the new leader's log, a restarted member catching
 //!   up).
 //!
+//! - [`finality`]: the leader's [`Collector`]: votes verified under the
+//!   validator set of their height and counted into a certificate at a
+//!   quorum; a validator's two hashes at one height kept as evidence.
+//!
 //! # What does not exist yet
 //!
 //! - The network between members (openraft's `RaftNetwork` over the peer
-//!   links), the vote collection that turns votes into certificate
-//!   entries, forwarding of readings to the leader, the membership's
-//!   bootstrap and changes, the `[cluster]` configuration, catch-up by
-//!   snapshot with block back-fill, and the wiring into
+//!   links) that also carries votes to the leader's collector and readings
+//!   to the leader, the membership's bootstrap and changes, the `[cluster]`
+//!   configuration, catch-up by snapshot with block back-fill, and the
+//!   wiring into
 //!   [`app::start`](crate::app::start): nothing in a running gateway uses
 //!   this module yet (docs/CLUSTER.md has the design).
 //! - Operations of the log file: a page check of `raft.redb` when a gateway
