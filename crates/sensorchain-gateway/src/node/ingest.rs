@@ -157,24 +157,36 @@ impl VerifyPool {
     }
 }
 
+/// Jobs a verification thread takes from the queue at once: one lock and
+/// at most one wake-up for several signatures (each ≈ 35 µs), while a short
+/// queue still spreads over the threads.
+const TAKE_AT_ONCE: usize = 8;
+
 fn verify_loop(rx: &Mutex<Receiver<Job>>, replies: &Replies, verdicts: &Verdicts) {
+    let mut jobs = Vec::with_capacity(TAKE_AT_ONCE);
     loop {
-        let job = match rx.lock() {
-            Ok(r) => r.recv(),
-            Err(_) => return,
-        };
-        let Ok(Job { slot, check }) = job else {
-            return;
-        };
-        // The one signature rule, once per transaction per gateway.
-        match check.run(&slot.tx, &slot.encoded) {
-            Ok(()) => slot.set(VERIFIED, verdicts),
-            Err(_) => {
-                slot.set(DROPPED, verdicts);
-                replies.resolve(LedgerEvent::Refused(vec![(
-                    slot.id,
-                    Rejected::BadSignature,
-                )]));
+        {
+            let Ok(r) = rx.lock() else { return };
+            let Ok(first) = r.recv() else { return };
+            jobs.push(first);
+            while jobs.len() < TAKE_AT_ONCE {
+                match r.try_recv() {
+                    Ok(j) => jobs.push(j),
+                    Err(_) => break,
+                }
+            }
+        }
+        for Job { slot, check } in jobs.drain(..) {
+            // The one signature rule, once per transaction per gateway.
+            match check.run(&slot.tx, &slot.encoded) {
+                Ok(()) => slot.set(VERIFIED, verdicts),
+                Err(_) => {
+                    slot.set(DROPPED, verdicts);
+                    replies.resolve(LedgerEvent::Refused(vec![(
+                        slot.id,
+                        Rejected::BadSignature,
+                    )]));
+                }
             }
         }
     }
