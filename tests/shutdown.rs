@@ -76,8 +76,19 @@ fn in_process_shutdown_joins_the_node_threads() {
         cfg.tcp = Some("127.0.0.1:0".into());
         cfg.api = Some("127.0.0.1:0".into());
         let running = app::start(cfg).await.unwrap();
-        assert_eq!(threads_named(&NODE_THREADS), 2);
-        assert!(threads_named(&VERIFY_THREADS) >= 1);
+        // A spawned thread takes its name when it first runs (the committer
+        // is spawned by the producer): on a loaded machine that can be after
+        // `start` returned. Wait for them, bounded.
+        let t = Instant::now();
+        while threads_named(&NODE_THREADS) != 2 || threads_named(&VERIFY_THREADS) == 0 {
+            assert!(
+                t.elapsed() < BOUND,
+                "node threads {}, verification threads {}",
+                threads_named(&NODE_THREADS),
+                threads_named(&VERIFY_THREADS)
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let link = running.link_addr().unwrap();
         let mut c = acked_client(&net, link, 61).await;
         let _idle_api = tokio::net::TcpStream::connect(running.api_addr().unwrap())
