@@ -11,6 +11,10 @@
 //! Seams for the cluster: block *proposal* ([`node`]), *validation* (the
 //! core's `WorldState::apply_block`) and *storage* ([`store`]) are separate
 //! parts, so that a consensus layer can order proposals between them.
+//! [`cluster`] is that layer on openraft (the Raft log store, the ledger as
+//! Raft's state machine, the finality collector), built and tested
+//! in-process but not yet started by [`app::start`]: a gateway today is
+//! still a single node (docs/CLUSTER.md).
 
 pub mod api;
 pub mod app;
