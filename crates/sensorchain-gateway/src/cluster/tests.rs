@@ -542,3 +542,104 @@ async fn the_leaders_collector_certifies_every_block_and_keeps_equivocation_as_e
         "height 9 not reached"
     );
 }
+
+/// The safety checks, read from what the members stored: one chain (every
+/// member's stored blocks are the same bytes at each height: no fork), and
+/// every stored certificate valid under the validator set of its height.
+fn assert_safe(members: &[Gw]) {
+    let chains: Vec<Vec<Vec<u8>>> = members.iter().map(Gw::chain).collect();
+    let longest = chains.iter().max_by_key(|c| c.len()).unwrap();
+    for (i, c) in chains.iter().enumerate() {
+        assert_eq!(
+            c[..],
+            longest[..c.len()],
+            "member {} stores another block at some height",
+            i + 1
+        );
+    }
+    for m in members {
+        for h in 0..m.chain().len() as u64 {
+            if let Some(cert) = m.store.cert(h).unwrap() {
+                let header = m.store.header(h).unwrap().unwrap();
+                let set = m.store.validator_set_at(h).unwrap().unwrap();
+                let keys: Vec<_> = set
+                    .iter()
+                    .map(|k| sensorchain_core::identity::VerifyingKey::from_public(k).unwrap())
+                    .collect();
+                cert.verify(&header, &keys).unwrap();
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_members_go_on_without_two_stop_without_three_and_never_fork() {
+    let net = Net::new(5);
+    let (router, members) = cluster(&net, 5).await;
+    let l = leader(&members);
+    let mut state = (*members[l].sm.state()).clone();
+    let followers: Vec<usize> = (0..5).filter(|&i| i != l).collect();
+
+    // Two members down: the other three still commit.
+    for &f in &followers[..2] {
+        router.cut(f as NodeId + 1);
+    }
+    let b1 = block_on(&state, &net.gateways[l], net.readings(0, 5));
+    let (i1, r1) = write(&members[l], ClusterRequest::Block(b1.to_vec())).await;
+    assert!(
+        matches!(r1, ClusterResponse::Applied { height: 1, .. }),
+        "{r1:?}"
+    );
+    state.apply_block(&b1, None, SigCheck::Verify).unwrap();
+    for &i in [l].iter().chain(&followers[2..]) {
+        members[i].applied(i1).await;
+        assert_eq!(members[i].chain().len(), 2);
+    }
+
+    // A third one down: nothing can be committed (no quorum), so no member
+    // stores the next block, however long it waits.
+    router.cut(followers[2] as NodeId + 1);
+    let b2 = block_on(&state, &net.gateways[l], net.readings(5, 5));
+    let raft = members[l].raft.clone();
+    let pending =
+        tokio::spawn(async move { raft.client_write(ClusterRequest::Block(b2.to_vec())).await });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !pending.is_finished(),
+        "a write without a quorum must not complete"
+    );
+    for m in &members {
+        assert!(m.chain().len() <= 2, "nothing beyond block 1 is stored");
+    }
+    assert_safe(&members);
+
+    // All back: the members converge on one chain, whoever leads now; the
+    // pending block is stored by all or by none.
+    router.heal();
+    let answer = tokio::time::timeout(Duration::from_secs(120), pending)
+        .await
+        .expect("the pending write is answered once a quorum is back")
+        .unwrap();
+    let last = members
+        .iter()
+        .map(|m| m.raft.metrics().borrow().last_log_index.unwrap_or(0))
+        .max()
+        .unwrap();
+    for m in &members {
+        m.applied(last).await;
+    }
+    assert_safe(&members);
+    let heads: Vec<usize> = members.iter().map(|m| m.chain().len()).collect();
+    assert!(
+        heads.iter().all(|&h| h == heads[0]),
+        "every member at one head: {heads:?}"
+    );
+    if let Ok(r) = answer {
+        assert!(
+            matches!(r.data, ClusterResponse::Applied { height: 2, .. }),
+            "{:?}",
+            r.data
+        );
+        assert_eq!(heads[0], 3, "an applied block is stored by all");
+    }
+}
