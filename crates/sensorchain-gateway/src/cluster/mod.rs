@@ -29,7 +29,10 @@
 //!   with in-process members (`tests.rs`: the same stored chain on all, a
 //!   forged block refused alike, certification by quorum, a stale leader's
 //!   block refused by the new leader's log, a restarted member catching
-//!   up).
+//!   up; five members going on without two, committing nothing without
+//!   three, never forking), and on its own with arbitrary entry bytes
+//!   (`state_machine/tests.rs`: always answered, never an error, only valid
+//!   blocks stored).
 //!
 //! - [`finality`]: the leader's [`Collector`]: votes verified under the
 //!   validator set of their height and counted into a certificate at a

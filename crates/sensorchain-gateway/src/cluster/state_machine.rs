@@ -525,3 +525,6 @@ impl RaftStateMachine<TypeConfig> for LedgerStateMachine {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,113 @@
+//! The state machine on its own: whatever bytes a log entry carries, apply
+//! answers (never an error), and the chain grows only by valid blocks.
+
+use openraft::storage::RaftStateMachine;
+use openraft::{CommittedLeaderId, EntryPayload};
+use proptest::prelude::*;
+use sensorchain_core::chain::build_block_from_pool;
+use sensorchain_core::reading::Vital;
+use sensorchain_core::tx::{Transaction, TxBody};
+
+use super::*;
+use crate::testkit;
+
+struct Fx {
+    _dir: tempfile::TempDir,
+    store: Arc<Store>,
+    sm: LedgerStateMachine,
+    good: Vec<u8>,
+}
+
+fn fixture() -> Fx {
+    let (admin, gateway) = (testkit::admin(), testkit::gateway());
+    let device = Keypair::from_seed([3; 32]);
+    let genesis = testkit::genesis_block(
+        "sm-props",
+        &admin,
+        &gateway,
+        &testkit::device_members(std::slice::from_ref(&device)),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    let sm = LedgerStateMachine::open(
+        store.clone(),
+        &genesis,
+        Some(Arc::new(gateway.clone())),
+        None,
+        StateMachineConfig::default(),
+    )
+    .unwrap();
+    let txs = (1..=3u64)
+        .map(|seq| {
+            let body =
+                TxBody::reading(device.public(), seq, 2_000, 0, Vital::HeartRate { bpm: 70 });
+            let tx = Transaction::sign(body, &genesis.header.chain_id, &device).unwrap();
+            let enc = tx.to_vec();
+            (tx, enc)
+        })
+        .collect();
+    let state = sm.state();
+    let built = build_block_from_pool(&state, &gateway, txs, 3_000, SigCheck::Verify);
+    Fx {
+        _dir: dir,
+        store,
+        sm,
+        good: built.block.to_vec(),
+    }
+}
+
+fn entry(index: u64, req: ClusterRequest) -> Entry {
+    Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(req),
+    }
+}
+
+/// A valid block's bytes, changed: a byte flipped, cut short, or other bytes.
+fn mutation() -> impl Strategy<Value = (u8, usize, u8)> {
+    (0u8..3, any::<usize>(), 1u8..=255)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn any_entry_bytes_are_answered_and_only_valid_blocks_stored(
+        muts in proptest::collection::vec(mutation(), 1..6),
+        junk in proptest::collection::vec(any::<u8>(), 0..300),
+    ) {
+        let mut fx = fixture();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let mut index = 0;
+        for (kind, at, x) in muts {
+            index += 1;
+            let mut bytes = fx.good.clone();
+            match kind {
+                0 => { let i = at % bytes.len(); bytes[i] ^= x; }
+                1 => bytes.truncate(at % bytes.len()),
+                _ => bytes = junk.clone(),
+            }
+            let req = if x % 2 == 0 { ClusterRequest::Block(bytes.clone()) } else { ClusterRequest::Finality(bytes.clone()) };
+            let is_block = matches!(req, ClusterRequest::Block(_));
+            let out = rt.block_on(fx.sm.apply(vec![entry(index, req)])).expect("apply never fails on entry bytes");
+            let head = fx.store.head().unwrap().unwrap().height;
+            match &out[..] {
+                [ClusterResponse::Applied { height, .. }] => {
+                    prop_assert!(is_block);
+                    prop_assert_eq!(fx.store.block_bytes(*height).unwrap(), Some(bytes));
+                }
+                [ClusterResponse::Rejected { reason }] => {
+                    prop_assert_eq!(head, 0, "nothing stored");
+                    let rec = fx.store.rejections(index, 1).unwrap();
+                    prop_assert_eq!(rec, vec![(index, reason.clone())]);
+                }
+                other => prop_assert!(false, "unexpected {:?}", other),
+            }
+            prop_assert_eq!(fx.sm.applied().map(|l| l.index), Some(index));
+        }
+        // The untouched block is still accepted after all that.
+        index += 1;
+        let out = rt.block_on(fx.sm.apply(vec![entry(index, ClusterRequest::Block(fx.good.clone()))])).unwrap();
+        prop_assert!(matches!(out[..], [ClusterResponse::Applied { height: 1, .. }]), "{:?}", out);
+    }
+}
