@@ -19,7 +19,7 @@ use sensorchain_core::block::Block;
 use sensorchain_core::hash::ChainId;
 use sensorchain_core::identity::PublicKey;
 use sensorchain_core::state::{BlockErrorKind, SigCheck, SignatureCheck, TxRuleError, WorldState};
-use sensorchain_core::tx::TxKind;
+use sensorchain_core::tx::{Transaction, TxKind};
 
 use crate::chain_source::ChainSource;
 use crate::store::{self, Store, StoreError};
@@ -148,8 +148,20 @@ pub fn signatures_verified(
     encoded: &[Vec<u8>],
     checks: &mut HashMap<PublicKey, Option<SignatureCheck>>,
 ) -> bool {
-    encoded.len() == block.txs.len()
-        && block.txs.iter().zip(encoded).all(|(tx, bytes)| {
+    txs_signatures_verified(chain, &block.txs, encoded, checks)
+}
+
+/// [`signatures_verified`] of a run of a block's transactions (`encoded`:
+/// their exact encodings, as many), so that one block's signatures can be
+/// checked on several threads.
+pub fn txs_signatures_verified(
+    chain: &ChainId,
+    txs: &[Transaction],
+    encoded: &[Vec<u8>],
+    checks: &mut HashMap<PublicKey, Option<SignatureCheck>>,
+) -> bool {
+    encoded.len() == txs.len()
+        && txs.iter().zip(encoded).all(|(tx, bytes)| {
             let check = checks
                 .entry(tx.body.signer)
                 .or_insert_with(|| SignatureCheck::ahead(*chain, &tx.body.signer).ok());

@@ -30,7 +30,9 @@
 //!
 //! Decoding, validation and the redb commit run on tokio's blocking pool
 //! (`spawn_blocking`), never on the runtime's workers that drive Raft's
-//! timers.
+//! timers; a large block's signatures are checked on all cores first (the
+//! audit's check), and the core's sequential check runs only when one
+//! fails, to name the first error.
 //!
 //! **Snapshots.** A snapshot is the world state after the head block, with
 //! the head's height and hash. Installing one on a member whose chain is at
@@ -43,6 +45,7 @@
 // here (over 200 bytes); boxing it would only move the size elsewhere.
 #![allow(clippy::result_large_err)]
 
+use std::collections::HashMap;
 use std::io::Cursor;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -53,7 +56,7 @@ use openraft::{
 };
 use sensorchain_core::block::{Block, FinalityCert, FinalityVote};
 use sensorchain_core::codec;
-use sensorchain_core::hash::Hash32;
+use sensorchain_core::hash::{ChainId, Hash32};
 use sensorchain_core::identity::{Keypair, PublicKey, VerifyingKey};
 use sensorchain_core::state::{SigCheck, WorldState};
 use sensorchain_core::tx::Transaction;
@@ -62,6 +65,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::types::{ClusterRequest, ClusterResponse, Entry, GatewayNode, LogId, NodeId};
 use super::types::{StorageError, TypeConfig};
+use crate::audit::txs_signatures_verified;
 use crate::node::{genesis_state, replay};
 use crate::store::{Applied, CERT_MAX_LEN, Store, StoreError};
 
@@ -246,6 +250,42 @@ impl LedgerStateMachine {
     }
 }
 
+/// Blocks with fewer transactions are verified on one thread.
+const PARALLEL_FROM_TXS: usize = 64;
+
+/// Every transaction signature of `block` verifies (the audit's check,
+/// `audit::txs_signatures_verified`, which the core guarantees equal to
+/// `SigCheck::Verify` when it holds), checked on all cores for a large
+/// block. False on any failure: the caller then applies with
+/// `SigCheck::Verify`, so the verdict is the core's, whatever this says.
+fn signatures_verified(chain: &ChainId, block: &Block, encoded: &[Vec<u8>]) -> bool {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if encoded.len() != block.txs.len() {
+        return false;
+    }
+    if cores < 2 || block.txs.len() < PARALLEL_FROM_TXS {
+        return txs_signatures_verified(chain, &block.txs, encoded, &mut HashMap::new());
+    }
+    let chunk = block.txs.len().div_ceil(cores);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = block
+            .txs
+            .chunks(chunk)
+            .zip(encoded.chunks(chunk))
+            .map(|(txs, enc)| {
+                s.spawn(move || txs_signatures_verified(chain, txs, enc, &mut HashMap::new()))
+            })
+            .collect();
+        // Join every part (a part that panicked is a `false`, not a panic
+        // of the scope), then decide.
+        let verdicts: Vec<bool> = parts
+            .into_iter()
+            .map(|p| p.join().unwrap_or(false))
+            .collect();
+        verdicts.into_iter().all(|ok| ok)
+    })
+}
+
 /// The sorted public keys of the `VALIDATE` holders of `state`.
 fn validator_keys(state: &WorldState) -> Vec<PublicKey> {
     let mut v: Vec<PublicKey> = state.validators().iter().map(|k| *k.public()).collect();
@@ -327,7 +367,13 @@ impl Core {
         };
         let encoded = block.encoded_txs();
         let mut next = (*self.state).clone();
-        if let Err(e) = next.apply_block_encoded(&block, &encoded, None, SigCheck::Verify) {
+        let sigs = if signatures_verified(self.state.chain_id(), &block, &encoded) {
+            SigCheck::AlreadyVerified
+        } else {
+            // Let the core find and name the first error, in its own order.
+            SigCheck::Verify
+        };
+        if let Err(e) = next.apply_block_encoded(&block, &encoded, None, sigs) {
             return self.reject(index, format!("invalid block: {e}"));
         }
         let height = block.header.height;

@@ -19,6 +19,10 @@ struct Fx {
 }
 
 fn fixture() -> Fx {
+    fixture_with(3)
+}
+
+fn fixture_with(readings: u64) -> Fx {
     let (admin, gateway) = (testkit::admin(), testkit::gateway());
     let device = Keypair::from_seed([3; 32]);
     let genesis = testkit::genesis_block(
@@ -37,7 +41,7 @@ fn fixture() -> Fx {
         StateMachineConfig::default(),
     )
     .unwrap();
-    let txs = (1..=3u64)
+    let txs = (1..=readings)
         .map(|seq| {
             let body =
                 TxBody::reading(device.public(), seq, 2_000, 0, Vital::HeartRate { bpm: 70 });
@@ -110,4 +114,44 @@ proptest! {
         let out = rt.block_on(fx.sm.apply(vec![entry(index, ClusterRequest::Block(fx.good.clone()))])).unwrap();
         prop_assert!(matches!(out[..], [ClusterResponse::Applied { height: 1, .. }]), "{:?}", out);
     }
+}
+
+/// A block large enough for the parallel signature check: applied when all
+/// verify; with one forged signature, refused with exactly the core's own
+/// verdict (`SigCheck::Verify`), stored nowhere.
+#[test]
+fn a_large_block_is_judged_as_the_core_judges_it() {
+    let n = 3 * PARALLEL_FROM_TXS as u64;
+    let fx = fixture_with(n);
+    let mut bad = Block::decode(&fx.good).unwrap();
+    assert_eq!(bad.txs.len() as u64, n);
+    bad.txs[100].signature.0[7] ^= 1;
+    bad.header.tx_root = Block::tx_root_of(&bad.encoded_txs());
+    bad.proposer_sig = bad.header.sign_proposal(&testkit::gateway());
+    let core_says = {
+        let mut s = (*fx.sm.state()).clone();
+        s.apply_block(&bad, None, SigCheck::Verify).unwrap_err()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let mut sm = fx.sm.clone();
+    let out = rt
+        .block_on(sm.apply(vec![entry(1, ClusterRequest::Block(bad.to_vec()))]))
+        .unwrap();
+    assert_eq!(
+        out,
+        vec![ClusterResponse::Rejected {
+            reason: format!("invalid block: {core_says}")
+        }]
+    );
+    assert_eq!(core_says.tx_index, Some(100));
+    assert_eq!(fx.store.head().unwrap().unwrap().height, 0);
+    let out = rt
+        .block_on(sm.apply(vec![entry(2, ClusterRequest::Block(fx.good.clone()))]))
+        .unwrap();
+    assert!(
+        matches!(out[..], [ClusterResponse::Applied { height: 1, .. }]),
+        "{out:?}"
+    );
 }
