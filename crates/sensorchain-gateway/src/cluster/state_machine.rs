@@ -178,6 +178,7 @@ impl LedgerStateMachine {
                 let mark = encode_mark(&Mark::default())?;
                 store.commit_block_applied(
                     genesis,
+                    &genesis.to_vec(),
                     &genesis.encoded_txs(),
                     Some(&s.snapshot()),
                     Applied {
@@ -386,6 +387,7 @@ impl Core {
         let mark = encode_mark(&self.mark)?;
         self.store.commit_block_applied(
             &block,
+            bytes,
             &encoded,
             snapshot.as_deref(),
             Applied {

@@ -39,14 +39,19 @@ impl Store {
         cert: Option<&FinalityCert>,
         snapshot: Option<&[u8]>,
     ) -> Result<(), StoreError> {
-        self.commit_block_and(block, encoded_txs, cert, snapshot, |_| Ok(()))
+        self.commit_block_and(block, None, encoded_txs, cert, snapshot, |_| Ok(()))
     }
 
     /// [`commit_block`](Self::commit_block), with `extra` writes of the
     /// caller's in the same write transaction (all of it durable, or none).
+    /// `exact`: the block's exact bytes when the caller has them (the bytes
+    /// it was strictly decoded from), stored as they are instead of
+    /// re-encoding the block; they must begin with the header's encoding and
+    /// end with `encoded_txs`, else [`StoreError::Invalid`].
     pub(super) fn commit_block_and(
         &self,
         block: &Block,
+        exact: Option<&[u8]>,
         encoded_txs: &[Vec<u8>],
         cert: Option<&FinalityCert>,
         snapshot: Option<&[u8]>,
@@ -70,8 +75,22 @@ impl Store {
                     "the certificate is for another block".into(),
                 ));
             }
-            let bytes = block.to_vec();
-            let offsets = layout_of(block, &bytes, encoded_txs)?;
+            let owned;
+            let bytes = match exact {
+                Some(b) => {
+                    if !b.starts_with(&codec::encode_to_vec(&block.header)) {
+                        return Err(StoreError::Invalid(
+                            "the bytes do not begin with the block's header".into(),
+                        ));
+                    }
+                    b
+                }
+                None => {
+                    owned = block.to_vec();
+                    &owned
+                }
+            };
+            let offsets = layout_of(block, bytes, encoded_txs)?;
             let cert_bytes = cert.map(codec::encode_to_vec);
             let mut entries = Vec::with_capacity(block.txs.len());
             let mut readings = 0u64;
@@ -129,7 +148,7 @@ impl Store {
                 };
                 meta.insert(META_HEAD, new_head.encode().as_slice())?;
 
-                w.open_table(BLOCKS)?.insert(height, bytes.as_slice())?;
+                w.open_table(BLOCKS)?.insert(height, bytes)?;
                 w.open_table(TX_OFFSETS)?
                     .insert(height, offsets.encode().as_slice())?;
                 if let Some(c) = &cert_bytes {

@@ -102,17 +102,19 @@ impl Store {
 
     /// Stores the next block ([`Store::commit_block`]) with the applied mark
     /// and, if the block changed it, the next validator set — one durable
-    /// write.
+    /// write. `bytes` are the exact bytes `block` was strictly decoded from
+    /// (stored as they are, not re-encoded).
     pub fn commit_block_applied(
         &self,
         block: &Block,
+        bytes: &[u8],
         encoded_txs: &[Vec<u8>],
         snapshot: Option<&[u8]>,
         applied: Applied<'_>,
     ) -> Result<(), StoreError> {
         let height = block.header.height;
         let hash = block.header.hash();
-        self.commit_block_and(block, encoded_txs, None, snapshot, |w| {
+        self.commit_block_and(block, Some(bytes), encoded_txs, None, snapshot, |w| {
             put_mark(w, applied.mark)?;
             if let Some(set) = applied.validators_next {
                 put_validator_set(w, height.saturating_add(1), set)?;

@@ -155,3 +155,32 @@ fn a_large_block_is_judged_as_the_core_judges_it() {
         "{out:?}"
     );
 }
+
+/// The exact bytes stored with a block must be that block's: a header or a
+/// transaction that differs is refused and nothing is written.
+#[test]
+fn exact_bytes_that_are_not_the_blocks_are_refused() {
+    let fx = fixture();
+    let block = Block::decode(&fx.good).unwrap();
+    let encoded = block.encoded_txs();
+    let applied = Applied {
+        mark: b"m",
+        validators_next: None,
+        own_vote: false,
+    };
+    let mut other_header = fx.good.clone();
+    other_header[3] ^= 1;
+    let mut other_tx = fx.good.clone();
+    *other_tx.last_mut().unwrap() ^= 1;
+    for bad in [other_header, other_tx] {
+        let r = fx
+            .store
+            .commit_block_applied(&block, &bad, &encoded, None, applied);
+        assert!(matches!(r, Err(StoreError::Invalid(_))), "{r:?}");
+        assert_eq!(fx.store.head().unwrap().unwrap().height, 0);
+    }
+    fx.store
+        .commit_block_applied(&block, &fx.good, &encoded, None, applied)
+        .unwrap();
+    assert_eq!(fx.store.block_bytes(1).unwrap(), Some(fx.good.clone()));
+}
