@@ -35,7 +35,7 @@ fn threads_named(names: &[&str]) -> usize {
         .count()
 }
 
-const NODE_THREADS: [&str; 2] = ["block-producer", "block-committer"];
+const NODE_THREADS: [&str; 3] = ["block-producer", "sc-follow", "sc-raft"];
 /// The verification pool's threads (`sc-verify-N`), by prefix.
 const VERIFY_THREADS: [&str; 1] = ["sc-verify"];
 
@@ -76,11 +76,13 @@ fn in_process_shutdown_joins_the_node_threads() {
         cfg.tcp = Some("127.0.0.1:0".into());
         cfg.api = Some("127.0.0.1:0".into());
         let running = app::start(cfg).await.unwrap();
-        // A spawned thread takes its name when it first runs (the committer
-        // is spawned by the producer): on a loaded machine that can be after
+        // A spawned thread takes its name when it first runs: on a loaded machine that can be after
         // `start` returned. Wait for them, bounded.
         let t = Instant::now();
-        while threads_named(&NODE_THREADS) != 2 || threads_named(&VERIFY_THREADS) == 0 {
+        while threads_named(&NODE_THREADS[..2]) != 2
+            || threads_named(&NODE_THREADS[2..]) == 0
+            || threads_named(&VERIFY_THREADS) == 0
+        {
             assert!(
                 t.elapsed() < BOUND,
                 "node threads {}, verification threads {}",

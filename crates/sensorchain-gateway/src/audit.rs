@@ -161,12 +161,24 @@ pub fn txs_signatures_verified(
     checks: &mut HashMap<PublicKey, Option<SignatureCheck>>,
 ) -> bool {
     encoded.len() == txs.len()
-        && txs.iter().zip(encoded).all(|(tx, bytes)| {
-            let check = checks
-                .entry(tx.body.signer)
-                .or_insert_with(|| SignatureCheck::ahead(*chain, &tx.body.signer).ok());
-            check.is_some_and(|c| c.run(tx, bytes).is_ok())
-        })
+        && txs
+            .iter()
+            .zip(encoded)
+            .all(|(tx, bytes)| tx_signature_verified(chain, tx, bytes, checks))
+}
+
+/// [`signatures_verified`] of one transaction (`bytes`: its exact
+/// encoding); `checks` keeps each signer's prepared check.
+pub fn tx_signature_verified(
+    chain: &ChainId,
+    tx: &Transaction,
+    bytes: &[u8],
+    checks: &mut HashMap<PublicKey, Option<SignatureCheck>>,
+) -> bool {
+    let check = checks
+        .entry(tx.body.signer)
+        .or_insert_with(|| SignatureCheck::ahead(*chain, &tx.body.signer).ok());
+    check.is_some_and(|c| c.run(tx, bytes).is_ok())
 }
 
 /// A decoded block and its transactions' exact encodings, shared with a

@@ -25,6 +25,8 @@ pub struct Metrics {
     pub rejects: Family<Reason, Counter>,
     /// Height of the last committed block.
     pub block_height: Gauge,
+    /// Height of the last final block (its certificate stored).
+    pub finalized_height: Gauge,
     /// Blocks committed since start.
     pub blocks_committed: Counter,
     /// Seconds from a submission's arrival to its durable commit.
@@ -64,6 +66,7 @@ impl Metrics {
             readings_committed: Counter::default(),
             rejects: Family::default(),
             block_height: Gauge::default(),
+            finalized_height: Gauge::default(),
             blocks_committed: Counter::default(),
             ingest_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             block_commit_seconds: Histogram::new(exponential_buckets(0.0002, 2.0, 16)),
@@ -96,6 +99,11 @@ impl Metrics {
             "block_height",
             "Height of the last committed block",
             m.block_height.clone(),
+        );
+        registry.register(
+            "finalized_height",
+            "Height of the last final block (its certificate stored)",
+            m.finalized_height.clone(),
         );
         registry.register(
             "blocks_committed",

@@ -154,6 +154,7 @@ pub fn node_config(cfg: &GatewayConfig) -> NodeConfig {
         batch_linger: Duration::from_millis(cfg.batch.linger_ms),
         max_pending: cfg.limits.max_pending,
         snapshot_every: cfg.limits.snapshot_every,
+        cluster: Default::default(),
     }
 }
 /// The checks that need no side effect, after the configuration's own

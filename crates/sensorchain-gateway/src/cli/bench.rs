@@ -256,12 +256,15 @@ const SENSOR_THREAD: &str = "sc-sensor";
 
 /// Thread groups whose CPU time the gateway benchmarks report (by thread
 /// name prefix; Linux truncates names to 15 bytes).
-const THREAD_GROUPS: [(&str, &str); 5] = [
+const THREAD_GROUPS: [(&str, &str); 6] = [
     (SENSOR_THREAD, "sensors"),
     ("sc-gateway", "links"),
     (sensorchain_gateway::node::VERIFY_THREAD, "verification"),
     ("block-producer", "proposer"),
-    ("block-committe", "committer"),
+    // Raft's runtime: its workers (the log, replication) and its blocking
+    // threads (apply: validation and the chain store's commit).
+    (sensorchain_gateway::node::RAFT_THREAD, "raft+apply"),
+    (sensorchain_gateway::node::FOLLOW_THREAD, "follower"),
 ];
 
 /// CPU seconds (user + system) of this process's threads so far, by

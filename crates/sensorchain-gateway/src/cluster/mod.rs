@@ -53,13 +53,17 @@
 
 pub mod finality;
 pub mod log_store;
+pub mod settings;
 pub mod state_machine;
 pub mod types;
+pub mod verified;
 
 pub use finality::{Collector, Verdict};
 pub use log_store::LogStore;
+pub use settings::ClusterSettings;
 pub use state_machine::{LedgerStateMachine, Outcome};
 pub use types::{ClusterRequest, ClusterResponse, GatewayNode, NodeId, TypeConfig};
+pub use verified::Verified;
 
 #[cfg(test)]
 mod testnet;

@@ -59,13 +59,14 @@ use sensorchain_core::codec;
 use sensorchain_core::hash::{ChainId, Hash32};
 use sensorchain_core::identity::{Keypair, PublicKey, VerifyingKey};
 use sensorchain_core::state::{SigCheck, WorldState};
-use sensorchain_core::tx::Transaction;
+use sensorchain_core::tx::{Transaction, TxKind};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
 use super::types::{ClusterRequest, ClusterResponse, Entry, GatewayNode, LogId, NodeId};
 use super::types::{StorageError, TypeConfig};
-use crate::audit::txs_signatures_verified;
+use super::verified::Verified;
+use crate::audit::tx_signature_verified;
 use crate::node::{genesis_state, replay};
 use crate::store::{Applied, CERT_MAX_LEN, Store, StoreError};
 
@@ -87,6 +88,10 @@ pub enum Outcome {
         /// This gateway's finality vote for it (recorded durably first), if
         /// it is a validator at that height.
         vote: Option<FinalityVote>,
+        /// The identities whose permissions or role it changed.
+        changed: Vec<PublicKey>,
+        /// How many of its transactions are readings.
+        readings: u64,
     },
     /// The log entry at `index` was refused by the ledger rule.
     Rejected {
@@ -120,15 +125,21 @@ struct SnapshotBody {
 }
 
 /// Settings of the state machine.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct StateMachineConfig {
     /// Blocks between world-state snapshots in the chain store.
     pub snapshot_every: u64,
+    /// The transactions whose signatures this gateway's ingest verified
+    /// (not verified again by `apply`); none: `apply` verifies every one.
+    pub verified: Option<Arc<Verified>>,
 }
 
 impl Default for StateMachineConfig {
     fn default() -> Self {
-        StateMachineConfig { snapshot_every: 64 }
+        StateMachineConfig {
+            snapshot_every: 64,
+            verified: None,
+        }
     }
 }
 
@@ -190,6 +201,19 @@ impl LedgerStateMachine {
                 s
             }
         };
+        LedgerStateMachine::from_state(store, state, key, outcomes, cfg)
+    }
+
+    /// [`open`](Self::open) for a caller that has replayed the stored chain
+    /// already (the gateway's start-up check): `state` must be the state
+    /// after the stored head (or after the genesis just stored).
+    pub fn from_state(
+        store: Arc<Store>,
+        state: WorldState,
+        key: Option<Arc<Keypair>>,
+        outcomes: Option<mpsc::Sender<Outcome>>,
+        cfg: StateMachineConfig,
+    ) -> anyhow::Result<LedgerStateMachine> {
         // A chain stored before the cluster recorded no validator sets: the
         // set in force from here on is the current one.
         if store.validator_set_at(state.next_height())?.is_none() {
@@ -254,28 +278,36 @@ impl LedgerStateMachine {
 /// Blocks with fewer transactions are verified on one thread.
 const PARALLEL_FROM_TXS: usize = 64;
 
-/// Every transaction signature of `block` verifies (the audit's check,
-/// `audit::txs_signatures_verified`, which the core guarantees equal to
-/// `SigCheck::Verify` when it holds), checked on all cores for a large
-/// block. False on any failure: the caller then applies with
-/// `SigCheck::Verify`, so the verdict is the core's, whatever this says.
-fn signatures_verified(chain: &ChainId, block: &Block, encoded: &[Vec<u8>]) -> bool {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if encoded.len() != block.txs.len() {
+/// Every transaction signature of `block` verifies, except those marked
+/// `known` (verified by this gateway's ingest), with the audit's check
+/// (`audit::tx_signature_verified`, which the core guarantees equal to
+/// `SigCheck::Verify` when it holds), on all cores for many. False on any
+/// failure: the caller then applies with `SigCheck::Verify`, so the verdict
+/// is the core's, whatever this says.
+fn signatures_verified(
+    chain: &ChainId,
+    block: &Block,
+    encoded: &[Vec<u8>],
+    known: &[bool],
+) -> bool {
+    if encoded.len() != block.txs.len() || known.len() != block.txs.len() {
         return false;
     }
-    if cores < 2 || block.txs.len() < PARALLEL_FROM_TXS {
-        return txs_signatures_verified(chain, &block.txs, encoded, &mut HashMap::new());
+    let todo: Vec<usize> = (0..block.txs.len()).filter(|&i| !known[i]).collect();
+    let check = |idx: &[usize]| {
+        let mut checks = HashMap::new();
+        idx.iter()
+            .all(|&i| tx_signature_verified(chain, &block.txs[i], &encoded[i], &mut checks))
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores < 2 || todo.len() < PARALLEL_FROM_TXS {
+        return check(&todo);
     }
-    let chunk = block.txs.len().div_ceil(cores);
+    let chunk = todo.len().div_ceil(cores);
     std::thread::scope(|s| {
-        let parts: Vec<_> = block
-            .txs
+        let parts: Vec<_> = todo
             .chunks(chunk)
-            .zip(encoded.chunks(chunk))
-            .map(|(txs, enc)| {
-                s.spawn(move || txs_signatures_verified(chain, txs, enc, &mut HashMap::new()))
-            })
+            .map(|idx| s.spawn(move || check(idx)))
             .collect();
         // Join every part (a part that panicked is a `false`, not a panic
         // of the scope), then decide.
@@ -367,8 +399,16 @@ impl Core {
             Err(e) => return self.reject(index, format!("the block does not decode: {e}")),
         };
         let encoded = block.encoded_txs();
+        let tx_ids: Vec<Hash32> = encoded
+            .iter()
+            .map(|t| Transaction::id_of_encoded(t))
+            .collect();
+        let known = match &self.cfg.verified {
+            Some(v) => v.take(&tx_ids),
+            None => vec![false; tx_ids.len()],
+        };
         let mut next = (*self.state).clone();
-        let sigs = if signatures_verified(self.state.chain_id(), &block, &encoded) {
+        let sigs = if signatures_verified(self.state.chain_id(), &block, &encoded, &known) {
             SigCheck::AlreadyVerified
         } else {
             // Let the core find and name the first error, in its own order.
@@ -402,14 +442,24 @@ impl Core {
         self.state = Arc::new(next);
         self.published.send_replace(self.state.clone());
         let vote = voter.map(|k| FinalityCert::vote(&block.header, &k));
+        let mut readings = 0u64;
+        let mut changed = Vec::new();
+        for tx in &block.txs {
+            match &tx.body.kind {
+                TxKind::Reading { .. } => readings += 1,
+                TxKind::Grant { target, .. }
+                | TxKind::Revoke { target, .. }
+                | TxKind::SetRole { target, .. } => changed.push(*target),
+                _ => {}
+            }
+        }
         self.emit(Outcome::Block {
             height,
             hash,
-            tx_ids: encoded
-                .iter()
-                .map(|t| Transaction::id_of_encoded(t))
-                .collect(),
+            tx_ids,
             vote,
+            changed,
+            readings,
         });
         Ok(ClusterResponse::Applied {
             height,

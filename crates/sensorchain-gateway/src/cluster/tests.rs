@@ -149,7 +149,10 @@ impl Gw {
             &net.genesis,
             Some(key),
             Some(tx),
-            StateMachineConfig { snapshot_every: 2 },
+            StateMachineConfig {
+                snapshot_every: 2,
+                ..Default::default()
+            },
         )
         .unwrap();
         let raft = Raft::new(id, raft_config(), router.member(id), log, sm.clone())

@@ -60,6 +60,17 @@ impl Slot {
         })
     }
 
+    /// A transaction given back by a block the log refused: verified
+    /// already.
+    pub(super) fn requeued(tx: Transaction, encoded: Vec<u8>, id: Hash32) -> Arc<Slot> {
+        Arc::new(Slot {
+            id,
+            tx,
+            encoded,
+            verdict: AtomicU8::new(VERIFIED),
+        })
+    }
+
     fn set(&self, v: u8, verdicts: &Verdicts) {
         self.verdict.store(v, Ordering::SeqCst);
         if verdicts.waiting.load(Ordering::SeqCst) {

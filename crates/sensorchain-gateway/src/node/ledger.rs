@@ -1,98 +1,126 @@
-//! The ledger: the proposer and the one validate-and-store path.
+//! The ledger's proposer: blocks cut from the verified transactions and
+//! handed to the log (Raft), where the state machine applies them with the
+//! one validate-and-store path on every member (`cluster::state_machine`).
 //!
-//! Two threads, so that building block N+1 overlaps storing block N:
+//! The **proposer** (`block-producer` thread) takes admitted transactions
+//! from the intake in arrival order, waits for each one's signature
+//! verdict, and cuts a block as soon as the log is idle (group commit: the
+//! batch is whatever arrived while the previous block was being written and
+//! applied), or when `batch_max_txs` are waiting, or `batch_timeout` after
+//! the first; it builds each block on the state after the previous
+//! *proposed* block (at most two in the pipeline) and leaves out what that
+//! state refuses, answering each with the rule's reason.
 //!
-//! * the **proposer** (`block-producer`) takes admitted transactions from
-//!   the intake in arrival order, waits for each one's signature verdict,
-//!   and cuts a block as soon as the committer is idle (group commit: the
-//!   batch is whatever arrived while the previous block was being stored),
-//!   or when `batch_max_txs` are waiting, or `batch_timeout` after the
-//!   first; it builds each block on the state after the previous *proposed*
-//!   block and leaves out what that state refuses;
-//! * the **committer** (`block-committer`) validates each block with the
-//!   core rule (`WorldState::apply_block_encoded`, as every gateway and the
-//!   auditor apply it) on the stored state, stores it durably (with a state
-//!   snapshot every `snapshot_every` blocks), publishes the new state and
-//!   emits the outcome.
+//! Only the leader proposes. A block the log refuses (a stale leader's, or
+//! one built on a block that failed) gives its transactions back: the
+//! proposer builds again on the applied state, so each is committed or
+//! refused with its own true reason (after [`MAX_REQUEUES`] times, busy:
+//! resend). If Raft stops (a storage failure), every transaction waiting
+//! and every later one is refused `storage_failed` with the reason.
 //!
-//! Outcomes leave as [`LedgerEvent`]s to the reply registry, each with its
-//! true reason: committed; refused by the rule (the proposer's or
-//! validation's, for the transaction the rule names); not stored because
-//! the store failed (the store's error, also for a block that was built on
-//! a block that failed to store); `Busy` (resend) for a transaction that
-//! was in a block validation refused for another reason or another
-//! transaction. After any failure the proposer restarts from the stored
-//! state.
+//! Submitters are answered by the follower (`consensus::follow`) when their
+//! block is final: acknowledged means certified by a quorum.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, TryRecvError, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use sensorchain_core::chain::{BuiltBlock, build_block_from_pool};
 use sensorchain_core::hash::Hash32;
 use sensorchain_core::permissions::Permissions;
-use sensorchain_core::state::{BlockError, BlockErrorKind, SigCheck, TxRuleError, WorldState};
-use sensorchain_core::tx::TxKind;
+use sensorchain_core::state::{SigCheck, TxRuleError, WorldState};
 
+use super::consensus::Written;
 use super::ingest::Slot;
 use super::replies::LedgerEvent;
-use super::{NodeConfig, NodeEvent, Rejected, Shared, now_ms};
-use crate::store::StoreError;
+use super::{NodeConfig, Rejected, Shared, now_ms};
 
-/// A block proposed on the speculative state, on its way to the store.
+/// A block proposed on the speculative state, on its way to the log.
 pub(super) struct Proposed {
     pub(super) built: BuiltBlock,
     /// The ids of the block's transactions, in block order.
     pub(super) tx_ids: Vec<Hash32>,
-    pub(super) snapshot: bool,
     pub(super) started: Instant,
 }
 
-/// Runs the proposer on this thread (and the committer on its own) until
-/// the intake closes.
-pub(super) fn produce(inner: Arc<Shared>, rx: Receiver<Arc<Slot>>, cfg: NodeConfig) {
-    let in_flight = Arc::new(InFlight::default());
-    let failures = Arc::new(AtomicU64::new(0));
-    // One block being stored and one waiting: enough to overlap the two.
-    let (to_committer, blocks) = sync_channel::<Proposed>(1);
-    let committer = {
-        let (inner, in_flight, failures) = (inner.clone(), in_flight.clone(), failures.clone());
-        std::thread::Builder::new()
-            .name("block-committer".into())
-            .spawn(move || {
-                let mut c = Committer::default();
-                for p in blocks {
-                    if !c.commit(&inner, p) {
-                        failures.fetch_add(1, Ordering::AcqRel);
-                    }
-                    in_flight.finish();
-                }
-            })
-    };
-    let committer = match committer {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!("cannot start the block committer: {e}");
-            return;
-        }
-    };
-    let mut since_snapshot = 0u64;
+/// Blocks in the log's pipeline at once (one being applied, one waiting).
+const PIPELINE: usize = 2;
+
+/// Times a transaction goes back to the proposer after its block was
+/// refused before it is answered busy (resend later).
+const MAX_REQUEUES: u8 = 3;
+
+/// How long the proposer waits for this gateway to lead before it answers
+/// what it holds busy.
+const LEADER_WAIT: Duration = Duration::from_secs(10);
+
+/// How often the proposer looks for transactions given back while the
+/// intake is quiet.
+const REQUEUE_POLL: Duration = Duration::from_millis(50);
+
+/// What the log's writes share with the proposer.
+#[derive(Default)]
+pub(super) struct Pipeline {
+    in_flight: InFlight,
+    /// Blocks that did not make it into the chain since the start.
+    failures: AtomicU64,
+    /// Transactions of refused blocks, to propose again.
+    requeue: Mutex<Vec<Arc<Slot>>>,
+    /// Raft stopped: why (every submission is then refused with it).
+    stopped: Mutex<Option<String>>,
+}
+
+/// Runs the proposer on this thread until the intake closes, then stops
+/// Raft (owning its runtime) and joins the outcome follower.
+pub(super) fn produce(
+    inner: Arc<Shared>,
+    rx: Receiver<Arc<Slot>>,
+    cfg: NodeConfig,
+    runtime: tokio::runtime::Runtime,
+    follower: std::thread::JoinHandle<()>,
+) {
+    let pipe = inner.pipeline.clone();
+    propose_loop(&inner, &rx, &cfg, &pipe);
+    drop(rx);
+    pipe.in_flight
+        .wait_idle(Instant::now() + Duration::from_secs(60));
+    inner.consensus.shutdown(&runtime);
+    // Dropping the runtime ends Raft's tasks; the state machine and the log
+    // are released with them, and the follower sees its outcomes end.
+    drop(runtime);
+    let _ = follower.join();
+}
+
+fn propose_loop(
+    inner: &Arc<Shared>,
+    rx: &Receiver<Arc<Slot>>,
+    cfg: &NodeConfig,
+    pipe: &Arc<Pipeline>,
+) {
     let mut seen_failures = 0u64;
     let mut spec = inner.committed_state();
+    let mut requeues: HashMap<Hash32, u8> = HashMap::new();
     let max = cfg.batch_max_txs.max(1);
     loop {
-        let Ok(first) = rx.recv() else { break };
+        let mut batch = take_requeued(pipe, &mut requeues);
+        let mut closed = false;
+        if batch.is_empty() {
+            match rx.recv_timeout(REQUEUE_POLL) {
+                Ok(first) => batch.push(first),
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
         let opened = Instant::now();
         let deadline = opened + cfg.batch_timeout;
         let linger_until = opened + cfg.batch_linger.min(cfg.batch_timeout);
-        let mut batch = vec![first];
-        let mut closed = false;
         // No wake-up per transaction: take what is queued, then sleep until
-        // the store is idle (or the linger or the deadline is over) and take
+        // the log is idle (or the linger or the deadline is over) and take
         // what arrived meanwhile.
         loop {
-            closed |= drain(&rx, &mut batch, max);
+            closed |= drain(rx, &mut batch, max);
             if closed || batch.len() >= max {
                 break;
             }
@@ -104,8 +132,8 @@ pub(super) fn produce(inner: Arc<Shared>, rx: Receiver<Arc<Slot>>, cfg: NodeConf
                 std::thread::sleep(linger_until - now);
                 continue;
             }
-            if in_flight.wait_idle(deadline) {
-                closed |= drain(&rx, &mut batch, max);
+            if pipe.in_flight.wait_idle(deadline) {
+                closed |= drain(rx, &mut batch, max);
                 break;
             }
         }
@@ -113,11 +141,31 @@ pub(super) fn produce(inner: Arc<Shared>, rx: Receiver<Arc<Slot>>, cfg: NodeConf
         // Only verified transactions go on (a bad signature has been
         // answered by the pool already).
         batch.retain(|s| s.wait_verified(&inner.verdicts));
-        let f = failures.load(Ordering::Acquire);
-        if f != seen_failures {
-            // A block failed: what was built on it is void.
+        if let Some(why) = stopped(inner, pipe) {
+            refuse_all(inner, &batch, Rejected::Storage(why));
+            if closed {
+                break;
+            }
+            continue;
+        }
+        let f = pipe.failures.load(Ordering::Acquire);
+        if f != seen_failures || !inner.consensus.is_leader() {
+            // A block failed (what was built on it is void), or the
+            // leadership changed: start again from the applied state.
             seen_failures = f;
-            in_flight.wait_idle(Instant::now() + Duration::from_secs(3600));
+            pipe.in_flight
+                .wait_idle(Instant::now() + Duration::from_secs(3600));
+            if !inner.consensus.wait_leader(LEADER_WAIT) {
+                let e = match stopped(inner, pipe) {
+                    Some(why) => Rejected::Storage(why),
+                    None => Rejected::Busy,
+                };
+                refuse_all(inner, &batch, e);
+                if closed {
+                    break;
+                }
+                continue;
+            }
             spec = inner.committed_state();
         }
         if !spec.has(&inner.key.public(), Permissions::VALIDATE) {
@@ -125,12 +173,7 @@ pub(super) fn produce(inner: Arc<Shared>, rx: Receiver<Arc<Slot>>, cfg: NodeConf
             // block built now would fail validation. Nothing more can be
             // committed once it is stored; the node is stopping then (see
             // `Node::lost_validate`).
-            inner.replies.resolve(LedgerEvent::Refused(
-                batch
-                    .iter()
-                    .map(|s| (s.id, Rejected::ShuttingDown))
-                    .collect(),
-            ));
+            refuse_all(inner, &batch, Rejected::ShuttingDown);
             if closed {
                 break;
             }
@@ -142,22 +185,118 @@ pub(super) fn produce(inner: Arc<Shared>, rx: Receiver<Arc<Slot>>, cfg: NodeConf
             }
             continue;
         }
-        since_snapshot += 1;
-        let snapshot = since_snapshot >= cfg.snapshot_every;
-        if snapshot {
-            since_snapshot = 0;
-        }
-        let proposed = propose(&inner, &spec, batch, snapshot);
+        let proposed = propose(inner, &spec, batch);
         if !proposed.built.block.txs.is_empty() {
             spec = Arc::new(proposed.built.state.clone());
+            pipe.in_flight.wait_below(PIPELINE);
+            pipe.in_flight.add();
+            write(inner, proposed);
         }
-        in_flight.add();
-        if to_committer.send(proposed).is_err() || closed {
+        if closed {
             break;
         }
     }
-    drop(to_committer);
-    let _ = committer.join();
+}
+
+/// Why Raft stopped, if it did (remembered once seen).
+fn stopped(inner: &Shared, pipe: &Pipeline) -> Option<String> {
+    let mut s = pipe.stopped.lock().unwrap_or_else(|p| p.into_inner());
+    if s.is_none() {
+        *s = inner.consensus.stopped();
+    }
+    s.clone()
+}
+
+fn refuse_all(inner: &Shared, batch: &[Arc<Slot>], e: Rejected) {
+    if !batch.is_empty() {
+        inner.replies.resolve(LedgerEvent::Refused(
+            batch.iter().map(|s| (s.id, e.clone())).collect(),
+        ));
+    }
+}
+
+/// The transactions given back by refused blocks; those given back too
+/// often are answered busy (resend).
+fn take_requeued(pipe: &Pipeline, requeues: &mut HashMap<Hash32, u8>) -> Vec<Arc<Slot>> {
+    let back = std::mem::take(&mut *pipe.requeue.lock().unwrap_or_else(|p| p.into_inner()));
+    if back.is_empty() {
+        if !requeues.is_empty() {
+            requeues.clear();
+        }
+        return back;
+    }
+    back.into_iter()
+        .filter(|s| {
+            let n = requeues.entry(s.id).or_insert(0);
+            *n += 1;
+            *n <= MAX_REQUEUES
+        })
+        .collect()
+}
+
+/// Hands a proposed block to the log; its transactions are answered when it
+/// is final (by the follower) or go back to the proposer if it is refused.
+pub(super) fn write(inner: &Arc<Shared>, p: Proposed) {
+    let pipe = &inner.pipeline;
+    let Proposed {
+        built,
+        tx_ids,
+        started,
+    } = p;
+    let height = built.block.header.height;
+    let bytes = built.block.to_vec();
+    let txs = built.block.txs;
+    let encoded = built.encoded;
+    // This gateway verified every signature of its own block.
+    inner.consensus.verified.insert_all(tx_ids.iter().copied());
+    let (inner2, pipe2) = (inner.clone(), pipe.clone());
+    inner.consensus.write_block(bytes, move |written| {
+        let inner = inner2;
+        let pipe = pipe2;
+        match written {
+            Written::Applied => {
+                inner
+                    .metrics
+                    .block_commit_seconds
+                    .observe(started.elapsed().as_secs_f64());
+            }
+            Written::Refused(_) | Written::NotLeader(_) => {
+                match &written {
+                    Written::Refused(why) => tracing::warn!(
+                        height,
+                        txs = txs.len(),
+                        "proposed block refused by the log's ledger rule, its transactions proposed again: {why}"
+                    ),
+                    Written::NotLeader(why) => tracing::info!(
+                        height,
+                        txs = txs.len(),
+                        "proposed block not written, its transactions proposed again: {why}"
+                    ),
+                    _ => {}
+                }
+                pipe.failures.fetch_add(1, Ordering::AcqRel);
+                let back = txs
+                    .into_iter()
+                    .zip(encoded)
+                    .zip(tx_ids)
+                    .map(|((tx, encoded), id)| Slot::requeued(tx, encoded, id));
+                pipe.requeue
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(back);
+            }
+            Written::Stopped(why) => {
+                tracing::error!(height, "Raft stopped, nothing more is committed here: {why}");
+                pipe.failures.fetch_add(1, Ordering::AcqRel);
+                *pipe.stopped.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.clone());
+                let e = Rejected::Storage(why);
+                inner.replies.resolve(LedgerEvent::Refused(
+                    tx_ids.into_iter().map(|id| (id, e.clone())).collect(),
+                ));
+            }
+        }
+        pipe.in_flight.finish();
+    });
 }
 
 /// Moves what is queued into `batch`, up to `max`; true if the intake is
@@ -196,6 +335,14 @@ impl InFlight {
         self.done.notify_all();
     }
 
+    /// Waits until fewer than `n` blocks are in flight.
+    fn wait_below(&self, n: usize) {
+        let mut g = self.lock();
+        while *g >= n {
+            g = self.done.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
     /// Waits until no block is in flight (true) or `until` passes (false).
     fn wait_idle(&self, until: Instant) -> bool {
         let mut n = self.lock();
@@ -224,12 +371,7 @@ fn refusal(e: TxRuleError) -> Rejected {
 
 /// Cuts a block from `batch` on `spec` (proposal: leaves out what the state
 /// refuses, and emits their refusals).
-pub(super) fn propose(
-    inner: &Shared,
-    spec: &WorldState,
-    mut batch: Vec<Arc<Slot>>,
-    snapshot: bool,
-) -> Proposed {
+pub(super) fn propose(inner: &Shared, spec: &WorldState, mut batch: Vec<Arc<Slot>>) -> Proposed {
     let started = Instant::now();
     // One signer's transactions in sequence order, whatever order concurrent
     // submitters reached the intake in (stable: otherwise arrival order).
@@ -260,185 +402,6 @@ pub(super) fn propose(
     Proposed {
         built,
         tx_ids,
-        snapshot,
         started,
-    }
-}
-
-/// The committer's memory of the last block it could not store.
-#[derive(Default)]
-pub(super) struct Committer {
-    /// The hash of the last block that failed to store, its height and why:
-    /// a block built on it cannot be stored either, for that reason.
-    failed: Option<(Hash32, u64, String)>,
-}
-
-impl Committer {
-    /// Validates and stores one proposed block and emits its outcome;
-    /// false if it was not committed.
-    pub(super) fn commit(&mut self, inner: &Shared, p: Proposed) -> bool {
-        let Proposed {
-            built,
-            tx_ids,
-            snapshot,
-            started,
-        } = p;
-        let block = &built.block;
-        if block.txs.is_empty() {
-            return true;
-        }
-        let height = block.header.height;
-        let hash = block.header.hash();
-        if let Some((below, below_height, why)) = &self.failed
-            && block.header.prev_hash == *below
-        {
-            // Built on a block that was never stored: its transactions are
-            // not stored for the same reason.
-            let why = format!(
-                "not stored: it was proposed on block {below_height}, which could not be stored: {why}"
-            );
-            tracing::error!(height, txs = block.txs.len(), "{why}");
-            let e = Rejected::Storage(why.clone());
-            self.failed = Some((hash, height, why));
-            inner.replies.resolve(LedgerEvent::Refused(
-                tx_ids.into_iter().map(|id| (id, e.clone())).collect(),
-            ));
-            return false;
-        }
-        let stored_at = Instant::now();
-        let committed = inner.committed_state();
-        // Validation: the one rule, as every gateway and the auditor apply
-        // it, on the stored state.
-        let mut next = (*committed).clone();
-        if let Err(e) =
-            next.apply_block_encoded(block, &built.encoded, None, SigCheck::AlreadyVerified)
-        {
-            // The proposer checks what validation checks: this is a bug of
-            // this gateway. Nothing was committed.
-            tracing::error!(
-                height,
-                txs = block.txs.len(),
-                "proposed block failed validation, nothing committed: {e}"
-            );
-            inner
-                .replies
-                .resolve(LedgerEvent::Refused(validation_refusals(&e, &tx_ids)));
-            return false;
-        }
-        let snap = snapshot.then(|| next.snapshot());
-        if let Err(e) = self::store_block(inner, &built, snap.as_deref()) {
-            tracing::error!(
-                height,
-                txs = block.txs.len(),
-                "cannot store block, nothing committed: {e}"
-            );
-            let why = e.to_string();
-            self.failed = Some((hash, height, why.clone()));
-            let e = Rejected::Storage(why);
-            inner.replies.resolve(LedgerEvent::Refused(
-                tx_ids.into_iter().map(|id| (id, e.clone())).collect(),
-            ));
-            return false;
-        }
-        self.failed = None;
-        let key = inner.key.public();
-        let lost = !next.has(&key, Permissions::VALIDATE);
-        if let Ok(mut s) = inner.state.write() {
-            *s = Arc::new(next);
-        }
-        if lost && inner.may_propose.swap(false, Ordering::AcqRel) {
-            let why = format!(
-                "block {height} took the validate permission from this gateway's key {key}: it can commit nothing more and stops. \
-                 To run it again, grant it validate through a gateway that is a validator (sensorchain tx grant {key} validate --key ADMIN.key --api http://VALIDATOR-API)"
-            );
-            tracing::error!("{why}");
-            inner.lost_validate.send_replace(Some(why));
-        }
-        let mut readings = 0u64;
-        let mut changed = Vec::new();
-        for tx in &block.txs {
-            match &tx.body.kind {
-                TxKind::Reading { .. } => readings += 1,
-                TxKind::Grant { target, .. }
-                | TxKind::Revoke { target, .. }
-                | TxKind::SetRole { target, .. } => changed.push(*target),
-                _ => {}
-            }
-        }
-        let m = &inner.metrics;
-        m.blocks_committed.inc();
-        m.block_height.set(height as i64);
-        m.txs_committed.inc_by(block.txs.len() as u64);
-        m.readings_committed.inc_by(readings);
-        m.block_store_seconds
-            .observe(stored_at.elapsed().as_secs_f64());
-        m.block_commit_seconds
-            .observe(started.elapsed().as_secs_f64());
-        // Events before answers: a revocation reaches the sessions no later
-        // than its submitter learns it is committed.
-        let _ = inner.events.send(NodeEvent::Block {
-            height,
-            hash,
-            txs: block.txs.len(),
-        });
-        if !changed.is_empty() {
-            let _ = inner.events.send(NodeEvent::PermissionsChanged(changed));
-        }
-        tracing::debug!(height, txs = block.txs.len(), "block committed");
-        inner
-            .replies
-            .resolve(LedgerEvent::Committed { height, tx_ids });
-        true
-    }
-}
-
-/// Who learns what when validation refuses a proposed block: the
-/// transaction the rule names gets that rule's refusal; every other one was
-/// refused for nothing it did and may be resent (`Busy`).
-pub(super) fn validation_refusals(e: &BlockError, tx_ids: &[Hash32]) -> Vec<(Hash32, Rejected)> {
-    let culprit = match (e.kind, e.tx_index) {
-        (BlockErrorKind::Tx(rule), Some(i)) => Some((i as usize, refusal(rule))),
-        _ => None,
-    };
-    tx_ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| match &culprit {
-            Some((c, why)) if *c == i => (*id, why.clone()),
-            _ => (*id, Rejected::Busy),
-        })
-        .collect()
-}
-
-/// Stores one validated block durably (with a snapshot if given).
-fn store_block(
-    inner: &Shared,
-    built: &BuiltBlock,
-    snapshot: Option<&[u8]>,
-) -> Result<(), StoreError> {
-    #[cfg(test)]
-    if let Some(e) = inner.faults.store_failure() {
-        return Err(e);
-    }
-    inner
-        .store
-        .commit_block(&built.block, &built.encoded, None, snapshot)
-}
-
-/// Faults a test injects into the ledger.
-#[cfg(test)]
-#[derive(Default)]
-pub(super) struct Faults {
-    /// The next this-many block stores fail.
-    pub(super) fail_stores: std::sync::atomic::AtomicU32,
-}
-
-#[cfg(test)]
-impl Faults {
-    fn store_failure(&self) -> Option<StoreError> {
-        self.fail_stores
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
-            .ok()
-            .map(|_| StoreError::Invalid("injected store failure (test)".into()))
     }
 }

@@ -43,7 +43,7 @@
 
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{SyncSender, sync_channel};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -56,14 +56,17 @@ use sensorchain_core::state::{TxRuleError, WorldState};
 use sensorchain_core::tx::{Transaction, TxError};
 use tokio::sync::{broadcast, oneshot, watch};
 
+use crate::cluster::ClusterSettings;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
+mod consensus;
 mod ingest;
 mod ledger;
 mod open;
 mod replies;
 
+pub use consensus::{FOLLOW_THREAD, RAFT_THREAD};
 pub use ingest::VERIFY_THREAD;
 pub use open::{NotValidator, check_may_propose, genesis_state, replay};
 
@@ -83,6 +86,8 @@ pub struct NodeConfig {
     pub max_pending: usize,
     /// Blocks between state snapshots.
     pub snapshot_every: u64,
+    /// The cluster this gateway is a member of (default: a cluster of one).
+    pub cluster: ClusterSettings,
 }
 
 impl Default for NodeConfig {
@@ -93,6 +98,7 @@ impl Default for NodeConfig {
             batch_linger: Duration::ZERO,
             max_pending: 100_000,
             snapshot_every: 64,
+            cluster: ClusterSettings::default(),
         }
     }
 }
@@ -190,6 +196,13 @@ pub enum NodeEvent {
     /// The permissions of these identities changed (sessions re-check them:
     /// a revoked identity's sessions are dropped at once).
     PermissionsChanged(Vec<PublicKey>),
+    /// The block at `height` is final: its certificate is stored.
+    Final {
+        /// Its height.
+        height: u64,
+        /// Its hash.
+        hash: Hash32,
+    },
 }
 
 /// A queued transaction's outcome, to await.
@@ -264,7 +277,6 @@ impl LogBudget {
 /// What the node's parts share.
 struct Shared {
     store: Arc<Store>,
-    state: RwLock<Arc<WorldState>>,
     events: broadcast::Sender<NodeEvent>,
     metrics: Arc<Metrics>,
     key: Keypair,
@@ -277,9 +289,10 @@ struct Shared {
     replies: Arc<replies::Replies>,
     /// Where the proposer waits for the pool's verdicts.
     verdicts: Arc<ingest::Verdicts>,
-    /// Faults a test injects.
-    #[cfg(test)]
-    faults: ledger::Faults,
+    /// Raft, and what the node needs of it.
+    consensus: consensus::Consensus,
+    /// The proposer's blocks on their way through the log.
+    pipeline: Arc<ledger::Pipeline>,
 }
 
 /// Counts and logs refusals (what a [`Ticket`] keeps of the node: not the
@@ -329,10 +342,7 @@ impl Refusals {
 impl Shared {
     /// The state after the last stored block.
     fn committed_state(&self) -> Arc<WorldState> {
-        self.state
-            .read()
-            .map(|s| s.clone())
-            .unwrap_or_else(|p| p.into_inner().clone())
+        self.consensus.state.borrow().clone()
     }
 }
 
@@ -415,6 +425,20 @@ impl Node {
             .block_height
             .set(state.next_height().saturating_sub(1) as i64);
         let capacity = cfg.max_pending.max(1);
+        let store = Arc::new(store);
+        let consensus::Started {
+            consensus,
+            runtime,
+            outcomes,
+            committed,
+        } = consensus::start(
+            store.clone(),
+            state,
+            &key,
+            &cfg.cluster,
+            cfg.snapshot_every,
+            (capacity * 2).max(16_384),
+        )?;
         let (intake, rx) = sync_channel(capacity);
         let (events, _) = broadcast::channel(1024);
         let replies = Arc::new(replies::Replies::default());
@@ -426,8 +450,7 @@ impl Node {
             verdicts.clone(),
         )?;
         let shared = Arc::new(Shared {
-            store: Arc::new(store),
-            state: RwLock::new(Arc::new(state)),
+            store,
             events,
             metrics: metrics.clone(),
             key,
@@ -439,14 +462,24 @@ impl Node {
             }),
             replies,
             verdicts,
-            #[cfg(test)]
-            faults: ledger::Faults::default(),
+            consensus,
+            pipeline: Default::default(),
         });
+        let follower = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name(FOLLOW_THREAD.into())
+                .spawn(move || consensus::follow(shared, outcomes))
+                .context("cannot start the outcome follower")?
+        };
         let producer = shared.clone();
         let producer = std::thread::Builder::new()
             .name("block-producer".into())
-            .spawn(move || ledger::produce(producer, rx, cfg))
+            .spawn(move || ledger::produce(producer, rx, cfg, runtime, follower))
             .context("cannot start the block producer")?;
+        // What this gateway knew was committed is applied before it serves:
+        // its state is then at least the state it answered from before.
+        shared.consensus.wait_applied(committed)?;
         let inner = Arc::new(Inner {
             shared,
             intake,

@@ -112,6 +112,7 @@ impl Store {
         snapshot: Option<&[u8]>,
         applied: Applied<'_>,
     ) -> Result<(), StoreError> {
+        self.injected_failure()?;
         let height = block.header.height;
         let hash = block.header.hash();
         self.commit_block_and(block, Some(bytes), encoded_txs, None, snapshot, |w| {

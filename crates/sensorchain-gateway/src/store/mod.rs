@@ -138,6 +138,9 @@ enum Db {
 pub struct Store {
     db: Db,
     path: PathBuf,
+    /// The next this-many block writes fail (tests' injected fault).
+    #[cfg(any(test, feature = "test-hooks"))]
+    fail_writes: std::sync::atomic::AtomicU32,
 }
 
 impl fmt::Debug for Store {
@@ -180,6 +183,8 @@ impl Store {
             let store = Store {
                 db: Db::Rw(db),
                 path: path.clone(),
+                #[cfg(any(test, feature = "test-hooks"))]
+                fail_writes: Default::default(),
             };
             store.init()?;
             Ok(store)
@@ -250,11 +255,38 @@ impl Store {
             };
             let store = Store {
                 db: Db::Ro(db),
+                #[cfg(any(test, feature = "test-hooks"))]
+                fail_writes: Default::default(),
                 path: path.clone(),
             };
             store.check_format()?;
             Ok(store)
         })
+    }
+
+    /// TEST HOOK: the next `n` block writes fail with a storage error, as
+    /// a full disk would fail them.
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub fn fail_next_writes(&self, n: u32) {
+        self.fail_writes
+            .store(n, std::sync::atomic::Ordering::Release);
+    }
+
+    /// An injected failure, if one is due (tests).
+    fn injected_failure(&self) -> Result<(), StoreError> {
+        #[cfg(any(test, feature = "test-hooks"))]
+        if self
+            .fail_writes
+            .fetch_update(
+                std::sync::atomic::Ordering::AcqRel,
+                std::sync::atomic::Ordering::Acquire,
+                |n| n.checked_sub(1),
+            )
+            .is_ok()
+        {
+            return Err(StoreError::Invalid("injected store failure (test)".into()));
+        }
+        Ok(())
     }
 
     /// The database file.

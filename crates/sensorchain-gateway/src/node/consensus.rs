@@ -1,0 +1,486 @@
+//! The node's consensus: its blocks go through Raft (openraft, the
+//! [`crate::cluster`] module) and are stored by the ledger state machine on
+//! every member; a single gateway is a cluster of one, on the same code.
+//!
+//! * Raft runs on a runtime of its own ([`RAFT_THREAD`] threads), so that
+//!   nothing else a gateway does (the API, the links) delays its timers;
+//!   signature checks run on the verification pool and apply's store
+//!   writes on that runtime's blocking threads, never on its workers.
+//! * The proposer hands each block to [`Consensus::write_block`]; the state
+//!   machine applies it on every member and emits an [`Outcome`], which the
+//!   follower thread ([`FOLLOW_THREAD`], `follow`) turns into the node's
+//!   state, metrics and events, and this gateway's finality vote.
+//! * Votes go to the leader's [`Collector`]; at a quorum it appends the
+//!   certificate, and when the certificate is applied the block's
+//!   transactions are **final**: only then are their submitters answered
+//!   (acknowledged means final: never lost, never rolled back).
+
+// openraft's error types are large; they are the traits' own.
+#![allow(clippy::result_large_err)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context;
+use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::storage::RaftLogStorage;
+use openraft::{AnyError, Raft, ServerState};
+use sensorchain_core::block::{FinalityCert, FinalityVote};
+use sensorchain_core::hash::Hash32;
+use sensorchain_core::identity::Keypair;
+use sensorchain_core::permissions::Permissions;
+use sensorchain_core::state::WorldState;
+use tokio::runtime::{Handle, Runtime};
+use tokio::sync::{mpsc, watch};
+
+use super::replies::LedgerEvent;
+use super::{NodeEvent, Shared};
+use crate::cluster::state_machine::StateMachineConfig;
+use crate::cluster::{
+    ClusterRequest, ClusterResponse, ClusterSettings, Collector, GatewayNode, LedgerStateMachine,
+    LogStore, NodeId, Outcome, TypeConfig, Verdict, Verified,
+};
+use crate::store::Store;
+
+/// Name of the threads of Raft's runtime.
+pub const RAFT_THREAD: &str = "sc-raft";
+
+/// Name of the thread that follows the state machine's outcomes.
+pub const FOLLOW_THREAD: &str = "sc-follow";
+
+/// Worker threads of Raft's runtime.
+const RAFT_WORKERS: usize = 2;
+
+/// Outcomes the state machine may emit before it waits for the follower.
+const OUTCOMES_QUEUED: usize = 1024;
+
+/// Longest wait at start for the committed log entries to be applied.
+const REPLAY_WAIT: Duration = Duration::from_secs(3600);
+
+/// Heights below the head searched for this gateway's uncertified votes
+/// when it starts or becomes leader.
+const REVOTE_DEPTH: u64 = 4096;
+
+/// How the proposer's block ended in the log.
+#[derive(Debug)]
+pub(super) enum Written {
+    /// Applied at this height (final later, when its certificate is).
+    Applied,
+    /// The state machine refused it (a stale or wrong block): its
+    /// transactions go back to the proposer.
+    Refused(String),
+    /// Not written: this gateway is not the leader (any more); Raft's
+    /// answer.
+    NotLeader(String),
+    /// Raft has stopped (a storage failure or shutdown): nothing more can
+    /// be committed here.
+    Stopped(String),
+}
+
+/// This gateway's Raft and what the node needs of it.
+pub(super) struct Consensus {
+    raft: Raft<TypeConfig>,
+    id: NodeId,
+    handle: Handle,
+    /// Transactions whose signatures this gateway verified.
+    pub(super) verified: Arc<Verified>,
+    /// The state after the last applied block.
+    pub(super) state: watch::Receiver<Arc<WorldState>>,
+}
+
+/// What [`start`] starts besides the [`Consensus`]: the runtime (owned by
+/// the producer thread, which shuts it down last) and the outcomes.
+pub(super) struct Started {
+    pub(super) consensus: Consensus,
+    pub(super) runtime: Runtime,
+    pub(super) outcomes: mpsc::Receiver<Outcome>,
+    /// The last log index this gateway knew was committed when it stopped.
+    pub(super) committed: Option<u64>,
+}
+
+/// Starts Raft over the chain in `store` (replayed: `state` is the state
+/// after its head) with `key` as this gateway's validator key.
+pub(super) fn start(
+    store: Arc<Store>,
+    state: WorldState,
+    key: &Keypair,
+    settings: &ClusterSettings,
+    snapshot_every: u64,
+    verified_capacity: usize,
+) -> anyhow::Result<Started> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(RAFT_WORKERS)
+        .thread_name(RAFT_THREAD)
+        .enable_all()
+        .build()
+        .context("cannot start Raft's runtime")?;
+    let dir = store
+        .path()
+        .parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or_default();
+    let log = LogStore::open_in_dir(&dir)
+        .map_err(|e| anyhow::anyhow!("cannot open the Raft log in {}: {e}", dir.display()))?;
+    let verified = Arc::new(Verified::new(verified_capacity));
+    let (tx, outcomes) = mpsc::channel(OUTCOMES_QUEUED);
+    let sm = LedgerStateMachine::from_state(
+        store,
+        state,
+        Some(Arc::new(key.clone())),
+        Some(tx),
+        StateMachineConfig {
+            snapshot_every,
+            verified: Some(verified.clone()),
+        },
+    )?;
+    let state = sm.watch_state();
+    let config = settings.raft_config()?;
+    let id = settings.node_id;
+    let mut members = settings.members.clone();
+    members.entry(id).or_insert_with(|| GatewayNode {
+        addr: String::new(),
+        public_key: key.public().0,
+    });
+    let raft = run_on(&runtime, async move {
+        let mut log = log;
+        let committed = log
+            .read_committed()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot read the Raft log: {e}"))?;
+        let raft = Raft::new(id, config, NoPeers, log, sm)
+            .await
+            .context("cannot start Raft")?;
+        if !raft.is_initialized().await? {
+            raft.initialize(members)
+                .await
+                .context("cannot initialise the cluster's membership")?;
+        }
+        anyhow::Ok((raft, committed.map(|c| c.index)))
+    })??;
+    let (raft, committed) = raft;
+    Ok(Started {
+        consensus: Consensus {
+            raft,
+            id,
+            handle: runtime.handle().clone(),
+            verified,
+            state,
+        },
+        runtime,
+        outcomes,
+        committed,
+    })
+}
+
+/// Runs `f` on `rt` and waits for it from this (synchronous) thread, which
+/// may be a worker of another runtime: the wait is a plain channel receive.
+fn run_on<T: Send + 'static>(
+    rt: &Runtime,
+    f: impl std::future::Future<Output = T> + Send + 'static,
+) -> anyhow::Result<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    rt.spawn(async move {
+        let _ = tx.send(f.await);
+    });
+    rx.recv()
+        .map_err(|_| anyhow::anyhow!("Raft's runtime stopped"))
+}
+
+impl Consensus {
+    /// True while this gateway leads.
+    pub(super) fn is_leader(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.state == ServerState::Leader && m.current_leader == Some(self.id)
+    }
+
+    /// Why Raft stopped, if it did.
+    pub(super) fn stopped(&self) -> Option<String> {
+        match &self.raft.metrics().borrow().running_state {
+            Ok(()) => None,
+            Err(e) => Some(e.to_string()),
+        }
+    }
+
+    /// Waits (blocking this thread, up to `max`) until this gateway leads or
+    /// Raft stops; true if it leads.
+    pub(super) fn wait_leader(&self, max: Duration) -> bool {
+        let mut m = self.raft.metrics();
+        let id = self.id;
+        let wait = async move {
+            let _ = tokio::time::timeout(
+                max,
+                m.wait_for(|m| {
+                    m.running_state.is_err()
+                        || (m.state == ServerState::Leader && m.current_leader == Some(id))
+                }),
+            )
+            .await;
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.handle.spawn(async move {
+            wait.await;
+            let _ = tx.send(());
+        });
+        let _ = rx.recv();
+        self.is_leader()
+    }
+
+    /// Waits (blocking this thread) until the log entry at `index` is
+    /// applied here (at start: what this gateway knew was committed).
+    pub(super) fn wait_applied(&self, index: Option<u64>) -> anyhow::Result<()> {
+        let Some(index) = index else { return Ok(()) };
+        let raft = self.raft.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.handle.spawn(async move {
+            let r = raft
+                .wait(Some(REPLAY_WAIT))
+                .applied_index_at_least(Some(index), "replay of the committed log")
+                .await
+                .map(|_| ())
+                .map_err(|e| anyhow::anyhow!("the committed Raft log was not applied: {e}"));
+            let _ = tx.send(r);
+        });
+        rx.recv()
+            .map_err(|_| anyhow::anyhow!("Raft's runtime stopped"))?
+    }
+
+    /// Appends a proposed block (its exact bytes) to the log; `done` gets
+    /// what became of it, on Raft's runtime.
+    pub(super) fn write_block(&self, bytes: Vec<u8>, done: impl FnOnce(Written) + Send + 'static) {
+        let raft = self.raft.clone();
+        self.handle.spawn(async move {
+            let written = match raft.client_write(ClusterRequest::Block(bytes)).await {
+                Ok(r) => match r.data {
+                    ClusterResponse::Applied { .. } => Written::Applied,
+                    ClusterResponse::Rejected { reason } => Written::Refused(reason),
+                    other => Written::Refused(format!("unexpected answer {other:?}")),
+                },
+                Err(RaftError::APIError(e)) => Written::NotLeader(e.to_string()),
+                Err(RaftError::Fatal(f)) => Written::Stopped(f.to_string()),
+            };
+            done(written);
+        });
+    }
+
+    /// Appends a certificate to the log (its outcome is the state
+    /// machine's; a refused one — already certified — changes nothing).
+    fn write_cert(&self, cert: &FinalityCert) {
+        let bytes = sensorchain_core::codec::encode_to_vec(cert);
+        let raft = self.raft.clone();
+        self.handle.spawn(async move {
+            if let Err(e) = raft.client_write(ClusterRequest::Finality(bytes)).await {
+                tracing::debug!("certificate not appended: {e}");
+            }
+        });
+    }
+
+    /// Stops Raft (its tasks end, the state machine and the log are
+    /// released once `runtime` is dropped), waiting from this thread.
+    pub(super) fn shutdown(&self, runtime: &Runtime) {
+        let raft = self.raft.clone();
+        let _ = run_on(runtime, async move { raft.shutdown().await });
+    }
+}
+
+/// Follows the state machine's outcomes until it stops: the node's state,
+/// metrics and events after each applied block; this gateway's vote to the
+/// leader's collector; the answers to submitters when a block is final.
+pub(super) fn follow(inner: Arc<Shared>, mut outcomes: mpsc::Receiver<Outcome>) {
+    let mut collector = Collector::new(inner.store.clone());
+    // Transactions of applied blocks, by height, until their block is final.
+    let mut awaiting: BTreeMap<u64, Vec<Hash32>> = BTreeMap::new();
+    let mut was_leader = false;
+    while let Some(o) = outcomes.blocking_recv() {
+        let leader = inner.consensus.is_leader();
+        if leader && !was_leader {
+            revote(&inner, &mut collector);
+        }
+        was_leader = leader;
+        match o {
+            Outcome::Block {
+                height,
+                hash,
+                tx_ids,
+                vote,
+                changed,
+                readings,
+            } => {
+                applied(&inner, height, hash, tx_ids.len(), changed, readings);
+                if !tx_ids.is_empty() {
+                    awaiting.insert(height, tx_ids);
+                }
+                if leader && let Ok(early) = collector.on_block(height) {
+                    for v in early {
+                        counted(&inner, v);
+                    }
+                }
+                if let Some(v) = vote {
+                    give_vote(&inner, &mut collector, height, hash, v);
+                }
+            }
+            Outcome::Final { height, hash } => {
+                collector.on_final(height);
+                inner.metrics.finalized_height.set(height as i64);
+                tracing::debug!(height, %hash, "block final");
+                let _ = inner.events.send(NodeEvent::Final { height, hash });
+                // Earlier heights left without a certificate (blocks from
+                // before the cluster, or certified while this gateway was
+                // down) are final too: a certificate covers its ancestors.
+                let done: Vec<u64> = awaiting.range(..=height).map(|(h, _)| *h).collect();
+                for h in done {
+                    if let Some(tx_ids) = awaiting.remove(&h) {
+                        inner
+                            .replies
+                            .resolve(LedgerEvent::Committed { height: h, tx_ids });
+                    }
+                }
+            }
+            Outcome::Rejected { .. } => {}
+        }
+    }
+}
+
+/// The node's state, metrics and events after the block at `height`.
+fn applied(
+    inner: &Shared,
+    height: u64,
+    hash: Hash32,
+    txs: usize,
+    changed: Vec<sensorchain_core::identity::PublicKey>,
+    readings: u64,
+) {
+    let state = inner.consensus.state.borrow().clone();
+    let key = inner.key.public();
+    let lost = !state.has(&key, Permissions::VALIDATE);
+    if lost && inner.may_propose.swap(false, Ordering::AcqRel) {
+        let why = format!(
+            "block {height} took the validate permission from this gateway's key {key}: it can commit nothing more and stops. \
+             To run it again, grant it validate through a gateway that is a validator (sensorchain tx grant {key} validate --key ADMIN.key --api http://VALIDATOR-API)"
+        );
+        tracing::error!("{why}");
+        inner.lost_validate.send_replace(Some(why));
+    }
+    let m = &inner.metrics;
+    m.blocks_committed.inc();
+    m.block_height.set(height as i64);
+    m.txs_committed.inc_by(txs as u64);
+    m.readings_committed.inc_by(readings);
+    // Events before answers: a revocation reaches the sessions no later
+    // than its submitter learns it is final.
+    let _ = inner.events.send(NodeEvent::Block { height, hash, txs });
+    if !changed.is_empty() {
+        let _ = inner.events.send(NodeEvent::PermissionsChanged(changed));
+    }
+}
+
+/// This gateway's vote for the block at `height`: counted here if it leads
+/// (the peers' votes arrive over the peer links).
+fn give_vote(
+    inner: &Shared,
+    collector: &mut Collector,
+    height: u64,
+    hash: Hash32,
+    vote: FinalityVote,
+) {
+    if inner.consensus.is_leader() {
+        match collector.add(height, hash, vote) {
+            Ok(v) => counted(inner, v),
+            Err(e) => tracing::error!(height, "cannot count this gateway's vote: {e}"),
+        }
+    }
+}
+
+/// Acts on a vote's verdict: a quorum's certificate goes to the log.
+fn counted(inner: &Shared, v: Verdict) {
+    match v {
+        Verdict::Quorum(cert) => inner.consensus.write_cert(&cert),
+        Verdict::Refused(why) => tracing::warn!("finality vote refused: {why}"),
+        Verdict::Equivocation(e) => tracing::error!(
+            height = e.height,
+            "a validator signed two blocks at one height: evidence stored"
+        ),
+        Verdict::Counted { .. } | Verdict::Early | Verdict::Known => {}
+    }
+}
+
+/// On becoming leader (and at start): this gateway's own recorded votes for
+/// the stored blocks not yet certified are counted again (signing the same
+/// hash again is safe: a vote is deterministic).
+fn revote(inner: &Shared, collector: &mut Collector) {
+    let store = &inner.store;
+    let Ok(Some(head)) = store.head() else { return };
+    let chain_id = inner.consensus.state.borrow().chain_id().to_owned();
+    let mut heights = Vec::new();
+    for h in (head.height.saturating_sub(REVOTE_DEPTH)..=head.height).rev() {
+        match store.cert(h) {
+            Ok(Some(_)) => break,
+            Ok(None) => heights.push(h),
+            Err(_) => return,
+        }
+    }
+    for h in heights.into_iter().rev() {
+        let (Ok(Some(voted)), Ok(Some(header))) = (store.own_vote(h), store.header(h)) else {
+            continue;
+        };
+        if header.hash() != voted || header.chain_id != chain_id {
+            continue;
+        }
+        let vote = FinalityCert::vote(&header, &inner.key);
+        give_vote(inner, collector, h, voted, vote);
+    }
+}
+
+/// The network of a cluster of one: there is nobody to send to.
+struct NoPeers;
+
+type Rpc<E = openraft::error::Infallible> = RPCError<NodeId, GatewayNode, RaftError<NodeId, E>>;
+
+fn nobody<E: std::error::Error>(to: NodeId) -> Rpc<E> {
+    RPCError::Unreachable(Unreachable::new(&AnyError::error(format!(
+        "member {to}: this gateway has no peer links (a cluster of one)"
+    ))))
+}
+
+impl RaftNetworkFactory<TypeConfig> for NoPeers {
+    type Network = NoLink;
+
+    async fn new_client(&mut self, to: NodeId, _node: &GatewayNode) -> NoLink {
+        NoLink(to)
+    }
+}
+
+struct NoLink(NodeId);
+
+impl RaftNetwork<TypeConfig> for NoLink {
+    async fn append_entries(
+        &mut self,
+        _rpc: AppendEntriesRequest<TypeConfig>,
+        _o: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, Rpc> {
+        Err(nobody(self.0))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        _rpc: InstallSnapshotRequest<TypeConfig>,
+        _o: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, Rpc<InstallSnapshotError>> {
+        Err(nobody(self.0))
+    }
+
+    async fn vote(
+        &mut self,
+        _rpc: VoteRequest<NodeId>,
+        _o: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, Rpc> {
+        Err(nobody(self.0))
+    }
+}
