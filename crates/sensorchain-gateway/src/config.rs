@@ -23,6 +23,14 @@
 //! idle_timeout_ms = 120000     # a session with no frame for this long is closed
 //! max_pending = 100000         # readings waiting for a block; above it: busy
 //! snapshot_every = 64          # blocks between state snapshots (restart speed)
+//!
+//! [cluster]                    # optional: without it, a cluster of one (config/cluster.rs)
+//! node_id = 1
+//! listen = "0.0.0.0:7500"
+//! [[cluster.peers]]
+//! id = 2
+//! addr = "10.0.0.12:7500"
+//! key = "9f0c…"                # 64 hex digits
 //! ```
 //!
 //! Every value is checked when the file is loaded, before anything is
@@ -38,6 +46,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
+
+mod cluster;
+pub use cluster::{CLUSTER_RANGES, ClusterSection, MAX_MEMBERS, Peer};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -61,6 +72,10 @@ pub struct GatewayConfig {
     /// The HTTP API's limits and exposure (`[api]`).
     #[serde(default)]
     pub api: ApiSettings,
+    /// The cluster this gateway is a member of (`[cluster]`; none: a
+    /// cluster of one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterSection>,
 }
 
 /// Listening addresses.
@@ -209,6 +224,7 @@ impl GatewayConfig {
             batch: Batch::default(),
             limits: Limits::default(),
             api: ApiSettings::default(),
+            cluster: None,
         }
     }
 
@@ -325,6 +341,9 @@ impl GatewayConfig {
             BAUD_RANGE.check_key(&mut p, &format!("{key}.baud"), u64::from(s.baud));
         }
         p.section("api", self.api.check());
+        if let Some(c) = &self.cluster {
+            c.check(&mut p);
+        }
         if let Some(a) = api
             && !a.ip().is_loopback()
             && !self.api.allow_non_loopback

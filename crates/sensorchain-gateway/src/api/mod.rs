@@ -18,6 +18,7 @@
 //! | `GET /votes`, `GET /consents` | pending admin-consensus votes, patients' consents |
 //! | `POST /txs` | submit a signed transaction; answers once it is durably committed |
 //! | `GET /metrics` | Prometheus text exposition |
+//! | `GET /cluster` | this gateway's view of its cluster, equivocation evidence |
 //!
 //! Every route is in one place, `router_with_pool` in this file: one line
 //! each, naming its handler as `file::handler`. The handlers live in the
@@ -148,6 +149,7 @@ fn router_with_pool(node: Node, pool: ReadPool, max_response_bytes: usize) -> Ro
         .route("/votes", get(identities::votes))
         .route("/consents", get(identities::consents))
         .route("/metrics", get(status::metrics))
+        .route("/cluster", get(status::cluster))
         .fallback(errors::not_found)
         .method_not_allowed_fallback(errors::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

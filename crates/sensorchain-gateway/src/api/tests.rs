@@ -251,6 +251,33 @@ async fn health_head_and_fallbacks() {
     res.err(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
 }
 
+/// `GET /cluster` of a single gateway: a cluster of one that leads, whose
+/// committed blocks are final (certified by its own vote).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_of_one_status() {
+    let f = fixture();
+    let r = f.router();
+    let c = commit(&r, &f.reading(1, 0, Vital::HeartRate { bpm: 70 })).await;
+    let height = c["height"].as_u64().unwrap();
+    let s = get_ok(&r, "/cluster").await;
+    assert_eq!(s["node_id"], 1);
+    assert_eq!(s["role"], "leader");
+    assert_eq!(s["leader"], 1);
+    assert_eq!(s["health"], "ok");
+    assert_eq!(s["height"], height);
+    // acknowledged means final
+    assert!(s["finalized_height"].as_u64().unwrap() >= height, "{s}");
+    assert_eq!(s["members"].as_array().unwrap().len(), 1);
+    assert_eq!(s["members"][0]["key"], hx(&f.gateway.public()));
+    assert_eq!(s["members"][0]["voter"], true);
+    assert_eq!(s["members"][0]["lag"], 0);
+    assert_eq!(s["evidence"], 0);
+    assert_eq!(s["evidence_pairs"], json!([]));
+    // the block serves its certificate
+    let b = get_ok(&r, &format!("/blocks/{height}")).await;
+    assert!(!b["finality_cert"].is_null(), "{b}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocks_and_raw_bytes() {
     let f = fixture();

@@ -81,11 +81,15 @@ impl AppConfig {
                 file: file.to_path_buf(),
                 problems,
             })?;
+        let node = node_config(cfg).map_err(|e| StartError::Preflight {
+            file: file.to_path_buf(),
+            problems: vec![format!("{e:#}")],
+        })?;
         Ok(AppConfig {
             key,
             genesis,
             data_dir: cfg.data_dir.clone(),
-            node: node_config(cfg),
+            node,
             net: NetConfig::from_limits(&cfg.limits),
             tcp: cfg.listen.tcp.clone(),
             serial: cfg.listen.serial.clone(),
@@ -146,16 +150,20 @@ pub struct Preflight {
     pub genesis: Block,
 }
 
-/// The node settings of a configuration.
-pub fn node_config(cfg: &GatewayConfig) -> NodeConfig {
-    NodeConfig {
+/// The node settings of a configuration (an error only for a `[cluster]`
+/// table that did not pass [`GatewayConfig::check`]).
+pub fn node_config(cfg: &GatewayConfig) -> anyhow::Result<NodeConfig> {
+    Ok(NodeConfig {
         batch_max_txs: cfg.batch.max_txs,
         batch_timeout: Duration::from_millis(cfg.batch.timeout_ms),
         batch_linger: Duration::from_millis(cfg.batch.linger_ms),
         max_pending: cfg.limits.max_pending,
         snapshot_every: cfg.limits.snapshot_every,
-        cluster: Default::default(),
-    }
+        cluster: match &cfg.cluster {
+            Some(c) => crate::cluster::ClusterSettings::from_section(c)?,
+            None => Default::default(),
+        },
+    })
 }
 /// The checks that need no side effect, after the configuration's own
 /// ([`GatewayConfig::check`]): the key file (readable, well-formed, not

@@ -185,6 +185,12 @@ impl Api {
         }
     }
 
+    /// `GET /cluster`: the gateway's view of its cluster.
+    pub fn cluster_status(&self) -> anyhow::Result<Value> {
+        self.get_found("/cluster")?
+            .with_context(|| format!("GET {}/cluster: not served (an older gateway?)", self.base))
+    }
+
     /// The chain id the gateway serves (`GET /health`).
     pub fn chain_id(&self) -> anyhow::Result<ChainId> {
         let (status, body) = self.get("/health")?;

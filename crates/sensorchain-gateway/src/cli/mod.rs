@@ -6,6 +6,7 @@
 pub mod api_client;
 pub mod audit;
 pub mod bench;
+pub mod cluster;
 pub mod export;
 
 pub mod demo;
@@ -140,6 +141,8 @@ pub enum Command {
     Tx(tx::TxArgs),
     /// Measure ingest, latency, audit and scaling against the raw strict Ed25519 verification rate of all cores.
     Bench(bench::BenchArgs),
+    /// Show the state of a cluster of gateways (role, term, height, finalized height, lag, health).
+    Cluster(cluster::ClusterArgs),
     /// Make a gateway's directory (or /etc/sensorchain + /var/lib/sensorchain with --system): its key, a commented gateway.toml and, with --genesis, the chain it joins; never overwrites.
     Init(init::InitArgs),
 }
@@ -376,5 +379,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Provision(a) => provision::provision(a),
         Command::Tx(a) => tx::tx(a),
         Command::Init(a) => init::init(a),
+        Command::Cluster(a) => cluster::cluster(a),
     }
 }

@@ -34,6 +34,8 @@ pub struct ClusterSettings {
     pub heartbeat_ms: u64,
     /// Raft's election timeout range, in ms.
     pub election_ms: (u64, u64),
+    /// This gateway's peer-link address (none: no peer links).
+    pub listen: Option<String>,
 }
 
 impl Default for ClusterSettings {
@@ -43,11 +45,35 @@ impl Default for ClusterSettings {
             members: BTreeMap::new(),
             heartbeat_ms: HEARTBEAT_MS,
             election_ms: (ELECTION_MIN_MS, ELECTION_MAX_MS),
+            listen: None,
         }
     }
 }
 
 impl ClusterSettings {
+    /// The settings of a `[cluster]` table (checked: its keys parse).
+    pub fn from_section(c: &crate::config::ClusterSection) -> anyhow::Result<ClusterSettings> {
+        let mut members = BTreeMap::new();
+        for p in &c.peers {
+            let key = crate::keys::parse_public(&p.key)
+                .map_err(|e| anyhow::anyhow!("cluster.peers: member {}: {e:#}", p.id))?;
+            members.insert(
+                p.id,
+                GatewayNode {
+                    addr: p.addr.clone(),
+                    public_key: key.0,
+                },
+            );
+        }
+        Ok(ClusterSettings {
+            node_id: c.node_id,
+            members,
+            heartbeat_ms: c.heartbeat_ms,
+            election_ms: (c.election_min_ms, c.election_max_ms),
+            listen: c.listen.clone(),
+        })
+    }
+
     /// openraft's configuration from these settings.
     pub fn raft_config(&self) -> anyhow::Result<Arc<Config>> {
         let c = Config {

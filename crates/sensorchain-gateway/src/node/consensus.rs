@@ -68,6 +68,53 @@ const REPLAY_WAIT: Duration = Duration::from_secs(3600);
 /// when it starts or becomes leader.
 const REVOTE_DEPTH: u64 = 4096;
 
+/// One gateway's view of its cluster (`GET /cluster`, `sensorchain cluster
+/// status`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct ClusterStatus {
+    /// This gateway's member id.
+    pub node_id: NodeId,
+    /// `leader`, `follower`, `candidate`, `learner` or `stopped`.
+    pub role: String,
+    /// Raft's current term.
+    pub term: u64,
+    /// The leader this gateway knows of.
+    pub leader: Option<NodeId>,
+    /// The last index of this gateway's Raft log.
+    pub last_log_index: Option<u64>,
+    /// The last log index applied to its chain.
+    pub applied_index: Option<u64>,
+    /// Its chain's head height.
+    pub height: u64,
+    /// The height of its last final (certified) block.
+    pub finalized_height: Option<u64>,
+    /// For the leader: milliseconds since a quorum last acknowledged it.
+    pub millis_since_quorum_ack: Option<u64>,
+    /// `ok`, or why Raft stopped here.
+    pub health: String,
+    /// The members, as this gateway's log has them.
+    pub members: Vec<MemberStatus>,
+    /// Equivocation evidence this gateway holds (pairs of votes).
+    pub evidence: usize,
+}
+
+/// A member in a [`ClusterStatus`].
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct MemberStatus {
+    /// Its member id.
+    pub id: NodeId,
+    /// Its peer-link address.
+    pub addr: String,
+    /// Its public key (hex).
+    pub key: String,
+    /// A voter (else a learner).
+    pub voter: bool,
+    /// On the leader: the last log index known replicated to it.
+    pub matched_index: Option<u64>,
+    /// On the leader: log entries it is behind the leader.
+    pub lag: Option<u64>,
+}
+
 /// How the proposer's block ended in the log.
 #[derive(Debug)]
 pub(super) enum Written {
@@ -145,7 +192,7 @@ pub(super) fn start(
     let id = settings.node_id;
     let mut members = settings.members.clone();
     members.entry(id).or_insert_with(|| GatewayNode {
-        addr: String::new(),
+        addr: settings.listen.clone().unwrap_or_default(),
         public_key: key.public().0,
     });
     let raft = run_on(&runtime, async move {
@@ -194,6 +241,69 @@ fn run_on<T: Send + 'static>(
 }
 
 impl Consensus {
+    /// This gateway's view of the cluster (`height`, `finalized`: its
+    /// chain's; `evidence`: the pairs it holds).
+    pub(super) fn status(
+        &self,
+        height: u64,
+        finalized: Option<u64>,
+        evidence: usize,
+    ) -> ClusterStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let role = match (&m.running_state, m.state) {
+            (Err(_), _) => "stopped",
+            (_, ServerState::Leader) => "leader",
+            (_, ServerState::Follower) => "follower",
+            (_, ServerState::Candidate) => "candidate",
+            (_, ServerState::Learner) => "learner",
+            (_, ServerState::Shutdown) => "stopped",
+        };
+        let membership = m.membership_config.membership();
+        let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
+        let matched = m.replication.as_ref();
+        let last = m.last_log_index;
+        let members = membership
+            .nodes()
+            .map(|(id, n)| {
+                let matched_index = matched
+                    .and_then(|r| r.get(id).copied().flatten())
+                    .map(|l| l.index)
+                    .or_else(|| {
+                        (*id == self.id && role == "leader")
+                            .then_some(last)
+                            .flatten()
+                    });
+                MemberStatus {
+                    id: *id,
+                    addr: n.addr.clone(),
+                    key: sensorchain_core::identity::PublicKey(n.public_key).to_string(),
+                    voter: voters.contains(id),
+                    matched_index,
+                    lag: (role == "leader")
+                        .then(|| last.map(|l| l.saturating_sub(matched_index.unwrap_or(0))))
+                        .flatten(),
+                }
+            })
+            .collect();
+        ClusterStatus {
+            node_id: self.id,
+            role: role.into(),
+            term: m.current_term,
+            leader: m.current_leader,
+            last_log_index: m.last_log_index,
+            applied_index: m.last_applied.map(|l| l.index),
+            height,
+            finalized_height: finalized,
+            millis_since_quorum_ack: m.millis_since_quorum_ack,
+            health: match &m.running_state {
+                Ok(()) => "ok".into(),
+                Err(e) => e.to_string(),
+            },
+            members,
+            evidence,
+        }
+    }
+
     /// True while this gateway leads.
     pub(super) fn is_leader(&self) -> bool {
         let m = self.raft.metrics();
@@ -329,6 +439,7 @@ pub(super) fn follow(inner: Arc<Shared>, mut outcomes: mpsc::Receiver<Outcome>) 
             Outcome::Final { height, hash } => {
                 collector.on_final(height);
                 inner.metrics.finalized_height.set(height as i64);
+                inner.finalized.store(height, Ordering::Release);
                 tracing::debug!(height, %hash, "block final");
                 let _ = inner.events.send(NodeEvent::Final { height, hash });
                 // Earlier heights left without a certificate (blocks from

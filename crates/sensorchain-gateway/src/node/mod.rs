@@ -41,7 +41,7 @@
 //! on the next line logged. Busy and shutting-down answers are logged at
 //! `debug`. A block that fails validation or storage is logged at `error`.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -66,7 +66,7 @@ mod ledger;
 mod open;
 mod replies;
 
-pub use consensus::{FOLLOW_THREAD, RAFT_THREAD};
+pub use consensus::{ClusterStatus, FOLLOW_THREAD, MemberStatus, RAFT_THREAD};
 pub use ingest::VERIFY_THREAD;
 pub use open::{NotValidator, check_may_propose, genesis_state, replay};
 
@@ -293,6 +293,8 @@ struct Shared {
     consensus: consensus::Consensus,
     /// The proposer's blocks on their way through the log.
     pipeline: Arc<ledger::Pipeline>,
+    /// The height of the last final block (`u64::MAX`: none).
+    finalized: AtomicU64,
 }
 
 /// Counts and logs refusals (what a [`Ticket`] keeps of the node: not the
@@ -426,6 +428,8 @@ impl Node {
             .set(state.next_height().saturating_sub(1) as i64);
         let capacity = cfg.max_pending.max(1);
         let store = Arc::new(store);
+        let finalized =
+            last_final(&store, state.next_height().saturating_sub(1)).unwrap_or(u64::MAX);
         let consensus::Started {
             consensus,
             runtime,
@@ -464,6 +468,7 @@ impl Node {
             verdicts,
             consensus,
             pipeline: Default::default(),
+            finalized: AtomicU64::new(finalized),
         });
         let follower = {
             let shared = shared.clone();
@@ -525,6 +530,21 @@ impl Node {
     /// This gateway's key pair (for the handshake responder).
     pub fn keypair(&self) -> &Keypair {
         &self.inner.key
+    }
+
+    /// This gateway's view of its cluster: role, term, leader, log and
+    /// chain positions, members (with their lag, on the leader), evidence.
+    /// Reads the store (the last certificate, the evidence): call it off
+    /// the async runtime's workers for a busy store.
+    pub fn cluster_status(&self) -> ClusterStatus {
+        let store = &self.inner.store;
+        let height = self.state().next_height().saturating_sub(1);
+        let finalized = match self.inner.finalized.load(Ordering::Acquire) {
+            u64::MAX => None,
+            h => Some(h),
+        };
+        let evidence = store.evidence(1024).map(|e| e.len()).unwrap_or(0);
+        self.inner.consensus.status(height, finalized, evidence)
     }
 
     /// Chain events.
@@ -636,6 +656,14 @@ impl Node {
             }
         }
     }
+}
+
+/// The height of the last certified block at or below `head` (searched
+/// down at most 4,096 blocks: a chain stored before the cluster has none).
+fn last_final(store: &Store, head: u64) -> Option<u64> {
+    (head.saturating_sub(4096)..=head)
+        .rev()
+        .find(|h| matches!(store.cert(*h), Ok(Some(_))))
 }
 
 /// Maps a strict-decoding error to a rejection (for callers decoding first).
