@@ -156,6 +156,8 @@ struct Core {
     outcomes: Option<mpsc::Sender<Outcome>>,
     cfg: StateMachineConfig,
     since_snapshot: u64,
+    /// Entries applied since the last durable write.
+    since_durable: u64,
     /// The last snapshot built or installed.
     current: Option<(SnapshotMeta<NodeId, GatewayNode>, Vec<u8>)>,
 }
@@ -196,6 +198,7 @@ impl LedgerStateMachine {
                         mark: &mark,
                         validators_next: Some(&validator_keys(&s)),
                         own_vote: false,
+                        durable: true,
                     },
                 )?;
                 s
@@ -236,6 +239,7 @@ impl LedgerStateMachine {
                 outcomes,
                 cfg,
                 since_snapshot: 0,
+                since_durable: 0,
                 current: None,
             })),
         })
@@ -274,6 +278,19 @@ impl LedgerStateMachine {
         .map_err(|e| sm_error(ErrorVerb::Write, format!("the apply task failed: {e}")))?
     }
 }
+
+/// A block (or a blank entry or a rejection) is written durably only one
+/// in this many times; the writes between are not (redb's
+/// `Durability::None`: on disk with the next durable commit). Certificates
+/// and membership changes are always written durably, and a durable commit
+/// makes every write before it durable: when a block's transactions are
+/// acknowledged (its certificate applied), the block is on this gateway's
+/// disk. The Raft log holds every committed entry durably, so a crash loses
+/// at most the last applied marks, and openraft applies those entries again
+/// from the durable mark at the restart, to the same result (the same log
+/// gives the same chain, and the same block the same vote). The log is
+/// purged only below a snapshot, which is built after a durable write.
+pub const DURABLE_EVERY: u64 = 256;
 
 /// Blocks with fewer transactions are verified on one thread.
 const PARALLEL_FROM_TXS: usize = 64;
@@ -361,12 +378,16 @@ impl Core {
         let index = entry.log_id.index;
         match entry.payload {
             EntryPayload::Blank => {
-                self.store.record_applied(&encode_mark(&self.mark)?, None)?;
+                let durable = self.durable_now();
+                self.store
+                    .record_applied(&encode_mark(&self.mark)?, None, durable)?;
                 Ok(ClusterResponse::Noop)
             }
             EntryPayload::Membership(m) => {
                 self.mark.membership = StoredMembership::new(Some(entry.log_id), m);
-                self.store.record_applied(&encode_mark(&self.mark)?, None)?;
+                self.store
+                    .record_applied(&encode_mark(&self.mark)?, None, true)?;
+                self.since_durable = 0;
                 Ok(ClusterResponse::Noop)
             }
             EntryPayload::Normal(ClusterRequest::Block(bytes)) => self.apply_block(index, &bytes),
@@ -374,10 +395,32 @@ impl Core {
         }
     }
 
+    /// Whether the write of the entry being applied is to be durable: one
+    /// in [`DURABLE_EVERY`] (the others are made durable by it).
+    fn durable_now(&mut self) -> bool {
+        self.since_durable += 1;
+        if self.since_durable >= DURABLE_EVERY {
+            self.since_durable = 0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Makes every write so far durable (an empty durable commit of the
+    /// mark).
+    fn flush(&mut self) -> Result<(), StoreError> {
+        self.store
+            .record_applied(&encode_mark(&self.mark)?, None, true)?;
+        self.since_durable = 0;
+        Ok(())
+    }
+
     /// Records the refusal of the entry at `index`, the same on every member.
     fn reject(&mut self, index: u64, reason: String) -> Result<ClusterResponse, StoreError> {
+        let durable = self.durable_now();
         self.store
-            .record_applied(&encode_mark(&self.mark)?, Some((index, &reason)))?;
+            .record_applied(&encode_mark(&self.mark)?, Some((index, &reason)), durable)?;
         tracing::warn!(index, "log entry refused by the ledger rule: {reason}");
         self.emit(Outcome::Rejected {
             index,
@@ -425,6 +468,7 @@ impl Core {
         self.since_snapshot += 1;
         let snapshot = (self.since_snapshot >= self.cfg.snapshot_every).then(|| next.snapshot());
         let mark = encode_mark(&self.mark)?;
+        let durable = self.durable_now();
         self.store.commit_block_applied(
             &block,
             bytes,
@@ -434,6 +478,7 @@ impl Core {
                 mark: &mark,
                 validators_next: (after != before).then_some(after.as_slice()),
                 own_vote: voter.is_some(),
+                durable,
             },
         )?;
         if snapshot.is_some() {
@@ -494,8 +539,12 @@ impl Core {
         if let Err(e) = cert.verify(&header, &keys) {
             return self.reject(index, format!("certificate of block {h}: {e}"));
         }
+        // Durable: the block's transactions are acknowledged once this is
+        // applied, so the certificate and everything applied before it (the
+        // block included) are on this gateway's disk by then.
         self.store
-            .put_cert_applied(h, &cert, &encode_mark(&self.mark)?)?;
+            .put_cert_applied(h, &cert, &encode_mark(&self.mark)?, true)?;
+        self.since_durable = 0;
         let hash = header.hash();
         self.emit(Outcome::Final { height: h, hash });
         Ok(ClusterResponse::Certified {
@@ -505,6 +554,9 @@ impl Core {
     }
 
     fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StoreError> {
+        // openraft purges the log below a snapshot: what it applied must be
+        // on disk first.
+        self.flush()?;
         let body = SnapshotBody {
             head_height: self.state.next_height().saturating_sub(1),
             head_hash: self.state.last_hash(),
@@ -557,7 +609,7 @@ impl Core {
             log_id: meta.last_log_id,
             membership: meta.last_membership.clone(),
         };
-        self.store.record_applied(&encode_mark(&self.mark)?, None)?;
+        self.flush()?;
         self.current = Some((meta.clone(), data));
         Ok(())
     }

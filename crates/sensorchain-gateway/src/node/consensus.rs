@@ -304,6 +304,11 @@ impl Consensus {
         }
     }
 
+    /// The last index of this gateway's Raft log.
+    pub(super) fn last_log_index(&self) -> Option<u64> {
+        self.raft.metrics().borrow().last_log_index
+    }
+
     /// True while this gateway leads.
     pub(super) fn is_leader(&self) -> bool {
         let m = self.raft.metrics();

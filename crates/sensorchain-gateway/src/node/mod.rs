@@ -427,6 +427,7 @@ impl Node {
             .block_height
             .set(state.next_height().saturating_sub(1) as i64);
         let capacity = cfg.max_pending.max(1);
+        let single = cfg.cluster.is_single();
         let store = Arc::new(store);
         let finalized =
             last_final(&store, state.next_height().saturating_sub(1)).unwrap_or(u64::MAX);
@@ -485,6 +486,15 @@ impl Node {
         // What this gateway knew was committed is applied before it serves:
         // its state is then at least the state it answered from before.
         shared.consensus.wait_applied(committed)?;
+        if single {
+            // The only voter commits every entry of its log once it leads:
+            // all of them are applied before it serves.
+            if shared.consensus.wait_leader(Duration::from_secs(60)) {
+                shared
+                    .consensus
+                    .wait_applied(shared.consensus.last_log_index())?;
+            }
+        }
         let inner = Arc::new(Inner {
             shared,
             intake,

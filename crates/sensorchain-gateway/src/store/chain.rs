@@ -39,7 +39,7 @@ impl Store {
         cert: Option<&FinalityCert>,
         snapshot: Option<&[u8]>,
     ) -> Result<(), StoreError> {
-        self.commit_block_and(block, None, encoded_txs, cert, snapshot, |_| Ok(()))
+        self.commit_block_and(block, None, encoded_txs, cert, snapshot, true, |_| Ok(()))
     }
 
     /// [`commit_block`](Self::commit_block), with `extra` writes of the
@@ -55,6 +55,7 @@ impl Store {
         encoded_txs: &[Vec<u8>],
         cert: Option<&FinalityCert>,
         snapshot: Option<&[u8]>,
+        durable: bool,
         extra: impl FnOnce(&WriteTransaction) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         guard::guarded("blocks", Some(block.header.height), || {
@@ -113,7 +114,7 @@ impl Store {
                 });
             }
 
-            let w = self.begin_write()?;
+            let w = self.begin_write_with(durable)?;
             {
                 let mut meta = w.open_table(META)?;
                 let head = match meta.get(META_HEAD)? {
@@ -193,7 +194,7 @@ impl Store {
     /// Stores (or replaces) the finality certificate of the stored block at
     /// `height`.
     pub fn put_cert(&self, height: u64, cert: &FinalityCert) -> Result<(), StoreError> {
-        self.put_cert_and(height, cert, |_| Ok(()))
+        self.put_cert_and(height, cert, true, |_| Ok(()))
     }
 
     /// [`put_cert`](Self::put_cert), with `extra` writes of the caller's in
@@ -202,6 +203,7 @@ impl Store {
         &self,
         height: u64,
         cert: &FinalityCert,
+        durable: bool,
         extra: impl FnOnce(&WriteTransaction) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         guard::guarded("certs", Some(height), || {
@@ -212,7 +214,7 @@ impl Store {
                 )));
             }
             let bytes = codec::encode_to_vec(cert);
-            let w = self.begin_write()?;
+            let w = self.begin_write_with(durable)?;
             {
                 let blocks = w.open_table(BLOCKS)?;
                 let Some(b) = blocks.get(height)? else {

@@ -42,6 +42,9 @@ pub struct Applied<'a> {
     /// recorded as this gateway's vote at the block's height (refused with
     /// [`StoreError::Conflict`], nothing written, if another hash is).
     pub own_vote: bool,
+    /// Commit durably (else: visible at once, on disk with the next durable
+    /// commit — for entries that a durable log can apply again).
+    pub durable: bool,
 }
 
 /// Equivocation: one validator's two valid finality votes at one height,
@@ -115,16 +118,24 @@ impl Store {
         self.injected_failure()?;
         let height = block.header.height;
         let hash = block.header.hash();
-        self.commit_block_and(block, Some(bytes), encoded_txs, None, snapshot, |w| {
-            put_mark(w, applied.mark)?;
-            if let Some(set) = applied.validators_next {
-                put_validator_set(w, height.saturating_add(1), set)?;
-            }
-            if applied.own_vote {
-                put_own_vote(w, height, &hash)?;
-            }
-            Ok(())
-        })
+        self.commit_block_and(
+            block,
+            Some(bytes),
+            encoded_txs,
+            None,
+            snapshot,
+            applied.durable,
+            |w| {
+                put_mark(w, applied.mark)?;
+                if let Some(set) = applied.validators_next {
+                    put_validator_set(w, height.saturating_add(1), set)?;
+                }
+                if applied.own_vote {
+                    put_own_vote(w, height, &hash)?;
+                }
+                Ok(())
+            },
+        )
     }
 
     /// Records `set` as the validator set in force from `height` on (for a
@@ -139,26 +150,29 @@ impl Store {
     }
 
     /// Stores the certificate of the stored block at `height`
-    /// ([`Store::put_cert`]) with the applied mark — one durable write.
+    /// ([`Store::put_cert`]) with the applied mark — one write, durable if
+    /// `durable`.
     pub fn put_cert_applied(
         &self,
         height: u64,
         cert: &FinalityCert,
         mark: &[u8],
+        durable: bool,
     ) -> Result<(), StoreError> {
-        self.put_cert_and(height, cert, |w| put_mark(w, mark))
+        self.put_cert_and(height, cert, durable, |w| put_mark(w, mark))
     }
 
     /// Records the applied mark of a log entry that changed nothing in the
     /// chain, with the ledger rule's reason when it refused the entry (at
-    /// log index `index`) — one durable write.
+    /// log index `index`) — one write, durable if `durable`.
     pub fn record_applied(
         &self,
         mark: &[u8],
         rejection: Option<(u64, &str)>,
+        durable: bool,
     ) -> Result<(), StoreError> {
         guard::guarded("meta", None, || {
-            let w = self.begin_write()?;
+            let w = self.begin_write_with(durable)?;
             put_mark(&w, mark)?;
             if let Some((index, why)) = rejection {
                 w.open_table(REJECTIONS)?.insert(index, why.as_bytes())?;
@@ -344,9 +358,10 @@ mod tests {
     fn applied_mark_and_rejections() {
         let (_d, s) = store();
         assert_eq!(s.applied_mark().unwrap(), None);
-        s.record_applied(b"one", None).unwrap();
-        s.record_applied(b"two", Some((7, "bad block"))).unwrap();
-        s.record_applied(b"three", Some((9, "bad certificate")))
+        s.record_applied(b"one", None, false).unwrap();
+        s.record_applied(b"two", Some((7, "bad block")), true)
+            .unwrap();
+        s.record_applied(b"three", Some((9, "bad certificate")), true)
             .unwrap();
         assert_eq!(s.applied_mark().unwrap().as_deref(), Some(&b"three"[..]));
         assert_eq!(
@@ -357,7 +372,7 @@ mod tests {
         assert_eq!(s.rejections(0, 1).unwrap().len(), 1);
         let huge = vec![0u8; APPLIED_MARK_MAX_LEN + 1];
         assert!(matches!(
-            s.record_applied(&huge, None),
+            s.record_applied(&huge, None, true),
             Err(StoreError::Invalid(_))
         ));
         assert_eq!(s.applied_mark().unwrap().as_deref(), Some(&b"three"[..]));

@@ -309,8 +309,19 @@ impl Store {
     }
 
     fn begin_write(&self) -> Result<WriteTransaction, StoreError> {
+        self.begin_write_with(true)
+    }
+
+    /// A write transaction, durable when it commits ([`Durability::Immediate`])
+    /// or not ([`Durability::None`]: visible at once, on disk with the next
+    /// durable commit; a crash before it loses it, never part of it).
+    fn begin_write_with(&self, durable: bool) -> Result<WriteTransaction, StoreError> {
         let mut w = self.writer()?.begin_write()?;
-        w.set_durability(Durability::Immediate)?;
+        w.set_durability(if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        })?;
         Ok(w)
     }
 }

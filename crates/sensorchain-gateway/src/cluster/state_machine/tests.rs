@@ -167,6 +167,7 @@ fn exact_bytes_that_are_not_the_blocks_are_refused() {
         mark: b"m",
         validators_next: None,
         own_vote: false,
+        durable: true,
     };
     let mut other_header = fx.good.clone();
     other_header[3] ^= 1;
