@@ -22,6 +22,23 @@ pub(super) struct TxEntry {
     reading: Option<(PublicKey, u16, u64, u64)>,
 }
 
+/// What a block is stored with besides its transactions' encodings.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct With<'a> {
+    /// The block's exact bytes when the caller has them (the bytes it was
+    /// strictly decoded from), stored as they are instead of re-encoding the
+    /// block; they must begin with the header's encoding and end with the
+    /// transactions' encodings, else [`StoreError::Invalid`].
+    pub(super) exact: Option<&'a [u8]>,
+    /// Its finality certificate.
+    pub(super) cert: Option<&'a FinalityCert>,
+    /// A snapshot of the world state after it.
+    pub(super) snapshot: Option<&'a [u8]>,
+    /// Commit without an fsync of its own (made durable by the next durable
+    /// commit).
+    pub(super) relaxed: bool,
+}
+
 impl Store {
     /// Stores the next block in one durable write transaction: its bytes,
     /// the index entries of its transactions (`encoded_txs`: their exact
@@ -39,25 +56,31 @@ impl Store {
         cert: Option<&FinalityCert>,
         snapshot: Option<&[u8]>,
     ) -> Result<(), StoreError> {
-        self.commit_block_and(block, None, encoded_txs, cert, snapshot, true, |_| Ok(()))
+        let with = With {
+            cert,
+            snapshot,
+            ..With::default()
+        };
+        self.commit_block_and(block, encoded_txs, with, |_| Ok(()))
     }
 
-    /// [`commit_block`](Self::commit_block), with `extra` writes of the
-    /// caller's in the same write transaction (all of it durable, or none).
-    /// `exact`: the block's exact bytes when the caller has them (the bytes
-    /// it was strictly decoded from), stored as they are instead of
-    /// re-encoding the block; they must begin with the header's encoding and
-    /// end with `encoded_txs`, else [`StoreError::Invalid`].
+    /// [`commit_block`](Self::commit_block) with what `with` gives, and
+    /// `extra` writes of the caller's in the same write transaction (all of
+    /// it, or none).
     pub(super) fn commit_block_and(
         &self,
         block: &Block,
-        exact: Option<&[u8]>,
         encoded_txs: &[Vec<u8>],
-        cert: Option<&FinalityCert>,
-        snapshot: Option<&[u8]>,
-        durable: bool,
+        with: With<'_>,
         extra: impl FnOnce(&WriteTransaction) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
+        let With {
+            exact,
+            cert,
+            snapshot,
+            relaxed,
+        } = with;
+        let durable = !relaxed;
         guard::guarded("blocks", Some(block.header.height), || {
             let h = &block.header;
             let height = h.height;

@@ -118,24 +118,22 @@ impl Store {
         self.injected_failure()?;
         let height = block.header.height;
         let hash = block.header.hash();
-        self.commit_block_and(
-            block,
-            Some(bytes),
-            encoded_txs,
-            None,
+        let with = super::chain::With {
+            exact: Some(bytes),
+            cert: None,
             snapshot,
-            applied.durable,
-            |w| {
-                put_mark(w, applied.mark)?;
-                if let Some(set) = applied.validators_next {
-                    put_validator_set(w, height.saturating_add(1), set)?;
-                }
-                if applied.own_vote {
-                    put_own_vote(w, height, &hash)?;
-                }
-                Ok(())
-            },
-        )
+            relaxed: !applied.durable,
+        };
+        self.commit_block_and(block, encoded_txs, with, |w| {
+            put_mark(w, applied.mark)?;
+            if let Some(set) = applied.validators_next {
+                put_validator_set(w, height.saturating_add(1), set)?;
+            }
+            if applied.own_vote {
+                put_own_vote(w, height, &hash)?;
+            }
+            Ok(())
+        })
     }
 
     /// Records `set` as the validator set in force from `height` on (for a
