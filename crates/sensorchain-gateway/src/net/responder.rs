@@ -135,6 +135,9 @@ pub enum LinkEnd {
     /// The session's send budget ran out: it was closed with a close frame
     /// and a new handshake is served on the same link.
     Rekey,
+    /// The initiator sent an authenticated frame of a kind a device link
+    /// does not carry (a peer link's chunk, say): closed at once.
+    Protocol,
 }
 
 impl LinkEnd {
@@ -152,6 +155,7 @@ impl LinkEnd {
             LinkEnd::Rehandshake => "rehandshake",
             LinkEnd::Replaced => "replaced",
             LinkEnd::Rekey => "rekey",
+            LinkEnd::Protocol => "protocol",
         }
     }
 
@@ -599,6 +603,7 @@ where
             End::Rehandshake => LinkEnd::Rehandshake,
             End::Rekey => LinkEnd::Rekey,
             End::Idle => LinkEnd::Idle,
+            End::Protocol => LinkEnd::Protocol,
             _ => LinkEnd::Io,
         }
     }
