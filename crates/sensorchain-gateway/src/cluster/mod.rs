@@ -53,11 +53,13 @@
 
 pub mod finality;
 pub mod log_store;
+pub mod network;
 pub mod state_machine;
 pub mod types;
 
 pub use finality::{Collector, Verdict};
 pub use log_store::LogStore;
+pub use network::{PeerHandler, PeerNetwork};
 pub use state_machine::{LedgerStateMachine, Outcome};
 pub use types::{ClusterRequest, ClusterResponse, GatewayNode, NodeId, TypeConfig};
 
