@@ -64,8 +64,8 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use openraft::error::{
-    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
-    Timeout, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -147,10 +147,7 @@ pub fn admit_member<'a>(
     members: impl IntoIterator<Item = &'a GatewayNode>,
 ) -> Result<VerifyingKey, Denial> {
     let vk = admit_validator(state, id)?;
-    if members
-        .into_iter()
-        .any(|n| n.public_key == vk.public().0)
-    {
+    if members.into_iter().any(|n| n.public_key == vk.public().0) {
         Ok(vk)
     } else {
         Err(Denial::NotPermitted)
@@ -340,11 +337,10 @@ impl PeerNetwork {
         self.inner.shutdown.send_replace(true);
         lock(&self.inner.links).clear();
         let mut tasks = std::mem::take(&mut *lock(&self.inner.tasks));
-        let joined = tokio::time::timeout(grace, async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await
-        .is_ok();
+        let joined =
+            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
+                .await
+                .is_ok();
         if !joined {
             tasks.abort_all();
             while tasks.join_next().await.is_some() {}
@@ -433,13 +429,11 @@ impl PeerClient {
             .request(body, ttl)
             .await
             .map_err(|e| self.error(e, action))?;
-        let got = off_runtime_if_large(answered_len(&answered), move || {
-            match answered.body() {
-                Answer::AppendEntries(b) | Answer::Vote(b) | Answer::InstallSnapshot(b) => {
-                    strict_postcard::<Result<Resp, RaftError<NodeId, E>>>(b)
-                }
-                _ => None,
+        let got = off_runtime_if_large(answered_len(&answered), move || match answered.body() {
+            Answer::AppendEntries(b) | Answer::Vote(b) | Answer::InstallSnapshot(b) => {
+                strict_postcard::<Result<Resp, RaftError<NodeId, E>>>(b)
             }
+            _ => None,
         })
         .await
         .map_err(|e| self.error(e, action))?;
@@ -510,14 +504,11 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         if payload.len() > MAX_PAYLOAD {
             if entries > 1 {
                 let fit = (entries * MAX_PAYLOAD / payload.len()).clamp(1, entries - 1);
-                return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(
-                    fit as u64,
-                )));
+                return Err(RPCError::PayloadTooLarge(
+                    PayloadTooLarge::new_entries_hint(fit as u64),
+                ));
             }
-            return Err(self.error(
-                PeerError::TooLarge(payload.len()),
-                RPCTypes::AppendEntries,
-            ));
+            return Err(self.error(PeerError::TooLarge(payload.len()), RPCTypes::AppendEntries));
         }
         self.call(RPCTypes::AppendEntries, payload, option.hard_ttl())
             .await

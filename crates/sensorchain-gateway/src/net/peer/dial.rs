@@ -241,8 +241,7 @@ struct Open {
 
 /// TCP connect and handshake, each within its timeout.
 async fn dial(cfg: &PeerConfig, addr: &str, key: &PublicKey) -> Result<Open, String> {
-    let stream = match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(addr)).await
-    {
+    let stream = match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(addr)).await {
         Err(_) => return Err("connect timed out".into()),
         Ok(Err(e)) => return Err(format!("connect: {e}")),
         Ok(Ok(s)) => s,
@@ -256,7 +255,11 @@ async fn dial(cfg: &PeerConfig, addr: &str, key: &PublicKey) -> Result<Open, Str
 
 /// The initiator's handshake: message 1, the responder's Challenge
 /// verified against `key` (off the runtime), message 3.
-async fn handshake(cfg: &PeerConfig, mut stream: TcpStream, key: PublicKey) -> Result<Open, String> {
+async fn handshake(
+    cfg: &PeerConfig,
+    mut stream: TcpStream,
+    key: PublicKey,
+) -> Result<Open, String> {
     let hs = cfg.handshake();
     let identity = cfg.identity.clone();
     let started = blocking(move || {
@@ -274,7 +277,10 @@ async fn handshake(cfg: &PeerConfig, mut stream: TcpStream, key: PublicKey) -> R
     loop {
         while conn.has_transmit() {
             let out = conn.transmit();
-            stream.write_all(out).await.map_err(|e| format!("write: {e}"))?;
+            stream
+                .write_all(out)
+                .await
+                .map_err(|e| format!("write: {e}"))?;
             let n = out.len();
             conn.advance(n);
         }

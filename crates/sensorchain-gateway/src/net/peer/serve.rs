@@ -360,7 +360,8 @@ impl Link<'_> {
                             let mut t = lock(&server.table);
                             let now = mono_ms();
                             t.reclaim_expired(now, hs.timeout_ms);
-                            if t.half_open() >= server.cfg.max_half_open.clamp(1, HALF_OPEN_CAPACITY)
+                            if t.half_open()
+                                >= server.cfg.max_half_open.clamp(1, HALF_OPEN_CAPACITY)
                             {
                                 Err(HandshakeError::TooManyHalfOpen)
                             } else {
@@ -397,9 +398,8 @@ impl Link<'_> {
                     }
                     PeerEvent::Proof(m3) => {
                         let r = half_open.responder.take()?;
-                        let (slot, verified) = blocking(move || r.verify(&m3, mono_ms()))
-                            .await
-                            .ok()?;
+                        let (slot, verified) =
+                            blocking(move || r.verify(&m3, mono_ms())).await.ok()?;
                         lock(&server.table).release(slot);
                         match verified {
                             Ok(est) if admitted(&*server.service, &est.peer) => {
@@ -449,7 +449,8 @@ impl Link<'_> {
         let server = self.server;
         let mut inflight: JoinSet<(u64, Vec<u8>)> = JoinSet::new();
         let mut recheck = server.recheck.subscribe();
-        let mut tick = tokio::time::interval(server.cfg.recheck_every.max(Duration::from_millis(10)));
+        let mut tick =
+            tokio::time::interval(server.cfg.recheck_every.max(Duration::from_millis(10)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut replaced_open = true;
         let max = server.cfg.max_inflight.max(1);
