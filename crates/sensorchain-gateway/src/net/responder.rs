@@ -49,7 +49,9 @@
 //!    `CONNECT` (checked on every permission change: `Refused(Revoked)` in
 //!    clear, closed at once); a newer session of the same identity (step
 //!    2); shutdown (in-flight submissions are answered first, then
-//!    `Refused(ShuttingDown)`).
+//!    `Refused(ShuttingDown)`); an authenticated frame of a kind a device
+//!    link does not carry, a peer link's chunk included (closed at once,
+//!    [`LinkEnd::Protocol`]).
 
 use std::future::Future;
 use std::sync::Arc;
