@@ -358,7 +358,8 @@ fn session_frame(s: &mut Session, kind: u8, payload: &[u8]) -> Vec<u8> {
 
 #[test]
 fn every_violation_closes_the_link() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut Session) -> Vec<u8>>, Violation)> = vec![
+    type Forge = Box<dyn Fn(&mut Session) -> Vec<u8>>;
+    let cases: Vec<(&str, Forge, Violation)> = vec![
         (
             "a device's data frame",
             Box::new(|s| session_frame(s, FRAME_DATA, &[0, 1, 9])),

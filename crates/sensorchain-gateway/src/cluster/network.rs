@@ -478,7 +478,7 @@ fn answered_len(a: &Answered) -> usize {
 /// postcard of exactly `bytes` (no trailing bytes).
 fn strict_postcard<T: DeserializeOwned>(bytes: &[u8]) -> Option<T> {
     match postcard::take_from_bytes::<T>(bytes) {
-        Ok((v, rest)) if rest.is_empty() => Some(v),
+        Ok((v, [])) => Some(v),
         _ => None,
     }
 }
