@@ -14,8 +14,9 @@
 //!   [`PeerError::Timeout`] (its own time ran out; a late answer is
 //!   dropped), or [`PeerError::Unreachable`] (the link ended first: it may
 //!   or may not have been served).
-//! * **Dead links.** A link that owes answers and has received nothing for
-//!   [`PeerConfig::dead_after`] is closed and dialled again.
+//! * **Dead links.** A link that owes answers and for
+//!   [`PeerConfig::dead_after`] has neither received a byte nor had one
+//!   taken by the peer is closed and dialled again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -373,12 +374,14 @@ impl<'a> Session<'a> {
         shutdown: &mut watch::Receiver<bool>,
     ) -> String {
         self.queue(first);
-        let mut last_rx = Instant::now();
+        // The last sign of life of the peer: bytes read, or bytes it took
+        // (TCP takes them only as far as the peer reads).
+        let mut alive = Instant::now();
         let why = loop {
             if let Some(why) = self.take_input() {
                 break why;
             }
-            let dead = (!self.pending.is_empty()).then(|| last_rx + self.cfg.dead_after);
+            let dead = (!self.pending.is_empty()).then(|| alive + self.cfg.dead_after);
             let can_take = self.pending.len() < self.cfg.max_inflight.max(1);
             let reading = self.start >= self.end;
             let writing = self.conn.has_transmit();
@@ -398,12 +401,15 @@ impl<'a> Session<'a> {
                     Ok(n) => {
                         self.start = 0;
                         self.end = n;
-                        last_rx = Instant::now();
+                        alive = Instant::now();
                     }
                     Err(e) => break format!("read: {e}"),
                 },
                 w = tokio::time::timeout(self.cfg.write_timeout, self.wr.write(self.conn.transmit())), if writing => match w {
-                    Ok(Ok(n)) => self.conn.advance(n),
+                    Ok(Ok(n)) => {
+                        self.conn.advance(n);
+                        alive = Instant::now();
+                    }
                     Ok(Err(e)) => break format!("write: {e}"),
                     Err(_) => break "write timed out".to_string(),
                 },

@@ -56,8 +56,9 @@ pub struct PeerConfig {
     pub handshake_timeout: Duration,
     /// Longest time a TCP connect may take.
     pub connect_timeout: Duration,
-    /// A link that has requests unanswered and received nothing for this
-    /// long is taken for dead: it is closed and its requests fail.
+    /// A link that has requests unanswered and for this long neither
+    /// received a byte nor had one taken by the peer is taken for dead: it
+    /// is closed and its requests fail.
     pub dead_after: Duration,
     /// Longest time one write to the socket may block.
     pub write_timeout: Duration,
