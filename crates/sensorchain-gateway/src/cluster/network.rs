@@ -432,6 +432,11 @@ impl PeerClient {
             .request(body, ttl)
             .await
             .map_err(|e| self.error(e, action))?;
+        if answered.body() == Answer::Malformed {
+            return Err(RPCError::Network(NetworkError::new(&AnyError::error(
+                format!("node {} could not read the request", self.target),
+            ))));
+        }
         let got = off_runtime_if_large(answered_len(&answered), move || match answered.body() {
             Answer::AppendEntries(b) | Answer::Vote(b) | Answer::InstallSnapshot(b) => {
                 strict_postcard::<Result<Resp, RaftError<NodeId, E>>>(b)

@@ -431,3 +431,41 @@ async fn three_members_over_tcp_elect_replicate_lose_one_and_catch_it_up() {
         m.stop().await;
     }
 }
+
+/// An AppendEntries above the peer message bound is not sent: openraft is
+/// told how many entries fit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_above_the_bound_asks_openraft_for_fewer_entries() {
+    use openraft::error::RPCError;
+    use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+    use openraft::raft::AppendEntriesRequest;
+    use openraft::{CommittedLeaderId, EntryPayload, LogId, Vote};
+
+    let key = Arc::new(Keypair::from_seed([20; 32]));
+    let mut net = PeerNetwork::new(1, PeerConfig::new(key, Net::new(1).genesis.header.chain_id));
+    let node = GatewayNode {
+        addr: "127.0.0.1:9".into(),
+        public_key: [0; 32],
+    };
+    let mut client = net.new_client(2, &node).await;
+    let entries = (1..=3)
+        .map(|i| openraft::Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
+            payload: EntryPayload::Normal(ClusterRequest::Block(vec![7; 11 << 20])),
+        })
+        .collect();
+    let rpc = AppendEntriesRequest {
+        vote: Vote::new_committed(1, 1),
+        prev_log_id: None,
+        entries,
+        leader_commit: None,
+    };
+    match client
+        .append_entries(rpc, RPCOption::new(Duration::from_secs(5)))
+        .await
+    {
+        Err(RPCError::PayloadTooLarge(p)) => assert_eq!(p.entries_hint(), 2),
+        r => panic!("{r:?}"),
+    }
+    assert!(net.shutdown(LONG).await);
+}
