@@ -77,6 +77,14 @@ for i, l in enumerate(link):
     add("decode_link", "link-frame-%d" % i, l)
 add("frame_accumulator", "link-stream", b"".join(cobs(l) for l in link))
 
+peer = load("peer")
+for r in peer["requests"]:
+    add("decode_peer", "peer-request-" + r["request"], h(r["bytes"]))
+for a in peer["answers"]:
+    add("decode_peer", "peer-answer-" + a["answer"].replace(" ", "-"), h(a["bytes"]))
+add("decode_peer", "peer-wire-request", h(peer["wire"]["request"]["message"]))
+add("decode_peer", "peer-wire-answer", h(peer["wire"]["answer"]["message"]))
+
 sealed = load("sealed")
 add("decode_sealed", "sealed", h(sealed["sealed"]))
 

@@ -91,8 +91,16 @@ use crate::hash::{ChainId, Hash32, TaggedHasher};
 use crate::identity::{KeyId, Keypair, PublicKey, Signature, VerifyingKey};
 use crate::session::Session;
 
-/// Protocol version carried in the first byte of message 1.
+/// Protocol version carried in the first byte of message 1: the link
+/// between a device (or any client) and a gateway, version 1.
 pub const VERSION: u8 = 1;
+/// The first byte of message 1 on a gateway-to-gateway peer link
+/// ([`crate::peer`]): the peer link, version 1. The byte is part of `TH2`,
+/// so a handshake made for one kind of link never completes as the other:
+/// a device listener refuses it (`VersionMismatch`) before any
+/// cryptography, and a relayed message 1 with the byte changed fails both
+/// signatures.
+pub const PEER_VERSION: u8 = 0x81;
 /// Encoded length of [`Message1`].
 pub const MESSAGE1_LEN: usize = 1 + 4 + 8 + 32;
 /// Encoded length of [`Message2`].
@@ -293,7 +301,7 @@ impl HandshakeConfig {
 /// Message 1, initiator → responder (45 bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message1 {
-    /// [`VERSION`].
+    /// [`VERSION`] (or [`PEER_VERSION`] on a peer link).
     pub version: u8,
     /// [`ChainId::tag`] of the initiator's chain.
     pub chain_tag: [u8; 4],
@@ -444,13 +452,42 @@ impl Initiator {
         rng: &mut R,
         out: &mut [u8],
     ) -> Result<(Initiator, usize), HandshakeError> {
+        Self::start_version(VERSION, config, identity, now_ms, rng, out)
+    }
+
+    /// [`start`](Self::start) for a gateway-to-gateway peer link: message 1
+    /// carries [`PEER_VERSION`] (a peer listener accepts nothing else, a
+    /// device listener refuses it). The rest of the handshake is the same
+    /// ([`finish`](Self::finish)).
+    #[cfg(feature = "peer")]
+    pub fn start_peer<R: rand_core::CryptoRng + ?Sized>(
+        config: &HandshakeConfig,
+        identity: &Keypair,
+        now_ms: u64,
+        rng: &mut R,
+        out: &mut [u8],
+    ) -> Result<(Initiator, usize), HandshakeError> {
+        Self::start_version(PEER_VERSION, config, identity, now_ms, rng, out)
+    }
+
+    // Inlined into each caller, so a device's `start` compiles to what it
+    // was before the peer link's byte became a parameter.
+    #[inline(always)]
+    fn start_version<R: rand_core::CryptoRng + ?Sized>(
+        version: u8,
+        config: &HandshakeConfig,
+        identity: &Keypair,
+        now_ms: u64,
+        rng: &mut R,
+        out: &mut [u8],
+    ) -> Result<(Initiator, usize), HandshakeError> {
         if out.len() < MESSAGE1_LEN {
             return Err(HandshakeError::BufferTooSmall);
         }
         let ephemeral = X25519Secret::generate(rng);
         let me = identity.public();
         let m1 = Message1 {
-            version: VERSION,
+            version,
             chain_tag: config.chain.tag(),
             initiator: me.key_id(),
             ephemeral: ephemeral.public(),
@@ -763,9 +800,26 @@ impl Hello {
     /// such), then the strict encoding, then the chain tag. No table, no
     /// cryptography.
     pub fn parse(config: &HandshakeConfig, msg1: &[u8]) -> Result<Hello, HandshakeError> {
+        Self::parse_version(VERSION, config, msg1)
+    }
+
+    /// [`parse`](Self::parse) on a peer link's listener: message 1 must
+    /// carry [`PEER_VERSION`] (a device's message 1 is refused
+    /// `VersionMismatch`).
+    #[cfg(feature = "peer")]
+    pub fn parse_peer(config: &HandshakeConfig, msg1: &[u8]) -> Result<Hello, HandshakeError> {
+        Self::parse_version(PEER_VERSION, config, msg1)
+    }
+
+    #[inline(always)]
+    fn parse_version(
+        version: u8,
+        config: &HandshakeConfig,
+        msg1: &[u8],
+    ) -> Result<Hello, HandshakeError> {
         match msg1.first() {
             None => return Err(HandshakeError::Malformed),
-            Some(&v) if v != VERSION => return Err(HandshakeError::VersionMismatch),
+            Some(&v) if v != version => return Err(HandshakeError::VersionMismatch),
             Some(_) => {}
         }
         let m1: Message1 =

@@ -16,6 +16,7 @@
 //! | *(none)* | identities, readings, transactions, Merkle hashing, block headers, codec; `no_std`, no `alloc` |
 //! | `alloc` | blocks with bodies, Merkle proofs, world state, chain validation |
 //! | `std` | `alloc` plus the precomputed basepoint tables (faster verification) |
+//! | `peer` | `alloc` plus gateway-to-gateway peer links ([`peer`]: messages, chunking, the connection); gateways only |
 //! | `serde` | human-readable (hex/text) serde forms for JSON and TOML |
 //! | `defmt` | `defmt::Format` on errors and small types |
 //!
@@ -49,6 +50,8 @@ pub mod hash;
 pub mod identity;
 pub mod link;
 pub mod merkle;
+#[cfg(feature = "peer")]
+pub mod peer;
 pub mod permissions;
 pub mod reading;
 pub mod sealed;

@@ -49,7 +49,10 @@
 //! * **Bad frames.** Frames that do not decode, authenticate or fit the
 //!   state are counted and dropped (a responder reports each as
 //!   [`ResponderEvent::BadFrame`]); an authenticated message that does not
-//!   decode ends an initiator's session ([`End::Protocol`]).
+//!   decode ends an initiator's session ([`End::Protocol`]), and an
+//!   authenticated frame of a kind other than data or close (a peer link's
+//!   chunk, [`crate::peer`]) ends a responder's session and its link
+//!   ([`End::Protocol`]).
 //!
 //! # The responder and a shared handshake table
 //!

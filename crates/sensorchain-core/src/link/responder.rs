@@ -306,7 +306,14 @@ impl<const RX: usize, const TX: usize, const INFLIGHT: usize>
                         None => self.bad(BadFrame::MalformedMessage),
                     }
                 }
-                _ => self.bad(BadFrame::MalformedMessage),
+                // An authenticated frame of another kind (a peer link's
+                // chunk included) is the initiator's own violation, not
+                // line noise: the session and the link end.
+                _ => {
+                    self.bad(BadFrame::MalformedMessage);
+                    self.inflight.clear();
+                    self.close_now(End::Protocol);
+                }
             },
             Rx::Bad(b) => self.bad(b),
             _ => {

@@ -18,7 +18,8 @@
 //!   (SIGKILLed child processes), a power-cut test (a simulated disk that
 //!   loses unsynced writes) and three in-process members under openraft's
 //!   engine (replication, purge after snapshots, restart); all with a
-//!   test-only state machine and, for the last, a test-only network.
+//!   test-only state machine and, for the last, a test-only in-process
+//!   network (`testnet.rs`, kept for tests that cut members off at will).
 //! - [`state_machine`]: the ledger as Raft's state machine
 //!   ([`LedgerStateMachine`]): every committed block validated with the
 //!   core rule and stored, or the same recorded rejection on every member;
@@ -37,12 +38,23 @@
 //! - [`finality`]: the leader's [`Collector`]: votes verified under the
 //!   validator set of their height and counted into a certificate at a
 //!   quorum; a validator's two hashes at one height kept as evidence.
+//! - [`network`]: the network between members over the peer links
+//!   ([`crate::net::peer`]: the project's handshake and session
+//!   encryption on TCP, admission by `VALIDATE` + `CONNECT`):
+//!   [`PeerNetwork`] is openraft's `RaftNetworkFactory`, carries forwarded
+//!   transactions ([`PeerNetwork::forward`]) and finality votes
+//!   ([`PeerNetwork::send_vote`]) to the leader, and serves all of them to
+//!   the gateway's [`PeerHandler`] ([`PeerNetwork::listen`]). Tested with
+//!   three members under real openraft on loopback TCP with the real log
+//!   store and state machine (`network/tests.rs`: election, identical
+//!   chains, a forward and a vote, the leader stopped and another
+//!   elected, the stopped member restarted and caught up).
 //!
 //! # What does not exist yet
 //!
-//! - The network between members (openraft's `RaftNetwork` over the peer
-//!   links) that also carries votes to the leader's collector and readings
-//!   to the leader, the membership's bootstrap and changes, the `[cluster]`
+//! - The wiring of the network into the gateway (a `PeerHandler` over the
+//!   node: forwards into the leader's intake, votes into its collector),
+//!   the membership's bootstrap and changes, the `[cluster]`
 //!   configuration, catch-up by snapshot with block back-fill, and the
 //!   wiring into
 //!   [`app::start`](crate::app::start): nothing in a running gateway uses
@@ -53,6 +65,7 @@
 
 pub mod finality;
 pub mod log_store;
+pub mod network;
 pub mod settings;
 pub mod state_machine;
 pub mod types;
@@ -60,6 +73,7 @@ pub mod verified;
 
 pub use finality::{Collector, Verdict};
 pub use log_store::LogStore;
+pub use network::{PeerHandler, PeerNetwork};
 pub use settings::ClusterSettings;
 pub use state_machine::{LedgerStateMachine, Outcome};
 pub use types::{ClusterRequest, ClusterResponse, GatewayNode, NodeId, TypeConfig};

@@ -3,7 +3,9 @@
 //! [`sensorchain_core::link`]), driven by the gateway's responder
 //! ([`responder`]), the listeners ([`tcp`], [`serial`]) and the initiator
 //! used by simulated sensors, the demo and tests ([`client`]); raw frames
-//! for tests and tools ([`codec`]).
+//! for tests and tools ([`codec`]). Gateway-to-gateway links (the
+//! cluster's own listener and dialler, [`peer`]) use the same core
+//! machinery with the peer link's handshake byte and frames.
 //!
 //! One [`LinkHub`] holds what all links share: the node, the limits, the
 //! responder table that bounds half-open handshakes across every link, the
@@ -11,6 +13,7 @@
 
 pub mod client;
 pub mod codec;
+pub mod peer;
 pub mod peers;
 pub mod responder;
 pub mod serial;

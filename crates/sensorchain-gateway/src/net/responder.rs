@@ -49,7 +49,9 @@
 //!    `CONNECT` (checked on every permission change: `Refused(Revoked)` in
 //!    clear, closed at once); a newer session of the same identity (step
 //!    2); shutdown (in-flight submissions are answered first, then
-//!    `Refused(ShuttingDown)`).
+//!    `Refused(ShuttingDown)`); an authenticated frame of a kind a device
+//!    link does not carry, a peer link's chunk included (closed at once,
+//!    [`LinkEnd::Protocol`]).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -135,6 +137,9 @@ pub enum LinkEnd {
     /// The session's send budget ran out: it was closed with a close frame
     /// and a new handshake is served on the same link.
     Rekey,
+    /// The initiator sent an authenticated frame of a kind a device link
+    /// does not carry (a peer link's chunk, say): closed at once.
+    Protocol,
 }
 
 impl LinkEnd {
@@ -152,6 +157,7 @@ impl LinkEnd {
             LinkEnd::Rehandshake => "rehandshake",
             LinkEnd::Replaced => "replaced",
             LinkEnd::Rekey => "rekey",
+            LinkEnd::Protocol => "protocol",
         }
     }
 
@@ -599,6 +605,7 @@ where
             End::Rehandshake => LinkEnd::Rehandshake,
             End::Rekey => LinkEnd::Rekey,
             End::Idle => LinkEnd::Idle,
+            End::Protocol => LinkEnd::Protocol,
             _ => LinkEnd::Io,
         }
     }

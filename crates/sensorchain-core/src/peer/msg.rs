@@ -1,0 +1,251 @@
+//! The messages of a peer link (re-exported by [`crate::peer`]): requests
+//! from the initiator ([`PeerRequest`]) and answers from the responder
+//! ([`PeerAnswer`]), postcard-encoded and strictly decoded
+//! ([`crate::codec`]); `docs/PROTOCOL.md`, "Peer links", gives every byte.
+//!
+//! A message is `varint(id) || body`: the id is the request's, chosen by
+//! the initiator, and copied into its answer. The body of a Raft request or
+//! answer is openraft's own type, postcard-encoded, carried as bytes: this
+//! module checks only that they are bytes; the gateway decodes them.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use serde::{Deserialize, Serialize};
+
+use super::{MAX_REASON_LEN, PEER_MAX_MESSAGE};
+use crate::block::FinalityVote;
+use crate::codec::{self, DecodeError};
+use crate::hash::Hash32;
+use crate::link::RejectReason;
+
+/// A request: its id (unique among the initiator's requests in flight on
+/// the link) and what is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerRequest<'a> {
+    /// The request's id; its answer carries the same.
+    pub id: u64,
+    /// What is asked.
+    #[serde(borrow)]
+    pub body: Request<'a>,
+}
+
+/// What a peer asks (variant indices in declaration order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request<'a> {
+    /// Raft's AppendEntries: openraft's `AppendEntriesRequest`, postcard.
+    AppendEntries(&'a [u8]),
+    /// Raft's RequestVote: openraft's `VoteRequest`, postcard.
+    Vote(&'a [u8]),
+    /// Raft's InstallSnapshot (one chunk): openraft's
+    /// `InstallSnapshotRequest`, postcard.
+    InstallSnapshot(&'a [u8]),
+    /// A transaction a follower received, for the leader's intake: its
+    /// exact encoded bytes, as the sensor signed them.
+    Forward(&'a [u8]),
+    /// This gateway's finality vote for the block at `height` with `hash`,
+    /// for the leader's collector.
+    FinalityVote {
+        /// The block's height.
+        height: u64,
+        /// The block's hash.
+        hash: Hash32,
+        /// The vote (validator key id and signature).
+        vote: FinalityVote,
+    },
+}
+
+/// An answer: the id of the request it answers and the result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerAnswer<'a> {
+    /// The id of the request answered.
+    pub id: u64,
+    /// The result.
+    #[serde(borrow)]
+    pub body: Answer<'a>,
+}
+
+/// The result of a request (variant indices in declaration order; each
+/// request kind is answered by the variant of the same index, or by
+/// [`Answer::Malformed`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Answer<'a> {
+    /// openraft's `Result<AppendEntriesResponse, RaftError>`, postcard.
+    AppendEntries(&'a [u8]),
+    /// openraft's `Result<VoteResponse, RaftError>`, postcard.
+    Vote(&'a [u8]),
+    /// openraft's `Result<InstallSnapshotResponse,
+    /// RaftError<InstallSnapshotError>>`, postcard.
+    InstallSnapshot(&'a [u8]),
+    /// What the leader did with a forwarded transaction.
+    Forward(ForwardAnswer),
+    /// What the leader did with a finality vote.
+    FinalityVote(VoteAnswer),
+    /// The request's body could not be read (not the encoding of its
+    /// kind): nothing was done.
+    Malformed,
+}
+
+/// What the leader did with a forwarded transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ForwardAnswer {
+    /// Taken into the leader's intake: it will be in a block unless a rule
+    /// refuses it there (the follower keeps its sensor waiting for the
+    /// block's certificate).
+    Queued,
+    /// Refused for good by a ledger rule or the leader's checks.
+    Refused {
+        /// Why, as a sensor is told ([`crate::link::GatewayMsg::Reject`]).
+        reason: RejectReason,
+        /// A human-readable account (at most [`MAX_REASON_LEN`] bytes).
+        message: String,
+    },
+    /// Already in the leader's chain, in the block at `height` (a resent
+    /// copy, e.g. after a leader change).
+    InBlock {
+        /// The block holding it.
+        height: u64,
+    },
+    /// The answering gateway does not lead: forward to `leader` (when it
+    /// knows one) instead.
+    NotLeader {
+        /// The current leader's node id, if known.
+        leader: Option<u64>,
+    },
+    /// The leader cannot take it now (intake full, shutting down): resend
+    /// later.
+    Busy,
+}
+
+/// What the leader did with a finality vote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VoteAnswer {
+    /// Counted, or already known (the same vote again, a height already
+    /// certified), or kept until the leader's chain reaches its height:
+    /// nothing more to do.
+    Counted,
+    /// Refused.
+    Refused {
+        /// Why.
+        reason: VoteRefusal,
+        /// A human-readable account (at most [`MAX_REASON_LEN`] bytes).
+        message: String,
+    },
+    /// The answering gateway does not lead: send it to `leader` instead.
+    NotLeader {
+        /// The current leader's node id, if known.
+        leader: Option<u64>,
+    },
+}
+
+/// Why a finality vote was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VoteRefusal {
+    /// Not a validator in force at that height, a signature that does not
+    /// verify, a height too far ahead.
+    Invalid,
+    /// The validator signed another hash at that height: the leader keeps
+    /// both votes as evidence.
+    Equivocation,
+}
+
+/// The kind of a request, and of the answer that matches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// [`Request::AppendEntries`], [`Answer::AppendEntries`].
+    AppendEntries,
+    /// [`Request::Vote`], [`Answer::Vote`].
+    Vote,
+    /// [`Request::InstallSnapshot`], [`Answer::InstallSnapshot`].
+    InstallSnapshot,
+    /// [`Request::Forward`], [`Answer::Forward`].
+    Forward,
+    /// [`Request::FinalityVote`], [`Answer::FinalityVote`].
+    FinalityVote,
+}
+
+impl Request<'_> {
+    /// The kind of this request.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Request::AppendEntries(_) => Kind::AppendEntries,
+            Request::Vote(_) => Kind::Vote,
+            Request::InstallSnapshot(_) => Kind::InstallSnapshot,
+            Request::Forward(_) => Kind::Forward,
+            Request::FinalityVote { .. } => Kind::FinalityVote,
+        }
+    }
+}
+
+impl Answer<'_> {
+    /// The kind of request this answers (`None` for
+    /// [`Answer::Malformed`], which answers any).
+    pub fn kind(&self) -> Option<Kind> {
+        Some(match self {
+            Answer::AppendEntries(_) => Kind::AppendEntries,
+            Answer::Vote(_) => Kind::Vote,
+            Answer::InstallSnapshot(_) => Kind::InstallSnapshot,
+            Answer::Forward(_) => Kind::Forward,
+            Answer::FinalityVote(_) => Kind::FinalityVote,
+            Answer::Malformed => return None,
+        })
+    }
+
+    /// Whether this can answer a request of kind `kind`.
+    pub fn answers(&self, kind: Kind) -> bool {
+        self.kind().is_none_or(|k| k == kind)
+    }
+}
+
+impl<'a> PeerRequest<'a> {
+    /// Strictly decodes one request message (at most [`PEER_MAX_MESSAGE`]
+    /// bytes).
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        codec::decode_exact(bytes, PEER_MAX_MESSAGE)
+    }
+
+    /// The message's bytes.
+    pub fn to_vec(&self) -> Vec<u8> {
+        codec::encode_to_vec(self)
+    }
+}
+
+impl<'a> PeerAnswer<'a> {
+    /// Strictly decodes one answer message (at most [`PEER_MAX_MESSAGE`]
+    /// bytes; a refusal's message at most [`MAX_REASON_LEN`] bytes).
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        let a: PeerAnswer<'a> = codec::decode_exact(bytes, PEER_MAX_MESSAGE)?;
+        let message = match &a.body {
+            Answer::Forward(ForwardAnswer::Refused { message, .. })
+            | Answer::FinalityVote(VoteAnswer::Refused { message, .. }) => message.len(),
+            _ => 0,
+        };
+        if message > MAX_REASON_LEN {
+            return Err(DecodeError::TooLong);
+        }
+        Ok(a)
+    }
+
+    /// The message's bytes.
+    pub fn to_vec(&self) -> Vec<u8> {
+        codec::encode_to_vec(self)
+    }
+}
+
+/// `message` cut to at most [`MAX_REASON_LEN`] bytes (at a character
+/// boundary): what a sender puts in a refusal.
+pub fn reason_text(message: &str) -> String {
+    let mut end = message.len().min(MAX_REASON_LEN);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    String::from(&message[..end])
+}
+
+/// The id at the front of a message (a request's or an answer's), if it
+/// is a canonical varint: what a driver reads to route an answer before
+/// decoding its body.
+pub fn message_id(bytes: &[u8]) -> Option<u64> {
+    let mut b = bytes;
+    codec::take_varint(&mut b, u64::MAX)
+}
