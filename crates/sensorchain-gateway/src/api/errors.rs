@@ -113,6 +113,21 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// The status of a reason code that a leader gave (a forwarded
+/// transaction's refusal).
+fn reason_status(r: sensorchain_core::link::RejectReason) -> (StatusCode, &'static str) {
+    use sensorchain_core::link::RejectReason as R;
+    let status = match r {
+        R::Malformed => StatusCode::BAD_REQUEST,
+        R::WrongSigner | R::NotPermitted => StatusCode::FORBIDDEN,
+        R::BadSignature => StatusCode::UNAUTHORIZED,
+        R::Replay => StatusCode::CONFLICT,
+        R::StorageFailed => StatusCode::INSUFFICIENT_STORAGE,
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    (status, r.as_str())
+}
+
 /// The status and code a refused submission is answered with.
 pub fn rejection_status(e: &Rejected) -> (StatusCode, &'static str) {
     match e {
@@ -123,6 +138,7 @@ pub fn rejection_status(e: &Rejected) -> (StatusCode, &'static str) {
         Rejected::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
         Rejected::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
         Rejected::Storage(_) => (StatusCode::INSUFFICIENT_STORAGE, "storage_failed"),
+        Rejected::Leader { reason, .. } => reason_status(*reason),
         Rejected::Rule(r) => match r {
             TxRuleError::Replay { .. } => (StatusCode::CONFLICT, "replay"),
             TxRuleError::UnknownSigner => (StatusCode::FORBIDDEN, "unknown_signer"),

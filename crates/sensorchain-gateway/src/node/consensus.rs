@@ -42,12 +42,19 @@ use tokio::sync::{mpsc, watch};
 
 use super::replies::LedgerEvent;
 use super::{NodeEvent, Shared};
+use crate::cluster::network::admit_member;
 use crate::cluster::state_machine::StateMachineConfig;
 use crate::cluster::{
     ClusterRequest, ClusterResponse, ClusterSettings, Collector, GatewayNode, LedgerStateMachine,
-    LogStore, NodeId, Outcome, TypeConfig, Verdict, Verified,
+    LogStore, NodeId, Outcome, PeerHandler, PeerNetwork, TypeConfig, Verdict, Verified,
 };
+use crate::net::peer::PeerConfig;
 use crate::store::Store;
+use futures::future::BoxFuture;
+use sensorchain_core::handshake::Denial;
+use sensorchain_core::identity::{KeyId, PublicKey, VerifyingKey};
+use sensorchain_core::peer::{ForwardAnswer, VoteAnswer, VoteRefusal};
+use std::net::SocketAddr;
 
 /// Name of the threads of Raft's runtime.
 pub const RAFT_THREAD: &str = "sc-raft";
@@ -61,8 +68,22 @@ const RAFT_WORKERS: usize = 2;
 /// Outcomes the state machine may emit before it waits for the follower.
 const OUTCOMES_QUEUED: usize = 1024;
 
+/// Peers' votes waiting for the follower thread.
+const VOTES_QUEUED: usize = 4096;
+
+/// Transactions being forwarded to the leader at once (the peer link's
+/// pipeline).
+pub(super) const FORWARDS_IN_FLIGHT: usize = 64;
+
+/// How often a member gives its votes for the blocks not yet final again
+/// (to the leader of the moment: votes lost with a leader are not lost).
+const REVOTE_EVERY: Duration = Duration::from_secs(2);
+
 /// Longest wait at start for the committed log entries to be applied.
 const REPLAY_WAIT: Duration = Duration::from_secs(3600);
+
+/// How long the peer links may take to stop.
+const PEER_GRACE: Duration = Duration::from_secs(5);
 
 /// Heights below the head searched for this gateway's uncertified votes
 /// when it starts or becomes leader.
@@ -131,11 +152,30 @@ pub(super) enum Written {
     Stopped(String),
 }
 
+/// A peer's finality vote on its way to the follower thread, which holds
+/// the collector, and the answer it waits for.
+pub(super) struct PeerVote {
+    height: u64,
+    hash: Hash32,
+    vote: FinalityVote,
+    answer: tokio::sync::oneshot::Sender<VoteAnswer>,
+}
+
 /// This gateway's Raft and what the node needs of it.
 pub(super) struct Consensus {
     raft: Raft<TypeConfig>,
     id: NodeId,
     handle: Handle,
+    /// The peer links (none: a cluster of one without a peer listener).
+    net: Option<PeerNetwork>,
+    /// Where the peer listener listens, once it does.
+    peer_addr: std::sync::OnceLock<SocketAddr>,
+    /// The peer-link address to listen on.
+    listen: Option<String>,
+    /// Peers' votes for the follower thread.
+    votes: mpsc::Sender<PeerVote>,
+    /// Forwards in flight to the leader, at most [`FORWARDS_IN_FLIGHT`].
+    forwards: Arc<tokio::sync::Semaphore>,
     /// Transactions whose signatures this gateway verified.
     pub(super) verified: Arc<Verified>,
     /// The state after the last applied block.
@@ -148,6 +188,7 @@ pub(super) struct Started {
     pub(super) consensus: Consensus,
     pub(super) runtime: Runtime,
     pub(super) outcomes: mpsc::Receiver<Outcome>,
+    pub(super) votes: mpsc::Receiver<PeerVote>,
     /// The last log index this gateway knew was committed when it stopped.
     pub(super) committed: Option<u64>,
 }
@@ -195,15 +236,24 @@ pub(super) fn start(
         addr: settings.listen.clone().unwrap_or_default(),
         public_key: key.public().0,
     });
+    let net = (settings.listen.is_some() || !settings.is_single()).then(|| {
+        let chain = *state.borrow().chain_id();
+        let net = PeerNetwork::new(id, PeerConfig::new(Arc::new(key.clone()), chain));
+        net.set_nodes(members.clone());
+        net
+    });
+    let network = net.clone();
     let raft = run_on(&runtime, async move {
         let mut log = log;
         let committed = log
             .read_committed()
             .await
             .map_err(|e| anyhow::anyhow!("cannot read the Raft log: {e}"))?;
-        let raft = Raft::new(id, config, NoPeers, log, sm)
-            .await
-            .context("cannot start Raft")?;
+        let raft = match network {
+            Some(n) => Raft::new(id, config, n, log, sm).await,
+            None => Raft::new(id, config, NoPeers, log, sm).await,
+        }
+        .context("cannot start Raft")?;
         if !raft.is_initialized().await? {
             raft.initialize(members)
                 .await
@@ -212,16 +262,23 @@ pub(super) fn start(
         anyhow::Ok((raft, committed.map(|c| c.index)))
     })??;
     let (raft, committed) = raft;
+    let (votes_tx, votes) = mpsc::channel(VOTES_QUEUED);
     Ok(Started {
         consensus: Consensus {
             raft,
             id,
             handle: runtime.handle().clone(),
+            net,
+            peer_addr: Default::default(),
+            listen: settings.listen.clone(),
+            votes: votes_tx,
+            forwards: Arc::new(tokio::sync::Semaphore::new(FORWARDS_IN_FLIGHT)),
             verified,
             state,
         },
         runtime,
         outcomes,
+        votes,
         committed,
     })
 }
@@ -302,6 +359,110 @@ impl Consensus {
             members,
             evidence,
         }
+    }
+
+    /// Raft's handle.
+    pub(super) fn raft(&self) -> Raft<TypeConfig> {
+        self.raft.clone()
+    }
+
+    /// Where peers' votes go to the follower thread.
+    pub(super) fn votes_sender(&self) -> mpsc::Sender<PeerVote> {
+        self.votes.clone()
+    }
+
+    /// The leader this gateway knows of.
+    pub(super) fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    /// Where the peer listener listens (none: no peer links).
+    pub(super) fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer_addr.get().copied()
+    }
+
+    /// Serves the peer links on the `[cluster] listen` address (if any),
+    /// to `handler`.
+    pub(super) fn serve(&self, handler: Arc<dyn PeerHandler>) -> anyhow::Result<()> {
+        let (Some(net), Some(addr)) = (self.net.clone(), self.listen.clone()) else {
+            return Ok(());
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.handle.spawn(async move {
+            let r = async {
+                let l = tokio::net::TcpListener::bind(&addr)
+                    .await
+                    .with_context(|| format!("cannot listen for peer links on {addr}"))?;
+                net.listen(l, handler)
+                    .with_context(|| format!("cannot serve peer links on {addr}"))
+            }
+            .await;
+            let _ = tx.send(r);
+        });
+        let addr = rx
+            .recv()
+            .map_err(|_| anyhow::anyhow!("Raft's runtime stopped"))??;
+        let _ = self.peer_addr.set(addr);
+        tracing::info!(%addr, "peer links listening");
+        Ok(())
+    }
+
+    /// Re-checks the peers' sessions against the current permissions.
+    pub(super) fn recheck_peers(&self) {
+        if let Some(n) = &self.net {
+            n.recheck_sessions();
+        }
+    }
+
+    /// Waits (blocking this thread, up to `max`) until some member leads.
+    pub(super) fn wait_any_leader(&self, max: Duration) -> Option<NodeId> {
+        let mut m = self.raft.metrics();
+        let wait = async move {
+            let _ = tokio::time::timeout(
+                max,
+                m.wait_for(|m| m.running_state.is_err() || m.current_leader.is_some()),
+            )
+            .await;
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.handle.spawn(async move {
+            wait.await;
+            let _ = tx.send(());
+        });
+        let _ = rx.recv();
+        self.leader()
+    }
+
+    /// Forwards a transaction (its exact bytes) to the leader `to`; `done`
+    /// gets the answer, on Raft's runtime.
+    pub(super) fn forward(
+        &self,
+        to: NodeId,
+        tx: Vec<u8>,
+        done: impl FnOnce(Result<ForwardAnswer, String>) + Send + 'static,
+    ) {
+        let Some(net) = self.net.clone() else {
+            done(Err("this gateway has no peer links".into()));
+            return;
+        };
+        let permits = self.forwards.clone();
+        self.handle.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            done(net.forward(to, tx).await.map_err(|e| e.to_string()));
+        });
+    }
+
+    /// Gives this gateway's vote to the leader `to` (its answer only
+    /// logged: the periodic re-vote makes up for a lost one).
+    fn send_vote(&self, to: NodeId, height: u64, hash: Hash32, vote: FinalityVote) {
+        let Some(net) = self.net.clone() else { return };
+        self.handle.spawn(async move {
+            match net.send_vote(to, height, hash, vote).await {
+                Ok(VoteAnswer::Counted) => {}
+                Ok(a) => tracing::debug!(height, to, "finality vote not counted: {a:?}"),
+                Err(e) => tracing::debug!(height, to, "finality vote not delivered: {e}"),
+            }
+        });
     }
 
     /// The last index of this gateway's Raft log.
@@ -397,37 +558,90 @@ impl Consensus {
         });
     }
 
-    /// Stops Raft (its tasks end, the state machine and the log are
-    /// released once `runtime` is dropped), waiting from this thread.
+    /// Stops Raft, then the peer links (their tasks end, the state machine
+    /// and the log are released once `runtime` is dropped), waiting from
+    /// this thread.
     pub(super) fn shutdown(&self, runtime: &Runtime) {
         let raft = self.raft.clone();
-        let _ = run_on(runtime, async move { raft.shutdown().await });
+        let net = self.net.clone();
+        let _ = run_on(runtime, async move {
+            let _ = raft.shutdown().await;
+            if let Some(n) = net
+                && !n.shutdown(PEER_GRACE).await
+            {
+                tracing::warn!("peer links not stopped within {PEER_GRACE:?}");
+            }
+        });
     }
 }
 
 /// Follows the state machine's outcomes until it stops: the node's state,
 /// metrics and events after each applied block; this gateway's vote to the
 /// leader's collector; the answers to submitters when a block is final.
-pub(super) fn follow(inner: Arc<Shared>, mut outcomes: mpsc::Receiver<Outcome>) {
+/// On the leader it also counts the peers' votes; every [`REVOTE_EVERY`]
+/// it gives its votes for the blocks not yet final again.
+pub(super) fn follow(
+    inner: Arc<Shared>,
+    mut outcomes: mpsc::Receiver<Outcome>,
+    mut votes: mpsc::Receiver<PeerVote>,
+) {
     let mut collector = Collector::new(inner.store.clone());
     // Transactions of applied blocks, by height, until their block is final.
     let mut awaiting: BTreeMap<u64, Vec<Hash32>> = BTreeMap::new();
     let mut was_leader = false;
-    while let Some(o) = outcomes.blocking_recv() {
+    let handle = inner.consensus.handle.clone();
+    let mut last_revote = std::time::Instant::now();
+    enum Next {
+        Outcome(Outcome),
+        Vote(PeerVote),
+        Tick,
+        Stop,
+    }
+    loop {
+        let next = handle.block_on(async {
+            tokio::select! {
+                o = outcomes.recv() => o.map_or(Next::Stop, Next::Outcome),
+                Some(v) = votes.recv() => Next::Vote(v),
+                _ = tokio::time::sleep(REVOTE_EVERY) => Next::Tick,
+            }
+        });
         let leader = inner.consensus.is_leader();
         if leader && !was_leader {
             revote(&inner, &mut collector);
+            last_revote = std::time::Instant::now();
         }
         was_leader = leader;
-        match o {
-            Outcome::Block {
+        if last_revote.elapsed() >= REVOTE_EVERY {
+            revote(&inner, &mut collector);
+            last_revote = std::time::Instant::now();
+        }
+        match next {
+            Next::Stop => break,
+            Next::Tick => {}
+            Next::Vote(v) => {
+                let answer = if !leader {
+                    VoteAnswer::NotLeader {
+                        leader: inner.consensus.leader(),
+                    }
+                } else {
+                    match collector.add(v.height, v.hash, v.vote) {
+                        Ok(verdict) => vote_answer(&inner, verdict),
+                        Err(e) => VoteAnswer::Refused {
+                            reason: VoteRefusal::Invalid,
+                            message: clip(&format!("the leader cannot count it now: {e}")),
+                        },
+                    }
+                };
+                let _ = v.answer.send(answer);
+            }
+            Next::Outcome(Outcome::Block {
                 height,
                 hash,
                 tx_ids,
                 vote,
                 changed,
                 readings,
-            } => {
+            }) => {
                 applied(&inner, height, hash, tx_ids.len(), changed, readings);
                 if !tx_ids.is_empty() {
                     awaiting.insert(height, tx_ids);
@@ -441,7 +655,7 @@ pub(super) fn follow(inner: Arc<Shared>, mut outcomes: mpsc::Receiver<Outcome>) 
                     give_vote(&inner, &mut collector, height, hash, v);
                 }
             }
-            Outcome::Final { height, hash } => {
+            Next::Outcome(Outcome::Final { height, hash }) => {
                 collector.on_final(height);
                 inner.metrics.finalized_height.set(height as i64);
                 inner.finalized.store(height, Ordering::Release);
@@ -459,9 +673,35 @@ pub(super) fn follow(inner: Arc<Shared>, mut outcomes: mpsc::Receiver<Outcome>) 
                     }
                 }
             }
-            Outcome::Rejected { .. } => {}
+            Next::Outcome(Outcome::Rejected { .. }) => {}
         }
     }
+}
+
+/// A vote's verdict as the answer to the peer that gave it.
+fn vote_answer(inner: &Shared, v: Verdict) -> VoteAnswer {
+    let answer = match &v {
+        Verdict::Refused(why) => VoteAnswer::Refused {
+            reason: VoteRefusal::Invalid,
+            message: clip(why),
+        },
+        Verdict::Equivocation(_) => VoteAnswer::Refused {
+            reason: VoteRefusal::Equivocation,
+            message: "this validator signed another block at this height: evidence kept".into(),
+        },
+        _ => VoteAnswer::Counted,
+    };
+    counted(inner, v);
+    answer
+}
+
+/// `s` cut to what a peer answer may carry.
+fn clip(s: &str) -> String {
+    let mut end = s.len().min(sensorchain_core::peer::MAX_REASON_LEN);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
 }
 
 /// The node's state, metrics and events after the block at `height`.
@@ -470,7 +710,7 @@ fn applied(
     height: u64,
     hash: Hash32,
     txs: usize,
-    changed: Vec<sensorchain_core::identity::PublicKey>,
+    changed: Vec<PublicKey>,
     readings: u64,
 ) {
     let state = inner.consensus.state.borrow().clone();
@@ -493,12 +733,13 @@ fn applied(
     // than its submitter learns it is final.
     let _ = inner.events.send(NodeEvent::Block { height, hash, txs });
     if !changed.is_empty() {
+        inner.consensus.recheck_peers();
         let _ = inner.events.send(NodeEvent::PermissionsChanged(changed));
     }
 }
 
-/// This gateway's vote for the block at `height`: counted here if it leads
-/// (the peers' votes arrive over the peer links).
+/// This gateway's vote for the block at `height`: counted here if it
+/// leads, else given to the leader over the peer links.
 fn give_vote(
     inner: &Shared,
     collector: &mut Collector,
@@ -511,6 +752,8 @@ fn give_vote(
             Ok(v) => counted(inner, v),
             Err(e) => tracing::error!(height, "cannot count this gateway's vote: {e}"),
         }
+    } else if let Some(l) = inner.consensus.leader() {
+        inner.consensus.send_vote(l, height, hash, vote);
     }
 }
 
@@ -527,15 +770,21 @@ fn counted(inner: &Shared, v: Verdict) {
     }
 }
 
-/// On becoming leader (and at start): this gateway's own recorded votes for
-/// the stored blocks not yet certified are counted again (signing the same
-/// hash again is safe: a vote is deterministic).
+/// On becoming leader, and every [`REVOTE_EVERY`]: this gateway's own
+/// recorded votes for the stored blocks not yet certified are given again
+/// (signing the same hash again is safe: a vote is deterministic).
 fn revote(inner: &Shared, collector: &mut Collector) {
     let store = &inner.store;
     let Ok(Some(head)) = store.head() else { return };
     let chain_id = inner.consensus.state.borrow().chain_id().to_owned();
+    let from = match inner.finalized.load(Ordering::Acquire) {
+        u64::MAX => head.height.saturating_sub(REVOTE_DEPTH),
+        f => f
+            .saturating_add(1)
+            .max(head.height.saturating_sub(REVOTE_DEPTH)),
+    };
     let mut heights = Vec::new();
-    for h in (head.height.saturating_sub(REVOTE_DEPTH)..=head.height).rev() {
+    for h in (from..=head.height).rev() {
         match store.cert(h) {
             Ok(Some(_)) => break,
             Ok(None) => heights.push(h),
@@ -598,5 +847,61 @@ impl RaftNetwork<TypeConfig> for NoLink {
         _o: RPCOption,
     ) -> Result<VoteResponse<NodeId>, Rpc> {
         Err(nobody(self.0))
+    }
+}
+
+/// What this gateway serves to its peers: its Raft, the leader's intake
+/// (forwarded transactions), the leader's collector (votes), admission.
+pub(super) struct Peers {
+    /// The node (weak: the peer links must not keep it alive).
+    pub(super) inner: std::sync::Weak<super::Inner>,
+    pub(super) raft: Raft<TypeConfig>,
+    pub(super) state: watch::Receiver<Arc<WorldState>>,
+    pub(super) votes: mpsc::Sender<PeerVote>,
+}
+
+impl PeerHandler for Peers {
+    fn raft(&self) -> Raft<TypeConfig> {
+        self.raft.clone()
+    }
+
+    fn admit(&self, id: &KeyId) -> Result<VerifyingKey, Denial> {
+        let state = self.state.borrow().clone();
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        admit_member(&state, id, m.membership().nodes().map(|(_, n)| n))
+    }
+
+    fn forward(&self, from: PublicKey, tx: Vec<u8>) -> BoxFuture<'static, ForwardAnswer> {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let Some(inner) = inner.upgrade() else {
+                return ForwardAnswer::Busy;
+            };
+            let node = super::Node { inner };
+            node.take_forwarded(from, tx)
+        })
+    }
+
+    fn vote(
+        &self,
+        _from: PublicKey,
+        height: u64,
+        hash: Hash32,
+        vote: FinalityVote,
+    ) -> BoxFuture<'static, VoteAnswer> {
+        let votes = self.votes.clone();
+        Box::pin(async move {
+            let (answer, rx) = tokio::sync::oneshot::channel();
+            let v = PeerVote {
+                height,
+                hash,
+                vote,
+                answer,
+            };
+            if votes.send(v).await.is_err() {
+                return VoteAnswer::NotLeader { leader: None };
+            }
+            rx.await.unwrap_or(VoteAnswer::NotLeader { leader: None })
+        })
     }
 }

@@ -36,6 +36,8 @@ use super::consensus::Written;
 use super::ingest::Slot;
 use super::replies::LedgerEvent;
 use super::{NodeConfig, Rejected, Shared, now_ms};
+use crate::cluster::NodeId;
+use sensorchain_core::peer::ForwardAnswer;
 
 /// A block proposed on the speculative state, on its way to the log.
 pub(super) struct Proposed {
@@ -56,6 +58,12 @@ const MAX_REQUEUES: u8 = 3;
 /// what it holds busy.
 const LEADER_WAIT: Duration = Duration::from_secs(10);
 
+/// How long a forwarded transaction's submitter waits for its block to be
+/// final here before it is told busy (resend): the leader may have refused
+/// it in its proposer (rarely: this gateway's own precheck refuses what the
+/// leader's would), or lost it in a leader change.
+const FORWARD_FINAL_WAIT: Duration = Duration::from_secs(30);
+
 /// How often the proposer looks for transactions given back while the
 /// intake is quiet.
 const REQUEUE_POLL: Duration = Duration::from_millis(50);
@@ -70,6 +78,10 @@ pub(super) struct Pipeline {
     requeue: Mutex<Vec<Arc<Slot>>>,
     /// Raft stopped: why (every submission is then refused with it).
     stopped: Mutex<Option<String>>,
+    /// Transactions forwarded to the leader and taken there, with the time
+    /// after which their submitters are told busy (resend) if their block
+    /// is not final here by then.
+    forwarded: Mutex<std::collections::VecDeque<(Instant, Hash32)>>,
 }
 
 /// Runs the proposer on this thread until the intake closes, then stops
@@ -100,11 +112,12 @@ fn propose_loop(
     pipe: &Arc<Pipeline>,
 ) {
     let mut seen_failures = 0u64;
+    let mut leading = false;
     let mut spec = inner.committed_state();
     let mut requeues: HashMap<Hash32, u8> = HashMap::new();
     let max = cfg.batch_max_txs.max(1);
     loop {
-        let mut batch = take_requeued(pipe, &mut requeues);
+        let mut batch = take_requeued(inner, pipe, &mut requeues);
         let mut closed = false;
         if batch.is_empty() {
             match rx.recv_timeout(REQUEUE_POLL) {
@@ -148,24 +161,41 @@ fn propose_loop(
             }
             continue;
         }
+        expire_forwarded(inner, pipe);
+        if !inner.consensus.is_leader() {
+            leading = false;
+            match inner.consensus.wait_any_leader(LEADER_WAIT) {
+                Some(l) if !inner.consensus.is_leader() => {
+                    // A follower: the leader proposes.
+                    forward(inner, pipe, l, batch);
+                    if closed {
+                        break;
+                    }
+                    continue;
+                }
+                Some(_) => {}
+                None => {
+                    let e = match stopped(inner, pipe) {
+                        Some(why) => Rejected::Storage(why),
+                        None => Rejected::Busy,
+                    };
+                    refuse_all(inner, &batch, e);
+                    if closed {
+                        break;
+                    }
+                    continue;
+                }
+            }
+        }
         let f = pipe.failures.load(Ordering::Acquire);
-        if f != seen_failures || !inner.consensus.is_leader() {
-            // A block failed (what was built on it is void), or the
-            // leadership changed: start again from the applied state.
+        if f != seen_failures || !leading {
+            // A block failed (what was built on it is void), or this
+            // gateway just became the leader: start again from the applied
+            // state.
             seen_failures = f;
+            leading = true;
             pipe.in_flight
                 .wait_idle(Instant::now() + Duration::from_secs(3600));
-            if !inner.consensus.wait_leader(LEADER_WAIT) {
-                let e = match stopped(inner, pipe) {
-                    Some(why) => Rejected::Storage(why),
-                    None => Rejected::Busy,
-                };
-                refuse_all(inner, &batch, e);
-                if closed {
-                    break;
-                }
-                continue;
-            }
             spec = inner.committed_state();
         }
         if !spec.has(&inner.key.public(), Permissions::VALIDATE) {
@@ -215,23 +245,85 @@ fn refuse_all(inner: &Shared, batch: &[Arc<Slot>], e: Rejected) {
     }
 }
 
-/// The transactions given back by refused blocks; those given back too
-/// often are answered busy (resend).
-fn take_requeued(pipe: &Pipeline, requeues: &mut HashMap<Hash32, u8>) -> Vec<Arc<Slot>> {
+/// The transactions given back by refused blocks and failed forwards;
+/// those given back too often are answered busy (resend).
+fn take_requeued(
+    inner: &Shared,
+    pipe: &Pipeline,
+    requeues: &mut HashMap<Hash32, u8>,
+) -> Vec<Arc<Slot>> {
     let back = std::mem::take(&mut *pipe.requeue.lock().unwrap_or_else(|p| p.into_inner()));
-    if back.is_empty() {
-        if !requeues.is_empty() {
-            requeues.clear();
-        }
-        return back;
+    if requeues.len() > 100_000 {
+        requeues.clear();
     }
-    back.into_iter()
-        .filter(|s| {
-            let n = requeues.entry(s.id).or_insert(0);
-            *n += 1;
-            *n <= MAX_REQUEUES
-        })
-        .collect()
+    let (again, given_up): (Vec<_>, Vec<_>) = back.into_iter().partition(|s| {
+        let n = requeues.entry(s.id).or_insert(0);
+        *n = n.saturating_add(1);
+        *n <= MAX_REQUEUES
+    });
+    for s in &given_up {
+        requeues.remove(&s.id);
+    }
+    refuse_all(inner, &given_up, Rejected::Busy);
+    again
+}
+
+/// Tells the submitters of forwarded transactions whose block is not final
+/// here after [`FORWARD_FINAL_WAIT`] to resend (a no-op for those answered).
+fn expire_forwarded(inner: &Shared, pipe: &Pipeline) {
+    let now = Instant::now();
+    let mut expired = Vec::new();
+    {
+        let mut q = pipe.forwarded.lock().unwrap_or_else(|p| p.into_inner());
+        while q.front().is_some_and(|(t, _)| *t <= now) {
+            if let Some((_, id)) = q.pop_front() {
+                expired.push((id, Rejected::Busy));
+            }
+        }
+    }
+    if !expired.is_empty() {
+        inner.replies.resolve(LedgerEvent::Refused(expired));
+    }
+}
+
+/// A follower's transactions go to the leader `to`; each is answered here
+/// when its block is final here, or with the leader's refusal; those the
+/// leader cannot take now come back to the proposer.
+fn forward(inner: &Arc<Shared>, pipe: &Arc<Pipeline>, to: NodeId, batch: Vec<Arc<Slot>>) {
+    // This gateway verified their signatures: its apply skips them.
+    inner
+        .consensus
+        .verified
+        .insert_all(batch.iter().map(|s| s.id));
+    for slot in batch {
+        let (inner2, pipe2) = (inner.clone(), pipe.clone());
+        let bytes = slot.encoded.clone();
+        inner
+            .consensus
+            .forward(to, bytes, move |answer| match answer {
+                Ok(ForwardAnswer::Queued | ForwardAnswer::InBlock { .. }) => pipe2
+                    .forwarded
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push_back((Instant::now() + FORWARD_FINAL_WAIT, slot.id)),
+                Ok(ForwardAnswer::Refused { reason, message }) => {
+                    inner2.replies.resolve(LedgerEvent::Refused(vec![(
+                        slot.id,
+                        Rejected::Leader { reason, message },
+                    )]));
+                }
+                Ok(ForwardAnswer::NotLeader { .. } | ForwardAnswer::Busy) | Err(_) => {
+                    if let Err(e) = &answer {
+                        tracing::debug!(leader = to, "forward failed, proposed again: {e}");
+                    }
+                    pipe2
+                        .requeue
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(slot);
+                }
+            });
+    }
 }
 
 /// Hands a proposed block to the log; its transactions are answered when it

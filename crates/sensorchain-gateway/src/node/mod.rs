@@ -141,6 +141,15 @@ pub enum Rejected {
     /// The node is stopping.
     #[error("gateway shutting down")]
     ShuttingDown,
+    /// The cluster's leader refused it (this gateway forwarded it there):
+    /// the leader's reason and account.
+    #[error("refused by the leader: {message}")]
+    Leader {
+        /// The leader's reason.
+        reason: RejectReason,
+        /// The leader's account.
+        message: String,
+    },
 }
 
 impl Rejected {
@@ -165,6 +174,7 @@ impl Rejected {
                 _ => RejectReason::Invalid,
             },
             Rejected::Storage(_) => RejectReason::StorageFailed,
+            Rejected::Leader { reason, .. } => *reason,
             Rejected::Busy | Rejected::ShuttingDown => return None,
         })
     }
@@ -435,6 +445,7 @@ impl Node {
             consensus,
             runtime,
             outcomes,
+            votes,
             committed,
         } = consensus::start(
             store.clone(),
@@ -475,7 +486,7 @@ impl Node {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name(FOLLOW_THREAD.into())
-                .spawn(move || consensus::follow(shared, outcomes))
+                .spawn(move || consensus::follow(shared, outcomes, votes))
                 .context("cannot start the outcome follower")?
         };
         let producer = shared.clone();
@@ -483,24 +494,30 @@ impl Node {
             .name("block-producer".into())
             .spawn(move || ledger::produce(producer, rx, cfg, runtime, follower))
             .context("cannot start the block producer")?;
-        // What this gateway knew was committed is applied before it serves:
-        // its state is then at least the state it answered from before.
-        shared.consensus.wait_applied(committed)?;
-        if single {
-            // The only voter commits every entry of its log once it leads:
-            // all of them are applied before it serves.
-            if shared.consensus.wait_leader(Duration::from_secs(60)) {
-                shared
-                    .consensus
-                    .wait_applied(shared.consensus.last_log_index())?;
-            }
-        }
+        let votes_tx = shared.consensus.votes_sender();
         let inner = Arc::new(Inner {
             shared,
             intake,
             pool,
             producer: Mutex::new(Some(producer)),
         });
+        let c = &inner.shared.consensus;
+        c.serve(Arc::new(consensus::Peers {
+            inner: Arc::downgrade(&inner),
+            raft: c.raft(),
+            state: c.state.clone(),
+            votes: votes_tx,
+        }))?;
+        // What this gateway knew was committed is applied before it serves:
+        // its state is then at least the state it answered from before.
+        c.wait_applied(committed)?;
+        if single {
+            // The only voter commits every entry of its log once it leads:
+            // all of them are applied before it serves.
+            if c.wait_leader(Duration::from_secs(60)) {
+                c.wait_applied(c.last_log_index())?;
+            }
+        }
         Ok(Node { inner })
     }
 
@@ -540,6 +557,48 @@ impl Node {
     /// This gateway's key pair (for the handshake responder).
     pub fn keypair(&self) -> &Keypair {
         &self.inner.key
+    }
+
+    /// Where this gateway's peer links listen (none: a cluster of one
+    /// without a `[cluster] listen` address).
+    pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        self.inner.consensus.peer_addr()
+    }
+
+    /// A transaction a follower forwarded to this gateway (`from`: the
+    /// follower's key): taken into the intake if this gateway leads (its
+    /// signature verified here, once), else answered with the leader.
+    fn take_forwarded(
+        &self,
+        from: PublicKey,
+        tx: Vec<u8>,
+    ) -> sensorchain_core::peer::ForwardAnswer {
+        use sensorchain_core::peer::ForwardAnswer;
+        let c = &self.inner.consensus;
+        if !c.is_leader() {
+            return ForwardAnswer::NotLeader { leader: c.leader() };
+        }
+        let id = Transaction::id_of_encoded(&tx);
+        if let Ok(Some(loc)) = self.inner.store.tx_location(&id) {
+            return ForwardAnswer::InBlock { height: loc.height };
+        }
+        match self.enqueue(tx, None) {
+            // The follower answers its sensor when the block is final there.
+            Ok(_ticket) => ForwardAnswer::Queued,
+            Err(Rejected::Busy | Rejected::ShuttingDown) => ForwardAnswer::Busy,
+            Err(e) => {
+                tracing::debug!(peer = %from, "forwarded transaction refused: {e}");
+                let mut message = e.to_string();
+                message.truncate(sensorchain_core::peer::MAX_REASON_LEN.min(message.len()));
+                while !message.is_char_boundary(message.len()) {
+                    message.pop();
+                }
+                ForwardAnswer::Refused {
+                    reason: e.reason().unwrap_or(RejectReason::Invalid),
+                    message,
+                }
+            }
+        }
     }
 
     /// This gateway's view of its cluster: role, term, leader, log and
@@ -681,5 +740,7 @@ pub fn malformed(e: DecodeError) -> Rejected {
     Rejected::Malformed(e.to_string())
 }
 
+#[cfg(test)]
+mod cluster_tests;
 #[cfg(test)]
 mod tests;

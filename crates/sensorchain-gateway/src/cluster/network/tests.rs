@@ -196,7 +196,10 @@ impl Gw {
             &net_keys.genesis,
             Some(key.clone()),
             None,
-            StateMachineConfig { snapshot_every: 2 },
+            StateMachineConfig {
+                snapshot_every: 2,
+                ..Default::default()
+            },
         )
         .unwrap();
         let mut cfg = PeerConfig::new(key, net_keys.genesis.header.chain_id);

@@ -1,0 +1,215 @@
+//! Three gateways in one process, each a [`Node`] with its own Raft over
+//! real peer links on loopback TCP: readings submitted to any of them are
+//! acknowledged once final, and every member stores the same chain with
+//! the same certificates. Verdicts are read from what each member stored.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sensorchain_core::block::Block;
+use sensorchain_core::identity::Keypair;
+use sensorchain_core::permissions::Role;
+use sensorchain_core::reading::Vital;
+use sensorchain_core::tx::{Member, Transaction, TxBody};
+
+use super::{Node, NodeConfig, now_ms};
+use crate::cluster::{ClusterSettings, GatewayNode};
+use crate::metrics::Metrics;
+use crate::store::Store;
+use crate::testkit;
+
+/// Generous bound on anything a test waits for (a busy machine).
+const BOUND: Duration = Duration::from_secs(120);
+
+struct Cluster {
+    genesis: Block,
+    keys: Vec<Keypair>,
+    device: Keypair,
+    dirs: Vec<tempfile::TempDir>,
+    settings: Vec<ClusterSettings>,
+}
+
+/// A free loopback port (bound and released: a race with other processes
+/// that the bounded waits below absorb no worse than a refused connect).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Cluster {
+    fn new(n: usize) -> Cluster {
+        let admin = testkit::admin();
+        let keys: Vec<Keypair> = (0..n)
+            .map(|i| Keypair::from_seed([40 + i as u8; 32]))
+            .collect();
+        let device = Keypair::from_seed([3; 32]);
+        let mut others = testkit::device_members(std::slice::from_ref(&device));
+        others.extend(
+            keys[1..]
+                .iter()
+                .map(|k| Member::of_role(k.public(), Role::Gateway)),
+        );
+        let genesis = testkit::genesis_block("cluster-node-test", &admin, &keys[0], &others);
+        let members: BTreeMap<u64, GatewayNode> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                (
+                    i as u64 + 1,
+                    GatewayNode {
+                        addr: format!("127.0.0.1:{}", free_port()),
+                        public_key: k.public().0,
+                    },
+                )
+            })
+            .collect();
+        let settings = (0..n)
+            .map(|i| {
+                let id = i as u64 + 1;
+                ClusterSettings {
+                    node_id: id,
+                    listen: Some(members[&id].addr.clone()),
+                    members: members.clone(),
+                    heartbeat_ms: 100,
+                    election_ms: (1_000, 2_000),
+                }
+            })
+            .collect();
+        Cluster {
+            genesis,
+            keys,
+            device,
+            dirs: (0..n).map(|_| tempfile::tempdir().unwrap()).collect(),
+            settings,
+        }
+    }
+
+    /// Starts member `i` (0-based) on its directory.
+    fn start(&self, i: usize) -> Node {
+        let cfg = NodeConfig {
+            batch_timeout: Duration::from_millis(5),
+            cluster: self.settings[i].clone(),
+            ..Default::default()
+        };
+        let t = Instant::now();
+        // a member stopped just before releases its files a little later
+        let store = loop {
+            match Store::open(self.dirs[i].path()) {
+                Ok(s) => break s,
+                Err(e) => {
+                    assert!(t.elapsed() < BOUND, "store still held: {e}");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        };
+        Node::start(
+            store,
+            self.keys[i].clone(),
+            &self.genesis,
+            cfg,
+            Arc::new(Metrics::new()),
+        )
+        .unwrap()
+    }
+
+    fn reading(&self, seq: u64) -> Vec<u8> {
+        let body = TxBody::reading(
+            self.device.public(),
+            seq,
+            now_ms(),
+            0,
+            Vital::HeartRate {
+                bpm: 60 + (seq % 40) as u16,
+            },
+        );
+        Transaction::sign(body, &self.genesis.header.chain_id, &self.device)
+            .unwrap()
+            .to_vec()
+    }
+}
+
+/// Stops a node and waits for its threads (and so its stores) to end.
+fn stop(node: Node) {
+    let producer = node.take_producer().unwrap();
+    drop(node);
+    producer.join().unwrap();
+}
+
+/// What a member stored: (height, hash, certificate present) for every
+/// block.
+fn stored(node: &Node) -> Vec<(u64, sensorchain_core::hash::Hash32, bool)> {
+    let s = node.store();
+    let head = s.head().unwrap().unwrap().height;
+    (0..=head)
+        .map(|h| {
+            let header = s.header(h).unwrap().unwrap();
+            (h, header.hash(), s.cert(h).unwrap().is_some())
+        })
+        .collect()
+}
+
+#[test]
+fn three_members_one_chain_submitted_anywhere() {
+    let c = Cluster::new(3);
+    // members start together: each waits for nothing but its own log
+    let nodes: Vec<Node> = std::thread::scope(|s| {
+        let c = &c;
+        let hs: Vec<_> = (0..3).map(|i| s.spawn(move || c.start(i))).collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dev = Some(c.device.public());
+    // sequence numbers go up across members: submit in order, each
+    // acknowledged (final) before the next, to a different member each
+    let mut acked = Vec::new();
+    for seq in 1..=30u64 {
+        let node = &nodes[seq as usize % 3];
+        let t = Instant::now();
+        let r = loop {
+            match rt.block_on(node.submit(c.reading(seq), dev)) {
+                Err(super::Rejected::Busy) if t.elapsed() < BOUND => {
+                    // no leader yet: resend
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                r => break r,
+            }
+        };
+        let committed =
+            r.unwrap_or_else(|e| panic!("reading {seq} via member {}: {e}", seq % 3 + 1));
+        acked.push(committed);
+    }
+    // every member stores every acknowledged reading, final, in one chain
+    let t = Instant::now();
+    loop {
+        let views: Vec<_> = nodes.iter().map(stored).collect();
+        let all_there = nodes.iter().all(|n| {
+            acked.iter().all(|a| {
+                n.store()
+                    .tx_location(&a.tx_id)
+                    .unwrap()
+                    .is_some_and(|l| n.store().cert(l.height).unwrap().is_some())
+            })
+        });
+        if all_there && views.iter().all(|v| v == &views[0]) {
+            break;
+        }
+        assert!(t.elapsed() < BOUND, "members differ: {views:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // one leader, the others following it
+    let statuses: Vec<_> = nodes.iter().map(|n| n.cluster_status()).collect();
+    let leaders: Vec<_> = statuses.iter().filter(|s| s.role == "leader").collect();
+    assert_eq!(leaders.len(), 1, "{statuses:?}");
+    assert!(
+        statuses
+            .iter()
+            .all(|s| s.leader == Some(leaders[0].node_id))
+    );
+    for n in nodes {
+        stop(n);
+    }
+}
