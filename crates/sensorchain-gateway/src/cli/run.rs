@@ -87,6 +87,15 @@ fn print_started(r: &Running) {
     if let Some(a) = r.api_addr() {
         println!("api         http://{a}  (metrics: http://{a}/metrics)");
     }
+    let c = node.cluster_status();
+    match node.peer_addr() {
+        Some(a) => println!(
+            "cluster     member {} of {}, peer links on {a}",
+            c.node_id,
+            c.members.len()
+        ),
+        None => println!("cluster     a cluster of one (no [cluster] section)"),
+    }
 }
 
 /// Sets the process's file mode creation mask to 0o077, so that every file
