@@ -38,6 +38,7 @@ extern crate std;
 
 mod serde_bytes;
 
+pub mod access_log;
 pub mod block;
 #[cfg(feature = "alloc")]
 pub mod chain;
@@ -48,6 +49,7 @@ pub mod handshake;
 pub mod hash;
 pub mod identity;
 pub mod link;
+pub mod login;
 pub mod merkle;
 pub mod permissions;
 pub mod reading;
