@@ -47,15 +47,22 @@
 //! see its table. [`bind`] refuses a non-loopback `listen.api` unless
 //! `api.allow_non_loopback` is set.
 
+use std::path::Path;
+
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRef};
+use axum::handler::Handler;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use serde_json::Value;
 
 use crate::node::Node;
+pub use access::{CONTENT_SECURITY_POLICY, Rule, RouteRow};
 use errors::ApiResult;
 
+mod access;
+pub mod access_log;
+mod auth;
 mod autoerr;
 mod chain;
 mod errors;
@@ -64,20 +71,27 @@ mod json;
 mod params;
 mod pool;
 mod proofs;
+mod ratelimit;
 mod readings;
 mod serve;
 mod status;
 #[cfg(test)]
 mod tests;
+pub mod tls;
 mod txs;
 
+pub use auth::{
+    CHALLENGE_TTL_MS, COOKIE, MAX_CHALLENGES, MAX_SESSIONS, MAX_SESSIONS_PER_IDENTITY,
+    SESSION_TTL_MS,
+};
 pub use errors::{ApiError, clip, rejection_status};
 pub use json::kind_name;
 pub use pool::ReadPool;
 pub use serve::{
-    MAX_HEAD_BUF, MAX_HEADER_BYTES, MAX_HEADERS, MAX_URI_BYTES, app, bind, check_listen,
-    serve_with_shutdown,
+    MAX_HEAD_BUF, MAX_HEADER_BYTES, MAX_HEADERS, MAX_URI_BYTES, app, bind, bind_with,
+    check_listen, check_listen_with, serve_secure, serve_with_shutdown,
 };
+pub use tls::ApiTls;
 
 /// Most characters of user input echoed back in an error message.
 pub const MAX_ECHO_CHARS: usize = 64;
@@ -99,17 +113,38 @@ pub const MAX_CONSISTENCY_HEADERS: u64 = 2048;
 /// Content type of `/metrics` (the Prometheus text format).
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// The handlers' state: the node, the store-read pool, the answer cap.
+/// The handlers' state: the node, the store-read pool, the answer cap,
+/// the sessions and the access log.
 #[derive(Clone)]
 struct Api {
     node: Node,
     pool: ReadPool,
     max_response_bytes: usize,
+    auth: auth::Auth,
+    log: access_log::AccessLog,
 }
 
 impl FromRef<Api> for Node {
     fn from_ref(api: &Api) -> Node {
         api.node.clone()
+    }
+}
+
+/// How the auth layer is set up: its clock (tests inject one) and whether
+/// the API is served over TLS (the session cookie is then `Secure` and
+/// answers carry HSTS).
+#[derive(Clone)]
+pub(crate) struct AuthOptions {
+    pub(crate) clock: auth::Clock,
+    pub(crate) tls: bool,
+}
+
+impl Default for AuthOptions {
+    fn default() -> Self {
+        AuthOptions {
+            clock: auth::Auth::system_clock(),
+            tls: false,
+        }
     }
 }
 
@@ -125,37 +160,121 @@ pub fn router(node: Node) -> Router {
     )
 }
 
+/// Every route of the API over `node`, with its access rule: the rows the
+/// router is built from (docs/API.md, "Access control", lists them).
+pub fn route_table(node: Node) -> Vec<RouteRow> {
+    build(node, ReadPool::new(1, 0), 4096, AuthOptions::default()).1
+}
+
 /// The routes over `node`, reading the store on `pool`.
 fn router_with_pool(node: Node, pool: ReadPool, max_response_bytes: usize) -> Router {
-    Router::new()
-        .route("/health", get(status::health))
-        .route("/chain/head", get(chain::chain_head))
-        .route("/chain/consistency", get(proofs::chain_consistency))
-        .route("/blocks/{height}", get(chain::block))
-        .route("/blocks/{height}/raw", get(chain::block_raw))
-        .route("/txs", post(txs::submit_tx))
-        .route("/txs/{id}", get(txs::tx))
-        .route("/txs/{id}/proof", get(proofs::tx_proof))
-        .route("/devices/{key}/readings", get(readings::device_readings))
-        .route(
-            "/devices/{key}/streams/{stream}/readings",
-            get(readings::stream_readings),
-        )
-        .route("/readings", get(readings::all_readings))
-        .route("/identities", get(identities::identities))
-        .route("/identities/{key}", get(identities::identity))
-        .route("/identities/{key}/readers", get(identities::readers))
-        .route("/votes", get(identities::votes))
-        .route("/consents", get(identities::consents))
-        .route("/metrics", get(status::metrics))
+    build(node, pool, max_response_bytes, AuthOptions::default()).0
+}
+
+/// The routes over `node` with the auth layer set up by `opts`.
+pub(crate) fn router_with(
+    node: Node,
+    pool: ReadPool,
+    max_response_bytes: usize,
+    opts: AuthOptions,
+) -> Router {
+    build(node, pool, max_response_bytes, opts).0
+}
+
+/// The router and its route table, built together: every route is added
+/// with its rule ([`Table::route`]), so none exists without one.
+struct Table {
+    router: Router<Api>,
+    rows: Vec<RouteRow>,
+    api: Api,
+}
+
+impl Table {
+    /// Adds `method path` served by `mr` under `rule` ([`access::enforce`]
+    /// runs before the handler).
+    fn route(mut self, method: &'static str, path: &'static str, rule: Rule, mr: MethodRouter<Api>) -> Self {
+        let layer = axum::middleware::from_fn_with_state((self.api.clone(), rule), access::enforce);
+        self.router = self.router.route(path, mr.route_layer(layer));
+        self.rows.push(RouteRow { method, path, rule });
+        self
+    }
+
+    fn get<H: Handler<T, Api>, T: 'static>(self, path: &'static str, rule: Rule, h: H) -> Self {
+        self.route("GET", path, rule, get(h))
+    }
+
+    fn post<H: Handler<T, Api>, T: 'static>(self, path: &'static str, rule: Rule, h: H) -> Self {
+        self.route("POST", path, rule, post(h))
+    }
+}
+
+fn build(
+    node: Node,
+    pool: ReadPool,
+    max_response_bytes: usize,
+    opts: AuthOptions,
+) -> (Router, Vec<RouteRow>) {
+    let dir = node
+        .store()
+        .path()
+        .parent()
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let chain = *node.state().chain_id();
+    let log = access_log::AccessLog::open(&dir, chain, node.keypair(), opts.clock.clone());
+    let api = Api {
+        node,
+        pool,
+        max_response_bytes,
+        auth: auth::Auth::new(opts.clock.clone(), opts.tls),
+        log,
+    };
+    use Rule::*;
+    let t = Table {
+        router: Router::new(),
+        rows: Vec::new(),
+        api: api.clone(),
+    }
+    .get("/health", Public, status::health)
+    .get("/chain/head", Public, chain::chain_head)
+    .get("/chain/consistency", Public, proofs::chain_consistency)
+    .get("/blocks/{height}/header", Public, chain::block_header)
+    .get("/blocks/{height}", BlockBody, chain::block)
+    .get("/blocks/{height}/raw", BlockBody, chain::block_raw)
+    .post("/txs", SignedTx, txs::submit_tx)
+    .get("/txs/{id}", Tx, txs::tx)
+    .get("/txs/{id}/proof", Public, proofs::tx_proof)
+    .get("/devices/{key}/readings", Readings, readings::device_readings)
+    .get(
+        "/devices/{key}/streams/{stream}/readings",
+        Readings,
+        readings::stream_readings,
+    )
+    .get("/readings", AllReadings, readings::all_readings)
+    .get("/identities", Directory, identities::identities)
+    .get("/identities/{key}", Identity, identities::identity)
+    .get("/identities/{key}/readers", Identity, identities::readers)
+    .get("/votes", Directory, identities::votes)
+    .get("/consents", Directory, identities::consents)
+    .get("/metrics", Public, status::metrics)
+    .post("/auth/challenge", Login, auth::challenge)
+    .post("/auth/login", Login, auth::login)
+    .post("/auth/logout", Public, auth::logout)
+    .get("/auth/session", Session, auth::session)
+    .get("/access-log", AccessLog, access_log::patient_log)
+    .get("/access-log/head", Session, access_log::head)
+    .get("/access-log/entries", Audit, access_log::entries);
+    let router = t
+        .router
         .fallback(errors::not_found)
         .method_not_allowed_fallback(errors::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(Api {
-            node,
-            pool,
-            max_response_bytes,
-        })
+        .layer(axum::middleware::map_response_with_state(
+            opts.tls,
+            access::security_headers,
+        ))
+        .with_state(api);
+    (router, t.rows)
 }
 
 /// A 200 answer with `v` as its JSON body.
