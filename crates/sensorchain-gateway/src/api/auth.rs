@@ -226,7 +226,9 @@ impl Auth {
             ));
         }
         let Some(vk) = state.verifying_key(&key) else {
-            return Err(unauthenticated(format!("{key} is not a registered identity")));
+            return Err(unauthenticated(format!(
+                "{key} is not registered on this chain: it cannot log in"
+            )));
         };
         let c = LoginChallenge {
             chain_id: *state.chain_id(),
