@@ -310,12 +310,6 @@ impl Auth {
         }
     }
 
-    /// Open sessions (for tests and metrics).
-    #[cfg(test)]
-    pub(crate) fn sessions(&self) -> usize {
-        lock(&self.0.sessions).len()
-    }
-
     fn cookie(&self, token: Option<&[u8; 32]>) -> HeaderValue {
         let secure = if self.secure() { "; Secure" } else { "" };
         let v = match token {

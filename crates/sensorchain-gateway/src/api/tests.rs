@@ -1853,3 +1853,5 @@ async fn chain_consistency_proves_one_block_extends_another() {
         .await
         .err(StatusCode::NOT_FOUND, "unknown_block");
 }
+
+mod auth;
