@@ -554,15 +554,16 @@ fn post_tx(api: SocketAddr, tx: &[u8]) -> (u16, serde_json::Value) {
 
 /// The permissions the gateway at `api` reports for `pk` (none if unknown).
 fn permissions_at(api: SocketAddr, pk: &PublicKey) -> Vec<String> {
-    let mut r = http()
-        .get(format!("http://{api}/identities/{pk}"))
-        .call()
-        .unwrap();
-    if r.status().as_u16() == 404 {
+    // the identity directory needs a session: the gateway's
+    let (status, v) = common::get_as(
+        &format!("http://{api}"),
+        &sensorchain_gateway::testkit::gateway(),
+        &format!("/identities/{pk}"),
+    );
+    if status == 404 {
         return Vec::new();
     }
-    assert_eq!(r.status().as_u16(), 200);
-    let v: serde_json::Value = r.body_mut().read_json().unwrap();
+    assert_eq!(status, 200, "{v}");
     v["permissions"]
         .as_array()
         .unwrap()
