@@ -8,7 +8,7 @@
 //! that the chain store's writer is never held up by it. One writer thread
 //! takes the entries of many requests at once and writes them in one durable
 //! transaction (group commit); a request's answer leaves only after its
-//! entries are on disk ([`AccessLog::record`]): a read that cannot be logged
+//! entries are on disk (`AccessLog::record`): a read that cannot be logged
 //! is not served (503 `access_log_unavailable`).
 //!
 //! Why a signed head rather than a transaction on the ledger: a reading

@@ -1,37 +1,48 @@
 //! The HTTP/JSON API of a gateway (axum 0.8), documented route by route in
-//! `docs/API.md`.
+//! `docs/API.md`, with its access control.
 //!
-//! | route | what |
-//! |---|---|
-//! | `GET /health` | liveness, head height and hash, chain id |
-//! | `GET /chain/head` | the head block and the chain parameters |
-//! | `GET /chain/consistency?from=M&to=N` | the headers proving that block `N` extends block `M` |
-//! | `GET /blocks/{height}` | a block's header, hash, proposer and transaction summaries |
-//! | `GET /blocks/{height}/raw` | the block's exact stored bytes |
-//! | `GET /txs/{id}` | a transaction decoded to JSON, and where it is |
-//! | `GET /txs/{id}/proof` | its RFC 6962 Merkle inclusion proof and the block header |
-//! | `GET /devices/{key}/readings` | a device's readings in a time window |
-//! | `GET /devices/{key}/streams/{stream}/readings` | one stream of a device |
-//! | `GET /readings` | every device's readings in a time window |
-//! | `GET /identities`, `GET /identities/{key}` | identities, roles, permissions |
-//! | `GET /identities/{key}/readers` | who may read a device's sealed readings |
-//! | `GET /votes`, `GET /consents` | pending admin-consensus votes, patients' consents |
-//! | `POST /txs` | submit a signed transaction; answers once it is durably committed |
-//! | `GET /metrics` | Prometheus text exposition |
+//! | route | what | rule |
+//! |---|---|---|
+//! | `GET /health` | liveness, head height and hash, chain id | public |
+//! | `GET /chain/head` | the head block and the chain parameters | public |
+//! | `GET /chain/consistency?from=M&to=N` | the headers proving that block `N` extends block `M` | public |
+//! | `GET /blocks/{height}/header` | a block's header, proposer signature, finality certificate | public |
+//! | `GET /blocks/{height}` | a block's header, hash, proposer and transaction summaries | block-body |
+//! | `GET /blocks/{height}/raw` | the block's exact stored bytes | block-body |
+//! | `GET /txs/{id}` | a transaction decoded to JSON, and where it is | tx |
+//! | `GET /txs/{id}/proof` | its RFC 6962 Merkle inclusion proof and the block header | public |
+//! | `GET /devices/{key}/readings` | a device's readings in a time window | readings |
+//! | `GET /devices/{key}/streams/{stream}/readings` | one stream of a device | readings |
+//! | `GET /readings` | the readings of every device the caller may read | all-readings |
+//! | `GET /identities`, `GET /identities/{key}` | identities, roles, permissions | directory, identity |
+//! | `GET /identities/{key}/readers` | who may read a device's sealed readings | identity |
+//! | `GET /votes`, `GET /consents` | pending admin-consensus votes, patients' consents | directory |
+//! | `POST /txs` | submit a signed transaction; answers once it is durably committed | signed-tx |
+//! | `GET /metrics` | Prometheus text exposition | public |
+//! | `POST /auth/challenge`, `POST /auth/login` | log in with a chain identity | login |
+//! | `POST /auth/logout`, `GET /auth/session` | end a session, who it is | public, session |
+//! | `GET /access-log`, `/access-log/head`, `/access-log/entries` | the access log | access-log, session, audit |
 //!
-//! Every route is in one place, `router_with_pool` in this file: one line
-//! each, naming its handler as `file::handler`. The handlers live in the
-//! file of their resource: `status.rs` (health, metrics), `chain.rs` (head,
-//! blocks), `txs.rs` (submit, lookup), `proofs.rs` (inclusion and
-//! consistency proofs), `readings.rs`, `identities.rs` (identities, readers,
-//! votes, consents); what they share is in `errors.rs` ([`ApiError`], the
-//! fallbacks), `params.rs` (path and query parsing) and `json.rs` (the
-//! answers' JSON shapes).
+//! Every route is in one place, `build` in this file: one line each,
+//! naming its access [`Rule`] and its handler as `file::handler`; the router
+//! and the route table ([`route_table`]) come from the same lines, so no
+//! route exists without a rule. `access::enforce` runs before each
+//! handler: it resolves the session (`auth.rs`), applies the rule against
+//! the world state as it is now, and records reads of patients' data in the
+//! access log ([`access_log`]) before the answer leaves. The handlers live
+//! in the file of their resource: `status.rs` (health, metrics), `chain.rs`
+//! (head, headers, blocks), `txs.rs` (submit, lookup), `proofs.rs`
+//! (inclusion and consistency proofs), `readings.rs`, `identities.rs`
+//! (identities, readers, votes, consents), `auth.rs` (login), `access_log.rs`;
+//! what they share is in `errors.rs` ([`ApiError`], the fallbacks),
+//! `params.rs` (path and query parsing) and `json.rs` (the answers' JSON
+//! shapes).
 //!
 //! Bytes are lowercase hex; keys are 64 hex digits (a path parameter naming
 //! a key also accepts the identity's base58 address). Times are ms since the
 //! Unix epoch. Every error is `{"error": {"code": "snake_case", "message":
-//! "..."}}` with a fitting status code. The API never decrypts: a sealed
+//! "..."}}` with a fitting status code (401 `unauthenticated`, 403
+//! `forbidden` for the access rules). The API never decrypts: a sealed
 //! reading is served as its ciphertext, recipients' key ids and wrapped keys.
 //!
 //! Handlers that touch the store run it on a bounded pool of blocking
@@ -40,12 +51,13 @@
 //! readings or a 16 MiB block is not something to do on a runtime worker,
 //! nor something to do 500 times at once. A reading list stops at
 //! `api.max_response_bytes` (`truncated`, `next_from`). The server around
-//! the routes ([`serve_with_shutdown`], in `api/serve.rs`) bounds
-//! connections, request heads, time, requests in flight and panics, and
-//! keeps the Host rule (421 `bad_host` for a Host that is not a loopback
-//! name, the bound address or in `api.allowed_hosts`: no DNS rebinding);
-//! see its table. [`bind`] refuses a non-loopback `listen.api` unless
-//! `api.allow_non_loopback` is set.
+//! the routes ([`serve_secure`], in `api/serve.rs`) bounds connections,
+//! request heads, time, requests in flight and panics, speaks TLS when
+//! configured ([`tls`]), and keeps the Host rule (421 `bad_host` for a Host
+//! that is not a loopback name, the bound address or in
+//! `api.allowed_hosts`: no DNS rebinding); see its table. [`bind_with`]
+//! refuses a non-loopback `listen.api` without TLS unless
+//! `listen.allow_plaintext` is set.
 
 use std::path::Path;
 
