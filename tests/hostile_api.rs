@@ -456,9 +456,12 @@ fn non_loopback_api_needs_opt_in_and_warns() {
 fn tls_end_to_end_with_a_real_client() {
     let net = common::Net::new(1);
     let port = common::free_port();
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
-        .unwrap();
-    let (cert, key) = (net.dir.path().join("api.crt"), net.dir.path().join("api.key"));
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let (cert, key) = (
+        net.dir.path().join("api.crt"),
+        net.dir.path().join("api.key"),
+    );
     std::fs::write(&cert, ck.cert.pem()).unwrap();
     std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
     configure(&net, |c| {
@@ -468,13 +471,17 @@ fn tls_end_to_end_with_a_real_client() {
     });
     let mut gw = net.start();
     let base = format!("https://localhost:{port}");
-    let agent = sensorchain_gateway::login_client::agent(Duration::from_secs(30), Some(&cert))
-        .unwrap();
+    let agent =
+        sensorchain_gateway::login_client::agent(Duration::from_secs(30), Some(&cert)).unwrap();
     // the API may come up a moment after the sensor port
     let t = Instant::now();
     let token = loop {
-        match sensorchain_gateway::login_client::login(&agent, &base, &net.gateway, Some(&net.chain))
-        {
+        match sensorchain_gateway::login_client::login(
+            &agent,
+            &base,
+            &net.gateway,
+            Some(&net.chain),
+        ) {
             Ok(t) => break t,
             Err(e) if t.elapsed() < Duration::from_secs(30) => {
                 eprintln!("not yet: {e:#}");
@@ -519,7 +526,10 @@ fn tls_end_to_end_with_a_real_client() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
-    assert!(cookie.contains("; Secure") && cookie.contains("HttpOnly"), "{cookie}");
+    assert!(
+        cookie.contains("; Secure") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
     // plain HTTP on the TLS port: no HTTP answer
     let plain = http_get(format!("127.0.0.1:{port}").parse().unwrap(), "/health");
     assert!(!matches!(plain, Some((200, _))), "{plain:?}");
@@ -531,8 +541,16 @@ fn tls_end_to_end_with_a_real_client() {
 
 /// `POST path` with `body` from the local address `from` (127/8 is all
 /// loopback on Linux): (status, JSON body).
-fn post_from(from: &str, api: std::net::SocketAddr, path: &str, body: &str) -> (u16, serde_json::Value) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+fn post_from(
+    from: &str,
+    api: std::net::SocketAddr,
+    path: &str,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let sock = tokio::net::TcpSocket::new_v4().unwrap();

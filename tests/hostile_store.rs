@@ -305,7 +305,10 @@ fn audit_and_export_of_a_running_gateway_through_its_api() {
     let api = format!("http://{}", net.api);
     // (logged in as a key that reads block bodies: the gateway's, `validate`)
     let key = ["--key", "gateway.key"];
-    let (code, api_audit, err) = cli(&[&["audit", "--api", &api, "--json"][..], &key].concat(), dir);
+    let (code, api_audit, err) = cli(
+        &[&["audit", "--api", &api, "--json"][..], &key].concat(),
+        dir,
+    );
     assert_eq!(code, 0, "{api_audit}{err}");
     let (code, out, err) = cli(
         &[&["export", "--api", &api, "--out", "api.export"][..], &key].concat(),
@@ -319,7 +322,10 @@ fn audit_and_export_of_a_running_gateway_through_its_api() {
     sensorchain_gateway::keys::write_keypair(&dir.join("admin.key"), &net.admin, false).unwrap();
     let (code, out, err) = cli(&["audit", "--api", &api, "--key", "admin.key"], dir);
     assert_ne!(code, 0, "{out}{err}");
-    assert!(err.contains("403") || err.contains("forbidden") || out.contains("403"), "{out}{err}");
+    assert!(
+        err.contains("403") || err.contains("forbidden") || out.contains("403"),
+        "{out}{err}"
+    );
     let (code, out, _) = cli(&[&["audit", "--api", &api][..], &key].concat(), dir);
     assert_eq!(code, 0, "{out}");
     assert!(

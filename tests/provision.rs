@@ -54,8 +54,11 @@ fn refused_line(line: &str, dir: &Path) -> String {
 fn get(url: &str) -> Value {
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest.split_at(rest.find('/').unwrap());
-    let (status, v) =
-        common::get_as(&format!("http://{host}"), &sensorchain_gateway::testkit::gateway(), path);
+    let (status, v) = common::get_as(
+        &format!("http://{host}"),
+        &sensorchain_gateway::testkit::gateway(),
+        path,
+    );
     assert_eq!(status, 200, "GET {url}: {v}");
     v
 }

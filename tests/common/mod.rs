@@ -245,7 +245,9 @@ pub fn add_patient(net: &Net, device: &Keypair) -> Keypair {
             timestamp_ms: sensorchain_gateway::node::now_ms(),
             kind,
         };
-        let tx = Transaction::sign(body, &net.chain, &net.admin).unwrap().to_vec();
+        let tx = Transaction::sign(body, &net.chain, &net.admin)
+            .unwrap()
+            .to_vec();
         let r = agent
             .post(format!("http://{}/txs", net.api))
             .content_type("application/octet-stream")

@@ -376,7 +376,11 @@ mod tests {
         for (at, v) in [(112, 0u8), (112, 5), (113, 2), (116, 1)] {
             let mut x = b;
             x[at] = v;
-            assert_eq!(AccessEntry::decode(&x), Err(AccessLogError::BadField), "{at}");
+            assert_eq!(
+                AccessEntry::decode(&x),
+                Err(AccessLogError::BadField),
+                "{at}"
+            );
         }
         let mut all = b;
         all[114..118].copy_from_slice(&u32::MAX.to_le_bytes());

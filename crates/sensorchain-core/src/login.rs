@@ -180,7 +180,10 @@ mod tests {
                 chain_id: ChainId([8; 32]),
                 ..c
             },
-            LoginChallenge { gateway: other, ..c },
+            LoginChallenge {
+                gateway: other,
+                ..c
+            },
             LoginChallenge {
                 nonce: [6; 32],
                 ..c

@@ -29,7 +29,8 @@ pub fn agent(timeout: Duration, ca: Option<&Path>) -> anyhow::Result<ureq::Agent
         .timeout_connect(Some(Duration::from_secs(5)))
         .timeout_global(Some(timeout));
     if let Some(ca) = ca {
-        let pem = std::fs::read(ca).with_context(|| format!("cannot read --ca {}", ca.display()))?;
+        let pem =
+            std::fs::read(ca).with_context(|| format!("cannot read --ca {}", ca.display()))?;
         let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
             .filter_map(|item| match item {
                 Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
@@ -65,7 +66,9 @@ impl std::fmt::Debug for ApiSession {
     }
 }
 
-fn json_of(r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> anyhow::Result<(u16, Value)> {
+fn json_of(
+    r: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+) -> anyhow::Result<(u16, Value)> {
     let mut r = r?;
     let status = r.status().as_u16();
     let v = r.body_mut().read_json::<Value>().unwrap_or(Value::Null);

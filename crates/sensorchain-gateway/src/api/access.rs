@@ -263,7 +263,9 @@ fn decide(
             if c.sees_directory() {
                 Ok(Vec::new())
             } else {
-                Err(no("the identity directory (admin, validate or audit is needed)"))
+                Err(no(
+                    "the identity directory (admin, validate or audit is needed)",
+                ))
             }
         }
         Rule::Identity => {
@@ -343,7 +345,9 @@ fn decide(
                     subject: Hash32::ZERO,
                 }]),
                 None if c.audits() => Ok(Vec::new()),
-                _ => Err(no("this access log (only the patient's own, or with audit)")),
+                _ => Err(no(
+                    "this access log (only the patient's own, or with audit)",
+                )),
             }
         }
         Rule::Audit => {
@@ -505,9 +509,10 @@ pub(crate) fn tx_decision(
         TxKind::Grant { target, .. }
         | TxKind::Revoke { target, .. }
         | TxKind::SetRole { target, .. } => (c.sees_directory() || named(&[*target]), Vec::new()),
-        TxKind::AssignDevice { device, patient } => {
-            (c.sees_directory() || named(&[*device, *patient]), Vec::new())
-        }
+        TxKind::AssignDevice { device, patient } => (
+            c.sees_directory() || named(&[*device, *patient]),
+            Vec::new(),
+        ),
         TxKind::Consent { reader, .. } => (c.sees_directory() || named(&[*reader]), Vec::new()),
         _ => (c.sees_directory(), Vec::new()),
     }

@@ -413,7 +413,8 @@ fn open_checked(
         let Some(head) = head else {
             return Ok((db, (0, Hash32::ZERO)));
         };
-        let sh = SignedHead::decode(&head).ok_or_else(|| fault("the head record is damaged".into()))?;
+        let sh =
+            SignedHead::decode(&head).ok_or_else(|| fault("the head record is damaged".into()))?;
         let vk = VerifyingKey::from_public(&gateway.public())
             .map_err(|e| fault(format!("gateway key: {e}")))?;
         sh.head
@@ -431,7 +432,10 @@ fn open_checked(
                     sh.head.count - 1
                 )));
             }
-            if t.get(sh.head.count).map_err(|e| fault(e.to_string()))?.is_some() {
+            if t.get(sh.head.count)
+                .map_err(|e| fault(e.to_string()))?
+                .is_some()
+            {
                 return Err(fault(format!(
                     "entry {} lies beyond the signed head",
                     sh.head.count
@@ -447,7 +451,11 @@ fn open_checked(
 /// entry decodes, is numbered in order, chains, and the chain ends at the
 /// stored signed head, whose signature verifies. Returns the head, or the
 /// fault naming the first bad entry.
-pub fn verify_dir(dir: &Path, chain: &ChainId, gateway: &PublicKey) -> Result<Option<SignedHead>, AccessLogFault> {
+pub fn verify_dir(
+    dir: &Path,
+    chain: &ChainId,
+    gateway: &PublicKey,
+) -> Result<Option<SignedHead>, AccessLogFault> {
     let file = dir.join(FILE_NAME);
     let fault = |what: String| AccessLogFault {
         file: file.clone(),
@@ -629,7 +637,10 @@ fn limit_of(q: &LogQuery) -> Result<usize, ApiError> {
     if limit == 0 || limit > super::MAX_LIMIT {
         return Err(ApiError::bad_request(
             "bad_limit",
-            format!("limit must be between 1 and {}, got {limit}", super::MAX_LIMIT),
+            format!(
+                "limit must be between 1 and {}, got {limit}",
+                super::MAX_LIMIT
+            ),
         ));
     }
     Ok(limit)
@@ -686,9 +697,10 @@ pub(super) async fn patient_log(
         q.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
     let limit = limit_of(&q)?;
     let patient = match q.patient.as_deref() {
-        Some(p) => PublicKey(sensorchain_core::hash::parse_hex::<32>(p).ok_or_else(|| {
-            ApiError::bad_request("bad_key", "patient must be 64 hex digits")
-        })?),
+        Some(p) => PublicKey(
+            sensorchain_core::hash::parse_hex::<32>(p)
+                .ok_or_else(|| ApiError::bad_request("bad_key", "patient must be 64 hex digits"))?,
+        ),
         None => caller
             .key
             .ok_or_else(|| ApiError::bad_request("bad_query", "patient=KEY is required"))?,

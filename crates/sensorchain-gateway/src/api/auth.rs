@@ -28,8 +28,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -183,7 +183,8 @@ impl Auth {
                 "rate_limited",
                 "too many login requests: wait a second and retry",
             );
-            e.message.push_str(" (limit per client address and for all clients)");
+            e.message
+                .push_str(" (limit per client address and for all clients)");
             Err(e)
         }
     }
@@ -205,13 +206,25 @@ impl Auth {
     }
 
     /// Checks a login and opens a session: (token, expiry).
-    fn login(&self, state: &WorldState, gateway: PublicKey, req: &LoginRequest) -> ApiResult<([u8; 32], u64)> {
+    fn login(
+        &self,
+        state: &WorldState,
+        gateway: PublicKey,
+        req: &LoginRequest,
+    ) -> ApiResult<([u8; 32], u64)> {
         let bad = |what: &str, s: &str| {
-            ApiError::bad_request("bad_login", format!("{what}: {:?} is not {}", clip(s), "valid hex"))
+            ApiError::bad_request(
+                "bad_login",
+                format!("{what}: {:?} is not {}", clip(s), "valid hex"),
+            )
         };
         let key = PublicKey(parse_hex::<32>(req.key.trim()).ok_or_else(|| bad("key", &req.key))?);
-        let nonce = parse_hex::<32>(req.challenge.trim()).ok_or_else(|| bad("challenge", &req.challenge))?;
-        let sig = Signature(parse_hex::<64>(req.signature.trim()).ok_or_else(|| bad("signature", &req.signature))?);
+        let nonce = parse_hex::<32>(req.challenge.trim())
+            .ok_or_else(|| bad("challenge", &req.challenge))?;
+        let sig = Signature(
+            parse_hex::<64>(req.signature.trim())
+                .ok_or_else(|| bad("signature", &req.signature))?,
+        );
         let now = self.now();
         // single use: the nonce leaves the table whatever follows
         let issued = lock(&self.0.challenges).remove(&nonce);

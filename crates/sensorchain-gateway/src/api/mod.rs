@@ -69,7 +69,7 @@ use axum::routing::{MethodRouter, get, post};
 use serde_json::Value;
 
 use crate::node::Node;
-pub use access::{CONTENT_SECURITY_POLICY, Rule, RouteRow};
+pub use access::{CONTENT_SECURITY_POLICY, RouteRow, Rule};
 use errors::ApiResult;
 
 mod access;
@@ -100,8 +100,8 @@ pub use errors::{ApiError, clip, rejection_status};
 pub use json::kind_name;
 pub use pool::ReadPool;
 pub use serve::{
-    MAX_HEAD_BUF, MAX_HEADER_BYTES, MAX_HEADERS, MAX_URI_BYTES, app, bind, bind_with,
-    check_listen, check_listen_with, serve_secure, serve_with_shutdown,
+    MAX_HEAD_BUF, MAX_HEADER_BYTES, MAX_HEADERS, MAX_URI_BYTES, app, bind, bind_with, check_listen,
+    check_listen_with, serve_secure, serve_with_shutdown,
 };
 pub use tls::ApiTls;
 
@@ -204,7 +204,13 @@ struct Table {
 impl Table {
     /// Adds `method path` served by `mr` under `rule` ([`access::enforce`]
     /// runs before the handler).
-    fn route(mut self, method: &'static str, path: &'static str, rule: Rule, mr: MethodRouter<Api>) -> Self {
+    fn route(
+        mut self,
+        method: &'static str,
+        path: &'static str,
+        rule: Rule,
+        mr: MethodRouter<Api>,
+    ) -> Self {
         let layer = axum::middleware::from_fn_with_state((self.api.clone(), rule), access::enforce);
         self.router = self.router.route(path, mr.route_layer(layer));
         self.rows.push(RouteRow { method, path, rule });
@@ -256,7 +262,11 @@ fn build(
     .post("/txs", SignedTx, txs::submit_tx)
     .get("/txs/{id}", Tx, txs::tx)
     .get("/txs/{id}/proof", Public, proofs::tx_proof)
-    .get("/devices/{key}/readings", Readings, readings::device_readings)
+    .get(
+        "/devices/{key}/readings",
+        Readings,
+        readings::device_readings,
+    )
     .get(
         "/devices/{key}/streams/{stream}/readings",
         Readings,

@@ -36,8 +36,8 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use super::autoerr::JsonAutoErrors;
-use super::tls::{ApiTls, check_exposure};
 use super::pool::{ReadPool, panic_text};
+use super::tls::{ApiTls, check_exposure};
 use super::{ApiError, AuthOptions, clip, router_with};
 use crate::config::ApiSettings;
 use crate::node::Node;

@@ -233,22 +233,38 @@ async fn login(r: &Router, kp: &Keypair) -> String {
             .unwrap(),
     )
     .await;
-    assert_eq!(res.status, StatusCode::OK, "{}", String::from_utf8_lossy(&res.body));
+    assert_eq!(
+        res.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&res.body)
+    );
     let c = res.json();
     let ch = LoginChallenge {
-        chain_id: sensorchain_core::hash::ChainId(parse_hex(c["chain_id"].as_str().unwrap()).unwrap()),
+        chain_id: sensorchain_core::hash::ChainId(
+            parse_hex(c["chain_id"].as_str().unwrap()).unwrap(),
+        ),
         gateway: PublicKey(parse_hex(c["gateway"].as_str().unwrap()).unwrap()),
         identity: kp.public(),
         nonce: parse_hex(c["challenge"].as_str().unwrap()).unwrap(),
         expires_ms: c["expires_ms"].as_u64().unwrap(),
     };
     let res = login_with(r, &ch, &ch.sign(kp)).await;
-    assert_eq!(res.status, StatusCode::OK, "{}", String::from_utf8_lossy(&res.body));
+    assert_eq!(
+        res.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&res.body)
+    );
     res.json()["token"].as_str().unwrap().to_string()
 }
 
 /// `POST /auth/login` of the challenge `ch` signed `sig`.
-async fn login_with(r: &Router, ch: &LoginChallenge, sig: &sensorchain_core::identity::Signature) -> Resp {
+async fn login_with(
+    r: &Router,
+    ch: &LoginChallenge,
+    sig: &sensorchain_core::identity::Signature,
+) -> Resp {
     let body = json!({
         "key": hx(&ch.identity),
         "challenge": hex::encode(ch.nonce),
@@ -1223,9 +1239,8 @@ async fn limit_errors_are_json_and_echo_is_clipped() {
 
     // a 5,000-character id (under the URI limit): 400, the echo clipped
     let id = "z".repeat(5_000);
-    let req = format!(
-        "GET /txs/{id} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n"
-    );
+    let req =
+        format!("GET /txs/{id} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n");
     let (status, _, body) = raw(addr, req.as_bytes()).await;
     assert_eq!(status, 400);
     let v = json_error(&body);
@@ -1238,12 +1253,14 @@ async fn limit_errors_are_json_and_echo_is_clipped() {
         format!("/blocks/{id}"),
         format!("/nowhere/{id}"),
     ] {
-        let req = format!(
-            "GET {uri} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n"
-        );
+        let req =
+            format!("GET {uri} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n");
         let (status, _, body) = raw(addr, req.as_bytes()).await;
         // a block body is not the patient's to read: 403, not echoed either
-        assert!(status == 400 || status == 404 || status == 403, "{uri}: {status}");
+        assert!(
+            status == 400 || status == 404 || status == 403,
+            "{uri}: {status}"
+        );
         let m = json_error(&body)["error"]["message"]
             .as_str()
             .unwrap()
@@ -1267,9 +1284,8 @@ async fn limit_errors_are_json_and_echo_is_clipped() {
     json_error(&body);
 
     // a path that is not UTF-8 once decoded: axum's 400, made JSON
-    let req = format!(
-        "GET /txs/%FF%FE HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n"
-    );
+    let req =
+        format!("GET /txs/%FF%FE HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n");
     let (status, head, body) = raw(addr, req.as_bytes()).await;
     assert_eq!(status, 400, "{head}");
     json_error(&body);
@@ -1656,9 +1672,13 @@ async fn reading_lists_are_capped() {
     }
     assert_eq!(seen.len(), 60);
     // without the cap, all in one answer
-    let v = get_host(&as_user(&r0, &f.patient).await, "/readings?limit=1000", "localhost")
-        .await
-        .json();
+    let v = get_host(
+        &as_user(&r0, &f.patient).await,
+        "/readings?limit=1000",
+        "localhost",
+    )
+    .await
+    .json();
     assert_eq!(v["count"], 60);
     assert_eq!(v["truncated"], false);
 }

@@ -33,8 +33,8 @@ use sensorchain_core::permissions::Permissions;
 use sensorchain_core::tx::{Transaction, TxBody, TxKind};
 
 use sensorchain_gateway::api::kind_name;
-use sensorchain_gateway::login_client::{self, ApiSession};
 pub use sensorchain_gateway::chain_source::normalise_url;
+use sensorchain_gateway::login_client::{self, ApiSession};
 use sensorchain_gateway::node::now_ms;
 
 /// The API address `sensorchain run` listens on by default.
@@ -462,7 +462,13 @@ mod tests {
             .unwrap()
             .port();
         let kp = Keypair::from_seed([3; 32]);
-        let api = Api::new(&format!("127.0.0.1:{port}"), Duration::from_secs(2), &kp, None).unwrap();
+        let api = Api::new(
+            &format!("127.0.0.1:{port}"),
+            Duration::from_secs(2),
+            &kp,
+            None,
+        )
+        .unwrap();
         let e = api.chain_id().unwrap_err().to_string();
         assert!(e.contains("cannot reach the gateway API"), "{e}");
         let e = api

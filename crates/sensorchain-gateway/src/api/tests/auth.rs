@@ -67,8 +67,19 @@ impl World {
 }
 
 async fn world() -> World {
-    let [admin, gateway, device, patient, doctor_c, insurer_c, doctor_u, nurse, insurer_u, auditor, revoked] =
-        [1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12].map(|n| Keypair::from_seed([n; 32]));
+    let [
+        admin,
+        gateway,
+        device,
+        patient,
+        doctor_c,
+        insurer_c,
+        doctor_u,
+        nurse,
+        insurer_u,
+        auditor,
+        revoked,
+    ] = [1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12].map(|n| Keypair::from_seed([n; 32]));
     let m = |k: &Keypair, role: Role| Member::of_role(k.public(), role);
     let members = [
         m(&admin, Role::Admin),
@@ -91,7 +102,14 @@ async fn world() -> World {
         batch_timeout: Duration::from_millis(2),
         ..Default::default()
     };
-    let node = Node::start(store, gateway.clone(), &genesis, ncfg, Arc::new(Metrics::new())).unwrap();
+    let node = Node::start(
+        store,
+        gateway.clone(),
+        &genesis,
+        ncfg,
+        Arc::new(Metrics::new()),
+    )
+    .unwrap();
     let offset = Arc::new(AtomicU64::new(0));
     let r = router_with(
         node.clone(),
@@ -148,8 +166,16 @@ async fn world() -> World {
         )
         .await;
     }
-    let body = TxBody::reading(w.device.public(), 1, now_ms(), 0, Vital::HeartRate { bpm: 71 });
-    let tx = Transaction::sign(body, &w.chain(), &w.device).unwrap().to_vec();
+    let body = TxBody::reading(
+        w.device.public(),
+        1,
+        now_ms(),
+        0,
+        Vital::HeartRate { bpm: 71 },
+    );
+    let tx = Transaction::sign(body, &w.chain(), &w.device)
+        .unwrap()
+        .to_vec();
     let c = commit(&r, &tx).await;
     w.reading_id = c["tx_id"].as_str().unwrap().to_string();
     w.height = c["height"].as_u64().unwrap();
@@ -175,15 +201,27 @@ fn as_peer(r: &Router, token: Option<&str>, peer: SocketAddr) -> Router {
 
 /// The matrix's roles, in the order of docs/API.md's columns.
 const ROLES: [&str; 12] = [
-    "anon", "device", "patient", "doctor+", "doctor−", "nurse", "insurer+", "insurer−", "admin",
-    "auditor", "gateway", "revoked",
+    "anon",
+    "device",
+    "patient",
+    "doctor+",
+    "doctor−",
+    "nurse",
+    "insurer+",
+    "insurer−",
+    "admin",
+    "auditor",
+    "gateway",
+    "revoked",
 ];
 
 /// docs/API.md's route × role table: (route, rule, allowed per role).
 fn documented_matrix() -> Vec<(String, String, Vec<bool>)> {
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/API.md");
     let text = std::fs::read_to_string(&p).unwrap();
-    let mut lines = text.lines().skip_while(|l| !l.starts_with("| route | rule | anon |"));
+    let mut lines = text
+        .lines()
+        .skip_while(|l| !l.starts_with("| route | rule | anon |"));
     let head: Vec<String> = lines
         .next()
         .expect("docs/API.md has no route × role table")
@@ -196,7 +234,11 @@ fn documented_matrix() -> Vec<(String, String, Vec<bool>)> {
         .skip(1)
         .take_while(|l| l.starts_with('|'))
         .map(|l| {
-            let cells: Vec<&str> = l.split('|').map(str::trim).filter(|c| !c.is_empty()).collect();
+            let cells: Vec<&str> = l
+                .split('|')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .collect();
             assert_eq!(cells.len(), 2 + ROLES.len(), "{l}");
             let route = cells[0].trim_matches('`').to_string();
             let allowed = cells[2..]
@@ -219,9 +261,15 @@ async fn route_role_matrix() {
     let w = world().await;
     let rows = route_table(w.node.clone());
     let docs = documented_matrix();
-    let routes: Vec<String> = rows.iter().map(|r| format!("{} {}", r.method, r.path)).collect();
+    let routes: Vec<String> = rows
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
     for (route, _, _) in &docs {
-        assert!(routes.contains(route), "docs/API.md lists {route}, the router has no such route");
+        assert!(
+            routes.contains(route),
+            "docs/API.md lists {route}, the router has no such route"
+        );
     }
     // sessions of every role; `revoked` then loses connect
     let keys: Vec<Option<&Keypair>> = vec![
@@ -277,7 +325,10 @@ async fn route_role_matrix() {
     for row in order {
         let route = format!("{} {}", row.method, row.path);
         let Some((_, rule, want)) = docs.iter().find(|(r, _, _)| *r == route) else {
-            panic!("{route} (rule {}) has no row in docs/API.md's route × role table", row.rule.name());
+            panic!(
+                "{route} (rule {}) has no row in docs/API.md's route × role table",
+                row.rule.name()
+            );
         };
         assert_eq!(rule, row.rule.name(), "{route}: the documented rule");
         for (i, role) in ROLES.iter().enumerate() {
@@ -297,7 +348,11 @@ async fn route_role_matrix() {
                 m => panic!("method {m}"),
             };
             let res = send(&r, req).await;
-            assert_ne!(res.status, StatusCode::TOO_MANY_REQUESTS, "{route} as {role}");
+            assert_ne!(
+                res.status,
+                StatusCode::TOO_MANY_REQUESTS,
+                "{route} as {role}"
+            );
             let allowed = !matches!(res.status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN);
             if allowed != want[i] {
                 failures.push(format!(
@@ -309,14 +364,21 @@ async fn route_role_matrix() {
             }
         }
     }
-    assert!(failures.is_empty(), "{} cells differ:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} cells differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 /// A fresh challenge of `r`.
 async fn challenge(w: &World, kp: &Keypair) -> LoginChallenge {
     let res = send(
         &w.r,
-        Request::post("/auth/challenge").body(Body::empty()).unwrap(),
+        Request::post("/auth/challenge")
+            .body(Body::empty())
+            .unwrap(),
     )
     .await;
     assert_eq!(res.status, StatusCode::OK);
@@ -343,7 +405,12 @@ async fn login_refusals() {
     assert_eq!(login_with(&w.r, &ch, &sig).await.status, StatusCode::OK);
     let replay = login_with(&w.r, &ch, &sig).await;
     replay.err(StatusCode::UNAUTHORIZED, "unauthenticated");
-    assert!(replay.json()["error"]["message"].as_str().unwrap().contains("already used"));
+    assert!(
+        replay.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already used")
+    );
 
     // signed by another key
     let ch = challenge(&w, me).await;
@@ -356,17 +423,33 @@ async fn login_refusals() {
         .err(StatusCode::UNAUTHORIZED, "unauthenticated");
     // signed for another chain, for another gateway, with another expiry
     for bad in [
-        |c: LoginChallenge| LoginChallenge { chain_id: ChainId([9; 32]), ..c },
-        |c: LoginChallenge| LoginChallenge { gateway: Keypair::from_seed([77; 32]).public(), ..c },
+        |c: LoginChallenge| LoginChallenge {
+            chain_id: ChainId([9; 32]),
+            ..c
+        },
+        |c: LoginChallenge| LoginChallenge {
+            gateway: Keypair::from_seed([77; 32]).public(),
+            ..c
+        },
     ] {
         let ch = challenge(&w, me).await;
         let sig = bad(ch).sign(me);
         let res = login_with(&w.r, &ch, &sig).await;
         res.err(StatusCode::UNAUTHORIZED, "unauthenticated");
-        assert!(res.json()["error"]["message"].as_str().unwrap().contains("signature"), "{}", res.json());
+        assert!(
+            res.json()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("signature"),
+            "{}",
+            res.json()
+        );
     }
     let ch = challenge(&w, me).await;
-    let longer = LoginChallenge { expires_ms: ch.expires_ms + 1, ..ch };
+    let longer = LoginChallenge {
+        expires_ms: ch.expires_ms + 1,
+        ..ch
+    };
     login_with(&w.r, &longer, &longer.sign(me))
         .await
         .err(StatusCode::UNAUTHORIZED, "unauthenticated");
@@ -375,7 +458,12 @@ async fn login_refusals() {
     w.advance(CHALLENGE_TTL_MS + 1);
     let res = login_with(&w.r, &ch, &ch.sign(me)).await;
     res.err(StatusCode::UNAUTHORIZED, "unauthenticated");
-    assert!(res.json()["error"]["message"].as_str().unwrap().contains("expired"));
+    assert!(
+        res.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expired")
+    );
     // a key the chain does not know
     let stranger = Keypair::from_seed([99; 32]);
     let ch = challenge(&w, &stranger).await;
@@ -387,7 +475,10 @@ async fn login_refusals() {
         &w.r,
         Request::post("/auth/login")
             .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(json!({"key": "zz", "challenge": "00", "expires_ms": 1, "signature": "00"}).to_string()))
+            .body(Body::from(
+                json!({"key": "zz", "challenge": "00", "expires_ms": 1, "signature": "00"})
+                    .to_string(),
+            ))
             .unwrap(),
     )
     .await;
@@ -397,7 +488,10 @@ async fn login_refusals() {
     let t = w.login(&w.revoked).await;
     let r = with_token(&w.r, &t);
     let dev = hx(&w.device.public());
-    assert_eq!(get(&r, &format!("/devices/{dev}/readings")).await.status, StatusCode::OK);
+    assert_eq!(
+        get(&r, &format!("/devices/{dev}/readings")).await.status,
+        StatusCode::OK
+    );
     commit(
         &w.r,
         &w.sign(
@@ -412,7 +506,12 @@ async fn login_refusals() {
     .await;
     let res = get(&r, &format!("/devices/{dev}/readings")).await;
     res.err(StatusCode::UNAUTHORIZED, "unauthenticated");
-    assert!(res.json()["error"]["message"].as_str().unwrap().contains("connect"));
+    assert!(
+        res.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("connect")
+    );
     // and it cannot log in again
     let ch = challenge(&w, &w.revoked).await;
     login_with(&w.r, &ch, &ch.sign(&w.revoked))
@@ -426,7 +525,12 @@ async fn login_refusals() {
     w.advance(SESSION_TTL_MS + 1);
     let res = get(&r, "/auth/session").await;
     res.err(StatusCode::UNAUTHORIZED, "unauthenticated");
-    assert!(res.json()["error"]["message"].as_str().unwrap().contains("expired"));
+    assert!(
+        res.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expired")
+    );
     // a token that is not hex, one that was never issued
     get(&with_token(&w.r, "xyz"), "/auth/session")
         .await
@@ -459,13 +563,19 @@ async fn cookie_logout_and_session_bound() {
     assert_eq!(res.status, StatusCode::OK);
     let token = res.json()["token"].as_str().unwrap().to_string();
     // the cookie as the answer set it (the in-memory send drops headers: ask again)
-    let r2 = w.r.clone().oneshot(
-        Request::post("/auth/logout").body(Body::empty()).unwrap(),
-    )
-    .await
-    .unwrap();
-    let cleared = r2.headers()[header::SET_COOKIE].to_str().unwrap().to_string();
-    assert!(cleared.starts_with("sc_session=;") && cleared.contains("Max-Age=0"), "{cleared}");
+    let r2 =
+        w.r.clone()
+            .oneshot(Request::post("/auth/logout").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+    let cleared = r2.headers()[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        cleared.starts_with("sc_session=;") && cleared.contains("Max-Age=0"),
+        "{cleared}"
+    );
     let cookie = format!("{COOKIE}={token}");
     let with_cookie = |uri: &str| {
         Request::get(uri)
@@ -478,17 +588,16 @@ async fn cookie_logout_and_session_bound() {
     assert_eq!(res.json()["key"], hx(&w.patient.public()));
     assert_eq!(res.json()["role"], "patient");
     // logout with the cookie ends that session
-    let out = w
-        .r
-        .clone()
-        .oneshot(
-            Request::post("/auth/logout")
-                .header(header::COOKIE, cookie.clone())
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let out =
+        w.r.clone()
+            .oneshot(
+                Request::post("/auth/logout")
+                    .header(header::COOKIE, cookie.clone())
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
     assert_eq!(out.status(), StatusCode::NO_CONTENT);
     send(&w.r, with_cookie("/auth/session"))
         .await
@@ -499,19 +608,27 @@ async fn cookie_logout_and_session_bound() {
         "key": hx(&ch.identity), "challenge": hex::encode(ch.nonce),
         "expires_ms": ch.expires_ms, "signature": hex::encode(ch.sign(&w.patient).0),
     });
-    let res = w
-        .r
-        .clone()
-        .oneshot(
-            Request::post("/auth/login")
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from(body.to_string()))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let set = res.headers()[header::SET_COOKIE].to_str().unwrap().to_string();
-    for part in ["sc_session=", "HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=900"] {
+    let res =
+        w.r.clone()
+            .oneshot(
+                Request::post("/auth/login")
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Body::from(body.to_string()))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+    let set = res.headers()[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .to_string();
+    for part in [
+        "sc_session=",
+        "HttpOnly",
+        "SameSite=Strict",
+        "Path=/",
+        "Max-Age=900",
+    ] {
         assert!(set.contains(part), "{set}");
     }
     assert!(!set.contains("Secure"), "no TLS here: {set}");
@@ -534,7 +651,13 @@ async fn brute_force_is_rate_limited_and_honest_users_are_served() {
     let honest = as_peer(&w.r, None, SocketAddr::from(([127, 0, 0, 3], 5000)));
     let mut limited = 0;
     for _ in 0..100 {
-        let res = send(&attacker, Request::post("/auth/challenge").body(Body::empty()).unwrap()).await;
+        let res = send(
+            &attacker,
+            Request::post("/auth/challenge")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
         if res.status == StatusCode::TOO_MANY_REQUESTS {
             res.err(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
             limited += 1;
@@ -562,10 +685,19 @@ async fn brute_force_is_rate_limited_and_honest_users_are_served() {
     assert!(limited >= 50, "only {limited} of the 100 tries limited");
     // the honest user, from another address, at the same moment
     let t = login(&honest, &w.patient).await;
-    assert_eq!(get(&with_token(&w.r, &t), "/auth/session").await.status, StatusCode::OK);
+    assert_eq!(
+        get(&with_token(&w.r, &t), "/auth/session").await.status,
+        StatusCode::OK
+    );
     // the attacker's bucket refills with time
     w.advance(10_000);
-    let res = send(&attacker, Request::post("/auth/challenge").body(Body::empty()).unwrap()).await;
+    let res = send(
+        &attacker,
+        Request::post("/auth/challenge")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
     assert_eq!(res.status, StatusCode::OK);
 }
 
@@ -576,7 +708,10 @@ async fn browser_defaults() {
     let w = world().await;
     for req in [
         Request::get("/health").body(Body::empty()).unwrap(),
-        Request::get("/readings").header(header::ORIGIN, "https://evil.example").body(Body::empty()).unwrap(),
+        Request::get("/readings")
+            .header(header::ORIGIN, "https://evil.example")
+            .body(Body::empty())
+            .unwrap(),
         Request::get("/nowhere").body(Body::empty()).unwrap(),
     ] {
         let res = w.r.clone().oneshot(req).await.unwrap();
@@ -588,8 +723,14 @@ async fn browser_defaults() {
         assert_eq!(h[header::REFERRER_POLICY], "no-referrer");
         assert_eq!(h[header::X_FRAME_OPTIONS], "DENY");
         assert_eq!(h[header::CACHE_CONTROL], "no-store");
-        assert!(h.get(header::STRICT_TRANSPORT_SECURITY).is_none(), "no HSTS without TLS");
-        assert!(h.keys().all(|k| !k.as_str().starts_with("access-control-")), "{h:?}");
+        assert!(
+            h.get(header::STRICT_TRANSPORT_SECURITY).is_none(),
+            "no HSTS without TLS"
+        );
+        assert!(
+            h.keys().all(|k| !k.as_str().starts_with("access-control-")),
+            "{h:?}"
+        );
     }
     let res = send(
         &w.r,
@@ -616,14 +757,36 @@ async fn access_log_records_reads_once() {
     let auditor = with_token(&w.r, &w.login(&w.auditor).await);
     let patient = with_token(&w.r, &w.login(&w.patient).await);
     // an allowed read with a range, a refused one, one not logged (400), an anonymous one
-    assert_eq!(get(&doctor, &format!("/devices/{dev}/readings?from=5&to=9000000000000")).await.status, StatusCode::OK);
-    get(&stranger, &format!("/devices/{dev}/streams/0/readings")).await.err(StatusCode::FORBIDDEN, "forbidden");
-    get(&doctor, &format!("/devices/{dev}/readings?from=9&to=5")).await.err(StatusCode::BAD_REQUEST, "bad_range");
-    get(&w.r, &format!("/devices/{dev}/readings")).await.err(StatusCode::UNAUTHORIZED, "unauthenticated");
+    assert_eq!(
+        get(
+            &doctor,
+            &format!("/devices/{dev}/readings?from=5&to=9000000000000")
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+    get(&stranger, &format!("/devices/{dev}/streams/0/readings"))
+        .await
+        .err(StatusCode::FORBIDDEN, "forbidden");
+    get(&doctor, &format!("/devices/{dev}/readings?from=9&to=5"))
+        .await
+        .err(StatusCode::BAD_REQUEST, "bad_range");
+    get(&w.r, &format!("/devices/{dev}/readings"))
+        .await
+        .err(StatusCode::UNAUTHORIZED, "unauthenticated");
     // a reading's transaction, a block body
-    assert_eq!(get(&doctor, &format!("/txs/{}", w.reading_id)).await.status, StatusCode::OK);
-    get(&stranger, &format!("/txs/{}", w.reading_id)).await.err(StatusCode::FORBIDDEN, "forbidden");
-    assert_eq!(get(&auditor, &format!("/blocks/{}", w.height)).await.status, StatusCode::OK);
+    assert_eq!(
+        get(&doctor, &format!("/txs/{}", w.reading_id)).await.status,
+        StatusCode::OK
+    );
+    get(&stranger, &format!("/txs/{}", w.reading_id))
+        .await
+        .err(StatusCode::FORBIDDEN, "forbidden");
+    assert_eq!(
+        get(&auditor, &format!("/blocks/{}", w.height)).await.status,
+        StatusCode::OK
+    );
     // the patient's own reads are logged too
     assert_eq!(get(&patient, "/readings").await.status, StatusCode::OK);
 
@@ -649,12 +812,54 @@ async fn access_log_records_reads_once() {
     assert_eq!(
         summary,
         vec![
-            (doc.clone(), "readings".into(), "allowed".into(), Value::Null, json!(5), json!(9_000_000_000_000u64)),
-            (str_.clone(), "readings".into(), "refused".into(), json!(0), json!(0), json!(u64::MAX)),
-            (doc.clone(), "transaction".into(), "allowed".into(), json!(0), h.clone(), json!(0)),
-            (str_, "transaction".into(), "refused".into(), json!(0), h.clone(), json!(0)),
-            (aud, "block_body".into(), "allowed".into(), Value::Null, h.clone(), h),
-            (pat.clone(), "readings".into(), "allowed".into(), Value::Null, json!(0), json!(u64::MAX)),
+            (
+                doc.clone(),
+                "readings".into(),
+                "allowed".into(),
+                Value::Null,
+                json!(5),
+                json!(9_000_000_000_000u64)
+            ),
+            (
+                str_.clone(),
+                "readings".into(),
+                "refused".into(),
+                json!(0),
+                json!(0),
+                json!(u64::MAX)
+            ),
+            (
+                doc.clone(),
+                "transaction".into(),
+                "allowed".into(),
+                json!(0),
+                h.clone(),
+                json!(0)
+            ),
+            (
+                str_,
+                "transaction".into(),
+                "refused".into(),
+                json!(0),
+                h.clone(),
+                json!(0)
+            ),
+            (
+                aud,
+                "block_body".into(),
+                "allowed".into(),
+                Value::Null,
+                h.clone(),
+                h
+            ),
+            (
+                pat.clone(),
+                "readings".into(),
+                "allowed".into(),
+                Value::Null,
+                json!(0),
+                json!(u64::MAX)
+            ),
         ],
         "{log}"
     );
@@ -674,11 +879,25 @@ async fn access_log_records_reads_once() {
     assert_eq!(head["count"], 6);
     assert_eq!(head["hash"], e[5]["hash"]);
     // others may not read the patient's log; the auditor may (and that is logged)
-    get(&doctor, &format!("/access-log?patient={pat}")).await.err(StatusCode::FORBIDDEN, "forbidden");
-    assert_eq!(get(&auditor, &format!("/access-log?patient={pat}")).await.status, StatusCode::OK);
-    get(&doctor, "/access-log/entries").await.err(StatusCode::FORBIDDEN, "forbidden");
+    get(&doctor, &format!("/access-log?patient={pat}"))
+        .await
+        .err(StatusCode::FORBIDDEN, "forbidden");
+    assert_eq!(
+        get(&auditor, &format!("/access-log?patient={pat}"))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    get(&doctor, "/access-log/entries")
+        .await
+        .err(StatusCode::FORBIDDEN, "forbidden");
     let all = get_ok(&auditor, "/access-log/entries?limit=1000").await;
-    let kinds: Vec<&str> = all["entries"].as_array().unwrap().iter().map(|x| x["kind"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = all["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["kind"].as_str().unwrap())
+        .collect();
     // the doctor's refused look at the log and the auditor's read of it
     assert_eq!(kinds.len(), 7, "{all}");
     assert_eq!(kinds[6], "access_log");
@@ -692,7 +911,12 @@ async fn access_log_tampering_is_detected() {
     let dev = hx(&w.device.public());
     let patient = with_token(&w.r, &w.login(&w.patient).await);
     for _ in 0..3 {
-        assert_eq!(get(&patient, &format!("/devices/{dev}/readings")).await.status, StatusCode::OK);
+        assert_eq!(
+            get(&patient, &format!("/devices/{dev}/readings"))
+                .await
+                .status,
+            StatusCode::OK
+        );
     }
     let auditor = with_token(&w.r, &w.login(&w.auditor).await);
     let entries = get_ok(&auditor, "/access-log/entries").await["entries"]
@@ -703,7 +927,9 @@ async fn access_log_tampering_is_detected() {
     let (chain, gw) = (w.chain(), w.gateway.public());
     let dir = w.dir.path().to_path_buf();
     // the routers hold the log open: close them first
-    let World { r, node, dir: keep, .. } = w;
+    let World {
+        r, node, dir: keep, ..
+    } = w;
     drop((r, patient, auditor));
     let head = alog::verify_dir(&dir, &chain, &gw).unwrap().unwrap();
     assert_eq!(head.head.count, 3);
