@@ -39,7 +39,7 @@ pub enum ChainSource<'a> {
 /// A gateway's API, read as a chain (see the [module](self)).
 pub struct ApiChain {
     base: String,
-    session: crate::login_client::ApiSession,
+    session: Box<crate::login_client::ApiSession>,
     head: Option<Head>,
 }
 
@@ -63,7 +63,11 @@ impl ApiChain {
     pub fn connect(url: &str, key: &Keypair, ca: Option<&Path>) -> anyhow::Result<ApiChain> {
         let base = normalise_url(url)?;
         let agent = crate::login_client::agent(Duration::from_secs(60), ca)?;
-        let session = crate::login_client::ApiSession::new(agent, base.clone(), key.clone());
+        let session = Box::new(crate::login_client::ApiSession::new(
+            agent,
+            base.clone(),
+            key.clone(),
+        ));
         session.login()?;
         let mut chain = ApiChain {
             base,
