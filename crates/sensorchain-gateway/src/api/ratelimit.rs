@@ -119,6 +119,8 @@ mod tests {
         let many = (0..1000u32)
             .filter(|i| r.allow(Some(IpAddr::from(i.to_be_bytes())), 1000))
             .count();
-        assert!(many < GLOBAL_BURST as usize, "{many}");
+        // at most the global burst (the bucket refilled to it by then)
+        assert!(many <= GLOBAL_BURST as usize, "{many}");
+        assert!(many < 1000, "{many}");
     }
 }
