@@ -324,8 +324,8 @@ genesis_file = "genesis.block"
 # disable TCP.
 tcp = {tcp:?}
 # The HTTP API and /metrics. Reads need a login with a chain identity
-# (docs/API.md); a non-loopback address needs TLS (tls_cert, tls_key) or
-# allow_plaintext = true. Remove the line to disable the API.
+# (docs/API.md); a non-loopback address needs TLS (tls_cert and tls_key
+# below) or allow_plaintext. Remove the line to disable the API.
 api = {api:?}
 # Serial ports carrying sensor links (path, baud rate), e.g.
 # serial = [{{ path = "/dev/ttyUSB0", baud = 115200 }}]
