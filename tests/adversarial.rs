@@ -553,16 +553,17 @@ fn post_tx(api: SocketAddr, tx: &[u8]) -> (u16, serde_json::Value) {
 }
 
 /// The permissions the gateway at `api` reports for `pk` (none if unknown).
-fn permissions_at(api: SocketAddr, pk: &PublicKey) -> Vec<String> {
-    let mut r = http()
-        .get(format!("http://{api}/identities/{pk}"))
-        .call()
-        .unwrap();
-    if r.status().as_u16() == 404 {
+fn permissions_at(api: SocketAddr, admin: &Keypair, pk: &PublicKey) -> Vec<String> {
+    // the identity directory needs a session: an admin's
+    let (status, v) = common::get_as(
+        &format!("http://{api}"),
+        admin,
+        &format!("/identities/{pk}"),
+    );
+    if status == 404 {
         return Vec::new();
     }
-    assert_eq!(r.status().as_u16(), 200);
-    let v: serde_json::Value = r.body_mut().read_json().unwrap();
+    assert_eq!(status, 200, "{v}");
     v["permissions"]
         .as_array()
         .unwrap()
@@ -630,18 +631,18 @@ fn same_name_geneses_are_distinct_chains_and_refuse_each_others_grants() {
     assert_ne!(status, 201, "chain B committed chain A's grant: {answer}");
     assert_eq!(status, 401, "{answer}");
     assert_eq!(answer["error"]["code"], "bad_signature", "{answer}");
-    assert!(permissions_at(api_b, &target).is_empty());
+    assert!(permissions_at(api_b, &admin, &target).is_empty());
     // where it belongs it is committed
     let (status, answer) = post_tx(api_a, &grant);
     assert_eq!(status, 201, "{answer}");
     assert_eq!(
-        permissions_at(api_a, &target),
+        permissions_at(api_a, &admin, &target),
         ["connect", "send", "receive"]
     );
     // and B still refuses it afterwards
     let (status, _) = post_tx(api_b, &grant);
     assert_eq!(status, 401);
-    assert!(permissions_at(api_b, &target).is_empty());
+    assert!(permissions_at(api_b, &admin, &target).is_empty());
 }
 
 /// Finding 12: `sensorchain tx grant` of a permission already held and
@@ -684,7 +685,7 @@ fn no_op_grants_and_revocations_are_refused_through_the_cli() {
     }
     assert_eq!(height(), before, "a refused no-op made a block");
     assert_eq!(
-        permissions_at(net.api, &net.devices[0].public()),
+        permissions_at(net.api, &net.admin, &net.devices[0].public()),
         ["connect", "write"]
     );
     // a real change still goes through

@@ -73,12 +73,15 @@ fn sensors_gateway_blocks_api_audit_export() {
     let (code, head) = get(&format!("{base}/chain/head"));
     assert_eq!(code, 200, "{head}");
     for id in ids.iter().step_by(97) {
-        let (code, tx) = get(&format!("{base}/txs/{id}"));
+        // a reading's transaction: for its readers, and for the gateways
+        let (code, tx) = common::get_as(&base, &net.gateway, &format!("/txs/{id}"));
         assert_eq!(code, 200, "{tx}");
         let (code, proof) = get(&format!("{base}/txs/{id}/proof"));
         assert_eq!(code, 200, "{proof}");
     }
     let (code, _) = get(&format!("{base}/txs/{}", "00".repeat(32)));
+    assert_eq!(code, 401, "anonymous: no session");
+    let (code, _) = common::get_as(&base, &net.gateway, &format!("/txs/{}", "00".repeat(32)));
     assert_eq!(code, 404);
 
     // stop gracefully, then audit and export offline

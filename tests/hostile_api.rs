@@ -5,7 +5,10 @@
 //!   fraction of its rate without the flood, SIGTERM still stops it;
 //! - thousands of idle connections do not stop a normal request, and a
 //!   partial request head is closed after the header timeout;
-//! - a non-loopback `listen.api` needs `api.allow_non_loopback`, and warns.
+//! - a non-loopback `listen.api` needs TLS or `listen.allow_plaintext`
+//!   (which warns); with TLS a real HTTPS client logs in and reads (issue
+//!   14), and a brute-forcer of the login is limited while another address
+//!   logs in.
 
 mod common;
 
@@ -88,11 +91,23 @@ async fn stream_for(
 
 /// A plain HTTP/1.1 GET on a new connection; the status, or None.
 fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
+    http_get_as(addr, path, None)
+}
+
+/// [`http_get`] with a session token.
+fn http_get_as(
+    addr: std::net::SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> Option<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(30)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n"
     )
     .ok()?;
     let mut out = Vec::new();
@@ -119,11 +134,13 @@ struct Flood {
 }
 
 impl Flood {
-    fn start(n: usize, url: &str, counts: &Arc<FloodCounts>) -> Flood {
+    fn start(n: usize, url: &str, token: &str, counts: &Arc<FloodCounts>) -> Flood {
         let stop = Arc::new(AtomicBool::new(false));
+        let auth = format!("Bearer {token}");
         let threads = (0..n)
             .map(|_| {
                 let (stop, counts, url) = (stop.clone(), counts.clone(), url.to_string());
+                let auth = auth.clone();
                 std::thread::spawn(move || {
                     let agent: ureq::Agent = ureq::Agent::config_builder()
                         .http_status_as_error(false)
@@ -132,7 +149,7 @@ impl Flood {
                         .into();
                     let t = Instant::now();
                     while !stop.load(Ordering::Relaxed) && t.elapsed() < Duration::from_secs(300) {
-                        match agent.get(&url).call() {
+                        match agent.get(&url).header("Authorization", &auth).call() {
                             Ok(mut r) => {
                                 let status = r.status().as_u16();
                                 let _ = std::io::copy(
@@ -202,8 +219,13 @@ fn read_flood_keeps_memory_threads_ingest_and_shutdown_bounded() {
             }
         }
     });
+    // the flooders are logged in as the writer's patient (readings need a
+    // session, and every read is written to the access log)
+    let patient = common::add_patient(&net, &writer);
+    let token = common::token(&format!("http://{}", net.api), &patient);
     let t = Instant::now();
-    let (code, text) = http_get(net.api, "/readings?limit=10000").expect("GET /readings");
+    let (code, text) =
+        http_get_as(net.api, "/readings?limit=10000", Some(&token)).expect("GET /readings");
     let one_read = t.elapsed();
     assert_eq!(code, 200);
     let (rss0, threads0) = rss_threads(pid).unwrap();
@@ -250,7 +272,7 @@ fn read_flood_keeps_memory_threads_ingest_and_shutdown_bounded() {
     let mut served = 0;
     for _ in 0..2 {
         let before = counts.ok.load(Ordering::Relaxed);
-        let flood = Flood::start(FLOODERS, &url, &counts);
+        let flood = Flood::start(FLOODERS, &url, &token, &counts);
         std::thread::sleep(Duration::from_secs(2));
         flood_rates.push(stream(&mut c));
         served += counts.ok.load(Ordering::Relaxed) - before;
@@ -262,7 +284,7 @@ fn read_flood_keeps_memory_threads_ingest_and_shutdown_bounded() {
     let (quiet, flooded) = (mean(&quiet_rates), mean(&flood_rates));
 
     // SIGTERM during a flood
-    let flood = Flood::start(FLOODERS, &url, &counts);
+    let flood = Flood::start(FLOODERS, &url, &token, &counts);
     std::thread::sleep(Duration::from_secs(3));
     let t = Instant::now();
     let stopped = gw.terminate(Duration::from_secs(30));
@@ -386,11 +408,11 @@ fn non_loopback_api_needs_opt_in_and_warns() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "started: {err}");
     assert!(
-        err.contains("listen.api") && err.contains("allow_non_loopback"),
+        err.contains("listen.api") && err.contains("allow_plaintext") && err.contains("tls_cert"),
         "{err}"
     );
 
-    configure(&net, |c| c.api.allow_non_loopback = true);
+    configure(&net, |c| c.listen.allow_plaintext = true);
     let child = Command::new(common::bin())
         .args(["run", "--config"])
         .arg(&net.config)
@@ -422,8 +444,185 @@ fn non_loopback_api_needs_opt_in_and_warns() {
         .unwrap()
         .read_to_string(&mut err)
         .unwrap();
-    assert!(
-        err.contains("WARN") && err.contains("WITHOUT AUTHENTICATION"),
-        "{err}"
+    assert!(err.contains("WARN") && err.contains("WITHOUT TLS"), "{err}");
+}
+
+/// Issue 14: TLS end to end. With `[listen] tls_cert`/`tls_key` a public
+/// `listen.api` starts without `allow_plaintext`; a real HTTPS client that
+/// trusts the certificate logs in and reads a block body; the cookie is
+/// `Secure`, HSTS is sent; a plain-HTTP request to the TLS port gets no
+/// answer; a client that does not trust the certificate is refused.
+#[test]
+fn tls_end_to_end_with_a_real_client() {
+    let net = common::Net::new(1);
+    let port = common::free_port();
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let (cert, key) = (
+        net.dir.path().join("api.crt"),
+        net.dir.path().join("api.key"),
     );
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    configure(&net, |c| {
+        c.listen.api = Some(format!("0.0.0.0:{port}"));
+        c.listen.tls_cert = Some("api.crt".into());
+        c.listen.tls_key = Some("api.key".into());
+    });
+    let mut gw = net.start();
+    let base = format!("https://localhost:{port}");
+    let agent =
+        sensorchain_gateway::login_client::agent(Duration::from_secs(30), Some(&cert)).unwrap();
+    // the API may come up a moment after the sensor port
+    let t = Instant::now();
+    let token = loop {
+        match sensorchain_gateway::login_client::login(
+            &agent,
+            &base,
+            &net.gateway,
+            Some(&net.chain),
+        ) {
+            Ok(t) => break t,
+            Err(e) if t.elapsed() < Duration::from_secs(30) => {
+                eprintln!("not yet: {e:#}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("{e:#}"),
+        }
+    };
+    let mut r = agent
+        .get(format!("{base}/blocks/0"))
+        .header("Authorization", &format!("Bearer {token}"))
+        .call()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(
+        r.headers()["strict-transport-security"].to_str().unwrap(),
+        "max-age=31536000"
+    );
+    let v: serde_json::Value = r.body_mut().read_json().unwrap();
+    assert_eq!(v["height"], 0);
+    // the login's cookie is Secure under TLS
+    let mut c = agent
+        .post(format!("{base}/auth/challenge"))
+        .send_empty()
+        .unwrap();
+    let ch: serde_json::Value = c.body_mut().read_json().unwrap();
+    let login = sensorchain_core::login::LoginChallenge {
+        chain_id: net.chain,
+        gateway: net.gateway.public(),
+        identity: net.admin.public(),
+        nonce: sensorchain_core::hash::parse_hex(ch["challenge"].as_str().unwrap()).unwrap(),
+        expires_ms: ch["expires_ms"].as_u64().unwrap(),
+    };
+    let r = agent
+        .post(format!("{base}/auth/login"))
+        .send_json(serde_json::json!({
+            "key": net.admin.public().to_string(),
+            "challenge": ch["challenge"],
+            "expires_ms": login.expires_ms,
+            "signature": hex::encode(login.sign(&net.admin).0),
+        }))
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.contains("; Secure") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    // plain HTTP on the TLS port: no HTTP answer
+    let plain = http_get(format!("127.0.0.1:{port}").parse().unwrap(), "/health");
+    assert!(!matches!(plain, Some((200, _))), "{plain:?}");
+    // a client that trusts only the web's roots refuses the certificate
+    let strict = sensorchain_gateway::login_client::agent(Duration::from_secs(10), None).unwrap();
+    assert!(strict.get(format!("{base}/health")).call().is_err());
+    assert!(gw.terminate(Duration::from_secs(30)));
+}
+
+/// `POST path` with `body` from the local address `from` (127/8 is all
+/// loopback on Linux): (status, JSON body).
+fn post_from(
+    from: &str,
+    api: std::net::SocketAddr,
+    path: &str,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind(format!("{from}:0").parse().unwrap()).unwrap();
+        let mut s = sock.connect(api).await.unwrap();
+        let req = format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.unwrap();
+        let text = String::from_utf8_lossy(&out).to_string();
+        let status = text[9..12].parse().unwrap();
+        let json = text
+            .split_once("\r\n\r\n")
+            .and_then(|(_, b)| serde_json::from_str(b).ok())
+            .unwrap_or(serde_json::Value::Null);
+        (status, json)
+    })
+}
+
+/// Issue 14: a brute-forcer of the login from 127.0.0.2 is answered 429
+/// while an honest user from 127.0.0.3 logs in, over real sockets (the
+/// gateway keys its rate limit on the peer address).
+#[test]
+fn login_brute_force_from_one_address_is_limited_while_another_logs_in() {
+    let net = common::Net::new(1);
+    let mut gw = net.start();
+    let mut limited = 0;
+    for _ in 0..150 {
+        let (status, v) = post_from("127.0.0.2", net.api, "/auth/challenge", "");
+        match status {
+            429 => {
+                assert_eq!(v["error"]["code"], "rate_limited");
+                limited += 1;
+            }
+            200 => {
+                let bad = serde_json::json!({
+                    "key": net.admin.public().to_string(),
+                    "challenge": v["challenge"],
+                    "expires_ms": v["expires_ms"],
+                    "signature": "07".repeat(64),
+                });
+                let (s, _) = post_from("127.0.0.2", net.api, "/auth/login", &bad.to_string());
+                assert!(s == 401 || s == 429, "{s}");
+                limited += usize::from(s == 429);
+            }
+            s => panic!("{s}: {v}"),
+        }
+    }
+    // past the burst of 60 requests (30 tries), nearly every try is refused
+    // (the bucket refills 5 a second of real time while the test runs)
+    assert!(limited >= 40, "only {limited} refusals");
+    // the honest user, from another address
+    let (status, c) = post_from("127.0.0.3", net.api, "/auth/challenge", "");
+    assert_eq!(status, 200, "{c}");
+    let ch = sensorchain_core::login::LoginChallenge {
+        chain_id: net.chain,
+        gateway: net.gateway.public(),
+        identity: net.admin.public(),
+        nonce: sensorchain_core::hash::parse_hex(c["challenge"].as_str().unwrap()).unwrap(),
+        expires_ms: c["expires_ms"].as_u64().unwrap(),
+    };
+    let body = serde_json::json!({
+        "key": net.admin.public().to_string(),
+        "challenge": c["challenge"],
+        "expires_ms": ch.expires_ms,
+        "signature": hex::encode(ch.sign(&net.admin).0),
+    });
+    let (status, v) = post_from("127.0.0.3", net.api, "/auth/login", &body.to_string());
+    assert_eq!(status, 200, "{v}");
+    assert!(v["token"].is_string());
+    assert!(gw.terminate(Duration::from_secs(30)));
 }

@@ -303,11 +303,30 @@ fn audit_and_export_of_a_running_gateway_through_its_api() {
     );
     // through the API: the same validation of the same exact bytes
     let api = format!("http://{}", net.api);
-    let (code, api_audit, err) = cli(&["audit", "--api", &api, "--json"], dir);
+    // (logged in as a key that reads block bodies: the gateway's, `validate`)
+    let key = ["--key", "gateway.key"];
+    let (code, api_audit, err) = cli(
+        &[&["audit", "--api", &api, "--json"][..], &key].concat(),
+        dir,
+    );
     assert_eq!(code, 0, "{api_audit}{err}");
-    let (code, out, err) = cli(&["export", "--api", &api, "--out", "api.export"], dir);
+    let (code, out, err) = cli(
+        &[&["export", "--api", &api, "--out", "api.export"][..], &key].concat(),
+        dir,
+    );
     assert_eq!(code, 0, "{out}{err}");
-    let (code, out, _) = cli(&["audit", "--api", &api], dir);
+    // without a key the command says what it needs; an admin's key may not read bodies
+    let (code, _, err) = cli(&["audit", "--api", &api], dir);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--key"), "{err}");
+    sensorchain_gateway::keys::write_keypair(&dir.join("admin.key"), &net.admin, false).unwrap();
+    let (code, out, err) = cli(&["audit", "--api", &api, "--key", "admin.key"], dir);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("403") || err.contains("forbidden") || out.contains("403"),
+        "{out}{err}"
+    );
+    let (code, out, _) = cli(&[&["audit", "--api", &api][..], &key].concat(), dir);
     assert_eq!(code, 0, "{out}");
     assert!(
         out.contains("VALID") && out.contains("through the API"),

@@ -205,3 +205,61 @@ pub fn cli(args: &[&str], dir: &Path) -> (i32, String) {
     let (code, out, _) = run(args, dir);
     (code, out)
 }
+
+/// `GET base+path` logged in as `key` (the API's reads need a session:
+/// docs/API.md, "Authentication"): (status, JSON body or `null`).
+pub fn get_as(base: &str, key: &Keypair, path: &str) -> (u16, serde_json::Value) {
+    let agent = sensorchain_gateway::login_client::agent(Duration::from_secs(60), None).unwrap();
+    let s = sensorchain_gateway::login_client::ApiSession::new(agent, base, key.clone());
+    s.get_json(path)
+        .unwrap_or_else(|e| panic!("GET {base}{path} as {}: {e:#}", key.public()))
+}
+
+/// Registers a patient (seed 200×32) and assigns `device` to it, through
+/// `POST /txs` signed by the admin (its sequence numbers 1 to 3: call it
+/// before any other admin transaction). The patient may then read the
+/// device's readings.
+pub fn add_patient(net: &Net, device: &Keypair) -> Keypair {
+    use sensorchain_core::permissions::Role;
+    use sensorchain_core::tx::{Transaction, TxBody, TxKind};
+    let patient = Keypair::from_seed([200; 32]);
+    let kinds = [
+        TxKind::Grant {
+            target: patient.public(),
+            permissions: Role::Patient.default_permissions(),
+        },
+        TxKind::SetRole {
+            target: patient.public(),
+            role: Role::Patient,
+        },
+        TxKind::AssignDevice {
+            device: device.public(),
+            patient: patient.public(),
+        },
+    ];
+    let agent = sensorchain_gateway::login_client::agent(Duration::from_secs(60), None).unwrap();
+    for (i, kind) in kinds.into_iter().enumerate() {
+        let body = TxBody {
+            signer: net.admin.public(),
+            sequence: i as u64 + 1,
+            timestamp_ms: sensorchain_gateway::node::now_ms(),
+            kind,
+        };
+        let tx = Transaction::sign(body, &net.chain, &net.admin)
+            .unwrap()
+            .to_vec();
+        let r = agent
+            .post(format!("http://{}/txs", net.api))
+            .content_type("application/octet-stream")
+            .send(&tx[..])
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201, "admin transaction {}", i + 1);
+    }
+    patient
+}
+
+/// A session token of `key` at the API `base`.
+pub fn token(base: &str, key: &Keypair) -> String {
+    let agent = sensorchain_gateway::login_client::agent(Duration::from_secs(60), None).unwrap();
+    sensorchain_gateway::login_client::login(&agent, base, key, None).unwrap()
+}

@@ -180,6 +180,13 @@ pub mod ctx {
     pub const STATE: &str = "sensorchain/state/v1";
     /// Binding of a sealed payload to the reading that carries it.
     pub const SEALED_BINDING: &str = "sensorchain/sealed-binding/v1";
+    /// A person's (or tool's) login to a gateway's API: its signature over
+    /// the gateway's challenge (`login.rs`).
+    pub const LOGIN: &str = "sensorchain/login/v1";
+    /// The hash chain of a gateway's access log (`access_log.rs`).
+    pub const ACCESS_LOG: &str = "sensorchain/access-log/v1";
+    /// A gateway's signature over its access log's head (`access_log.rs`).
+    pub const ACCESS_HEAD: &str = "sensorchain/access-head/v1";
 }
 
 /// The id of one chain (one network). Every signature and every

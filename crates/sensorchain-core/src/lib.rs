@@ -39,6 +39,7 @@ extern crate std;
 
 mod serde_bytes;
 
+pub mod access_log;
 pub mod block;
 #[cfg(feature = "alloc")]
 pub mod chain;
@@ -49,6 +50,7 @@ pub mod handshake;
 pub mod hash;
 pub mod identity;
 pub mod link;
+pub mod login;
 pub mod merkle;
 #[cfg(feature = "peer")]
 pub mod peer;

@@ -8,10 +8,12 @@
 //! | `0x08` | `WRITE` | may write readings to the chain (a sensor) |
 //! | `0x10` | `ADMIN` | may grant and revoke permissions, set roles, assign devices |
 //! | `0x20` | `VALIDATE` | may propose blocks and sign finality certificates (a gateway; MultiChain's `mine`) |
+//! | `0x40` | `AUDIT` | may read whole block bodies through a gateway's API (an auditor), every read logged; added by issue 14, a bit that was reserved (and refused) before, so no earlier block changes meaning |
 //!
-//! Bits `0x40` and `0x80` are reserved and must be zero. Granting or revoking
-//! `ADMIN` or `VALIDATE` takes the votes of a configurable fraction of the
-//! admins (admin consensus); the other bits take one admin.
+//! Bit `0x80` is reserved and must be zero. Granting or revoking `ADMIN`,
+//! `VALIDATE` or `AUDIT` takes the votes of a configurable fraction of the
+//! admins (admin consensus: reading every block body is as weighty as
+//! validating); the other bits take one admin.
 
 use core::fmt;
 use serde::{Deserialize, Serialize};
@@ -36,10 +38,12 @@ impl Permissions {
     pub const ADMIN: Permissions = Permissions(0x10);
     /// Propose and finalise blocks.
     pub const VALIDATE: Permissions = Permissions(0x20);
+    /// Read whole block bodies through a gateway's API (an auditor).
+    pub const AUDIT: Permissions = Permissions(0x40);
     /// Every defined bit.
-    pub const ALL: Permissions = Permissions(0x3f);
+    pub const ALL: Permissions = Permissions(0x7f);
     /// The bits whose change needs admin consensus.
-    pub const CONSENSUS: Permissions = Permissions(0x30);
+    pub const CONSENSUS: Permissions = Permissions(0x70);
 
     /// The union of two sets.
     pub const fn union(self, o: Permissions) -> Permissions {
@@ -67,7 +71,7 @@ impl Permissions {
     }
     /// Iterates over the single bits that are set.
     pub fn bits(self) -> impl Iterator<Item = Permissions> {
-        (0..6)
+        (0..7)
             .map(|i| Permissions(1 << i))
             .filter(move |b| self.contains(*b))
     }
@@ -90,6 +94,7 @@ impl Permissions {
                 "write" => Self::WRITE,
                 "admin" => Self::ADMIN,
                 "validate" | "mine" => Self::VALIDATE,
+                "audit" => Self::AUDIT,
                 "all" => Self::ALL,
                 _ => return None,
             });
@@ -112,7 +117,7 @@ pub struct UnknownName;
 
 impl fmt::Display for UnknownName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("unknown name (permissions: connect, send, receive, write, admin, validate; roles: device, patient, doctor, nurse, insurer, admin, gateway)")
+        f.write_str("unknown name (permissions: connect, send, receive, write, admin, validate, audit; roles: device, patient, doctor, nurse, insurer, admin, gateway, auditor)")
     }
 }
 
@@ -120,7 +125,9 @@ impl core::error::Error for UnknownName {}
 
 impl fmt::Display for Permissions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const NAMES: [&str; 6] = ["connect", "send", "receive", "write", "admin", "validate"];
+        const NAMES: [&str; 7] = [
+            "connect", "send", "receive", "write", "admin", "validate", "audit",
+        ];
         let mut first = true;
         for (i, n) in NAMES.iter().enumerate() {
             if self.0 & (1 << i) != 0 {
@@ -163,11 +170,14 @@ pub enum Role {
     Admin,
     /// A gateway (validator).
     Gateway,
+    /// An auditor: reads block bodies (with `AUDIT`) to check the chain,
+    /// every read logged; reads no patient's readings list.
+    Auditor,
 }
 
 impl Role {
     /// Every role, in encoding order.
-    pub const ALL: [Role; 7] = [
+    pub const ALL: [Role; 8] = [
         Role::Device,
         Role::Patient,
         Role::Doctor,
@@ -175,6 +185,7 @@ impl Role {
         Role::Insurer,
         Role::Admin,
         Role::Gateway,
+        Role::Auditor,
     ];
 
     /// The lowercase name.
@@ -187,6 +198,7 @@ impl Role {
             Role::Insurer => "insurer",
             Role::Admin => "admin",
             Role::Gateway => "gateway",
+            Role::Auditor => "auditor",
         }
     }
 
@@ -205,6 +217,7 @@ impl Role {
             Role::Doctor | Role::Nurse | Role::Insurer => P::CONNECT.union(P::RECEIVE),
             Role::Admin => P::CONNECT.union(P::SEND).union(P::ADMIN),
             Role::Gateway => P::CONNECT.union(P::VALIDATE),
+            Role::Auditor => P::CONNECT.union(P::AUDIT),
         }
     }
 }

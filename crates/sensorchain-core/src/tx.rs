@@ -344,8 +344,8 @@ pub(crate) const CTX_MAX_LEN: usize = 31;
 pub(crate) const SIGNING_PREFIX_MAX: usize = 1 + CTX_MAX_LEN + 32;
 
 /// Longest message [`sign_tagged_fixed`] signs (checked per call site at
-/// compile time).
-pub(crate) const FIXED_MSG_MAX: usize = 64;
+/// compile time): the 104-byte login message is the longest.
+pub(crate) const FIXED_MSG_MAX: usize = 104;
 
 /// A context string known to fit the signing prefix: built by a `const`
 /// item, so an over-long context is a compile error, not a runtime one.

@@ -134,6 +134,7 @@ pub async fn start(cfg: AppConfig) -> Result<Running, StartError> {
         serial: serial_ports,
         api: api_listen,
         api_settings,
+        api_tls,
         metrics,
         shutdown_grace,
     } = cfg;
@@ -183,8 +184,15 @@ pub async fn start(cfg: AppConfig) -> Result<Running, StartError> {
     }
     // 5. the API
     if let Some(addr) = &api_listen {
-        // a non-loopback address needs api.allow_non_loopback
-        let listener = match crate::api::bind(addr, &api_settings).await {
+        // a non-loopback address needs TLS or listen.allow_plaintext
+        let acceptor = match api_tls.acceptor() {
+            Ok(a) => a,
+            Err(e) => {
+                running.shutdown().await;
+                return Err(StartError::Api(e));
+            }
+        };
+        let listener = match crate::api::bind_with(addr, &api_settings, &api_tls).await {
             Ok(l) => l,
             Err(e) => {
                 running.shutdown().await;
@@ -205,7 +213,7 @@ pub async fn start(cfg: AppConfig) -> Result<Running, StartError> {
                 let _ = stopped.await;
             };
             if let Err(e) =
-                crate::api::serve_with_shutdown(node, listener, api_settings, shutdown).await
+                crate::api::serve_secure(node, listener, api_settings, acceptor, shutdown).await
             {
                 tracing::error!(error = %format!("{e:#}"), "HTTP API stopped");
             }

@@ -6,7 +6,9 @@
 //! ([`audit_source`](crate::audit::audit_source)) and one container writer
 //! ([`write_container`](crate::export::write_container)).
 //!
-//! Through the API: `GET /chain/head` for the head record, then per block
+//! Through the API, logged in with a key that holds `audit` or `validate`
+//! (block bodies need one: docs/API.md, "Access control"):
+//! `GET /chain/head` for the head record, then per block
 //! `GET /blocks/{h}/raw` (the exact stored bytes) and `GET /blocks/{h}` (its
 //! finality certificate, whose strict postcard encoding is the stored bytes:
 //! the store decodes certificates strictly, so a stored certificate that
@@ -14,13 +16,14 @@
 //! through the API: an audit through it checks every block, certificate and
 //! the head record, not the indexes (the report says so).
 
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::bail;
 use sensorchain_core::block::{Block, FinalityCert, FinalityVote};
 use sensorchain_core::codec;
 use sensorchain_core::hash::{Hash32, parse_hex};
-use sensorchain_core::identity::{KeyId, Signature};
+use sensorchain_core::identity::{KeyId, Keypair, Signature};
 use serde_json::Value;
 
 use crate::store::{BLOCK_MAX_LEN, Head, Store, StoreError, StoredBlock};
@@ -36,7 +39,7 @@ pub enum ChainSource<'a> {
 /// A gateway's API, read as a chain (see the [module](self)).
 pub struct ApiChain {
     base: String,
-    agent: ureq::Agent,
+    session: Box<crate::login_client::ApiSession>,
     head: Option<Head>,
 }
 
@@ -53,19 +56,22 @@ fn hex_field<const N: usize>(v: &Value, key: &str, what: &str) -> Result<[u8; N]
 }
 
 impl ApiChain {
-    /// Connects to the API at `url` (`http://HOST:PORT` or `HOST:PORT`) and
+    /// Connects to the API at `url` (`http(s)://HOST:PORT` or `HOST:PORT`),
+    /// logs in as `key` (it needs `audit` or `validate` to read block
+    /// bodies; `ca`: a PEM file of certificates to trust for `https`) and
     /// reads its head record.
-    pub fn connect(url: &str) -> anyhow::Result<ApiChain> {
+    pub fn connect(url: &str, key: &Keypair, ca: Option<&Path>) -> anyhow::Result<ApiChain> {
         let base = normalise_url(url)?;
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(5)))
-            .timeout_global(Some(Duration::from_secs(60)))
-            .build()
-            .new_agent();
+        let agent = crate::login_client::agent(Duration::from_secs(60), ca)?;
+        let session = Box::new(crate::login_client::ApiSession::new(
+            agent,
+            base.clone(),
+            key.clone(),
+        ));
+        session.login()?;
         let mut chain = ApiChain {
             base,
-            agent,
+            session,
             head: None,
         };
         let (status, v) = chain.get_json("/chain/head")?;
@@ -97,15 +103,11 @@ impl ApiChain {
     }
 
     fn call(&self, path: &str) -> Result<ureq::http::Response<ureq::Body>, StoreError> {
-        self.agent
-            .get(format!("{}{path}", self.base))
-            .call()
-            .map_err(|e| {
-                api_error(format!(
-                    "cannot reach the gateway API at {}: {e} (is `sensorchain run` up?)",
-                    self.base
-                ))
-            })
+        self.session.get(path).map_err(|e| {
+            api_error(format!(
+                "{e:#} (is `sensorchain run` up, and does the key hold audit or validate?)"
+            ))
+        })
     }
 
     fn get_json(&self, path: &str) -> Result<(u16, Value), StoreError> {
@@ -239,26 +241,22 @@ impl ChainSource<'_> {
 }
 
 /// Normalises an API address: `HOST:PORT` gets `http://`, a trailing `/`
-/// goes; `https://` is refused (this build has no TLS).
+/// goes; `http://` and `https://` are accepted.
 pub fn normalise_url(url: &str) -> anyhow::Result<String> {
     let url = url.trim().trim_end_matches('/');
     if url.is_empty() {
-        bail!("empty API address (expected http://HOST:PORT)");
+        bail!("empty API address (expected http://HOST:PORT or https://HOST:PORT)");
     }
-    if url.starts_with("https://") {
-        bail!(
-            "{url}: https is not supported by this client; reach the API over loopback or an SSH \
-             tunnel (ssh -L 7480:127.0.0.1:7480 HOST) and use http://127.0.0.1:7480"
-        );
-    }
-    if let Some(rest) = url.strip_prefix("http://") {
-        if rest.is_empty() || rest.contains('/') {
-            bail!("{url}: expected http://HOST:PORT (no path)");
+    for scheme in ["http://", "https://"] {
+        if let Some(rest) = url.strip_prefix(scheme) {
+            if rest.is_empty() || rest.contains('/') {
+                bail!("{url}: expected {scheme}HOST:PORT (no path)");
+            }
+            return Ok(url.to_string());
         }
-        return Ok(url.to_string());
     }
     if url.contains("://") {
-        bail!("{url}: only http:// API addresses are supported");
+        bail!("{url}: only http:// and https:// API addresses are supported");
     }
     normalise_url(&format!("http://{url}"))
 }

@@ -10,6 +10,9 @@
 //! tcp = "0.0.0.0:7400"         # sensor links (omit to disable)
 //! api = "127.0.0.1:7480"       # HTTP API and /metrics (loopback by default)
 //! serial = [{ path = "/dev/ttyUSB0", baud = 115200 }]
+//! tls_cert = "api.crt"         # the API over HTTPS (PEM; with tls_key)
+//! tls_key = "api.key"
+//! allow_plaintext = false      # a non-loopback api without TLS is refused unless true
 //!
 //! [batch]                      # cut when the store is idle (group commit),
 //! max_txs = 2000               # or at max_txs, or timeout_ms after the first
@@ -91,6 +94,16 @@ pub struct Listen {
     /// Serial ports carrying sensor links.
     #[serde(default)]
     pub serial: Vec<SerialPort>,
+    /// The API's TLS certificate chain (PEM); with `tls_key`, the API is
+    /// served over HTTPS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// The API's TLS private key (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve the API without TLS on a non-loopback address anyway.
+    #[serde(default)]
+    pub allow_plaintext: bool,
 }
 
 /// A serial port.
@@ -188,6 +201,9 @@ impl Default for Listen {
             tcp: default_tcp(),
             api: default_api(),
             serial: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            allow_plaintext: false,
         }
     }
 }
@@ -238,7 +254,11 @@ impl GatewayConfig {
         let mut cfg: GatewayConfig =
             toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut cfg.data_dir, &mut cfg.key_file, &mut cfg.genesis_file] {
+        let tls = [cfg.listen.tls_cert.as_mut(), cfg.listen.tls_key.as_mut()];
+        for p in [&mut cfg.data_dir, &mut cfg.key_file, &mut cfg.genesis_file]
+            .into_iter()
+            .chain(tls.into_iter().flatten())
+        {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -344,14 +364,22 @@ impl GatewayConfig {
         if let Some(c) = &self.cluster {
             c.check(&mut p);
         }
+        if self.listen.tls_cert.is_some() != self.listen.tls_key.is_some() {
+            p.push(
+                "listen.tls_cert",
+                "",
+                "listen.tls_cert and listen.tls_key go together: give both (PEM files) or neither",
+            );
+        }
         if let Some(a) = api
             && !a.ip().is_loopback()
-            && !self.api.allow_non_loopback
+            && self.listen.tls_cert.is_none()
+            && !(self.listen.allow_plaintext || self.api.allow_non_loopback)
         {
             p.push(
                 "listen.api",
                 a,
-                "not a loopback address: the API has no authentication; keep it on 127.0.0.1 (a TLS proxy in front), or set allow_non_loopback = true in [api]",
+                "not a loopback address and no TLS: session tokens and readings would cross the network in clear; set listen.tls_cert and listen.tls_key, keep it on 127.0.0.1, or set allow_plaintext = true in [listen]",
             );
         }
         p.into_result(file)
@@ -607,7 +635,7 @@ impl Problems {
 /// read_queue = 64              # store reads waiting for a thread; more: 503 busy
 /// max_response_bytes = 1048576 # a reading list stops here (truncated, next_from)
 /// allowed_hosts = []           # Host names accepted besides loopback names and the bound address
-/// allow_non_loopback = false   # serve the API (no authentication!) on a non-loopback address
+/// allow_non_loopback = false   # older name of listen.allow_plaintext
 /// ```
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -647,8 +675,9 @@ pub struct ApiSettings {
     /// accepts any (and gives up the DNS-rebinding protection).
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
-    /// Serve the API on a non-loopback `listen.api`. The API has no
-    /// authentication: without this, such an address is refused at start.
+    /// The older name of `listen.allow_plaintext` (from before the API had
+    /// logins and TLS): serve the API without TLS on a non-loopback
+    /// `listen.api`.
     #[serde(default)]
     pub allow_non_loopback: bool,
 }

@@ -24,6 +24,7 @@ pub mod cluster;
 pub mod config;
 pub mod export;
 pub mod keys;
+pub mod login_client;
 pub mod metrics;
 pub mod net;
 pub mod node;

@@ -1292,3 +1292,47 @@ fn signature_check_ahead_is_the_registered_one() {
         Err(TxRuleError::BadKey(_))
     ));
 }
+
+/// Issue 14: `AUDIT` (0x40, formerly reserved) is a valid bit now, voted
+/// like `ADMIN` and `VALIDATE`; bit 0x80 is still refused.
+#[test]
+fn audit_is_a_voted_permission_and_0x80_stays_reserved() {
+    let mut w = World::new(Params::default());
+    assert_eq!(w.chain.state().votes_needed(), 2);
+    let auditor = kp(41).public();
+    let (a0, a1) = (w.admins[0].clone(), w.admins[1].clone());
+    let g = w.tx(
+        &a0,
+        TxKind::Grant {
+            target: auditor,
+            permissions: Permissions::AUDIT.union(Permissions::CONNECT),
+        },
+    );
+    w.commit(vec![g]).unwrap();
+    assert_eq!(w.chain.state().permissions(&auditor), Permissions::CONNECT);
+    let g = w.tx(
+        &a1,
+        TxKind::Grant {
+            target: auditor,
+            permissions: Permissions::AUDIT,
+        },
+    );
+    w.commit(vec![g]).unwrap();
+    assert_eq!(
+        w.chain.state().permissions(&auditor),
+        Permissions::CONNECT.union(Permissions::AUDIT)
+    );
+    assert_eq!(alloc::format!("{}", Permissions::AUDIT), "audit");
+    assert_eq!("audit".parse::<Permissions>(), Ok(Permissions::AUDIT));
+    let g = w.tx(
+        &a0,
+        TxKind::Grant {
+            target: auditor,
+            permissions: Permissions(0x80),
+        },
+    );
+    assert_eq!(
+        w.commit(vec![g]).unwrap_err().kind,
+        BlockErrorKind::Tx(TxRuleError::InvalidPermissions)
+    );
+}

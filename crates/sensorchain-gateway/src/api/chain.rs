@@ -1,5 +1,5 @@
-//! The chain: `GET /chain/head`, `GET /blocks/{height}` and
-//! `GET /blocks/{height}/raw`.
+//! The chain: `GET /chain/head`, `GET /blocks/{height}/header` (public),
+//! `GET /blocks/{height}` and `GET /blocks/{height}/raw` (block bodies).
 
 use axum::extract::{Path, State};
 use axum::http::header;
@@ -95,4 +95,27 @@ pub(super) async fn block_raw(State(api): State<Api>, Path(height): Path<String>
         })
         .await?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}
+
+/// `GET /blocks/{height}/header`: the header, its hash, the proposer's
+/// signature and the finality certificate, without the transactions
+/// (public: light clients need it; it says nothing about a reading).
+pub(super) async fn block_header(State(api): State<Api>, Path(height): Path<String>) -> ApiResult {
+    let node = api.node.clone();
+    let height = parse_height(&height)?;
+    api.pool
+        .run(move || {
+            let store = node.store();
+            let bytes = store.block_bytes(height)?.ok_or_else(|| {
+                ApiError::not_found("unknown_block", format!("no block at height {height}"))
+            })?;
+            let block = crate::store::decode_block(height, &bytes)?;
+            let cert = store.cert(height)?;
+            let mut v = block_json(&block, bytes.len(), cert.as_ref(), Vec::new());
+            if let Some(o) = v.as_object_mut() {
+                o.remove("txs");
+            }
+            ok_json(v)
+        })
+        .await
 }

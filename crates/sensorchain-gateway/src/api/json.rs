@@ -22,8 +22,10 @@ pub(super) fn key_hex(pk: &PublicKey) -> String {
 }
 
 pub(super) fn perm_names(p: Permissions) -> Vec<String> {
-    const NAMES: [&str; 6] = ["connect", "send", "receive", "write", "admin", "validate"];
-    (0..6)
+    const NAMES: [&str; 7] = [
+        "connect", "send", "receive", "write", "admin", "validate", "audit",
+    ];
+    (0..7)
         .filter(|i| p.0 & (1 << i) != 0)
         .map(|i| NAMES[i].to_string())
         .collect()

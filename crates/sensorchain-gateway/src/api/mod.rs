@@ -1,38 +1,50 @@
 //! The HTTP/JSON API of a gateway (axum 0.8), documented route by route in
-//! `docs/API.md`.
+//! `docs/API.md`, with its access control.
 //!
-//! | route | what |
-//! |---|---|
-//! | `GET /health` | liveness, head height and hash, chain id |
-//! | `GET /chain/head` | the head block and the chain parameters |
-//! | `GET /chain/consistency?from=M&to=N` | the headers proving that block `N` extends block `M` |
-//! | `GET /blocks/{height}` | a block's header, hash, proposer and transaction summaries |
-//! | `GET /blocks/{height}/raw` | the block's exact stored bytes |
-//! | `GET /txs/{id}` | a transaction decoded to JSON, and where it is |
-//! | `GET /txs/{id}/proof` | its RFC 6962 Merkle inclusion proof and the block header |
-//! | `GET /devices/{key}/readings` | a device's readings in a time window |
-//! | `GET /devices/{key}/streams/{stream}/readings` | one stream of a device |
-//! | `GET /readings` | every device's readings in a time window |
-//! | `GET /identities`, `GET /identities/{key}` | identities, roles, permissions |
-//! | `GET /identities/{key}/readers` | who may read a device's sealed readings |
-//! | `GET /votes`, `GET /consents` | pending admin-consensus votes, patients' consents |
-//! | `POST /txs` | submit a signed transaction; answers once it is durably committed |
-//! | `GET /metrics` | Prometheus text exposition |
-//! | `GET /cluster` | this gateway's view of its cluster, equivocation evidence |
+//! | route | what | rule |
+//! |---|---|---|
+//! | `GET /health` | liveness, head height and hash, chain id | public |
+//! | `GET /chain/head` | the head block and the chain parameters | public |
+//! | `GET /chain/consistency?from=M&to=N` | the headers proving that block `N` extends block `M` | public |
+//! | `GET /blocks/{height}/header` | a block's header, proposer signature, finality certificate | public |
+//! | `GET /blocks/{height}` | a block's header, hash, proposer and transaction summaries | block-body |
+//! | `GET /blocks/{height}/raw` | the block's exact stored bytes | block-body |
+//! | `GET /txs/{id}` | a transaction decoded to JSON, and where it is | tx |
+//! | `GET /txs/{id}/proof` | its RFC 6962 Merkle inclusion proof and the block header | public |
+//! | `GET /devices/{key}/readings` | a device's readings in a time window | readings |
+//! | `GET /devices/{key}/streams/{stream}/readings` | one stream of a device | readings |
+//! | `GET /readings` | the readings of every device the caller may read | all-readings |
+//! | `GET /identities`, `GET /identities/{key}` | identities, roles, permissions | directory, identity |
+//! | `GET /identities/{key}/readers` | who may read a device's sealed readings | identity |
+//! | `GET /votes`, `GET /consents` | pending admin-consensus votes, patients' consents | directory |
+//! | `POST /txs` | submit a signed transaction; answers once it is durably committed | signed-tx |
+//! | `GET /metrics` | Prometheus text exposition | public |
+//! | `GET /cluster` | this gateway's view of its cluster, equivocation evidence | public |
+//! | `POST /cluster/members` | add a gateway (its key validates on the chain) to the cluster | admin |
+//! | `POST /auth/challenge`, `POST /auth/login` | log in with a chain identity | login |
+//! | `POST /auth/logout`, `GET /auth/session` | end a session, who it is | public, session |
+//! | `GET /access-log`, `/access-log/head`, `/access-log/entries` | the access log | access-log, session, audit |
 //!
-//! Every route is in one place, `router_with_pool` in this file: one line
-//! each, naming its handler as `file::handler`. The handlers live in the
-//! file of their resource: `status.rs` (health, metrics), `chain.rs` (head,
-//! blocks), `txs.rs` (submit, lookup), `proofs.rs` (inclusion and
-//! consistency proofs), `readings.rs`, `identities.rs` (identities, readers,
-//! votes, consents); what they share is in `errors.rs` ([`ApiError`], the
-//! fallbacks), `params.rs` (path and query parsing) and `json.rs` (the
-//! answers' JSON shapes).
+//! Every route is in one place, `build` in this file: one line each,
+//! naming its access [`Rule`] and its handler as `file::handler`; the router
+//! and the route table ([`route_table`]) come from the same lines, so no
+//! route exists without a rule. `access::enforce` runs before each
+//! handler: it resolves the session (`auth.rs`), applies the rule against
+//! the world state as it is now, and records reads of patients' data in the
+//! access log ([`access_log`]) before the answer leaves. The handlers live
+//! in the file of their resource: `status.rs` (health, metrics), `chain.rs`
+//! (head, headers, blocks), `txs.rs` (submit, lookup), `proofs.rs`
+//! (inclusion and consistency proofs), `readings.rs`, `identities.rs`
+//! (identities, readers, votes, consents), `auth.rs` (login), `access_log.rs`;
+//! what they share is in `errors.rs` ([`ApiError`], the fallbacks),
+//! `params.rs` (path and query parsing) and `json.rs` (the answers' JSON
+//! shapes).
 //!
 //! Bytes are lowercase hex; keys are 64 hex digits (a path parameter naming
 //! a key also accepts the identity's base58 address). Times are ms since the
 //! Unix epoch. Every error is `{"error": {"code": "snake_case", "message":
-//! "..."}}` with a fitting status code. The API never decrypts: a sealed
+//! "..."}}` with a fitting status code (401 `unauthenticated`, 403
+//! `forbidden` for the access rules). The API never decrypts: a sealed
 //! reading is served as its ciphertext, recipients' key ids and wrapped keys.
 //!
 //! Handlers that touch the store run it on a bounded pool of blocking
@@ -41,22 +53,30 @@
 //! readings or a 16 MiB block is not something to do on a runtime worker,
 //! nor something to do 500 times at once. A reading list stops at
 //! `api.max_response_bytes` (`truncated`, `next_from`). The server around
-//! the routes ([`serve_with_shutdown`], in `api/serve.rs`) bounds
-//! connections, request heads, time, requests in flight and panics, and
-//! keeps the Host rule (421 `bad_host` for a Host that is not a loopback
-//! name, the bound address or in `api.allowed_hosts`: no DNS rebinding);
-//! see its table. [`bind`] refuses a non-loopback `listen.api` unless
-//! `api.allow_non_loopback` is set.
+//! the routes ([`serve_secure`], in `api/serve.rs`) bounds connections,
+//! request heads, time, requests in flight and panics, speaks TLS when
+//! configured ([`tls`]), and keeps the Host rule (421 `bad_host` for a Host
+//! that is not a loopback name, the bound address or in
+//! `api.allowed_hosts`: no DNS rebinding); see its table. [`bind_with`]
+//! refuses a non-loopback `listen.api` without TLS unless
+//! `listen.allow_plaintext` is set.
+
+use std::path::Path;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRef};
+use axum::handler::Handler;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use serde_json::Value;
 
 use crate::node::Node;
+pub use access::{CONTENT_SECURITY_POLICY, RouteRow, Rule};
 use errors::ApiResult;
 
+mod access;
+pub mod access_log;
+mod auth;
 mod autoerr;
 mod chain;
 mod errors;
@@ -65,20 +85,27 @@ mod json;
 mod params;
 mod pool;
 mod proofs;
+mod ratelimit;
 mod readings;
 mod serve;
 mod status;
 #[cfg(test)]
 mod tests;
+pub mod tls;
 mod txs;
 
+pub use auth::{
+    CHALLENGE_TTL_MS, COOKIE, MAX_CHALLENGES, MAX_SESSIONS, MAX_SESSIONS_PER_IDENTITY,
+    SESSION_TTL_MS,
+};
 pub use errors::{ApiError, clip, rejection_status};
 pub use json::kind_name;
 pub use pool::ReadPool;
 pub use serve::{
-    MAX_HEAD_BUF, MAX_HEADER_BYTES, MAX_HEADERS, MAX_URI_BYTES, app, bind, check_listen,
-    serve_with_shutdown,
+    MAX_HEAD_BUF, MAX_HEADER_BYTES, MAX_HEADERS, MAX_URI_BYTES, app, bind, bind_with, check_listen,
+    check_listen_with, serve_secure, serve_with_shutdown,
 };
+pub use tls::ApiTls;
 
 /// Most characters of user input echoed back in an error message.
 pub const MAX_ECHO_CHARS: usize = 64;
@@ -100,17 +127,38 @@ pub const MAX_CONSISTENCY_HEADERS: u64 = 2048;
 /// Content type of `/metrics` (the Prometheus text format).
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// The handlers' state: the node, the store-read pool, the answer cap.
+/// The handlers' state: the node, the store-read pool, the answer cap,
+/// the sessions and the access log.
 #[derive(Clone)]
 struct Api {
     node: Node,
     pool: ReadPool,
     max_response_bytes: usize,
+    auth: auth::Auth,
+    log: access_log::AccessLog,
 }
 
 impl FromRef<Api> for Node {
     fn from_ref(api: &Api) -> Node {
         api.node.clone()
+    }
+}
+
+/// How the auth layer is set up: its clock (tests inject one) and whether
+/// the API is served over TLS (the session cookie is then `Secure` and
+/// answers carry HSTS).
+#[derive(Clone)]
+pub(crate) struct AuthOptions {
+    pub(crate) clock: auth::Clock,
+    pub(crate) tls: bool,
+}
+
+impl Default for AuthOptions {
+    fn default() -> Self {
+        AuthOptions {
+            clock: auth::Auth::system_clock(),
+            tls: false,
+        }
     }
 }
 
@@ -126,38 +174,133 @@ pub fn router(node: Node) -> Router {
     )
 }
 
+/// Every route of the API over `node`, with its access rule: the rows the
+/// router is built from (docs/API.md, "Access control", lists them).
+pub fn route_table(node: Node) -> Vec<RouteRow> {
+    build(node, ReadPool::new(1, 0), 4096, AuthOptions::default()).1
+}
+
 /// The routes over `node`, reading the store on `pool`.
 fn router_with_pool(node: Node, pool: ReadPool, max_response_bytes: usize) -> Router {
-    Router::new()
-        .route("/health", get(status::health))
-        .route("/chain/head", get(chain::chain_head))
-        .route("/chain/consistency", get(proofs::chain_consistency))
-        .route("/blocks/{height}", get(chain::block))
-        .route("/blocks/{height}/raw", get(chain::block_raw))
-        .route("/txs", post(txs::submit_tx))
-        .route("/txs/{id}", get(txs::tx))
-        .route("/txs/{id}/proof", get(proofs::tx_proof))
-        .route("/devices/{key}/readings", get(readings::device_readings))
-        .route(
-            "/devices/{key}/streams/{stream}/readings",
-            get(readings::stream_readings),
-        )
-        .route("/readings", get(readings::all_readings))
-        .route("/identities", get(identities::identities))
-        .route("/identities/{key}", get(identities::identity))
-        .route("/identities/{key}/readers", get(identities::readers))
-        .route("/votes", get(identities::votes))
-        .route("/consents", get(identities::consents))
-        .route("/metrics", get(status::metrics))
-        .route("/cluster", get(status::cluster))
+    build(node, pool, max_response_bytes, AuthOptions::default()).0
+}
+
+/// The routes over `node` with the auth layer set up by `opts`.
+pub(crate) fn router_with(
+    node: Node,
+    pool: ReadPool,
+    max_response_bytes: usize,
+    opts: AuthOptions,
+) -> Router {
+    build(node, pool, max_response_bytes, opts).0
+}
+
+/// The router and its route table, built together: every route is added
+/// with its rule ([`Table::route`]), so none exists without one.
+struct Table {
+    router: Router<Api>,
+    rows: Vec<RouteRow>,
+    api: Api,
+}
+
+impl Table {
+    /// Adds `method path` served by `mr` under `rule` ([`access::enforce`]
+    /// runs before the handler).
+    fn route(
+        mut self,
+        method: &'static str,
+        path: &'static str,
+        rule: Rule,
+        mr: MethodRouter<Api>,
+    ) -> Self {
+        let layer = axum::middleware::from_fn_with_state((self.api.clone(), rule), access::enforce);
+        self.router = self.router.route(path, mr.route_layer(layer));
+        self.rows.push(RouteRow { method, path, rule });
+        self
+    }
+
+    fn get<H: Handler<T, Api>, T: 'static>(self, path: &'static str, rule: Rule, h: H) -> Self {
+        self.route("GET", path, rule, get(h))
+    }
+
+    fn post<H: Handler<T, Api>, T: 'static>(self, path: &'static str, rule: Rule, h: H) -> Self {
+        self.route("POST", path, rule, post(h))
+    }
+}
+
+fn build(
+    node: Node,
+    pool: ReadPool,
+    max_response_bytes: usize,
+    opts: AuthOptions,
+) -> (Router, Vec<RouteRow>) {
+    let dir = node
+        .store()
+        .path()
+        .parent()
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let chain = *node.state().chain_id();
+    let log = access_log::AccessLog::open(&dir, chain, node.keypair(), opts.clock.clone());
+    let api = Api {
+        node,
+        pool,
+        max_response_bytes,
+        auth: auth::Auth::new(opts.clock.clone(), opts.tls),
+        log,
+    };
+    use Rule::*;
+    let t = Table {
+        router: Router::new(),
+        rows: Vec::new(),
+        api: api.clone(),
+    }
+    .get("/health", Public, status::health)
+    .get("/chain/head", Public, chain::chain_head)
+    .get("/chain/consistency", Public, proofs::chain_consistency)
+    .get("/blocks/{height}/header", Public, chain::block_header)
+    .get("/blocks/{height}", BlockBody, chain::block)
+    .get("/blocks/{height}/raw", BlockBody, chain::block_raw)
+    .post("/txs", SignedTx, txs::submit_tx)
+    .get("/txs/{id}", Tx, txs::tx)
+    .get("/txs/{id}/proof", Public, proofs::tx_proof)
+    .get(
+        "/devices/{key}/readings",
+        Readings,
+        readings::device_readings,
+    )
+    .get(
+        "/devices/{key}/streams/{stream}/readings",
+        Readings,
+        readings::stream_readings,
+    )
+    .get("/readings", AllReadings, readings::all_readings)
+    .get("/identities", Directory, identities::identities)
+    .get("/identities/{key}", Identity, identities::identity)
+    .get("/identities/{key}/readers", Identity, identities::readers)
+    .get("/votes", Directory, identities::votes)
+    .get("/consents", Directory, identities::consents)
+    .get("/metrics", Public, status::metrics)
+    .get("/cluster", Public, status::cluster)
+    .post("/cluster/members", Admin, status::add_member)
+    .post("/auth/challenge", Login, auth::challenge)
+    .post("/auth/login", Login, auth::login)
+    .post("/auth/logout", Public, auth::logout)
+    .get("/auth/session", Session, auth::session)
+    .get("/access-log", AccessLog, access_log::patient_log)
+    .get("/access-log/head", Session, access_log::head)
+    .get("/access-log/entries", Audit, access_log::entries);
+    let router = t
+        .router
         .fallback(errors::not_found)
         .method_not_allowed_fallback(errors::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(Api {
-            node,
-            pool,
-            max_response_bytes,
-        })
+        .layer(axum::middleware::map_response_with_state(
+            opts.tls,
+            access::security_headers,
+        ))
+        .with_state(api);
+    (router, t.rows)
 }
 
 /// A 200 answer with `v` as its JSON body.

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
@@ -15,6 +16,7 @@ use sensorchain_core::state::WorldState;
 use sensorchain_core::tx::{Transaction, TxKind};
 
 use super::Api;
+use super::access::{self, Caller, Note};
 use super::errors::{ApiError, ApiResult, clip};
 use super::json::{hex, key_hex, payload_json};
 use super::params::{Range, RangeQuery, known_key, parse_range};
@@ -145,16 +147,34 @@ pub(super) async fn stream_readings(
     .await
 }
 
+/// `GET /readings`: the readings of every device the caller may read
+/// (the ledger's recipient rule), merged in time order; each device's read
+/// is logged.
 pub(super) async fn all_readings(
     State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
     q: Result<Query<RangeQuery>, QueryRejection>,
 ) -> ApiResult {
-    let state = api.node.state();
+    let state = caller.state.clone();
     let r = parse_range(q)?;
-    serve_readings(&api, state, r, move |store| {
-        store.readings_by_time(r.from, r.to, r.limit)
+    let devices = caller.readable_devices();
+    let notes: Vec<Note> = devices
+        .iter()
+        .map(|d| Note::readings(&caller, *d, None, r.from, r.to))
+        .collect();
+    let res = serve_readings(&api, state, r, move |store| {
+        let mut all = Vec::new();
+        for d in &devices {
+            all.extend(store.readings_by_device(d, r.from, r.to, r.limit)?);
+        }
+        // each device's list is in time order and at most `limit` long, so
+        // the first `limit` of the merge are the first `limit` of all
+        all.sort_by_key(|x| (x.timestamp_ms, x.loc.height, x.loc.index));
+        all.truncate(r.limit);
+        Ok(all)
     })
-    .await
+    .await?;
+    Ok(access::with_notes(res, notes))
 }
 
 /// Runs the index query `query` on the read pool and answers with its

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -37,7 +37,8 @@ use tower_http::timeout::TimeoutLayer;
 
 use super::autoerr::JsonAutoErrors;
 use super::pool::{ReadPool, panic_text};
-use super::{ApiError, clip, router_with_pool};
+use super::tls::{ApiTls, check_exposure};
+use super::{ApiError, AuthOptions, clip, router_with};
 use crate::config::ApiSettings;
 use crate::node::Node;
 
@@ -60,40 +61,45 @@ pub const MAX_HEAD_BUF: usize = 64 * 1024;
 /// that [`guard`] answers the excess as JSON).
 const HYPER_MAX_HEADERS: usize = 256;
 
-/// Checks `listen.api` against the `[api]` settings, logs a warning for a
-/// non-loopback address (allowed only with `api.allow_non_loopback`), and
-/// binds it. The listener is then handed to [`serve_with_shutdown`].
+/// Checks `listen.api` against the `[api]` settings and binds it as plain
+/// HTTP (a non-loopback address needs `api.allow_non_loopback`, which now
+/// means `listen.allow_plaintext`); see [`bind_with`] for TLS.
 pub async fn bind(addr: &str, settings: &ApiSettings) -> anyhow::Result<tokio::net::TcpListener> {
+    bind_with(addr, settings, &ApiTls::default()).await
+}
+
+/// Checks `listen.api` against the `[api]` settings and the exposure rule
+/// of `tls` ([`check_exposure`](super::tls::check_exposure): a non-loopback
+/// address needs TLS or `allow_plaintext`), and binds it. The listener is
+/// then handed to [`serve_secure`].
+pub async fn bind_with(
+    addr: &str,
+    settings: &ApiSettings,
+    tls: &ApiTls,
+) -> anyhow::Result<tokio::net::TcpListener> {
     settings.check().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let a = check_listen(addr, settings)?;
+    let a = check_listen_with(addr, settings, tls)?;
     tokio::net::TcpListener::bind(a)
         .await
         .with_context(|| format!("cannot listen for the HTTP API on {a} (listen.api)"))
 }
 
-/// Parses `listen.api` and refuses a non-loopback address unless
-/// `api.allow_non_loopback` is set (then warns).
+/// Parses `listen.api` and applies the exposure rule without TLS: a
+/// non-loopback address only with `api.allow_non_loopback` (a warning).
 pub fn check_listen(addr: &str, settings: &ApiSettings) -> anyhow::Result<SocketAddr> {
+    check_listen_with(addr, settings, &ApiTls::default())
+}
+
+/// Parses `listen.api` and applies the exposure rule of `tls`.
+pub fn check_listen_with(
+    addr: &str,
+    settings: &ApiSettings,
+    tls: &ApiTls,
+) -> anyhow::Result<SocketAddr> {
     let a: SocketAddr = addr.parse().with_context(|| {
         format!("listen.api = {addr:?} is not an address (write it as \"127.0.0.1:7480\")")
     })?;
-    if !a.ip().is_loopback() {
-        if !settings.allow_non_loopback {
-            anyhow::bail!(
-                "listen.api = {addr:?} is not a loopback address, and the HTTP API has no \
-                 authentication: anyone who reaches {a} could read every reading and submit \
-                 transactions. Keep it on 127.0.0.1 (and put an authenticating TLS proxy in \
-                 front), or set allow_non_loopback = true in the [api] table \
-                 (api.allow_non_loopback) to serve it as it is"
-            );
-        }
-        tracing::warn!(
-            addr = %a,
-            "the HTTP API listens on a non-loopback address WITHOUT AUTHENTICATION \
-             (api.allow_non_loopback = true): anyone who reaches it can read every reading \
-             and submit transactions; put an authenticating TLS proxy in front of it"
-        );
-    }
+    check_exposure(a, tls, settings.allow_non_loopback)?;
     Ok(a)
 }
 
@@ -296,7 +302,7 @@ fn panic_response(p: Box<dyn std::any::Any + Send + 'static>) -> Response {
 /// (accepted as a Host name). This is what [`serve_with_shutdown`] serves.
 pub fn app(node: Node, settings: &ApiSettings, local: Option<SocketAddr>) -> Router {
     let pool = ReadPool::new(settings.read_threads, settings.read_queue);
-    app_with_pool(node, settings, local, pool)
+    app_with_pool(node, settings, local, pool, AuthOptions::default())
 }
 
 fn app_with_pool(
@@ -304,9 +310,10 @@ fn app_with_pool(
     settings: &ApiSettings,
     local: Option<SocketAddr>,
     pool: ReadPool,
+    opts: AuthOptions,
 ) -> Router {
     with_bounds(
-        router_with_pool(node, pool, settings.max_response_bytes),
+        router_with(node, pool, settings.max_response_bytes, opts),
         settings,
         local,
     )
@@ -351,27 +358,52 @@ fn connection_cap(configured: usize) -> usize {
     }
 }
 
-/// Serves the API on `listener` (from [`bind`]) with the bounds of
-/// `settings` until `shutdown` completes; then stops accepting, closes idle
-/// connections, lets the requests in flight finish (each is bounded by
-/// `request_timeout_ms`) and returns within `request_timeout_ms` + 1 s.
+/// Serves the API as plain HTTP on `listener` (from [`bind`]); see
+/// [`serve_secure`].
 pub async fn serve_with_shutdown(
     node: Node,
     listener: tokio::net::TcpListener,
     settings: ApiSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    serve_secure(node, listener, settings, None, shutdown).await
+}
+
+/// Serves the API on `listener` (from [`bind_with`]), over TLS when `tls`
+/// is given, with the bounds of `settings` until `shutdown` completes; then
+/// stops accepting, closes idle connections, lets the requests in flight
+/// finish (each is bounded by `request_timeout_ms`) and returns within
+/// `request_timeout_ms` + 1 s. A TLS handshake must complete within
+/// `header_timeout_ms`. Each request carries its peer address
+/// (`ConnectInfo`, for the login rate limit).
+pub async fn serve_secure(
+    node: Node,
+    listener: tokio::net::TcpListener,
+    settings: ApiSettings,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     settings.check().map_err(|e| anyhow::anyhow!("{e}"))?;
     let local = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(
         addr = %local,
+        tls = tls.is_some(),
         max_connections = settings.max_connections,
         max_in_flight = settings.max_in_flight,
         read_threads = settings.read_threads,
-        "HTTP API listening on http://{local}"
+        "HTTP API listening on {scheme}://{local}{}: public without a login: health, chain head, \
+         block headers, finality certificates, consistency and inclusion proofs, metrics, \
+         POST /txs of signed transactions; readings, block bodies, transactions, identities \
+         and the access log need a login (docs/API.md, \"Access control\")",
+        if local.ip().is_loopback() { " (loopback only)" } else { " (reachable from the network)" },
     );
     let pool = ReadPool::new(settings.read_threads, settings.read_queue);
-    let app = app_with_pool(node, &settings, Some(local), pool.clone());
+    let opts = AuthOptions {
+        tls: tls.is_some(),
+        ..AuthOptions::default()
+    };
+    let app = app_with_pool(node, &settings, Some(local), pool.clone(), opts);
     let max_connections = connection_cap(settings.max_connections);
     let conns = Arc::new(Semaphore::new(max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -402,7 +434,7 @@ pub async fn serve_with_shutdown(
                 }
             }
         };
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
             r = listener.accept() => match r {
                 Ok(x) => x,
@@ -416,10 +448,32 @@ pub async fn serve_with_shutdown(
             },
         };
         let _ = stream.set_nodelay(true);
-        let svc = TowerToHyperService::new(app.clone());
+        let svc = TowerToHyperService::new(
+            tower::ServiceBuilder::new()
+                .map_request(move |mut r: axum::http::Request<hyper::body::Incoming>| {
+                    r.extensions_mut().insert(ConnectInfo(peer));
+                    r
+                })
+                .service(app.clone()),
+        );
         let mut stop = stop_rx.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let stream = match tls {
+                None => tokio_util::either::Either::Left(stream),
+                Some(acc) => match tokio::time::timeout(header_timeout, acc.accept(stream)).await {
+                    Ok(Ok(s)) => tokio_util::either::Either::Right(s),
+                    Ok(Err(e)) => {
+                        tracing::debug!(peer = %peer, "HTTP API TLS handshake failed: {e}");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(peer = %peer, "HTTP API TLS handshake timed out");
+                        return;
+                    }
+                },
+            };
             let mut b = hyper::server::conn::http1::Builder::new();
             b.timer(TokioTimer::new())
                 .header_read_timeout(header_timeout)

@@ -50,6 +50,76 @@ pub(super) async fn cluster(State(api): State<Api>) -> ApiResult {
     ok_json(v)
 }
 
+/// The body of `POST /cluster/members`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewMember {
+    id: u64,
+    addr: String,
+    key: String,
+}
+
+/// `POST /cluster/members` (`ADMIN`): adds a gateway whose key holds
+/// `VALIDATE` and `CONNECT` on the chain as member `id` at peer address
+/// `addr` — a learner until it has caught up, then a voter. Answers once the
+/// change is committed (`200`, the new status), `409 not_leader` (with the
+/// leader's id) on a follower, `422 not_validator` for a key the chain has
+/// not granted validate, `422 membership_refused` otherwise.
+pub(super) async fn add_member(
+    State(api): State<Api>,
+    body: Result<axum::Json<NewMember>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult {
+    use axum::http::StatusCode;
+    let axum::Json(m) = body.map_err(|e| {
+        ApiError::bad_request(
+            "bad_member",
+            format!("want {{\"id\", \"addr\", \"key\"}}: {e}"),
+        )
+    })?;
+    if m.id == 0 || m.id > u64::from(u32::MAX) {
+        return Err(ApiError::bad_request(
+            "bad_member",
+            "id: a member id from 1",
+        ));
+    }
+    if m.addr.trim().is_empty() || !m.addr.contains(':') {
+        return Err(ApiError::bad_request(
+            "bad_member",
+            "addr: HOST:PORT of its peer links",
+        ));
+    }
+    let key: sensorchain_core::identity::PublicKey = m
+        .key
+        .parse()
+        .map_err(|_| ApiError::bad_request("bad_member", "key: 64 hex digits"))?;
+    let node = crate::cluster::GatewayNode {
+        addr: m.addr,
+        public_key: key.0,
+    };
+    match api.node.add_member(m.id, node).await {
+        Ok(()) => {
+            let n = api.node.clone();
+            let status = api.pool.run(move || Ok(n.cluster_status())).await?;
+            ok_json(serde_json::to_value(&status).map_err(|e| ApiError::internal(e.to_string()))?)
+        }
+        Err(e @ crate::node::MembershipError::NotLeader(_)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_leader",
+            e.to_string(),
+        )),
+        Err(e @ crate::node::MembershipError::NotValidator(_)) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "not_validator",
+            e.to_string(),
+        )),
+        Err(e) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "membership_refused",
+            e.to_string(),
+        )),
+    }
+}
+
 /// Most evidence pairs `GET /cluster` lists.
 const MAX_EVIDENCE_SHOWN: usize = 64;
 

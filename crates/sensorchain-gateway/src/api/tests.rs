@@ -15,6 +15,7 @@ use sensorchain_core::block::{Block, BlockHeader};
 use sensorchain_core::chain::Chain;
 use sensorchain_core::hash::{Hash32, parse_hex};
 use sensorchain_core::identity::{Keypair, PublicKey};
+use sensorchain_core::login::LoginChallenge;
 use sensorchain_core::merkle::verify_inclusion;
 use sensorchain_core::permissions::{Permissions, Role};
 use sensorchain_core::reading::Vital;
@@ -221,6 +222,103 @@ async fn commit(r: &Router, tx: &[u8]) -> Value {
     res.json()
 }
 
+/// Logs `kp` in on `r` (the router whose auth state keeps the session):
+/// the token.
+async fn login(r: &Router, kp: &Keypair) -> String {
+    let res = send(
+        r,
+        Request::post("/auth/challenge")
+            .header(header::HOST, "localhost")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        res.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&res.body)
+    );
+    let c = res.json();
+    let ch = LoginChallenge {
+        chain_id: sensorchain_core::hash::ChainId(
+            parse_hex(c["chain_id"].as_str().unwrap()).unwrap(),
+        ),
+        gateway: PublicKey(parse_hex(c["gateway"].as_str().unwrap()).unwrap()),
+        identity: kp.public(),
+        nonce: parse_hex(c["challenge"].as_str().unwrap()).unwrap(),
+        expires_ms: c["expires_ms"].as_u64().unwrap(),
+    };
+    let res = login_with(r, &ch, &ch.sign(kp)).await;
+    assert_eq!(
+        res.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&res.body)
+    );
+    res.json()["token"].as_str().unwrap().to_string()
+}
+
+/// `POST /auth/login` of the challenge `ch` signed `sig`.
+async fn login_with(
+    r: &Router,
+    ch: &LoginChallenge,
+    sig: &sensorchain_core::identity::Signature,
+) -> Resp {
+    let body = json!({
+        "key": hx(&ch.identity),
+        "challenge": hex::encode(ch.nonce),
+        "expires_ms": ch.expires_ms,
+        "signature": hex::encode(sig.0),
+    });
+    send(
+        r,
+        Request::post("/auth/login")
+            .header(header::HOST, "localhost")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap(),
+    )
+    .await
+}
+
+/// `r` sending `token` with every request.
+fn with_token(r: &Router, token: &str) -> Router {
+    let v = header::HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
+    r.clone().layer(axum::middleware::map_request(
+        move |mut req: Request<Body>| {
+            let v = v.clone();
+            async move {
+                req.headers_mut().insert(header::AUTHORIZATION, v);
+                req
+            }
+        },
+    ))
+}
+
+/// `r` logged in as `kp`.
+async fn as_user(r: &Router, kp: &Keypair) -> Router {
+    let t = login(r, kp).await;
+    with_token(r, &t)
+}
+
+/// Assigns the fixture's device to its patient (the admin's sequence
+/// number `seq`).
+async fn assign_device(f: &Fx, r: &Router, seq: u64) {
+    commit(
+        r,
+        &f.sign(
+            &f.admin,
+            seq,
+            TxKind::AssignDevice {
+                device: f.device.public(),
+                patient: f.patient.public(),
+            },
+        ),
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_head_and_fallbacks() {
     let f = fixture();
@@ -273,15 +371,15 @@ async fn cluster_of_one_status() {
     assert_eq!(s["members"][0]["lag"], 0);
     assert_eq!(s["evidence"], 0);
     assert_eq!(s["evidence_pairs"], json!([]));
-    // the block serves its certificate
-    let b = get_ok(&r, &format!("/blocks/{height}")).await;
+    // the block's public header serves its certificate
+    let b = get_ok(&r, &format!("/blocks/{height}/header")).await;
     assert!(!b["finality_cert"].is_null(), "{b}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocks_and_raw_bytes() {
     let f = fixture();
-    let r = f.router();
+    let r = as_user(&f.router(), &f.gateway).await;
     let b = get_ok(&r, "/blocks/0").await;
     assert_eq!(b["height"], 0);
     assert_eq!(h32(&b["hash"]), f.genesis.hash());
@@ -336,7 +434,7 @@ async fn blocks_and_raw_bytes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consent_and_grant_through_post_change_readers() {
     let f = fixture();
-    let r = f.router();
+    let r = as_user(&f.router(), &f.admin).await;
     let dev = hx(&f.device.public());
     // unassigned device: nobody may read
     let rd = get_ok(&r, &format!("/identities/{dev}/readers")).await;
@@ -476,7 +574,7 @@ async fn consent_and_grant_through_post_change_readers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_consensus_votes() {
     let f = fixture();
-    let r = f.router();
+    let r = as_user(&f.router(), &f.admin).await;
     let v = get_ok(&r, "/votes").await;
     assert_eq!(v["votes"], json!([]));
     assert_eq!(v["votes_needed"], 2);
@@ -522,7 +620,9 @@ async fn admin_consensus_votes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readings_tx_and_inclusion_proof() {
     let f = fixture();
-    let r = f.router();
+    let base = f.router();
+    assign_device(&f, &base, 1).await;
+    let r = as_user(&base, &f.patient).await;
     let dev = hx(&f.device.public());
     let t0 = now_ms() - 10_000;
     let vitals = [
@@ -626,9 +726,10 @@ async fn readings_tx_and_inclusion_proof() {
     get(&r, "/devices/xyz/readings")
         .await
         .err(StatusCode::BAD_REQUEST, "bad_key");
+    // an unknown key is not the patient's to read: refused like another's
     get(&r, &format!("/devices/{}/readings", "cd".repeat(32)))
         .await
-        .err(StatusCode::NOT_FOUND, "unknown_identity");
+        .err(StatusCode::FORBIDDEN, "forbidden");
     get(&r, &format!("/devices/{dev}/streams/65536/readings"))
         .await
         .err(StatusCode::BAD_REQUEST, "bad_stream");
@@ -755,7 +856,8 @@ async fn proofs_in_a_multi_tx_block() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sealed_readings_are_served_as_ciphertext() {
     let f = fixture();
-    let r = f.router();
+    let base = f.router();
+    let r = as_user(&base, &f.patient).await;
     commit(
         &r,
         &f.sign(
@@ -1044,8 +1146,9 @@ async fn serves_over_loopback() {
     assert_eq!(health["status"], "ok");
     assert_eq!(posted.0, 201, "{}", posted.1);
     assert_eq!(posted.1["height"], 1);
-    assert_eq!(missing.0, 404);
-    assert_eq!(missing.1["error"]["code"], "unknown_block");
+    // a block body needs a session: anonymous, 401 before any lookup
+    assert_eq!(missing.0, 401);
+    assert_eq!(missing.1["error"]["code"], "unauthenticated");
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(5), server)
         .await
@@ -1140,7 +1243,17 @@ fn json_error(body: &[u8]) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limit_errors_are_json_and_echo_is_clipped() {
     let f = fixture();
+    assign_device(&f, &f.router(), 1).await;
     let (addr, stop, task) = server(&f, settings()).await;
+    // the routes below need a session: the patient's, over the socket
+    let patient = f.patient.clone();
+    let token = tokio::task::spawn_blocking(move || {
+        let agent = crate::login_client::agent(Duration::from_secs(30), None).unwrap();
+        crate::login_client::login(&agent, &format!("http://{addr}"), &patient, None).unwrap()
+    })
+    .await
+    .unwrap();
+    let auth = format!("Authorization: Bearer {token}\r\n");
 
     // a 60 KB id: 414, JSON, not echoed
     let long = "a".repeat(60_000);
@@ -1153,7 +1266,8 @@ async fn limit_errors_are_json_and_echo_is_clipped() {
 
     // a 5,000-character id (under the URI limit): 400, the echo clipped
     let id = "z".repeat(5_000);
-    let req = format!("GET /txs/{id} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    let req =
+        format!("GET /txs/{id} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n");
     let (status, _, body) = raw(addr, req.as_bytes()).await;
     assert_eq!(status, 400);
     let v = json_error(&body);
@@ -1166,9 +1280,14 @@ async fn limit_errors_are_json_and_echo_is_clipped() {
         format!("/blocks/{id}"),
         format!("/nowhere/{id}"),
     ] {
-        let req = format!("GET {uri} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        let req =
+            format!("GET {uri} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n");
         let (status, _, body) = raw(addr, req.as_bytes()).await;
-        assert!(status == 400 || status == 404, "{uri}: {status}");
+        // a block body is not the patient's to read: 403, not echoed either
+        assert!(
+            status == 400 || status == 404 || status == 403,
+            "{uri}: {status}"
+        );
         let m = json_error(&body)["error"]["message"]
             .as_str()
             .unwrap()
@@ -1192,15 +1311,17 @@ async fn limit_errors_are_json_and_echo_is_clipped() {
     json_error(&body);
 
     // a path that is not UTF-8 once decoded: axum's 400, made JSON
-    let req = b"GET /txs/%FF%FE HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-    let (status, head, body) = raw(addr, req).await;
+    let req =
+        format!("GET /txs/%FF%FE HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n");
+    let (status, head, body) = raw(addr, req.as_bytes()).await;
     assert_eq!(status, 400, "{head}");
     json_error(&body);
 
     // a query that does not parse: 400, JSON, clipped
     let q = "x".repeat(3000);
-    let req =
-        format!("GET /readings?{q}=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    let req = format!(
+        "GET /readings?{q}=1 HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n"
+    );
     let (status, _, body) = raw(addr, req.as_bytes()).await;
     assert_eq!(status, 400);
     assert!(body.len() < 1000, "{}", String::from_utf8_lossy(&body));
@@ -1307,9 +1428,17 @@ fn non_loopback_needs_opt_in() {
     let mut s = settings();
     let e = check_listen("0.0.0.0:7480", &s).unwrap_err().to_string();
     assert!(
-        e.contains("listen.api") && e.contains("allow_non_loopback"),
+        e.contains("listen.api") && e.contains("allow_plaintext") && e.contains("tls_cert"),
         "{e}"
     );
+    // with TLS configured, or allow_plaintext, a public address is served
+    let tls = ApiTls::files("c.pem", "k.pem");
+    assert!(check_listen_with("0.0.0.0:7480", &s, &tls).is_ok());
+    let plain = ApiTls {
+        allow_plaintext: true,
+        ..ApiTls::default()
+    };
+    assert!(check_listen_with("0.0.0.0:7480", &s, &plain).is_ok());
     assert!(check_listen("127.0.0.1:7480", &s).is_ok());
     assert!(check_listen("[::1]:7480", &s).is_ok());
     let e = check_listen("localhost:7480", &s).unwrap_err().to_string();
@@ -1524,6 +1653,7 @@ async fn handler_panic_is_generic_500() {
 async fn reading_lists_are_capped() {
     let f = fixture();
     let r0 = f.router();
+    assign_device(&f, &r0, 1).await;
     for seq in 1..=60u64 {
         commit(
             &r0,
@@ -1535,7 +1665,7 @@ async fn reading_lists_are_capped() {
         max_response_bytes: 4096,
         ..settings()
     };
-    let app = app_fn(&f, &s);
+    let app = as_user(&app_fn(&f, &s), &f.patient).await;
     let res = get_host(&app, "/readings?limit=1000", "localhost").await;
     assert_eq!(res.status, StatusCode::OK);
     assert!(res.body.len() <= 4096, "{} bytes", res.body.len());
@@ -1569,9 +1699,13 @@ async fn reading_lists_are_capped() {
     }
     assert_eq!(seen.len(), 60);
     // without the cap, all in one answer
-    let v = get_host(&f.router(), "/readings?limit=1000", "localhost")
-        .await
-        .json();
+    let v = get_host(
+        &as_user(&r0, &f.patient).await,
+        "/readings?limit=1000",
+        "localhost",
+    )
+    .await
+    .json();
     assert_eq!(v["count"], 60);
     assert_eq!(v["truncated"], false);
 }
@@ -1766,3 +1900,5 @@ async fn chain_consistency_proves_one_block_extends_another() {
         .await
         .err(StatusCode::NOT_FOUND, "unknown_block");
 }
+
+mod auth;

@@ -1,6 +1,7 @@
 //! Transactions: `POST /txs` (submit, answered once durably committed) and
 //! `GET /txs/{id}`.
 
+use axum::Extension;
 use axum::extract::Path;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
@@ -13,6 +14,8 @@ use serde_json::json;
 use sensorchain_core::hash::Hash32;
 use sensorchain_core::tx::Transaction;
 
+use super::access::{self, Caller};
+use super::auth::forbidden;
 use super::errors::{ApiError, ApiResult};
 use super::json::{location_json, tx_json};
 use super::params::parse_tx_id;
@@ -34,17 +37,35 @@ pub(super) fn find_tx(node: &Node, id: &Hash32) -> ApiResult<(TxLocation, Transa
     Ok((loc, tx, enc))
 }
 
-pub(super) async fn tx(State(api): State<Api>, Path(id): Path<String>) -> ApiResult {
+/// `GET /txs/{id}`: the transaction if the caller may read it
+/// ([`access::tx_decision`]: a reading by its readers and by block-body
+/// readers, another transaction by the directory and the identities it
+/// names); a reading's read is logged.
+pub(super) async fn tx(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult {
     let node = api.node.clone();
     let id = parse_tx_id(&id)?;
-    let state = node.state();
+    let state = caller.state.clone();
     api.pool
         .run(move || {
             let (loc, tx, enc) = find_tx(&node, &id)?;
+            let (allowed, notes) = access::tx_decision(&caller, &tx, id, loc);
+            if !allowed {
+                return Ok(access::refused_with(
+                    forbidden(format!(
+                        "{} may not read transaction {id}",
+                        caller.key.map(|k| k.to_string()).unwrap_or_default()
+                    )),
+                    notes,
+                ));
+            }
             let block_hash = node.store().header(loc.height)?.map(|h| h.hash());
             let mut v = tx_json(&state, &tx, &enc);
             v["location"] = location_json(loc, block_hash);
-            ok_json(v)
+            Ok(access::with_notes(ok_json(v)?, notes))
         })
         .await
 }

@@ -46,6 +46,9 @@ pub struct AppConfig {
     pub api: Option<String>,
     /// The API's bounds.
     pub api_settings: ApiSettings,
+    /// The API's TLS and exposure (`[listen] tls_cert`, `tls_key`,
+    /// `allow_plaintext`).
+    pub api_tls: crate::api::ApiTls,
     /// The metrics the node, links and API count in.
     pub metrics: Arc<Metrics>,
     /// How long [`Running::shutdown`](super::Running::shutdown) waits for
@@ -67,6 +70,7 @@ impl AppConfig {
             serial: Vec::new(),
             api: None,
             api_settings: ApiSettings::default(),
+            api_tls: crate::api::ApiTls::default(),
             metrics: Arc::new(Metrics::new()),
             shutdown_grace: SHUTDOWN_GRACE,
         }
@@ -95,6 +99,11 @@ impl AppConfig {
             serial: cfg.listen.serial.clone(),
             api: cfg.listen.api.clone(),
             api_settings: cfg.api.clone(),
+            api_tls: crate::api::ApiTls {
+                cert: cfg.listen.tls_cert.clone(),
+                key: cfg.listen.tls_key.clone(),
+                allow_plaintext: cfg.listen.allow_plaintext,
+            },
             metrics: Arc::new(Metrics::new()),
             shutdown_grace: SHUTDOWN_GRACE,
         })

@@ -15,11 +15,13 @@
 //! retried with a fresh sequence number, a `503 busy` after a second; every
 //! other refusal is reported with the gateway's code and message.
 //!
-//! Plain `http://` only: the API listens on loopback by default, and a
-//! gateway reached over a network belongs behind a TLS proxy or an SSH
-//! tunnel (`ssh -L 7480:127.0.0.1:7480 gateway-host`).
+//! Reads go with a session: the client logs in as the signing key
+//! ([`login_client`]); `POST /txs` needs none (the transaction's signature
+//! authenticates it). `http://` and `https://` (with `--ca FILE` for a
+//! gateway's own certificate).
 
 use std::fmt;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -32,6 +34,7 @@ use sensorchain_core::tx::{Transaction, TxBody, TxKind};
 
 use sensorchain_gateway::api::kind_name;
 pub use sensorchain_gateway::chain_source::normalise_url;
+use sensorchain_gateway::login_client::{self, ApiSession};
 use sensorchain_gateway::node::now_ms;
 
 /// The API address `sensorchain run` listens on by default.
@@ -122,26 +125,31 @@ enum Posted {
     Unanswered(String),
 }
 
-/// A gateway's HTTP API.
+/// A gateway's HTTP API, logged in as one identity.
 #[derive(Debug, Clone)]
 pub struct Api {
     base: String,
     agent: ureq::Agent,
+    session: std::sync::Arc<ApiSession>,
     wait: Duration,
 }
 
 impl Api {
-    /// A client of the API at `url` (`http://HOST:PORT` or `HOST:PORT`);
-    /// `wait` bounds how long one submission may take until it is committed.
-    pub fn new(url: &str, wait: Duration) -> anyhow::Result<Api> {
+    /// A client of the API at `url` (`http(s)://HOST:PORT` or `HOST:PORT`)
+    /// that logs in as `key` for its reads (docs/API.md,
+    /// "Authentication"); `ca`, a PEM file of certificates to trust for
+    /// `https`; `wait` bounds how long one submission may take until it is
+    /// committed.
+    pub fn new(url: &str, wait: Duration, key: &Keypair, ca: Option<&Path>) -> anyhow::Result<Api> {
         let base = normalise_url(url)?;
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(5)))
-            .timeout_global(Some(wait.max(Duration::from_secs(1))))
-            .build()
-            .new_agent();
-        Ok(Api { base, agent, wait })
+        let agent = login_client::agent(wait.max(Duration::from_secs(1)), ca)?;
+        let session = ApiSession::new(agent.clone(), base.clone(), key.clone());
+        Ok(Api {
+            base,
+            agent,
+            session: std::sync::Arc::new(session),
+            wait,
+        })
     }
 
     /// The base address, e.g. `http://127.0.0.1:7480`.
@@ -167,8 +175,12 @@ impl Api {
         Ok((status, body))
     }
 
+    /// `GET path`: `/health` without a session, anything else logged in.
     fn get(&self, path: &str) -> anyhow::Result<(u16, Value)> {
-        self.read(self.agent.get(format!("{}{path}", self.base)).call())
+        if path == "/health" {
+            return self.read(self.agent.get(format!("{}{path}", self.base)).call());
+        }
+        self.session.get_json(path)
     }
 
     /// `GET path`: the body of a 200, `None` on a 404, an error naming the
@@ -183,12 +195,6 @@ impl Api {
                 bail!("GET {}{path}: {r}", self.base)
             }
         }
-    }
-
-    /// `GET /cluster`: the gateway's view of its cluster.
-    pub fn cluster_status(&self) -> anyhow::Result<Value> {
-        self.get_found("/cluster")?
-            .with_context(|| format!("GET {}/cluster: not served (an older gateway?)", self.base))
     }
 
     /// The chain id the gateway serves (`GET /health`).
@@ -422,7 +428,7 @@ mod tests {
             normalise_url("http://gw.local:7480/").unwrap(),
             "http://gw.local:7480"
         );
-        assert!(normalise_url("https://gw:7480").is_err());
+        assert_eq!(normalise_url("https://gw:7480").unwrap(), "https://gw:7480");
         assert!(normalise_url("ftp://gw").is_err());
         assert!(normalise_url("http://gw:7480/txs").is_err());
         assert!(normalise_url("").is_err());
@@ -455,10 +461,16 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let api = Api::new(&format!("127.0.0.1:{port}"), Duration::from_secs(2)).unwrap();
+        let kp = Keypair::from_seed([3; 32]);
+        let api = Api::new(
+            &format!("127.0.0.1:{port}"),
+            Duration::from_secs(2),
+            &kp,
+            None,
+        )
+        .unwrap();
         let e = api.chain_id().unwrap_err().to_string();
         assert!(e.contains("cannot reach the gateway API"), "{e}");
-        let kp = Keypair::from_seed([3; 32]);
         let e = api
             .submit(
                 &kp,

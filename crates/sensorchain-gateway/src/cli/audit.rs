@@ -20,7 +20,8 @@ pub fn audit(args: &AuditArgs) -> anyhow::Result<ExitCode> {
             dir.join(store::FILE_NAME).display().to_string(),
         ),
         (None, Some(url)) => {
-            let api = ApiChain::connect(url)?;
+            let key = super::read_keypair_arg(args.source.key.as_deref())?;
+            let api = ApiChain::connect(url, &key, args.source.ca.as_deref())?;
             let source = ChainSource::Api(api);
             let report = audit_source(&source, Duration::from_secs(2), |p| {
                 if !args.json {

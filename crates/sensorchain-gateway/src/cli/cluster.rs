@@ -6,7 +6,11 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-use super::api_client::{Api, DEFAULT_API};
+use anyhow::Context;
+use sensorchain_gateway::chain_source::normalise_url;
+use sensorchain_gateway::login_client;
+
+use super::api_client::DEFAULT_API;
 
 /// `sensorchain cluster`
 #[derive(Debug, Args)]
@@ -38,6 +42,9 @@ pub struct StatusArgs {
     /// Print JSON: `{"gateways": [{"api", "status" | "error"}]}`.
     #[arg(long)]
     pub json: bool,
+    /// PEM certificates to trust for `https://` APIs (instead of the web's roots).
+    #[arg(long)]
+    pub ca: Option<std::path::PathBuf>,
 }
 
 /// Runs `sensorchain cluster`.
@@ -48,10 +55,12 @@ pub fn cluster(a: &ClusterArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn status(a: &StatusArgs) -> anyhow::Result<ExitCode> {
+    let agent = login_client::agent(Duration::from_secs(10), a.ca.as_deref())?;
     let mut rows = Vec::new();
     for url in &a.apis {
-        let api = Api::new(url, Duration::from_secs(10))?;
-        rows.push((api.base().to_string(), api.cluster_status()));
+        let base = normalise_url(url)?;
+        let status = fetch(&agent, &base);
+        rows.push((base, status));
     }
     let healthy = rows.iter().all(|(_, r)| {
         r.as_ref()
@@ -77,6 +86,23 @@ fn status(a: &StatusArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// `GET /cluster` (public: no login).
+fn fetch(agent: &ureq::Agent, base: &str) -> anyhow::Result<Value> {
+    let mut r = agent
+        .get(format!("{base}/cluster"))
+        .call()
+        .map_err(|e| anyhow::anyhow!("cannot reach the gateway API at {base}: {e}"))?;
+    let status = r.status().as_u16();
+    let body: Value = r
+        .body_mut()
+        .read_json()
+        .with_context(|| format!("GET {base}/cluster: not JSON (HTTP {status})"))?;
+    if status != 200 {
+        anyhow::bail!("GET {base}/cluster: HTTP {status}: {body}");
+    }
+    Ok(body)
 }
 
 fn opt(v: &Value) -> String {

@@ -20,7 +20,11 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<ExitCode> {
                 .map_err(|e| sensorchain_gateway::audit::open_error(dir, e))?;
             ChainSource::Store(&store)
         }
-        (None, Some(url)) => ChainSource::Api(ApiChain::connect(url)?),
+        (None, Some(url)) => ChainSource::Api(ApiChain::connect(
+            url,
+            &super::read_keypair_arg(args.source.key.as_deref())?,
+            args.source.ca.as_deref(),
+        )?),
         (None, None) => bail!("give --data-dir DIR or --api URL"),
     };
     let s = export_source(&source, &args.out)?;

@@ -76,8 +76,9 @@ pub struct InitArgs {
     /// interface.
     #[arg(long, default_value = DEFAULT_TCP, value_name = "IP:PORT")]
     pub tcp: String,
-    /// The address of the HTTP API and /metrics (`listen.api`); it has no
-    /// authentication, so keep it on loopback.
+    /// The address of the HTTP API and /metrics (`listen.api`); reads need
+    /// a login, and a non-loopback address needs TLS (`listen.tls_cert`,
+    /// `tls_key`) or `listen.allow_plaintext`.
     #[arg(long, default_value = DEFAULT_API, value_name = "IP:PORT")]
     pub api: String,
 }
@@ -322,14 +323,21 @@ genesis_file = "genesis.block"
 # Sensor links (authenticated, encrypted sessions). Remove the line to
 # disable TCP.
 tcp = {tcp:?}
-# The HTTP API and /metrics. It has no authentication: keep it on
-# loopback, with a TLS proxy in front if others need it. Remove the line
-# to disable the API.
+# The HTTP API and /metrics. Reads need a login with a chain identity
+# (docs/API.md); a non-loopback address needs TLS (tls_cert and tls_key
+# below) or allow_plaintext. Remove the line to disable the API.
 api = {api:?}
 # Serial ports carrying sensor links (path, baud rate), e.g.
 # serial = [{{ path = "/dev/ttyUSB0", baud = 115200 }}]
 # Ports are named by their device path (no port enumeration).
 serial = []
+# The API over HTTPS: a PEM certificate chain (leaf first) and its key,
+# relative to this file.
+# tls_cert = "api.crt"
+# tls_key = "api.key"
+# Serve plain HTTP on a non-loopback api anyway (logins, tokens and
+# readings cross the network in clear).
+# allow_plaintext = false
 
 [batch]
 # A block is cut as soon as the store is idle (group commit); while it is
@@ -375,7 +383,7 @@ serial = []
 # Host names accepted besides loopback names and the bound address ("*":
 # any, which gives up the DNS-rebinding protection).
 # allowed_hosts = []
-# Serve the API (no authentication!) on a non-loopback listen.api.
+# The older name of listen.allow_plaintext.
 # allow_non_loopback = false
 "#,
         max_txs = d.batch.max_txs,

@@ -125,15 +125,15 @@ pub enum Command {
     /// holds its store exclusively: the audit then says so). --api URL reads
     /// the exact stored bytes through a running gateway's API instead (`GET
     /// /chain/head`, `/blocks/{h}/raw`, `/blocks/{h}`: the chain up to the
-    /// head when the audit starts) and runs the same checks, except the
-    /// store's indexes.
+    /// head when the audit starts), logged in with --key (an auditor's or a
+    /// gateway's), and runs the same checks, except the store's indexes.
     Audit(AuditArgs),
     /// Export a stored chain in the exact wire bytes of docs/PROTOCOL.md (of a stopped gateway, or a running one through its API).
     ///
     /// --data-dir DIR reads a stopped gateway's store; --api URL reads the
     /// same exact bytes through a running gateway's API (the chain up to the
-    /// head when the export starts). An existing output file is refused
-    /// unless --force.
+    /// head when the export starts), logged in with --key (an auditor's or a
+    /// gateway's). An existing output file is refused unless --force.
     Export(ExportArgs),
     /// Write a device's key page (seed, entropy, chain id, trusted gateways) for flashing, and optionally grant the device on the chain.
     Provision(provision::ProvisionArgs),
@@ -258,9 +258,16 @@ pub struct ChainSourceArgs {
     /// The data directory of a stopped gateway.
     #[arg(long, required_unless_present = "api", conflicts_with = "api")]
     pub data_dir: Option<PathBuf>,
-    /// A running gateway's API address (`http://HOST:PORT`), instead of --data-dir.
-    #[arg(long, value_name = "URL")]
+    /// A running gateway's API address (`http(s)://HOST:PORT`), instead of --data-dir.
+    #[arg(long, value_name = "URL", requires = "key")]
     pub api: Option<String>,
+    /// With --api: the key file to log in with; it must hold `audit` or
+    /// `validate` (block bodies hold readings: docs/API.md, "Access control").
+    #[arg(long, value_name = "FILE", requires = "api")]
+    pub key: Option<PathBuf>,
+    /// With --api: a PEM file of the certificates to trust for `https`.
+    #[arg(long, value_name = "FILE", requires = "api")]
+    pub ca: Option<PathBuf>,
 }
 
 /// `sensorchain audit` (see [`Command::Audit`]).
@@ -381,4 +388,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Init(a) => init::init(a),
         Command::Cluster(a) => cluster::cluster(a),
     }
+}
+
+/// The key file `--key` names (required with `--api`).
+fn read_keypair_arg(
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<sensorchain_core::identity::Keypair> {
+    let p = path.ok_or_else(|| {
+        anyhow::anyhow!("--api needs --key FILE: the key of an auditor or a gateway to log in with")
+    })?;
+    sensorchain_gateway::keys::read_keypair(p)
 }

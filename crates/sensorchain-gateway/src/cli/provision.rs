@@ -126,9 +126,13 @@ pub struct ProvisionArgs {
     /// readings need.
     #[arg(long, value_name = "KEY", requires = "grant")]
     pub patient: Option<String>,
-    /// The gateway's HTTP API, for `--grant`.
+    /// The gateway's HTTP API, for `--grant` (`http://` or `https://`; the
+    /// command logs in there with --admin).
     #[arg(long, value_name = "URL", env = "SENSORCHAIN_API", default_value = DEFAULT_API)]
     pub api: String,
+    /// A PEM file of the certificates to trust for an `https` API.
+    #[arg(long, value_name = "FILE", requires = "grant")]
+    pub ca: Option<PathBuf>,
     /// With `--grant`: how long to wait for each transaction to be
     /// committed, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
@@ -407,7 +411,12 @@ pub fn provision(args: &ProvisionArgs) -> anyhow::Result<ExitCode> {
             .as_deref()
             .map(|p| parse_public(p).with_context(|| format!("patient {p:?}")))
             .transpose()?;
-        let api = Api::new(&args.api, Duration::from_secs(args.timeout.max(1)))?;
+        let api = Api::new(
+            &args.api,
+            Duration::from_secs(args.timeout.max(1)),
+            &admin,
+            args.ca.as_deref(),
+        )?;
         check_api(&api, &chain, &admin)?;
         Some((api, admin, patient))
     } else {

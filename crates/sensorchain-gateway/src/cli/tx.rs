@@ -79,9 +79,14 @@ pub struct SubmitOpts {
     /// Key file of the signer: an admin's, or for `consent` the patient's.
     #[arg(long, value_name = "FILE")]
     pub key: PathBuf,
-    /// The gateway's HTTP API.
+    /// The gateway's HTTP API (`http://` or `https://`); the command logs
+    /// in there with --key for its reads.
     #[arg(long, value_name = "URL", env = "SENSORCHAIN_API", default_value = DEFAULT_API)]
     pub api: String,
+    /// A PEM file of the certificates to trust for an `https` API (a
+    /// gateway's own self-signed certificate); default: the web's roots.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
     /// Check that the gateway serves the chain of this genesis block
     /// (default: sign for the chain the gateway serves).
     #[arg(long, value_name = "FILE", conflicts_with = "chain_id")]
@@ -248,7 +253,12 @@ pub fn vote_pending(kind: &TxKind, after: Option<&Value>) -> bool {
 pub fn tx(args: &TxArgs) -> anyhow::Result<ExitCode> {
     let opts = opts_of(&args.command);
     let signer = read_keypair(&opts.key)?;
-    let api = Api::new(&opts.api, Duration::from_secs(opts.timeout.max(1)))?;
+    let api = Api::new(
+        &opts.api,
+        Duration::from_secs(opts.timeout.max(1)),
+        &signer,
+        opts.ca.as_deref(),
+    )?;
     let served = api.chain_id()?;
     if let Some(expected) = chain_from_args(opts.genesis.as_deref(), opts.chain_id.as_deref())? {
         ensure!(

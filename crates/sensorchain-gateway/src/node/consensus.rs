@@ -24,6 +24,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
+use openraft::error::ClientWriteError;
 use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -31,7 +32,7 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use openraft::storage::RaftLogStorage;
-use openraft::{AnyError, Raft, ServerState};
+use openraft::{AnyError, ChangeMembers, Raft, ServerState};
 use sensorchain_core::block::{FinalityCert, FinalityVote};
 use sensorchain_core::hash::Hash32;
 use sensorchain_core::identity::Keypair;
@@ -41,7 +42,7 @@ use tokio::runtime::{Handle, Runtime};
 use tokio::sync::{mpsc, watch};
 
 use super::replies::LedgerEvent;
-use super::{NodeEvent, Shared};
+use super::{NodeEvent, Rejected, Shared};
 use crate::cluster::network::admit_member;
 use crate::cluster::state_machine::StateMachineConfig;
 use crate::cluster::{
@@ -136,6 +137,23 @@ pub struct MemberStatus {
     pub lag: Option<u64>,
 }
 
+/// Why a membership change was not made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MembershipError {
+    /// This gateway does not lead; the leader, if known.
+    #[error("this gateway does not lead (the leader is {})", .0.map_or("unknown".to_string(), |l| format!("member {l}")))]
+    NotLeader(Option<NodeId>),
+    /// The key does not hold `VALIDATE` and `CONNECT` on the chain: grant
+    /// them first (membership follows the chain).
+    #[error(
+        "key {0} does not hold validate and connect on the chain: grant them first (sensorchain tx grant {0} validate,connect --key ADMIN.key)"
+    )]
+    NotValidator(PublicKey),
+    /// Raft refused or failed the change.
+    #[error("{0}")]
+    Refused(String),
+}
+
 /// How the proposer's block ended in the log.
 #[derive(Debug)]
 pub(super) enum Written {
@@ -176,6 +194,8 @@ pub(super) struct Consensus {
     votes: mpsc::Sender<PeerVote>,
     /// Forwards in flight to the leader, at most [`FORWARDS_IN_FLIGHT`].
     forwards: Arc<tokio::sync::Semaphore>,
+    /// Set when the node stops Raft itself (a shutdown, not a failure).
+    pub(super) stopping: std::sync::atomic::AtomicBool,
     /// Transactions whose signatures this gateway verified.
     pub(super) verified: Arc<Verified>,
     /// The state after the last applied block.
@@ -273,6 +293,7 @@ pub(super) fn start(
             listen: settings.listen.clone(),
             votes: votes_tx,
             forwards: Arc::new(tokio::sync::Semaphore::new(FORWARDS_IN_FLIGHT)),
+            stopping: Default::default(),
             verified,
             state,
         },
@@ -412,6 +433,85 @@ impl Consensus {
         if let Some(n) = &self.net {
             n.recheck_sessions();
         }
+    }
+
+    /// Adds member `id` at `node` (its key must hold `VALIDATE` and
+    /// `CONNECT` in `state`: membership follows the chain): first as a
+    /// learner, replicated the log until it has caught up, then as a voter
+    /// (openraft's joint consensus). On the leader only.
+    pub(super) async fn add_member(
+        &self,
+        state: &WorldState,
+        id: NodeId,
+        node: GatewayNode,
+    ) -> Result<(), MembershipError> {
+        let key = PublicKey(node.public_key);
+        if !state.has(&key, Permissions::VALIDATE.union(Permissions::CONNECT)) {
+            return Err(MembershipError::NotValidator(key));
+        }
+        if !self.is_leader() {
+            return Err(MembershipError::NotLeader(self.leader()));
+        }
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        if let Some((other, _)) = m
+            .membership()
+            .nodes()
+            .find(|(i, n)| **i != id && n.public_key == node.public_key)
+        {
+            return Err(MembershipError::Refused(format!(
+                "key {key} is member {other} already"
+            )));
+        }
+        if let Some(n) = &self.net {
+            n.set_nodes([(id, node.clone())]);
+        }
+        let raft = self.raft.clone();
+        let r = self
+            .handle
+            .spawn(async move {
+                raft.add_learner(id, node, true).await?;
+                raft.change_membership(ChangeMembers::AddVoterIds([id].into()), false)
+                    .await
+            })
+            .await
+            .map_err(|e| MembershipError::Refused(format!("the change failed: {e}")))?;
+        r.map(|_| ()).map_err(|e| match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                MembershipError::NotLeader(f.leader_id)
+            }
+            e => MembershipError::Refused(e.to_string()),
+        })
+    }
+
+    /// On the leader: the voters whose keys no longer hold `VALIDATE` in
+    /// `state` leave the membership (this gateway excepted: a leader that
+    /// lost it stops, and the next leader removes it).
+    fn drop_non_validators(&self, state: &WorldState) {
+        if !self.is_leader() {
+            return;
+        }
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        let gone: std::collections::BTreeSet<NodeId> = m
+            .membership()
+            .nodes()
+            .filter(|(id, n)| {
+                **id != self.id && !state.has(&PublicKey(n.public_key), Permissions::VALIDATE)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        tracing::info!(?gone, "members whose keys lost validate leave the cluster");
+        let raft = self.raft.clone();
+        self.handle.spawn(async move {
+            if let Err(e) = raft
+                .change_membership(ChangeMembers::RemoveNodes(gone.clone()), false)
+                .await
+            {
+                tracing::warn!(?gone, "cannot remove members: {e}");
+            }
+        });
     }
 
     /// Waits (blocking this thread, up to `max`) until some member leads.
@@ -558,10 +658,28 @@ impl Consensus {
         });
     }
 
+    /// Waits (blocking this thread, up to `max`) until the block at
+    /// `height` is final here, or Raft stops.
+    pub(super) fn wait_final(
+        &self,
+        finalized: &std::sync::atomic::AtomicU64,
+        height: u64,
+        max: Duration,
+    ) {
+        let until = std::time::Instant::now() + max;
+        while std::time::Instant::now() < until && self.stopped().is_none() {
+            match finalized.load(Ordering::Acquire) {
+                f if f != u64::MAX && f >= height => return,
+                _ => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    }
+
     /// Stops Raft, then the peer links (their tasks end, the state machine
     /// and the log are released once `runtime` is dropped), waiting from
     /// this thread.
     pub(super) fn shutdown(&self, runtime: &Runtime) {
+        self.stopping.store(true, Ordering::Release);
         let raft = self.raft.clone();
         let net = self.net.clone();
         let _ = run_on(runtime, async move {
@@ -616,7 +734,35 @@ pub(super) fn follow(
             last_revote = std::time::Instant::now();
         }
         match next {
-            Next::Stop => break,
+            Next::Stop => {
+                // Raft has stopped: what was applied and not final will not
+                // be final here; its submitters learn why (a resend after a
+                // restart is answered as the replay it then is, if it was).
+                let e = if inner.consensus.stopping.load(Ordering::Acquire) {
+                    Rejected::ShuttingDown
+                } else {
+                    // Raft failed: its metrics say why a moment later.
+                    let t = std::time::Instant::now();
+                    loop {
+                        if let Some(why) = inner.consensus.stopped() {
+                            break Rejected::Storage(why);
+                        }
+                        if t.elapsed() > Duration::from_secs(2) {
+                            break Rejected::Storage("Raft stopped".into());
+                        }
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                };
+                let left: Vec<(Hash32, Rejected)> = std::mem::take(&mut awaiting)
+                    .into_values()
+                    .flatten()
+                    .map(|id| (id, e.clone()))
+                    .collect();
+                if !left.is_empty() {
+                    inner.replies.resolve(LedgerEvent::Refused(left));
+                }
+                break;
+            }
             Next::Tick => {}
             Next::Vote(v) => {
                 let answer = if !leader {
@@ -734,6 +880,7 @@ fn applied(
     let _ = inner.events.send(NodeEvent::Block { height, hash, txs });
     if !changed.is_empty() {
         inner.consensus.recheck_peers();
+        inner.consensus.drop_non_validators(&state);
         let _ = inner.events.send(NodeEvent::PermissionsChanged(changed));
     }
 }

@@ -58,6 +58,9 @@ const MAX_REQUEUES: u8 = 3;
 /// what it holds busy.
 const LEADER_WAIT: Duration = Duration::from_secs(10);
 
+/// How long a stopping node waits for its last applied block to be final.
+const FINAL_AT_STOP: Duration = Duration::from_secs(5);
+
 /// How long a forwarded transaction's submitter waits for its block to be
 /// final here before it is told busy (resend): the leader may have refused
 /// it in its proposer (rarely: this gateway's own precheck refuses what the
@@ -98,6 +101,15 @@ pub(super) fn produce(
     drop(rx);
     pipe.in_flight
         .wait_idle(Instant::now() + Duration::from_secs(60));
+    // What was applied is answered when final: give the last blocks'
+    // certificates a moment (they follow within a round trip).
+    if inner.metrics.blocks_committed.get() > 0 {
+        // a block applied in this run: its certificate is on its way
+        let height = inner.committed_state().next_height().saturating_sub(1);
+        inner
+            .consensus
+            .wait_final(&inner.finalized, height, FINAL_AT_STOP);
+    }
     inner.consensus.shutdown(&runtime);
     // Dropping the runtime ends Raft's tasks; the state machine and the log
     // are released with them, and the follower sees its outcomes end.

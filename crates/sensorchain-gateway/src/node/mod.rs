@@ -66,7 +66,7 @@ mod ledger;
 mod open;
 mod replies;
 
-pub use consensus::{ClusterStatus, FOLLOW_THREAD, MemberStatus, RAFT_THREAD};
+pub use consensus::{ClusterStatus, FOLLOW_THREAD, MemberStatus, MembershipError, RAFT_THREAD};
 pub use ingest::VERIFY_THREAD;
 pub use open::{NotValidator, check_may_propose, genesis_state, replay};
 
@@ -599,6 +599,20 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// Adds a gateway to the cluster as member `id` at `node` (see
+    /// docs/CLUSTER.md, "Membership follows the chain"): its key must hold
+    /// `VALIDATE` and `CONNECT` on the chain; it joins as a learner, is
+    /// replicated the log, then becomes a voter. On the leader only; waits
+    /// until the change is committed.
+    pub async fn add_member(
+        &self,
+        id: crate::cluster::NodeId,
+        node: crate::cluster::GatewayNode,
+    ) -> Result<(), MembershipError> {
+        let state = self.state();
+        self.inner.consensus.add_member(&state, id, node).await
     }
 
     /// This gateway's view of its cluster: role, term, leader, log and
