@@ -202,6 +202,27 @@ impl ApiSession {
         unreachable!("the loop returns on its second pass")
     }
 
+    /// `POST path` with a JSON `body` and the session (logs in first, and
+    /// again once on a 401): (status, JSON answer; `null` if not JSON).
+    pub fn post_json(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+        let url = format!("{}{path}", self.base);
+        for attempt in 0..2 {
+            let token = self.token()?;
+            let r = self
+                .agent
+                .post(&url)
+                .header("Authorization", &format!("Bearer {token}"))
+                .send_json(body)
+                .with_context(|| format!("cannot reach the gateway API at {}", self.base))?;
+            if r.status() == 401 && attempt == 0 {
+                *self.token.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                continue;
+            }
+            return json_of(Ok(r));
+        }
+        unreachable!("the loop returns on its second pass")
+    }
+
     /// `GET path` as (status, JSON body; `null` if the body is not JSON).
     pub fn get_json(&self, path: &str) -> anyhow::Result<(u16, Value)> {
         json_of(Ok(self.get(path)?))

@@ -152,6 +152,11 @@ impl Api {
         })
     }
 
+    /// The logged-in session (for requests this client has no method for).
+    pub fn session(&self) -> &ApiSession {
+        &self.session
+    }
+
     /// The base address, e.g. `http://127.0.0.1:7480`.
     pub fn base(&self) -> &str {
         &self.base

@@ -10,7 +10,11 @@ use anyhow::Context;
 use sensorchain_gateway::chain_source::normalise_url;
 use sensorchain_gateway::login_client;
 
-use super::api_client::DEFAULT_API;
+use sensorchain_core::identity::{Keypair, PublicKey};
+use sensorchain_core::permissions::Permissions;
+use sensorchain_core::tx::TxKind;
+
+use super::api_client::{Api, DEFAULT_API, permissions_of};
 
 /// `sensorchain cluster`
 #[derive(Debug, Args)]
@@ -31,6 +35,64 @@ pub enum ClusterCommand {
     /// Exit 0: every gateway answered and is healthy; 1: one did not answer,
     /// has stopped, or holds evidence; 2: the command could not run.
     Status(StatusArgs),
+    /// Add a gateway to the cluster: grant its key validate and connect on the chain (if it lacks them), then make it a member.
+    ///
+    /// Membership follows the chain: the key must hold validate and connect
+    /// (granted here with an admin transaction signed by --key if it does
+    /// not; with several admins that transaction is a vote, and the command
+    /// says so and stops). Then the leader (--api must be the leader's API)
+    /// adds it as a learner, replicates it the log, and makes it a voter.
+    /// The new gateway must be running with a [cluster] section listing the
+    /// members (its node_id, listen = --addr).
+    Add(AddArgs),
+    /// Remove a gateway from the cluster: revoke validate from its key on the chain; the leader then removes it.
+    Remove(RemoveArgs),
+}
+
+/// `sensorchain cluster add`
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    /// The leader's API.
+    #[arg(long, default_value = DEFAULT_API)]
+    pub api: String,
+    /// An admin's key file (signs the grant, logs in for the change).
+    #[arg(long)]
+    pub key: std::path::PathBuf,
+    /// The new member's id (unique in the cluster).
+    #[arg(long)]
+    pub id: u64,
+    /// The new member's peer-link address (its [cluster] listen).
+    #[arg(long)]
+    pub addr: String,
+    /// The new gateway's public key: 64 hex digits or its key file.
+    #[arg(long)]
+    pub gateway_key: String,
+    /// PEM certificates to trust for an `https://` API.
+    #[arg(long)]
+    pub ca: Option<std::path::PathBuf>,
+    /// How long to wait for the change (the new member catches up first).
+    #[arg(long, default_value_t = 300)]
+    pub wait_secs: u64,
+}
+
+/// `sensorchain cluster remove`
+#[derive(Debug, Args)]
+pub struct RemoveArgs {
+    /// A gateway's API (any member).
+    #[arg(long, default_value = DEFAULT_API)]
+    pub api: String,
+    /// An admin's key file (signs the revocation).
+    #[arg(long)]
+    pub key: std::path::PathBuf,
+    /// The gateway's public key: 64 hex digits or its key file.
+    #[arg(long)]
+    pub gateway_key: String,
+    /// PEM certificates to trust for an `https://` API.
+    #[arg(long)]
+    pub ca: Option<std::path::PathBuf>,
+    /// How long to wait until the leader has removed it.
+    #[arg(long, default_value_t = 60)]
+    pub wait_secs: u64,
 }
 
 /// `sensorchain cluster status`
@@ -51,6 +113,119 @@ pub struct StatusArgs {
 pub fn cluster(a: &ClusterArgs) -> anyhow::Result<ExitCode> {
     match &a.command {
         ClusterCommand::Status(s) => status(s),
+        ClusterCommand::Add(s) => add(s),
+        ClusterCommand::Remove(s) => remove(s),
+    }
+}
+
+/// Grants (or revokes) `perms` to `target` with an admin transaction unless
+/// it holds them (or lacks them) already; false if the transaction was a
+/// vote still waiting for other admins.
+fn ensure(
+    api: &Api,
+    admin: &Keypair,
+    target: PublicKey,
+    perms: Permissions,
+    grant: bool,
+) -> anyhow::Result<bool> {
+    let held = api
+        .identity(&target)?
+        .map(|r| permissions_of(&r))
+        .unwrap_or_default();
+    let done = |held: Permissions| {
+        if grant {
+            held.contains(perms)
+        } else {
+            held.intersect(perms).is_empty()
+        }
+    };
+    if done(held) {
+        return Ok(true);
+    }
+    let kind = if grant {
+        TxKind::Grant {
+            target,
+            permissions: perms,
+        }
+    } else {
+        TxKind::Revoke {
+            target,
+            permissions: perms,
+        }
+    };
+    let chain = api.chain_id()?;
+    let receipt = api.submit(admin, &chain, kind)?;
+    println!("{}", receipt.summary);
+    let after = api
+        .identity(&target)?
+        .map(|r| permissions_of(&r))
+        .unwrap_or_default();
+    Ok(done(after))
+}
+
+fn add(a: &AddArgs) -> anyhow::Result<ExitCode> {
+    let admin = sensorchain_gateway::keys::read_keypair(&a.key)?;
+    let target = sensorchain_gateway::keys::parse_public(&a.gateway_key)?;
+    let wait = Duration::from_secs(a.wait_secs.max(1));
+    let api = Api::new(&a.api, wait, &admin, a.ca.as_deref())?;
+    if !ensure(
+        &api,
+        &admin,
+        target,
+        Permissions::VALIDATE.union(Permissions::CONNECT),
+        true,
+    )? {
+        println!(
+            "the grant of validate to {target} is a vote waiting for more admins: run this again once it has passed"
+        );
+        return Ok(ExitCode::from(1));
+    }
+    let body = json!({"id": a.id, "addr": a.addr, "key": target.to_string()});
+    let (status, answer) = api.session().post_json("/cluster/members", &body)?;
+    if status != 200 {
+        let e = &answer["error"];
+        anyhow::bail!(
+            "{} refused the change: {} ({}, HTTP {status})",
+            api.base(),
+            e["message"].as_str().unwrap_or("no message"),
+            e["code"].as_str().unwrap_or("?"),
+        );
+    }
+    println!("member {} ({target}) added at {}", a.id, a.addr);
+    print!("{}", render(&[(api.base().to_string(), Ok(answer))]));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn remove(a: &RemoveArgs) -> anyhow::Result<ExitCode> {
+    let admin = sensorchain_gateway::keys::read_keypair(&a.key)?;
+    let target = sensorchain_gateway::keys::parse_public(&a.gateway_key)?;
+    let wait = Duration::from_secs(a.wait_secs.max(1));
+    let api = Api::new(&a.api, wait, &admin, a.ca.as_deref())?;
+    if !ensure(&api, &admin, target, Permissions::VALIDATE, false)? {
+        println!(
+            "the revocation of validate from {target} is a vote waiting for more admins: run this again once it has passed"
+        );
+        return Ok(ExitCode::from(1));
+    }
+    let agent = login_client::agent(Duration::from_secs(10), a.ca.as_deref())?;
+    let key = target.to_string();
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        let s = fetch(&agent, api.base())?;
+        let listed = s["members"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|m| m["key"] == key.as_str()));
+        if !listed {
+            println!("{target} is no longer a member");
+            return Ok(ExitCode::SUCCESS);
+        }
+        if std::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "{target} lost validate but is still a member after {:?} (is a leader up?)",
+                wait
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 

@@ -36,6 +36,9 @@ pub struct ClusterSettings {
     pub election_ms: (u64, u64),
     /// This gateway's peer-link address (none: no peer links).
     pub listen: Option<String>,
+    /// Join a running cluster (be added by its leader) rather than start
+    /// one with `members`.
+    pub join: bool,
 }
 
 impl Default for ClusterSettings {
@@ -46,6 +49,7 @@ impl Default for ClusterSettings {
             heartbeat_ms: HEARTBEAT_MS,
             election_ms: (ELECTION_MIN_MS, ELECTION_MAX_MS),
             listen: None,
+            join: false,
         }
     }
 }
@@ -71,6 +75,7 @@ impl ClusterSettings {
             heartbeat_ms: c.heartbeat_ms,
             election_ms: (c.election_min_ms, c.election_max_ms),
             listen: c.listen.clone(),
+            join: c.join,
         })
     }
 

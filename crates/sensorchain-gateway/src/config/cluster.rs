@@ -15,6 +15,10 @@
 //! key = "9f0c…"                # its public key, 64 hex digits
 //! ```
 //!
+//! A gateway added to a running cluster (`sensorchain cluster add`) says
+//! `join = true`: it waits to be added instead of starting a cluster of its
+//! own.
+//!
 //! Without the table, the gateway is a cluster of one (member 1), on the
 //! same Raft, ledger and store code. The members listed are the voters a
 //! new cluster starts with (every member lists the same set); once the
@@ -47,6 +51,10 @@ pub struct ClusterSection {
     /// The other members.
     #[serde(default)]
     pub peers: Vec<Peer>,
+    /// This gateway joins a running cluster (it is added with `sensorchain
+    /// cluster add`): it does not start a cluster of its own with `peers`.
+    #[serde(default)]
+    pub join: bool,
 }
 
 /// Another member of the cluster.

@@ -76,6 +76,7 @@ impl Cluster {
                     members: members.clone(),
                     heartbeat_ms: 100,
                     election_ms: (1_000, 2_000),
+                    join: false,
                 }
             })
             .collect();
@@ -129,6 +130,34 @@ impl Cluster {
         Transaction::sign(body, &self.genesis.header.chain_id, &self.device)
             .unwrap()
             .to_vec()
+    }
+}
+
+/// Waits (bounded) until `f` holds.
+fn until(what: &str, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < BOUND, "{what}: not within {BOUND:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Submits reading `seq` to `node` until it is taken (busy while there is
+/// no leader), and returns its outcome.
+fn submit(
+    c: &Cluster,
+    rt: &tokio::runtime::Runtime,
+    node: &Node,
+    seq: u64,
+) -> Result<super::Committed, super::Rejected> {
+    let t = Instant::now();
+    loop {
+        match rt.block_on(node.submit(c.reading(seq), Some(c.device.public()))) {
+            Err(super::Rejected::Busy) if t.elapsed() < BOUND => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            r => return r,
+        }
     }
 }
 
@@ -209,6 +238,106 @@ fn three_members_one_chain_submitted_anywhere() {
             .iter()
             .all(|s| s.leader == Some(leaders[0].node_id))
     );
+    for n in nodes {
+        stop(n);
+    }
+}
+
+/// Membership follows the chain: a gateway whose key validates joins a
+/// running two-member cluster (as a learner, then a voter) and takes
+/// readings; when an admin revokes its `validate`, the leader removes it.
+#[test]
+fn a_validator_joins_and_leaves_by_the_chain() {
+    let mut c = Cluster::new(3);
+    // members 1 and 2 start the cluster; 3 waits to be added
+    let first_two: BTreeMap<u64, GatewayNode> = c.settings[0]
+        .members
+        .iter()
+        .filter(|(id, _)| **id <= 2)
+        .map(|(id, n)| (*id, n.clone()))
+        .collect();
+    for s in &mut c.settings[..2] {
+        s.members = first_two.clone();
+    }
+    c.settings[2].join = true;
+    let nodes: Vec<Node> = std::thread::scope(|s| {
+        let c = &c;
+        let hs: Vec<_> = (0..3).map(|i| s.spawn(move || c.start(i))).collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    submit(&c, &rt, &nodes[0], 1).unwrap();
+    let leader = || {
+        nodes
+            .iter()
+            .position(|n| n.cluster_status().role == "leader")
+    };
+    until("a leader", || leader().is_some());
+    let l = leader().unwrap();
+    assert!(l < 2, "member 3 cannot lead before it is added");
+    let third = c.settings[2].members[&3].clone();
+    // a key the chain has not granted validate is refused
+    let stranger = GatewayNode {
+        public_key: Keypair::from_seed([99; 32]).public().0,
+        ..third.clone()
+    };
+    assert!(matches!(
+        rt.block_on(nodes[l].add_member(9, stranger)),
+        Err(super::MembershipError::NotValidator(_))
+    ));
+    rt.block_on(nodes[l].add_member(3, third)).unwrap();
+    let voters = |n: &Node| {
+        n.cluster_status()
+            .members
+            .iter()
+            .filter(|m| m.voter)
+            .count()
+    };
+    until("three voters everywhere", || {
+        nodes.iter().all(|n| voters(n) == 3)
+    });
+    // the new member takes readings, final on all three
+    let r = submit(&c, &rt, &nodes[2], 2).unwrap();
+    until("reading 2 final everywhere", || {
+        nodes.iter().all(|n| {
+            n.store()
+                .tx_location(&r.tx_id)
+                .unwrap()
+                .is_some_and(|loc| n.store().cert(loc.height).unwrap().is_some())
+        })
+    });
+    // the admin revokes validate from member 3's key: the leader removes it
+    let admin = testkit::admin();
+    let l = leader().unwrap();
+    let seq = nodes[l]
+        .state()
+        .identity(&admin.public())
+        .and_then(|i| i.last_sequence)
+        .unwrap_or(0)
+        + 1;
+    let revoke = Transaction::sign(
+        TxBody {
+            signer: admin.public(),
+            sequence: seq,
+            timestamp_ms: now_ms(),
+            kind: sensorchain_core::tx::TxKind::Revoke {
+                target: c.keys[2].public(),
+                permissions: sensorchain_core::permissions::Permissions::VALIDATE,
+            },
+        },
+        &c.genesis.header.chain_id,
+        &admin,
+    )
+    .unwrap();
+    rt.block_on(nodes[l].submit(revoke.to_vec(), None)).unwrap();
+    until("member 3 removed", || {
+        nodes[..2]
+            .iter()
+            .all(|n| n.cluster_status().members.iter().all(|m| m.id != 3))
+    });
+    // the two go on (a quorum of the two validators left)
+    let r = submit(&c, &rt, &nodes[l], 3).unwrap();
+    assert!(r.height > 0);
     for n in nodes {
         stop(n);
     }

@@ -196,6 +196,8 @@ pub(super) struct Consensus {
     forwards: Arc<tokio::sync::Semaphore>,
     /// Set when the node stops Raft itself (a shutdown, not a failure).
     pub(super) stopping: std::sync::atomic::AtomicBool,
+    /// Wakes the follower thread to end (after Raft has stopped).
+    stop_follower: Arc<tokio::sync::Notify>,
     /// Transactions whose signatures this gateway verified.
     pub(super) verified: Arc<Verified>,
     /// The state after the last applied block.
@@ -263,6 +265,7 @@ pub(super) fn start(
         net
     });
     let network = net.clone();
+    let join = settings.join;
     let raft = run_on(&runtime, async move {
         let mut log = log;
         let committed = log
@@ -274,7 +277,7 @@ pub(super) fn start(
             None => Raft::new(id, config, NoPeers, log, sm).await,
         }
         .context("cannot start Raft")?;
-        if !raft.is_initialized().await? {
+        if !join && !raft.is_initialized().await? {
             raft.initialize(members)
                 .await
                 .context("cannot initialise the cluster's membership")?;
@@ -294,6 +297,7 @@ pub(super) fn start(
             votes: votes_tx,
             forwards: Arc::new(tokio::sync::Semaphore::new(FORWARDS_IN_FLIGHT)),
             stopping: Default::default(),
+            stop_follower: Default::default(),
             verified,
             state,
         },
@@ -503,13 +507,26 @@ impl Consensus {
             return;
         }
         tracing::info!(?gone, "members whose keys lost validate leave the cluster");
+        let voters: std::collections::BTreeSet<NodeId> = m.membership().voter_ids().collect();
+        let (gone_voters, gone_learners): (std::collections::BTreeSet<NodeId>, _) =
+            gone.into_iter().partition(|id| voters.contains(id));
         let raft = self.raft.clone();
         self.handle.spawn(async move {
-            if let Err(e) = raft
-                .change_membership(ChangeMembers::RemoveNodes(gone.clone()), false)
-                .await
+            // voters leave by joint consensus (retain = false: not kept as
+            // learners), learners simply
+            if !gone_voters.is_empty()
+                && let Err(e) = raft
+                    .change_membership(ChangeMembers::RemoveVoters(gone_voters.clone()), false)
+                    .await
             {
-                tracing::warn!(?gone, "cannot remove members: {e}");
+                tracing::warn!(?gone_voters, "cannot remove members: {e}");
+            }
+            if !gone_learners.is_empty()
+                && let Err(e) = raft
+                    .change_membership(ChangeMembers::RemoveNodes(gone_learners.clone()), false)
+                    .await
+            {
+                tracing::warn!(?gone_learners, "cannot remove learners: {e}");
             }
         });
     }
@@ -690,6 +707,8 @@ impl Consensus {
                 tracing::warn!("peer links not stopped within {PEER_GRACE:?}");
             }
         });
+        // the follower ends while the runtime still runs its timers
+        self.stop_follower.notify_one();
     }
 }
 
@@ -708,6 +727,7 @@ pub(super) fn follow(
     let mut awaiting: BTreeMap<u64, Vec<Hash32>> = BTreeMap::new();
     let mut was_leader = false;
     let handle = inner.consensus.handle.clone();
+    let stop = inner.consensus.stop_follower.clone();
     let mut last_revote = std::time::Instant::now();
     enum Next {
         Outcome(Outcome),
@@ -721,10 +741,15 @@ pub(super) fn follow(
                 o = outcomes.recv() => o.map_or(Next::Stop, Next::Outcome),
                 Some(v) = votes.recv() => Next::Vote(v),
                 _ = tokio::time::sleep(REVOTE_EVERY) => Next::Tick,
+                _ = stop.notified() => Next::Stop,
             }
         });
         let leader = inner.consensus.is_leader();
         if leader && !was_leader {
+            // a new leader: members that lost validate meanwhile go
+            inner
+                .consensus
+                .drop_non_validators(&inner.consensus.state.borrow().clone());
             revote(&inner, &mut collector);
             last_revote = std::time::Instant::now();
         }

@@ -111,10 +111,10 @@ pub(super) fn produce(
             .wait_final(&inner.finalized, height, FINAL_AT_STOP);
     }
     inner.consensus.shutdown(&runtime);
-    // Dropping the runtime ends Raft's tasks; the state machine and the log
-    // are released with them, and the follower sees its outcomes end.
-    drop(runtime);
     let _ = follower.join();
+    // Dropping the runtime ends Raft's tasks; the state machine and the log
+    // are released with them.
+    drop(runtime);
 }
 
 fn propose_loop(
