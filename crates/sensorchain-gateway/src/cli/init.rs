@@ -385,6 +385,22 @@ serial = []
 # allowed_hosts = []
 # The older name of listen.allow_plaintext.
 # allow_non_loopback = false
+
+## [cluster]: this gateway as one member of a cluster of gateways that keep
+## one chain under Raft (docs/CLUSTER.md). Without it, the gateway is a
+## cluster of one. Every member lists every other member, with the same
+## ids; remove the two leading hashes of each line to use it.
+## [cluster]
+## node_id = 1                  # this gateway's member id, unique
+## listen = "0.0.0.0:7500"      # peer links (encrypted; peers admitted by key)
+## heartbeat_ms = 250           # Raft's heartbeat
+## election_min_ms = 3000       # election timeouts: many heartbeats, for a busy Pi
+## election_max_ms = 6000
+## join = false                 # true: wait to be added (sensorchain cluster add)
+## [[cluster.peers]]
+## id = 2
+## addr = "10.0.0.12:7500"
+## key = "<its public key, 64 hex digits>"
 "#,
         max_txs = d.batch.max_txs,
         timeout_ms = d.batch.timeout_ms,
