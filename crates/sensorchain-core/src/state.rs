@@ -437,6 +437,9 @@ impl WorldState {
                     return rule(TxRuleError::NothingToRevoke);
                 }
             }
+            // On the chain for the access log's checkers; no state besides
+            // the signer's sequence.
+            TxKind::AccessAnchor { .. } => self.verify_sig(tx, encoded, sigs)?,
         }
         if let Some(r) = self.identities.get_mut(&signer) {
             r.last_sequence = Some(body.sequence);

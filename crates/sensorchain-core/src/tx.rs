@@ -183,6 +183,18 @@ pub enum TxKind {
     },
     /// The first transaction of a chain (only in the genesis block).
     Genesis(GenesisConfig),
+    /// A gateway commits the head of its access log to the chain (the
+    /// record of who read which patient's data, docs/API.md "Access log"):
+    /// after `count` entries, the log's chain hash is `hash`. Signed by the
+    /// gateway that keeps the log; needs `VALIDATE`. Once on the chain, the
+    /// log's first `count` entries cannot be rewritten unseen, not even by
+    /// someone holding the gateway's key and disk.
+    AccessAnchor {
+        /// Entries of the log the anchor covers (at least 1).
+        count: u64,
+        /// The log's chain hash after entry `count - 1`.
+        hash: Hash32,
+    },
 }
 
 /// The signed part of a transaction.

@@ -16,8 +16,22 @@ use sensorchain_core::access_log::{AccessEntry, AccessHead, AccessKind, ChainVer
 use sensorchain_core::hash::Hash32;
 use sensorchain_core::identity::{Keypair, VerifyingKey};
 use sensorchain_core::login::LoginChallenge;
+use sensorchain_core::tx::{Transaction, TxBody, TxKind};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+
+/// Appends `v` as an unsigned LEB128 varint (postcard's integers).
+fn leb128(out: &mut Vec<u8>, mut v: u64) {
+    loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
 
 fn h(b: impl AsRef<[u8]>) -> String {
     hex::encode(b)
@@ -118,6 +132,32 @@ fn login_and_access_log_vectors() {
     head_signed.extend_from_slice(&1_700_000_003_000u64.to_le_bytes());
     assert!(ed_verify(&gateway.public().0, &head_signed, &head_sig.0));
 
+    // the head anchored on the chain: an AccessAnchor transaction (TxKind
+    // 7), its body bytes written out by hand
+    let anchor = Transaction::sign(
+        TxBody {
+            signer: gateway.public(),
+            sequence: 1,
+            timestamp_ms: 1_700_000_004_000,
+            kind: TxKind::AccessAnchor {
+                count: 2,
+                hash: v.hash(),
+            },
+        },
+        &chain,
+        &gateway,
+    )
+    .unwrap();
+    let anchor_bytes = anchor.to_vec();
+    let mut body = gateway.public().0.to_vec();
+    body.push(0x01); // sequence
+    leb128(&mut body, 1_700_000_004_000);
+    body.push(0x07); // TxKind::AccessAnchor
+    body.push(0x02); // count
+    body.extend_from_slice(&prev);
+    assert_eq!(&anchor_bytes[..anchor_bytes.len() - 64], &body[..]);
+    assert_eq!(Transaction::decode(&anchor_bytes).unwrap(), anchor);
+
     let out: Value = json!({
         "chain_id": h(chain.0),
         "login": {
@@ -135,6 +175,11 @@ fn login_and_access_log_vectors() {
             "head": { "count": 2, "hash": h(prev), "time_ms": 1_700_000_003_000u64 },
             "head_signed_bytes": h(&head_signed),
             "head_signature": h(head_sig.0),
+            "anchor": {
+                "description": "the head above anchored on the chain: TxKind 7 AccessAnchor { count: 2, hash }, signed by the gateway (sequence 1, timestamp_ms 1700000004000)",
+                "body": h(&body),
+                "transaction": h(&anchor_bytes),
+            },
         }
     });
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/vectors/login.json");

@@ -219,6 +219,12 @@ impl WorldState {
                     }
                 }
             }
+            TxKind::AccessAnchor { count, .. } => {
+                need(Permissions::VALIDATE)?;
+                if *count == 0 {
+                    return rule(TxRuleError::NothingToChange);
+                }
+            }
             // handled above
             TxKind::Genesis(_) => return rule(TxRuleError::GenesisMisplaced),
         }

@@ -1336,3 +1336,35 @@ fn audit_is_a_voted_permission_and_0x80_stays_reserved() {
         BlockErrorKind::Tx(TxRuleError::InvalidPermissions)
     );
 }
+
+/// Issue 14: a gateway anchors its access log's head on the chain
+/// (`AccessAnchor`): `VALIDATE` is needed, a count of 0 anchors nothing,
+/// and nothing but the signer's sequence changes.
+#[test]
+fn access_anchor_needs_validate_and_changes_no_state() {
+    let mut w = World::new(Params::default());
+    let gw = w.gateways[0].clone();
+    let anchor = |count| TxKind::AccessAnchor {
+        count,
+        hash: crate::hash::Hash32([7; 32]),
+    };
+    let before = w.chain.state().commitment();
+    let t = w.tx(&gw, anchor(3));
+    w.commit(vec![t]).unwrap();
+    let after = w.chain.state().clone();
+    assert_eq!(after.identity(&gw.public()).unwrap().last_sequence, Some(1));
+    assert_ne!(after.commitment(), before, "the sequence moved");
+    let t = w.tx(&gw, anchor(0));
+    assert_eq!(
+        w.commit(vec![t]).unwrap_err().kind,
+        BlockErrorKind::Tx(TxRuleError::NothingToChange)
+    );
+    let d = w.device.clone();
+    let t = w.tx(&d, anchor(1));
+    assert_eq!(
+        w.commit(vec![t]).unwrap_err().kind,
+        BlockErrorKind::Tx(TxRuleError::NotPermitted {
+            needed: Permissions::VALIDATE
+        })
+    );
+}

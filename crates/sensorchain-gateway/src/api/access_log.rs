@@ -171,7 +171,13 @@ impl AccessLog {
     /// `chain`, checks that its last entry is its signed head, and starts its
     /// writer. A log that cannot be opened or fails the check is kept as a
     /// fault: every read that must be logged is then answered 503.
-    pub(crate) fn open(dir: &Path, chain: ChainId, gateway: &Keypair, clock: Clock) -> AccessLog {
+    pub(crate) fn open(
+        dir: &Path,
+        chain: ChainId,
+        gateway: &Keypair,
+        clock: Clock,
+        anchor: Option<AnchorFn>,
+    ) -> AccessLog {
         let file = dir.join(FILE_NAME);
         let mut reg = registry().lock().unwrap_or_else(|p| p.into_inner());
         if let Some(s) = reg.get(&file).and_then(Weak::upgrade) {
@@ -194,6 +200,15 @@ impl AccessLog {
                 count: head.0,
                 hash: head.1,
                 clock,
+                anchoring: anchor.and_then(|submit| {
+                    Some(Anchoring {
+                        submit,
+                        handle: tokio::runtime::Handle::try_current().ok()?,
+                        anchored: Default::default(),
+                        busy: Default::default(),
+                        last_ms: 0,
+                    })
+                }),
             };
             std::thread::Builder::new()
                 .name("access-log".into())
@@ -513,6 +528,81 @@ pub fn verify_dir(
     Ok(Some(sh))
 }
 
+/// Checks the access log of `dir` against the anchors on the chain (each
+/// `(count, hash)` of an `AccessAnchor` transaction its gateway signed):
+/// the entries, hashed again from their bytes, must give `hash` after
+/// `count` entries. This holds against whoever holds the gateway's key and
+/// disk too: an anchored prefix cannot be rewritten unseen. Returns how
+/// many anchors were checked, or the first that does not match.
+pub fn verify_anchors(
+    dir: &Path,
+    chain: &ChainId,
+    gateway: &PublicKey,
+    anchors: &[(u64, Hash32)],
+) -> Result<usize, AccessLogFault> {
+    let file = dir.join(FILE_NAME);
+    let fault = |what: String| AccessLogFault {
+        file: file.clone(),
+        what,
+    };
+    let mut want: Vec<(u64, Hash32)> = anchors.to_vec();
+    want.sort_unstable_by_key(|a| a.0);
+    let db = redb::ReadOnlyDatabase::open(&file).map_err(|e| fault(format!("cannot open: {e}")))?;
+    let r = db.begin_read().map_err(|e| fault(e.to_string()))?;
+    let mut v = ChainVerifier::new(*chain, *gateway);
+    let mut next = want.iter().peekable();
+    if let Ok(t) = r.open_table(ENTRIES) {
+        for item in t.iter().map_err(|e| fault(e.to_string()))? {
+            let Some(&&(count, hash)) = next.peek() else {
+                break;
+            };
+            let (k, val) = item.map_err(|e| fault(e.to_string()))?;
+            let bytes = val.value();
+            v.push(&bytes[..ENTRY_LEN.min(bytes.len())])
+                .map_err(|e| fault(format!("entry {}: {e}", k.value())))?;
+            if v.count() == count {
+                if v.hash() != hash {
+                    return Err(fault(format!(
+                        "the chain anchors {count} entries hashing to {hash}, the log's first {count} hash to {}: an anchored entry was changed",
+                        v.hash()
+                    )));
+                }
+                next.next();
+            }
+        }
+    }
+    if let Some((count, _)) = next.next() {
+        return Err(fault(format!(
+            "the chain anchors {count} entries, the log holds {}: anchored entries are missing",
+            v.count()
+        )));
+    }
+    Ok(want.len())
+}
+
+/// The access-log anchors of `gateway` on the chain in `store`: `(count,
+/// hash)` of each `AccessAnchor` it signed, in chain order.
+pub fn anchors_in_chain(
+    store: &crate::store::Store,
+    gateway: &PublicKey,
+) -> Result<Vec<(u64, Hash32)>, crate::store::StoreError> {
+    let mut out = Vec::new();
+    for b in store.blocks(0) {
+        let (height, bytes) = b?;
+        let block = sensorchain_core::block::Block::decode(&bytes).map_err(|e| {
+            crate::store::StoreError::corrupt_in("blocks", Some(height), e.to_string())
+        })?;
+        for tx in &block.txs {
+            if tx.body.signer == *gateway
+                && let sensorchain_core::tx::TxKind::AccessAnchor { count, hash } = tx.body.kind
+            {
+                out.push((count, hash));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Overwrites entry `seq`'s stored bytes without any check: a test hook for
 /// tamper detection (like the chain store's `tamper`). The gateway must
 /// not be running on `dir`.
@@ -534,6 +624,80 @@ pub fn overwrite_entry_unchecked(dir: &Path, seq: u64, entry: &[u8]) -> Result<(
     w.commit().map_err(|e| e.to_string())
 }
 
+/// Entries after which the log's head is anchored on the chain.
+pub const ANCHOR_ENTRIES: u64 = 256;
+
+/// Time after which new entries are anchored on the chain (at the next
+/// write), in ms.
+pub const ANCHOR_EVERY_MS: u64 = 60_000;
+
+/// Submits an anchor of the log's head (`count` entries, chain hash
+/// `hash`) to the chain; answers whether it was committed.
+pub type AnchorFn =
+    Arc<dyn Fn(u64, Hash32) -> futures::future::BoxFuture<'static, bool> + Send + Sync>;
+
+/// The writer's anchoring: what it anchored last and how to anchor.
+struct Anchoring {
+    submit: AnchorFn,
+    handle: tokio::runtime::Handle,
+    /// Entries covered by the last committed anchor (shared with the
+    /// submitting task).
+    anchored: Arc<std::sync::atomic::AtomicU64>,
+    /// An anchor is on its way.
+    busy: Arc<std::sync::atomic::AtomicBool>,
+    last_ms: u64,
+}
+
+/// TEST HOOK: what someone holding the gateway's key and disk could do:
+/// replace entry `seq` with `entry`, recompute every chain hash from there
+/// on and sign a new head with `gateway`'s key, so that [`verify_dir`]
+/// finds a consistent, signed log. Only the anchors on the chain
+/// ([`verify_anchors`]) tell. The gateway must not be running on `dir`.
+#[cfg(any(test, feature = "test-hooks"))]
+pub fn rewrite_with_key_unchecked(
+    dir: &Path,
+    chain: &ChainId,
+    gateway: &Keypair,
+    seq: u64,
+    entry: &[u8],
+) -> Result<(), String> {
+    let db = Database::open(dir.join(FILE_NAME)).map_err(|e| e.to_string())?;
+    let w = db.begin_write().map_err(|e| e.to_string())?;
+    {
+        let mut t = w.open_table(ENTRIES).map_err(|e| e.to_string())?;
+        let mut all: Vec<(u64, Vec<u8>)> = Vec::new();
+        for item in t.iter().map_err(|e| e.to_string())? {
+            let (k, v) = item.map_err(|e| e.to_string())?;
+            all.push((k.value(), v.value()[..ENTRY_LEN].to_vec()));
+        }
+        let gw = gateway.public();
+        let mut hash = Hash32::ZERO;
+        for (k, bytes) in &mut all {
+            if *k == seq {
+                *bytes = entry.to_vec();
+            }
+            hash = chain_hash(chain, &gw, &hash, bytes);
+            let mut rec = bytes.clone();
+            rec.extend_from_slice(&hash.0);
+            t.insert(*k, rec.as_slice()).map_err(|e| e.to_string())?;
+        }
+        let head = AccessHead {
+            count: all.len() as u64,
+            hash,
+            time_ms: 0,
+        };
+        let sh = SignedHead {
+            head,
+            signature: head.sign(chain, gateway),
+        };
+        w.open_table(META)
+            .map_err(|e| e.to_string())?
+            .insert("head", sh.encode().as_slice())
+            .map_err(|e| e.to_string())?;
+    }
+    w.commit().map_err(|e| e.to_string())
+}
+
 /// The writer thread's state.
 struct Writer {
     db: Arc<Database>,
@@ -542,6 +706,7 @@ struct Writer {
     count: u64,
     hash: Hash32,
     clock: Clock,
+    anchoring: Option<Anchoring>,
 }
 
 impl Writer {
@@ -557,11 +722,38 @@ impl Writer {
             let r = self.write(&jobs);
             if let Err(e) = &r {
                 tracing::error!("access log write failed: {e}");
+            } else {
+                self.maybe_anchor();
             }
             for j in jobs {
                 let _ = j.done.send(r.clone());
             }
         }
+    }
+
+    /// Anchors the head on the chain when [`ANCHOR_ENTRIES`] entries or
+    /// [`ANCHOR_EVERY_MS`] have passed since the last anchor (one anchor on
+    /// its way at a time; a failed one is tried again at the next write).
+    fn maybe_anchor(&mut self) {
+        use std::sync::atomic::Ordering;
+        let now = (self.clock)();
+        let (count, hash) = (self.count, self.hash);
+        let Some(a) = &mut self.anchoring else { return };
+        let anchored = a.anchored.load(Ordering::Acquire);
+        let due = count > anchored
+            && (count - anchored >= ANCHOR_ENTRIES
+                || now.saturating_sub(a.last_ms) >= ANCHOR_EVERY_MS);
+        if !due || a.busy.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        a.last_ms = now;
+        let (submit, done, busy) = (a.submit.clone(), a.anchored.clone(), a.busy.clone());
+        a.handle.spawn(async move {
+            if submit(count, hash).await {
+                done.fetch_max(count, Ordering::AcqRel);
+            }
+            busy.store(false, Ordering::Release);
+        });
     }
 
     fn write(&mut self, jobs: &[Job]) -> Result<(), String> {

@@ -100,6 +100,7 @@ pub fn kind_name(k: &TxKind) -> &'static str {
         TxKind::AssignDevice { .. } => "assign_device",
         TxKind::Consent { .. } => "consent",
         TxKind::Genesis(_) => "genesis",
+        TxKind::AccessAnchor { .. } => "access_anchor",
     }
 }
 
@@ -162,6 +163,9 @@ pub(super) fn summary(tx: &Transaction) -> String {
             g.name.as_str(),
             g.members.len()
         ),
+        TxKind::AccessAnchor { count, hash } => {
+            format!("gateway {who} anchors its access log: {count} entries, hash {hash}")
+        }
     }
 }
 
@@ -189,6 +193,9 @@ pub(super) fn kind_json(state: &WorldState, k: &TxKind) -> Value {
         }
         TxKind::Consent { reader, granted } => {
             json!({ "reader": key_hex(reader), "granted": granted })
+        }
+        TxKind::AccessAnchor { count, hash } => {
+            json!({ "count": count, "hash": hash.to_string() })
         }
         TxKind::Genesis(g) => json!({
             "name": g.name.as_str(),

@@ -228,6 +228,53 @@ impl Table {
     }
 }
 
+/// How the access log anchors its head: an `AccessAnchor` transaction
+/// signed with this gateway's key, submitted to its own node (which
+/// forwards it to the leader in a cluster).
+fn anchor_fn(node: &Node) -> access_log::AnchorFn {
+    let weak = node.downgrade();
+    std::sync::Arc::new(move |count, hash| {
+        let weak = weak.clone();
+        Box::pin(async move {
+            let Some(node) = weak.upgrade() else {
+                return false;
+            };
+            let key = node.keypair().clone();
+            let state = node.state();
+            let sequence = state
+                .identity(&key.public())
+                .and_then(|i| i.last_sequence)
+                .map_or(1, |s| s + 1);
+            let body = sensorchain_core::tx::TxBody {
+                signer: key.public(),
+                sequence,
+                timestamp_ms: crate::node::now_ms(),
+                kind: sensorchain_core::tx::TxKind::AccessAnchor { count, hash },
+            };
+            let tx = match sensorchain_core::tx::Transaction::sign(body, state.chain_id(), &key) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!("cannot sign the access log's anchor: {e}");
+                    return false;
+                }
+            };
+            match node.submit(tx.to_vec(), None).await {
+                Ok(c) => {
+                    tracing::debug!(count, height = c.height, "access log anchored on the chain");
+                    true
+                }
+                Err(e) => {
+                    tracing::info!(
+                        count,
+                        "access log anchor not committed (tried again later): {e}"
+                    );
+                    false
+                }
+            }
+        })
+    })
+}
+
 fn build(
     node: Node,
     pool: ReadPool,
@@ -241,7 +288,13 @@ fn build(
         .unwrap_or(Path::new("."))
         .to_path_buf();
     let chain = *node.state().chain_id();
-    let log = access_log::AccessLog::open(&dir, chain, node.keypair(), opts.clock.clone());
+    let log = access_log::AccessLog::open(
+        &dir,
+        chain,
+        node.keypair(),
+        opts.clock.clone(),
+        Some(anchor_fn(&node)),
+    );
     let api = Api {
         node,
         pool,

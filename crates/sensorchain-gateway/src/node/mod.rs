@@ -371,6 +371,17 @@ pub struct Node {
     inner: Arc<Inner>,
 }
 
+/// A handle that does not keep the node running ([`Node::downgrade`]).
+#[derive(Clone)]
+pub struct WeakNode(std::sync::Weak<Inner>);
+
+impl WeakNode {
+    /// The node, if it still runs.
+    pub fn upgrade(&self) -> Option<Node> {
+        self.0.upgrade().map(|inner| Node { inner })
+    }
+}
+
 /// A chain opened and recovered, not running yet ([`Node::open`]).
 pub struct Opened {
     store: Store,
@@ -532,6 +543,12 @@ impl Node {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take()
+    }
+
+    /// A handle that does not keep the node running (for a part that lives
+    /// as long as the node and must not delay its stop).
+    pub fn downgrade(&self) -> WeakNode {
+        WeakNode(Arc::downgrade(&self.inner))
     }
 
     /// The state after the last committed block.

@@ -952,3 +952,67 @@ async fn access_log_tampering_is_detected() {
     assert_eq!(get(&r, "/health").await.status, StatusCode::OK);
     drop(keep);
 }
+
+/// The access log's head is anchored on the chain (an `AccessAnchor`
+/// transaction signed by the gateway): a log rewritten consistently with
+/// the gateway's own key — which the signed head alone cannot tell — fails
+/// against the anchor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_is_anchored_on_the_chain() {
+    let w = world().await;
+    let dev = hx(&w.device.public());
+    let patient = with_token(&w.r, &w.login(&w.patient).await);
+    for _ in 0..3 {
+        assert_eq!(
+            get(&patient, &format!("/devices/{dev}/readings"))
+                .await
+                .status,
+            StatusCode::OK
+        );
+    }
+    let (chain, gw) = (w.chain(), w.gateway.public());
+    // the first write is anchored at once (later ones every 256 entries or
+    // minute): wait for the anchor to be on the chain
+    let t = std::time::Instant::now();
+    let anchors = loop {
+        let a = alog::anchors_in_chain(w.node.store(), &gw).unwrap();
+        if !a.is_empty() {
+            break a;
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(60),
+            "no anchor"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(anchors[0].0 >= 1);
+    let auditor = with_token(&w.r, &w.login(&w.auditor).await);
+    let entries = get_ok(&auditor, "/access-log/entries").await["entries"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let dir = w.dir.path().to_path_buf();
+    let World {
+        r,
+        node,
+        dir: keep,
+        gateway,
+        ..
+    } = w;
+    drop((r, patient, auditor));
+    assert_eq!(
+        alog::verify_anchors(&dir, &chain, &gw, &anchors).unwrap(),
+        anchors.len()
+    );
+    // someone with the gateway's key and disk rewrites the first entry
+    let mut first = hex::decode(entries[0]["entry"].as_str().unwrap()).unwrap();
+    first[20] ^= 0x01;
+    alog::rewrite_with_key_unchecked(&dir, &chain, &gateway, 0, &first).unwrap();
+    // consistent and signed: the log alone does not tell
+    alog::verify_dir(&dir, &chain, &gw).unwrap();
+    // the chain does
+    let AccessLogFault { what, .. } =
+        alog::verify_anchors(&dir, &chain, &gw, &anchors).unwrap_err();
+    assert!(what.contains("anchored entry was changed"), "{what}");
+    drop((node, keep));
+}
