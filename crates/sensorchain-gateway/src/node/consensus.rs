@@ -550,23 +550,24 @@ impl Consensus {
         self.leader()
     }
 
-    /// Forwards a transaction (its exact bytes) to the leader `to`; `done`
-    /// gets the answer, on Raft's runtime.
-    pub(super) fn forward(
-        &self,
-        to: NodeId,
-        tx: Vec<u8>,
-        done: impl FnOnce(Result<ForwardAnswer, String>) + Send + 'static,
-    ) {
+    /// This gateway's member id.
+    pub(super) fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Runs `f` on Raft's runtime.
+    pub(super) fn spawn(&self, f: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.handle.spawn(f);
+    }
+
+    /// Forwards a transaction (its exact bytes) to the leader `to` and
+    /// waits for its answer (at most [`FORWARDS_IN_FLIGHT`] at once).
+    pub(super) async fn forward(&self, to: NodeId, tx: Vec<u8>) -> Result<ForwardAnswer, String> {
         let Some(net) = self.net.clone() else {
-            done(Err("this gateway has no peer links".into()));
-            return;
+            return Err("this gateway has no peer links".into());
         };
-        let permits = self.forwards.clone();
-        self.handle.spawn(async move {
-            let _permit = permits.acquire_owned().await;
-            done(net.forward(to, tx).await.map_err(|e| e.to_string()));
-        });
+        let _permit = self.forwards.acquire().await;
+        net.forward(to, tx).await.map_err(|e| e.to_string())
     }
 
     /// Gives this gateway's vote to the leader `to` (its answer only
@@ -677,12 +678,7 @@ impl Consensus {
 
     /// Waits (blocking this thread, up to `max`) until the block at
     /// `height` is final here, or Raft stops.
-    pub(super) fn wait_final(
-        &self,
-        finalized: &std::sync::atomic::AtomicU64,
-        height: u64,
-        max: Duration,
-    ) {
+    pub(super) fn wait_final(&self, finalized: &super::Finalized, height: u64, max: Duration) {
         let until = std::time::Instant::now() + max;
         while std::time::Instant::now() < until && self.stopped().is_none() {
             match finalized.load(Ordering::Acquire) {
@@ -828,8 +824,12 @@ pub(super) fn follow(
             }
             Next::Outcome(Outcome::Final { height, hash }) => {
                 collector.on_final(height);
-                inner.metrics.finalized_height.set(height as i64);
-                inner.finalized.store(height, Ordering::Release);
+                // a late certificate of an older block must not lower it
+                inner.finalized.fetch_max_final(height);
+                inner
+                    .metrics
+                    .finalized_height
+                    .set(inner.finalized.load(Ordering::Acquire) as i64);
                 tracing::debug!(height, %hash, "block final");
                 let _ = inner.events.send(NodeEvent::Final { height, hash });
                 // Earlier heights left without a certificate (blocks from

@@ -36,7 +36,7 @@ use super::consensus::Written;
 use super::ingest::Slot;
 use super::replies::LedgerEvent;
 use super::{NodeConfig, Rejected, Shared, now_ms};
-use crate::cluster::NodeId;
+use sensorchain_core::identity::PublicKey;
 use sensorchain_core::peer::ForwardAnswer;
 
 /// A block proposed on the speculative state, on its way to the log.
@@ -58,6 +58,15 @@ const MAX_REQUEUES: u8 = 3;
 /// what it holds busy.
 const LEADER_WAIT: Duration = Duration::from_secs(10);
 
+/// How long a signer's forwarding task stays without work before it ends.
+const FORWARDER_IDLE: Duration = Duration::from_secs(30);
+
+/// Attempts to forward one transaction before its submitter is told busy.
+const MAX_FORWARD_TRIES: u32 = 8;
+
+/// The first wait between attempts to forward (growing by itself).
+const FORWARD_RETRY: Duration = Duration::from_millis(100);
+
 /// How long a stopping node waits for its last applied block to be final.
 const FINAL_AT_STOP: Duration = Duration::from_secs(5);
 
@@ -70,6 +79,9 @@ const FORWARD_FINAL_WAIT: Duration = Duration::from_secs(30);
 /// How often the proposer looks for transactions given back while the
 /// intake is quiet.
 const REQUEUE_POLL: Duration = Duration::from_millis(50);
+
+/// A signer's queue of transactions to forward.
+type ForwardQueue = tokio::sync::mpsc::UnboundedSender<Arc<Slot>>;
 
 /// What the log's writes share with the proposer.
 #[derive(Default)]
@@ -85,6 +97,9 @@ pub(super) struct Pipeline {
     /// after which their submitters are told busy (resend) if their block
     /// is not final here by then.
     forwarded: Mutex<std::collections::VecDeque<(Instant, Hash32)>>,
+    /// Each signer's forwarding task (its generation and its queue).
+    forwarders: Mutex<HashMap<PublicKey, (u64, ForwardQueue)>>,
+    next_forwarder: AtomicU64,
 }
 
 /// Runs the proposer on this thread until the intake closes, then stops
@@ -129,6 +144,8 @@ fn propose_loop(
     let mut requeues: HashMap<Hash32, u8> = HashMap::new();
     let max = cfg.batch_max_txs.max(1);
     loop {
+        // also on a quiet follower: forwarded transactions not final in time
+        expire_forwarded(inner, pipe);
         let mut batch = take_requeued(inner, pipe, &mut requeues);
         let mut closed = false;
         if batch.is_empty() {
@@ -173,13 +190,12 @@ fn propose_loop(
             }
             continue;
         }
-        expire_forwarded(inner, pipe);
         if !inner.consensus.is_leader() {
             leading = false;
             match inner.consensus.wait_any_leader(LEADER_WAIT) {
-                Some(l) if !inner.consensus.is_leader() => {
+                Some(_) if !inner.consensus.is_leader() => {
                     // A follower: the leader proposes.
-                    forward(inner, pipe, l, batch);
+                    forward(inner, pipe, batch);
                     if closed {
                         break;
                     }
@@ -298,44 +314,110 @@ fn expire_forwarded(inner: &Shared, pipe: &Pipeline) {
     }
 }
 
-/// A follower's transactions go to the leader `to`; each is answered here
-/// when its block is final here, or with the leader's refusal; those the
-/// leader cannot take now come back to the proposer.
-fn forward(inner: &Arc<Shared>, pipe: &Arc<Pipeline>, to: NodeId, batch: Vec<Arc<Slot>>) {
+/// A follower's transactions go to the leader, each signer's in the order
+/// they arrived: one forwarding task per signer (`forwarder`), which sends
+/// the next only once the leader answered the one before (the leader would
+/// refuse a sequence number below one it already took as a replay). Each
+/// is answered when its block is final here, or with the leader's refusal.
+fn forward(inner: &Arc<Shared>, pipe: &Arc<Pipeline>, batch: Vec<Arc<Slot>>) {
     // This gateway verified their signatures: its apply skips them.
     inner
         .consensus
         .verified
         .insert_all(batch.iter().map(|s| s.id));
+    let mut q = pipe.forwarders.lock().unwrap_or_else(|p| p.into_inner());
     for slot in batch {
+        let signer = slot.tx.body.signer;
+        if let Some((_, tx)) = q.get(&signer)
+            && tx.send(slot.clone()).is_ok()
+        {
+            continue;
+        }
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let _ = tx.send(slot);
+        let generation = pipe.next_forwarder.fetch_add(1, Ordering::AcqRel);
+        q.insert(signer, (generation, tx));
         let (inner2, pipe2) = (inner.clone(), pipe.clone());
-        let bytes = slot.encoded.clone();
         inner
             .consensus
-            .forward(to, bytes, move |answer| match answer {
-                Ok(ForwardAnswer::Queued | ForwardAnswer::InBlock { .. }) => pipe2
-                    .forwarded
+            .spawn(forwarder(inner2, pipe2, signer, generation, rx));
+    }
+}
+
+/// Forwards one signer's transactions in order until it is idle for
+/// [`FORWARDER_IDLE`].
+async fn forwarder(
+    inner: Arc<Shared>,
+    pipe: Arc<Pipeline>,
+    signer: PublicKey,
+    generation: u64,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Arc<Slot>>,
+) {
+    loop {
+        match tokio::time::timeout(FORWARDER_IDLE, rx.recv()).await {
+            Ok(Some(slot)) => forward_one(&inner, &pipe, slot).await,
+            Ok(None) => return,
+            Err(_) => {
+                {
+                    let mut q = pipe.forwarders.lock().unwrap_or_else(|p| p.into_inner());
+                    if q.get(&signer).is_some_and(|(g, _)| *g == generation) {
+                        q.remove(&signer);
+                    }
+                }
+                // what was queued before it left the map
+                while let Ok(slot) = rx.try_recv() {
+                    forward_one(&inner, &pipe, slot).await;
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Forwards one transaction to the leader of the moment, trying again (a
+/// new leader, a busy one, a link down) up to [`MAX_FORWARD_TRIES`] times
+/// before its submitter is told busy (resend).
+async fn forward_one(inner: &Shared, pipe: &Pipeline, slot: Arc<Slot>) {
+    for attempt in 0..MAX_FORWARD_TRIES {
+        let c = &inner.consensus;
+        let leader = match c.leader() {
+            Some(l) if l == c.id() => {
+                // this gateway leads now: its proposer takes it
+                pipe.requeue
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .push_back((Instant::now() + FORWARD_FINAL_WAIT, slot.id)),
-                Ok(ForwardAnswer::Refused { reason, message }) => {
-                    inner2.replies.resolve(LedgerEvent::Refused(vec![(
-                        slot.id,
-                        Rejected::Leader { reason, message },
-                    )]));
-                }
-                Ok(ForwardAnswer::NotLeader { .. } | ForwardAnswer::Busy) | Err(_) => {
-                    if let Err(e) = &answer {
-                        tracing::debug!(leader = to, "forward failed, proposed again: {e}");
-                    }
-                    pipe2
-                        .requeue
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(slot);
-                }
-            });
+                    .push(slot);
+                return;
+            }
+            Some(l) => l,
+            None => {
+                tokio::time::sleep(FORWARD_RETRY * (attempt + 1)).await;
+                continue;
+            }
+        };
+        match c.forward(leader, slot.encoded.clone()).await {
+            Ok(ForwardAnswer::Queued | ForwardAnswer::InBlock { .. }) => {
+                pipe.forwarded
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push_back((Instant::now() + FORWARD_FINAL_WAIT, slot.id));
+                return;
+            }
+            Ok(ForwardAnswer::Refused { reason, message }) => {
+                inner.replies.resolve(LedgerEvent::Refused(vec![(
+                    slot.id,
+                    Rejected::Leader { reason, message },
+                )]));
+                return;
+            }
+            Ok(ForwardAnswer::NotLeader { .. } | ForwardAnswer::Busy) => {}
+            Err(e) => tracing::debug!(leader, "forward failed, tried again: {e}"),
+        }
+        tokio::time::sleep(FORWARD_RETRY * (attempt + 1)).await;
     }
+    inner
+        .replies
+        .resolve(LedgerEvent::Refused(vec![(slot.id, Rejected::Busy)]));
 }
 
 /// Hands a proposed block to the log; its transactions are answered when it

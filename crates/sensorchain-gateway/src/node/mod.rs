@@ -304,7 +304,27 @@ struct Shared {
     /// The proposer's blocks on their way through the log.
     pipeline: Arc<ledger::Pipeline>,
     /// The height of the last final block (`u64::MAX`: none).
-    finalized: AtomicU64,
+    finalized: Finalized,
+}
+
+/// The height of the last final block, only ever raised (`u64::MAX`:
+/// none yet).
+pub(super) struct Finalized(AtomicU64);
+
+impl Finalized {
+    pub(super) fn load(&self, o: Ordering) -> u64 {
+        self.0.load(o)
+    }
+
+    /// Raises it to `height` (a late certificate of an older block leaves
+    /// it as it is).
+    pub(super) fn fetch_max_final(&self, height: u64) {
+        let _ = self
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |f| {
+                (f == u64::MAX || height > f).then_some(height)
+            });
+    }
 }
 
 /// Counts and logs refusals (what a [`Ticket`] keeps of the node: not the
@@ -491,7 +511,7 @@ impl Node {
             verdicts,
             consensus,
             pipeline: Default::default(),
-            finalized: AtomicU64::new(finalized),
+            finalized: Finalized(AtomicU64::new(finalized)),
         });
         let follower = {
             let shared = shared.clone();
