@@ -199,14 +199,16 @@ impl AccessLog {
                 gateway: gateway.clone(),
                 count: head.0,
                 hash: head.1,
-                clock,
+                clock: clock.clone(),
                 anchoring: anchor.and_then(|submit| {
                     Some(Anchoring {
                         submit,
                         handle: tokio::runtime::Handle::try_current().ok()?,
-                        anchored: Default::default(),
+                        // what was written before this start counts as
+                        // anchored: it is anchored with the next anchor
+                        anchored: Arc::new(head.0.into()),
                         busy: Default::default(),
-                        last_ms: 0,
+                        last_ms: clock(),
                     })
                 }),
             };

@@ -971,8 +971,15 @@ async fn access_log_is_anchored_on_the_chain() {
         );
     }
     let (chain, gw) = (w.chain(), w.gateway.public());
-    // the first write is anchored at once (later ones every 256 entries or
-    // minute): wait for the anchor to be on the chain
+    // a minute later (the gateway's clock), the next read's write anchors
+    // the head: wait for the anchor to be on the chain
+    w.advance(alog::ANCHOR_EVERY_MS + 1);
+    assert_eq!(
+        get(&patient, &format!("/devices/{dev}/readings"))
+            .await
+            .status,
+        StatusCode::OK
+    );
     let t = std::time::Instant::now();
     let anchors = loop {
         let a = alog::anchors_in_chain(w.node.store(), &gw).unwrap();
