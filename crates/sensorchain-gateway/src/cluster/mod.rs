@@ -64,6 +64,7 @@
 //!   length, flush latency), a snapshot policy that keeps it short.
 
 pub mod finality;
+pub mod local;
 pub mod log_store;
 pub mod network;
 pub mod settings;
