@@ -142,9 +142,9 @@ struct Board {
     latency_us: Mutex<Vec<u32>>,
     /// The exact bytes of its first acknowledged reading.
     first_acked: Mutex<Option<Vec<u8>>>,
-    /// When its live session was closed as revoked, and how the reconnect
-    /// that followed was answered.
-    revoked: Mutex<Option<(Instant, String)>>,
+    /// When its live session ended before a reconnect was refused (revoked),
+    /// how it ended, and how the reconnect was answered.
+    revoked: Mutex<Option<(Instant, String, String)>>,
 }
 
 fn bump(m: &Mutex<BTreeMap<String, u64>>, key: &str) {
@@ -324,9 +324,10 @@ fn run_demo(args: &DemoArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<Exi
         )));
     }
     out.say(format!(
-        "  streaming ({} sealed for patient and doctor, {} in clear), spread over the {n} gateways…",
+        "  streaming ({} sealed for patient and doctor, {} in clear), spread over {}…",
         c.sensors.len().div_ceil(2),
-        c.sensors.len() / 2
+        c.sensors.len() / 2,
+        gateways(n)
     ));
 
     let mut scenes = Scenes::default();
@@ -433,15 +434,22 @@ fn run_demo(args: &DemoArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<Exi
     let settled = cluster.wait_converged(SETTLE)?;
     check_caught_up(&mut cluster, &mut fo, &out);
     out.say(format!(
-        "\nall {n} gateways at height {}, every block final (certified by a quorum); stopping them (SIGTERM)",
-        settled.height
+        "\n{} at height {}, every block final (certified by a quorum); stopping {} (SIGTERM)",
+        if n == 1 {
+            "the gateway".to_string()
+        } else {
+            format!("all {n} gateways")
+        },
+        settled.height,
+        if n == 1 { "it" } else { "them" }
     ));
     cluster.terminate_all(SETTLE)?;
     let cmp = cluster.compare_chains()?;
     let blocks = cmp.heads.first().and_then(|h| h.1).map_or(0, |h| h + 1);
     if cmp.identical() {
         out.say(format!(
-            "chains: the {n} stored chains are identical: {blocks} blocks, the same hash and certificate at every height ({} certificates each)",
+            "chains: {} {blocks} blocks, the same hash and certificate at every height ({} certificates)",
+            if n == 1 { "one gateway, one chain:".to_string() } else { format!("the {n} stored chains are identical:") },
             cmp.certificates.first().map_or(0, |c| c.1)
         ));
     } else {
@@ -545,7 +553,7 @@ fn run_demo(args: &DemoArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<Exi
         println!("{summary}");
     } else {
         println!("\nsummary");
-        println!("  gateways             {n}, one process each");
+        println!("  gateways             {}, one process each", gateways(n));
         println!(
             "  readings finalized   {} in {} blocks ({:.0} readings/s while streaming), every block certified by a quorum",
             report.readings,
@@ -570,7 +578,11 @@ fn run_demo(args: &DemoArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<Exi
         println!(
             "  chains identical     {}",
             if cmp.identical() {
-                format!("yes, all {n}")
+                if n == 1 {
+                    "yes (one gateway)".to_string()
+                } else {
+                    format!("yes, all {n}")
+                }
             } else {
                 "NO (bug)".into()
             }
@@ -597,6 +609,18 @@ fn run_demo(args: &DemoArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<Exi
         }
     }
     let ok = report.valid && tamper_detected && cmp.identical() && in_chain.all_found();
+    if args.keep_running {
+        cluster.start_all(READY)?;
+        let apis: Vec<String> = cluster.members().iter().map(|m| m.api_url()).collect();
+        eprintln!(
+            "\nthe {n} gateways run again (Ctrl-C stops them): sensorchain cluster status --api {}",
+            apis.join(" --api ")
+        );
+        rt.block_on(async {
+            let _ = tokio::signal::ctrl_c().await;
+        });
+        cluster.terminate_all(SETTLE)?;
+    }
     drop(cluster);
     drop(tmp);
     Ok(if ok {
@@ -604,6 +628,15 @@ fn run_demo(args: &DemoArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<Exi
     } else {
         ExitCode::from(1)
     })
+}
+
+/// "1 gateway", "5 gateways".
+fn gateways(n: usize) -> String {
+    if n == 1 {
+        "1 gateway".into()
+    } else {
+        format!("{n} gateways")
+    }
 }
 
 /// Counts by reason for the summary: `none` when there are none.
@@ -710,7 +743,8 @@ async fn stream_sensor(
     // readings to send before new ones: busy answers, lost answers
     let mut again: VecDeque<(u64, InFlight)> = VecDeque::new();
     let mut drain_until: Option<Instant> = None;
-    let mut connected_once = false;
+    // when and how the last session ended
+    let mut last_end: Option<(Instant, String)> = None;
     loop {
         if stop.load(Ordering::Relaxed) {
             let until = *drain_until.get_or_insert_with(|| Instant::now() + DRAIN);
@@ -721,7 +755,12 @@ async fn stream_sensor(
         let mut client = match links.connect(gw, &key).await {
             Ok(cl) => cl,
             Err(ClientError::Refused(r)) if !r_retryable(r) => {
+                // refused for good (its permission revoked): say how its
+                // last session ended
                 bump(&board.refusals, refusal_name(r));
+                if let (Some((at, how)), Ok(mut v)) = (last_end, board.revoked.lock()) {
+                    *v = Some((at, how, format!("refused ({r})")));
+                }
                 return;
             }
             Err(e) => {
@@ -734,10 +773,9 @@ async fn stream_sensor(
                 continue;
             }
         };
-        if connected_once {
+        if last_end.is_some() {
             board.reconnects.fetch_add(1, Ordering::Relaxed);
         }
-        connected_once = true;
         board.gateway.store(gw, Ordering::Relaxed);
         let ended = session(
             &mut client,
@@ -748,13 +786,13 @@ async fn stream_sensor(
             &mut drain_until,
         )
         .await;
+        let at = Instant::now();
         match ended {
             SessionEnd::Done => {
                 client.close().await;
                 return;
             }
             SessionEnd::Revoked => {
-                let at = Instant::now();
                 let again = links.connect(gw, &key).await;
                 let how = match again {
                     Err(ClientError::Refused(r)) => {
@@ -768,15 +806,19 @@ async fn stream_sensor(
                     }
                 };
                 if let Ok(mut r) = board.revoked.lock() {
-                    *r = Some((at, how));
+                    *r = Some((at, "closed as revoked".into(), how));
                 }
                 return;
             }
-            SessionEnd::Lost => {
+            SessionEnd::Lost(why) => {
+                last_end = Some((at, format!("closed ({why})")));
                 gw = (gw + 1) % n;
             }
             SessionEnd::Replaced => {
-                // another session of this sensor (a scene) took its place
+                // another session of this sensor (a scene) took its place,
+                // or the gateway closed it (a revocation whose reason the
+                // sensor did not read before the close)
+                last_end = Some((at, "closed by the gateway".into()));
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
@@ -795,8 +837,8 @@ enum SessionEnd {
     Done,
     /// The gateway closed the session as revoked.
     Revoked,
-    /// The link broke or stalled: go elsewhere.
-    Lost,
+    /// The link broke or stalled (why): go elsewhere.
+    Lost(String),
     /// The link was closed without a reason while the gateway is up.
     Replaced,
 }
@@ -856,13 +898,15 @@ async fn session(
             }
             inflight.insert(seq, f);
         }
-        if !wire.is_empty() && client.send_wire(&wire).await.is_err() {
-            break SessionEnd::Lost;
+        if !wire.is_empty()
+            && let Err(e) = client.send_wire(&wire).await
+        {
+            break SessionEnd::Lost(e.to_string());
         }
         let msg = match tokio::time::timeout(Duration::from_millis(200), client.recv()).await {
             Err(_) => {
                 if !inflight.is_empty() && last_answer.elapsed() >= STALL {
-                    break SessionEnd::Lost;
+                    break SessionEnd::Lost("stalled: no answer".into());
                 }
                 continue;
             }
@@ -872,10 +916,10 @@ async fn session(
             }
             Ok(Err(ClientError::Refused(r))) => {
                 bump(&board.refusals, refusal_name(r));
-                break SessionEnd::Lost;
+                break SessionEnd::Lost(format!("refused ({r})"));
             }
             Ok(Err(ClientError::Closed)) => break SessionEnd::Replaced,
-            Ok(Err(_)) => break SessionEnd::Lost,
+            Ok(Err(e)) => break SessionEnd::Lost(e.to_string()),
             Ok(Ok(m)) => m,
         };
         last_answer = Instant::now();
@@ -1074,8 +1118,8 @@ fn revoke_scene(
     };
     let gw = boards[1].gateway.load(Ordering::Relaxed) + 1;
     match &seen {
-        Some((at, again)) => out.say(format!(
-            "  scene: the admin revokes sensor 1 through gateway {via}'s API (final after {} ms): its live session on gateway {gw} was dropped {} ms after the revoke was sent; reconnecting: {again}",
+        Some((at, how, again)) => out.say(format!(
+            "  scene: the admin revokes sensor 1 through gateway {via}'s API (final after {} ms): its live session on gateway {gw} was {how} {} ms after the revoke was sent; reconnecting: {again}",
             final_after.as_millis(),
             at.saturating_duration_since(sent).as_millis(),
         )),
@@ -1083,7 +1127,7 @@ fn revoke_scene(
             "  scene: the admin revokes sensor 1: its live session on gateway {gw} was NOT dropped (bug)"
         )),
     }
-    seen.is_some_and(|(_, again)| again.starts_with("refused"))
+    seen.is_some_and(|(_, _, again)| again.starts_with("refused"))
 }
 
 /// What the failover scene did.
@@ -1249,8 +1293,10 @@ impl InChain {
         };
         if self.resent_replays > 0 {
             s += &format!(
-                "; {} readings sent again after a lost answer were answered replay, {} of them are in the chain (the first copy was committed)",
-                self.resent_replays, self.resent_replays_found
+                "; {} readings sent again because their answer did not come were answered replay: {} of them are in the chain (committed the first time), {} are not (overtaken by a later reading of the same sensor: never acknowledged, lost)",
+                self.resent_replays,
+                self.resent_replays_found,
+                self.resent_replays - self.resent_replays_found
             );
         }
         s

@@ -255,6 +255,10 @@ pub struct DemoArgs {
     /// Print only a one-object JSON summary.
     #[arg(long)]
     pub json: bool,
+    /// After the summary, start the gateways again and keep them running
+    /// (their APIs printed) until Ctrl-C.
+    #[arg(long)]
+    pub keep_running: bool,
 }
 
 /// Where `audit` and `export` read the chain: a stopped gateway's data
