@@ -818,3 +818,88 @@ pub fn cluster_status(base: &str) -> anyhow::Result<ClusterStatus> {
     let v = get_json(&format!("{base}/cluster"))?;
     serde_json::from_value(v).with_context(|| format!("GET {base}/cluster: unexpected answer"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn made(n: usize) -> (tempfile::TempDir, LocalCluster) {
+        let t = tempfile::tempdir().unwrap();
+        let c = LocalCluster::create(LocalClusterConfig::new(
+            n,
+            t.path().join("c"),
+            "sensorchain",
+        ))
+        .unwrap();
+        (t, c)
+    }
+
+    #[test]
+    fn create_writes_a_cluster_every_member_config_accepts() {
+        let (_t, c) = made(5);
+        assert_eq!(c.members().len(), 5);
+        let genesis =
+            Block::decode(&std::fs::read(c.dir().join("genesis.block")).unwrap()).unwrap();
+        assert_eq!(genesis.hash(), c.genesis().hash());
+        let state = crate::node::genesis_state(&genesis).unwrap();
+        let mut ports = std::collections::HashSet::new();
+        for m in c.members() {
+            // loads and passes every check; the paths resolve in its directory
+            let cfg = GatewayConfig::load(&m.config_file()).unwrap();
+            assert_eq!(cfg.data_dir, m.data_dir());
+            assert!(crate::app::preflight(&cfg, &m.config_file()).is_ok());
+            assert!(state.has(
+                &m.key().public(),
+                sensorchain_core::permissions::Permissions::VALIDATE
+            ));
+            let cl = cfg.cluster.unwrap();
+            assert_eq!(cl.node_id, m.id());
+            assert_eq!(cl.peers.len(), 4);
+            assert!(cl.peers.iter().all(|p| p.id != m.id()));
+            for a in [m.sensor_addr(), m.api_addr(), m.peer_addr()] {
+                assert!(a.ip().is_loopback());
+                assert!(ports.insert(a.port()), "port {} twice", a.port());
+            }
+            assert!(m.pid().is_none());
+        }
+        assert!(state.has(
+            &c.admin().public(),
+            sensorchain_core::permissions::Permissions::ADMIN
+        ));
+    }
+
+    #[test]
+    fn one_gateway_is_a_cluster_of_one_without_a_cluster_table() {
+        let (_t, c) = made(1);
+        let cfg = GatewayConfig::load(&c.members()[0].config_file()).unwrap();
+        assert!(cfg.cluster.is_none());
+    }
+
+    #[test]
+    fn create_refuses_a_used_directory_and_too_many_members() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("x"), b"x").unwrap();
+        let e = LocalCluster::create(LocalClusterConfig::new(3, t.path(), "sensorchain"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is not empty"), "{e}");
+        let mut cfg = LocalClusterConfig::new(5, t.path().join("new"), "sensorchain");
+        let mut rng = rand::rng();
+        cfg.members = (0..11)
+            .map(|_| Member::of_role(Keypair::generate(&mut rng).public(), Role::Device))
+            .collect();
+        let e = LocalCluster::create(cfg).unwrap_err().to_string();
+        assert!(e.contains("at most 16"), "{e}");
+    }
+
+    #[test]
+    fn members_not_started_are_not_running_and_chains_need_stopped_members() {
+        let (_t, mut c) = made(3);
+        assert!(c.running().is_empty());
+        assert!(c.kill(1).is_err());
+        assert!(c.status(9).is_err());
+        // no stores yet: the comparison says which member it could not open
+        let e = c.compare_chains().unwrap_err().to_string();
+        assert!(e.contains("member 1"), "{e}");
+    }
+}
