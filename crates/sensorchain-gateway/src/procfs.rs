@@ -29,19 +29,35 @@ pub fn stat_cpu(stat: &str) -> Option<(&str, f64)> {
     Some((stat.get(open + 1..close)?, (field(11) + field(12)) / tick))
 }
 
-/// Each live thread of process `pid` (`"self"`: this one) with its name
-/// (Linux keeps 15 bytes of it) and the CPU seconds (user + system) it has
-/// used so far, from `/proc/PID/task/*/stat`; empty if the process is gone.
-/// Threads that have exited are not listed: take two readings while the
-/// same threads run to measure an interval.
-pub fn threads_cpu(pid: &str) -> Vec<(String, f64)> {
+/// One thread's CPU so far ([`threads_cpu`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThreadCpu {
+    /// Its thread id.
+    pub tid: u32,
+    /// Its name (Linux keeps 15 bytes of it).
+    pub name: String,
+    /// CPU seconds (user + system) it has used so far.
+    pub seconds: f64,
+}
+
+/// Each live thread of process `pid` (`"self"`: this one) and the CPU it
+/// has used so far, from `/proc/PID/task/*/stat`; empty if the process is
+/// gone. Threads that have exited are not listed: to measure an interval,
+/// subtract by thread id ([`ThreadCpu::tid`]) and count the process's whole
+/// CPU (`/proc/PID/stat`) for what exited meanwhile.
+pub fn threads_cpu(pid: &str) -> Vec<ThreadCpu> {
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Vec::new();
     };
     dir.flatten()
         .filter_map(|t| {
+            let tid = t.file_name().to_str()?.parse().ok()?;
             let s = std::fs::read_to_string(t.path().join("stat")).ok()?;
-            stat_cpu(&s).map(|(name, secs)| (name.to_string(), secs))
+            stat_cpu(&s).map(|(name, seconds)| ThreadCpu {
+                tid,
+                name: name.to_string(),
+                seconds,
+            })
         })
         .collect()
 }
@@ -63,7 +79,7 @@ mod tests {
         let t = threads_cpu("self");
         if std::path::Path::new("/proc/self/task").exists() {
             assert!(!t.is_empty());
-            assert!(t.iter().all(|(_, s)| *s >= 0.0));
+            assert!(t.iter().all(|c| c.seconds >= 0.0 && c.tid > 0));
         }
     }
 }

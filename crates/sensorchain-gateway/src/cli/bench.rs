@@ -291,7 +291,8 @@ const THREAD_GROUPS: [(&str, &str); 6] = [
 /// threads run.
 fn thread_cpu_seconds() -> [f64; THREAD_GROUPS.len() + 1] {
     let mut out = [0.0; THREAD_GROUPS.len() + 1];
-    for (comm, secs) in threads_cpu("self") {
+    for t in threads_cpu("self") {
+        let (comm, secs) = (t.name, t.seconds);
         let g = THREAD_GROUPS
             .iter()
             .position(|(prefix, _)| comm.starts_with(prefix))

@@ -116,12 +116,12 @@ const GROUPS: [(&str, &str); 6] = [
     (super::run::GATEWAY_THREAD, "links_api"),
 ];
 
-/// One gateway process's CPU seconds so far: the whole process, and by
-/// [`GROUPS`] (live threads only).
+/// One gateway process's CPU seconds: the whole process, and each live
+/// thread's (by id: its name's group, its seconds).
 #[derive(Debug, Clone, Default)]
 struct ProcCpu {
     total: f64,
-    groups: [f64; GROUPS.len()],
+    threads: HashMap<u32, (Option<usize>, f64)>,
 }
 
 fn proc_cpu(pid: u32) -> ProcCpu {
@@ -129,21 +129,49 @@ fn proc_cpu(pid: u32) -> ProcCpu {
         .ok()
         .and_then(|s| stat_cpu(&s).map(|(_, t)| t))
         .unwrap_or(0.0);
-    let mut groups = [0.0; GROUPS.len()];
-    for (name, secs) in threads_cpu(&pid.to_string()) {
-        if let Some(g) = GROUPS.iter().position(|(p, _)| name.starts_with(p)) {
-            groups[g] += secs;
+    let threads = threads_cpu(&pid.to_string())
+        .into_iter()
+        .map(|t| {
+            let g = GROUPS.iter().position(|(p, _)| t.name.starts_with(p));
+            (t.tid, (g, t.seconds))
+        })
+        .collect();
+    ProcCpu { total, threads }
+}
+
+/// A process's CPU over an interval: the whole, and by [`GROUPS`] the
+/// threads alive at its end (a thread born meanwhile counts whole); what
+/// threads that ended meanwhile used is the whole minus the groups and the
+/// ungrouped threads.
+#[derive(Debug, Clone, Default)]
+struct CpuDelta {
+    total: f64,
+    groups: [f64; GROUPS.len()],
+    ungrouped: f64,
+}
+
+fn cpu_delta(before: &ProcCpu, after: &ProcCpu) -> CpuDelta {
+    let mut d = CpuDelta {
+        total: after.total - before.total,
+        ..Default::default()
+    };
+    for (tid, (g, secs)) in &after.threads {
+        let was = before.threads.get(tid).map_or(0.0, |(_, s)| *s);
+        let used = (secs - was).max(0.0);
+        match g {
+            Some(g) => d.groups[*g] += used,
+            None => d.ungrouped += used,
         }
     }
-    ProcCpu { total, groups }
+    d
 }
 
 /// The sensors' CPU seconds in this process (threads named [`SENSOR_THREAD`]).
 fn sensor_cpu() -> f64 {
     threads_cpu("self")
         .into_iter()
-        .filter(|(n, _)| n.starts_with(SENSOR_THREAD))
-        .map(|(_, s)| s)
+        .filter(|t| t.name.starts_with(SENSOR_THREAD))
+        .map(|t| t.seconds)
         .sum()
 }
 
@@ -407,7 +435,7 @@ struct Run {
     seconds: f64,
     seen: Seen,
     /// By member: its id, its role at the end, its CPU over the interval.
-    cpu: Vec<(NodeId, String, ProcCpu)>,
+    cpu: Vec<(NodeId, String, CpuDelta)>,
     sensor_cpu: f64,
 }
 
@@ -490,14 +518,11 @@ fn run(
         .iter()
         .zip(cpu0.iter().zip(&cpu1))
         .map(|((id, _), (c0, c1))| {
-            let mut d = ProcCpu {
-                total: c1.total - c0.total,
-                ..Default::default()
-            };
-            for g in 0..GROUPS.len() {
-                d.groups[g] = c1.groups[g] - c0.groups[g];
-            }
-            (*id, roles.get(id).cloned().unwrap_or_default(), d)
+            (
+                *id,
+                roles.get(id).cloned().unwrap_or_default(),
+                cpu_delta(c0, c1),
+            )
         })
         .collect();
     Ok(Run {
@@ -515,17 +540,20 @@ fn cpu_json(r: &Run) -> Value {
     let per = |secs: f64| ((secs * 1e6 / r.finalized.max(1) as f64) * 10.0).round() / 10.0;
     let mut all = [0.0f64; GROUPS.len()];
     let mut all_total = 0.0;
+    let mut all_other = 0.0;
     let members: Vec<Value> = r
         .cpu
         .iter()
         .map(|(id, role, c)| {
             let mut g = serde_json::Map::new();
-            let mut named = 0.0;
+            let mut named = c.ungrouped;
             for (i, (_, name)) in GROUPS.iter().enumerate() {
                 g.insert((*name).into(), json!(per(c.groups[i])));
                 all[i] += c.groups[i];
                 named += c.groups[i];
             }
+            all_other += c.ungrouped;
+            g.insert("other_threads".into(), json!(per(c.ungrouped)));
             g.insert(
                 "exited_threads".into(),
                 json!(per((c.total - named).max(0.0))),
@@ -544,9 +572,12 @@ fn cpu_json(r: &Run) -> Value {
     for (i, (_, name)) in GROUPS.iter().enumerate() {
         g.insert((*name).into(), json!(per(all[i])));
     }
+    g.insert("other_threads".into(), json!(per(all_other)));
     g.insert(
         "exited_threads".into(),
-        json!(per((all_total - all.iter().sum::<f64>()).max(0.0))),
+        json!(per(
+            (all_total - all.iter().sum::<f64>() - all_other).max(0.0)
+        )),
     );
     json!({
         "members": members,
