@@ -90,6 +90,10 @@ pub struct ClusterBenchArgs {
     /// costs, and what it loses, is the difference).
     #[arg(long)]
     pub to_leader: bool,
+    /// A command to run each gateway process under, e.g. `taskset -c 1`
+    /// (split at spaces).
+    #[arg(long, value_name = "CMD")]
+    pub gateway_runner: Option<String>,
     /// Keep the cluster's files in this directory (default: a temporary one).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -626,6 +630,7 @@ pub fn cluster(a: &ClusterBenchArgs) -> anyhow::Result<(bool, Value)> {
     let binary = std::env::current_exe().context("cannot find this program's path")?;
     let mut cfg = LocalClusterConfig::new(n, dir.join("cluster"), binary);
     cfg.name = "sensorchain-bench-cluster".into();
+    cfg.runner = super::demo::runner(a.gateway_runner.as_deref());
     cfg.batch.max_txs = a.batch_max_txs.max(1);
     cfg.batch.timeout_ms = a.batch_timeout_ms.max(1);
     // a gateway's own election timeouts: the machine is saturated

@@ -207,6 +207,7 @@ fn run_demo(args: &DemoArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<Exi
     let binary = std::env::current_exe().context("cannot find this program's path")?;
     let mut cfg = LocalClusterConfig::new(n, dir.join("cluster"), binary);
     cfg.name = "sensorchain-demo".into();
+    cfg.runner = runner(args.gateway_runner.as_deref());
     cfg.members = vec![
         Member::of_role(c.doctor.public(), Role::Doctor),
         Member::of_role(c.insurer.public(), Role::Insurer),
@@ -628,6 +629,12 @@ fn run_demo(args: &DemoArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<Exi
     } else {
         ExitCode::from(1)
     })
+}
+
+/// `--gateway-runner`'s command, split at spaces.
+pub(super) fn runner(cmd: Option<&str>) -> Vec<String> {
+    cmd.map(|c| c.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
 }
 
 /// "1 gateway", "5 gateways".

@@ -259,6 +259,10 @@ pub struct DemoArgs {
     /// (their APIs printed) until Ctrl-C.
     #[arg(long)]
     pub keep_running: bool,
+    /// A command to run each gateway process under, e.g. `taskset -c 1` or
+    /// `qemu-aarch64 -L /usr/aarch64-linux-gnu` (split at spaces).
+    #[arg(long, value_name = "CMD")]
+    pub gateway_runner: Option<String>,
 }
 
 /// Where `audit` and `export` read the chain: a stopped gateway's data

@@ -83,6 +83,10 @@ pub struct LocalClusterConfig {
     pub dir: PathBuf,
     /// The `sensorchain` binary each member runs (`run --config …`).
     pub binary: PathBuf,
+    /// A command the binary is run under, e.g. `["taskset", "-c", "1"]`, or
+    /// `["qemu-aarch64", "-L", "/usr/aarch64-linux-gnu"]` for a binary of
+    /// another architecture (empty: run it directly).
+    pub runner: Vec<String>,
     /// The chain's name (a label in the genesis block).
     pub name: String,
     /// The chain's parameters.
@@ -114,6 +118,7 @@ impl LocalClusterConfig {
             gateways,
             dir: dir.into(),
             binary: binary.into(),
+            runner: Vec::new(),
             name: "sensorchain-local".into(),
             params: Params::default(),
             members: Vec::new(),
@@ -241,6 +246,7 @@ impl ChainComparison {
 pub struct LocalCluster {
     dir: PathBuf,
     binary: PathBuf,
+    runner: Vec<String>,
     log: Option<String>,
     genesis: Block,
     admin: Keypair,
@@ -349,6 +355,7 @@ impl LocalCluster {
         Ok(LocalCluster {
             dir,
             binary: cfg.binary,
+            runner: cfg.runner,
             log: cfg.log,
             genesis,
             admin,
@@ -448,6 +455,7 @@ impl LocalCluster {
 
     fn spawn(&mut self, id: NodeId) -> anyhow::Result<()> {
         let (binary, log) = (self.binary.clone(), self.log.clone());
+        let runner = self.runner.clone();
         let m = self.member_mut(id)?;
         if let Some(c) = &mut m.child
             && c.try_wait()?.is_none()
@@ -460,7 +468,14 @@ impl LocalCluster {
             .open(m.log_file())
             .with_context(|| format!("cannot open {}", m.log_file().display()))?;
         let err = out.try_clone()?;
-        let mut cmd = Command::new(&binary);
+        let mut cmd = match runner.split_first() {
+            Some((run, args)) => {
+                let mut c = Command::new(run);
+                c.args(args).arg(&binary);
+                c
+            }
+            None => Command::new(&binary),
+        };
         if let Some(f) = log {
             cmd.arg("--log").arg(f);
         }
@@ -471,9 +486,13 @@ impl LocalCluster {
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start {}", binary.display()))?;
+        let child = cmd.spawn().with_context(|| {
+            format!(
+                "cannot start {}{}",
+                runner.join(" ") + if runner.is_empty() { "" } else { " " },
+                binary.display()
+            )
+        })?;
         m.child = Some(child);
         m.starts += 1;
         Ok(())
