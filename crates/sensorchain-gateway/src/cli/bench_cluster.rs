@@ -829,6 +829,7 @@ pub fn cluster(a: &ClusterBenchArgs) -> anyhow::Result<(bool, Value)> {
             "levels": levels,
             "converged_height": settled.as_ref().ok().map(|s| s.height),
             "chains_identical": cmp.identical(),
+            "head_final": cmp.head_certified,
             "chain_differences": cmp.differences,
             "machine": machine(),
         }),
