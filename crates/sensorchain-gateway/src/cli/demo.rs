@@ -1245,9 +1245,8 @@ fn check_caught_up(cluster: &mut LocalCluster, fo: &mut Failover, out: &Out) {
         let after = at.elapsed();
         fo.caught_up = Some((s.height, after));
         out.say(format!(
-            "  scene: gateway {k} caught up: height {} (final {}), the leader's {} — {} ms after its restart",
+            "  scene: gateway {k} caught up: height {}, the leader's {} — {} ms after its restart",
             s.height,
-            s.finalized_height.unwrap_or(0),
             target.height,
             after.as_millis()
         ));
