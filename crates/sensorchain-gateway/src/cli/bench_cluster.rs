@@ -437,6 +437,8 @@ struct Run {
     rate: f64,
     finalized: u64,
     seconds: f64,
+    /// Blocks appended over the interval (the highest head among the members).
+    blocks: u64,
     seen: Seen,
     /// By member: its id, its role at the end, its CPU over the interval.
     cpu: Vec<(NodeId, String, CpuDelta)>,
@@ -481,6 +483,7 @@ fn run(
         .iter()
         .filter_map(|m| m.pid().map(|p| (m.id(), p)))
         .collect();
+    let h0 = head_height(cluster);
     let cpu0: Vec<ProcCpu> = pids.iter().map(|(_, p)| proc_cpu(*p)).collect();
     let (a0, t0, s0) = (
         tally.acked.load(Ordering::Relaxed),
@@ -497,6 +500,7 @@ fn run(
         sensor_cpu(),
     );
     let cpu1: Vec<ProcCpu> = pids.iter().map(|(_, p)| proc_cpu(*p)).collect();
+    let h1 = head_height(cluster);
     stop.store(true, Ordering::Relaxed);
     let mut seen = Seen::default();
     for t in tasks {
@@ -530,6 +534,7 @@ fn run(
         })
         .collect();
     Ok(Run {
+        blocks: h1.saturating_sub(h0),
         rate: (a1 - a0) as f64 / el.max(1e-9),
         finalized: a1 - a0,
         seconds: el,
@@ -539,8 +544,19 @@ fn run(
     })
 }
 
+/// The highest head among the running members (0 if none answers).
+fn head_height(cluster: &mut LocalCluster) -> u64 {
+    cluster
+        .statuses()
+        .into_iter()
+        .filter_map(|(_, s)| s.ok().map(|s| s.height))
+        .max()
+        .unwrap_or(0)
+}
+
 /// The CPU of a run per finalized reading, by member and group, in µs.
 fn cpu_json(r: &Run) -> Value {
+    let blocks = r.blocks.max(1) as f64;
     let per = |secs: f64| ((secs * 1e6 / r.finalized.max(1) as f64) * 10.0).round() / 10.0;
     let mut all = [0.0f64; GROUPS.len()];
     let mut all_total = 0.0;
@@ -588,6 +604,8 @@ fn cpu_json(r: &Run) -> Value {
         "all_gateways_us_per_reading": per(all_total),
         "all_gateways_by_group": Value::Object(g),
         "all_gateways_cores": ((all_total / r.seconds.max(1e-9)) * 100.0).round() / 100.0,
+        "blocks_per_second": ((r.blocks as f64 / r.seconds.max(1e-9)) * 10.0).round() / 10.0,
+        "readings_per_block": ((r.finalized as f64 / blocks) * 10.0).round() / 10.0,
         "sensors_us_per_reading": per(r.sensor_cpu),
         "sensors_cores": ((r.sensor_cpu / r.seconds.max(1e-9)) * 100.0).round() / 100.0,
     })
