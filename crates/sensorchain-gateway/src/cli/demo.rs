@@ -629,7 +629,13 @@ fn run_demo(args: &DemoArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<Exi
         cluster.start_all(READY)?;
         let apis: Vec<String> = cluster.members().iter().map(|m| m.api_url()).collect();
         eprintln!(
-            "\nthe {n} gateways run again (Ctrl-C stops them): sensorchain cluster status --api {}",
+            "\n{} again (Ctrl-C stops {}): sensorchain cluster status --api {}",
+            if n == 1 {
+                "the gateway runs".to_string()
+            } else {
+                format!("the {n} gateways run")
+            },
+            if n == 1 { "it" } else { "them" },
             apis.join(" --api ")
         );
         rt.block_on(async {
