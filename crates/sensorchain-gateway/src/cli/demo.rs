@@ -529,6 +529,7 @@ fn run_demo(args: &DemoArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<Exi
     let summary = json!({
         "gateways": n,
         "readings_committed": report.readings,
+        "readings_sent": count(|b| &b.sent),
         "readings_acknowledged": acked,
         "acknowledged_in_chain": in_chain.all_found(),
         "transactions_committed": report.transactions,
@@ -1162,7 +1163,6 @@ fn revoke_scene(
 #[derive(Default)]
 struct Failover {
     killed: Option<NodeId>,
-    killed_at: Option<Instant>,
     sensors_moved: usize,
     new_leader: Option<(NodeId, u64, Duration)>,
     restarted: Option<Instant>,
@@ -1217,7 +1217,6 @@ fn kill_leader(
     cluster.kill(leader.id)?;
     let at = Instant::now();
     fo.killed = Some(leader.id);
-    fo.killed_at = Some(at);
     fo.sensors_moved = on_it;
     out.say(format!(
         "  scene: SIGKILL to gateway {} (the leader, pid {pid}); its {on_it} sensors move to the others, the followers' sensors get busy until a new leader is elected…",
