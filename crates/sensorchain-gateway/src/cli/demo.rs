@@ -42,7 +42,6 @@ use sensorchain_core::tx::{Member, Payload, Transaction, TxBody, TxKind, sealed_
 use serde_json::json;
 
 use super::DemoArgs;
-use super::api_client::Api;
 use sensorchain_gateway::cluster::NodeId;
 use sensorchain_gateway::cluster::local::{LocalCluster, LocalClusterConfig};
 use sensorchain_gateway::keys::write_keypair;
@@ -264,6 +263,8 @@ fn run_demo(args: &DemoArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<Exi
     // 3. sensors and patients registered, assigned; consents
     let (admin_txs, consents) = setup_transactions(&c, &admin, &chain)?;
     let n_setup = admin_txs.len() + consents.len();
+    // the admin's next sequence number, after its setup transactions
+    let admin_seq = admin_txs.len() as u64 + 1;
     let to_leader = index_of(leader.id);
     rt.block_on(async {
         let mut a = Client::connect_retrying(
@@ -370,9 +371,10 @@ fn run_demo(args: &DemoArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<Exi
         }
         if el >= 3 && scenes.revoked.is_none() && c.sensors.len() > 1 {
             scenes.revoked = Some(revoke_scene(
+                rt,
                 &mut cluster,
-                &admin,
-                &chain,
+                &links,
+                (&admin, admin_seq),
                 &c,
                 &boards,
                 &out,
@@ -415,9 +417,10 @@ fn run_demo(args: &DemoArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<Exi
     if scenes.revoked.is_none() && c.sensors.len() > 1 {
         // the earlier scenes took the whole run (a loaded machine)
         scenes.revoked = Some(revoke_scene(
+            rt,
             &mut cluster,
-            &admin,
-            &chain,
+            &links,
+            (&admin, admin_seq),
             &c,
             &boards,
             &out,
@@ -1098,13 +1101,14 @@ fn answer(r: &Result<GatewayMsg, ClientError>) -> String {
     }
 }
 
-/// The admin revokes sensor 1's `CONNECT` and `WRITE` through a gateway's
-/// API; the sensor's live streaming session must be closed as revoked and
-/// its reconnect refused.
+/// The admin revokes sensor 1's `CONNECT` and `WRITE` (a transaction over
+/// its own link to a running gateway, answered once final); the sensor's
+/// live streaming session must be closed and its reconnect refused.
 fn revoke_scene(
+    rt: &tokio::runtime::Runtime,
     cluster: &mut LocalCluster,
-    admin: &Keypair,
-    chain: &ChainId,
+    links: &Links,
+    (admin, admin_seq): (&Keypair, u64),
     c: &Cast,
     boards: &[Arc<Board>],
     out: &Out,
@@ -1114,23 +1118,40 @@ fn revoke_scene(
     let Some(&via) = running.first() else {
         return false;
     };
-    let Ok(url) = cluster.member(via).map(|m| m.api_url()) else {
+    let body = TxBody {
+        signer: admin.public(),
+        sequence: admin_seq,
+        timestamp_ms: now_ms(),
+        kind: TxKind::Revoke {
+            target: s.public(),
+            permissions: Permissions::CONNECT.union(Permissions::WRITE),
+        },
+    };
+    let Ok(tx) = Transaction::sign(body, &links.chain, admin) else {
         return false;
     };
+    let tx = tx.to_vec();
     let sent = Instant::now();
-    let receipt = Api::new(&url, Duration::from_secs(30)).and_then(|api| {
-        api.submit(
-            admin,
-            chain,
-            TxKind::Revoke {
-                target: s.public(),
-                permissions: Permissions::CONNECT.union(Permissions::WRITE),
-            },
-        )
+    let answer = rt.block_on(async {
+        let mut cl = links.connect((via - 1) as usize, admin).await?;
+        // busy (an election): the same transaction again
+        let mut a = cl.submit(&tx).await;
+        for _ in 0..10 {
+            if !matches!(a, Ok(GatewayMsg::Busy { .. })) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            a = cl.submit(&tx).await;
+        }
+        cl.close().await;
+        a
     });
     let final_after = sent.elapsed();
-    if let Err(e) = receipt {
-        out.say(format!("  scene: the admin's revocation failed: {e:#}"));
+    if !matches!(answer, Ok(GatewayMsg::Ack { .. })) {
+        out.say(format!(
+            "  scene: the admin's revocation was not committed: {}",
+            self::answer(&answer)
+        ));
         return false;
     }
     // the live session must be closed with Refused(Revoked); the bound is
@@ -1148,7 +1169,7 @@ fn revoke_scene(
     let gw = boards[1].gateway.load(Ordering::Relaxed) + 1;
     match &seen {
         Some((at, how, again)) => out.say(format!(
-            "  scene: the admin revokes sensor 1 through gateway {via}'s API (final after {} ms): its live session on gateway {gw} was {how} {} ms after the revoke was sent; reconnecting: {again}",
+            "  scene: the admin revokes sensor 1 over a link to gateway {via} (final after {} ms): its live session on gateway {gw} was {how} {} ms after the revoke was sent; reconnecting: {again}",
             final_after.as_millis(),
             at.saturating_duration_since(sent).as_millis(),
         )),
