@@ -82,7 +82,9 @@ trap 'rm -rf "$work"' EXIT
 # (outputs are captured before they are matched: `cmd | grep -q` closes the
 # pipe at the first match and the command's next line fails with EPIPE)
 v=$("${QEMU[@]}" "$A64" --version) && grep -q '^sensorchain ' <<<"$v" || { echo "FAIL: aarch64 --version: $v"; exit 1; }
-"${QEMU[@]}" "$A64" demo --seconds 3 --sensors 2 --data-dir "$work/demo" --json >"$work/demo.json" ||
+# one gateway (a process of its own, started under qemu too): a "works"
+# check, not the five-gateway failover
+"${QEMU[@]}" "$A64" demo --gateways 1 --gateway-runner "${QEMU[*]}" --seconds 3 --sensors 2 --data-dir "$work/demo" --json >"$work/demo.json" ||
   { echo "FAIL: aarch64 demo exited $?"; cat "$work/demo.json"; exit 1; }
 python3 - "$work/demo.json" <<'EOF'
 import json, sys
@@ -92,11 +94,11 @@ if s["readings_committed"] < 1 or s["blocks"] < 1 or bad:
     sys.exit(f"FAIL: aarch64 demo summary: {s}")
 print(f"   demo (emulated, a 'works' only): {s['readings_committed']} readings in {s['blocks']} blocks, chain valid, tamper detected")
 EOF
-"${QEMU[@]}" "$A64" audit --data-dir "$work/demo/data" --json >"$work/audit.json" ||
+"${QEMU[@]}" "$A64" audit --data-dir "$work/demo/cluster/gw1/data" --json >"$work/audit.json" ||
   { echo "FAIL: aarch64 audit exited $?"; cat "$work/audit.json"; exit 1; }
 grep -q '"valid":true' "$work/audit.json" || { echo "FAIL: aarch64 audit: $(cat "$work/audit.json")"; exit 1; }
 echo "   audit of the kept chain: valid"
-c=$("${QEMU[@]}" "$A64" run --check --config "$work/demo/gateway.toml") && grep -q '^ok ' <<<"$c" ||
+c=$("${QEMU[@]}" "$A64" run --check --config "$work/demo/cluster/gw1/gateway.toml") && grep -q '^ok ' <<<"$c" ||
   { echo "FAIL: aarch64 run --check of the demo's gateway.toml: $c"; exit 1; }
 echo "   run --check of its gateway.toml: ok"
 ARMV7=$TARGET_DIR/armv7-unknown-linux-gnueabihf/release/sensorchain

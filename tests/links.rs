@@ -906,6 +906,12 @@ async fn demo_revocation_scene_sees_the_live_session_dropped() {
             summary["handshakes_refused"]["not_permitted"].as_u64() >= Some(1),
             "{summary:#}"
         );
+        // the demo runs five gateway processes (the leader killed and
+        // restarted on the way): their stored chains end identical and
+        // hold every reading a sensor was acknowledged
+        assert_eq!(summary["gateways"], 5, "{summary:#}");
+        assert_eq!(summary["chains_identical"], true, "{summary:#}");
+        assert_eq!(summary["acknowledged_in_chain"], true, "{summary:#}");
     })
     .await;
 }

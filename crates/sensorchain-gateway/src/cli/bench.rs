@@ -14,6 +14,9 @@
 //!   the offline audit over it: readings/s against the raw rate.
 //! * `scale`: ingest in segments as the chain grows; the rate of each
 //!   segment and the process's resident memory (VmRSS) at each checkpoint.
+//! * `cluster`: five gateways as processes on this machine
+//!   (`bench_cluster.rs`): finalized readings/s against cores × raw ÷ 5,
+//!   send-to-final latency at several loads, CPU by thread group of each.
 //!
 //! Every subcommand prints one JSON object with `--json`. No figure here is
 //! asserted anywhere: they are measurements, recorded in docs/PERFORMANCE.md.
@@ -41,7 +44,7 @@ use sensorchain_gateway::app::{self, AppConfig, Running};
 use sensorchain_gateway::net::NetConfig;
 use sensorchain_gateway::net::client::Client;
 use sensorchain_gateway::node::{Node, NodeConfig, now_ms};
-use sensorchain_gateway::procfs::proc_number;
+use sensorchain_gateway::procfs::{proc_number, stat_cpu, threads_cpu};
 use sensorchain_gateway::sim::SimSensor;
 use sensorchain_gateway::store::Store;
 
@@ -66,6 +69,8 @@ pub enum BenchCommand {
     Audit(BenchAuditArgs),
     /// Ingest rate and resident memory as the chain grows.
     Scale(ScaleArgs),
+    /// Five gateways as processes on this machine: finalized readings/s, send-to-final latency at several loads, CPU by thread group of each gateway.
+    Cluster(super::bench_cluster::ClusterBenchArgs),
 }
 
 /// Options shared by the gateway measurements.
@@ -161,6 +166,24 @@ pub struct ScaleArgs {
 
 /// Runs `sensorchain bench …`.
 pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    let (json, v) = match &args.what {
+        // its gateways are processes of their own: no gateway runtime here
+        BenchCommand::Cluster(a) => super::bench_cluster::cluster(a)?,
+        BenchCommand::Audit(a) => audit(a)?,
+        BenchCommand::Ingest(_) | BenchCommand::Latency(_) | BenchCommand::Scale(_) => {
+            in_process(&args.what)?
+        }
+    };
+    if json {
+        println!("{v}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The measurements of a gateway in this process.
+fn in_process(what: &BenchCommand) -> anyhow::Result<(bool, Value)> {
     // The gateway and the simulated sensors run on separate runtimes (as
     // they would in separate processes), so the CPU each uses can be told
     // apart: threads named `sc-sensor` are the sensors', the rest the
@@ -174,21 +197,16 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     let h = gw.handle().clone();
-    let out = match &args.what {
-        BenchCommand::Ingest(a) => rt.block_on(ingest(a, h))?,
-        BenchCommand::Latency(a) => rt.block_on(latency(a, h))?,
-        BenchCommand::Audit(a) => audit(a)?,
-        BenchCommand::Scale(a) => rt.block_on(scale(a, h))?,
+    let out = match what {
+        BenchCommand::Ingest(a) => rt.block_on(ingest(a, h)),
+        BenchCommand::Latency(a) => rt.block_on(latency(a, h)),
+        BenchCommand::Scale(a) => rt.block_on(scale(a, h)),
+        BenchCommand::Audit(a) => audit(a),
+        BenchCommand::Cluster(a) => super::bench_cluster::cluster(a),
     };
     drop(rt);
     drop(gw);
-    let (json, v) = out;
-    if json {
-        println!("{v}");
-    } else {
-        println!("{}", serde_json::to_string_pretty(&v)?);
-    }
-    Ok(ExitCode::SUCCESS)
+    out
 }
 
 // ---------------------------------------------------------------------------
@@ -239,7 +257,7 @@ pub fn raw_verify_rate(threads: usize, dur: Duration) -> f64 {
 }
 
 /// The raw rate of all cores, measured over `dur`.
-fn raw_all_cores(dur: Duration) -> f64 {
+pub(super) fn raw_all_cores(dur: Duration) -> f64 {
     raw_verify_rate(cores(), dur)
 }
 
@@ -252,7 +270,7 @@ pub fn rss_bytes() -> Option<u64> {
 }
 
 /// Name of the simulated sensors' runtime threads.
-const SENSOR_THREAD: &str = "sc-sensor";
+pub(super) const SENSOR_THREAD: &str = "sc-sensor";
 
 /// Thread groups whose CPU time the gateway benchmarks report (by thread
 /// name prefix; Linux truncates names to 15 bytes).
@@ -273,16 +291,8 @@ const THREAD_GROUPS: [(&str, &str); 6] = [
 /// threads run.
 fn thread_cpu_seconds() -> [f64; THREAD_GROUPS.len() + 1] {
     let mut out = [0.0; THREAD_GROUPS.len() + 1];
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
-        return out;
-    };
-    for t in dir.flatten() {
-        let Ok(s) = std::fs::read_to_string(t.path().join("stat")) else {
-            continue;
-        };
-        let Some((comm, secs)) = stat_cpu(&s) else {
-            continue;
-        };
+    for t in threads_cpu("self") {
+        let (comm, secs) = (t.name, t.seconds);
         let g = THREAD_GROUPS
             .iter()
             .position(|(prefix, _)| comm.starts_with(prefix))
@@ -298,19 +308,8 @@ fn cpu_seconds() -> f64 {
     stat_cpu(&s).map_or(0.0, |(_, secs)| secs)
 }
 
-/// The command name and the CPU seconds (user + system) of one
-/// `/proc/…/stat` line.
-fn stat_cpu(stat: &str) -> Option<(&str, f64)> {
-    // the command name is in parentheses and may hold spaces
-    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
-    let f: Vec<&str> = stat.get(close + 1..)?.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 here
-    let field = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    let tick = 100.0; // USER_HZ on Linux
-    Some((stat.get(open + 1..close)?, (field(11) + field(12)) / tick))
-}
-
-fn machine() -> Value {
+/// The machine: CPU model, cores, memory.
+pub(super) fn machine() -> Value {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
@@ -739,7 +738,8 @@ async fn stream(
     Ok(run)
 }
 
-fn percentiles(v: &mut [u32]) -> Value {
+/// p50, p90, p99 and the maximum of latencies in µs, as ms; and the count.
+pub(super) fn percentiles(v: &mut [u32]) -> Value {
     v.sort_unstable();
     let p = |q: f64| {
         v.get(((v.len() as f64 - 1.0) * q).round() as usize)

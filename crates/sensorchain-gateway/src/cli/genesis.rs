@@ -95,12 +95,6 @@ pub fn genesis_config(
     })
 }
 
-/// Writes `bytes` to `path` atomically (temp file, fsync, rename),
-/// replacing an existing file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    write_file(path, bytes, true)
-}
-
 /// Writes `bytes` to `path` atomically (temp file, fsync, rename); an
 /// existing file is replaced only if `force`.
 pub fn write_file(path: &Path, bytes: &[u8], force: bool) -> anyhow::Result<()> {

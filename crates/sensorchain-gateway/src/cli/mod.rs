@@ -6,6 +6,7 @@
 pub mod api_client;
 pub mod audit;
 pub mod bench;
+pub mod bench_cluster;
 pub mod cluster;
 pub mod export;
 
@@ -111,7 +112,7 @@ pub enum Command {
     Run(RunArgs),
     /// Run simulated medical sensors against a gateway.
     SensorSim(SensorSimArgs),
-    /// Run a complete demo network in a temporary directory and summarise it.
+    /// Run a complete demo network (five gateway processes, simulated sensors, a leader killed and restarted) in a temporary directory and summarise it.
     Demo(DemoArgs),
     /// Validate a stored chain with the core rules (of a stopped gateway, or a running one through its API).
     ///
@@ -237,9 +238,14 @@ pub struct SensorSimArgs {
 /// `sensorchain demo`
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// How long the sensors stream.
+    /// How long the sensors stream (with three gateways or more, at least
+    /// until two seconds after the killed leader is restarted).
     #[arg(long, default_value_t = 20)]
     pub seconds: u64,
+    /// How many gateways, each its own process (1: a single gateway, a
+    /// cluster of one; from 3 on, the leader is killed and restarted).
+    #[arg(long, default_value_t = 5)]
+    pub gateways: usize,
     /// How many simulated sensors.
     #[arg(long, default_value_t = 8)]
     pub sensors: usize,
@@ -249,6 +255,14 @@ pub struct DemoArgs {
     /// Print only a one-object JSON summary.
     #[arg(long)]
     pub json: bool,
+    /// After the summary, start the gateways again and keep them running
+    /// (their APIs printed) until Ctrl-C.
+    #[arg(long)]
+    pub keep_running: bool,
+    /// A command to run each gateway process under, e.g. `taskset -c 1` or
+    /// `qemu-aarch64 -L /usr/aarch64-linux-gnu` (split at spaces).
+    #[arg(long, value_name = "CMD")]
+    pub gateway_runner: Option<String>,
 }
 
 /// Where `audit` and `export` read the chain: a stopped gateway's data

@@ -39,6 +39,11 @@ use sensorchain_gateway::store::{FILE_NAME, Store, StoreError};
 
 use super::RunArgs;
 
+/// Name of the threads of the gateway's main runtime (the sensor links,
+/// the HTTP API and its store reads); Raft, the verification pool and the
+/// proposer have their own (`bench cluster` groups CPU by these names).
+pub const GATEWAY_THREAD: &str = "sc-gateway";
+
 /// Runs `sensorchain run`: [`app::start`], then [`Running::run_until`] a
 /// signal. Prints where it listens, and on stop the height and anything
 /// that did not stop in time.
@@ -51,6 +56,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     // the key file and genesis block are read before the runtime starts
     let app_cfg = AppConfig::from_config(&cfg, &args.config)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
+        .thread_name(GATEWAY_THREAD)
         .enable_all()
         .build()
         .context("cannot start the runtime")?;

@@ -50,6 +50,12 @@
 //!   chains, a forward and a vote, the leader stopped and another
 //!   elected, the stopped member restarted and caught up).
 //!
+//! - [`local`]: a cluster of gateway *processes* on this machine
+//!   ([`local::LocalCluster`]: keys, genesis, configurations on free
+//!   loopback ports; start, kill, terminate, restart; `GET /cluster`; the
+//!   stored chains compared), for `sensorchain demo`, `sensorchain bench
+//!   cluster` and tests.
+//!
 //! # What does not exist yet
 //!
 //! - The wiring of the network into the gateway (a `PeerHandler` over the
@@ -64,6 +70,7 @@
 //!   length, flush latency), a snapshot policy that keeps it short.
 
 pub mod finality;
+pub mod local;
 pub mod log_store;
 pub mod network;
 pub mod settings;
