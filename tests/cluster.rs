@@ -70,12 +70,19 @@ fn positions(c: &Cluster, ms: &[usize]) -> Vec<(usize, Option<u64>, Option<u64>)
         .collect()
 }
 
+/// Stops the load, waits until the members agree, stops them and runs the
+/// safety check.
 fn done(c: &mut Cluster, load: fixture::Load, what: &str, t0: Instant) {
+    let t = Instant::now();
     let sent = c.stop_load(load);
+    let stopped = t.elapsed();
     let height = c.wait_converged();
+    let converged = t.elapsed();
     let report = c.stop_and_check(&sent);
     eprintln!(
-        "{what}: converged at height {height}; checked {report:?} in {:.1?}",
+        "{what}: load stopped in {stopped:.1?}, converged at height {height} after {converged:.1?}, \
+         checked {report:?} after {:.1?}; {:.1?} in all",
+        t.elapsed(),
         t0.elapsed()
     );
 }

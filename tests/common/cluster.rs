@@ -17,7 +17,8 @@
 //!
 //! **Logs.** Each member's stderr goes to `gwN.log` in the cluster's
 //! directory (level `warn`, or `SENSORCHAIN_TEST_LOG`); when a test fails
-//! the directory is kept and the end of every log printed.
+//! (or with `SENSORCHAIN_TEST_KEEP=1`) the directory is kept and the end of
+//! every log printed.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader};
@@ -53,6 +54,9 @@ pub const BOUND: Duration = Duration::from_secs(120);
 
 /// How long a graceful stop (SIGTERM) may take.
 pub const STOP_BOUND: Duration = Duration::from_secs(90);
+
+/// How long a stopped load waits for the answers in flight.
+pub const LOAD_GRACE: Duration = Duration::from_secs(3);
 
 /// Raft timing of the test clusters (as in the example).
 pub const HEARTBEAT_MS: u64 = 100;
@@ -206,8 +210,10 @@ impl Cluster {
 
     /// [`Cluster::new`] and every member started.
     pub fn start(n: usize, devices: usize) -> Cluster {
+        let t = Instant::now();
         let mut c = Cluster::new(n, devices);
         c.start_all();
+        eprintln!("{n} members started in {:.1?}", t.elapsed());
         c
     }
 
@@ -508,13 +514,16 @@ impl Cluster {
         Load { log, stop, tasks }
     }
 
-    /// Stops the load (each sensor finishes the readings it has in
-    /// flight, within [`BOUND`]) and returns everything it recorded.
+    /// Stops the load and returns everything it recorded: each sensor
+    /// finishes the readings it has in flight if they are answered within
+    /// [`LOAD_GRACE`], else it is dropped with them unanswered (a reading
+    /// in limbo — forwarded to a leader that lost it — is answered busy
+    /// only after 30 s).
     pub fn stop_load(&self, mut load: Load) -> Vec<Sent> {
         load.stop.store(true, Ordering::Release);
         let t = Instant::now();
         for h in std::mem::take(&mut load.tasks) {
-            let left = BOUND.saturating_sub(t.elapsed());
+            let left = LOAD_GRACE.saturating_sub(t.elapsed());
             let _ = self.rt.block_on(async {
                 let abort = h.abort_handle();
                 if tokio::time::timeout(left, h).await.is_err() {
@@ -523,15 +532,16 @@ impl Cluster {
             });
         }
         eprintln!("load: {}", load.summary());
-        let sent = load.log.take();
-        sent
+        load.log.take()
     }
 
     /// Stops every member gracefully (a member that does not stop cleanly
     /// fails the test, after the check) and runs the safety check over
     /// their stored chains with `acked` (every reading acknowledged).
     pub fn stop_and_check(&mut self, sent: &[Sent]) -> Report {
+        let t = Instant::now();
         let clean = self.stop_all();
+        eprintln!("stopped in {:.1?}", t.elapsed());
         let report = check_safety(self, sent);
         assert!(clean, "a member did not stop cleanly on SIGTERM");
         report
@@ -554,7 +564,8 @@ impl Drop for Cluster {
                 let _ = c.wait();
             }
         }
-        if std::thread::panicking() {
+        let keep = std::env::var_os("SENSORCHAIN_TEST_KEEP").is_some();
+        if std::thread::panicking() || keep {
             for m in &self.members {
                 let text = std::fs::read_to_string(&m.log).unwrap_or_default();
                 let lines: Vec<&str> = text.lines().collect();

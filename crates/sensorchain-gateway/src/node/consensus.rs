@@ -657,8 +657,19 @@ pub(super) fn follow(
             }
             Next::Outcome(Outcome::Final { height, hash }) => {
                 collector.on_final(height);
-                inner.metrics.finalized_height.set(height as i64);
-                inner.finalized.store(height, Ordering::Release);
+                // Only ever up: a late certificate for a height below the
+                // last final one (a block already final through a later
+                // certificate, voted for again by a member catching up)
+                // does not lower it.
+                let raised = inner
+                    .finalized
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |f| {
+                        (f == u64::MAX || height > f).then_some(height)
+                    })
+                    .is_ok();
+                if raised {
+                    inner.metrics.finalized_height.set(height as i64);
+                }
                 tracing::debug!(height, %hash, "block final");
                 let _ = inner.events.send(NodeEvent::Final { height, hash });
                 // Earlier heights left without a certificate (blocks from
