@@ -171,10 +171,16 @@ fn two_of_five_down_progress_third_down_nothing_acknowledged() {
         "3 of 5 down for {:.1?}: {sent_meanwhile} readings answered meanwhile, none acknowledged",
         t3.elapsed()
     );
+    let term = c.status(nl).map_or(0, |s| s.term);
     c.start_all();
     let back = Instant::now();
-    c.wait_leader(&c.all(), None, 0);
+    let l = c.wait_leader(&c.all(), None, 0);
     load.wait_acked_since(back, None, 20);
+    eprintln!(
+        "the three restarted: member {} leads in term {} (term {term} before)",
+        l + 1,
+        c.status(l).map_or(0, |s| s.term)
+    );
     done(&mut c, load, "two of five, then three", t0);
 }
 
