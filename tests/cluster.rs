@@ -70,6 +70,27 @@ fn positions(c: &Cluster, ms: &[usize]) -> Vec<(usize, Option<u64>, Option<u64>)
         .collect()
 }
 
+/// A started cluster of `n` members (two sensors each, sending `window`
+/// readings at a time) that has acknowledged its first readings: the
+/// cluster, its load, the leader and its term.
+fn begin(n: usize, window: usize) -> (Cluster, fixture::Load, usize, u64) {
+    let t = Instant::now();
+    let c = Cluster::start(n, 2 * n);
+    c.wait_leader(&c.all(), None, 0);
+    let led = t.elapsed();
+    let load = c.load(2, window);
+    load.wait_acked_since(t, None, 20);
+    // the leader may have changed meanwhile
+    let l = c.wait_leader(&c.all(), None, 0);
+    let term = c.status(l).map_or(0, |s| s.term);
+    eprintln!(
+        "{n} members: member {} leads after {led:.1?}, first readings acknowledged after {:.1?}",
+        l + 1,
+        t.elapsed()
+    );
+    (c, load, l, term)
+}
+
 /// Stops the load, waits until the members agree, stops them and runs the
 /// safety check.
 fn done(c: &mut Cluster, load: fixture::Load, what: &str, t0: Instant) {
@@ -89,16 +110,13 @@ fn done(c: &mut Cluster, load: fixture::Load, what: &str, t0: Instant) {
 
 /// The leader is SIGKILLed under load and restarted, again and again:
 /// each time another member leads, readings go on being acknowledged, and
-/// the restarted member catches up.
+/// the restarted member catches up (before the next round).
 #[test]
 fn leader_killed_repeatedly_under_load() {
     let _g = serial();
     let t0 = Instant::now();
     let rounds = if soak() { 10 } else { 3 };
-    let mut c = Cluster::start(members(), 2 * members());
-    c.wait_leader(&c.all(), None, 0);
-    let load = c.load(2, 4);
-    load.wait_acked_since(t0, None, 20);
+    let (mut c, load, _, _) = begin(members(), 4);
     for round in 0..rounds {
         let l = c.wait_leader(&c.all(), None, 0);
         let term = c.status(l).map_or(0, |s| s.term);
@@ -108,11 +126,15 @@ fn leader_killed_repeatedly_under_load() {
         let nl = c.wait_leader(&rest, Some(l), term);
         let elected = killed.elapsed();
         load.wait_acked_since(killed, None, 10);
+        let progress = killed.elapsed();
         c.start_member(l);
+        c.wait_caught_up(l);
         eprintln!(
-            "round {round}: member {} killed, member {} leads after {elected:.1?}, progress after {:.1?}; {}",
+            "round {round}: member {} killed, member {} leads after {elected:.1?}, progress after {progress:.1?}, \
+             member {} restarted and caught up after {:.1?}; {}",
             l + 1,
             nl + 1,
+            l + 1,
             killed.elapsed(),
             load.summary()
         );
@@ -128,12 +150,8 @@ fn leader_killed_repeatedly_under_load() {
 fn two_of_five_down_progress_third_down_nothing_acknowledged() {
     let _g = serial();
     let t0 = Instant::now();
-    let mut c = Cluster::start(5, 10);
-    let l = c.wait_leader(&c.all(), None, 0);
-    let load = c.load(2, 2);
-    load.wait_acked_since(t0, None, 20);
+    let (mut c, load, l, term) = begin(5, 2);
     // the leader and a follower
-    let term = c.status(l).map_or(0, |s| s.term);
     let first = [l, (l + 1) % 5];
     c.kill_many(&first);
     let t2 = Instant::now();
@@ -193,11 +211,7 @@ fn partition_minority_with_old_leader() {
     let _g = serial();
     let t0 = Instant::now();
     let n = members();
-    let mut c = Cluster::start(n, 2 * n);
-    let l = c.wait_leader(&c.all(), None, 0);
-    let term = c.status(l).map_or(0, |s| s.term);
-    let load = c.load(2, 2);
-    load.wait_acked_since(t0, None, 20);
+    let (mut c, load, l, term) = begin(n, 2);
     let minority: Vec<usize> = (0..(n - 1) / 2).map(|k| (l + k) % n).collect();
     let majority = others(&c, &minority);
     c.proxy.isolate(&minority);
@@ -238,12 +252,7 @@ fn partition_minority_with_old_leader() {
 fn one_way_loss_from_the_leader() {
     let _g = serial();
     let t0 = Instant::now();
-    let n = members();
-    let mut c = Cluster::start(n, 2 * n);
-    let l = c.wait_leader(&c.all(), None, 0);
-    let term = c.status(l).map_or(0, |s| s.term);
-    let load = c.load(2, 2);
-    load.wait_acked_since(t0, None, 20);
+    let (mut c, load, l, term) = begin(members(), 2);
     let rest = others(&c, &[l]);
     for &m in &rest {
         c.proxy.block(l, m);
@@ -271,12 +280,8 @@ fn one_way_loss_from_the_leader() {
 fn flapping_links() {
     let _g = serial();
     let t0 = Instant::now();
-    let n = members();
     let cycles = if soak() { 40 } else { 8 };
-    let mut c = Cluster::start(n, 2 * n);
-    c.wait_leader(&c.all(), None, 0);
-    let load = c.load(2, 2);
-    load.wait_acked_since(t0, None, 20);
+    let (mut c, load, _, _) = begin(members(), 2);
     let mut rng = Lcg::new();
     let mut target = 0;
     for _ in 0..cycles {
@@ -303,12 +308,7 @@ fn flapping_links() {
 fn leader_frozen_past_election_timeout() {
     let _g = serial();
     let t0 = Instant::now();
-    let n = members();
-    let mut c = Cluster::start(n, 2 * n);
-    let l = c.wait_leader(&c.all(), None, 0);
-    let term = c.status(l).map_or(0, |s| s.term);
-    let load = c.load(2, 2);
-    load.wait_acked_since(t0, None, 20);
+    let (mut c, load, l, term) = begin(members(), 2);
     c.pause(l);
     let frozen = Instant::now();
     let rest = others(&c, &[l]);
@@ -351,9 +351,7 @@ fn wiped_follower_catches_up() {
     let _g = serial();
     let t0 = Instant::now();
     let n = members();
-    let mut c = Cluster::start(n, 2 * n);
-    let l = c.wait_leader(&c.all(), None, 0);
-    let load = c.load(2, 4);
+    let (mut c, load, l, _) = begin(n, 4);
     load.wait_acked_since(t0, None, if soak() { 2000 } else { 200 });
     let f = (l + 1) % n;
     c.kill(f);
@@ -399,19 +397,18 @@ fn wiped_follower_catches_up() {
 fn all_killed_at_once_mid_load() {
     let _g = serial();
     let t0 = Instant::now();
-    let n = members();
     let rounds = if soak() { 8 } else { 2 };
-    let mut c = Cluster::start(n, 2 * n);
-    c.wait_leader(&c.all(), None, 0);
-    let load = c.load(2, 4);
+    let (mut c, load, _, _) = begin(members(), 4);
     for round in 0..rounds {
         load.wait_acked_since(Instant::now(), None, 30);
         c.kill_many(&c.all());
         c.start_all();
         let back = Instant::now();
         let l = c.wait_leader(&c.all(), None, 0);
+        let led = back.elapsed();
+        load.wait_acked_since(back, None, 10);
         eprintln!(
-            "round {round}: all killed and restarted, member {} leads after {:.1?}; {}",
+            "round {round}: all killed and restarted, member {} leads after {led:.1?}, progress after {:.1?}; {}",
             l + 1,
             back.elapsed(),
             load.summary()

@@ -452,6 +452,32 @@ impl Cluster {
         }
     }
 
+    /// Waits until member `m` knows a leader and has applied what the
+    /// other running members had applied when this was called.
+    pub fn wait_caught_up(&self, m: usize) {
+        let others: Vec<usize> = self.running().into_iter().filter(|&o| o != m).collect();
+        let target = self
+            .statuses(&others)
+            .iter()
+            .filter_map(|(_, s)| s.applied_index)
+            .max();
+        let t = Instant::now();
+        loop {
+            let s = self.status(m);
+            if s.as_ref()
+                .is_some_and(|s| s.leader.is_some() && s.applied_index >= target)
+            {
+                return;
+            }
+            assert!(
+                t.elapsed() < BOUND,
+                "member {} did not catch up to {target:?} within {BOUND:?}: {s:#?}",
+                m + 1
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Waits until every running member agrees: one leader, one term, the
     /// same Raft log and applied positions, the same chain height, every
     /// block final. Returns the height.
