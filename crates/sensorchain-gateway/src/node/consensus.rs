@@ -260,7 +260,15 @@ pub(super) fn start(
     });
     let net = (settings.listen.is_some() || !settings.is_single()).then(|| {
         let chain = *state.borrow().chain_id();
-        let net = PeerNetwork::new(id, PeerConfig::new(Arc::new(key.clone()), chain));
+        let mut cfg = PeerConfig::new(Arc::new(key.clone()), chain);
+        // A member back from a restart must hear the leader before its
+        // own election timeout: the leader's link to it, backing off since
+        // it went down, dials again within half the shortest timeout.
+        cfg.backoff_max = cfg
+            .backoff_max
+            .min(Duration::from_millis(settings.election_ms.0 / 2))
+            .max(cfg.backoff_min);
+        let net = PeerNetwork::new(id, cfg);
         net.set_nodes(members.clone());
         net
     });
