@@ -56,18 +56,23 @@
 //!   stored chains compared), for `sensorchain demo`, `sensorchain bench
 //!   cluster` and tests.
 //!
+//! - [`settings`] ([`ClusterSettings`], from `[cluster]`), [`verified`]
+//!   (the signatures a gateway's ingest verified, skipped by its apply).
+//!
+//! Every running gateway uses this module: `node::consensus` starts its
+//! Raft over these parts (a single gateway is a cluster of one), serves
+//! the peer links to the node (forwards into the leader's intake, votes
+//! into its collector, admission by the node's state and membership) and
+//! follows the membership on the chain (docs/CLUSTER.md).
+//!
 //! # What does not exist yet
 //!
-//! - The wiring of the network into the gateway (a `PeerHandler` over the
-//!   node: forwards into the leader's intake, votes into its collector),
-//!   the membership's bootstrap and changes, the `[cluster]`
-//!   configuration, catch-up by snapshot with block back-fill, and the
-//!   wiring into
-//!   [`app::start`](crate::app::start): nothing in a running gateway uses
-//!   this module yet (docs/CLUSTER.md has the design).
+//! - Catch-up by snapshot with block back-fill (a member further behind
+//!   than the log kept below the last snapshot cannot catch up yet), and a
+//!   gateway refusing to come back as a voter after its data was wiped.
 //! - Operations of the log file: a page check of `raft.redb` when a gateway
 //!   starts (as `Store::open_checked` does for the chain), metrics (log
-//!   length, flush latency), a snapshot policy that keeps it short.
+//!   length, flush latency).
 
 pub mod finality;
 pub mod local;
