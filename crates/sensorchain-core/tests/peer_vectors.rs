@@ -332,6 +332,7 @@ fn peer_vectors() {
                 vote,
             },
         ),
+        ("Blocks", Request::Blocks { from: 300, max: 64 }),
     ];
     let requests: Vec<Value> = requests
         .into_iter()
@@ -383,6 +384,20 @@ fn peer_vectors() {
             Answer::FinalityVote(VoteAnswer::NotLeader { leader: Some(2) }),
         ),
         ("Malformed", Answer::Malformed),
+        (
+            "Blocks",
+            Answer::Blocks(vec![
+                StoredBlock {
+                    block: b"block 300",
+                    cert: Some(b"cert"),
+                },
+                StoredBlock {
+                    block: b"block 301",
+                    cert: None,
+                },
+            ]),
+        ),
+        ("Blocks none", Answer::Blocks(vec![])),
     ];
     let answers: Vec<Value> = answers
         .into_iter()

@@ -53,6 +53,15 @@ pub enum Request<'a> {
         /// The vote (validator key id and signature).
         vote: FinalityVote,
     },
+    /// Stored blocks from height `from` on, at most `max` of them, with
+    /// their finality certificates: what a member catching up by snapshot
+    /// asks for the chain below the snapshot's head (the back-fill).
+    Blocks {
+        /// The first height asked for.
+        from: u64,
+        /// At most this many blocks.
+        max: u32,
+    },
 }
 
 /// An answer: the id of the request it answers and the result.
@@ -66,8 +75,9 @@ pub struct PeerAnswer<'a> {
 }
 
 /// The result of a request (variant indices in declaration order; each
-/// request kind is answered by the variant of the same index, or by
-/// [`Answer::Malformed`]).
+/// request kind is answered by its own variant — the variant of the same
+/// index for the first five, [`Answer::Blocks`] (index 6) for
+/// [`Request::Blocks`] (index 5) — or by [`Answer::Malformed`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Answer<'a> {
     /// openraft's `Result<AppendEntriesResponse, RaftError>`, postcard.
@@ -84,6 +94,21 @@ pub enum Answer<'a> {
     /// The request's body could not be read (not the encoding of its
     /// kind): nothing was done.
     Malformed,
+    /// Consecutive stored blocks from the height asked for, in height
+    /// order (fewer than asked at the answering member's head or when the
+    /// answer would grow too large; none when it has no block there).
+    Blocks(Vec<StoredBlock<'a>>),
+}
+
+/// A stored block as a peer serves it: its exact bytes and, if the member
+/// stores one, its finality certificate's bytes. The receiver decodes and
+/// validates both as it would any block and certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredBlock<'a> {
+    /// The block's exact encoded bytes.
+    pub block: &'a [u8],
+    /// Its finality certificate's encoded bytes, if stored.
+    pub cert: Option<&'a [u8]>,
 }
 
 /// What the leader did with a forwarded transaction.
@@ -162,6 +187,8 @@ pub enum Kind {
     Forward,
     /// [`Request::FinalityVote`], [`Answer::FinalityVote`].
     FinalityVote,
+    /// [`Request::Blocks`], [`Answer::Blocks`].
+    Blocks,
 }
 
 impl Request<'_> {
@@ -173,6 +200,7 @@ impl Request<'_> {
             Request::InstallSnapshot(_) => Kind::InstallSnapshot,
             Request::Forward(_) => Kind::Forward,
             Request::FinalityVote { .. } => Kind::FinalityVote,
+            Request::Blocks { .. } => Kind::Blocks,
         }
     }
 }
@@ -187,6 +215,7 @@ impl Answer<'_> {
             Answer::InstallSnapshot(_) => Kind::InstallSnapshot,
             Answer::Forward(_) => Kind::Forward,
             Answer::FinalityVote(_) => Kind::FinalityVote,
+            Answer::Blocks(_) => Kind::Blocks,
             Answer::Malformed => return None,
         })
     }

@@ -58,6 +58,9 @@
 //!
 //! - [`settings`] ([`ClusterSettings`], from `[cluster]`), [`verified`]
 //!   (the signatures a gateway's ingest verified, skipped by its apply).
+//! - [`backfill`]: catch-up by snapshot — the blocks below a snapshot's
+//!   head fetched from the peers, each validated, each certificate checked,
+//!   before the snapshot is adopted; and what a member serves of its chain.
 //!
 //! Every running gateway uses this module: `node::consensus` starts its
 //! Raft over these parts (a single gateway is a cluster of one), serves
@@ -67,13 +70,13 @@
 //!
 //! # What does not exist yet
 //!
-//! - Catch-up by snapshot with block back-fill (a member further behind
-//!   than the log kept below the last snapshot cannot catch up yet), and a
-//!   gateway refusing to come back as a voter after its data was wiped.
+//! - A gateway refusing to come back as a voter after its data was wiped
+//!   (catching up by snapshot is built: [`backfill`]).
 //! - Operations of the log file: a page check of `raft.redb` when a gateway
 //!   starts (as `Store::open_checked` does for the chain), metrics (log
 //!   length, flush latency).
 
+pub mod backfill;
 pub mod finality;
 pub mod local;
 pub mod log_store;

@@ -79,7 +79,7 @@ use sensorchain_core::handshake::Denial;
 use sensorchain_core::hash::Hash32;
 use sensorchain_core::identity::{KeyId, PublicKey, VerifyingKey};
 use sensorchain_core::peer::{
-    Answer, ForwardAnswer, Kind, PEER_MAX_MESSAGE, PeerRequest, Request, VoteAnswer,
+    Answer, ForwardAnswer, Kind, PEER_MAX_MESSAGE, PeerRequest, Request, StoredBlock, VoteAnswer,
 };
 use sensorchain_core::permissions::Permissions;
 use sensorchain_core::state::WorldState;
@@ -119,6 +119,11 @@ pub trait PeerHandler: Send + Sync + 'static {
         vote: FinalityVote,
     ) -> BoxFuture<'static, VoteAnswer>;
 
+    /// Stored blocks from height `from` on, at most `max`, each with its
+    /// certificate if stored ([`Request::Blocks`], the back-fill of a
+    /// member catching up by snapshot). Read the store off the runtime.
+    fn blocks(&self, from: u64, max: u32) -> BoxFuture<'static, Vec<ServedBlock>>;
+
     /// The registered key of `id` if it may hold a peer session now:
     /// `VALIDATE` and `CONNECT` in the current world state
     /// ([`admit_validator`]), and a member of the Raft membership if the
@@ -127,6 +132,23 @@ pub trait PeerHandler: Send + Sync + 'static {
     /// loses its session.
     fn admit(&self, id: &KeyId) -> Result<VerifyingKey, Denial>;
 }
+
+/// A stored block as served to a peer or received from one: its exact
+/// bytes and its certificate's bytes, if stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServedBlock {
+    /// The block's exact encoded bytes.
+    pub block: Vec<u8>,
+    /// Its finality certificate's encoded bytes.
+    pub cert: Option<Vec<u8>>,
+}
+
+/// The most blocks asked for in one [`Request::Blocks`].
+pub const BLOCKS_PER_REQUEST: u32 = 256;
+
+/// The answer to a [`Request::Blocks`] stops growing past this many bytes
+/// (one block of any size is always served).
+pub const BLOCKS_ANSWER_BYTES: usize = 8 << 20;
 
 /// The rule of a peer session: `id` names a registered key that holds
 /// `VALIDATE` and `CONNECT` in `state`.
@@ -328,6 +350,32 @@ impl PeerNetwork {
             Answer::FinalityVote(a) => Ok(a),
             _ => Err(PeerError::Protocol(format!(
                 "node {to} could not read the vote"
+            ))),
+        }
+    }
+
+    /// Stored blocks from height `from` on (at most `max`) from member
+    /// `to`, with their certificates: received as bytes, for the caller to
+    /// decode and validate.
+    pub async fn fetch_blocks(
+        &self,
+        to: NodeId,
+        from: u64,
+        max: u32,
+    ) -> Result<Vec<ServedBlock>, PeerError> {
+        let link = self.link_to(to)?;
+        let body = Request::Blocks { from, max };
+        let answered = link.request(body, self.inner.cfg.request_timeout).await?;
+        match answered.body() {
+            Answer::Blocks(blocks) => Ok(blocks
+                .into_iter()
+                .map(|b| ServedBlock {
+                    block: b.block.to_vec(),
+                    cert: b.cert.map(<[u8]>::to_vec),
+                })
+                .collect()),
+            _ => Err(PeerError::Protocol(format!(
+                "node {to} did not serve blocks"
             ))),
         }
     }
@@ -572,6 +620,10 @@ enum Incoming {
         hash: Hash32,
         vote: FinalityVote,
     },
+    Blocks {
+        from: u64,
+        max: u32,
+    },
     Malformed,
 }
 
@@ -587,6 +639,7 @@ fn decode_request(bytes: &[u8]) -> Incoming {
         Request::FinalityVote { height, hash, vote } => {
             Some(Incoming::FinalityVote { height, hash, vote })
         }
+        Request::Blocks { from, max } => Some(Incoming::Blocks { from, max }),
     };
     decoded.unwrap_or(Incoming::Malformed)
 }
@@ -625,10 +678,37 @@ impl PeerService for Dispatch {
                 Incoming::FinalityVote { height, hash, vote } => codec::encode_to_vec(
                     &Answer::FinalityVote(h.vote(from, height, hash, vote).await),
                 ),
+                Incoming::Blocks { from, max } => {
+                    let blocks = h.blocks(from, max.min(BLOCKS_PER_REQUEST)).await;
+                    blocks_answer(&blocks)
+                }
                 Incoming::Malformed => codec::encode_to_vec(&Answer::Malformed),
             }
         })
     }
+}
+
+/// The encoded [`Answer::Blocks`] of `blocks`, cut after the block that
+/// takes it past [`BLOCKS_ANSWER_BYTES`] (and always below the peer
+/// message bound).
+fn blocks_answer(blocks: &[ServedBlock]) -> Vec<u8> {
+    let mut size = 0usize;
+    let mut served = Vec::new();
+    for b in blocks {
+        let len = b.block.len() + b.cert.as_ref().map_or(0, Vec::len) + 16;
+        if !served.is_empty() && size + len > BLOCKS_ANSWER_BYTES {
+            break;
+        }
+        if size + len > PEER_MAX_MESSAGE - 64 {
+            break;
+        }
+        size += len;
+        served.push(StoredBlock {
+            block: &b.block,
+            cert: b.cert.as_deref(),
+        });
+    }
+    codec::encode_to_vec(&Answer::Blocks(served))
 }
 
 /// The encoded answer of kind `kind` carrying openraft's result `r`

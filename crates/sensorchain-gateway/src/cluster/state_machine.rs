@@ -35,11 +35,16 @@
 //! fails, to name the first error.
 //!
 //! **Snapshots.** A snapshot is the world state after the head block, with
-//! the head's height and hash. Installing one on a member whose chain is at
-//! that head adopts it; a member *behind* it needs the blocks below the head
-//! from its peers (the back-fill of docs/CLUSTER.md, "Catch-up"), which is
-//! not built yet: such an install fails with a storage error saying so. A
-//! cluster that never purges its log (the default here) never needs one.
+//! the head's height and hash and how many certificates the member that
+//! built it had stored. Installing one on a member whose chain is at that
+//! head adopts it. A member *behind* it first back-fills the blocks below
+//! the head from its peers ([`super::backfill`]): each block validated with
+//! the core rule from its own state, each certificate checked against the
+//! validator set of its height, stored; the snapshot is adopted only when
+//! the state so reached equals the snapshot's state and at least as many
+//! certificates are stored. A member *ahead* of it (a chain that does not
+//! have the snapshot's head) refuses it: that is a storage error, which
+//! stops this member's Raft, never a silent rewrite of a stored chain.
 
 // openraft's `StorageError` is the error type of the traits implemented
 // here (over 200 bytes); boxing it would only move the size elsewhere.
@@ -63,6 +68,8 @@ use sensorchain_core::tx::{Transaction, TxKind};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
+use super::backfill::{BACKFILL_PAUSE, BACKFILL_TRIES, BackfillError, BlockSource};
+use super::network::{BLOCKS_PER_REQUEST, ServedBlock};
 use super::types::{ClusterRequest, ClusterResponse, Entry, GatewayNode, LogId, NodeId};
 use super::types::{StorageError, TypeConfig};
 use super::verified::Verified;
@@ -122,6 +129,8 @@ struct SnapshotBody {
     head_height: u64,
     head_hash: Hash32,
     state: Vec<u8>,
+    /// How many certificates the member that built it had stored.
+    certified: u64,
 }
 
 /// Settings of the state machine.
@@ -160,6 +169,10 @@ struct Core {
     since_durable: u64,
     /// The last snapshot built or installed.
     current: Option<(SnapshotMeta<NodeId, GatewayNode>, Vec<u8>)>,
+    /// Where the blocks below an installed snapshot's head come from
+    /// (weak: the source holds the network, which may hold this state
+    /// machine; its owner keeps it).
+    source: Option<std::sync::Weak<dyn BlockSource>>,
 }
 
 /// The ledger as openraft's state machine (see the module docs).
@@ -241,6 +254,7 @@ impl LedgerStateMachine {
                 since_snapshot: 0,
                 since_durable: 0,
                 current: None,
+                source: None,
             })),
         })
     }
@@ -253,6 +267,19 @@ impl LedgerStateMachine {
     /// A receiver of the state after each accepted block.
     pub fn watch_state(&self) -> watch::Receiver<Arc<WorldState>> {
         self.state.clone()
+    }
+
+    /// Sets where the blocks below a snapshot's head come from when this
+    /// member installs a snapshot ahead of its chain (the peers; without a
+    /// source such an install fails). Held weakly: the caller keeps
+    /// `source` for as long as the state machine is to use it.
+    pub fn set_block_source(&self, source: &Arc<dyn BlockSource>) {
+        self.lock().source = Some(Arc::downgrade(source));
+    }
+
+    /// The chain store it applies to.
+    pub fn store(&self) -> Arc<Store> {
+        self.lock().store.clone()
     }
 
     /// The last applied log id.
@@ -561,6 +588,7 @@ impl Core {
             head_height: self.state.next_height().saturating_sub(1),
             head_hash: self.state.last_hash(),
             state: self.state.snapshot(),
+            certified: self.store.cert_count()?,
         };
         let data = postcard::to_allocvec(&body)
             .map_err(|e| StoreError::Invalid(format!("cannot encode the snapshot: {e}")))?;
@@ -589,13 +617,17 @@ impl Core {
     ) -> Result<(), StoreError> {
         let body: SnapshotBody = postcard::from_bytes(&data)
             .map_err(|e| StoreError::Invalid(format!("the snapshot does not decode: {e}")))?;
-        let head = self.store.head()?;
-        if head.map(|h| (h.height, h.hash)) != Some((body.head_height, body.head_hash)) {
+        let head = self.store.head()?.map(|h| (h.height, h.hash));
+        let at = |h: Option<(u64, Hash32)>| h.map_or_else(|| "nothing".into(), |h| h.0.to_string());
+        if head.is_none_or(|(h, _)| h < body.head_height) {
+            self.backfill(meta, &body)?;
+        }
+        let head = self.store.head()?.map(|h| (h.height, h.hash));
+        if head != Some((body.head_height, body.head_hash)) {
             return Err(StoreError::Invalid(format!(
-                "the snapshot is at block {} and this chain at {}: catching up by snapshot needs the blocks below it from the peers (the back-fill of docs/CLUSTER.md, not built yet)",
+                "the snapshot is at block {} and this chain at {}, on another block: this member's chain is not the cluster's",
                 body.head_height,
-                head.map(|h| h.height.to_string())
-                    .unwrap_or_else(|| "nothing".into()),
+                at(head),
             )));
         }
         let state = WorldState::from_snapshot(&body.state)
@@ -605,12 +637,227 @@ impl Core {
                 "the snapshot's state differs from the state of the same chain here".into(),
             ));
         }
+        let certified = self.store.cert_count()?;
+        if certified < body.certified {
+            return Err(StoreError::Invalid(format!(
+                "{certified} certificates stored here, the snapshot's member had {}",
+                body.certified
+            )));
+        }
         self.mark = Mark {
             log_id: meta.last_log_id,
             membership: meta.last_membership.clone(),
         };
         self.flush()?;
         self.current = Some((meta.clone(), data));
+        Ok(())
+    }
+
+    /// Fetches, validates and stores the blocks from this member's head to
+    /// the snapshot's head (module docs), then the certificates still
+    /// missing, until as many are stored as the snapshot's member had.
+    fn backfill(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, GatewayNode>,
+        body: &SnapshotBody,
+    ) -> Result<(), StoreError> {
+        let Some(source) = self.source.as_ref().and_then(std::sync::Weak::upgrade) else {
+            return Err(StoreError::Invalid(format!(
+                "the snapshot is at block {} and this chain behind it, with no peers to fetch the blocks between from",
+                body.head_height
+            )));
+        };
+        let members: Vec<(NodeId, GatewayNode)> = meta
+            .last_membership
+            .nodes()
+            .map(|(id, n)| (*id, n.clone()))
+            .collect();
+        let start = self.state.next_height();
+        tracing::info!(
+            from = start,
+            to = body.head_height,
+            "catching up by snapshot: fetching the blocks below its head from the peers"
+        );
+        let mut uncertified = Vec::new();
+        let mut attempt = 0u32;
+        while self.state.next_height() <= body.head_height {
+            let from = self.state.next_height();
+            let max = (body.head_height - from + 1).min(u64::from(BLOCKS_PER_REQUEST)) as u32;
+            let problem = match source.fetch(from, max, &members, attempt) {
+                Ok(blocks) if blocks.is_empty() => format!("no block {from} served"),
+                Ok(blocks) => match self.take_blocks(blocks, body.head_height, &mut uncertified) {
+                    Ok(()) => {
+                        attempt = 0;
+                        continue;
+                    }
+                    Err(BackfillError::Store(e)) => return Err(e),
+                    Err(BackfillError::Peer(why)) => why,
+                },
+                Err(why) => why,
+            };
+            attempt += 1;
+            if attempt >= BACKFILL_TRIES {
+                return Err(StoreError::Invalid(format!(
+                    "catching up by snapshot: block {from} not obtained from the peers after {attempt} tries (last: {problem})"
+                )));
+            }
+            tracing::warn!(from, attempt, "back-fill: {problem}");
+            std::thread::sleep(BACKFILL_PAUSE);
+        }
+        // Certificates applied by the snapshot's member that the peers
+        // asked first had not (they were behind it): ask again, height by
+        // height, from the others.
+        let mut tries = 0u32;
+        while self.store.cert_count()? < body.certified && !uncertified.is_empty() {
+            let h = uncertified[0];
+            match source.fetch(h, 1, &members, tries) {
+                Ok(b) if b.len() == 1 && b[0].cert.is_some() => {
+                    match self.take_cert(h, b[0].cert.as_deref().unwrap_or_default()) {
+                        Ok(()) => {
+                            uncertified.remove(0);
+                            tries = 0;
+                            continue;
+                        }
+                        Err(BackfillError::Store(e)) => return Err(e),
+                        Err(BackfillError::Peer(_)) => {}
+                    }
+                }
+                _ => {}
+            }
+            tries += 1;
+            if tries as usize > members.len() {
+                // Nobody has it: the block is not certified anywhere yet.
+                uncertified.remove(0);
+                tries = 0;
+            }
+        }
+        tracing::info!(
+            blocks = self.state.next_height() - start,
+            "caught up to the snapshot's head"
+        );
+        Ok(())
+    }
+
+    /// Validates and stores the served blocks in order, up to `last`.
+    fn take_blocks(
+        &mut self,
+        blocks: Vec<ServedBlock>,
+        last: u64,
+        uncertified: &mut Vec<u64>,
+    ) -> Result<(), BackfillError> {
+        for served in blocks {
+            let h = self.state.next_height();
+            if h > last {
+                break;
+            }
+            self.take_block(&served.block)?;
+            match served.cert {
+                Some(c) => self.take_cert(h, &c)?,
+                None => uncertified.push(h),
+            }
+        }
+        Ok(())
+    }
+
+    /// One back-filled block: strictly decoded, validated from this
+    /// member's state with every signature checked, stored (not durably:
+    /// the install's last write is), never voted on.
+    fn take_block(&mut self, bytes: &[u8]) -> Result<(), BackfillError> {
+        let want = self.state.next_height();
+        let block = Block::decode(bytes)
+            .map_err(|e| BackfillError::Peer(format!("block {want} does not decode: {e}")))?;
+        if block.header.height != want {
+            return Err(BackfillError::Peer(format!(
+                "block {} served for height {want}",
+                block.header.height
+            )));
+        }
+        let encoded = block.encoded_txs();
+        let known = vec![false; encoded.len()];
+        let sigs = if signatures_verified(self.state.chain_id(), &block, &encoded, &known) {
+            SigCheck::AlreadyVerified
+        } else {
+            SigCheck::Verify
+        };
+        let mut next = (*self.state).clone();
+        next.apply_block_encoded(&block, &encoded, None, sigs)
+            .map_err(|e| BackfillError::Peer(format!("block {want} is invalid: {e}")))?;
+        let before = validator_keys(&self.state);
+        let after = validator_keys(&next);
+        self.since_snapshot += 1;
+        let snapshot = (self.since_snapshot >= self.cfg.snapshot_every).then(|| next.snapshot());
+        let mark = encode_mark(&self.mark)?;
+        self.store.commit_block_applied(
+            &block,
+            bytes,
+            &encoded,
+            snapshot.as_deref(),
+            Applied {
+                mark: &mark,
+                validators_next: (after != before).then_some(after.as_slice()),
+                own_vote: false,
+                durable: false,
+            },
+        )?;
+        if snapshot.is_some() {
+            self.since_snapshot = 0;
+        }
+        self.state = Arc::new(next);
+        self.published.send_replace(self.state.clone());
+        let mut readings = 0u64;
+        let mut changed = Vec::new();
+        for tx in &block.txs {
+            match &tx.body.kind {
+                TxKind::Reading { .. } => readings += 1,
+                TxKind::Grant { target, .. }
+                | TxKind::Revoke { target, .. }
+                | TxKind::SetRole { target, .. } => changed.push(*target),
+                _ => {}
+            }
+        }
+        self.emit(Outcome::Block {
+            height: want,
+            hash: block.header.hash(),
+            tx_ids: encoded
+                .iter()
+                .map(|t| Transaction::id_of_encoded(t))
+                .collect(),
+            vote: None,
+            changed,
+            readings,
+        });
+        Ok(())
+    }
+
+    /// A back-filled certificate of the stored block at `h`: checked
+    /// against the validator set of its height, stored.
+    fn take_cert(&mut self, h: u64, bytes: &[u8]) -> Result<(), BackfillError> {
+        let bad = |why: String| BackfillError::Peer(format!("certificate of block {h}: {why}"));
+        let cert: FinalityCert =
+            codec::decode_exact(bytes, CERT_MAX_LEN).map_err(|e| bad(e.to_string()))?;
+        if cert.height != h {
+            return Err(bad(format!("made for height {}", cert.height)));
+        }
+        let header = self
+            .store
+            .header(h)?
+            .ok_or_else(|| bad("no block there".into()))?;
+        let set = self
+            .store
+            .validator_set_at(h)?
+            .ok_or_else(|| bad("no validator set recorded".into()))?;
+        let keys: Vec<VerifyingKey> = set
+            .iter()
+            .filter_map(|k| VerifyingKey::from_public(k).ok())
+            .collect();
+        cert.verify(&header, &keys)
+            .map_err(|e| bad(e.to_string()))?;
+        self.store
+            .put_cert_applied(h, &cert, &encode_mark(&self.mark)?, false)?;
+        self.emit(Outcome::Final {
+            height: h,
+            hash: header.hash(),
+        });
         Ok(())
     }
 }

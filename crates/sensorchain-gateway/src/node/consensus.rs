@@ -43,7 +43,8 @@ use tokio::sync::{mpsc, watch};
 
 use super::replies::LedgerEvent;
 use super::{NodeEvent, Rejected, Shared};
-use crate::cluster::network::admit_member;
+use crate::cluster::backfill::{BlockSource, PeerBlockSource, serve_blocks};
+use crate::cluster::network::{ServedBlock, admit_member};
 use crate::cluster::state_machine::StateMachineConfig;
 use crate::cluster::{
     ClusterRequest, ClusterResponse, ClusterSettings, Collector, GatewayNode, LedgerStateMachine,
@@ -202,6 +203,8 @@ pub(super) struct Consensus {
     pub(super) verified: Arc<Verified>,
     /// The state after the last applied block.
     pub(super) state: watch::Receiver<Arc<WorldState>>,
+    /// Where the state machine back-fills from (it holds it weakly).
+    _block_source: Option<Arc<dyn BlockSource>>,
 }
 
 /// What [`start`] starts besides the [`Consensus`]: the runtime (owned by
@@ -272,6 +275,19 @@ pub(super) fn start(
         net.set_nodes(members.clone());
         net
     });
+    // A member catching up by snapshot fetches the blocks below its head
+    // from the peers (cluster::backfill), asking the leader first.
+    let raft_cell: Arc<std::sync::OnceLock<Raft<TypeConfig>>> = Arc::default();
+    let block_source = net.as_ref().map(|net| {
+        let cell = raft_cell.clone();
+        let source: Arc<dyn BlockSource> = Arc::new(PeerBlockSource::new(
+            net.clone(),
+            runtime.handle().clone(),
+            Arc::new(move || cell.get().and_then(|r| r.metrics().borrow().current_leader)),
+        ));
+        sm.set_block_source(&source);
+        source
+    });
     let network = net.clone();
     let join = settings.join;
     let raft = run_on(&runtime, async move {
@@ -293,6 +309,7 @@ pub(super) fn start(
         anyhow::Ok((raft, committed.map(|c| c.index)))
     })??;
     let (raft, committed) = raft;
+    let _ = raft_cell.set(raft.clone());
     let (votes_tx, votes) = mpsc::channel(VOTES_QUEUED);
     Ok(Started {
         consensus: Consensus {
@@ -308,6 +325,7 @@ pub(super) fn start(
             stop_follower: Default::default(),
             verified,
             state,
+            _block_source: block_source,
         },
         runtime,
         outcomes,
@@ -1043,6 +1061,19 @@ pub(super) struct Peers {
 impl PeerHandler for Peers {
     fn raft(&self) -> Raft<TypeConfig> {
         self.raft.clone()
+    }
+
+    fn blocks(&self, from: u64, max: u32) -> BoxFuture<'static, Vec<ServedBlock>> {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let Some(inner) = inner.upgrade() else {
+                return Vec::new();
+            };
+            let store = inner.shared.store.clone();
+            tokio::task::spawn_blocking(move || serve_blocks(&store, from, max))
+                .await
+                .unwrap_or_default()
+        })
     }
 
     fn admit(&self, id: &KeyId) -> Result<VerifyingKey, Denial> {

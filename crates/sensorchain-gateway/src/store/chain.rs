@@ -297,6 +297,17 @@ impl Store {
         })
     }
 
+    /// How many finality certificates are stored.
+    pub fn cert_count(&self) -> Result<u64, StoreError> {
+        guard::guarded("certs", None, || {
+            let r = self.begin_read()?;
+            let Some(t) = open_ro(&r, CERTS)? else {
+                return Ok(0);
+            };
+            Ok(redb::ReadableTableMetadata::len(&t)?)
+        })
+    }
+
     /// The finality certificate stored for `height`.
     pub fn cert(&self, height: u64) -> Result<Option<FinalityCert>, StoreError> {
         guard::guarded("certs", Some(height), || {

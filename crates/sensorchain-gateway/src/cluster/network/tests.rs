@@ -26,8 +26,9 @@ use sensorchain_core::state::{SigCheck, WorldState};
 use sensorchain_core::tx::{GenesisConfig, Member, Params, Transaction, TxBody};
 use tokio::net::TcpListener;
 
-use super::{PeerHandler, PeerNetwork, admit_member};
+use super::{PeerHandler, PeerNetwork, ServedBlock, admit_member};
 use crate::cluster::LogStore;
+use crate::cluster::backfill::{BlockSource, PeerBlockSource};
 use crate::cluster::state_machine::{LedgerStateMachine, StateMachineConfig};
 use crate::cluster::types::{ClusterRequest, ClusterResponse, GatewayNode, NodeId, TypeConfig};
 use crate::net::peer::PeerConfig;
@@ -90,12 +91,20 @@ impl Net {
 }
 
 fn raft_config() -> Arc<Config> {
+    raft_config_with(SnapshotPolicy::Never)
+}
+
+fn raft_config_with(snapshot_policy: SnapshotPolicy) -> Arc<Config> {
     // Generous timeouts: a busy test machine must not make elections flap.
     let c = Config {
         heartbeat_interval: 200,
         election_timeout_min: 1_500,
         election_timeout_max: 3_000,
-        snapshot_policy: SnapshotPolicy::Never,
+        snapshot_policy,
+        // Snapshots purge the whole log below them: a member behind must
+        // catch up by snapshot.
+        max_in_snapshot_log_to_keep: 0,
+        purge_batch_size: 1,
         ..Default::default()
     };
     Arc::new(c.validate().unwrap())
@@ -151,6 +160,11 @@ impl PeerHandler for Handler {
         async move { answer }.boxed()
     }
 
+    fn blocks(&self, from: u64, max: u32) -> BoxFuture<'static, Vec<ServedBlock>> {
+        let blocks = crate::cluster::backfill::serve_blocks(&self.sm.store(), from, max);
+        async move { blocks }.boxed()
+    }
+
     fn admit(&self, id: &KeyId) -> Result<VerifyingKey, Denial> {
         let members: Vec<GatewayNode> = self
             .raft
@@ -172,11 +186,25 @@ struct Gw {
     raft: Raft<TypeConfig>,
     net: PeerNetwork,
     handler: Arc<Handler>,
+    /// Where its state machine back-fills from (held here, weakly there).
+    _source: Arc<dyn BlockSource>,
 }
 
 impl Gw {
     /// Opens member `id` from `dir`, listening on `listener`.
     async fn open(net_keys: &Net, id: NodeId, dir: tempfile::TempDir, listener: TcpListener) -> Gw {
+        Gw::open_with(net_keys, id, dir, listener, raft_config()).await
+    }
+
+    /// [`Gw::open`] with the Raft configuration `config`; the member
+    /// back-fills from its peers when it installs a snapshot.
+    async fn open_with(
+        net_keys: &Net,
+        id: NodeId,
+        dir: tempfile::TempDir,
+        listener: TcpListener,
+        config: Arc<Config>,
+    ) -> Gw {
         // After a shutdown, openraft's tasks drop the stores they own a
         // little later: wait for the files to be free (bounded).
         let t = std::time::Instant::now();
@@ -206,9 +234,18 @@ impl Gw {
         cfg.backoff_min = Duration::from_millis(50);
         cfg.backoff_max = Duration::from_millis(500);
         let net = PeerNetwork::new(id, cfg);
-        let raft = Raft::new(id, raft_config(), net.clone(), log, sm.clone())
+        let raft_cell: Arc<std::sync::OnceLock<Raft<TypeConfig>>> = Arc::default();
+        let cell = raft_cell.clone();
+        let source: Arc<dyn BlockSource> = Arc::new(PeerBlockSource::new(
+            net.clone(),
+            tokio::runtime::Handle::current(),
+            Arc::new(move || cell.get().and_then(|r| r.metrics().borrow().current_leader)),
+        ));
+        sm.set_block_source(&source);
+        let raft = Raft::new(id, config, net.clone(), log, sm.clone())
             .await
             .unwrap();
+        let _ = raft_cell.set(raft.clone());
         let handler = Arc::new(Handler {
             id,
             raft: raft.clone(),
@@ -224,6 +261,7 @@ impl Gw {
             raft,
             net,
             handler,
+            _source: source,
         }
     }
 
@@ -429,6 +467,110 @@ async fn three_members_over_tcp_elect_replicate_lose_one_and_catch_it_up() {
         assert_eq!(m.chain(), chain, "member {} stores the same chain", m.id);
         assert!(m.store.rejections(0, 10).unwrap().is_empty());
     }
+
+    for m in members {
+        m.stop().await;
+    }
+}
+
+/// A member that joins after the others purged their logs below a
+/// snapshot installs the snapshot, fetching every block below its head
+/// from the peers (validated, with their certificates), and then follows
+/// the log: the same chain and certificates as the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_joining_after_a_purge_catches_up_by_snapshot_and_backfill() {
+    let net = Net::new(4);
+    let config = raft_config_with(SnapshotPolicy::LogsSinceLast(4));
+    let mut listeners = Vec::new();
+    let mut nodes = BTreeMap::new();
+    for id in 1..=4u64 {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let node = GatewayNode {
+            addr: l.local_addr().unwrap().to_string(),
+            public_key: net.gateways[id as usize - 1].public().0,
+        };
+        nodes.insert(id, node);
+        listeners.push(l);
+    }
+    let mut members = Vec::new();
+    for (i, l) in listeners.into_iter().enumerate() {
+        let id = i as u64 + 1;
+        let dir = tempfile::tempdir().unwrap();
+        members.push(Gw::open_with(&net, id, dir, l, config.clone()).await);
+    }
+    let mut first: BTreeMap<NodeId, GatewayNode> = nodes.clone();
+    first.remove(&4);
+    members[0].raft.initialize(first).await.unwrap();
+    let l = wait_leader(&members[..3], None).await;
+
+    // Twelve blocks, the first two certified by a quorum of the four
+    // validators of the genesis, with snapshots every four entries and
+    // the log purged below them.
+    let mut state = (*members[l].handler.sm.state()).clone();
+    let mut last = 0;
+    for round in 0..12u64 {
+        last = write_block(&net, &members, l, &mut state, round * 5, 5).await;
+        if round < 2 {
+            let h = round + 1;
+            let header = members[l].store.header(h).unwrap().unwrap();
+            let mut cert = FinalityCert::new(&header);
+            for g in &net.gateways[..3] {
+                cert.add(FinalityCert::vote(&header, g)).unwrap();
+            }
+            let r = members[l]
+                .raft
+                .client_write(ClusterRequest::Finality(
+                    sensorchain_core::codec::encode_to_vec(&cert),
+                ))
+                .await
+                .unwrap();
+            last = r.log_id.index;
+        }
+    }
+    for m in &members[..3] {
+        m.applied(last).await;
+    }
+    let t = std::time::Instant::now();
+    while members[l].raft.metrics().borrow().purged.is_none() {
+        assert!(t.elapsed() < LONG, "the leader purges its log");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Member 4 joins as a learner: its log and chain are empty, the
+    // leader's log starts above its snapshot, so it installs the snapshot
+    // and back-fills the blocks below the snapshot's head.
+    members[l]
+        .raft
+        .add_learner(4, nodes[&4].clone(), true)
+        .await
+        .unwrap();
+    members[3].applied(last).await;
+    let chain = members[l].chain();
+    assert_eq!(chain.len(), 13, "genesis and twelve blocks");
+    assert!(
+        members[3].raft.metrics().borrow().snapshot.is_some(),
+        "member 4 installed a snapshot"
+    );
+    for m in &members {
+        assert_eq!(m.chain(), chain, "member {} stores the same chain", m.id);
+        for h in 1..=2 {
+            assert!(
+                m.store.cert(h).unwrap().is_some(),
+                "member {}: cert {h}",
+                m.id
+            );
+        }
+        assert_eq!(
+            m.handler.sm.state().commitment(),
+            state.commitment(),
+            "member {}: the same state",
+            m.id
+        );
+    }
+    // And it follows the log from there.
+    let next = write_block(&net, &members, l, &mut state, 500, 5).await;
+    members[3].applied(next).await;
+    assert_eq!(members[3].chain(), members[l].chain());
 
     for m in members {
         m.stop().await;

@@ -185,3 +185,82 @@ fn exact_bytes_that_are_not_the_blocks_are_refused() {
         .unwrap();
     assert_eq!(fx.store.block_bytes(1).unwrap(), Some(fx.good.clone()));
 }
+
+/// Serves the blocks of `from` (a store), the first answer with one byte
+/// of the first block flipped: a peer that lies once.
+struct LyingOnce {
+    store: Arc<Store>,
+    lied: std::sync::atomic::AtomicBool,
+    asked: Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl BlockSource for LyingOnce {
+    fn fetch(
+        &self,
+        from: u64,
+        max: u32,
+        _members: &[(NodeId, GatewayNode)],
+        _attempt: u32,
+    ) -> Result<Vec<ServedBlock>, String> {
+        use std::sync::atomic::Ordering;
+        self.asked.fetch_add(1, Ordering::Relaxed);
+        let mut blocks = crate::cluster::backfill::serve_blocks(&self.store, from, max);
+        if !self.lied.swap(true, Ordering::Relaxed)
+            && let Some(b) = blocks.first_mut()
+        {
+            let last = b.block.len() - 1;
+            b.block[last] ^= 1;
+        }
+        Ok(blocks)
+    }
+}
+
+/// A member whose chain is behind a snapshot back-fills the blocks below
+/// its head from a source, refusing what does not validate (a flipped
+/// byte) and asking again, and ends with the snapshot member's chain and
+/// state; without a source the install fails, saying why.
+#[test]
+fn a_snapshot_ahead_is_installed_by_backfill_refusing_a_forged_block() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let a = fixture();
+    let b = fixture();
+    let mut sm = a.sm.clone();
+    let (snapshot, cert) = rt.block_on(async {
+        let r = sm
+            .apply(vec![entry(1, ClusterRequest::Block(a.good.clone()))])
+            .await
+            .unwrap();
+        assert!(matches!(r[0], ClusterResponse::Applied { .. }), "{r:?}");
+        let mut builder = sm.get_snapshot_builder().await;
+        let s = builder.build_snapshot().await.unwrap();
+        (s, a.store.cert_count().unwrap())
+    });
+    assert_eq!(cert, 0);
+    let data = snapshot.snapshot.into_inner();
+
+    // No source: refused, nothing stored.
+    let mut target = b.sm.clone();
+    let r = rt.block_on(
+        target.install_snapshot(&snapshot.meta, Box::new(std::io::Cursor::new(data.clone()))),
+    );
+    assert!(format!("{:?}", r.unwrap_err()).contains("no peers"));
+    assert_eq!(b.store.head().unwrap().unwrap().height, 0);
+
+    let asked = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let source: Arc<dyn BlockSource> = Arc::new(LyingOnce {
+        store: a.store.clone(),
+        lied: Default::default(),
+        asked: asked.clone(),
+    });
+    b.sm.set_block_source(&source);
+    rt.block_on(target.install_snapshot(&snapshot.meta, Box::new(std::io::Cursor::new(data))))
+        .unwrap();
+    assert_eq!(b.store.block_bytes(1).unwrap().unwrap(), a.good);
+    assert_eq!(b.sm.state().commitment(), a.sm.state().commitment());
+    assert_eq!(b.sm.applied(), snapshot.meta.last_log_id);
+    assert_eq!(
+        asked.load(std::sync::atomic::Ordering::Relaxed),
+        2,
+        "the forged answer was refused and the blocks asked for again"
+    );
+}
