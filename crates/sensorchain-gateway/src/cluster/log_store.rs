@@ -200,9 +200,14 @@ impl LogStore {
     /// Opens the log store in the file `path`, creating it (mode 0600) if
     /// it does not exist; an existing file's mode is set to 0600. A file
     /// left by a crash is recovered by redb (to its last durable commit).
+    /// Every page is then checked against its checksum (redb's
+    /// `check_integrity`): a damaged file is refused, not repaired, since a
+    /// repair may go back to an earlier commit and lose entries (or a
+    /// vote) this member acknowledged — under Raft, a member that forgot
+    /// them must rejoin as a new one (docs/CLUSTER.md, "Catch-up").
     pub fn open(path: &Path) -> Result<LogStore, StorageError> {
         create_private(path).map_err(|e| open_err(path, "creating the file", &e))?;
-        let db = std::panic::catch_unwind(|| redb::Builder::new().create(path))
+        let mut db = std::panic::catch_unwind(|| redb::Builder::new().create(path))
             .map_err(|_| {
                 open_err(
                     path,
@@ -211,6 +216,24 @@ impl LogStore {
                 )
             })?
             .map_err(|e| open_err(path, "redb", &e))?;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| db.check_integrity())) {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => {
+                return Err(open_err(
+                    path,
+                    "damaged pages",
+                    &"redb had to repair the file, which may have lost entries or a vote this member acknowledged; remove this member from the cluster and add it again with an empty data directory (docs/CLUSTER.md, \"Catch-up and snapshots\")",
+                ));
+            }
+            Ok(Err(e)) => return Err(open_err(path, "checking every page", &e)),
+            Err(_) => {
+                return Err(open_err(
+                    path,
+                    "checking every page",
+                    &"redb panicked (damaged outside redb?)",
+                ));
+            }
+        }
         Self::start(db, path)
     }
 

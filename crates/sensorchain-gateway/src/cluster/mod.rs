@@ -72,9 +72,9 @@
 //!
 //! - A gateway refusing to come back as a voter after its data was wiped
 //!   (catching up by snapshot is built: [`backfill`]).
-//! - Operations of the log file: a page check of `raft.redb` when a gateway
-//!   starts (as `Store::open_checked` does for the chain), metrics (log
-//!   length, flush latency).
+//! - Metrics of the log file (log length, flush latency) and of the peer
+//!   links. (`raft.redb`'s pages are checked at every open:
+//!   [`LogStore::open`].)
 
 pub mod backfill;
 pub mod finality;
