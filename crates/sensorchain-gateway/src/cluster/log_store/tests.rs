@@ -352,9 +352,9 @@ async fn damaged_pages_are_refused_at_open() {
         *b ^= 0x5a;
     }
     std::fs::write(&path, &bytes).unwrap();
-    let e = LogStore::open(&path)
-        .err()
-        .expect("a damaged file is refused");
+    let Err(e) = LogStore::open(&path) else {
+        panic!("a damaged file is refused");
+    };
     assert!(e.to_string().contains("opening the Raft log"), "{e}");
 }
 
