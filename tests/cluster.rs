@@ -357,15 +357,11 @@ fn leader_frozen_past_election_timeout() {
 }
 
 /// A follower restarted from an empty data directory (its key and
-/// configuration kept) is replicated the whole log and catches up.
-///
-/// Ignored: without openraft's `loosen-follower-log-revert` (which the
-/// cluster issue forbids) a wiped voter under its old membership makes the
-/// leader's Raft panic in a debug build; the safe procedure is cluster
-/// remove + add (docs/CLUSTER.md, "Catch-up and snapshots"), and a gateway
-/// that refuses to come back as a voter after a wipe is not built yet.
+/// configuration kept) finds at its start that the leader had matched
+/// entries it no longer has: the leader removes it and adds it again as a
+/// learner (it never votes with a forgotten vote or log), it is replicated
+/// the log and catches up, then is a voter again.
 #[test]
-#[ignore = "a wiped voter must rejoin by cluster remove + add (docs/CLUSTER.md)"]
 fn wiped_follower_catches_up() {
     let _g = serial();
     let t0 = Instant::now();
@@ -400,8 +396,21 @@ fn wiped_follower_catches_up() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // and is a voter again
+    let t = Instant::now();
+    loop {
+        let l = c.wait_leader(&c.all(), None, 0);
+        let voter = c
+            .status(l)
+            .is_some_and(|s| s.members.iter().any(|m| m.id == f as u64 + 1 && m.voter));
+        if voter {
+            break;
+        }
+        assert!(t.elapsed() < BOUND, "member {} is not a voter again", f + 1);
+        std::thread::sleep(Duration::from_millis(100));
+    }
     eprintln!(
-        "member {} wiped: back at height {target} in {:.1?}; {}",
+        "member {} wiped: back at height {target} and a voter in {:.1?}; {}",
         f + 1,
         back.elapsed(),
         load.summary()

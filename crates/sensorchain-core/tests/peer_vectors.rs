@@ -333,6 +333,7 @@ fn peer_vectors() {
             },
         ),
         ("Blocks", Request::Blocks { from: 300, max: 64 }),
+        ("Rejoin", Request::Rejoin),
     ];
     let requests: Vec<Value> = requests
         .into_iter()
@@ -398,6 +399,21 @@ fn peer_vectors() {
             ]),
         ),
         ("Blocks none", Answer::Blocks(vec![])),
+        ("Rejoin Fresh", Answer::Rejoin(RejoinAnswer::Fresh)),
+        ("Rejoin Learner", Answer::Rejoin(RejoinAnswer::Learner)),
+        (
+            "Rejoin NotLeader",
+            Answer::Rejoin(RejoinAnswer::NotLeader {
+                leader: Some(2),
+                established: true,
+            }),
+        ),
+        (
+            "Rejoin Refused",
+            Answer::Rejoin(RejoinAnswer::Refused {
+                message: "not a member".into(),
+            }),
+        ),
     ];
     let answers: Vec<Value> = answers
         .into_iter()

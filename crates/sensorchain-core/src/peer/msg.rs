@@ -62,6 +62,10 @@ pub enum Request<'a> {
         /// At most this many blocks.
         max: u32,
     },
+    /// Sent by a member starting with an empty Raft log (no vote, no
+    /// entry) to learn whether the cluster knew it before: a member that
+    /// lost its data must not vote under its old membership.
+    Rejoin,
 }
 
 /// An answer: the id of the request it answers and the result.
@@ -77,7 +81,8 @@ pub struct PeerAnswer<'a> {
 /// The result of a request (variant indices in declaration order; each
 /// request kind is answered by its own variant — the variant of the same
 /// index for the first five, [`Answer::Blocks`] (index 6) for
-/// [`Request::Blocks`] (index 5) — or by [`Answer::Malformed`]).
+/// [`Request::Blocks`] (index 5), [`Answer::Rejoin`] (index 7) for
+/// [`Request::Rejoin`] (index 6) — or by [`Answer::Malformed`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Answer<'a> {
     /// openraft's `Result<AppendEntriesResponse, RaftError>`, postcard.
@@ -98,6 +103,35 @@ pub enum Answer<'a> {
     /// order (fewer than asked at the answering member's head or when the
     /// answer would grow too large; none when it has no block there).
     Blocks(Vec<StoredBlock<'a>>),
+    /// What the leader knows of the asking member's log, and did.
+    Rejoin(RejoinAnswer),
+}
+
+/// The answer to [`Request::Rejoin`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RejoinAnswer {
+    /// The leader never matched an entry of the asker's log beyond the
+    /// initial membership (index 0): a new member; start as configured.
+    Fresh,
+    /// The leader had matched entries the asker no longer has: it removed
+    /// the asker from the membership and added it again as a learner (it
+    /// is made a voter once it has caught up). Start without initialising
+    /// and follow the leader.
+    Learner,
+    /// The answering gateway does not lead; `established` when its own log
+    /// holds entries beyond the initial membership (the cluster has run).
+    NotLeader {
+        /// The current leader's node id, if known.
+        leader: Option<u64>,
+        /// Whether the answering member's log has entries beyond index 0.
+        established: bool,
+    },
+    /// The leader could not do it (not a member, a membership change
+    /// failed).
+    Refused {
+        /// A human-readable account (at most [`MAX_REASON_LEN`] bytes).
+        message: String,
+    },
 }
 
 /// A stored block as a peer serves it: its exact bytes and, if the member
@@ -189,6 +223,8 @@ pub enum Kind {
     FinalityVote,
     /// [`Request::Blocks`], [`Answer::Blocks`].
     Blocks,
+    /// [`Request::Rejoin`], [`Answer::Rejoin`].
+    Rejoin,
 }
 
 impl Request<'_> {
@@ -201,6 +237,7 @@ impl Request<'_> {
             Request::Forward(_) => Kind::Forward,
             Request::FinalityVote { .. } => Kind::FinalityVote,
             Request::Blocks { .. } => Kind::Blocks,
+            Request::Rejoin => Kind::Rejoin,
         }
     }
 }
@@ -216,6 +253,7 @@ impl Answer<'_> {
             Answer::Forward(_) => Kind::Forward,
             Answer::FinalityVote(_) => Kind::FinalityVote,
             Answer::Blocks(_) => Kind::Blocks,
+            Answer::Rejoin(_) => Kind::Rejoin,
             Answer::Malformed => return None,
         })
     }
@@ -246,7 +284,8 @@ impl<'a> PeerAnswer<'a> {
         let a: PeerAnswer<'a> = codec::decode_exact(bytes, PEER_MAX_MESSAGE)?;
         let message = match &a.body {
             Answer::Forward(ForwardAnswer::Refused { message, .. })
-            | Answer::FinalityVote(VoteAnswer::Refused { message, .. }) => message.len(),
+            | Answer::FinalityVote(VoteAnswer::Refused { message, .. })
+            | Answer::Rejoin(RejoinAnswer::Refused { message }) => message.len(),
             _ => 0,
         };
         if message > MAX_REASON_LEN {

@@ -66,12 +66,13 @@
 //! Raft over these parts (a single gateway is a cluster of one), serves
 //! the peer links to the node (forwards into the leader's intake, votes
 //! into its collector, admission by the node's state and membership) and
-//! follows the membership on the chain (docs/CLUSTER.md).
+//! follows the membership on the chain (docs/CLUSTER.md); a gateway
+//! starting with an empty Raft log asks the leader whether it lost its data
+//! and, if so, comes back as a learner, never as a voter with a forgotten
+//! vote (`node/consensus/rejoin.rs`).
 //!
 //! # What does not exist yet
 //!
-//! - A gateway refusing to come back as a voter after its data was wiped
-//!   (catching up by snapshot is built: [`backfill`]).
 //! - Metrics of the log file (log length, flush latency) and of the peer
 //!   links. (`raft.redb`'s pages are checked at every open:
 //!   [`LogStore::open`].)

@@ -79,7 +79,8 @@ use sensorchain_core::handshake::Denial;
 use sensorchain_core::hash::Hash32;
 use sensorchain_core::identity::{KeyId, PublicKey, VerifyingKey};
 use sensorchain_core::peer::{
-    Answer, ForwardAnswer, Kind, PEER_MAX_MESSAGE, PeerRequest, Request, StoredBlock, VoteAnswer,
+    Answer, ForwardAnswer, Kind, PEER_MAX_MESSAGE, PeerRequest, RejoinAnswer, Request, StoredBlock,
+    VoteAnswer,
 };
 use sensorchain_core::permissions::Permissions;
 use sensorchain_core::state::WorldState;
@@ -123,6 +124,11 @@ pub trait PeerHandler: Send + Sync + 'static {
     /// certificate if stored ([`Request::Blocks`], the back-fill of a
     /// member catching up by snapshot). Read the store off the runtime.
     fn blocks(&self, from: u64, max: u32) -> BoxFuture<'static, Vec<ServedBlock>>;
+
+    /// The member with key `from` starts with an empty Raft log and asks
+    /// whether the cluster knew it ([`Request::Rejoin`]): the leader
+    /// answers, re-adding it as a learner if it had lost entries.
+    fn rejoin(&self, from: PublicKey) -> BoxFuture<'static, RejoinAnswer>;
 
     /// The registered key of `id` if it may hold a peer session now:
     /// `VALIDATE` and `CONNECT` in the current world state
@@ -193,6 +199,10 @@ struct Inner {
     tasks: Mutex<JoinSet<()>>,
     links: Mutex<HashMap<NodeId, (GatewayNode, PeerLink)>>,
     nodes: Mutex<BTreeMap<NodeId, GatewayNode>>,
+    /// Where this member's configuration says its peers are: their
+    /// addresses win over the membership's (which records each address as
+    /// the member that wrote the entry saw it).
+    pinned: Mutex<BTreeMap<NodeId, GatewayNode>>,
     server: Mutex<Option<PeerServer>>,
 }
 
@@ -223,6 +233,7 @@ impl PeerNetwork {
                 tasks: Mutex::new(JoinSet::new()),
                 links: Mutex::new(HashMap::new()),
                 nodes: Mutex::new(BTreeMap::new()),
+                pinned: Mutex::new(BTreeMap::new()),
                 server: Mutex::new(None),
             }),
         }
@@ -287,13 +298,41 @@ impl PeerNetwork {
 
     /// Records where members are (their address and key), replacing what
     /// was known of them; a member whose address or key changed gets a
-    /// new link.
+    /// new link. A [pinned](Self::pin_nodes) member with the same key keeps
+    /// its pinned address.
     pub fn set_nodes(&self, nodes: impl IntoIterator<Item = (NodeId, GatewayNode)>) {
+        let nodes: Vec<(NodeId, GatewayNode)> = nodes
+            .into_iter()
+            .map(|(id, n)| (id, self.resolve(id, &n)))
+            .collect();
         let mut known = lock(&self.inner.nodes);
         for (id, node) in nodes {
             if id != self.inner.me {
                 known.insert(id, node);
             }
+        }
+    }
+
+    /// Pins where this member reaches its configured peers: for a member
+    /// of the same key, this address is dialled whatever address the Raft
+    /// membership records (the member that wrote a membership entry wrote
+    /// the addresses by which *it* reaches the others, its own as it
+    /// listens; behind a proxy or NAT those are not this member's way).
+    pub fn pin_nodes(&self, nodes: impl IntoIterator<Item = (NodeId, GatewayNode)>) {
+        let nodes: Vec<(NodeId, GatewayNode)> = nodes
+            .into_iter()
+            .filter(|(id, _)| *id != self.inner.me)
+            .collect();
+        lock(&self.inner.pinned).extend(nodes.iter().cloned());
+        self.set_nodes(nodes);
+    }
+
+    /// `node` as this member reaches it: its pinned address if member `id`
+    /// is pinned with the same key.
+    fn resolve(&self, id: NodeId, node: &GatewayNode) -> GatewayNode {
+        match lock(&self.inner.pinned).get(&id) {
+            Some(p) if p.public_key == node.public_key => p.clone(),
+            _ => node.clone(),
         }
     }
 
@@ -380,6 +419,21 @@ impl PeerNetwork {
         }
     }
 
+    /// Asks member `to` whether the cluster knew this member
+    /// ([`Request::Rejoin`]).
+    pub async fn rejoin(&self, to: NodeId) -> Result<RejoinAnswer, PeerError> {
+        let link = self.link_to(to)?;
+        let answered = link
+            .request(Request::Rejoin, self.inner.cfg.request_timeout)
+            .await?;
+        match answered.body() {
+            Answer::Rejoin(a) => Ok(a),
+            _ => Err(PeerError::Protocol(format!(
+                "node {to} could not read the rejoin request"
+            ))),
+        }
+    }
+
     /// Stops listening, ends every session (peers are told
     /// `ShuttingDown`, links get a close frame), fails what is pending and
     /// joins every task of the network, waiting at most `grace` before
@@ -433,11 +487,12 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &GatewayNode) -> PeerClient {
+        let node = self.resolve(target, node);
         lock(&self.inner.nodes).insert(target, node.clone());
         PeerClient {
             net: self.clone(),
             target,
-            node: node.clone(),
+            node,
         }
     }
 }
@@ -624,6 +679,7 @@ enum Incoming {
         from: u64,
         max: u32,
     },
+    Rejoin,
     Malformed,
 }
 
@@ -640,6 +696,7 @@ fn decode_request(bytes: &[u8]) -> Incoming {
             Some(Incoming::FinalityVote { height, hash, vote })
         }
         Request::Blocks { from, max } => Some(Incoming::Blocks { from, max }),
+        Request::Rejoin => Some(Incoming::Rejoin),
     };
     decoded.unwrap_or(Incoming::Malformed)
 }
@@ -682,6 +739,7 @@ impl PeerService for Dispatch {
                     let blocks = h.blocks(from, max.min(BLOCKS_PER_REQUEST)).await;
                     blocks_answer(&blocks)
                 }
+                Incoming::Rejoin => codec::encode_to_vec(&Answer::Rejoin(h.rejoin(from).await)),
                 Incoming::Malformed => codec::encode_to_vec(&Answer::Malformed),
             }
         })

@@ -41,6 +41,8 @@ use sensorchain_core::state::WorldState;
 use tokio::runtime::{Handle, Runtime};
 use tokio::sync::{mpsc, watch};
 
+mod rejoin;
+
 use super::replies::LedgerEvent;
 use super::{NodeEvent, Rejected, Shared};
 use crate::cluster::backfill::{BlockSource, PeerBlockSource, serve_blocks};
@@ -55,7 +57,7 @@ use crate::store::Store;
 use futures::future::BoxFuture;
 use sensorchain_core::handshake::Denial;
 use sensorchain_core::identity::{KeyId, PublicKey, VerifyingKey};
-use sensorchain_core::peer::{ForwardAnswer, VoteAnswer, VoteRefusal};
+use sensorchain_core::peer::{ForwardAnswer, RejoinAnswer, VoteAnswer, VoteRefusal};
 use std::net::SocketAddr;
 
 /// Name of the threads of Raft's runtime.
@@ -272,7 +274,7 @@ pub(super) fn start(
             .min(Duration::from_millis(settings.election_ms.0 / 2))
             .max(cfg.backoff_min);
         let net = PeerNetwork::new(id, cfg);
-        net.set_nodes(members.clone());
+        net.pin_nodes(members.clone());
         net
     });
     // A member catching up by snapshot fetches the blocks below its head
@@ -289,13 +291,36 @@ pub(super) fn start(
         source
     });
     let network = net.clone();
-    let join = settings.join;
+    let mut join = settings.join;
+    let peers: Vec<NodeId> = members.keys().copied().filter(|m| *m != id).collect();
+    let probe_bound =
+        Duration::from_millis(settings.election_ms.1 * 5).max(Duration::from_secs(30));
     let raft = run_on(&runtime, async move {
         let mut log = log;
         let committed = log
             .read_committed()
             .await
             .map_err(|e| anyhow::anyhow!("cannot read the Raft log: {e}"))?;
+        let empty = log
+            .get_log_state()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot read the Raft log: {e}"))?
+            .last_log_id
+            .is_none()
+            && log
+                .read_vote()
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot read the Raft vote: {e}"))?
+                .is_none();
+        if let Some(n) = network
+            .as_ref()
+            .filter(|_| empty && !join && !peers.is_empty())
+        {
+            // An empty log under a configured membership: new, or wiped.
+            if rejoin::probe(n, &peers, probe_bound).await? == rejoin::Start::Follow {
+                join = true;
+            }
+        }
         let raft = match network {
             Some(n) => Raft::new(id, config, n, log, sm).await,
             None => Raft::new(id, config, NoPeers, log, sm).await,
@@ -1073,6 +1098,19 @@ impl PeerHandler for Peers {
             tokio::task::spawn_blocking(move || serve_blocks(&store, from, max))
                 .await
                 .unwrap_or_default()
+        })
+    }
+
+    fn rejoin(&self, from: PublicKey) -> BoxFuture<'static, RejoinAnswer> {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let Some(inner) = inner.upgrade() else {
+                return RejoinAnswer::NotLeader {
+                    leader: None,
+                    established: false,
+                };
+            };
+            inner.consensus.rejoin(from).await
         })
     }
 

@@ -19,7 +19,7 @@ use sensorchain_core::chain::{Chain, build_block_from_pool};
 use sensorchain_core::handshake::Denial;
 use sensorchain_core::hash::Hash32;
 use sensorchain_core::identity::{KeyId, Keypair, PublicKey, VerifyingKey};
-use sensorchain_core::peer::{ForwardAnswer, VoteAnswer};
+use sensorchain_core::peer::{ForwardAnswer, RejoinAnswer, VoteAnswer};
 use sensorchain_core::permissions::Role;
 use sensorchain_core::reading::Vital;
 use sensorchain_core::state::{SigCheck, WorldState};
@@ -163,6 +163,10 @@ impl PeerHandler for Handler {
     fn blocks(&self, from: u64, max: u32) -> BoxFuture<'static, Vec<ServedBlock>> {
         let blocks = crate::cluster::backfill::serve_blocks(&self.sm.store(), from, max);
         async move { blocks }.boxed()
+    }
+
+    fn rejoin(&self, _from: PublicKey) -> BoxFuture<'static, RejoinAnswer> {
+        async move { RejoinAnswer::Fresh }.boxed()
     }
 
     fn admit(&self, id: &KeyId) -> Result<VerifyingKey, Denial> {
