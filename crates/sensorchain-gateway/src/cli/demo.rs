@@ -246,6 +246,13 @@ fn run_demo(args: &DemoArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<Exi
             m.peer_addr()
         ));
     }
+    // the dashboard is served by every gateway, on its API's address
+    out.say(format!(
+        "  dashboard: {}/dashboard (also on every gateway's API; log in with a key file of {} or {})",
+        cluster.members()[0].api_url(),
+        keys.display(),
+        dir.join("cluster").join("admin.key").display()
+    ));
     let leader = cluster.wait_leader(ELECTION)?;
     out.say(format!(
         "  gateway {} leads (term {}), {} ms after the processes started",
@@ -632,6 +639,11 @@ fn run_demo(args: &DemoArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<Exi
     if args.keep_running {
         cluster.start_all(READY)?;
         let apis: Vec<String> = cluster.members().iter().map(|m| m.api_url()).collect();
+        eprintln!(
+            "\ndashboard: {}/dashboard (keys in {})",
+            apis[0],
+            dir.join("keys").display()
+        );
         eprintln!(
             "\n{} again (Ctrl-C stops {}): sensorchain cluster status --api {}",
             if n == 1 {

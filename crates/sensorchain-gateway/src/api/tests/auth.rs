@@ -311,7 +311,8 @@ async fn route_role_matrix() {
             .replace("{key}", &dev)
             .replace("{height}", &w.height.to_string())
             .replace("{id}", &w.reading_id)
-            .replace("{stream}", "0");
+            .replace("{stream}", "0")
+            .replace("{file}", "app.js");
         match p.as_str() {
             "/chain/consistency" => "/chain/consistency?from=0".to_string(),
             "/access-log" => format!("/access-log?patient={}", hx(&w.patient.public())),
