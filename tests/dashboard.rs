@@ -226,19 +226,20 @@ fn dashboard_in_a_browser() {
         .is_some()
         .then(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs"));
 
-    // the demo: one gateway, four sensors (two sealed), streaming long
-    // enough for the whole test; its files kept for the keys
+    // the demo as a person runs it: five gateway processes in one cluster,
+    // four sensors (two sealed), streaming long enough for the whole test
+    // (its leader is killed only after 180 s); its files kept for the keys
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("demo");
     let mut cmd = Command::new(common::bin());
     cmd.args([
         "demo",
         "--gateways",
-        "1",
+        "5",
         "--sensors",
         "4",
         "--seconds",
-        "400",
+        "600",
     ])
     .arg("--data-dir")
     .arg(&data)
@@ -356,6 +357,9 @@ fn dashboard_in_a_browser() {
         &format!("{POINTS} > {before}"),
         Duration::from_secs(60),
     );
+    if let Some(docs) = &shots {
+        d.screenshot(&docs.join("dashboard-vitals.png"));
+    }
     d.click("nav button[data-tab=ward]");
     if let Some(docs) = &shots {
         std::thread::sleep(Duration::from_secs(2));

@@ -164,6 +164,11 @@ function device(key) {
   if (!d) {
     d = { key, series: new Map(), last: 0, sealedLast: null, opened: null, lastOpenTry: 0 };
     S.devices.set(key, d);
+    // its patient (the viewer may read the device, so its identity too)
+    api("/identities/" + key).then((r) => {
+      d.patient = r.json.patient;
+      d.role = r.json.role;
+    }).catch(() => {});
   }
   return d;
 }
