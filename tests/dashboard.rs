@@ -8,7 +8,9 @@
 //! with one byte flipped is marked failed; the block list verifies (hash,
 //! link, finality certificate); a sealed reading opens for its patient's key
 //! and not for the insurer's; an insurer sees no vitals; an admin revokes a
-//! sensor from the page and the sensor is cut off (its readings stop).
+//! sensor from the page and the sensor is cut off (its readings stop); a
+//! patient consents to the insurer from the page, who then sees the device
+//! but cannot open its sealed readings.
 //!
 //! Runs when chromium and chromedriver are installed; with
 //! `SENSORCHAIN_BROWSER_TESTS=1` (CI: `.ci/wasm.sh`) a missing browser is a
@@ -426,7 +428,7 @@ fn dashboard_in_a_browser() {
     // 5. a sealed reading opens for its patient's key, not the insurer's:
     // the patient of a sealed sensor (the demo seals every other one)
     let insurer = key_hex(&keys.join("insurer.key"));
-    let mut opened_for_patient = false;
+    let mut sealed_patient = None;
     for i in 0..4 {
         login(&d, &url, &keys.join(format!("patient-{i}.key")));
         let sealed = d.wait(
@@ -454,13 +456,10 @@ fn dashboard_in_a_browser() {
             r.as_str().unwrap().contains("not one of its readers"),
             "{r}"
         );
-        opened_for_patient = true;
+        sealed_patient = Some(i);
         break;
     }
-    assert!(
-        opened_for_patient,
-        "no patient had a sealed reading to open"
-    );
+    let sealed_patient = sealed_patient.expect("no patient had a sealed reading to open");
 
     // 6. an insurer (no patient's consent) sees no vitals
     login(&d, &url, &keys.join("insurer.key"));
@@ -505,6 +504,36 @@ fn dashboard_in_a_browser() {
         &format!("[...document.querySelectorAll(\"#ward-rows tr[data-device='{sensor2}'] .state\")].some(e => e.textContent === 'silent')"),
         Duration::from_secs(90),
     );
+    // 8. that patient consents to the insurer, a transaction signed in the
+    // page: the insurer now sees the device, but its sealed readings stay
+    // sealed for the insurer's key (they were sealed for the patient and
+    // the doctor)
+    login(
+        &d,
+        &url,
+        &keys.join(format!("patient-{sealed_patient}.key")),
+    );
+    d.click("nav button[data-tab=devices]");
+    d.type_into("#consent-reader", &public_of(&keys.join("insurer.key")));
+    d.click("#consent-form button");
+    let r = d.wait(
+        "the consent",
+        "document.getElementById('tx-result').textContent.match(/committed|refused/) && document.getElementById('tx-result').textContent",
+        Duration::from_secs(60),
+    );
+    assert!(r.as_str().unwrap().contains("committed"), "{r}");
+    login(&d, &url, &keys.join("insurer.key"));
+    let sealed = d.wait(
+        "the insurer's view of the consenting patient's sealed device",
+        "[...document.querySelectorAll('#ward-rows .sealed')].map(e => e.textContent).find(t => t.includes('not one of its readers'))",
+        Duration::from_secs(60),
+    );
+    assert!(sealed.as_str().unwrap().starts_with("sealed"), "{sealed}");
+    assert_eq!(
+        d.js("return document.querySelectorAll('#ward-rows .opened').length;"),
+        json!(0)
+    );
+
     let errors = d.console_errors();
     assert!(errors.is_empty(), "console errors: {errors:?}");
     d.call("DELETE", "", None);
