@@ -297,6 +297,8 @@ fn dashboard_in_a_browser() {
             .spawn()
             .unwrap(),
     );
+    // the browser's window: a desktop by default; e.g. 820,1180 for a tablet
+    let window = std::env::var("SENSORCHAIN_BROWSER_WINDOW").unwrap_or_else(|_| "1280,1000".into());
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(120)))
@@ -317,7 +319,7 @@ fn dashboard_in_a_browser() {
             "browserName": "chrome",
             "goog:chromeOptions": {
                 "binary": chromium,
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1000"],
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", format!("--window-size={window}")],
             },
             "goog:loggingPrefs": { "browser": "ALL" },
         }}}))
@@ -360,6 +362,8 @@ fn dashboard_in_a_browser() {
         Duration::from_secs(60),
     );
     if let Some(docs) = &shots {
+        // some seconds of points for the picture
+        std::thread::sleep(Duration::from_secs(15));
         d.screenshot(&docs.join("dashboard-vitals.png"));
     }
     d.click("nav button[data-tab=ward]");

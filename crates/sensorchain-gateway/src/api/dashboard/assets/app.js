@@ -17,7 +17,8 @@ const el = (tag, attrs = {}, ...kids) => {
   return e;
 };
 const short = (h) => (h ? h.slice(0, 10) + "…" : "—");
-const time = (ms) => new Date(ms).toLocaleTimeString();
+const time = (ms) => new Date(ms).toLocaleTimeString([], { hour12: false });
+const addr = (a) => (a && a.length > 14 ? a.slice(0, 12) + "…" : a || "");
 
 // Plausible ranges for the alarm marks (presentation only; the ledger's
 // plausibility rule is the core's and runs on the gateway).
@@ -207,7 +208,8 @@ function addPoint(d, v, ts, txId, via) {
   // keep the series in time order, at most one point per STEP_S (sensors
   // may send hundreds a second; the latest value is always shown)
   if (prev !== null && (t < prev || (t - prev < STEP_S && !bad))) return;
-  if (prev !== null && (t - prev) * 1000 > GAP_MS) {
+  // (sealed values are opened here one a device a second: sparser)
+  if (prev !== null && (t - prev) * 1000 > (via === "plain" ? GAP_MS : 4 * GAP_MS)) {
     s.x.push(prev + 0.001);
     s.ys.forEach((y) => y.push(null));
     s.alarm.push(null);
@@ -238,12 +240,12 @@ function addReading(x) {
 }
 
 /// Opens the latest sealed reading of each device, here, with the viewer's
-/// key (at most one a device every 3 s).
+/// key (at most one a device a second).
 async function openSealedReadings() {
   if (!S.seed) return;
   for (const d of S.devices.values()) {
     const x = d.sealedLast;
-    if (!x || Date.now() - d.lastOpenTry < 3000 || (d.opened && d.opened.tx_id === x.tx_id)) continue;
+    if (!x || Date.now() - d.lastOpenTry < 1000 || (d.opened && d.opened.tx_id === x.tx_id)) continue;
     d.lastOpenTry = Date.now();
     try {
       const t = (await api("/txs/" + x.tx_id)).json;
@@ -287,7 +289,7 @@ function renderWard() {
         at = time(d.last);
       }
       rows.push(el("tr", { "data-device": d.key, "data-vital": vital, onclick: () => showReading(d, s) },
-        el("td", {}, patient), el("td", { class: "mono" }, d.address || short(d.key)), el("td", {}, vital),
+        el("td", {}, patient), el("td", { class: "mono", title: d.key }, addr(d.address) || short(d.key)), el("td", {}, vital),
         el("td", { class: "value" }, value), el("td", {}, at), el("td", { class: state[1] + " state" }, state[0])));
     }
   }
@@ -581,12 +583,20 @@ function drawCharts(force) {
       const id = d.key + "/" + s.vital;
       if (!s.chart) {
         const host = el("div", { class: "chart", "data-device": d.key, "data-vital": s.vital, "data-points": "0" },
-          el("h4", {}, `${d.address || short(d.key)} — ${s.vital.replace("_", " ")}`));
+          el("h4", { title: d.key }, `${addr(d.address) || short(d.key)} — ${s.vital.replace("_", " ")}`));
         box.append(host);
         if (typeof uPlot === "undefined") continue;
+        // the last 30 s, scrolling with the newest point
+        // (from the data itself: uPlot widens a single point's range by days)
+        const scales = { x: { time: true, range: (u) => {
+          const xs = u.data[0], now = Date.now() / 1000;
+          if (!xs || !xs.length) return [now - 30, now];
+          const first = xs[0], last = xs[xs.length - 1];
+          return [first === last ? last - 15 : Math.max(first, last - 30), last + 0.5];
+        } } };
         const series = [{}, ...s.ys.map((_, i) => ({ label: s.vital === "blood_pressure" ? ["systolic", "diastolic"][i] : s.vital, stroke: COLORS[i], width: 1.5 })),
           { label: "out of range", stroke: "#c62828", width: 0, points: { show: true, size: 7, fill: "#c62828" } }];
-        s.chart = new uPlot({ width: Math.min(560, box.clientWidth || 360) - 12, height: 170, series, legend: { show: true } },
+        s.chart = new uPlot({ width: Math.max(240, host.clientWidth - 10), height: 170, series, scales, legend: { show: true, live: false } },
           [s.x, ...s.ys, s.alarm], host);
         s.host = host;
         S.dirty.add(id);
