@@ -6,7 +6,8 @@
 //! signed in the page) and the charts receive live points; a reading's
 //! signature and inclusion proof verify in the page, and the same answer
 //! with one byte flipped is marked failed; the block list verifies (hash,
-//! link, finality certificate); a sealed reading opens for its patient's key
+//! link, finality certificate), and so does the header chain from genesis
+//! to the last final block; a sealed reading opens for its patient's key
 //! and not for the insurer's; an insurer sees no vitals; an admin revokes a
 //! sensor from the page and the sensor is cut off (its readings stop); a
 //! patient consents to the insurer from the page, who then sees the device
@@ -426,6 +427,19 @@ fn dashboard_in_a_browser() {
     if let Some(docs) = &shots {
         d.screenshot(&docs.join("dashboard-block.png"));
     }
+    // the chain from genesis to the last final block, audited in the page
+    d.click("#audit");
+    let audit = d.wait(
+        "the audit",
+        "document.querySelector('#audit-result .audit') && document.getElementById('audit-result').textContent",
+        Duration::from_secs(120),
+    );
+    assert_eq!(
+        d.js("return document.querySelector('#audit-result .audit').dataset.ok;"),
+        json!("1"),
+        "{audit}"
+    );
+    eprintln!("audit: {audit}");
     let errors = d.console_errors();
     assert!(errors.is_empty(), "console errors: {errors:?}");
 
