@@ -150,6 +150,8 @@ export! {
     sc_decode_header => decode_header;
     /// [`verify_link`].
     sc_verify_link => verify_link;
+    /// [`verify_proposal`].
+    sc_verify_proposal => verify_proposal;
     /// [`verify_proof`].
     sc_verify_proof => verify_proof;
     /// [`verify_cert`].
@@ -412,6 +414,29 @@ pub fn decode_header(input: &[u8], out: &mut [u8]) -> i32 {
         .put(&h.proposer.0)
         .put(&h.chain_id.0)
         .done()
+}
+
+/// `header (u16 len, bytes) | signature (64)` → `proposer (32)`: the
+/// header's proposer signed its hash ([`BlockHeader::verify_proposal`],
+/// under the key the header names).
+pub fn verify_proposal(input: &[u8], out: &mut [u8]) -> i32 {
+    or_input((|| {
+        let mut i = In(input);
+        let h = match header(i.sized()?) {
+            Ok(h) => h,
+            Err(e) => return Some(e),
+        };
+        let sig = Signature(i.arr()?);
+        i.end()?;
+        let key = match vk(h.proposer.0) {
+            Ok(k) => k,
+            Err(e) => return Some(e),
+        };
+        if h.verify_proposal(&key, &sig).is_err() {
+            return Some(err::BAD_SIGNATURE);
+        }
+        Some(Out::new(out).put(&h.proposer.0).done())
+    })())
 }
 
 /// `count (u16) | count × (len (u16) | header bytes)` → `hash of the last

@@ -308,3 +308,15 @@ impl rand_core::TryRng for TestRng {
 }
 
 impl rand_core::TryCryptoRng for TestRng {}
+
+#[test]
+fn proposal_signatures() {
+    let h = header(5, Hash32::ZERO, Hash32::ZERO);
+    let sig = h.sign_proposal(&kp(1));
+    let mut v = sized(&hbytes(&h));
+    v.extend_from_slice(&sig.0);
+    assert_eq!(run(verify_proposal, &v).unwrap(), kp(1).public().0);
+    let n = v.len();
+    v[n - 1] ^= 1;
+    assert_eq!(run(verify_proposal, &v), Err(err::BAD_SIGNATURE));
+}

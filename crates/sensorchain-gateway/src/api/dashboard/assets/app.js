@@ -357,6 +357,10 @@ function checkHeader(h) {
   const checks = [];
   if (!d.ok) return { ok: false, checks: [["header decodes", false, d.error]], hb };
   checks.push(["header hash computed here equals the block hash", d.hash === h.hash, d.hash]);
+  if (h.proposer_sig) {
+    const p = S.core.verifyProposal(hb.slice(), h.proposer_sig);
+    checks.push(["proposer's signature over the hash", p.ok, p.ok ? short(p.proposer) : p.error]);
+  }
   if (h.finality_cert) {
     const c = S.core.verifyCert(hb.slice(), h.finality_cert, S.head.validators);
     checks.push(["finality certificate", c.ok, c.ok ? `${c.votes} votes, quorum ${c.quorum} of ${S.head.validators.length} validators` : c.error]);

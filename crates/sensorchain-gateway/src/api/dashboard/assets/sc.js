@@ -141,6 +141,12 @@ export class Core {
     return r.ok ? { ok: true, hash: b2hex(r.out) } : r;
   }
 
+  /// The header's proposer signed its hash.
+  verifyProposal(headerBytes, sigHex) {
+    const r = this.call("verify_proposal", pack([...sized(headerBytes), hex2b(sigHex)]));
+    return r.ok ? { ok: true, proposer: b2hex(r.out) } : r;
+  }
+
   /// An RFC 6962 inclusion proof of leaf `leafHex` against the header's
   /// tx_root, the header's hash being `blockHashHex`.
   verifyProof(leafHex, index, treeSize, blockHashHex, headerBytes, pathHex) {
