@@ -21,7 +21,7 @@ rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || rustup target add wa
 CARGO_HOME_DIR="${CARGO_HOME:-$HOME/.cargo}"
 export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="--remap-path-prefix=$PWD=/sensorchain --remap-path-prefix=$CARGO_HOME_DIR=/cargo"
 cargo build --locked -p sensorchain-wasm --target wasm32-unknown-unknown --profile wasm
-BUILT=target/wasm32-unknown-unknown/wasm/sensorchain_wasm.wasm
+BUILT="${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/wasm/sensorchain_wasm.wasm"
 echo "wasm: $(stat -c %s "$BUILT") bytes ($BUILT)"
 if [ "${WASM_UPDATE:-0}" = 1 ]; then
     cp "$BUILT" "$ASSET"
@@ -41,4 +41,5 @@ if ! command -v chromedriver >/dev/null || ! command -v chromium >/dev/null; the
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
+mkdir -p target
 SENSORCHAIN_BROWSER_TESTS=1 cargo test --locked -p sensorchain-gateway --test dashboard 2>&1 | tee target/ci-dashboard.log
