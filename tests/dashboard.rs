@@ -5,7 +5,8 @@
 //! The page loads without console errors; a doctor logs in (the challenge
 //! signed in the page) and the charts receive live points; a reading's
 //! signature and inclusion proof verify in the page, and the same answer
-//! with one byte flipped is marked failed; the block list verifies (hash,
+//! with one byte flipped — by a proxy between browser and gateway, and by
+//! the page's own "tampered answer" button — is marked failed; the block list verifies (hash,
 //! link, finality certificate), and so does the header chain from genesis
 //! to the last final block; a sealed reading opens for its patient's key
 //! and not for the insurer's; an insurer sees no vitals; an admin revokes a
@@ -20,9 +21,11 @@
 //! Timeouts are generous bounds for a slow shared machine, not what is
 //! tested.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -166,6 +169,87 @@ fn base64_decode(s: &str) -> Vec<u8> {
         }
     }
     out
+}
+
+/// A loopback HTTP proxy in front of the gateway at `upstream` that flips
+/// one byte of every `GET /txs/{id}/proof` answer (one hex digit of the
+/// proof's first path hash, or of the header when the path is empty) and
+/// passes everything else through, the event stream included. One request
+/// per connection (it asks the gateway to close after each). Returns its
+/// address and the count of answers it changed.
+fn tampering_proxy(upstream: SocketAddr) -> (SocketAddr, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let flips = Arc::new(AtomicUsize::new(0));
+    let f = flips.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming().map_while(Result::ok) {
+            let f = f.clone();
+            std::thread::spawn(move || {
+                let _ = relay(c, upstream, &f);
+            });
+        }
+    });
+    (addr, flips)
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn relay(mut client: TcpStream, upstream: SocketAddr, flips: &AtomicUsize) -> std::io::Result<()> {
+    client.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        let n = client.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(p) = find(&buf, b"\r\n\r\n") {
+            break p + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let mut body_len = 0usize;
+    let mut lines = Vec::new();
+    for l in head.split("\r\n").filter(|l| !l.is_empty()) {
+        let lower = l.to_ascii_lowercase();
+        if lower.starts_with("content-length:") {
+            body_len = lower[15..].trim().parse().unwrap_or(0);
+        }
+        if !lower.starts_with("connection:") && !lower.starts_with("keep-alive:") {
+            lines.push(l.to_string());
+        }
+    }
+    while buf.len() < head_end + body_len {
+        let n = client.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let path = lines[0].split(' ').nth(1).unwrap_or("").to_string();
+    let mut up = TcpStream::connect(upstream)?;
+    up.write_all(format!("{}\r\nConnection: close\r\n\r\n", lines.join("\r\n")).as_bytes())?;
+    up.write_all(&buf[head_end..])?;
+    if path.starts_with("/txs/") && path.ends_with("/proof") {
+        let mut res = Vec::new();
+        up.read_to_end(&mut res)?;
+        let at = find(&res, b"\"path\":[\"")
+            .map(|p| p + 9)
+            .or_else(|| find(&res, b"\"header_hex\":\"").map(|p| p + 20));
+        if let Some(i) = at {
+            let v = (res[i] as char).to_digit(16).unwrap() ^ 1;
+            res[i] = char::from_digit(v, 16).unwrap() as u8;
+            flips.fetch_add(1, Ordering::SeqCst);
+        }
+        client.write_all(&res)?;
+    } else {
+        std::io::copy(&mut up, &mut client)?;
+    }
+    Ok(())
 }
 
 fn key_hex(path: &Path) -> String {
@@ -408,6 +492,40 @@ fn dashboard_in_a_browser() {
         Duration::from_secs(60),
     );
     assert!(bad.as_str().unwrap().contains("FAILED"), "{bad}");
+
+    // the same proof served through a proxy that flips one byte of it:
+    // the page, loaded through the proxy, marks it failed
+    let upstream: SocketAddr = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (proxy, flips) = tampering_proxy(upstream);
+    let proxied = format!("http://{proxy}/dashboard");
+    login(&d, &proxied, &keys.join("doctor.key"));
+    d.click("nav button[data-tab=chain]");
+    d.type_into("#tx-id", &tx);
+    d.click("#verify-tx");
+    let bad = d.wait(
+        "the proxied proof's verdict",
+        "document.querySelector('#proof-result .proof') && document.getElementById('proof-result').textContent",
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        d.js("return document.querySelector('#proof-result .proof').dataset.ok;"),
+        json!("0"),
+        "{bad}"
+    );
+    assert!(bad.as_str().unwrap().contains("FAILED"), "{bad}");
+    assert_eq!(
+        flips.load(Ordering::SeqCst),
+        1,
+        "the proxy changed one answer"
+    );
+    login(&d, &url, &keys.join("doctor.key"));
+    d.click("nav button[data-tab=chain]");
 
     // 4. the blocks verify in the page (hash, link, certificate)
     d.wait(
