@@ -216,8 +216,8 @@ fn relay(mut client: TcpStream, upstream: SocketAddr, flips: &AtomicUsize) -> st
     let mut lines = Vec::new();
     for l in head.split("\r\n").filter(|l| !l.is_empty()) {
         let lower = l.to_ascii_lowercase();
-        if lower.starts_with("content-length:") {
-            body_len = lower[15..].trim().parse().unwrap_or(0);
+        if let Some(n) = lower.strip_prefix("content-length:") {
+            body_len = n.trim().parse().unwrap_or(0);
         }
         if !lower.starts_with("connection:") && !lower.starts_with("keep-alive:") {
             lines.push(l.to_string());
