@@ -66,17 +66,26 @@ struct Driver {
 
 impl Driver {
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        self.try_call(method, path, body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// The answer's value, or the WebDriver error.
+    fn try_call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
         let url = format!("{}{path}", self.base);
         let mut res = match (method, body) {
             ("GET", _) => self.agent.get(&url).call(),
             ("DELETE", _) => self.agent.delete(&url).call(),
             (_, b) => self.agent.post(&url).send_json(b.unwrap_or(json!({}))),
         }
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        .map_err(|e| e.to_string())?;
         let status = res.status();
         let v: Value = res.body_mut().read_json().unwrap_or(Value::Null);
-        assert!(status.is_success(), "{method} {path}: {status} {v}");
-        v["value"].clone()
+        if status.is_success() {
+            Ok(v["value"].clone())
+        } else {
+            Err(format!("{status} {v}"))
+        }
     }
 
     fn js(&self, script: &str) -> Value {
@@ -96,9 +105,20 @@ impl Driver {
         v[ELEMENT].as_str().unwrap().to_string()
     }
 
+    /// Clicks the element `css` selects; found again if the page redrew it
+    /// in between (the ward and the block list are redrawn as data comes).
     fn click(&self, css: &str) {
-        let e = self.find(css);
-        self.call("POST", &format!("/element/{e}/click"), None);
+        for _ in 0..20 {
+            let e = self.find(css);
+            match self.try_call("POST", &format!("/element/{e}/click"), None) {
+                Ok(_) => return,
+                Err(m) if m.contains("stale element") => {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
+                Err(m) => panic!("click {css}: {m}"),
+            }
+        }
+        panic!("click {css}: the element went stale 20 times");
     }
 
     fn type_into(&self, css: &str, text: &str) {
@@ -383,7 +403,7 @@ fn dashboard_in_a_browser() {
             .unwrap(),
     );
     // the browser's window: a desktop by default; e.g. 820,1180 for a tablet
-    let window = std::env::var("SENSORCHAIN_BROWSER_WINDOW").unwrap_or_else(|_| "1280,1000".into());
+    let window = std::env::var("SENSORCHAIN_BROWSER_WINDOW").unwrap_or_else(|_| "1280,1200".into());
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(120)))
