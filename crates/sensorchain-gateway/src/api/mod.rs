@@ -37,7 +37,8 @@
 //! in the file of their resource: `status.rs` (health, metrics), `chain.rs`
 //! (head, headers, blocks), `txs.rs` (submit, lookup), `proofs.rs`
 //! (inclusion and consistency proofs), `readings.rs`, `identities.rs`
-//! (identities, readers, votes, consents), `auth.rs` (login), `access_log.rs`;
+//! (identities, readers, votes, consents), `auth.rs` (login), `access_log.rs`,
+//! `dashboard/` (the dashboard page, its embedded assets, the live stream);
 //! what they share is in `errors.rs` ([`ApiError`], the fallbacks),
 //! `params.rs` (path and query parsing) and `json.rs` (the answers' JSON
 //! shapes).
