@@ -455,7 +455,8 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'
      base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// Security headers on every answer: CSP, `nosniff`, no referrer, no
-/// framing, `no-store` (answers may hold vitals), HSTS under TLS. No CORS
+/// framing, `no-store` (answers may hold vitals; the dashboard's static
+/// assets alone set their own `Cache-Control`), HSTS under TLS. No CORS
 /// header is ever sent, so browsers keep other origins out.
 pub(super) async fn security_headers(State(secure): State<bool>, mut res: Response) -> Response {
     let h = res.headers_mut();
@@ -472,7 +473,11 @@ pub(super) async fn security_headers(State(secure): State<bool>, mut res: Respon
         HeaderValue::from_static("no-referrer"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // `no-store` unless the handler chose otherwise (only the dashboard's
+    // embedded assets do: they hold nothing of a patient)
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
     if secure {
         h.insert(
             header::STRICT_TRANSPORT_SECURITY,

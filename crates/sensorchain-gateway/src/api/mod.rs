@@ -24,6 +24,8 @@
 //! | `POST /auth/challenge`, `POST /auth/login` | log in with a chain identity | login |
 //! | `POST /auth/logout`, `GET /auth/session` | end a session, who it is | public, session |
 //! | `GET /access-log`, `/access-log/head`, `/access-log/entries` | the access log | access-log, session, audit |
+//! | `GET /`, `GET /dashboard`, `GET /assets/{file}` | the dashboard (`dashboard/`): the page and its embedded assets | public |
+//! | `GET /readings/live` | server-sent events of the finalized readings the caller may read | all-readings |
 //!
 //! Every route is in one place, `build` in this file: one line each,
 //! naming its access [`Rule`] and its handler as `file::handler`; the router
@@ -35,7 +37,8 @@
 //! in the file of their resource: `status.rs` (health, metrics), `chain.rs`
 //! (head, headers, blocks), `txs.rs` (submit, lookup), `proofs.rs`
 //! (inclusion and consistency proofs), `readings.rs`, `identities.rs`
-//! (identities, readers, votes, consents), `auth.rs` (login), `access_log.rs`;
+//! (identities, readers, votes, consents), `auth.rs` (login), `access_log.rs`,
+//! `dashboard/` (the dashboard page, its embedded assets, the live stream);
 //! what they share is in `errors.rs` ([`ApiError`], the fallbacks),
 //! `params.rs` (path and query parsing) and `json.rs` (the answers' JSON
 //! shapes).
@@ -79,6 +82,7 @@ pub mod access_log;
 mod auth;
 mod autoerr;
 mod chain;
+pub mod dashboard;
 mod errors;
 mod identities;
 mod json;
@@ -342,7 +346,11 @@ fn build(
     .get("/auth/session", Session, auth::session)
     .get("/access-log", AccessLog, access_log::patient_log)
     .get("/access-log/head", Session, access_log::head)
-    .get("/access-log/entries", Audit, access_log::entries);
+    .get("/access-log/entries", Audit, access_log::entries)
+    .get("/", Public, dashboard::root)
+    .get("/dashboard", Public, dashboard::index)
+    .get("/assets/{file}", Public, dashboard::asset)
+    .get("/readings/live", AllReadings, dashboard::live);
     let router = t
         .router
         .fallback(errors::not_found)

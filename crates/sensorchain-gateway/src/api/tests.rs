@@ -168,10 +168,15 @@ async fn send(r: &Router, req: Request<Body>) -> Resp {
         .get(header::CONTENT_TYPE)
         .map(|v| v.to_str().unwrap().to_string())
         .unwrap_or_default();
-    let body = axum::body::to_bytes(res.into_body(), usize::MAX)
-        .await
-        .unwrap()
-        .to_vec();
+    // an event stream does not end: its head is the answer
+    let body = if ctype.starts_with("text/event-stream") {
+        Vec::new()
+    } else {
+        axum::body::to_bytes(res.into_body(), usize::MAX)
+            .await
+            .unwrap()
+            .to_vec()
+    };
     Resp {
         status,
         ctype,

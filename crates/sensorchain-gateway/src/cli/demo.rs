@@ -246,6 +246,13 @@ fn run_demo(args: &DemoArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<Exi
             m.peer_addr()
         ));
     }
+    // the dashboard is served by every gateway, on its API's address
+    out.say(format!(
+        "  dashboard: {}/dashboard (also on every gateway's API; log in with a key file of {} or {})",
+        cluster.members()[0].api_url(),
+        keys.display(),
+        dir.join("cluster").join("admin.key").display()
+    ));
     let leader = cluster.wait_leader(ELECTION)?;
     out.say(format!(
         "  gateway {} leads (term {}), {} ms after the processes started",
@@ -631,9 +638,33 @@ fn run_demo(args: &DemoArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<Exi
         && in_chain.all_found();
     if args.keep_running {
         cluster.start_all(READY)?;
+        // the sensors stream again, so the dashboard has live vitals to
+        // show (new sequence numbers: the clock's milliseconds, above any
+        // sent before; the revoked sensor stays refused)
+        let stop_again = Arc::new(AtomicBool::new(false));
+        for (i, s) in c.sensors.iter().enumerate() {
+            let readers = if i % 2 == 0 {
+                vec![c.patients[i].public(), c.doctor.public()]
+            } else {
+                vec![]
+            };
+            let sim = SimSensor::new(s.clone(), chain, i as u64 + 1, now_ms()).seal_for(readers);
+            rt.spawn(stream_sensor(
+                links.clone(),
+                i % n,
+                sim,
+                stop_again.clone(),
+                Arc::new(Board::default()),
+            ));
+        }
         let apis: Vec<String> = cluster.members().iter().map(|m| m.api_url()).collect();
         eprintln!(
-            "\n{} again (Ctrl-C stops {}): sensorchain cluster status --api {}",
+            "\ndashboard: {}/dashboard (keys in {})",
+            apis[0],
+            dir.join("keys").display()
+        );
+        eprintln!(
+            "\n{} again, the sensors streaming (Ctrl-C stops {}): sensorchain cluster status --api {}",
             if n == 1 {
                 "the gateway runs".to_string()
             } else {
@@ -645,6 +676,7 @@ fn run_demo(args: &DemoArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<Exi
         rt.block_on(async {
             let _ = tokio::signal::ctrl_c().await;
         });
+        stop_again.store(true, Ordering::Relaxed);
         cluster.terminate_all(SETTLE)?;
     }
     drop(cluster);

@@ -255,8 +255,9 @@ pub struct DemoArgs {
     /// Print only a one-object JSON summary.
     #[arg(long)]
     pub json: bool,
-    /// After the summary, start the gateways again and keep them running
-    /// (their APIs printed) until Ctrl-C.
+    /// After the summary, start the gateways again, with the sensors
+    /// streaming again, and keep them running (their APIs and the
+    /// dashboard's URL printed) until Ctrl-C.
     #[arg(long)]
     pub keep_running: bool,
     /// A command to run each gateway process under, e.g. `taskset -c 1` or

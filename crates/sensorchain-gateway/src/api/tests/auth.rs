@@ -311,7 +311,8 @@ async fn route_role_matrix() {
             .replace("{key}", &dev)
             .replace("{height}", &w.height.to_string())
             .replace("{id}", &w.reading_id)
-            .replace("{stream}", "0");
+            .replace("{stream}", "0")
+            .replace("{file}", "app.js");
         match p.as_str() {
             "/chain/consistency" => "/chain/consistency?from=0".to_string(),
             "/access-log" => format!("/access-log?patient={}", hx(&w.patient.public())),
@@ -1022,4 +1023,145 @@ async fn access_log_is_anchored_on_the_chain() {
         alog::verify_anchors(&dir, &chain, &gw, &anchors).unwrap_err();
     assert!(what.contains("anchored entry was changed"), "{what}");
     drop((node, keep));
+}
+
+/// `GET /readings/live` (the dashboard's stream): a consented doctor
+/// receives the next final reading of the patient's device; opening the
+/// stream is recorded in the patient's access log; an insurer without
+/// consent is refused (and that refusal is not a stream).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_readings_stream() {
+    use futures::StreamExt;
+    let w = world().await;
+    let peer = SocketAddr::from(([10, 0, 0, 1], 4000));
+    let doctor = as_peer(&w.r, Some(&w.login(&w.doctor_c).await), peer);
+    let res = doctor
+        .clone()
+        .oneshot(Request::get("/readings/live").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(
+        res.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut body = res.into_body().into_data_stream();
+    let tx = w.sign(
+        &w.device,
+        2,
+        TxKind::Reading {
+            stream: 0,
+            payload: sensorchain_core::tx::Payload::Plain(Vital::HeartRate { bpm: 72 }),
+        },
+    );
+    let id = commit(&w.r, &tx).await["tx_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut seen = String::new();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(chunk) = body.next().await {
+            seen.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+            if seen.contains(&id) {
+                break;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no reading event for {id}: {seen}"));
+    assert!(seen.contains("event: hello"), "{seen}");
+    assert!(seen.contains("event: block"), "{seen}");
+    assert!(seen.contains("event: reading"), "{seen}");
+    assert!(seen.contains("\"bpm\":72"), "{seen}");
+    drop(body);
+
+    let insurer = as_peer(&w.r, Some(&w.login(&w.insurer_u).await), peer);
+    get(&insurer, "/readings/live")
+        .await
+        .err(StatusCode::FORBIDDEN, "forbidden");
+
+    let pat = hx(&w.patient.public());
+    let patient = as_peer(&w.r, Some(&w.login(&w.patient).await), peer);
+    let log = get_ok(&patient, &format!("/access-log?patient={pat}")).await;
+    let doc = hx(&w.doctor_c.public());
+    assert!(
+        log["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["reader"] == doc
+                && e["kind"] == "readings"
+                && e["outcome"] == "allowed"
+                && e["to"] == json!(u64::MAX)),
+        "{log}"
+    );
+}
+
+/// The dashboard's page and assets: embedded, typed, the strict CSP on the
+/// page, a short cache with an ETag on assets only, 404 for other names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_assets() {
+    let w = world().await;
+    let page = get(&w.r, "/dashboard").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.ctype.starts_with("text/html"));
+    assert!(String::from_utf8_lossy(&page.body).contains("/assets/app.js"));
+    let root =
+        w.r.clone()
+            .oneshot(Request::get("/").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+    assert!(root.status().is_redirection());
+    assert_eq!(root.headers()[header::LOCATION], "/dashboard");
+    for (name, ctype) in [
+        ("app.js", "text/javascript"),
+        ("sc.js", "text/javascript"),
+        ("app.css", "text/css"),
+        ("sensorchain.wasm", "application/wasm"),
+        ("uPlot.iife.min.js", "text/javascript"),
+    ] {
+        let res =
+            w.r.clone()
+                .oneshot(
+                    Request::get(format!("/assets/{name}"))
+                        .body(Body::empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{name}");
+        let h = res.headers();
+        assert!(h[header::CONTENT_TYPE].to_str().unwrap().starts_with(ctype));
+        assert_eq!(h[header::CACHE_CONTROL], "public, max-age=300");
+        assert_eq!(h[header::CONTENT_SECURITY_POLICY], CONTENT_SECURITY_POLICY);
+        let tag = h[header::ETAG].clone();
+        let again =
+            w.r.clone()
+                .oneshot(
+                    Request::get(format!("/assets/{name}"))
+                        .header(header::IF_NONE_MATCH, tag)
+                        .body(Body::empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+        assert_eq!(again.status(), StatusCode::NOT_MODIFIED, "{name}");
+    }
+    let wasm = get(&w.r, "/assets/sensorchain.wasm").await;
+    assert_eq!(&wasm.body[..4], b"\0asm");
+    get(&w.r, "/assets/../Cargo.toml")
+        .await
+        .err(StatusCode::NOT_FOUND, "no_route");
+    get(&w.r, "/assets/nothing.js")
+        .await
+        .err(StatusCode::NOT_FOUND, "no_route");
+    // answers with data keep no-store
+    let h =
+        w.r.clone()
+            .oneshot(Request::get("/health").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+    assert_eq!(h.headers()[header::CACHE_CONTROL], "no-store");
 }
