@@ -421,6 +421,19 @@ fn run_demo(args: &DemoArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<Exi
                 .sum::<u64>(),
         ));
     }
+    if let Some(k) = fo.killed
+        && fo.restarted.is_none()
+    {
+        // the scenes took the run's time (a loaded machine): the killed
+        // gateway comes back now, and catches up before the chains are
+        // compared
+        cluster.start(k, READY)?;
+        fo.restarted = Some(Instant::now());
+        out.say(format!(
+            "  gateway {k} restarted (pid {}): it replays its log and catches up from the leader",
+            cluster.member(k)?.pid().unwrap_or(0)
+        ));
+    }
     if scenes.revoked.is_none() && c.sensors.len() > 1 {
         // the earlier scenes took the whole run (a loaded machine)
         scenes.revoked = Some(revoke_scene(
