@@ -628,6 +628,13 @@ fn dashboard_in_a_browser() {
         "document.querySelectorAll('#device-rows tr[data-role=device]').length >= 4",
         Duration::from_secs(60),
     );
+    // the sensors linked to this gateway show their live session here
+    // (the list is read again until one does)
+    d.wait(
+        "a sensor's live session on this gateway",
+        "(() => { const live = [...document.querySelectorAll('#device-rows tr[data-role=device] .session')].some(e => e.textContent === 'live'); if (!live) document.querySelector('nav button[data-tab=devices]').click(); return live; })()",
+        Duration::from_secs(60),
+    );
     let sensor2 = public_of(&keys.join("sensor-2.key"));
     d.click(&format!(
         "#device-rows tr[data-key='{sensor2}'] button.revoke"

@@ -256,12 +256,18 @@ async fn device_gets_readings_acknowledged_and_committed() {
         );
         assert_eq!(fx.metric("sensorchain_sessions_total"), 1);
         assert_eq!(fx.metric("sensorchain_sessions_active"), 1);
+        // the device's own counts (GET /identities' `links`)
+        let links = fx.node.device_stats().of(&d.public());
+        assert_eq!(links.live_sessions, 1, "{links:?}");
+        assert_eq!(links.rejected.get("replay"), Some(&1), "{links:?}");
+        assert_eq!(links.rejected.get("out_of_range"), Some(&1), "{links:?}");
         c.close().await;
         let t = Instant::now();
         while fx.gateway.sessions() > 0 && t.elapsed() < Duration::from_secs(5) {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(fx.gateway.sessions(), 0);
+        assert_eq!(fx.node.device_stats().of(&d.public()).live_sessions, 0);
         assert_eq!(
             fx.metric("sensorchain_links_closed_total{reason=\"peer_closed\"}"),
             1

@@ -15,13 +15,28 @@ use crate::node::Node;
 
 /// Every identity (built on the read pool: the list grows with the network).
 pub(super) async fn identities(State(api): State<Api>) -> ApiResult {
-    list_on_pool(&api, "identities", |state| {
+    let node = api.node.clone();
+    list_on_pool(&api, "identities", move |state| {
         state
             .identities()
-            .map(|(pk, rec)| identity_json(pk, rec))
+            .map(|(pk, rec)| {
+                let mut v = identity_json(pk, rec);
+                v["links"] = links_json(&node, pk);
+                v
+            })
             .collect()
     })
     .await
+}
+
+/// What this gateway saw of `pk`'s links: live sessions here and refused
+/// submissions by reason, since the gateway started.
+fn links_json(node: &Node, pk: &sensorchain_core::identity::PublicKey) -> Value {
+    let d = node.device_stats().of(pk);
+    json!({
+        "live_sessions": d.live_sessions,
+        "rejected": d.rejected,
+    })
 }
 
 pub(super) async fn identity(State(node): State<Node>, Path(key): Path<String>) -> ApiResult {
@@ -47,6 +62,7 @@ pub(super) async fn identity(State(node): State<Node>, Path(key): Path<String>) 
         .map(|(p, _)| key_hex(p))
         .collect();
     v["devices"] = json!(devices);
+    v["links"] = links_json(&node, &pk);
     v["consented_readers"] = json!(readers);
     v["consented_by"] = json!(patients);
     ok_json(v)

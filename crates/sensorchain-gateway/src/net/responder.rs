@@ -356,6 +356,7 @@ where
     fn end_session(&mut self) {
         if let Some(live) = self.live.take() {
             self.hub.peers.end_session(&live.peer, &live.ticket);
+            self.hub.node().device_stats().session_closed(&live.peer);
             self.metrics.sessions_active.dec();
         }
         self.permit = None;
@@ -526,6 +527,7 @@ where
             Step::Established(device) => {
                 // one live session per identity: this one replaces the last
                 let (ticket, replaced) = self.hub.peers.start_session(&device, mono_ms());
+                self.hub.node().device_stats().session_opened(&device);
                 self.metrics.sessions_total.inc();
                 self.metrics.sessions_active.inc();
                 tracing::debug!(peer = %self.peer, %device, "session established");

@@ -61,6 +61,7 @@ use crate::metrics::Metrics;
 use crate::store::Store;
 
 mod consensus;
+pub mod device_stats;
 mod ingest;
 mod ledger;
 mod open;
@@ -332,6 +333,10 @@ impl Finalized {
 struct Refusals {
     metrics: Arc<Metrics>,
     budget: LogBudget,
+    /// Refusals of registered signers, per signer.
+    devices: Arc<device_stats::DeviceStats>,
+    /// The state after the last block: who is registered.
+    state: watch::Receiver<Arc<WorldState>>,
 }
 
 struct Inner {
@@ -349,6 +354,11 @@ impl Refusals {
     /// Counts a refusal and logs it (within the budget).
     fn refused(&self, e: &Rejected, o: &Origin) {
         self.metrics.reject(e.label());
+        if let Some((pk, _)) = o.tx
+            && self.state.borrow().verifying_key(&pk).is_some()
+        {
+            self.devices.refused(&pk, e.label());
+        }
         let signer =
             o.tx.map_or_else(|| "undecoded".to_string(), |(pk, _)| pk.to_string());
         let sequence = o.tx.map(|(_, s)| s);
@@ -506,6 +516,8 @@ impl Node {
             refusals: Arc::new(Refusals {
                 metrics,
                 budget: LogBudget::new(),
+                devices: Arc::default(),
+                state: consensus.state.clone(),
             }),
             replies,
             verdicts,
@@ -584,6 +596,13 @@ impl Node {
     /// The metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.inner.metrics
+    }
+
+    /// What this gateway saw of each registered device's links: live
+    /// sessions (counted by the link hub) and refused submissions by
+    /// reason.
+    pub fn device_stats(&self) -> &device_stats::DeviceStats {
+        &self.inner.refusals.devices
     }
 
     /// This gateway's public key.

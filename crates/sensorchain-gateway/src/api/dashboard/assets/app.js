@@ -546,7 +546,7 @@ async function proofSubmit(ev, tamper) {
 
 async function refreshDevices() {
   if (!S.me) {
-    $("device-rows").replaceChildren(el("tr", {}, el("td", { colSpan: 7 }, "Log in to see devices.")));
+    $("device-rows").replaceChildren(el("tr", {}, el("td", { colSpan: 9 }, "Log in to see devices.")));
     return;
   }
   try {
@@ -560,6 +560,8 @@ async function refreshDevices() {
     const rows = ids.map((i) => {
       const d = S.devices.get(i.key);
       if (d && i.patient) d.patient = i.patient;
+      const links = i.links || { live_sessions: 0, rejected: {} };
+      const rejected = Object.entries(links.rejected).map(([r, n]) => `${r} ${n}`).join(", ");
       const acts = el("td", {});
       if (sees("admin") && i.key !== S.me.key) {
         if (i.permissions.includes("connect")) {
@@ -572,7 +574,9 @@ async function refreshDevices() {
         el("td", { class: "mono" }, i.address), el("td", {}, i.role || "—"),
         el("td", { class: "perms" }, i.permissions.join(", ") || "none"),
         el("td", { class: "mono" }, i.patient ? short(i.patient) : ""),
-        el("td", {}, i.last_sequence ?? "—"), el("td", {}, d && d.last ? time(d.last) : "—"), acts);
+        el("td", {}, i.last_sequence ?? "—"), el("td", {}, d && d.last ? time(d.last) : "—"),
+        el("td", { class: "session" }, links.live_sessions > 0 ? "live" : "—"),
+        el("td", { class: "rejected" }, rejected || "none"), acts);
     });
     $("device-rows").replaceChildren(...rows);
   } catch (e) {
