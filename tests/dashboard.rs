@@ -455,6 +455,15 @@ fn dashboard_in_a_browser() {
         Duration::from_secs(60),
     );
 
+    // the cluster: each of the five gateways reports its own role and
+    // height (asked by this gateway over the peer links); one leads
+    d.click("nav button[data-tab=cluster]");
+    d.wait(
+        "every gateway's own report in the cluster view",
+        "(() => { const rows = [...document.querySelectorAll('#cluster-view tbody tr')]; const ok = rows.length === 5 && rows.every(r => /^\\d+$/.test(r.querySelector('.height').textContent)) && rows.filter(r => r.querySelector('.role').textContent === 'leader').length === 1; if (!ok) document.querySelector('nav button[data-tab=cluster]').click(); return ok; })()",
+        Duration::from_secs(90),
+    );
+
     // 2. live points: the charts grow while the page stays open
     d.click("nav button[data-tab=vitals]");
     let before = d

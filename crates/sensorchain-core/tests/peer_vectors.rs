@@ -334,6 +334,7 @@ fn peer_vectors() {
         ),
         ("Blocks", Request::Blocks { from: 300, max: 64 }),
         ("Rejoin", Request::Rejoin),
+        ("Status", Request::Status),
     ];
     let requests: Vec<Value> = requests
         .into_iter()
@@ -412,6 +413,18 @@ fn peer_vectors() {
             "Rejoin Refused",
             Answer::Rejoin(RejoinAnswer::Refused {
                 message: "not a member".into(),
+            }),
+        ),
+        (
+            "Status",
+            Answer::Status(PeerStatus {
+                role: MemberRole::Follower,
+                term: 3,
+                leader: Some(2),
+                applied_index: Some(300),
+                height: 120,
+                finalized_height: Some(119),
+                health: "ok".into(),
             }),
         ),
     ];

@@ -66,6 +66,9 @@ pub enum Request<'a> {
     /// entry) to learn whether the cluster knew it before: a member that
     /// lost its data must not vote under its old membership.
     Rejoin,
+    /// The answering member's own view of itself (role, term, heights,
+    /// health), for a cluster overview on any one member.
+    Status,
 }
 
 /// An answer: the id of the request it answers and the result.
@@ -82,7 +85,8 @@ pub struct PeerAnswer<'a> {
 /// request kind is answered by its own variant — the variant of the same
 /// index for the first five, [`Answer::Blocks`] (index 6) for
 /// [`Request::Blocks`] (index 5), [`Answer::Rejoin`] (index 7) for
-/// [`Request::Rejoin`] (index 6) — or by [`Answer::Malformed`]).
+/// [`Request::Rejoin`] (index 6), [`Answer::Status`] (index 8) for
+/// [`Request::Status`] (index 7) — or by [`Answer::Malformed`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Answer<'a> {
     /// openraft's `Result<AppendEntriesResponse, RaftError>`, postcard.
@@ -105,6 +109,43 @@ pub enum Answer<'a> {
     Blocks(Vec<StoredBlock<'a>>),
     /// What the leader knows of the asking member's log, and did.
     Rejoin(RejoinAnswer),
+    /// The answering member's view of itself.
+    Status(PeerStatus),
+}
+
+/// A member's role in its Raft, as it says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MemberRole {
+    /// It leads.
+    Leader,
+    /// A voter following a leader.
+    Follower,
+    /// A voter asking for votes.
+    Candidate,
+    /// A non-voting member.
+    Learner,
+    /// Its Raft has stopped (a storage failure, a shutdown).
+    Stopped,
+}
+
+/// The answer to [`Request::Status`]: the answering member's view of
+/// itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    /// Its role.
+    pub role: MemberRole,
+    /// Its Raft term.
+    pub term: u64,
+    /// The leader it knows of.
+    pub leader: Option<u64>,
+    /// The last log index applied to its chain.
+    pub applied_index: Option<u64>,
+    /// Its chain's head height.
+    pub height: u64,
+    /// Its last final (certified) height.
+    pub finalized_height: Option<u64>,
+    /// `ok`, or why its Raft stopped (at most [`MAX_REASON_LEN`] bytes).
+    pub health: String,
 }
 
 /// The answer to [`Request::Rejoin`].
@@ -225,6 +266,8 @@ pub enum Kind {
     Blocks,
     /// [`Request::Rejoin`], [`Answer::Rejoin`].
     Rejoin,
+    /// [`Request::Status`], [`Answer::Status`].
+    Status,
 }
 
 impl Request<'_> {
@@ -238,6 +281,7 @@ impl Request<'_> {
             Request::FinalityVote { .. } => Kind::FinalityVote,
             Request::Blocks { .. } => Kind::Blocks,
             Request::Rejoin => Kind::Rejoin,
+            Request::Status => Kind::Status,
         }
     }
 }
@@ -254,6 +298,7 @@ impl Answer<'_> {
             Answer::FinalityVote(_) => Kind::FinalityVote,
             Answer::Blocks(_) => Kind::Blocks,
             Answer::Rejoin(_) => Kind::Rejoin,
+            Answer::Status(_) => Kind::Status,
             Answer::Malformed => return None,
         })
     }
@@ -285,7 +330,10 @@ impl<'a> PeerAnswer<'a> {
         let message = match &a.body {
             Answer::Forward(ForwardAnswer::Refused { message, .. })
             | Answer::FinalityVote(VoteAnswer::Refused { message, .. })
-            | Answer::Rejoin(RejoinAnswer::Refused { message }) => message.len(),
+            | Answer::Rejoin(RejoinAnswer::Refused { message })
+            | Answer::Status(PeerStatus {
+                health: message, ..
+            }) => message.len(),
             _ => 0,
         };
         if message > MAX_REASON_LEN {

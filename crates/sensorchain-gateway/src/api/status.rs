@@ -28,13 +28,12 @@ pub(super) async fn health(State(api): State<Api>) -> ApiResult {
 /// equivocation evidence it holds (each pair of votes, hex).
 pub(super) async fn cluster(State(api): State<Api>) -> ApiResult {
     let node = api.node.clone();
-    let (status, evidence) = api
+    let evidence = api
         .pool
-        .run(move || {
-            let evidence = node.store().evidence(MAX_EVIDENCE_SHOWN)?;
-            Ok((node.cluster_status(), evidence))
-        })
+        .run(move || Ok(node.store().evidence(MAX_EVIDENCE_SHOWN)?))
         .await?;
+    // every member's report of itself, asked over the peer links
+    let status = api.node.cluster_overview().await;
     let mut v = serde_json::to_value(&status).map_err(|e| ApiError::internal(e.to_string()))?;
     v["evidence_pairs"] = evidence
         .iter()

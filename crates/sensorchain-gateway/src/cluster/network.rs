@@ -79,8 +79,8 @@ use sensorchain_core::handshake::Denial;
 use sensorchain_core::hash::Hash32;
 use sensorchain_core::identity::{KeyId, PublicKey, VerifyingKey};
 use sensorchain_core::peer::{
-    Answer, ForwardAnswer, Kind, PEER_MAX_MESSAGE, PeerRequest, RejoinAnswer, Request, StoredBlock,
-    VoteAnswer,
+    Answer, ForwardAnswer, Kind, PEER_MAX_MESSAGE, PeerRequest, PeerStatus, RejoinAnswer, Request,
+    StoredBlock, VoteAnswer,
 };
 use sensorchain_core::permissions::Permissions;
 use sensorchain_core::state::WorldState;
@@ -129,6 +129,9 @@ pub trait PeerHandler: Send + Sync + 'static {
     /// whether the cluster knew it ([`Request::Rejoin`]): the leader
     /// answers, re-adding it as a learner if it had lost entries.
     fn rejoin(&self, from: PublicKey) -> BoxFuture<'static, RejoinAnswer>;
+
+    /// This member's view of itself ([`Request::Status`]).
+    fn status(&self) -> BoxFuture<'static, PeerStatus>;
 
     /// The registered key of `id` if it may hold a peer session now:
     /// `VALIDATE` and `CONNECT` in the current world state
@@ -434,6 +437,19 @@ impl PeerNetwork {
         }
     }
 
+    /// Member `to`'s view of itself ([`Request::Status`]), waiting at most
+    /// `timeout`.
+    pub async fn status(&self, to: NodeId, timeout: Duration) -> Result<PeerStatus, PeerError> {
+        let link = self.link_to(to)?;
+        let answered = link.request(Request::Status, timeout).await?;
+        match answered.body() {
+            Answer::Status(s) => Ok(s),
+            _ => Err(PeerError::Protocol(format!(
+                "node {to} could not read the status request"
+            ))),
+        }
+    }
+
     /// Stops listening, ends every session (peers are told
     /// `ShuttingDown`, links get a close frame), fails what is pending and
     /// joins every task of the network, waiting at most `grace` before
@@ -680,6 +696,7 @@ enum Incoming {
         max: u32,
     },
     Rejoin,
+    Status,
     Malformed,
 }
 
@@ -697,6 +714,7 @@ fn decode_request(bytes: &[u8]) -> Incoming {
         }
         Request::Blocks { from, max } => Some(Incoming::Blocks { from, max }),
         Request::Rejoin => Some(Incoming::Rejoin),
+        Request::Status => Some(Incoming::Status),
     };
     decoded.unwrap_or(Incoming::Malformed)
 }
@@ -740,6 +758,7 @@ impl PeerService for Dispatch {
                     blocks_answer(&blocks)
                 }
                 Incoming::Rejoin => codec::encode_to_vec(&Answer::Rejoin(h.rejoin(from).await)),
+                Incoming::Status => codec::encode_to_vec(&Answer::Status(h.status().await)),
                 Incoming::Malformed => codec::encode_to_vec(&Answer::Malformed),
             }
         })

@@ -238,6 +238,26 @@ fn three_members_one_chain_submitted_anywhere() {
             .iter()
             .all(|s| s.leader == Some(leaders[0].node_id))
     );
+    // any member gives every other member's report of itself (asked over
+    // the peer links): its role, term and heights
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let overview = rt.block_on(nodes[0].cluster_overview());
+    let others: Vec<_> = overview
+        .members
+        .iter()
+        .filter(|m| m.id != overview.node_id)
+        .collect();
+    assert_eq!(others.len(), 2, "{overview:?}");
+    for m in others {
+        let r = m.reported.as_ref().unwrap_or_else(|| panic!("{m:?}"));
+        let s = statuses.iter().find(|s| s.node_id == m.id).unwrap();
+        assert!(r.role == "leader" || r.role == "follower", "{r:?}");
+        assert!(r.term >= s.term && r.height >= s.height, "{r:?} {s:?}");
+        assert_eq!(r.health, "ok");
+    }
     for n in nodes {
         stop(n);
     }

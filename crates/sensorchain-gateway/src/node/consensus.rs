@@ -57,7 +57,9 @@ use crate::store::Store;
 use futures::future::BoxFuture;
 use sensorchain_core::handshake::Denial;
 use sensorchain_core::identity::{KeyId, PublicKey, VerifyingKey};
-use sensorchain_core::peer::{ForwardAnswer, RejoinAnswer, VoteAnswer, VoteRefusal};
+use sensorchain_core::peer::{
+    ForwardAnswer, MemberRole, PeerStatus, RejoinAnswer, VoteAnswer, VoteRefusal, reason_text,
+};
 use std::net::SocketAddr;
 
 /// Name of the threads of Raft's runtime.
@@ -123,6 +125,66 @@ pub struct ClusterStatus {
     pub evidence: usize,
 }
 
+/// A [`ClusterStatus`] as a peer tells it ([`PeerStatus`]).
+fn peer_status(s: &ClusterStatus) -> PeerStatus {
+    PeerStatus {
+        role: match s.role.as_str() {
+            "leader" => MemberRole::Leader,
+            "follower" => MemberRole::Follower,
+            "candidate" => MemberRole::Candidate,
+            "learner" => MemberRole::Learner,
+            _ => MemberRole::Stopped,
+        },
+        term: s.term,
+        leader: s.leader,
+        applied_index: s.applied_index,
+        height: s.height,
+        finalized_height: s.finalized_height,
+        health: reason_text(&s.health),
+    }
+}
+
+/// What a member said of itself when asked over the peer links
+/// ([`Node::cluster_overview`](super::Node::cluster_overview)).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct MemberReport {
+    /// `leader`, `follower`, `candidate`, `learner` or `stopped`.
+    pub role: String,
+    /// Its Raft term.
+    pub term: u64,
+    /// The leader it knows of.
+    pub leader: Option<NodeId>,
+    /// The last log index applied to its chain.
+    pub applied_index: Option<u64>,
+    /// Its chain's head height.
+    pub height: u64,
+    /// Its last final height.
+    pub finalized_height: Option<u64>,
+    /// `ok`, or why its Raft stopped.
+    pub health: String,
+}
+
+impl From<PeerStatus> for MemberReport {
+    fn from(p: PeerStatus) -> Self {
+        MemberReport {
+            role: match p.role {
+                MemberRole::Leader => "leader",
+                MemberRole::Follower => "follower",
+                MemberRole::Candidate => "candidate",
+                MemberRole::Learner => "learner",
+                MemberRole::Stopped => "stopped",
+            }
+            .into(),
+            term: p.term,
+            leader: p.leader,
+            applied_index: p.applied_index,
+            height: p.height,
+            finalized_height: p.finalized_height,
+            health: p.health,
+        }
+    }
+}
+
 /// A member in a [`ClusterStatus`].
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct MemberStatus {
@@ -138,6 +200,14 @@ pub struct MemberStatus {
     pub matched_index: Option<u64>,
     /// On the leader: log entries it is behind the leader.
     pub lag: Option<u64>,
+    /// What the member said of itself when this gateway asked it (only in
+    /// [`Node::cluster_overview`](super::Node::cluster_overview); this
+    /// gateway's own entry is its own view).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported: Option<MemberReport>,
+    /// Why it could not be asked (unreachable, no answer in time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreachable: Option<String>,
 }
 
 /// Why a membership change was not made.
@@ -207,7 +277,20 @@ pub(super) struct Consensus {
     pub(super) state: watch::Receiver<Arc<WorldState>>,
     /// Where the state machine back-fills from (it holds it weakly).
     _block_source: Option<Arc<dyn BlockSource>>,
+    /// The members' reports of themselves, last asked (at most once a
+    /// [`REPORTS_FRESH`]: a public route must not make every request a
+    /// round of peer requests).
+    reports: tokio::sync::Mutex<Option<(std::time::Instant, Reports)>>,
 }
+
+/// What each other member said of itself, or why it could not be asked.
+pub type Reports = Vec<(NodeId, Result<MemberReport, String>)>;
+
+/// How long the members' reports are reused.
+const REPORTS_FRESH: Duration = Duration::from_secs(1);
+
+/// How long a member is given to report.
+const REPORT_WAIT: Duration = Duration::from_secs(2);
 
 /// What [`start`] starts besides the [`Consensus`]: the runtime (owned by
 /// the producer thread, which shuts it down last) and the outcomes.
@@ -351,6 +434,7 @@ pub(super) fn start(
             verified,
             state,
             _block_source: block_source,
+            reports: Default::default(),
         },
         runtime,
         outcomes,
@@ -415,6 +499,8 @@ impl Consensus {
                     lag: (role == "leader")
                         .then(|| last.map(|l| l.saturating_sub(matched_index.unwrap_or(0))))
                         .flatten(),
+                    reported: None,
+                    unreachable: None,
                 }
             })
             .collect();
@@ -450,6 +536,52 @@ impl Consensus {
     /// The leader this gateway knows of.
     pub(super) fn leader(&self) -> Option<NodeId> {
         self.raft.metrics().borrow().current_leader
+    }
+
+    /// Every other member's report of itself, asked over the peer links
+    /// (each at most [`REPORT_WAIT`], all at once; reused for
+    /// [`REPORTS_FRESH`]). Empty without peer links.
+    pub(super) async fn reports(&self) -> Reports {
+        let Some(net) = self.net.clone() else {
+            return Vec::new();
+        };
+        let mut cached = self.reports.lock().await;
+        if let Some((at, r)) = cached.as_ref()
+            && at.elapsed() < REPORTS_FRESH
+        {
+            return r.clone();
+        }
+        let me = self.id;
+        let others: Vec<NodeId> = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, _)| *id)
+            .filter(|id| *id != me)
+            .collect();
+        let asked = self
+            .handle
+            .spawn(async move {
+                futures::future::join_all(others.into_iter().map(|id| {
+                    let net = net.clone();
+                    async move {
+                        let r = net
+                            .status(id, REPORT_WAIT)
+                            .await
+                            .map(MemberReport::from)
+                            .map_err(|e| e.to_string());
+                        (id, r)
+                    }
+                }))
+                .await
+            })
+            .await
+            .unwrap_or_default();
+        *cached = Some((std::time::Instant::now(), asked.clone()));
+        asked
     }
 
     /// Where the peer listener listens (none: no peer links).
@@ -1111,6 +1243,37 @@ impl PeerHandler for Peers {
                 };
             };
             inner.consensus.rejoin(from).await
+        })
+    }
+
+    fn status(&self) -> BoxFuture<'static, PeerStatus> {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let Some(inner) = inner.upgrade() else {
+                return PeerStatus {
+                    role: MemberRole::Stopped,
+                    term: 0,
+                    leader: None,
+                    applied_index: None,
+                    height: 0,
+                    finalized_height: None,
+                    health: "shutting down".into(),
+                };
+            };
+            let node = super::Node { inner };
+            let s = tokio::task::spawn_blocking(move || node.cluster_status()).await;
+            match s {
+                Ok(s) => peer_status(&s),
+                Err(e) => PeerStatus {
+                    role: MemberRole::Stopped,
+                    term: 0,
+                    leader: None,
+                    applied_index: None,
+                    height: 0,
+                    finalized_height: None,
+                    health: reason_text(&format!("status failed: {e}")),
+                },
+            }
         })
     }
 

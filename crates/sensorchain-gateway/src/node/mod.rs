@@ -67,7 +67,9 @@ mod ledger;
 mod open;
 mod replies;
 
-pub use consensus::{ClusterStatus, FOLLOW_THREAD, MemberStatus, MembershipError, RAFT_THREAD};
+pub use consensus::{
+    ClusterStatus, FOLLOW_THREAD, MemberReport, MemberStatus, MembershipError, RAFT_THREAD,
+};
 pub use ingest::VERIFY_THREAD;
 pub use open::{NotValidator, check_may_propose, genesis_state, replay};
 
@@ -669,6 +671,28 @@ impl Node {
     ) -> Result<(), MembershipError> {
         let state = self.state();
         self.inner.consensus.add_member(&state, id, node).await
+    }
+
+    /// [`cluster_status`](Self::cluster_status) with every other member's
+    /// report of itself (role, term, heights, health), asked over the peer
+    /// links — or why it could not be asked. The status is read on the
+    /// blocking pool.
+    pub async fn cluster_overview(&self) -> ClusterStatus {
+        let node = self.clone();
+        let mut status = match tokio::task::spawn_blocking(move || node.cluster_status()).await {
+            Ok(s) => s,
+            Err(_) => self.cluster_status(),
+        };
+        let reports = self.inner.consensus.reports().await;
+        for m in &mut status.members {
+            if let Some((_, r)) = reports.iter().find(|(id, _)| *id == m.id) {
+                match r {
+                    Ok(rep) => m.reported = Some(rep.clone()),
+                    Err(e) => m.unreachable = Some(e.clone()),
+                }
+            }
+        }
+        status
     }
 
     /// This gateway's view of its cluster: role, term, leader, log and

@@ -19,7 +19,7 @@ use sensorchain_core::chain::{Chain, build_block_from_pool};
 use sensorchain_core::handshake::Denial;
 use sensorchain_core::hash::Hash32;
 use sensorchain_core::identity::{KeyId, Keypair, PublicKey, VerifyingKey};
-use sensorchain_core::peer::{ForwardAnswer, RejoinAnswer, VoteAnswer};
+use sensorchain_core::peer::{ForwardAnswer, MemberRole, PeerStatus, RejoinAnswer, VoteAnswer};
 use sensorchain_core::permissions::Role;
 use sensorchain_core::reading::Vital;
 use sensorchain_core::state::{SigCheck, WorldState};
@@ -167,6 +167,23 @@ impl PeerHandler for Handler {
 
     fn rejoin(&self, _from: PublicKey) -> BoxFuture<'static, RejoinAnswer> {
         async move { RejoinAnswer::Fresh }.boxed()
+    }
+
+    fn status(&self) -> BoxFuture<'static, PeerStatus> {
+        let s = PeerStatus {
+            role: if self.leader() == Some(self.id) {
+                MemberRole::Leader
+            } else {
+                MemberRole::Follower
+            },
+            term: self.raft.metrics().borrow().current_term,
+            leader: self.leader(),
+            applied_index: None,
+            height: self.sm.state().next_height().saturating_sub(1),
+            finalized_height: None,
+            health: "ok".into(),
+        };
+        async move { s }.boxed()
     }
 
     fn admit(&self, id: &KeyId) -> Result<VerifyingKey, Denial> {

@@ -626,13 +626,26 @@ function grant(i) {
 async function refreshCluster() {
   try {
     const c = (await api("/cluster")).json;
+    // each member's own report (asked by this gateway over the peer links);
+    // this gateway's row is its own view
+    const own = { role: c.role, term: c.term, height: c.height, finalized_height: c.finalized_height, health: c.health };
+    const cell = (m, f) => {
+      const r = m.id === c.node_id ? own : m.reported;
+      return r ? f(r) : "—";
+    };
     $("cluster-view").replaceChildren(
-      el("p", {}, `This gateway (member ${c.node_id}): ${c.role}, term ${c.term}, leader ${c.leader ?? "none"}, height ${c.height}, finalized ${c.finalized_height ?? "—"}, health ${c.health}`),
-      el("table", {}, el("thead", {}, el("tr", {}, ...["member", "address", "key", "voter", "lag"].map((h) => el("th", {}, h)))),
-        el("tbody", {}, ...c.members.map((m) => el("tr", {}, el("td", {}, m.id + (m.id === c.leader ? " (leader)" : "")),
-          el("td", {}, m.addr), el("td", { class: "mono" }, short(m.key)), el("td", {}, m.voter ? "yes" : "no"),
-          el("td", {}, m.lag ?? "—"))))),
-      el("p", { class: "muted" }, "The other members' own views are on their APIs (this page reads only its own origin)."),
+      el("p", {}, `This gateway is member ${c.node_id} (${c.role}, term ${c.term}); leader ${c.leader ?? "none"}; evidence pairs ${c.evidence}.`),
+      el("table", {}, el("thead", {}, el("tr", {}, ...["member", "role", "term", "height", "finalized", "health", "voter", "lag", "address", "key"].map((h) => el("th", {}, h)))),
+        el("tbody", {}, ...c.members.map((m) => el("tr", { "data-member": m.id, class: m.unreachable ? "unreachable" : "" },
+          el("td", {}, String(m.id) + (m.id === c.node_id ? " (this)" : "")),
+          el("td", { class: "role" }, m.unreachable ? "unreachable" : cell(m, (r) => r.role)),
+          el("td", {}, cell(m, (r) => r.term)),
+          el("td", { class: "height" }, cell(m, (r) => r.height)),
+          el("td", {}, cell(m, (r) => r.finalized_height ?? "—")),
+          el("td", { title: m.unreachable || "" }, m.unreachable ? "no answer" : cell(m, (r) => r.health)),
+          el("td", {}, m.voter ? "yes" : "no"), el("td", {}, m.lag ?? "—"),
+          el("td", { class: "mono" }, m.addr), el("td", { class: "mono" }, short(m.key)))))),
+      el("p", { class: "muted" }, "Each member's role, term, heights and health are its own report, asked by this gateway over the peer links (GET /cluster); lag is the leader's view."),
     );
   } catch (e) {
     say("cluster: " + e.message, true);
