@@ -419,6 +419,98 @@ fn wiped_follower_catches_up() {
     done(&mut c, load, "wiped follower", t0);
 }
 
+/// A follower away while the others snapshot and purge their logs past it
+/// catches up by snapshot and back-fill; SIGKILLed half way through the
+/// back-fill (each back-filled block made to wait by the test hook
+/// `SENSORCHAIN_TEST_BACKFILL_PAUSE_MS`), it is restarted, takes the
+/// snapshot again, back-fills from the longer valid prefix it kept, and
+/// ends with the others' chain.
+#[test]
+fn snapshot_catch_up_killed_half_way() {
+    let _g = serial();
+    let t0 = Instant::now();
+    let n = members();
+    let t = Instant::now();
+    let mut c = Cluster::new_with(
+        n,
+        2 * n,
+        fixture::Options {
+            snapshot_every: 32,
+            snapshot_keep: 0,
+            env: vec![("SENSORCHAIN_TEST_BACKFILL_PAUSE_MS".into(), "25".into())],
+        },
+    );
+    c.start_all();
+    c.wait_leader(&c.all(), None, 0);
+    let load = c.load(2, 4);
+    load.wait_acked_since(t, None, 20);
+    let l = c.wait_leader(&c.all(), None, 0);
+    let f = (l + 1) % n;
+    let before = c.status(f).map_or(0, |s| s.height);
+    c.kill(f);
+    // the others go on, snapshotting every 32 entries and purging below
+    let away = Instant::now();
+    let heights = |c: &Cluster| {
+        c.statuses(&others(c, &[f]))
+            .iter()
+            .map(|(_, s)| s.height)
+            .max()
+            .unwrap_or(0)
+    };
+    while heights(&c) < before + 150 {
+        assert!(away.elapsed() < BOUND, "the others did not go on");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    load.wait_acked_since(away, None, 20);
+    let target = heights(&c);
+    c.start_member(f);
+    // its height rises block by block as it back-fills: kill it half way
+    let t = Instant::now();
+    let at_kill = loop {
+        if let Some(s) = c.status(f)
+            && s.height > before + 10
+        {
+            break s.height;
+        }
+        assert!(
+            t.elapsed() < BOUND,
+            "member {} did not start its back-fill",
+            f + 1
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    c.kill(f);
+    assert!(
+        at_kill < target,
+        "killed at height {at_kill}, not below the snapshot's head {target}: not half way"
+    );
+    c.start_member(f);
+    let back = Instant::now();
+    let t = Instant::now();
+    loop {
+        let s = c.status(f);
+        if s.as_ref()
+            .is_some_and(|s| s.height >= target && s.finalized_height >= Some(target))
+        {
+            break;
+        }
+        assert!(
+            t.elapsed() < BOUND,
+            "member {} did not reach height {target} after its restart: {s:?}",
+            f + 1
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "member {} away from height {before}, killed half way at {at_kill} of {target}, caught up {:.1?} after its restart; {}",
+        f + 1,
+        back.elapsed(),
+        load.summary()
+    );
+    load.wait_acked_since(back, None, 20);
+    done(&mut c, load, "snapshot catch-up killed half way", t0);
+}
+
 /// Every member SIGKILLed at once mid-load, then all restarted: every
 /// acknowledged reading is there, the chains identical.
 #[test]

@@ -105,6 +105,27 @@ impl AddressBook {
     }
 }
 
+/// What a test may change of its cluster.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `[cluster] snapshot_every`.
+    pub snapshot_every: u64,
+    /// `[cluster] snapshot_keep`.
+    pub snapshot_keep: u64,
+    /// Environment of every member process.
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            snapshot_every: 8_192,
+            snapshot_keep: 8_192,
+            env: Vec::new(),
+        }
+    }
+}
+
 /// A cluster of `n` gateway processes on one genesis.
 pub struct Cluster {
     dir: Option<tempfile::TempDir>,
@@ -119,6 +140,7 @@ pub struct Cluster {
     book: Arc<AddressBook>,
     pub proxy: Proxy,
     pub rt: Runtime,
+    env: Vec<(String, String)>,
 }
 
 impl Cluster {
@@ -126,6 +148,11 @@ impl Cluster {
     /// validators — and `devices` devices) and every member's
     /// configuration; starts nothing.
     pub fn new(n: usize, devices: usize) -> Cluster {
+        Cluster::new_with(n, devices, Options::default())
+    }
+
+    /// [`Cluster::new`] with `opts`.
+    pub fn new_with(n: usize, devices: usize, opts: Options) -> Cluster {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -170,6 +197,8 @@ impl Cluster {
                 heartbeat_ms: HEARTBEAT_MS,
                 election_min_ms: ELECTION_MS.0,
                 election_max_ms: ELECTION_MS.1,
+                snapshot_every: opts.snapshot_every,
+                snapshot_keep: opts.snapshot_keep,
                 peers: (0..n)
                     .filter(|&j| j != i)
                     .map(|j| Peer {
@@ -206,6 +235,7 @@ impl Cluster {
             book: Arc::new(AddressBook(Mutex::new(vec![None; n]))),
             proxy,
             rt,
+            env: opts.env,
         }
     }
 
@@ -255,6 +285,7 @@ impl Cluster {
             .args(["run", "--config"])
             .arg(&member.config)
             .env("SENSORCHAIN_LOG", level)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .spawn()

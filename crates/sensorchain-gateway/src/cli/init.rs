@@ -396,6 +396,8 @@ serial = []
 ## heartbeat_ms = 250           # Raft's heartbeat
 ## election_min_ms = 3000       # election timeouts: many heartbeats, for a busy Pi
 ## election_max_ms = 6000
+## snapshot_every = 8192        # Raft log entries between snapshots
+## snapshot_keep = 8192         # entries kept below one (a member less behind catches up by the log)
 ## join = false                 # true: wait to be added (sensorchain cluster add)
 ## [[cluster.peers]]
 ## id = 2

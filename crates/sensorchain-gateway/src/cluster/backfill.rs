@@ -46,6 +46,22 @@ pub const BACKFILL_TRIES: u32 = 120;
 /// The wait after a failed try of a back-fill.
 pub const BACKFILL_PAUSE: Duration = Duration::from_millis(500);
 
+/// A fault-injection hook for tests: the environment variable
+/// `SENSORCHAIN_TEST_BACKFILL_PAUSE_MS` makes every back-filled block wait
+/// that long, so that a test can kill a member half way through its
+/// catch-up (tests/cluster.rs). Read once; absent (as in any deployment),
+/// nothing waits.
+pub(super) fn test_pause() -> Option<Duration> {
+    static PAUSE: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
+    *PAUSE.get_or_init(|| {
+        std::env::var("SENSORCHAIN_TEST_BACKFILL_PAUSE_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis)
+    })
+}
+
 /// The stored blocks from `from` on, at most `max` of them and about
 /// [`BLOCKS_ANSWER_BYTES`] in all, with their certificates: what this
 /// member serves to a peer's [`BlockSource`]. Stops at the head or at the

@@ -345,6 +345,8 @@ impl LocalCluster {
                     heartbeat_ms: cfg.heartbeat_ms,
                     election_min_ms: cfg.election_ms.0,
                     election_max_ms: cfg.election_ms.1,
+                    snapshot_every: crate::cluster::settings::SNAPSHOT_EVERY_ENTRIES,
+                    snapshot_keep: crate::cluster::settings::KEEP_BELOW_SNAPSHOT,
                     peers: out
                         .iter()
                         .filter(|o| o.id != m.id)

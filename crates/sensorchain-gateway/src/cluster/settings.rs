@@ -39,6 +39,10 @@ pub struct ClusterSettings {
     /// Join a running cluster (be added by its leader) rather than start
     /// one with `members`.
     pub join: bool,
+    /// Raft log entries between snapshots.
+    pub snapshot_every: u64,
+    /// Raft log entries kept below a snapshot.
+    pub snapshot_keep: u64,
 }
 
 impl Default for ClusterSettings {
@@ -50,6 +54,8 @@ impl Default for ClusterSettings {
             election_ms: (ELECTION_MIN_MS, ELECTION_MAX_MS),
             listen: None,
             join: false,
+            snapshot_every: SNAPSHOT_EVERY_ENTRIES,
+            snapshot_keep: KEEP_BELOW_SNAPSHOT,
         }
     }
 }
@@ -76,6 +82,8 @@ impl ClusterSettings {
             election_ms: (c.election_min_ms, c.election_max_ms),
             listen: c.listen.clone(),
             join: c.join,
+            snapshot_every: c.snapshot_every,
+            snapshot_keep: c.snapshot_keep,
         })
     }
 
@@ -86,8 +94,8 @@ impl ClusterSettings {
             heartbeat_interval: self.heartbeat_ms,
             election_timeout_min: self.election_ms.0,
             election_timeout_max: self.election_ms.1,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY_ENTRIES),
-            max_in_snapshot_log_to_keep: KEEP_BELOW_SNAPSHOT,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
+            max_in_snapshot_log_to_keep: self.snapshot_keep,
             ..Default::default()
         };
         Ok(Arc::new(

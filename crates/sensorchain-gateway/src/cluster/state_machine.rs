@@ -277,6 +277,35 @@ impl LedgerStateMachine {
         self.lock().source = Some(Arc::downgrade(source));
     }
 
+    /// Finishes the install of a Raft snapshot that a crash cut short (the
+    /// back-fill of the blocks below its head, recorded in the chain store
+    /// when it began): openraft may have purged its log past this member's
+    /// applied mark meanwhile, so the state machine must reach the
+    /// snapshot before Raft starts. Call it once the block source is set,
+    /// before `Raft::new`, off the async runtime (it waits on the peers).
+    /// Returns whether there was one to finish.
+    pub fn resume_install(&self) -> anyhow::Result<bool> {
+        let mut c = self.lock();
+        let Some(blob) = c.store.pending_snapshot()? else {
+            return Ok(false);
+        };
+        let (meta, data): (SnapshotMeta<NodeId, GatewayNode>, Vec<u8>) =
+            postcard::from_bytes(&blob).map_err(|e| {
+                anyhow::anyhow!("the snapshot being installed does not decode: {e}")
+            })?;
+        if c.mark.log_id >= meta.last_log_id {
+            c.store.set_pending_snapshot(None)?;
+            return Ok(false);
+        }
+        tracing::warn!(
+            snapshot = %meta.snapshot_id,
+            "the install of a Raft snapshot was cut short (a crash): finishing it first"
+        );
+        c.install(&meta, data)
+            .map_err(|e| anyhow::anyhow!("finishing the snapshot's install: {e}"))?;
+        Ok(true)
+    }
+
     /// The chain store it applies to.
     pub fn store(&self) -> Arc<Store> {
         self.lock().store.clone()
@@ -619,7 +648,16 @@ impl Core {
             .map_err(|e| StoreError::Invalid(format!("the snapshot does not decode: {e}")))?;
         let head = self.store.head()?.map(|h| (h.height, h.hash));
         let at = |h: Option<(u64, Hash32)>| h.map_or_else(|| "nothing".into(), |h| h.0.to_string());
-        if head.is_none_or(|(h, _)| h < body.head_height) {
+        let behind = head.is_none_or(|(h, _)| h < body.head_height);
+        if behind {
+            // A crash during the (long) back-fill must not leave this
+            // member with openraft's log purged past its applied mark:
+            // the install is recorded first and resumed at the next start
+            // ([`LedgerStateMachine::resume_install`]).
+            let pending = postcard::to_allocvec(&(meta, &data)).map_err(|e| {
+                StoreError::Invalid(format!("cannot record the snapshot being installed: {e}"))
+            })?;
+            self.store.set_pending_snapshot(Some(&pending))?;
             self.backfill(meta, &body)?;
         }
         let head = self.store.head()?.map(|h| (h.height, h.hash));
@@ -649,6 +687,9 @@ impl Core {
             membership: meta.last_membership.clone(),
         };
         self.flush()?;
+        if behind {
+            self.store.set_pending_snapshot(None)?;
+        }
         self.current = Some((meta.clone(), data));
         Ok(())
     }
@@ -678,14 +719,13 @@ impl Core {
             to = body.head_height,
             "catching up by snapshot: fetching the blocks below its head from the peers"
         );
-        let mut uncertified = Vec::new();
         let mut attempt = 0u32;
         while self.state.next_height() <= body.head_height {
             let from = self.state.next_height();
             let max = (body.head_height - from + 1).min(u64::from(BLOCKS_PER_REQUEST)) as u32;
             let problem = match source.fetch(from, max, &members, attempt) {
                 Ok(blocks) if blocks.is_empty() => format!("no block {from} served"),
-                Ok(blocks) => match self.take_blocks(blocks, body.head_height, &mut uncertified) {
+                Ok(blocks) => match self.take_blocks(blocks, body.head_height) {
                     Ok(()) => {
                         attempt = 0;
                         continue;
@@ -704,31 +744,39 @@ impl Core {
             tracing::warn!(from, attempt, "back-fill: {problem}");
             std::thread::sleep(BACKFILL_PAUSE);
         }
-        // Certificates applied by the snapshot's member that the peers
-        // asked first had not (they were behind it): ask again, height by
-        // height, from the others.
-        let mut tries = 0u32;
-        while self.store.cert_count()? < body.certified && !uncertified.is_empty() {
-            let h = uncertified[0];
-            match source.fetch(h, 1, &members, tries) {
-                Ok(b) if b.len() == 1 && b[0].cert.is_some() => {
-                    match self.take_cert(h, b[0].cert.as_deref().unwrap_or_default()) {
-                        Ok(()) => {
-                            uncertified.remove(0);
-                            tries = 0;
-                            continue;
-                        }
+        // Certificates applied by the snapshot's member that this member
+        // lacks — the peers asked first had not applied them yet, or a
+        // crash lost the (not yet durable) write of one — are asked for
+        // again, height by height from the head down, of every member in
+        // turn; a height nobody certifies yet (the tip) is passed over.
+        let count = self.store.cert_count()?;
+        if count < body.certified {
+            let need = (body.certified - count) as usize;
+            let mut heights = Vec::new();
+            let mut h = body.head_height;
+            while h >= 1 && heights.len() < need + 1_024 {
+                if self.store.cert(h)?.is_none() {
+                    heights.push(h);
+                }
+                h -= 1;
+            }
+            for h in heights {
+                if self.store.cert_count()? >= body.certified {
+                    break;
+                }
+                for attempt in 0..members.len() as u32 {
+                    let Ok(b) = source.fetch(h, 1, &members, attempt) else {
+                        continue;
+                    };
+                    let Some(cert) = b.first().and_then(|b| b.cert.clone()) else {
+                        continue;
+                    };
+                    match self.take_cert(h, &cert) {
+                        Ok(()) => break,
                         Err(BackfillError::Store(e)) => return Err(e),
                         Err(BackfillError::Peer(_)) => {}
                     }
                 }
-                _ => {}
-            }
-            tries += 1;
-            if tries as usize > members.len() {
-                // Nobody has it: the block is not certified anywhere yet.
-                uncertified.remove(0);
-                tries = 0;
             }
         }
         tracing::info!(
@@ -739,21 +787,18 @@ impl Core {
     }
 
     /// Validates and stores the served blocks in order, up to `last`.
-    fn take_blocks(
-        &mut self,
-        blocks: Vec<ServedBlock>,
-        last: u64,
-        uncertified: &mut Vec<u64>,
-    ) -> Result<(), BackfillError> {
+    fn take_blocks(&mut self, blocks: Vec<ServedBlock>, last: u64) -> Result<(), BackfillError> {
         for served in blocks {
             let h = self.state.next_height();
             if h > last {
                 break;
             }
+            if let Some(pause) = super::backfill::test_pause() {
+                std::thread::sleep(pause);
+            }
             self.take_block(&served.block)?;
-            match served.cert {
-                Some(c) => self.take_cert(h, &c)?,
-                None => uncertified.push(h),
+            if let Some(c) = served.cert {
+                self.take_cert(h, &c)?;
             }
         }
         Ok(())

@@ -8,6 +8,8 @@
 //! heartbeat_ms = 250           # Raft's heartbeat
 //! election_min_ms = 3000       # election timeouts: many heartbeats, for a busy Pi
 //! election_max_ms = 6000
+//! snapshot_every = 8192        # Raft log entries between snapshots
+//! snapshot_keep = 8192         # entries kept below a snapshot (a member less behind catches up by the log)
 //!
 //! [[cluster.peers]]            # every other member: its id, peer address and public key
 //! id = 2
@@ -27,7 +29,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Problems, Range, check_addr};
-use crate::cluster::settings::{ELECTION_MAX_MS, ELECTION_MIN_MS, HEARTBEAT_MS};
+use crate::cluster::settings::{
+    ELECTION_MAX_MS, ELECTION_MIN_MS, HEARTBEAT_MS, KEEP_BELOW_SNAPSHOT, SNAPSHOT_EVERY_ENTRIES,
+};
 
 /// The `[cluster]` table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +52,14 @@ pub struct ClusterSection {
     /// Raft's longest election timeout, in ms.
     #[serde(default = "default_election_max")]
     pub election_max_ms: u64,
+    /// Raft log entries between snapshots.
+    #[serde(default = "default_snapshot_every")]
+    pub snapshot_every: u64,
+    /// Raft log entries kept below a snapshot: a member less far behind
+    /// catches up by the log, one further behind by the snapshot and the
+    /// back-fill of the blocks below it.
+    #[serde(default = "default_snapshot_keep")]
+    pub snapshot_keep: u64,
     /// The other members.
     #[serde(default)]
     pub peers: Vec<Peer>,
@@ -78,9 +90,15 @@ fn default_election_min() -> u64 {
 fn default_election_max() -> u64 {
     ELECTION_MAX_MS
 }
+fn default_snapshot_every() -> u64 {
+    SNAPSHOT_EVERY_ENTRIES
+}
+fn default_snapshot_keep() -> u64 {
+    KEEP_BELOW_SNAPSHOT
+}
 
 /// Accepted ranges of `[cluster]`'s numbers.
-pub const CLUSTER_RANGES: [Range; 4] = [
+pub const CLUSTER_RANGES: [Range; 6] = [
     Range {
         key: "cluster.node_id",
         min: 1,
@@ -109,6 +127,20 @@ pub const CLUSTER_RANGES: [Range; 4] = [
         unit: "ms",
         hint: "above election_min_ms",
     },
+    Range {
+        key: "cluster.snapshot_every",
+        min: 16,
+        max: 1 << 40,
+        unit: "entries",
+        hint: "log entries between snapshots",
+    },
+    Range {
+        key: "cluster.snapshot_keep",
+        min: 0,
+        max: 1 << 40,
+        unit: "entries",
+        hint: "log entries kept below a snapshot",
+    },
 ];
 
 /// Most members a cluster may list.
@@ -123,6 +155,8 @@ impl ClusterSection {
             self.heartbeat_ms,
             self.election_min_ms,
             self.election_max_ms,
+            self.snapshot_every,
+            self.snapshot_keep,
         ]) {
             r.check(p, v);
         }

@@ -77,6 +77,7 @@ impl Cluster {
                     heartbeat_ms: 100,
                     election_ms: (1_000, 2_000),
                     join: false,
+                    ..Default::default()
                 }
             })
             .collect();

@@ -373,6 +373,8 @@ pub(super) fn start(
         sm.set_block_source(&source);
         source
     });
+    // An install of a snapshot cut short by a crash is finished first.
+    sm.resume_install()?;
     let network = net.clone();
     let mut join = settings.join;
     let peers: Vec<NodeId> = members.keys().copied().filter(|m| *m != id).collect();

@@ -22,7 +22,10 @@ use sensorchain_core::codec;
 use sensorchain_core::hash::Hash32;
 use sensorchain_core::identity::PublicKey;
 
-use super::schema::{EVIDENCE, META, META_APPLIED, OWN_VOTES, REJECTIONS, VALIDATOR_SETS, open_ro};
+use super::schema::{
+    EVIDENCE, META, META_APPLIED, META_PENDING_SNAPSHOT, OWN_VOTES, REJECTIONS, VALIDATOR_SETS,
+    open_ro,
+};
 use super::{Store, StoreError, guard};
 
 /// Largest applied mark the store keeps (the consensus layer's record: a
@@ -177,6 +180,39 @@ impl Store {
             }
             w.commit()?;
             Ok(())
+        })
+    }
+
+    /// Records (durably) the Raft snapshot being installed — its meta and
+    /// data as one postcard blob — so that an install cut short by a crash
+    /// is resumed at the next start; `None` clears it.
+    pub fn set_pending_snapshot(&self, blob: Option<&[u8]>) -> Result<(), StoreError> {
+        guard::guarded("meta", None, || {
+            let w = self.begin_write()?;
+            {
+                let mut meta = w.open_table(META)?;
+                match blob {
+                    Some(b) => {
+                        meta.insert(META_PENDING_SNAPSHOT, b)?;
+                    }
+                    None => {
+                        meta.remove(META_PENDING_SNAPSHOT)?;
+                    }
+                }
+            }
+            w.commit()?;
+            Ok(())
+        })
+    }
+
+    /// The Raft snapshot whose install was not finished, if any.
+    pub fn pending_snapshot(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        guard::guarded("meta", None, || {
+            let r = self.begin_read()?;
+            let Some(meta) = open_ro(&r, META)? else {
+                return Ok(None);
+            };
+            Ok(meta.get(META_PENDING_SNAPSHOT)?.map(|g| g.value().to_vec()))
         })
     }
 

@@ -29,6 +29,9 @@ pub(super) type ReadingTable = ReadOnlyTable<&'static [u8], (u64, u32, u16)>;
 pub(super) const META_HEAD: &str = "head";
 pub(super) const META_FORMAT: &str = "format";
 pub(super) const META_APPLIED: &str = "applied";
+/// A Raft snapshot being installed (its meta and data, postcard), kept
+/// until the install is done so that a crash half way resumes it.
+pub(super) const META_PENDING_SNAPSHOT: &str = "pending_snapshot";
 pub(super) const HEAD_LEN: usize = 64;
 
 /// The last stored block.
