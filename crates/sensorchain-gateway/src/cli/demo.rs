@@ -390,16 +390,8 @@ fn run_demo(args: &DemoArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<Exi
         if failover && el >= kill_at && fo.killed.is_none() {
             kill_leader(&mut cluster, &mut fo, &boards, &out)?;
         }
-        if let Some(k) = fo.killed
-            && el >= restart_at
-            && fo.restarted.is_none()
-        {
-            cluster.start(k, READY)?;
-            fo.restarted = Some(Instant::now());
-            out.say(format!(
-                "  gateway {k} restarted (pid {}): it replays its log and catches up from the leader",
-                cluster.member(k)?.pid().unwrap_or(0)
-            ));
+        if el >= restart_at {
+            restart_killed(&mut cluster, &mut fo, &out)?;
         }
         check_caught_up(&mut cluster, &mut fo, &out);
         let acked: u64 = boards.iter().map(|b| b.acked.load(Ordering::Relaxed)).sum();
@@ -421,19 +413,10 @@ fn run_demo(args: &DemoArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<Exi
                 .sum::<u64>(),
         ));
     }
-    if let Some(k) = fo.killed
-        && fo.restarted.is_none()
-    {
-        // the scenes took the run's time (a loaded machine): the killed
-        // gateway comes back now, and catches up before the chains are
-        // compared
-        cluster.start(k, READY)?;
-        fo.restarted = Some(Instant::now());
-        out.say(format!(
-            "  gateway {k} restarted (pid {}): it replays its log and catches up from the leader",
-            cluster.member(k)?.pid().unwrap_or(0)
-        ));
-    }
+    // the scenes may have taken the run's time (a loaded machine): the
+    // killed gateway comes back now, and catches up before the chains are
+    // compared
+    restart_killed(&mut cluster, &mut fo, &out)?;
     if scenes.revoked.is_none() && c.sensors.len() > 1 {
         // the earlier scenes took the whole run (a loaded machine)
         scenes.revoked = Some(revoke_scene(
@@ -1265,6 +1248,20 @@ impl Failover {
         }
         Some(s)
     }
+}
+
+/// Starts the killed gateway again (once; nothing if none was killed).
+fn restart_killed(cluster: &mut LocalCluster, fo: &mut Failover, out: &Out) -> anyhow::Result<()> {
+    let (Some(k), None) = (fo.killed, fo.restarted) else {
+        return Ok(());
+    };
+    cluster.start(k, READY)?;
+    fo.restarted = Some(Instant::now());
+    out.say(format!(
+        "  gateway {k} restarted (pid {}): it replays its log and catches up from the leader",
+        cluster.member(k)?.pid().unwrap_or(0)
+    ));
+    Ok(())
 }
 
 /// Kills the leader with SIGKILL and waits for the next one.

@@ -59,7 +59,7 @@ use openraft::{
     AnyError, EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, SnapshotMeta,
     StorageIOError, StoredMembership,
 };
-use sensorchain_core::block::{Block, FinalityCert, FinalityVote};
+use sensorchain_core::block::{Block, BlockHeader, FinalityCert, FinalityVote};
 use sensorchain_core::codec;
 use sensorchain_core::hash::{ChainId, Hash32};
 use sensorchain_core::identity::{Keypair, PublicKey, VerifyingKey};
@@ -506,29 +506,70 @@ impl Core {
             Some(v) => v.take(&tx_ids),
             None => vec![false; tx_ids.len()],
         };
-        let mut next = (*self.state).clone();
-        let sigs = if signatures_verified(self.state.chain_id(), &block, &encoded, &known) {
+        let next = match self.validate(&block, &encoded, &known) {
+            Ok(next) => next,
+            Err(e) => return self.reject(index, format!("invalid block: {e}")),
+        };
+        let durable = self.durable_now();
+        let (height, hash) =
+            self.store_valid(&block, bytes, &encoded, tx_ids, next, true, durable)?;
+        Ok(ClusterResponse::Applied {
+            height,
+            hash: hash.0,
+        })
+    }
+
+    /// The state after `block` if the core rule accepts it from the
+    /// current state; the signatures not `known` (verified by this
+    /// gateway's ingest) are checked on all cores first, and the core's
+    /// own sequential check runs only when one fails, to name the error.
+    fn validate(
+        &self,
+        block: &Block,
+        encoded: &[Vec<u8>],
+        known: &[bool],
+    ) -> Result<WorldState, sensorchain_core::state::BlockError> {
+        let sigs = if signatures_verified(self.state.chain_id(), block, encoded, known) {
             SigCheck::AlreadyVerified
         } else {
-            // Let the core find and name the first error, in its own order.
             SigCheck::Verify
         };
-        if let Err(e) = next.apply_block_encoded(&block, &encoded, None, sigs) {
-            return self.reject(index, format!("invalid block: {e}"));
-        }
+        let mut next = (*self.state).clone();
+        next.apply_block_encoded(block, encoded, None, sigs)?;
+        Ok(next)
+    }
+
+    /// Stores a block validated into `next` (with the applied mark, the
+    /// next validator set if it changed it, a state snapshot at the
+    /// cadence, and — if `may_vote` and this gateway validates at that
+    /// height — its own vote record), publishes the state and emits the
+    /// block's outcome. Returns its height and hash.
+    #[allow(clippy::too_many_arguments)]
+    fn store_valid(
+        &mut self,
+        block: &Block,
+        bytes: &[u8],
+        encoded: &[Vec<u8>],
+        tx_ids: Vec<Hash32>,
+        next: WorldState,
+        may_vote: bool,
+        durable: bool,
+    ) -> Result<(u64, Hash32), StoreError> {
         let height = block.header.height;
         let hash = block.header.hash();
         let before = validator_keys(&self.state);
         let after = validator_keys(&next);
-        let voter = self.key.clone().filter(|k| before.contains(&k.public()));
+        let voter = self
+            .key
+            .clone()
+            .filter(|k| may_vote && before.contains(&k.public()));
         self.since_snapshot += 1;
         let snapshot = (self.since_snapshot >= self.cfg.snapshot_every).then(|| next.snapshot());
         let mark = encode_mark(&self.mark)?;
-        let durable = self.durable_now();
         self.store.commit_block_applied(
-            &block,
+            block,
             bytes,
-            &encoded,
+            encoded,
             snapshot.as_deref(),
             Applied {
                 mark: &mark,
@@ -562,39 +603,49 @@ impl Core {
             changed,
             readings,
         });
-        Ok(ClusterResponse::Applied {
-            height,
-            hash: hash.0,
-        })
+        Ok((height, hash))
     }
 
-    fn apply_cert(&mut self, index: u64, bytes: &[u8]) -> Result<ClusterResponse, StoreError> {
+    /// A certificate's bytes checked against the stored block at its
+    /// height and the validator set in force there (and, if
+    /// `refuse_certified`, refused for a block already certified): the
+    /// certificate and that block's header, or why not (`Ok(Err)`; `Err`
+    /// only for a storage failure).
+    fn check_cert(
+        &self,
+        bytes: &[u8],
+        refuse_certified: bool,
+    ) -> Result<Result<(FinalityCert, BlockHeader), String>, StoreError> {
         let cert: FinalityCert = match codec::decode_exact(bytes, CERT_MAX_LEN) {
             Ok(c) => c,
-            Err(e) => {
-                return self.reject(index, format!("the certificate does not decode: {e}"));
-            }
+            Err(e) => return Ok(Err(format!("the certificate does not decode: {e}"))),
         };
         let h = cert.height;
         let Some(header) = self.store.header(h)? else {
-            return self.reject(
-                index,
-                format!("a certificate for height {h}: no block there"),
-            );
+            return Ok(Err(format!("a certificate for height {h}: no block there")));
         };
-        if self.store.cert(h)?.is_some() {
-            return self.reject(index, format!("block {h} is already certified"));
+        if refuse_certified && self.store.cert(h)?.is_some() {
+            return Ok(Err(format!("block {h} is already certified")));
         }
         let Some(set) = self.store.validator_set_at(h)? else {
-            return self.reject(index, format!("no validator set is recorded at height {h}"));
+            return Ok(Err(format!("no validator set is recorded at height {h}")));
         };
         let keys: Vec<VerifyingKey> = set
             .iter()
             .filter_map(|k| VerifyingKey::from_public(k).ok())
             .collect();
         if let Err(e) = cert.verify(&header, &keys) {
-            return self.reject(index, format!("certificate of block {h}: {e}"));
+            return Ok(Err(format!("certificate of block {h}: {e}")));
         }
+        Ok(Ok((cert, header)))
+    }
+
+    fn apply_cert(&mut self, index: u64, bytes: &[u8]) -> Result<ClusterResponse, StoreError> {
+        let (cert, header) = match self.check_cert(bytes, true)? {
+            Ok(c) => c,
+            Err(why) => return self.reject(index, why),
+        };
+        let h = cert.height;
         // Durable: the block's transactions are acknowledged once this is
         // applied, so the certificate and everything applied before it (the
         // block included) are on this gateway's disk by then.
@@ -818,85 +869,29 @@ impl Core {
             )));
         }
         let encoded = block.encoded_txs();
-        let known = vec![false; encoded.len()];
-        let sigs = if signatures_verified(self.state.chain_id(), &block, &encoded, &known) {
-            SigCheck::AlreadyVerified
-        } else {
-            SigCheck::Verify
-        };
-        let mut next = (*self.state).clone();
-        next.apply_block_encoded(&block, &encoded, None, sigs)
+        let next = self
+            .validate(&block, &encoded, &vec![false; encoded.len()])
             .map_err(|e| BackfillError::Peer(format!("block {want} is invalid: {e}")))?;
-        let before = validator_keys(&self.state);
-        let after = validator_keys(&next);
-        self.since_snapshot += 1;
-        let snapshot = (self.since_snapshot >= self.cfg.snapshot_every).then(|| next.snapshot());
-        let mark = encode_mark(&self.mark)?;
-        self.store.commit_block_applied(
-            &block,
-            bytes,
-            &encoded,
-            snapshot.as_deref(),
-            Applied {
-                mark: &mark,
-                validators_next: (after != before).then_some(after.as_slice()),
-                own_vote: false,
-                durable: false,
-            },
-        )?;
-        if snapshot.is_some() {
-            self.since_snapshot = 0;
-        }
-        self.state = Arc::new(next);
-        self.published.send_replace(self.state.clone());
-        let mut readings = 0u64;
-        let mut changed = Vec::new();
-        for tx in &block.txs {
-            match &tx.body.kind {
-                TxKind::Reading { .. } => readings += 1,
-                TxKind::Grant { target, .. }
-                | TxKind::Revoke { target, .. }
-                | TxKind::SetRole { target, .. } => changed.push(*target),
-                _ => {}
-            }
-        }
-        self.emit(Outcome::Block {
-            height: want,
-            hash: block.header.hash(),
-            tx_ids: encoded
-                .iter()
-                .map(|t| Transaction::id_of_encoded(t))
-                .collect(),
-            vote: None,
-            changed,
-            readings,
-        });
+        let tx_ids = encoded
+            .iter()
+            .map(|t| Transaction::id_of_encoded(t))
+            .collect();
+        self.store_valid(&block, bytes, &encoded, tx_ids, next, false, false)?;
         Ok(())
     }
 
     /// A back-filled certificate of the stored block at `h`: checked
     /// against the validator set of its height, stored.
     fn take_cert(&mut self, h: u64, bytes: &[u8]) -> Result<(), BackfillError> {
-        let bad = |why: String| BackfillError::Peer(format!("certificate of block {h}: {why}"));
-        let cert: FinalityCert =
-            codec::decode_exact(bytes, CERT_MAX_LEN).map_err(|e| bad(e.to_string()))?;
+        let (cert, header) = self
+            .check_cert(bytes, false)?
+            .map_err(BackfillError::Peer)?;
         if cert.height != h {
-            return Err(bad(format!("made for height {}", cert.height)));
+            return Err(BackfillError::Peer(format!(
+                "a certificate for height {} served for block {h}",
+                cert.height
+            )));
         }
-        let header = self
-            .store
-            .header(h)?
-            .ok_or_else(|| bad("no block there".into()))?;
-        let set = self
-            .store
-            .validator_set_at(h)?
-            .ok_or_else(|| bad("no validator set recorded".into()))?;
-        let keys: Vec<VerifyingKey> = set
-            .iter()
-            .filter_map(|k| VerifyingKey::from_public(k).ok())
-            .collect();
-        cert.verify(&header, &keys)
-            .map_err(|e| bad(e.to_string()))?;
         self.store
             .put_cert_applied(h, &cert, &encode_mark(&self.mark)?, false)?;
         self.emit(Outcome::Final {

@@ -980,7 +980,7 @@ pub(super) fn follow(
                         Ok(verdict) => vote_answer(&inner, verdict),
                         Err(e) => VoteAnswer::Refused {
                             reason: VoteRefusal::Invalid,
-                            message: clip(&format!("the leader cannot count it now: {e}")),
+                            message: reason_text(&format!("the leader cannot count it now: {e}")),
                         },
                     }
                 };
@@ -1039,7 +1039,7 @@ fn vote_answer(inner: &Shared, v: Verdict) -> VoteAnswer {
     let answer = match &v {
         Verdict::Refused(why) => VoteAnswer::Refused {
             reason: VoteRefusal::Invalid,
-            message: clip(why),
+            message: reason_text(why),
         },
         Verdict::Equivocation(_) => VoteAnswer::Refused {
             reason: VoteRefusal::Equivocation,
@@ -1049,15 +1049,6 @@ fn vote_answer(inner: &Shared, v: Verdict) -> VoteAnswer {
     };
     counted(inner, v);
     answer
-}
-
-/// `s` cut to what a peer answer may carry.
-fn clip(s: &str) -> String {
-    let mut end = s.len().min(sensorchain_core::peer::MAX_REASON_LEN);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_string()
 }
 
 /// The node's state, metrics and events after the block at `height`.

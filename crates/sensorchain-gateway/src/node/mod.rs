@@ -646,14 +646,9 @@ impl Node {
             Err(Rejected::Busy | Rejected::ShuttingDown) => ForwardAnswer::Busy,
             Err(e) => {
                 tracing::debug!(peer = %from, "forwarded transaction refused: {e}");
-                let mut message = e.to_string();
-                message.truncate(sensorchain_core::peer::MAX_REASON_LEN.min(message.len()));
-                while !message.is_char_boundary(message.len()) {
-                    message.pop();
-                }
                 ForwardAnswer::Refused {
                     reason: e.reason().unwrap_or(RejectReason::Invalid),
-                    message,
+                    message: sensorchain_core::peer::reason_text(&e.to_string()),
                 }
             }
         }
