@@ -119,14 +119,18 @@ impl Cluster {
     }
 
     fn reading(&self, seq: u64) -> Vec<u8> {
+        self.reading_of(seq, 60 + (seq % 40) as u16)
+    }
+
+    /// Reading `seq` with heart rate `bpm` (two values: two transactions
+    /// under one sequence number).
+    fn reading_of(&self, seq: u64, bpm: u16) -> Vec<u8> {
         let body = TxBody::reading(
             self.device.public(),
             seq,
             now_ms(),
             0,
-            Vital::HeartRate {
-                bpm: 60 + (seq % 40) as u16,
-            },
+            Vital::HeartRate { bpm },
         );
         Transaction::sign(body, &self.genesis.header.chain_id, &self.device)
             .unwrap()
@@ -359,6 +363,68 @@ fn a_validator_joins_and_leaves_by_the_chain() {
     // the two go on (a quorum of the two validators left)
     let r = submit(&c, &rt, &nodes[l], 3).unwrap();
     assert!(r.height > 0);
+    for n in nodes {
+        stop(n);
+    }
+}
+
+/// Two copies of one sequence number sent at once through the two
+/// followers: both are forwarded and may both be taken by the leader, whose
+/// proposer then leaves the second out (a replay of the first). Each
+/// submitter hears the truth: one acknowledged, the other refused as a
+/// replay (the follower sees it in its committed state), never "busy"
+/// after the follower's 30 s wait.
+#[test]
+fn copies_of_one_sequence_sent_through_two_followers_each_answered_truly() {
+    let c = Cluster::new(3);
+    let nodes: Vec<Node> = std::thread::scope(|s| {
+        let c = &c;
+        let hs: Vec<_> = (0..3).map(|i| s.spawn(move || c.start(i))).collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    submit(&c, &rt, &nodes[0], 1).unwrap();
+    let leader = || {
+        nodes
+            .iter()
+            .position(|n| n.cluster_status().role == "leader")
+    };
+    until("a leader", || leader().is_some());
+    let l = leader().unwrap();
+    let followers: Vec<&Node> = (0..3).filter(|i| *i != l).map(|i| &nodes[i]).collect();
+    let dev = Some(c.device.public());
+    let mut kept = Vec::new();
+    for seq in 2..=11u64 {
+        let (a, b) = (c.reading_of(seq, 61), c.reading_of(seq, 62));
+        let (ra, rb) = rt.block_on(async {
+            tokio::join!(followers[0].submit(a, dev), followers[1].submit(b, dev))
+        });
+        let outcomes = [ra, rb];
+        let acked: Vec<_> = outcomes.iter().filter_map(|r| r.as_ref().ok()).collect();
+        let refused: Vec<_> = outcomes.iter().filter_map(|r| r.as_ref().err()).collect();
+        assert_eq!(acked.len(), 1, "sequence {seq}: {outcomes:?}");
+        assert_eq!(
+            refused[0].reason(),
+            Some(sensorchain_core::link::RejectReason::Replay),
+            "sequence {seq}: {outcomes:?}"
+        );
+        kept.push(acked[0].tx_id);
+    }
+    // the chain holds exactly the acknowledged copy of each
+    until("every acknowledged copy final on the leader", || {
+        kept.iter().all(|id| {
+            nodes[l]
+                .store()
+                .tx_location(id)
+                .unwrap()
+                .is_some_and(|loc| nodes[l].store().cert(loc.height).unwrap().is_some())
+        })
+    });
+    let head = nodes[l].store().head().unwrap().unwrap();
+    assert_eq!(
+        head.reading_count_total, 11,
+        "one reading per sequence number"
+    );
     for n in nodes {
         stop(n);
     }

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use sensorchain_core::chain::{BuiltBlock, build_block_from_pool};
 use sensorchain_core::hash::Hash32;
 use sensorchain_core::permissions::Permissions;
-use sensorchain_core::state::{SigCheck, TxRuleError, WorldState};
+use sensorchain_core::state::{Precheck, SigCheck, TxRuleError, WorldState};
 
 use super::consensus::Written;
 use super::ingest::Slot;
@@ -71,10 +71,16 @@ const FORWARD_RETRY: Duration = Duration::from_millis(100);
 const FINAL_AT_STOP: Duration = Duration::from_secs(5);
 
 /// How long a forwarded transaction's submitter waits for its block to be
-/// final here before it is told busy (resend): the leader may have refused
-/// it in its proposer (rarely: this gateway's own precheck refuses what the
-/// leader's would), or lost it in a leader change.
+/// final here before it is told busy (resend): the leader lost it (a leader
+/// change) or refused it for a reason this gateway's state does not show.
 const FORWARD_FINAL_WAIT: Duration = Duration::from_secs(30);
+
+/// How long after it was forwarded a transaction not yet in this gateway's
+/// chain is checked again against the committed state: if the state now
+/// refuses it (most often a replay: another copy of its sequence number
+/// reached the leader first, which then left this one out), its submitter
+/// is told that reason at once instead of busy after [`FORWARD_FINAL_WAIT`].
+const FORWARD_RECHECK_AFTER: Duration = Duration::from_secs(1);
 
 /// How often the proposer looks for transactions given back while the
 /// intake is quiet.
@@ -93,13 +99,22 @@ pub(super) struct Pipeline {
     requeue: Mutex<Vec<Arc<Slot>>>,
     /// Raft stopped: why (every submission is then refused with it).
     stopped: Mutex<Option<String>>,
-    /// Transactions forwarded to the leader and taken there, with the time
-    /// after which their submitters are told busy (resend) if their block
-    /// is not final here by then.
-    forwarded: Mutex<std::collections::VecDeque<(Instant, Hash32)>>,
+    /// Transactions forwarded to the leader and taken there, not yet
+    /// answered here, in the order they are to be looked at again
+    /// (`expire_forwarded`).
+    forwarded: Mutex<std::collections::VecDeque<Forwarded>>,
     /// Each signer's forwarding task (its generation and its queue).
     forwarders: Mutex<HashMap<PublicKey, (u64, ForwardQueue)>>,
     next_forwarder: AtomicU64,
+}
+
+/// A transaction the leader took from this gateway, not yet final here.
+struct Forwarded {
+    /// When the leader took it.
+    at: Instant,
+    /// When it is looked at next (the queue is in this order).
+    next_check: Instant,
+    slot: Arc<Slot>,
 }
 
 /// Runs the proposer on this thread until the intake closes, then stops
@@ -296,21 +311,56 @@ fn take_requeued(
     again
 }
 
-/// Tells the submitters of forwarded transactions whose block is not final
-/// here after [`FORWARD_FINAL_WAIT`] to resend (a no-op for those answered).
+/// Answers the submitters of forwarded transactions the leader took but
+/// that are not final here yet, each looked at once per
+/// [`FORWARD_RECHECK_AFTER`]: with the rule's reason if the committed state
+/// now refuses one that is not in the chain (the leader's proposer left it
+/// out for that reason), busy (resend) after [`FORWARD_FINAL_WAIT`]; those
+/// answered meanwhile are forgotten.
 fn expire_forwarded(inner: &Shared, pipe: &Pipeline) {
     let now = Instant::now();
-    let mut expired = Vec::new();
-    {
+    let due: Vec<Forwarded> = {
         let mut q = pipe.forwarded.lock().unwrap_or_else(|p| p.into_inner());
-        while q.front().is_some_and(|(t, _)| *t <= now) {
-            if let Some((_, id)) = q.pop_front() {
-                expired.push((id, Rejected::Busy));
-            }
+        let n = q.iter().take_while(|f| f.next_check <= now).count();
+        q.drain(..n).collect()
+    };
+    if due.is_empty() {
+        return;
+    }
+    // The state first, the chain after: a transaction applied in this
+    // state is in the store by then, so it is never taken for a replay of
+    // itself.
+    let state = inner.committed_state();
+    let mut answered = Vec::new();
+    let mut again = Vec::new();
+    for mut f in due {
+        if !inner.replies.is_waiting(&f.slot.id) {
+            continue;
+        }
+        let in_chain = matches!(inner.store.tx_location(&f.slot.id), Ok(Some(_)));
+        let refused = if in_chain {
+            None
+        } else {
+            state.precheck(&f.slot.tx, Precheck::Admission).err()
+        };
+        if let Some(e) = refused {
+            answered.push((f.slot.id, refusal(e)));
+        } else if now.saturating_duration_since(f.at) >= FORWARD_FINAL_WAIT {
+            answered.push((f.slot.id, Rejected::Busy));
+        } else {
+            f.next_check = now + FORWARD_RECHECK_AFTER;
+            again.push(f);
         }
     }
-    if !expired.is_empty() {
-        inner.replies.resolve(LedgerEvent::Refused(expired));
+    if !again.is_empty() {
+        // later than every entry still queued: the queue stays in order
+        pipe.forwarded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(again);
+    }
+    if !answered.is_empty() {
+        inner.replies.resolve(LedgerEvent::Refused(answered));
     }
 }
 
@@ -397,10 +447,15 @@ async fn forward_one(inner: &Shared, pipe: &Pipeline, slot: Arc<Slot>) {
         };
         match c.forward(leader, slot.encoded.clone()).await {
             Ok(ForwardAnswer::Queued | ForwardAnswer::InBlock { .. }) => {
+                let at = Instant::now();
                 pipe.forwarded
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .push_back((Instant::now() + FORWARD_FINAL_WAIT, slot.id));
+                    .push_back(Forwarded {
+                        at,
+                        next_check: at + FORWARD_RECHECK_AFTER,
+                        slot,
+                    });
                 return;
             }
             Ok(ForwardAnswer::Refused { reason, message }) => {

@@ -70,6 +70,11 @@ impl Replies {
         self.lock().remove(id);
     }
 
+    /// Whether someone still waits for `id`'s outcome.
+    pub(super) fn is_waiting(&self, id: &Hash32) -> bool {
+        self.lock().contains_key(id)
+    }
+
     /// Number of transactions waiting.
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
