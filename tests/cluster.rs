@@ -3,8 +3,8 @@
 //! killed under load, two of five down and then a third, partitions
 //! (minority with the old leader, one-way loss, flapping) through the
 //! test's own TCP proxy, a leader frozen with SIGSTOP past the election
-//! timeout, a follower restarted from an empty data directory, every
-//! member killed at once. After each, the members are stopped and the
+//! timeout, a follower restarted from an empty data directory, a new
+//! gateway added while the leader is killed, every member killed at once. After each, the members are stopped and the
 //! safety check runs over their stored chains: one chain (identical
 //! prefixes, the same head state), at most one certified block per height,
 //! every certificate a quorum of valid votes, every acknowledged reading
@@ -438,6 +438,7 @@ fn snapshot_catch_up_killed_half_way() {
             snapshot_every: 32,
             snapshot_keep: 0,
             env: vec![("SENSORCHAIN_TEST_BACKFILL_PAUSE_MS".into(), "25".into())],
+            ..Default::default()
         },
     );
     c.start_all();
@@ -509,6 +510,145 @@ fn snapshot_catch_up_killed_half_way() {
     );
     load.wait_acked_since(back, None, 20);
     done(&mut c, load, "snapshot catch-up killed half way", t0);
+}
+
+/// A new gateway, its key not in the genesis, is added with `sensorchain
+/// cluster add` (the admin grants its key `validate,connect`, then the
+/// leader adds it as a learner and promotes it), and the leader is
+/// SIGKILLed as soon as the new member shows in its membership, in the
+/// middle of the change. The others elect a leader; the operator runs the
+/// same command again against it; the new gateway ends a voter with the
+/// others' chain and takes readings, and the old leader, restarted,
+/// follows. The check covers the validator set that changed at the grant.
+#[test]
+fn member_added_while_the_leader_is_killed() {
+    let _g = serial();
+    let t0 = Instant::now();
+    let founders = members();
+    let n = founders + 1;
+    let j = n - 1;
+    let mut c = Cluster::new_with(
+        n,
+        2 * n,
+        fixture::Options {
+            joiners: 1,
+            ..Default::default()
+        },
+    );
+    c.start_all();
+    let founding: Vec<usize> = (0..founders).collect();
+    c.wait_leader(&founding, None, 0);
+    let load = c.load(2, 4);
+    load.wait_acked_since(t0, None, 20);
+    let l = c.wait_leader(&founding, None, 0);
+    let term = c.status(l).map_or(0, |s| s.term);
+    let admin = c.root.join("admin.key");
+    sensorchain_gateway::keys::write_keypair(&admin, &sensorchain_gateway::testkit::admin(), false)
+        .unwrap();
+    let joiner_key = c.keys[j].public().to_string();
+    let joiner_addr = c.members[j]
+        .addrs
+        .expect("the joiner runs")
+        .peer
+        .to_string();
+    let id = (j + 1).to_string();
+    let add = |c: &Cluster, at: usize| {
+        let api = format!("http://{}", c.members[at].addrs.expect("runs").api);
+        let mut cmd = std::process::Command::new(common::bin());
+        cmd.args(["cluster", "add", "--api", &api, "--key"])
+            .arg(&admin)
+            .args(["--id", &id, "--addr", &joiner_addr])
+            .args(["--gateway-key", &joiner_key, "--wait-secs", "120"])
+            .env("SENSORCHAIN_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        cmd
+    };
+    let mut first = add(&c, l).spawn().unwrap();
+    // the leader has begun the change: the new member is in its membership
+    let t = Instant::now();
+    loop {
+        let listed = c
+            .status(l)
+            .is_some_and(|s| s.members.iter().any(|m| m.id == j as u64 + 1));
+        if listed {
+            break;
+        }
+        if let Ok(Some(status)) = first.try_wait() {
+            let out = first.wait_with_output().unwrap();
+            panic!(
+                "cluster add ended ({status}) before member {} was listed: {}{}",
+                j + 1,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert!(
+            t.elapsed() < BOUND,
+            "the leader never listed the new member"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    c.kill(l);
+    let killed = Instant::now();
+    let out = first.wait_with_output().unwrap();
+    eprintln!(
+        "first cluster add, its leader killed: {} {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rest = others(&c, &[l]);
+    let nl = c.wait_leader(&rest, Some(l), term);
+    // the operator runs the same command against the new leader
+    let t = Instant::now();
+    loop {
+        let out = add(&c, nl).output().unwrap();
+        if out.status.success() {
+            break;
+        }
+        eprintln!(
+            "cluster add again: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(t.elapsed() < BOUND, "cluster add kept failing");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // every running member has the new gateway as a voter
+    let t = Instant::now();
+    loop {
+        let running = c.running();
+        let st = c.statuses(&running);
+        let voter = st.len() == running.len()
+            && st
+                .iter()
+                .all(|(_, s)| s.members.iter().any(|m| m.id == j as u64 + 1 && m.voter));
+        if voter {
+            break;
+        }
+        assert!(
+            t.elapsed() < BOUND,
+            "member {} is not a voter everywhere: {st:#?}",
+            j + 1
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let added = killed.elapsed();
+    c.start_member(l);
+    c.wait_caught_up(l);
+    c.wait_caught_up(j);
+    let back = Instant::now();
+    load.wait_acked_since(back, Some(&[j]), 5);
+    eprintln!(
+        "member {} added while leader {} was killed: a voter everywhere {added:.1?} after the kill, \
+         member {} led; the old leader caught up; {}",
+        j + 1,
+        l + 1,
+        nl + 1,
+        load.summary()
+    );
+    done(&mut c, load, "member added while the leader is killed", t0);
 }
 
 /// Every member SIGKILLed at once mid-load, then all restarted: every

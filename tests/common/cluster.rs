@@ -118,6 +118,11 @@ pub struct Options {
     pub snapshot_keep: u64,
     /// Environment of every member process.
     pub env: Vec<(String, String)>,
+    /// The last `joiners` members are new gateways: their keys are not in
+    /// the genesis, they run with `join = true` and the others' peer lists
+    /// leave them out, so they wait to be added (`sensorchain cluster
+    /// add`, which grants their keys `validate,connect` first).
+    pub joiners: usize,
 }
 
 impl Default for Options {
@@ -126,6 +131,7 @@ impl Default for Options {
             snapshot_every: 8_192,
             snapshot_keep: 8_192,
             env: Vec::new(),
+            joiners: 0,
         }
     }
 }
@@ -174,9 +180,11 @@ impl Cluster {
         let devices: Vec<Keypair> = (0..devices)
             .map(|i| Keypair::from_seed([120 + i as u8; 32]))
             .collect();
+        let founders = n - opts.joiners;
+        assert!(founders >= 1, "a cluster needs a founding member");
         let mut others = testkit::device_members(&devices);
         others.extend(
-            keys[1..]
+            keys[1..founders]
                 .iter()
                 .map(|k| ChainMember::of_role(k.public(), Role::Gateway)),
         );
@@ -203,15 +211,16 @@ impl Cluster {
                 election_max_ms: ELECTION_MS.1,
                 snapshot_every: opts.snapshot_every,
                 snapshot_keep: opts.snapshot_keep,
+                // founders know founders; a joiner knows everyone
                 peers: (0..n)
-                    .filter(|&j| j != i)
+                    .filter(|&j| j != i && (i >= founders || j < founders))
                     .map(|j| Peer {
                         id: j as u64 + 1,
                         addr: proxy.addr(i, j).to_string(),
                         key: keys[j].public().to_string(),
                     })
                     .collect(),
-                join: false,
+                join: i >= founders,
             });
             let config = root.join(format!("gw{id}.toml"));
             std::fs::write(&config, cfg.to_toml()).unwrap();

@@ -213,7 +213,11 @@ pub fn preflight(cfg: &GatewayConfig, file: &Path) -> Result<Preflight, Vec<Stri
         ));
     }
     let fresh = !cfg.data_dir.join(FILE_NAME).exists();
-    if let (Some(k), Some((_, state)), true) = (&key, &genesis, fresh)
+    // A gateway that waits to be added to a cluster learns its grant of
+    // validate from the chain it is replicated; the leader adds only a key
+    // that holds it.
+    let joining = cfg.cluster.as_ref().is_some_and(|c| c.join);
+    if let (Some(k), Some((_, state)), true) = (&key, &genesis, fresh && !joining)
         && let Err(e) = check_may_propose(state, &k.public())
     {
         problems.push(format!("key_file {}: {e}", cfg.key_file.display()));

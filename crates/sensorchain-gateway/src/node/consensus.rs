@@ -1063,6 +1063,17 @@ fn applied(
     let state = inner.consensus.state.borrow().clone();
     let key = inner.key.public();
     let lost = !state.has(&key, Permissions::VALIDATE);
+    if !lost
+        && !inner.may_propose.load(Ordering::Acquire)
+        && !inner.lost_validate.borrow().is_some()
+    {
+        // a joining gateway's grant reached it: it takes submissions now
+        tracing::info!(
+            height,
+            "block {height} holds this gateway's validate grant: it takes submissions"
+        );
+        inner.may_propose.store(true, Ordering::Release);
+    }
     if lost && inner.may_propose.swap(false, Ordering::AcqRel) {
         let why = format!(
             "block {height} took the validate permission from this gateway's key {key}: it can commit nothing more and stops. \

@@ -455,7 +455,12 @@ impl Node {
         cfg: NodeConfig,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Node> {
-        Node::start_opened(Node::open(store, key, genesis)?, cfg, metrics)
+        let opened = if cfg.cluster.join {
+            Node::open_joining(store, key, genesis)?
+        } else {
+            Node::open(store, key, genesis)?
+        };
+        Node::start_opened(opened, cfg, metrics)
     }
 
     /// Opens and recovers the chain without starting anything (no thread,
@@ -464,7 +469,16 @@ impl Node {
     /// `key` that may not propose on the resulting state ([`NotValidator`],
     /// before anything is written to an empty store).
     pub fn open(store: Store, key: Keypair, genesis: &Block) -> anyhow::Result<Opened> {
-        let state = open::recover(&store, genesis, &key.public())?;
+        let state = open::recover(&store, genesis, Some(&key.public()))?;
+        Ok(Opened { store, key, state })
+    }
+
+    /// [`open`](Self::open) for a gateway waiting to be added to a cluster
+    /// (`[cluster] join = true`): its key need not hold `VALIDATE` yet. The
+    /// leader adds only a key that holds it on the chain, and the node
+    /// takes submissions once the block that granted it is applied here.
+    pub fn open_joining(store: Store, key: Keypair, genesis: &Block) -> anyhow::Result<Opened> {
+        let state = open::recover(&store, genesis, None)?;
         Ok(Opened { store, key, state })
     }
 
@@ -476,6 +490,11 @@ impl Node {
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Node> {
         let Opened { store, key, state } = opened;
+        // false only for a gateway still waiting for its grant (joining)
+        let may_propose = state.has(
+            &key.public(),
+            sensorchain_core::permissions::Permissions::VALIDATE,
+        );
         metrics
             .block_height
             .set(state.next_height().saturating_sub(1) as i64);
@@ -513,7 +532,7 @@ impl Node {
             events,
             metrics: metrics.clone(),
             key,
-            may_propose: AtomicBool::new(true),
+            may_propose: AtomicBool::new(may_propose),
             lost_validate: watch::channel(None).0,
             refusals: Arc::new(Refusals {
                 metrics,

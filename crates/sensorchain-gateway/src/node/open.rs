@@ -146,18 +146,20 @@ pub fn replay(store: &Store, genesis: &Block) -> anyhow::Result<Option<WorldStat
 
 /// Rebuilds the state from the store, initialising an empty store with
 /// `genesis`; refuses (before writing anything) a `key` that may not
-/// propose on the resulting state.
+/// propose on the resulting state (`None`: a gateway waiting to be added to
+/// a cluster, which learns its grant from the chain it is replicated).
 pub(super) fn recover(
     store: &Store,
     genesis: &Block,
-    key: &PublicKey,
+    key: Option<&PublicKey>,
 ) -> anyhow::Result<WorldState> {
+    let check = |state: &WorldState| key.map_or(Ok(()), |k| check_may_propose(state, k));
     if let Some(state) = replay(store, genesis)? {
-        check_may_propose(&state, key)?;
+        check(&state)?;
         return Ok(state);
     }
     let state = genesis_state(genesis)?;
-    check_may_propose(&state, key)?;
+    check(&state)?;
     store.commit_block(
         genesis,
         &genesis.encoded_txs(),
