@@ -7,6 +7,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::net::peer::metrics::PeerMetrics;
+use std::sync::Arc;
+
 /// A label with one `reason` value.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Reason {
@@ -49,6 +52,75 @@ pub struct Metrics {
     pub links_closed: Family<Reason, Counter>,
     /// Frames refused at the link layer (oversized, malformed COBS or encoding).
     pub bad_frames: Family<Reason, Counter>,
+    /// The peer links' requests, dials and sessions.
+    pub peer: Arc<PeerMetrics>,
+    /// Raft's log and the store files, read at each scrape
+    /// ([`crate::node::Node::refresh_metrics`]).
+    pub log: LogGauges,
+}
+
+/// Raft's log and the store files, as gauges (set at each scrape).
+#[derive(Debug, Default)]
+pub struct LogGauges {
+    /// Raft's current term.
+    pub term: Gauge,
+    /// The last index of the Raft log (-1: empty).
+    pub last_log_index: Gauge,
+    /// The last log index applied to the chain (-1: none).
+    pub applied_index: Gauge,
+    /// The last index purged from the log, below the latest snapshot (-1:
+    /// none).
+    pub purged_index: Gauge,
+    /// Entries in the log (last index less purged index).
+    pub entries: Gauge,
+    /// 1 while this gateway leads.
+    pub leader: Gauge,
+    /// Bytes of `raft.redb`.
+    pub log_file_bytes: Gauge,
+    /// Bytes of `chain.redb`.
+    pub chain_file_bytes: Gauge,
+}
+
+impl LogGauges {
+    fn register(&self, r: &mut Registry) {
+        let g = [
+            ("raft_term", "Raft's current term", &self.term),
+            (
+                "raft_last_log_index",
+                "Last index of the Raft log (-1: empty)",
+                &self.last_log_index,
+            ),
+            (
+                "raft_applied_index",
+                "Last Raft log index applied to the chain (-1: none)",
+                &self.applied_index,
+            ),
+            (
+                "raft_purged_index",
+                "Last Raft log index purged below a snapshot (-1: none)",
+                &self.purged_index,
+            ),
+            (
+                "raft_log_entries",
+                "Entries kept in the Raft log",
+                &self.entries,
+            ),
+            ("raft_leader", "1 while this gateway leads", &self.leader),
+            (
+                "raft_log_file_bytes",
+                "Bytes of the Raft log file (raft.redb)",
+                &self.log_file_bytes,
+            ),
+            (
+                "chain_file_bytes",
+                "Bytes of the chain store file (chain.redb)",
+                &self.chain_file_bytes,
+            ),
+        ];
+        for (name, help, gauge) in g {
+            r.register(name, help, gauge.clone());
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -78,8 +150,12 @@ impl Metrics {
             handshake_failures: Family::default(),
             links_closed: Family::default(),
             bad_frames: Family::default(),
+            peer: Arc::default(),
+            log: LogGauges::default(),
             registry: Registry::default(),
         };
+        m.peer.register(&mut registry);
+        m.log.register(&mut registry);
         registry.register(
             "txs_committed",
             "Transactions committed in blocks",

@@ -123,6 +123,7 @@ pub(super) async fn add_member(
 const MAX_EVIDENCE_SHOWN: usize = 64;
 
 pub(super) async fn metrics(State(node): State<Node>) -> Response {
+    node.refresh_metrics();
     (
         [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
         node.metrics().encode(),

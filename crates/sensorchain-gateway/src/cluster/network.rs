@@ -91,6 +91,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::types::{GatewayNode, NodeId, TypeConfig};
+use crate::net::peer::metrics::PeerMetrics;
 use crate::net::peer::{
     Answered, PeerConfig, PeerError, PeerLink, PeerServer, PeerService, off_runtime_if_large,
     stopped,
@@ -265,7 +266,8 @@ impl PeerNetwork {
             ));
         }
         let mut metrics = handler.raft().metrics();
-        let service: Arc<dyn PeerService> = Arc::new(Dispatch(handler));
+        let service: Arc<dyn PeerService> =
+            Arc::new(Dispatch(handler, self.inner.cfg.metrics.clone()));
         let mut tasks = lock(&self.inner.tasks);
         *server = Some(crate::net::peer::serve_peers(
             listener,
@@ -700,6 +702,23 @@ enum Incoming {
     Malformed,
 }
 
+impl Incoming {
+    /// The request's kind (none: it did not decode).
+    fn kind(&self) -> Option<Kind> {
+        Some(match self {
+            Incoming::AppendEntries(_) => Kind::AppendEntries,
+            Incoming::Vote(_) => Kind::Vote,
+            Incoming::InstallSnapshot(_) => Kind::InstallSnapshot,
+            Incoming::Forward(_) => Kind::Forward,
+            Incoming::FinalityVote { .. } => Kind::FinalityVote,
+            Incoming::Blocks { .. } => Kind::Blocks,
+            Incoming::Rejoin => Kind::Rejoin,
+            Incoming::Status => Kind::Status,
+            Incoming::Malformed => return None,
+        })
+    }
+}
+
 fn decode_request(bytes: &[u8]) -> Incoming {
     let Ok(req) = PeerRequest::decode(bytes) else {
         return Incoming::Malformed;
@@ -719,8 +738,9 @@ fn decode_request(bytes: &[u8]) -> Incoming {
     decoded.unwrap_or(Incoming::Malformed)
 }
 
-/// The peer listener's service: requests to the handler.
-struct Dispatch(Arc<dyn PeerHandler>);
+/// The peer listener's service: requests to the handler (each counted by
+/// kind in the metrics).
+struct Dispatch(Arc<dyn PeerHandler>, Arc<PeerMetrics>);
 
 impl PeerService for Dispatch {
     fn admit(&self, id: &KeyId) -> Result<VerifyingKey, Denial> {
@@ -729,11 +749,15 @@ impl PeerService for Dispatch {
 
     fn serve(&self, from: PublicKey, request: Vec<u8>) -> BoxFuture<'static, Vec<u8>> {
         let h = self.0.clone();
+        let metrics = self.1.clone();
         Box::pin(async move {
             let len = request.len();
             let incoming = off_runtime_if_large(len, move || decode_request(&request))
                 .await
                 .unwrap_or(Incoming::Malformed);
+            if let Some(kind) = incoming.kind() {
+                metrics.served(kind);
+            }
             match incoming {
                 Incoming::AppendEntries(rpc) => {
                     let r = h.raft().append_entries(rpc).await;

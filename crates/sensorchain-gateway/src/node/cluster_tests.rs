@@ -263,6 +263,54 @@ fn three_members_one_chain_submitted_anywhere() {
         assert!(r.term >= s.term && r.height >= s.height, "{r:?} {s:?}");
         assert_eq!(r.health, "ok");
     }
+    // the links and the log in the metrics: the leader's appends were
+    // answered, every member's log has entries, its files a size
+    let scraped: Vec<String> = nodes
+        .iter()
+        .map(|n| {
+            n.refresh_metrics();
+            n.metrics().encode()
+        })
+        .collect();
+    let value = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in:\n{text}"))
+    };
+    let l = statuses.iter().position(|s| s.role == "leader").unwrap();
+    assert!(
+        value(
+            &scraped[l],
+            "sensorchain_peer_requests_total{kind=\"append_entries\",outcome=\"answered\"}"
+        ) > 0.0
+    );
+    assert_eq!(value(&scraped[l], "sensorchain_raft_leader"), 1.0);
+    for (i, text) in scraped.iter().enumerate() {
+        assert!(
+            value(text, "sensorchain_raft_term") >= 1.0,
+            "member {}",
+            i + 1
+        );
+        assert!(value(text, "sensorchain_raft_log_entries") >= 1.0);
+        assert!(value(text, "sensorchain_raft_log_file_bytes") > 0.0);
+        assert!(value(text, "sensorchain_chain_file_bytes") > 0.0);
+        assert!(
+            value(
+                text,
+                "sensorchain_peer_dials_total{outcome=\"established\"}"
+            ) >= 1.0
+        );
+        if i != l {
+            assert!(
+                value(
+                    text,
+                    "sensorchain_peer_served_total{kind=\"append_entries\"}"
+                ) > 0.0,
+                "member {}",
+                i + 1
+            );
+        }
+    }
     for n in nodes {
         stop(n);
     }

@@ -312,6 +312,7 @@ pub(super) fn start(
     settings: &ClusterSettings,
     snapshot_every: u64,
     verified_capacity: usize,
+    peer_metrics: &Arc<crate::net::peer::metrics::PeerMetrics>,
 ) -> anyhow::Result<Started> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(RAFT_WORKERS)
@@ -349,6 +350,7 @@ pub(super) fn start(
     let net = (settings.listen.is_some() || !settings.is_single()).then(|| {
         let chain = *state.borrow().chain_id();
         let mut cfg = PeerConfig::new(Arc::new(key.clone()), chain);
+        cfg.metrics = peer_metrics.clone();
         // A member back from a restart must hear the leader before its
         // own election timeout: the leader's link to it, backing off since
         // it went down, dials again within half the shortest timeout.
@@ -523,6 +525,31 @@ impl Consensus {
             members,
             evidence,
         }
+    }
+
+    /// Sets the log gauges from Raft's metrics and the files' sizes in
+    /// `dir` (the data directory).
+    pub(super) fn refresh_metrics(&self, g: &crate::metrics::LogGauges, dir: &std::path::Path) {
+        let m = self.raft.metrics().borrow().clone();
+        let index = |i: Option<u64>| i.map_or(-1, |i| i as i64);
+        let last = m.last_log_index;
+        let purged = m.purged.map(|l| l.index);
+        g.term.set(m.current_term as i64);
+        g.last_log_index.set(index(last));
+        g.applied_index.set(index(m.last_applied.map(|l| l.index)));
+        g.purged_index.set(index(purged));
+        g.entries.set(match (last, purged) {
+            (Some(l), Some(p)) => l.saturating_sub(p) as i64,
+            (Some(l), None) => l as i64 + 1,
+            (None, _) => 0,
+        });
+        g.leader.set(i64::from(
+            m.state == ServerState::Leader && m.running_state.is_ok(),
+        ));
+        let size = |name: &str| std::fs::metadata(dir.join(name)).map_or(0, |m| m.len() as i64);
+        g.log_file_bytes
+            .set(size(crate::cluster::log_store::FILE_NAME));
+        g.chain_file_bytes.set(size(crate::store::FILE_NAME));
     }
 
     /// Raft's handle.

@@ -516,6 +516,7 @@ impl Node {
             &cfg.cluster,
             cfg.snapshot_every,
             (capacity * 2).max(16_384),
+            &metrics.peer,
         )?;
         let (intake, rx) = sync_channel(capacity);
         let (events, _) = broadcast::channel(1024);
@@ -722,6 +723,22 @@ impl Node {
         };
         let evidence = store.evidence(1024).map(|e| e.len()).unwrap_or(0);
         self.inner.consensus.status(height, finalized, evidence)
+    }
+
+    /// Sets the metrics read at each scrape: Raft's log positions and
+    /// term, whether this gateway leads, the sizes of `raft.redb` and
+    /// `chain.redb` (reads two files' metadata: cheap).
+    pub fn refresh_metrics(&self) {
+        let dir = self
+            .inner
+            .store
+            .path()
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default();
+        self.inner
+            .consensus
+            .refresh_metrics(&self.inner.metrics.log, &dir);
     }
 
     /// Chain events.

@@ -89,6 +89,7 @@ struct LinkInner {
     next_id: AtomicU64,
     addr: String,
     key: PublicKey,
+    metrics: Arc<super::metrics::PeerMetrics>,
 }
 
 impl std::fmt::Debug for PeerLink {
@@ -112,6 +113,7 @@ impl PeerLink {
         tasks: &mut JoinSet<()>,
     ) -> PeerLink {
         let (tx, rx) = mpsc::channel(cfg.queue.max(1));
+        let metrics = cfg.metrics.clone();
         tasks.spawn(run(cfg, addr.clone(), key, rx, shutdown));
         PeerLink {
             inner: Arc::new(LinkInner {
@@ -119,6 +121,7 @@ impl PeerLink {
                 next_id: AtomicU64::new(0),
                 addr,
                 key,
+                metrics,
             }),
         }
     }
@@ -141,10 +144,29 @@ impl PeerLink {
         body: Request<'_>,
         timeout: Duration,
     ) -> Result<Answered, PeerError> {
-        let deadline = Instant::now() + timeout;
+        let sent = Instant::now();
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let kind = body.kind();
         let message = PeerRequest { id, body }.to_vec();
+        let len = message.len();
+        let r = self.send(id, kind, message, sent + timeout, timeout).await;
+        let answered = r.as_ref().map(|a| a.0.len());
+        self.inner
+            .metrics
+            .request(kind, len, answered, sent.elapsed().as_secs_f64());
+        r
+    }
+
+    /// Queues request `id` and waits for its answer until `deadline`
+    /// (`timeout` from the start, as the error reports it).
+    async fn send(
+        &self,
+        id: u64,
+        kind: Kind,
+        message: Vec<u8>,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<Answered, PeerError> {
         if message.len() > PEER_MAX_MESSAGE {
             return Err(PeerError::TooLarge(message.len()));
         }
@@ -205,6 +227,7 @@ async fn run(
             }
             r = dial(&cfg, &addr, &key) => r,
         };
+        cfg.metrics.dialled(dialled.is_ok());
         match dialled {
             Err(why) => {
                 tracing::debug!(peer = %addr, error = %why, ?backoff, "peer link: dial failed");
@@ -219,9 +242,11 @@ async fn run(
                 tracing::debug!(peer = %addr, "peer link: session established");
                 down = None;
                 backoff = cfg.backoff_min;
+                cfg.metrics.sessions_dialled.inc();
                 let why = Session::new(&cfg, open, &addr)
                     .run(first, &mut rx, &mut shutdown)
                     .await;
+                cfg.metrics.sessions_dialled.dec();
                 tracing::debug!(peer = %addr, why = %why, "peer link: session ended");
             }
         }

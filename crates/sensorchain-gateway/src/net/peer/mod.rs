@@ -25,6 +25,7 @@
 //! puts openraft's RPCs in them and serves them.
 
 pub mod dial;
+pub mod metrics;
 pub mod serve;
 
 #[cfg(test)]
@@ -85,6 +86,10 @@ pub struct PeerConfig {
     /// Timeout of a forwarded transaction or a vote sent by
     /// [`crate::cluster::network::PeerNetwork`].
     pub request_timeout: Duration,
+    /// Where the links count their requests, dials and sessions (the
+    /// gateway's, registered in [`crate::metrics::Metrics`]; a fresh,
+    /// unregistered set by default).
+    pub metrics: Arc<metrics::PeerMetrics>,
 }
 
 impl std::fmt::Debug for PeerConfig {
@@ -120,6 +125,7 @@ impl PeerConfig {
             max_half_open: 16,
             recheck_every: Duration::from_secs(1),
             request_timeout: Duration::from_secs(10),
+            metrics: Arc::default(),
         }
     }
 
