@@ -286,6 +286,15 @@ impl Cluster {
     /// Spawns `sensorchain run` for member `m`: the addresses it prints
     /// arrive on the returned channel.
     fn spawn(&mut self, m: usize) -> std::sync::mpsc::Receiver<Addrs> {
+        self.spawn_with(m, &[])
+    }
+
+    /// [`spawn`](Self::spawn) with `extra` added to the environment.
+    fn spawn_with(
+        &mut self,
+        m: usize,
+        extra: &[(String, String)],
+    ) -> std::sync::mpsc::Receiver<Addrs> {
         let member = &mut self.members[m];
         assert!(member.child.is_none(), "member {} is running", member.id);
         let log = std::fs::OpenOptions::new()
@@ -299,6 +308,7 @@ impl Cluster {
             .arg(&member.config)
             .env("SENSORCHAIN_LOG", level)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .spawn()
@@ -331,9 +341,61 @@ impl Cluster {
                 }
             }
         };
+        self.listening(m, addrs);
+    }
+
+    fn listening(&mut self, m: usize, addrs: Addrs) {
         self.members[m].addrs = Some(addrs);
         self.proxy.set_target(m, Some(addrs.peer));
         self.book.set(m, Some(addrs.tcp));
+    }
+
+    /// Starts member `m` (down) with `extra` in its environment (a fault
+    /// hook such as `SENSORCHAIN_TEST_KILL_AT`): true once it listens,
+    /// false if it exited before (the hook fired during its start).
+    pub fn start_member_with(&mut self, m: usize, extra: &[(String, String)]) -> bool {
+        let rx = self.spawn_with(m, extra);
+        let t = Instant::now();
+        loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(a) => {
+                    self.listening(m, a);
+                    return true;
+                }
+                Err(e) => {
+                    let exited = self.members[m]
+                        .child
+                        .as_mut()
+                        .is_some_and(|c| c.try_wait().ok().flatten().is_some());
+                    if exited {
+                        self.went_down(m);
+                        return false;
+                    }
+                    let closed = e == std::sync::mpsc::RecvTimeoutError::Disconnected;
+                    assert!(
+                        t.elapsed() < BOUND,
+                        "member {} neither started nor exited within {BOUND:?} (stdout closed: {closed})",
+                        self.members[m].id
+                    );
+                    if closed {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits up to `bound` for member `m` to exit by itself (reaped); true
+    /// if it did, false if it still runs.
+    pub fn wait_exited(&mut self, m: usize, bound: Duration) -> bool {
+        let exited = match self.members[m].child.as_mut() {
+            Some(c) => wait_exit(c, bound).is_some(),
+            None => true,
+        };
+        if exited {
+            self.went_down(m);
+        }
+        exited
     }
 
     fn went_down(&mut self, m: usize) {

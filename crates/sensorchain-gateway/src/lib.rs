@@ -22,6 +22,7 @@ pub mod audit;
 pub mod chain_source;
 pub mod cluster;
 pub mod config;
+pub mod crash_point;
 pub mod export;
 pub mod keys;
 pub mod login_client;

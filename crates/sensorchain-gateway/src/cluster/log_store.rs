@@ -644,7 +644,10 @@ fn writer_loop(db: &Database, rx: &mpsc::Receiver<Op>) {
             } => {
                 let result = append_now(db, &entries);
                 match &result {
-                    Ok(()) => unflushed.push(callback),
+                    Ok(()) => {
+                        crate::crash_point::reached(crate::crash_point::Point::LogAppend);
+                        unflushed.push(callback)
+                    }
                     Err(e) => callback.log_io_completed(Err(io::Error::other(e.to_string()))),
                 }
                 let _ = done.send(result);

@@ -50,6 +50,7 @@
 // here (over 200 bytes); boxing it would only move the size elsewhere.
 #![allow(clippy::result_large_err)]
 
+use crate::crash_point::{self, Point};
 use std::collections::HashMap;
 use std::io::Cursor;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -510,9 +511,11 @@ impl Core {
             Ok(next) => next,
             Err(e) => return self.reject(index, format!("invalid block: {e}")),
         };
+        crash_point::reached(Point::ApplyValidated);
         let durable = self.durable_now();
         let (height, hash) =
             self.store_valid(&block, bytes, &encoded, tx_ids, next, true, durable)?;
+        crash_point::reached(Point::ApplyStored);
         Ok(ClusterResponse::Applied {
             height,
             hash: hash.0,
@@ -566,6 +569,9 @@ impl Core {
         self.since_snapshot += 1;
         let snapshot = (self.since_snapshot >= self.cfg.snapshot_every).then(|| next.snapshot());
         let mark = encode_mark(&self.mark)?;
+        if snapshot.is_some() {
+            crash_point::reached(Point::StateSnapshot);
+        }
         self.store.commit_block_applied(
             block,
             bytes,
@@ -651,6 +657,7 @@ impl Core {
         // block included) are on this gateway's disk by then.
         self.store
             .put_cert_applied(h, &cert, &encode_mark(&self.mark)?, true)?;
+        crash_point::reached(Point::CertStored);
         self.since_durable = 0;
         let hash = header.hash();
         self.emit(Outcome::Final { height: h, hash });
@@ -684,6 +691,7 @@ impl Core {
             ),
         };
         self.current = Some((meta.clone(), data.clone()));
+        crash_point::reached(Point::RaftSnapshot);
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
