@@ -49,6 +49,15 @@ pub struct Metrics {
     pub links_closed: Family<Reason, Counter>,
     /// Frames refused at the link layer (oversized, malformed COBS or encoding).
     pub bad_frames: Family<Reason, Counter>,
+    /// Times the node stopped on a storage failure (a full disk, an I/O
+    /// error) since the process started.
+    pub storage_failures: Counter,
+    /// Times the node was restarted on its store after a storage failure,
+    /// once the disk took writes again.
+    pub storage_heals: Counter,
+    /// 1 while the node is stopped on a storage failure (every submission
+    /// refused `storage_failed`), else 0.
+    pub storage_failed: Gauge,
 }
 
 impl Default for Metrics {
@@ -78,6 +87,9 @@ impl Metrics {
             handshake_failures: Family::default(),
             links_closed: Family::default(),
             bad_frames: Family::default(),
+            storage_failures: Counter::default(),
+            storage_heals: Counter::default(),
+            storage_failed: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -159,6 +171,21 @@ impl Metrics {
             "bad_frames",
             "Frames refused at the link layer, by reason",
             m.bad_frames.clone(),
+        );
+        registry.register(
+            "storage_failures",
+            "Times the node stopped on a storage failure (full disk, I/O error)",
+            m.storage_failures.clone(),
+        );
+        registry.register(
+            "storage_heals",
+            "Times the node was restarted on its store after a storage failure",
+            m.storage_heals.clone(),
+        );
+        registry.register(
+            "storage_failed",
+            "1 while the node is stopped on a storage failure, else 0",
+            m.storage_failed.clone(),
         );
         Metrics { registry, ..m }
     }
