@@ -12,7 +12,7 @@
 //!    checked and replayed (or the store initialised with the genesis
 //!    block), and the node's block producer thread starts (it starts and
 //!    joins its committer thread);
-//! 3. the link hub ([`Gateway`]: handshake table, session slots, the
+//! 3. the link hub ([`LinkHub`]: handshake table, session slots, the
 //!    shutdown signal);
 //! 4. the TCP sensor listener (bound once, here: a busy port is an error
 //!    now, and the address bound — port 0 gives a free one — is

@@ -6,7 +6,7 @@
 //! its certificate are durably stored). [`run_healing`] is the supervisor
 //! at the composition root that brings such a gateway back by itself:
 //!
-//! 1. it runs the gateway ([`start`](super::start)) until a signal, a lost
+//! 1. it runs the gateway ([`start`]) until a signal, a lost
 //!    `VALIDATE` (as [`Running::run_until`](super::Running::run_until)),
 //!    or [`Node::storage_failure`](crate::node::Node::storage_failure);
 //! 2. on a storage failure the failed gateway keeps running as it is: its
