@@ -12,7 +12,7 @@
 //!    checked and replayed (or the store initialised with the genesis
 //!    block), and the node's block producer thread starts (it starts and
 //!    joins its committer thread);
-//! 3. the link hub ([`Gateway`]: handshake table, session slots, the
+//! 3. the link hub ([`LinkHub`]: handshake table, session slots, the
 //!    shutdown signal);
 //! 4. the TCP sensor listener (bound once, here: a busy port is an error
 //!    now, and the address bound — port 0 gives a free one — is
@@ -40,7 +40,14 @@
 //!
 //! A [`Running`] dropped without `shutdown` aborts its tasks (nothing is
 //! drained) and leaves the node to stop when its last handle goes.
+//!
+//! **Healing** ([`run_healing`], what `sensorchain run` uses): after a
+//! storage failure (a full disk) the failed gateway keeps refusing
+//! submissions `storage_failed` until a probe write next to the store
+//! succeeds; then it is shut down as above and started again on the same
+//! configuration and addresses (see [`heal`]).
 
+pub mod heal;
 mod setup;
 
 #[cfg(test)]
@@ -51,6 +58,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use heal::{HealSettings, run_healing};
 pub use setup::{
     AppConfig, Preflight, SHUTDOWN_GRACE, StartError, node_config, preflight, prepare_data_dir,
 };
@@ -112,6 +120,9 @@ pub struct Stopped {
     /// Set when [`Running::run_until`] stopped because a committed block
     /// took `VALIDATE` from the gateway's key: the reason.
     pub lost_validate: Option<String>,
+    /// Times [`run_healing`] restarted the gateway after a storage
+    /// failure (0 from [`Running::shutdown`] and [`Running::run_until`]).
+    pub heals: u64,
 }
 
 impl Stopped {
@@ -137,6 +148,7 @@ pub async fn start(cfg: AppConfig) -> Result<Running, StartError> {
         api_tls,
         metrics,
         shutdown_grace,
+        heal: _,
     } = cfg;
     // 1.-2. the store and the node, off the async runtime (the replay of a
     // long chain takes a while and must not hold a worker thread)
@@ -369,6 +381,7 @@ impl Running {
             joined,
             not_stopped,
             lost_validate: None,
+            heals: 0,
         }
     }
 }

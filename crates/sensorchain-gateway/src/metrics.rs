@@ -57,6 +57,15 @@ pub struct Metrics {
     /// Raft's log and the store files, read at each scrape
     /// ([`crate::node::Node::refresh_metrics`]).
     pub log: LogGauges,
+    /// Times the node stopped on a storage failure (a full disk, an I/O
+    /// error) since the process started.
+    pub storage_failures: Counter,
+    /// Times the node was restarted on its store after a storage failure,
+    /// once the disk took writes again.
+    pub storage_heals: Counter,
+    /// 1 while the node is stopped on a storage failure (every submission
+    /// refused `storage_failed`), else 0.
+    pub storage_failed: Gauge,
 }
 
 /// Raft's log and the store files, as gauges (set at each scrape).
@@ -152,6 +161,9 @@ impl Metrics {
             bad_frames: Family::default(),
             peer: Arc::default(),
             log: LogGauges::default(),
+            storage_failures: Counter::default(),
+            storage_heals: Counter::default(),
+            storage_failed: Gauge::default(),
             registry: Registry::default(),
         };
         m.peer.register(&mut registry);
@@ -235,6 +247,21 @@ impl Metrics {
             "bad_frames",
             "Frames refused at the link layer, by reason",
             m.bad_frames.clone(),
+        );
+        registry.register(
+            "storage_failures",
+            "Times the node stopped on a storage failure (full disk, I/O error)",
+            m.storage_failures.clone(),
+        );
+        registry.register(
+            "storage_heals",
+            "Times the node was restarted on its store after a storage failure",
+            m.storage_heals.clone(),
+        );
+        registry.register(
+            "storage_failed",
+            "1 while the node is stopped on a storage failure, else 0",
+            m.storage_failed.clone(),
         );
         Metrics { registry, ..m }
     }

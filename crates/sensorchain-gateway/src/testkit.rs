@@ -14,6 +14,9 @@ use sensorchain_core::tx::{GenesisConfig, Member, Params};
 use crate::app::AppConfig;
 use crate::node::NodeConfig;
 
+mod tmpfs;
+pub use tmpfs::Tmpfs;
+
 /// The admin of the test networks: the key of seed `[1; 32]`.
 pub fn admin() -> Keypair {
     Keypair::from_seed([1; 32])

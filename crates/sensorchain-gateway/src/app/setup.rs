@@ -27,6 +27,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 /// address may give port 0: the port bound is reported by
 /// [`Running::link_addr`](super::Running::link_addr) and
 /// [`Running::api_addr`](super::Running::api_addr).
+#[derive(Clone)]
 pub struct AppConfig {
     /// The gateway's key (it must hold `VALIDATE` on the chain).
     pub key: Keypair,
@@ -54,6 +55,9 @@ pub struct AppConfig {
     /// How long [`Running::shutdown`](super::Running::shutdown) waits for
     /// sessions to drain.
     pub shutdown_grace: Duration,
+    /// How [`run_healing`](super::run_healing) probes the disk after a
+    /// storage failure.
+    pub heal: super::HealSettings,
 }
 
 impl AppConfig {
@@ -73,6 +77,7 @@ impl AppConfig {
             api_tls: crate::api::ApiTls::default(),
             metrics: Arc::new(Metrics::new()),
             shutdown_grace: SHUTDOWN_GRACE,
+            heal: super::HealSettings::default(),
         }
     }
 
@@ -106,6 +111,7 @@ impl AppConfig {
             },
             metrics: Arc::new(Metrics::new()),
             shutdown_grace: SHUTDOWN_GRACE,
+            heal: super::HealSettings::default(),
         })
     }
 }

@@ -26,7 +26,9 @@
 //! 0600) with a warning.
 //!
 //! If a committed block takes `VALIDATE` from the gateway's key, the gateway
-//! stops (exit code 2) with the reason ([`Running::run_until`]).
+//! stops (exit code 2) with the reason. After a storage failure (a full
+//! disk) it refuses submissions `storage_failed` and restarts itself on its
+//! store once the disk takes writes again ([`app::run_healing`]).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -44,8 +46,9 @@ use super::RunArgs;
 /// proposer have their own (`bench cluster` groups CPU by these names).
 pub const GATEWAY_THREAD: &str = "sc-gateway";
 
-/// Runs `sensorchain run`: [`app::start`], then [`Running::run_until`] a
-/// signal. Prints where it listens, and on stop the height and anything
+/// Runs `sensorchain run`: [`app::run_healing`] until a signal (the
+/// gateway [`app::start`]ed, restarted in place after a storage failure).
+/// Prints where it listens, and on stop the height, the heals and anything
 /// that did not stop in time.
 pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     if args.check {
@@ -61,14 +64,22 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the runtime")?;
     let stopped = rt.block_on(async {
-        let running = app::start(app_cfg).await?;
-        print_started(&running);
-        let stopped = running.run_until(wait_for_signal()).await;
+        let mut first = true;
+        let stopped = app::run_healing(app_cfg, wait_for_signal(), |running| {
+            // a gateway started again after a storage failure is logged
+            if std::mem::take(&mut first) {
+                print_started(running);
+            }
+        })
+        .await?;
         anyhow::Ok(stopped)
     })?;
     drop(rt);
     for what in &stopped.not_stopped {
         tracing::warn!("did not stop in time: {what}");
+    }
+    if stopped.heals > 0 {
+        println!("healed {} times after a storage failure", stopped.heals);
     }
     println!("stopped at height {}", stopped.height);
     match stopped.lost_validate {

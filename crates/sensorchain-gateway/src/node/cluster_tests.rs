@@ -477,3 +477,118 @@ fn copies_of_one_sequence_sent_through_two_followers_each_answered_truly() {
         stop(n);
     }
 }
+
+/// A member whose disk fills stops (Raft's storage error) while the other
+/// two keep finalizing; once space is freed it restarts by itself
+/// ([`crate::app::run_healing`]) and catches up: the same chain, with the
+/// same certificates, on all three, and its store passes the checks.
+#[test]
+fn a_member_with_a_full_disk_heals_and_catches_up() {
+    use crate::app::{HealSettings, run_healing};
+    use crate::testkit::Tmpfs;
+    let Some(disk) = Tmpfs::mount("8m", "a_member_with_a_full_disk_heals_and_catches_up") else {
+        return;
+    };
+    let c = Cluster::new(3);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // member 3 runs healing, its data directory on the small disk
+    let data = disk.path().join("data");
+    let mut cfg = testkit::app_config(&c.keys[2], c.genesis.clone(), &data);
+    cfg.tcp = None;
+    cfg.node.cluster = c.settings[2].clone();
+    cfg.heal = HealSettings {
+        probe_every: Duration::from_millis(100),
+        probe_bytes: 1 << 20,
+    };
+    let metrics = cfg.metrics.clone();
+    let (nodes3, started) = tokio::sync::watch::channel(None::<super::WeakNode>);
+    let (stop3, stopping) = tokio::sync::oneshot::channel::<()>();
+    let run3 = rt.spawn(run_healing(
+        cfg,
+        async {
+            let _ = stopping.await;
+        },
+        move |r| {
+            nodes3.send_replace(Some(r.node().downgrade()));
+        },
+    ));
+    let nodes: Vec<Node> = std::thread::scope(|s| {
+        let c = &c;
+        let hs: Vec<_> = (0..2).map(|i| s.spawn(move || c.start(i))).collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let third = || started.borrow().as_ref().and_then(|w| w.upgrade());
+    until("member 3 started", || third().is_some());
+    let mut acked = vec![submit(&c, &rt, &nodes[0], 1).unwrap()];
+
+    // its disk fills: readings go on through members 1 and 2 (in order,
+    // many at once) until member 3 has failed
+    disk.fill(256 * 1024);
+    let dev = Some(c.device.public());
+    let mut seq = 2;
+    let t = Instant::now();
+    while metrics.storage_failed.get() != 1 {
+        assert!(t.elapsed() < BOUND, "member 3's disk never filled");
+        let tickets: Vec<_> = (seq..seq + 50)
+            .filter_map(|s| nodes[0].enqueue(c.reading(s), dev).ok())
+            .collect();
+        seq += 50;
+        for t in tickets {
+            if let Ok(r) = rt.block_on(t.wait()) {
+                acked.push(r);
+            }
+        }
+    }
+    // the others keep finalizing without it
+    for _ in 0..10 {
+        acked.push(submit(&c, &rt, &nodes[1], seq).unwrap());
+        seq += 1;
+    }
+    assert_eq!(metrics.storage_heals.get(), 0, "healed on a full disk");
+
+    // space is freed: member 3 is back by itself and catches up
+    disk.empty();
+    until("member 3 healed", || metrics.storage_heals.get() == 1);
+    for _ in 0..10 {
+        acked.push(submit(&c, &rt, &nodes[0], seq).unwrap());
+        seq += 1;
+    }
+    until("member 3 caught up, the same chain everywhere", || {
+        let Some(n3) = third() else { return false };
+        let views = [stored(&nodes[0]), stored(&nodes[1]), stored(&n3)];
+        // final: its block or a later one certified (a certificate covers
+        // its ancestors; a block in flight when a leader failed may have
+        // none of its own, on every member alike)
+        let last_cert = views[2].iter().rev().find(|v| v.2).map(|v| v.0);
+        views.iter().all(|v| v == &views[0])
+            && acked.iter().all(|a| {
+                n3.store()
+                    .tx_location(&a.tx_id)
+                    .unwrap()
+                    .is_some_and(|l| last_cert.is_some_and(|c| c >= l.height))
+            })
+    });
+    let status = third().unwrap().cluster_status();
+    assert_eq!(status.health, "ok", "{status:?}");
+    eprintln!(
+        "member 3 healed and caught up at height {} ({} readings acknowledged)",
+        status.height,
+        acked.len()
+    );
+    // stopped: its store passes the checks and replays
+    let _ = stop3.send(());
+    let stopped = rt
+        .block_on(async { tokio::time::timeout(BOUND, run3).await })
+        .expect("member 3 stopped")
+        .unwrap()
+        .unwrap();
+    assert_eq!(stopped.heals, 1);
+    for n in nodes {
+        stop(n);
+    }
+    let store = Store::open(&data).unwrap();
+    store
+        .check_integrity(crate::store::integrity::IntegrityDepth::Full)
+        .unwrap();
+    assert!(super::replay(&store, &c.genesis).unwrap().is_some());
+}

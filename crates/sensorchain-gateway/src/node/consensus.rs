@@ -815,6 +815,34 @@ impl Consensus {
         }
     }
 
+    /// Resolves with Raft's account once Raft has stopped on a storage
+    /// error (openraft's `Fatal::StorageError`: a full disk, an I/O error);
+    /// never for a shutdown or while Raft runs. Holds no handle to Raft.
+    pub(super) fn storage_failure(
+        &self,
+    ) -> impl std::future::Future<Output = String> + Send + 'static {
+        let mut m = self.raft.metrics();
+        async move {
+            let failed = m
+                .wait_for(|m| {
+                    matches!(
+                        m.running_state,
+                        Err(openraft::error::Fatal::StorageError(_))
+                    )
+                })
+                .await
+                .map(|m| match &m.running_state {
+                    Err(e) => e.to_string(),
+                    Ok(()) => String::new(),
+                });
+            match failed {
+                Ok(why) => why,
+                // Raft is gone without a storage error: nothing to report
+                Err(_) => std::future::pending().await,
+            }
+        }
+    }
+
     /// Waits (blocking this thread, up to `max`) until this gateway leads or
     /// Raft stops; true if it leads.
     pub(super) fn wait_leader(&self, max: Duration) -> bool {

@@ -16,7 +16,10 @@
 //! proposer builds again on the applied state, so each is committed or
 //! refused with its own true reason (after [`MAX_REQUEUES`] times, busy:
 //! resend). If Raft stops (a storage failure), every transaction waiting
-//! and every later one is refused `storage_failed` with the reason.
+//! and every later one is refused `storage_failed` with the reason, until
+//! the node is stopped and started again on its store: by hand, or by the
+//! supervisor that `sensorchain run` runs once the disk takes writes again
+//! ([`crate::app::heal`]).
 //!
 //! Submitters are answered by the follower (`consensus::follow`) when their
 //! block is final: acknowledged means certified by a quorum.

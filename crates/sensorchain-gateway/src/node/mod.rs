@@ -752,10 +752,27 @@ impl Node {
     /// Never resolves otherwise.
     pub async fn lost_validate(&self) -> String {
         let mut rx = self.inner.lost_validate.subscribe();
-        match rx.wait_for(Option::is_some).await {
-            Ok(v) => v.clone().unwrap_or_default(),
+        // the guard is gone before the next await: the future is Send
+        let why = rx
+            .wait_for(Option::is_some)
+            .await
+            .map(|v| v.clone().unwrap_or_default());
+        match why {
+            Ok(why) => why,
             Err(_) => std::future::pending().await,
         }
+    }
+
+    /// Resolves (with Raft's account of it) once Raft has stopped on a
+    /// storage error — a full disk, an I/O error: from then on the node
+    /// commits nothing and refuses every submission `storage_failed` until
+    /// it is stopped and started again on its store (re-opened and
+    /// re-checked), which [`crate::app::run_healing`] does once the disk
+    /// takes writes again. Never resolves otherwise (a shutdown is no
+    /// failure).
+    pub async fn storage_failure(&self) -> String {
+        let failed = self.inner.consensus.storage_failure();
+        failed.await
     }
 
     /// Submits one transaction given its exact bytes and waits until it is

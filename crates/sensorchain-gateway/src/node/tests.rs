@@ -239,6 +239,8 @@ fn other_genesis_refused() {
 /// nothing acknowledged is lost, and after space is freed a restarted
 /// gateway has every acknowledged reading and a valid chain. Needs a small
 /// tmpfs (root); where mounting is not allowed the test says so and stops.
+/// The node's own contract, restarted here by hand; the restart without a
+/// hand is `app::heal`'s (`a_full_disk_heals_in_place`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_disk_refuses_and_loses_nothing() {
     let f = fixture();
