@@ -32,14 +32,14 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use sensorchain_core::block::{Block, FinalityCert};
+use sensorchain_core::block::Block;
 use sensorchain_core::hash::Hash32;
-use sensorchain_core::identity::PublicKey;
+use sensorchain_core::identity::{PublicKey, VerifyingKey};
 use sensorchain_core::state::{SigCheck, WorldState};
 use sensorchain_core::tx::TxKind;
 
 use crate::config::GatewayConfig;
-use crate::export::{ExportReader, ExportRecord};
+use crate::export::ExportReader;
 use crate::store::{self, Store};
 
 /// World-state snapshots are written into a restored store every this many
@@ -84,66 +84,103 @@ fn validator_keys(state: &WorldState) -> Vec<PublicKey> {
     v
 }
 
-/// One validated block, for a [`replay`] sink.
-pub struct Taken<'a> {
-    /// The block.
-    pub block: &'a Block,
-    /// Its transactions' exact encodings.
-    pub encoded: &'a [Vec<u8>],
-    /// Its certificate, verified.
-    pub cert: Option<&'a FinalityCert>,
-    /// The state after it.
-    pub state: &'a WorldState,
-    /// The validators in force from the next height on, if this block
-    /// changed them (always for genesis).
-    pub validators_next: Option<Vec<PublicKey>>,
-    /// Whether it is the last block of the backup.
-    pub last: bool,
+/// A chain rebuilt block by block into a new store, in a temporary
+/// directory beside its target, every block validated with the core's rule
+/// before it is stored (module docs): what a restore and a re-sync
+/// (`sensorchain resync`) both use. Dropped unfinished, it leaves nothing.
+pub struct Rebuild {
+    tmp: tempfile::TempDir,
+    store: Store,
+    state: Option<WorldState>,
+    genesis: Option<Hash32>,
+    since_snapshot: u64,
+    summary: ChainSummary,
 }
 
-/// Replays the records of a backup with the core's rule from genesis
-/// (module docs), handing each validated block to `sink`; the summary of
-/// the whole chain, or the first record refused ([`InvalidBackup`] in the
-/// error chain).
-pub fn replay<R: std::io::Read>(
-    reader: ExportReader<R>,
-    mut sink: impl FnMut(Taken<'_>) -> anyhow::Result<()>,
-) -> anyhow::Result<ChainSummary> {
-    let mut records = reader.peekable();
-    let mut state: Option<WorldState> = None;
-    let mut s = ChainSummary {
-        blocks: 0,
-        certs: 0,
-        transactions: 0,
-        readings: 0,
-        head_height: 0,
-        head_hash: Hash32::ZERO,
-        genesis_hash: Hash32::ZERO,
-    };
-    while let Some(record) = records.next() {
-        let h = s.blocks;
-        let ExportRecord { block, cert, .. } = record.map_err(|e| InvalidBackup {
-            height: h,
-            reason: format!("{e:#}"),
-        })?;
-        let st = state.get_or_insert_with(|| WorldState::new(block.header.chain_id));
-        let before = validator_keys(st);
+impl Rebuild {
+    /// A new rebuild whose store is to become the data directory `target`
+    /// (its parent is created if missing); with `genesis`, the chain must
+    /// begin with it.
+    pub fn new(target: &Path, genesis: Option<&Block>) -> anyhow::Result<Rebuild> {
+        let parent = parent_of(target);
+        std::fs::create_dir_all(&parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".sensorchain-rebuild-")
+            .tempdir_in(&parent)
+            .with_context(|| format!("cannot create a directory in {}", parent.display()))?;
+        let store = Store::open(tmp.path())?;
+        Ok(Rebuild {
+            tmp,
+            store,
+            state: None,
+            genesis: genesis.map(Block::hash),
+            since_snapshot: 0,
+            summary: ChainSummary {
+                blocks: 0,
+                certs: 0,
+                transactions: 0,
+                readings: 0,
+                head_height: 0,
+                head_hash: Hash32::ZERO,
+                genesis_hash: Hash32::ZERO,
+            },
+        })
+    }
+
+    /// The height of the next block to take.
+    pub fn next_height(&self) -> u64 {
+        self.summary.blocks
+    }
+
+    /// What has been taken so far.
+    pub fn summary(&self) -> &ChainSummary {
+        &self.summary
+    }
+
+    /// Validates the next block (strictly decoded from `block`, its
+    /// certificate from `cert`) from the state so far and stores it. A
+    /// record that is not the next valid block is an [`InvalidBackup`] in
+    /// the error chain, and changes nothing; any other error is the new
+    /// store's.
+    pub fn take(&mut self, block: &[u8], cert: Option<&[u8]>) -> anyhow::Result<()> {
+        let h = self.summary.blocks;
+        let invalid = |reason: String| InvalidBackup { height: h, reason };
+        let block = store::decode_block(h, block).map_err(|e| invalid(e.to_string()))?;
+        let cert = cert
+            .map(|c| store::decode_cert(h, c))
+            .transpose()
+            .map_err(|e| invalid(e.to_string()))?;
+        if h == 0
+            && let Some(g) = self.genesis
+            && g != block.hash()
+        {
+            bail!(
+                "another chain: its genesis is {}, the configured genesis {g}",
+                block.hash()
+            );
+        }
+        let mut next = match &self.state {
+            Some(s) => s.clone(),
+            None => WorldState::new(block.header.chain_id),
+        };
+        let before = validator_keys(&next);
         let encoded = block.encoded_txs();
-        st.apply_block_encoded(&block, &encoded, cert.as_ref(), SigCheck::Verify)
-            .map_err(|e| InvalidBackup {
-                height: h,
-                reason: e.to_string(),
-            })?;
-        let after = validator_keys(st);
-        let last = records.peek().is_none();
-        sink(Taken {
-            block: &block,
-            encoded: &encoded,
-            cert: cert.as_ref(),
-            state: st,
-            validators_next: (h == 0 || after != before).then_some(after),
-            last,
-        })?;
+        next.apply_block_encoded(&block, &encoded, cert.as_ref(), SigCheck::Verify)
+            .map_err(|e| invalid(e.to_string()))?;
+        let after = validator_keys(&next);
+        self.since_snapshot += 1;
+        let snapshot =
+            (h == 0 || self.since_snapshot >= RESTORE_SNAPSHOT_EVERY).then(|| next.snapshot());
+        if snapshot.is_some() {
+            self.since_snapshot = 0;
+        }
+        self.store
+            .commit_block(&block, &encoded, cert.as_ref(), snapshot.as_deref())?;
+        if h == 0 || after != before {
+            self.store.record_validator_set(h + 1, &after)?;
+        }
+        let s = &mut self.summary;
         if h == 0 {
             s.genesis_hash = block.hash();
         }
@@ -157,14 +194,92 @@ pub fn replay<R: std::io::Read>(
             .count() as u64;
         s.head_height = h;
         s.head_hash = block.hash();
+        self.state = Some(next);
+        Ok(())
     }
-    if s.blocks == 0 {
-        bail!(InvalidBackup {
-            height: 0,
-            reason: "the backup holds no block".into(),
-        });
+
+    /// Takes the certificate (`cert`, strictly decoded) of the stored block
+    /// at `height`, which has none yet: checked against the validators in
+    /// force at that height, stored. An [`InvalidBackup`] if it does not
+    /// verify.
+    pub fn take_cert(&mut self, height: u64, cert: &[u8]) -> anyhow::Result<()> {
+        let invalid = |reason: String| InvalidBackup { height, reason };
+        let c = store::decode_cert(height, cert).map_err(|e| invalid(e.to_string()))?;
+        let header = self
+            .store
+            .header(height)?
+            .ok_or_else(|| invalid("no such block".into()))?;
+        let set = self
+            .store
+            .validator_set_at(height)?
+            .ok_or_else(|| invalid("no validator set recorded there".into()))?;
+        let keys: Vec<VerifyingKey> = set
+            .iter()
+            .filter_map(|k| VerifyingKey::from_public(k).ok())
+            .collect();
+        c.verify(&header, &keys)
+            .map_err(|e| invalid(format!("the certificate does not verify: {e}")))?;
+        self.store.put_cert(height, &c)?;
+        self.summary.certs += 1;
+        Ok(())
     }
-    Ok(s)
+
+    /// The heights of the stored blocks without a certificate above the
+    /// highest certified one (the tip a backup or a peer had not certified
+    /// yet).
+    pub fn uncertified_tip(&self) -> anyhow::Result<Vec<u64>> {
+        let mut v = Vec::new();
+        for h in (1..self.summary.blocks).rev() {
+            if self.store.cert(h)?.is_some() {
+                break;
+            }
+            v.push(h);
+        }
+        v.reverse();
+        Ok(v)
+    }
+
+    /// Ends the rebuild: a snapshot of the head's state, the directory made
+    /// private (0700, files 0600) and renamed to `target`, which must not
+    /// exist or be an empty directory by then. Fails if no block was taken.
+    pub fn finish(self, target: &Path) -> anyhow::Result<ChainSummary> {
+        let Some(state) = &self.state else {
+            bail!(InvalidBackup {
+                height: 0,
+                reason: "no block".into(),
+            });
+        };
+        let head = self.summary.head_height;
+        if self.store.latest_snapshot()?.map(|(h, _)| h) != Some(head) {
+            self.store.put_snapshot(head, &state.snapshot())?;
+        }
+        let Rebuild {
+            tmp,
+            store,
+            summary,
+            ..
+        } = self;
+        drop(store);
+        private(tmp.path())?;
+        let dir = tmp.keep();
+        if let Err(e) = std::fs::rename(&dir, target) {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e)
+                .with_context(|| format!("cannot move the rebuilt store to {}", target.display()));
+        }
+        if let Ok(d) = File::open(parent_of(target)) {
+            let _ = d.sync_all();
+        }
+        Ok(summary)
+    }
+}
+
+/// The directory `path` is in (`.` for a bare name).
+fn parent_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
 }
 
 fn open(path: &Path) -> anyhow::Result<ExportReader<BufReader<File>>> {
@@ -174,7 +289,43 @@ fn open(path: &Path) -> anyhow::Result<ExportReader<BufReader<File>>> {
 /// Validates the backup at `path` completely (what a restore checks),
 /// writing nothing.
 pub fn verify_backup(path: &Path) -> anyhow::Result<ChainSummary> {
-    replay(open(path)?, |_| Ok(()))
+    let mut state: Option<WorldState> = None;
+    let mut s = None::<ChainSummary>;
+    for (h, record) in open(path)?.enumerate() {
+        let h = h as u64;
+        let invalid = |reason: String| InvalidBackup { height: h, reason };
+        let r = record.map_err(|e| invalid(format!("{e:#}")))?;
+        let st = state.get_or_insert_with(|| WorldState::new(r.block.header.chain_id));
+        st.apply_block(&r.block, r.cert.as_ref(), SigCheck::Verify)
+            .map_err(|e| invalid(e.to_string()))?;
+        let sum = s.get_or_insert(ChainSummary {
+            blocks: 0,
+            certs: 0,
+            transactions: 0,
+            readings: 0,
+            head_height: 0,
+            head_hash: Hash32::ZERO,
+            genesis_hash: r.block.hash(),
+        });
+        sum.blocks += 1;
+        sum.certs += u64::from(r.cert.is_some());
+        sum.transactions += r.block.txs.len() as u64;
+        sum.readings += r
+            .block
+            .txs
+            .iter()
+            .filter(|t| matches!(t.body.kind, TxKind::Reading { .. }))
+            .count() as u64;
+        sum.head_height = h;
+        sum.head_hash = r.block.hash();
+    }
+    s.ok_or_else(|| {
+        InvalidBackup {
+            height: 0,
+            reason: "the backup holds no block".into(),
+        }
+        .into()
+    })
 }
 
 /// What a restore did.
@@ -231,53 +382,18 @@ pub fn restore(
 ) -> anyhow::Result<RestoreSummary> {
     check_target(data_dir)?;
     let reader = open(from)?;
-    let parent = match data_dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&parent)
-        .with_context(|| format!("cannot create {}", parent.display()))?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".sensorchain-restore-")
-        .tempdir_in(&parent)
-        .with_context(|| format!("cannot create a directory in {}", parent.display()))?;
-    let store = Store::open(tmp.path())?;
-    let mut since_snapshot = 0u64;
-    let chain = replay(reader, |t| {
-        let h = t.block.header.height;
-        if h == 0
-            && let Some(g) = genesis
-            && g.hash() != t.block.hash()
-        {
-            bail!(
-                "the backup is of another chain (genesis {} in the backup, {} configured)",
-                t.block.hash(),
-                g.hash()
-            );
-        }
-        since_snapshot += 1;
-        let snapshot = (h == 0 || t.last || since_snapshot >= RESTORE_SNAPSHOT_EVERY)
-            .then(|| t.state.snapshot());
-        if snapshot.is_some() {
-            since_snapshot = 0;
-        }
-        store.commit_block(t.block, t.encoded, t.cert, snapshot.as_deref())?;
-        if let Some(set) = &t.validators_next {
-            store.record_validator_set(h + 1, set)?;
-        }
-        Ok(())
-    })?;
-    drop(store);
-    private(tmp.path())?;
-    let dir = tmp.keep();
-    if let Err(e) = std::fs::rename(&dir, data_dir) {
-        let _ = std::fs::remove_dir_all(&dir);
-        return Err(e)
-            .with_context(|| format!("cannot move the restore to {}", data_dir.display()));
+    let mut rebuild = Rebuild::new(data_dir, genesis)?;
+    for record in reader {
+        let h = rebuild.next_height();
+        let r = record.map_err(|e| InvalidBackup {
+            height: h,
+            reason: format!("{e:#}"),
+        })?;
+        let cert = r.cert.as_ref().map(sensorchain_core::codec::encode_to_vec);
+        rebuild.take(&r.block_bytes, cert.as_deref())?;
     }
-    if let Ok(d) = File::open(&parent) {
-        let _ = d.sync_all();
-    }
+    check_target(data_dir)?;
+    let chain = rebuild.finish(data_dir)?;
     Ok(RestoreSummary {
         chain,
         data_dir: data_dir.to_path_buf(),
@@ -379,7 +495,7 @@ mod tests {
             .unwrap()
             .filter(|e| {
                 let n = e.as_ref().unwrap().file_name();
-                n.to_string_lossy().starts_with(".sensorchain-restore-")
+                n.to_string_lossy().starts_with(".sensorchain-rebuild-")
             })
             .count();
         assert_eq!(leftovers, 0);

@@ -17,6 +17,7 @@ pub mod image;
 pub mod init;
 pub mod keygen;
 pub mod provision;
+pub mod resync;
 pub mod run;
 pub mod sensor_sim;
 pub mod tx;
@@ -141,6 +142,8 @@ pub enum Command {
     Backup(backup::BackupArgs),
     /// Rebuild a gateway's data directory from a backup file, validating every block and certificate.
     Restore(backup::RestoreArgs),
+    /// Rebuild a cluster member whose store fails its check from its peers, validating every block; the damaged data directory is moved aside.
+    Resync(resync::ResyncArgs),
     /// Write a device's key page (seed, entropy, chain id, trusted gateways) for flashing, and optionally grant the device on the chain.
     Provision(provision::ProvisionArgs),
     /// Sign and submit an operator's transaction (grant, revoke, role, assign, consent) through a gateway's API and wait until it is committed.
@@ -401,6 +404,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Export(a) => export::export(a),
         Command::Backup(a) => backup::backup(a),
         Command::Restore(a) => backup::restore_cmd(a),
+        Command::Resync(a) => resync::resync(a),
         Command::Demo(a) => demo::demo(a),
         Command::Run(a) => run::run(a),
         Command::SensorSim(a) => sensor_sim::sensor_sim(a),
