@@ -699,6 +699,28 @@ impl Core {
             .map_err(|e| StoreError::Invalid(format!("the snapshot does not decode: {e}")))?;
         let head = self.store.head()?.map(|h| (h.height, h.hash));
         let at = |h: Option<(u64, Hash32)>| h.map_or_else(|| "nothing".into(), |h| h.0.to_string());
+        if self.holds_beyond(head, &body)? {
+            // A chain restored or re-synced past the snapshot (`sensorchain
+            // restore`, `resync`: no Raft state, so the leader sends its
+            // snapshot), which holds the snapshot's head block: the
+            // snapshot's state is this chain's state at that block (the
+            // block's hash commits to it), so only Raft's position is
+            // taken. The entries after it that carry blocks this chain
+            // holds already are refused when applied (their heights are
+            // taken), the same chain either way.
+            tracing::info!(
+                snapshot = body.head_height,
+                head = head.map_or(0, |h| h.0),
+                "this chain holds the snapshot's head block and more: taking the snapshot's position only"
+            );
+            self.mark = Mark {
+                log_id: meta.last_log_id,
+                membership: meta.last_membership.clone(),
+            };
+            self.flush()?;
+            self.current = Some((meta.clone(), data));
+            return Ok(());
+        }
         let behind = head.is_none_or(|(h, _)| h < body.head_height);
         if behind {
             // A crash during the (long) back-fill must not leave this
@@ -743,6 +765,25 @@ impl Core {
         }
         self.current = Some((meta.clone(), data));
         Ok(())
+    }
+
+    /// Whether this chain (its head `head`) goes beyond the snapshot's
+    /// head and holds its head block there. Only a chain stored outside
+    /// Raft (restored, re-synced) can: a member's own chain is built by the
+    /// entries it applied, which reach no further than the snapshot it is
+    /// sent.
+    fn holds_beyond(
+        &self,
+        head: Option<(u64, Hash32)>,
+        body: &SnapshotBody,
+    ) -> Result<bool, StoreError> {
+        let Some((h, _)) = head else {
+            return Ok(false);
+        };
+        if h <= body.head_height {
+            return Ok(false);
+        }
+        Ok(self.store.header(body.head_height)?.map(|hd| hd.hash()) == Some(body.head_hash))
     }
 
     /// Fetches, validates and stores the blocks from this member's head to
