@@ -713,24 +713,36 @@ impl Core {
                 head = head.map_or(0, |h| h.0),
                 "this chain holds the snapshot's head block and more: taking the snapshot's position only"
             );
+            // Certificates its source lacked (a backup's tip) are asked
+            // of the peers, as after a back-fill.
+            let fill = self.store.cert_count()? < body.certified;
+            if fill {
+                self.set_pending(meta, &data)?;
+                self.backfill(meta, &body)?;
+            }
             self.mark = Mark {
                 log_id: meta.last_log_id,
                 membership: meta.last_membership.clone(),
             };
             self.flush()?;
+            if fill {
+                self.store.set_pending_snapshot(None)?;
+            }
             self.current = Some((meta.clone(), data));
             return Ok(());
         }
-        let behind = head.is_none_or(|(h, _)| h < body.head_height);
+        // Behind the snapshot's head, or at it with fewer certificates
+        // (a chain restored from a backup whose tip was not certified
+        // yet): back-filled (the blocks, then the certificates).
+        let behind = head.is_none_or(|(h, _)| h < body.head_height)
+            || (head == Some((body.head_height, body.head_hash))
+                && self.store.cert_count()? < body.certified);
         if behind {
             // A crash during the (long) back-fill must not leave this
             // member with openraft's log purged past its applied mark:
             // the install is recorded first and resumed at the next start
             // ([`LedgerStateMachine::resume_install`]).
-            let pending = postcard::to_allocvec(&(meta, &data)).map_err(|e| {
-                StoreError::Invalid(format!("cannot record the snapshot being installed: {e}"))
-            })?;
-            self.store.set_pending_snapshot(Some(&pending))?;
+            self.set_pending(meta, &data)?;
             self.backfill(meta, &body)?;
         }
         let head = self.store.head()?.map(|h| (h.height, h.hash));
@@ -765,6 +777,19 @@ impl Core {
         }
         self.current = Some((meta.clone(), data));
         Ok(())
+    }
+
+    /// Records the snapshot being installed in the chain store, for
+    /// [`LedgerStateMachine::resume_install`].
+    fn set_pending(
+        &self,
+        meta: &SnapshotMeta<NodeId, GatewayNode>,
+        data: &[u8],
+    ) -> Result<(), StoreError> {
+        let pending = postcard::to_allocvec(&(meta, data)).map_err(|e| {
+            StoreError::Invalid(format!("cannot record the snapshot being installed: {e}"))
+        })?;
+        self.store.set_pending_snapshot(Some(&pending))
     }
 
     /// Whether this chain (its head `head`) goes beyond the snapshot's
