@@ -1,9 +1,17 @@
 //! `sensorchain backup` and `sensorchain restore` over real processes: a
 //! backup of a running gateway (through its API, with its own key), its
 //! restore into a new data directory (checked by `sensorchain audit`), and
-//! the restored gateway started again, extending its chain.
+//! the restored gateway started again, extending its chain; and a cluster
+//! member restored from its own backup, which rejoins without its old Raft
+//! state and catches up.
 
 mod common;
+#[path = "common/cluster.rs"]
+#[allow(dead_code)]
+mod fixture;
+#[path = "common/proxy.rs"]
+#[allow(dead_code)]
+mod proxy;
 
 use std::path::Path;
 
@@ -193,4 +201,101 @@ fn restore_into_a_configured_gateway_checks_the_chain() {
     assert_eq!(stream(&a, 6, 5).len(), 5);
     assert!(gw.terminate(std::time::Duration::from_secs(60)));
     audit_valid(&a, &a.data());
+}
+
+/// A member of a three-gateway cluster backed up through its API while it
+/// runs, killed, its data directory replaced by the restore of that backup
+/// (no Raft state) while the others go on: it rejoins as a learner, catches
+/// up past the backup, is a voter again, and the safety check finds one
+/// chain on every member.
+#[test]
+fn a_cluster_member_restored_from_its_backup_rejoins_and_catches_up() {
+    use std::time::{Duration, Instant};
+    let t0 = Instant::now();
+    let mut c = fixture::Cluster::new(3, 6);
+    c.start_all();
+    c.wait_leader(&c.all(), None, 0);
+    let load = c.load(2, 4);
+    load.wait_acked_since(t0, None, 100);
+    let l = c.wait_leader(&c.all(), None, 0);
+    let f = (l + 1) % c.n();
+    let id = f + 1;
+    let api = format!("http://{}", c.members[f].addrs.unwrap().api);
+    let (code, out, err) = common::run(
+        &[
+            "backup",
+            "--api",
+            &api,
+            "--key",
+            &format!("gw{id}.key"),
+            "--out",
+            "member.scchain",
+        ],
+        &c.root,
+    );
+    assert_eq!(code, 0, "backup of a running member: {out}{err}");
+    let after_backup = Instant::now();
+    load.wait_acked_since(after_backup, None, 50);
+    c.kill(f);
+    let data = c.members[f].data.clone();
+    std::fs::rename(&data, c.root.join(format!("data{id}.old"))).unwrap();
+    let (code, out, err) = common::run(
+        &[
+            "restore",
+            "--from",
+            "member.scchain",
+            "--config",
+            &format!("gw{id}.toml"),
+        ],
+        &c.root,
+    );
+    assert_eq!(code, 0, "restore: {out}{err}");
+    assert!(!data.join("raft.redb").exists());
+    load.wait_acked_since(Instant::now(), None, 50);
+    c.start_member(f);
+    let back = Instant::now();
+    let target = c
+        .statuses(&c.all())
+        .iter()
+        .filter(|(m, _)| *m != f)
+        .map(|(_, s)| s.height)
+        .max()
+        .unwrap();
+    let t = Instant::now();
+    loop {
+        let s = c.status(f);
+        if s.as_ref()
+            .is_some_and(|s| s.height >= target && s.finalized_height >= Some(target))
+        {
+            break;
+        }
+        assert!(
+            t.elapsed() < fixture::BOUND,
+            "the restored member did not reach height {target}: {s:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let t = Instant::now();
+    loop {
+        let l = c.wait_leader(&c.all(), None, 0);
+        let voter = c
+            .status(l)
+            .is_some_and(|s| s.members.iter().any(|m| m.id == id as u64 && m.voter));
+        if voter {
+            break;
+        }
+        assert!(
+            t.elapsed() < fixture::BOUND,
+            "member {id} is not a voter again"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    load.wait_acked_since(back, None, 20);
+    let sent = c.stop_load(load);
+    let height = c.wait_converged();
+    let report = c.stop_and_check(&sent);
+    eprintln!(
+        "restored member {id} back at height {target}, converged at {height}: {report:?}; {:.1?}",
+        t0.elapsed()
+    );
 }
