@@ -44,7 +44,13 @@
 //! the state so reached equals the snapshot's state and at least as many
 //! certificates are stored. A member *ahead* of it (a chain that does not
 //! have the snapshot's head) refuses it: that is a storage error, which
-//! stops this member's Raft, never a silent rewrite of a stored chain.
+//! stops this member's Raft, never a silent rewrite of a stored chain —
+//! unless the chain holds the snapshot's head block: a chain restored or
+//! re-synced outside Raft (`sensorchain restore`, `resync`: no Raft state)
+//! then takes the snapshot's position only. Such a chain replays the log's
+//! earlier entries too: a block or certificate it holds already is a
+//! recorded rejection saying so, logged at debug level, never applied
+//! twice.
 
 // openraft's `StorageError` is the error type of the traits implemented
 // here (over 200 bytes); boxing it would only move the size elsewhere.
@@ -474,10 +480,27 @@ impl Core {
 
     /// Records the refusal of the entry at `index`, the same on every member.
     fn reject(&mut self, index: u64, reason: String) -> Result<ClusterResponse, StoreError> {
+        self.refuse(index, reason, false)
+    }
+
+    /// [`reject`](Self::reject), logged as a warning unless `held`: the
+    /// entry carries a block or certificate this chain holds already (a
+    /// chain restored or re-synced outside Raft replays the log's earlier
+    /// entries), which is expected, not a fault.
+    fn refuse(
+        &mut self,
+        index: u64,
+        reason: String,
+        held: bool,
+    ) -> Result<ClusterResponse, StoreError> {
         let durable = self.durable_now();
         self.store
             .record_applied(&encode_mark(&self.mark)?, Some((index, &reason)), durable)?;
-        tracing::warn!(index, "log entry refused by the ledger rule: {reason}");
+        if held {
+            tracing::debug!(index, "log entry refused: {reason}");
+        } else {
+            tracing::warn!(index, "log entry refused by the ledger rule: {reason}");
+        }
         self.emit(Outcome::Rejected {
             index,
             reason: reason.clone(),
@@ -497,6 +520,16 @@ impl Core {
             Ok(b) => b,
             Err(e) => return self.reject(index, format!("the block does not decode: {e}")),
         };
+        let height = block.header.height;
+        if height < self.state.next_height()
+            && self
+                .store
+                .header(height)?
+                .is_some_and(|h| h.hash() == block.header.hash())
+        {
+            let why = format!("this chain holds block {height} already");
+            return self.refuse(index, why, true);
+        }
         let encoded = block.encoded_txs();
         let tx_ids: Vec<Hash32> = encoded
             .iter()
@@ -641,6 +674,15 @@ impl Core {
     }
 
     fn apply_cert(&mut self, index: u64, bytes: &[u8]) -> Result<ClusterResponse, StoreError> {
+        if let Ok(c) = codec::decode_exact::<FinalityCert>(bytes, CERT_MAX_LEN)
+            && self.store.cert(c.height)?.is_some_and(|stored| stored == c)
+        {
+            let why = format!(
+                "this chain holds the certificate of block {} already",
+                c.height
+            );
+            return self.refuse(index, why, true);
+        }
         let (cert, header) = match self.check_cert(bytes, true)? {
             Ok(c) => c,
             Err(why) => return self.reject(index, why),

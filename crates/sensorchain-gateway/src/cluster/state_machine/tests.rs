@@ -338,4 +338,6 @@ fn a_restored_chain_past_a_snapshot_takes_its_position() {
         "{r:?}"
     );
     assert_eq!(store.block_bytes(3).unwrap().unwrap(), third);
+    let rec = store.rejections(2, 1).unwrap();
+    assert!(rec[0].1.contains("holds block 2 already"), "{rec:?}");
 }
