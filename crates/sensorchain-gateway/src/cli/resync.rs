@@ -29,7 +29,7 @@ use sensorchain_gateway::cluster::{ClusterSettings, GatewayNode, NodeId, PeerNet
 use sensorchain_gateway::config::GatewayConfig;
 use sensorchain_gateway::net::peer::PeerConfig;
 use sensorchain_gateway::node::replay;
-use sensorchain_gateway::store::{Store, StoreError, integrity};
+use sensorchain_gateway::store::{FILE_NAME, Store, StoreError, integrity};
 
 /// `sensorchain resync`
 #[derive(Debug, Args)]
@@ -50,6 +50,9 @@ const TRIES: u32 = 40;
 /// What is wrong with the store in `dir` (the check `sensorchain run`
 /// makes before it starts), or `None` if it is sound.
 fn damage(dir: &std::path::Path, genesis: &sensorchain_core::block::Block) -> Option<String> {
+    if !dir.join(FILE_NAME).exists() {
+        return Some(format!("there is no chain store in {}", dir.display()));
+    }
     match Store::open_checked(dir) {
         Err(StoreError::Busy) => None,
         Err(e) => Some(integrity::refusal(dir, &e)),
@@ -111,17 +114,25 @@ pub fn resync(args: &ResyncArgs) -> anyhow::Result<ExitCode> {
     rt.block_on(net.shutdown(Duration::from_secs(5)));
     let rebuild = fetched?;
     let aside = aside_name(&dir);
-    std::fs::rename(&dir, &aside).with_context(|| {
-        format!(
-            "cannot move the damaged {} aside to {}",
-            dir.display(),
-            aside.display()
-        )
-    })?;
+    let kept = dir.exists();
+    if kept {
+        std::fs::rename(&dir, &aside).with_context(|| {
+            format!(
+                "cannot move the damaged {} aside to {}",
+                dir.display(),
+                aside.display()
+            )
+        })?;
+    }
     let s = rebuild.finish(&dir)?;
+    let kept = if kept {
+        format!("; the damaged directory is kept at {}", aside.display())
+    } else {
+        String::new()
+    };
     println!(
         "re-synced {} blocks ({} certified), {} transactions ({} readings), head {} at height {} \
-         from the peers into {}; the damaged directory is kept at {}",
+         from the peers into {}{kept}",
         s.blocks,
         s.certs,
         s.transactions,
@@ -129,7 +140,6 @@ pub fn resync(args: &ResyncArgs) -> anyhow::Result<ExitCode> {
         s.head_hash,
         s.head_height,
         dir.display(),
-        aside.display()
     );
     println!(
         "start the gateway: it has no Raft state, so it asks the leader and rejoins as a learner, \
