@@ -19,6 +19,7 @@
 pub mod api;
 pub mod app;
 pub mod audit;
+pub mod backup;
 pub mod chain_source;
 pub mod cluster;
 pub mod config;

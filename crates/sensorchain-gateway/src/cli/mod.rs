@@ -5,6 +5,7 @@
 
 pub mod api_client;
 pub mod audit;
+pub mod backup;
 pub mod bench;
 pub mod bench_cluster;
 pub mod cluster;
@@ -16,6 +17,7 @@ pub mod image;
 pub mod init;
 pub mod keygen;
 pub mod provision;
+pub mod resync;
 pub mod run;
 pub mod sensor_sim;
 pub mod tx;
@@ -136,6 +138,12 @@ pub enum Command {
     /// head when the export starts), logged in with --key (an auditor's or a
     /// gateway's). An existing output file is refused unless --force.
     Export(ExportArgs),
+    /// Back a chain up to a file: every block and certificate (of a stopped gateway, or of a running one through its API).
+    Backup(backup::BackupArgs),
+    /// Rebuild a gateway's data directory from a backup file, validating every block and certificate.
+    Restore(backup::RestoreArgs),
+    /// Rebuild a cluster member whose store fails its check from its peers, validating every block; the damaged data directory is moved aside.
+    Resync(resync::ResyncArgs),
     /// Write a device's key page (seed, entropy, chain id, trusted gateways) for flashing, and optionally grant the device on the chain.
     Provision(provision::ProvisionArgs),
     /// Sign and submit an operator's transaction (grant, revoke, role, assign, consent) through a gateway's API and wait until it is committed.
@@ -394,6 +402,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Genesis(a) => genesis::genesis(a),
         Command::Audit(a) => audit::audit(a),
         Command::Export(a) => export::export(a),
+        Command::Backup(a) => backup::backup(a),
+        Command::Restore(a) => backup::restore_cmd(a),
+        Command::Resync(a) => resync::resync(a),
         Command::Demo(a) => demo::demo(a),
         Command::Run(a) => run::run(a),
         Command::SensorSim(a) => sensor_sim::sensor_sim(a),

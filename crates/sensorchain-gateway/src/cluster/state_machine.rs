@@ -44,7 +44,13 @@
 //! the state so reached equals the snapshot's state and at least as many
 //! certificates are stored. A member *ahead* of it (a chain that does not
 //! have the snapshot's head) refuses it: that is a storage error, which
-//! stops this member's Raft, never a silent rewrite of a stored chain.
+//! stops this member's Raft, never a silent rewrite of a stored chain —
+//! unless the chain holds the snapshot's head block: a chain restored or
+//! re-synced outside Raft (`sensorchain restore`, `resync`: no Raft state)
+//! then takes the snapshot's position only. Such a chain replays the log's
+//! earlier entries too: a block or certificate it holds already is a
+//! recorded rejection saying so, logged at debug level, never applied
+//! twice.
 
 // openraft's `StorageError` is the error type of the traits implemented
 // here (over 200 bytes); boxing it would only move the size elsewhere.
@@ -475,10 +481,27 @@ impl Core {
 
     /// Records the refusal of the entry at `index`, the same on every member.
     fn reject(&mut self, index: u64, reason: String) -> Result<ClusterResponse, StoreError> {
+        self.refuse(index, reason, false)
+    }
+
+    /// [`reject`](Self::reject), logged as a warning unless `held`: the
+    /// entry carries a block or certificate this chain holds already (a
+    /// chain restored or re-synced outside Raft replays the log's earlier
+    /// entries), which is expected, not a fault.
+    fn refuse(
+        &mut self,
+        index: u64,
+        reason: String,
+        held: bool,
+    ) -> Result<ClusterResponse, StoreError> {
         let durable = self.durable_now();
         self.store
             .record_applied(&encode_mark(&self.mark)?, Some((index, &reason)), durable)?;
-        tracing::warn!(index, "log entry refused by the ledger rule: {reason}");
+        if held {
+            tracing::debug!(index, "log entry refused: {reason}");
+        } else {
+            tracing::warn!(index, "log entry refused by the ledger rule: {reason}");
+        }
         self.emit(Outcome::Rejected {
             index,
             reason: reason.clone(),
@@ -498,6 +521,16 @@ impl Core {
             Ok(b) => b,
             Err(e) => return self.reject(index, format!("the block does not decode: {e}")),
         };
+        let height = block.header.height;
+        if height < self.state.next_height()
+            && self
+                .store
+                .header(height)?
+                .is_some_and(|h| h.hash() == block.header.hash())
+        {
+            let why = format!("this chain holds block {height} already");
+            return self.refuse(index, why, true);
+        }
         let encoded = block.encoded_txs();
         let tx_ids: Vec<Hash32> = encoded
             .iter()
@@ -647,6 +680,15 @@ impl Core {
     }
 
     fn apply_cert(&mut self, index: u64, bytes: &[u8]) -> Result<ClusterResponse, StoreError> {
+        if let Ok(c) = codec::decode_exact::<FinalityCert>(bytes, CERT_MAX_LEN)
+            && self.store.cert(c.height)?.is_some_and(|stored| stored == c)
+        {
+            let why = format!(
+                "this chain holds the certificate of block {} already",
+                c.height
+            );
+            return self.refuse(index, why, true);
+        }
         let (cert, header) = match self.check_cert(bytes, true)? {
             Ok(c) => c,
             Err(why) => return self.reject(index, why),
@@ -707,16 +749,50 @@ impl Core {
             .map_err(|e| StoreError::Invalid(format!("the snapshot does not decode: {e}")))?;
         let head = self.store.head()?.map(|h| (h.height, h.hash));
         let at = |h: Option<(u64, Hash32)>| h.map_or_else(|| "nothing".into(), |h| h.0.to_string());
-        let behind = head.is_none_or(|(h, _)| h < body.head_height);
+        if self.holds_beyond(head, &body)? {
+            // A chain restored or re-synced past the snapshot (`sensorchain
+            // restore`, `resync`: no Raft state, so the leader sends its
+            // snapshot), which holds the snapshot's head block: the
+            // snapshot's state is this chain's state at that block (the
+            // block's hash commits to it), so only Raft's position is
+            // taken. The entries after it that carry blocks this chain
+            // holds already are refused when applied (their heights are
+            // taken), the same chain either way.
+            tracing::info!(
+                snapshot = body.head_height,
+                head = head.map_or(0, |h| h.0),
+                "this chain holds the snapshot's head block and more: taking the snapshot's position only"
+            );
+            // Certificates its source lacked (a backup's tip) are asked
+            // of the peers, as after a back-fill.
+            let fill = self.store.cert_count()? < body.certified;
+            if fill {
+                self.set_pending(meta, &data)?;
+                self.backfill(meta, &body)?;
+            }
+            self.mark = Mark {
+                log_id: meta.last_log_id,
+                membership: meta.last_membership.clone(),
+            };
+            self.flush()?;
+            if fill {
+                self.store.set_pending_snapshot(None)?;
+            }
+            self.current = Some((meta.clone(), data));
+            return Ok(());
+        }
+        // Behind the snapshot's head, or at it with fewer certificates
+        // (a chain restored from a backup whose tip was not certified
+        // yet): back-filled (the blocks, then the certificates).
+        let behind = head.is_none_or(|(h, _)| h < body.head_height)
+            || (head == Some((body.head_height, body.head_hash))
+                && self.store.cert_count()? < body.certified);
         if behind {
             // A crash during the (long) back-fill must not leave this
             // member with openraft's log purged past its applied mark:
             // the install is recorded first and resumed at the next start
             // ([`LedgerStateMachine::resume_install`]).
-            let pending = postcard::to_allocvec(&(meta, &data)).map_err(|e| {
-                StoreError::Invalid(format!("cannot record the snapshot being installed: {e}"))
-            })?;
-            self.store.set_pending_snapshot(Some(&pending))?;
+            self.set_pending(meta, &data)?;
             self.backfill(meta, &body)?;
         }
         let head = self.store.head()?.map(|h| (h.height, h.hash));
@@ -751,6 +827,38 @@ impl Core {
         }
         self.current = Some((meta.clone(), data));
         Ok(())
+    }
+
+    /// Records the snapshot being installed in the chain store, for
+    /// [`LedgerStateMachine::resume_install`].
+    fn set_pending(
+        &self,
+        meta: &SnapshotMeta<NodeId, GatewayNode>,
+        data: &[u8],
+    ) -> Result<(), StoreError> {
+        let pending = postcard::to_allocvec(&(meta, data)).map_err(|e| {
+            StoreError::Invalid(format!("cannot record the snapshot being installed: {e}"))
+        })?;
+        self.store.set_pending_snapshot(Some(&pending))
+    }
+
+    /// Whether this chain (its head `head`) goes beyond the snapshot's
+    /// head and holds its head block there. Only a chain stored outside
+    /// Raft (restored, re-synced) can: a member's own chain is built by the
+    /// entries it applied, which reach no further than the snapshot it is
+    /// sent.
+    fn holds_beyond(
+        &self,
+        head: Option<(u64, Hash32)>,
+        body: &SnapshotBody,
+    ) -> Result<bool, StoreError> {
+        let Some((h, _)) = head else {
+            return Ok(false);
+        };
+        if h <= body.head_height {
+            return Ok(false);
+        }
+        Ok(self.store.header(body.head_height)?.map(|hd| hd.hash()) == Some(body.head_hash))
     }
 
     /// Fetches, validates and stores the blocks from this member's head to

@@ -264,3 +264,80 @@ fn a_snapshot_ahead_is_installed_by_backfill_refusing_a_forged_block() {
         "the forged answer was refused and the blocks asked for again"
     );
 }
+
+/// A chain restored past a snapshot (`sensorchain restore`: no Raft
+/// state) that holds the snapshot's head block takes the snapshot's
+/// position only; the entry of a block it already holds is refused, the
+/// next block is applied: the same chain.
+#[test]
+fn a_restored_chain_past_a_snapshot_takes_its_position() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let a = fixture();
+    let mut sm = a.sm.clone();
+    let device = Keypair::from_seed([3; 32]);
+    let gateway = testkit::gateway();
+    let chain = *sm.state().chain_id();
+    let block_after = |state: &WorldState, seq: u64, ts: u64| {
+        let body = TxBody::reading(device.public(), seq, ts, 0, Vital::HeartRate { bpm: 71 });
+        let tx = Transaction::sign(body, &chain, &device).unwrap();
+        let enc = tx.to_vec();
+        build_block_from_pool(
+            state,
+            &gateway,
+            vec![(tx, enc)],
+            ts + 1_000,
+            SigCheck::Verify,
+        )
+        .block
+        .to_vec()
+    };
+    let snapshot = rt.block_on(async {
+        let r = sm
+            .apply(vec![entry(1, ClusterRequest::Block(a.good.clone()))])
+            .await
+            .unwrap();
+        assert!(matches!(r[0], ClusterResponse::Applied { .. }), "{r:?}");
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap()
+    });
+    let second = block_after(&sm.state(), 10, 4_000);
+    rt.block_on(sm.apply(vec![entry(2, ClusterRequest::Block(second.clone()))]))
+        .unwrap();
+    assert_eq!(a.store.head().unwrap().unwrap().height, 2);
+
+    // a's chain (heights 0 to 2) restored into a new directory
+    let dir = tempfile::tempdir().unwrap();
+    let backup = dir.path().join("a.backup");
+    crate::export::export_store(&a.store, &backup).unwrap();
+    let target = dir.path().join("data");
+    crate::backup::restore(&backup, &target, None).unwrap();
+    let store = Arc::new(Store::open(&target).unwrap());
+    let genesis = store.block(0).unwrap().unwrap();
+    let mut restored =
+        LedgerStateMachine::open(store.clone(), &genesis, None, None, Default::default()).unwrap();
+    assert_eq!(restored.applied(), None);
+
+    let data = snapshot.snapshot.into_inner();
+    rt.block_on(restored.install_snapshot(&snapshot.meta, Box::new(std::io::Cursor::new(data))))
+        .unwrap();
+    assert_eq!(restored.applied(), snapshot.meta.last_log_id);
+    assert_eq!(restored.state().commitment(), a.sm.state().commitment());
+    let third = block_after(&a.sm.state(), 11, 6_000);
+    let r = rt
+        .block_on(restored.apply(vec![
+            entry(2, ClusterRequest::Block(second)),
+            entry(3, ClusterRequest::Block(third.clone())),
+        ]))
+        .unwrap();
+    assert!(matches!(r[0], ClusterResponse::Rejected { .. }), "{r:?}");
+    assert!(
+        matches!(r[1], ClusterResponse::Applied { height: 3, .. }),
+        "{r:?}"
+    );
+    assert_eq!(store.block_bytes(3).unwrap().unwrap(), third);
+    let rec = store.rejections(2, 1).unwrap();
+    assert!(rec[0].1.contains("holds block 2 already"), "{rec:?}");
+}
