@@ -68,6 +68,25 @@ impl Sensor {
     }
 }
 
+/// `GET /health` on a new connection: the whole response.
+async fn health(addr: SocketAddr) -> String {
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect_timeout(&addr, BOUND).unwrap();
+        s.set_read_timeout(Some(BOUND)).unwrap();
+        write!(
+            s,
+            "GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        text
+    })
+    .await
+    .unwrap()
+}
+
 /// How many times each transaction id is in the stored chain.
 fn stored_ids(store: &Store) -> std::collections::HashMap<Hash32, usize> {
     let mut seen = std::collections::HashMap::new();
@@ -96,6 +115,7 @@ async fn a_full_disk_heals_in_place() {
     );
     let data = disk.path().join("data");
     let mut cfg = testkit::app_config(&gateway, genesis.clone(), &data);
+    cfg.api = Some("127.0.0.1:0".into());
     cfg.node.batch_timeout = Duration::from_millis(2);
     // more than is left once full, less than is freed
     cfg.heal = HealSettings {
@@ -103,14 +123,14 @@ async fn a_full_disk_heals_in_place() {
         probe_bytes: 1 << 20,
     };
     let metrics = cfg.metrics.clone();
-    let (addrs, mut started) = tokio::sync::watch::channel(Vec::<SocketAddr>::new());
+    let (addrs, mut started) = tokio::sync::watch::channel(Vec::<(SocketAddr, SocketAddr)>::new());
     let (stop, stopping) = tokio::sync::oneshot::channel::<()>();
     let run = tokio::spawn(run_healing(
         cfg,
         async {
             let _ = stopping.await;
         },
-        move |r| addrs.send_modify(|a| a.push(r.link_addr().unwrap())),
+        move |r| addrs.send_modify(|a| a.push((r.link_addr().unwrap(), r.api_addr().unwrap()))),
     ));
     let first = tokio::time::timeout(BOUND, started.wait_for(|a| !a.is_empty()))
         .await
@@ -120,7 +140,7 @@ async fn a_full_disk_heals_in_place() {
         key: device,
         gateway,
         chain: genesis.header.chain_id,
-        addr: first,
+        addr: first.0,
         link: None,
     };
 
@@ -157,6 +177,9 @@ async fn a_full_disk_heals_in_place() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(metrics.storage_failures.get(), 1);
+    // the API still answers, and says why
+    let h = health(first.1).await;
+    assert!(h.contains("\"status\":\"storage_failed\""), "{h}");
     // still full: still refused, nothing restarted
     let tx = sensor.reading(seq);
     assert!(matches!(
@@ -219,7 +242,10 @@ async fn a_full_disk_heals_in_place() {
     }
     assert_eq!(metrics.storage_heals.get(), 1);
     assert_eq!(metrics.storage_failed.get(), 0);
+    // the same addresses: the new gateway answers on the old API address
     assert_eq!(started.borrow().as_slice(), &[first, first]);
+    let h = health(first.1).await;
+    assert!(h.contains("\"status\":\"ok\""), "{h}");
     // an acknowledged reading sent again is not acknowledged twice
     let (old_seq, _) = acked[0];
     let again = sensor.reading(old_seq);
