@@ -1,7 +1,7 @@
 //! Healing in place: a gateway whose disk fills (twice over) refuses
 //! `storage_failed`, and once space is freed it is back by itself (no
-//! restart by hand) on the same address, with every acknowledged reading stored exactly once and a
-//! chain that passes the store's checks. Verdicts are read from what was
+//! restart by hand) on the same address, with every acknowledged reading
+//! stored exactly once and a chain that passes the store's checks. Verdicts are read from what was
 //! answered and stored, never from how long anything took (the bounds are
 //! only there so that a broken build fails instead of hanging).
 
