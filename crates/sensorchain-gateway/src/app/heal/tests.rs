@@ -1,9 +1,10 @@
 //! Healing in place: a gateway whose disk fills (twice over) refuses
 //! `storage_failed`, and once space is freed it is back by itself (no
 //! restart by hand) on the same address, with every acknowledged reading
-//! stored exactly once and a chain that passes the store's checks. Verdicts are read from what was
-//! answered and stored, never from how long anything took (the bounds are
-//! only there so that a broken build fails instead of hanging).
+//! stored exactly once and a chain that passes the store's checks. Verdicts
+//! are read from what was answered and stored, never from how long anything
+//! took (the bounds are only there so that a broken build fails instead of
+//! hanging).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
