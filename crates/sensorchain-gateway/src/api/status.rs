@@ -15,12 +15,18 @@ pub(super) async fn health(State(api): State<Api>) -> ApiResult {
     let n = node.clone();
     let head = api.pool.run(move || Ok(n.store().head()?)).await?;
     let head = head.ok_or_else(ApiError::no_chain)?;
-    ok_json(json!({
+    let mut body = json!({
         "status": "ok",
         "height": head.height,
         "head_hash": head.hash.to_string(),
         "chain_id": state.chain_id().to_string(),
-    }))
+    });
+    // stopped on a full disk: refusing until it heals (app::heal)
+    if let Some(why) = node.storage_failed() {
+        body["status"] = "storage_failed".into();
+        body["reason"] = why.into();
+    }
+    ok_json(body)
 }
 
 /// `GET /cluster`: this gateway's view of its cluster (role, term, leader,

@@ -21,8 +21,8 @@
 //!    joined, every handle dropped, so redb's files are closed), and a new
 //!    one is started on the same configuration, bound to the same
 //!    addresses: the stores are re-opened with the same checks as at any
-//!    start (redb's repair of an interrupted write, the chain's integrity,
-//!    the replay of the blocks after the last snapshot), Raft starts on its
+//!    start (redb's page checksums, the chain's integrity, the replay of
+//!    the blocks after the last snapshot), Raft starts on its
 //!    stored log and vote, and a cluster member catches up from the leader
 //!    as after a restart. Sensors reconnect and resume;
 //! 5. a start that fails (the disk full again, the store still held) is

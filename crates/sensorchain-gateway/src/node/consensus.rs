@@ -815,6 +815,14 @@ impl Consensus {
         }
     }
 
+    /// Raft's account if it has stopped on a storage error, else `None`.
+    pub(super) fn storage_failed(&self) -> Option<String> {
+        match &self.raft.metrics().borrow().running_state {
+            Err(e @ openraft::error::Fatal::StorageError(_)) => Some(e.to_string()),
+            _ => None,
+        }
+    }
+
     /// Resolves with Raft's account once Raft has stopped on a storage
     /// error (openraft's `Fatal::StorageError`: a full disk, an I/O error);
     /// never for a shutdown or while Raft runs. Holds no handle to Raft.

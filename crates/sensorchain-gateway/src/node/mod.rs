@@ -763,6 +763,12 @@ impl Node {
         }
     }
 
+    /// Raft's account of the storage error it stopped on, if it did (see
+    /// [`storage_failure`](Self::storage_failure)); `None` while it runs.
+    pub fn storage_failed(&self) -> Option<String> {
+        self.inner.consensus.storage_failed()
+    }
+
     /// Resolves (with Raft's account of it) once Raft has stopped on a
     /// storage error — a full disk, an I/O error: from then on the node
     /// commits nothing and refuses every submission `storage_failed` until

@@ -1,9 +1,10 @@
-//! Healing in place: a gateway whose disk fills refuses `storage_failed`,
-//! and once space is freed it is back by itself (no restart by hand) on the
-//! same address, with every acknowledged reading stored exactly once and a
-//! chain that passes the store's checks. Verdicts are read from what was
-//! answered and stored, never from how long anything took (the bounds are
-//! only there so that a broken build fails instead of hanging).
+//! Healing in place: a gateway whose disk fills (twice over) refuses
+//! `storage_failed`, and once space is freed it is back by itself (no
+//! restart by hand) on the same address, with every acknowledged reading
+//! stored exactly once and a chain that passes the store's checks. Verdicts
+//! are read from what was answered and stored, never from how long anything
+//! took (the bounds are only there so that a broken build fails instead of
+//! hanging).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -68,6 +69,25 @@ impl Sensor {
     }
 }
 
+/// `GET /health` on a new connection: the whole response.
+async fn health(addr: SocketAddr) -> String {
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect_timeout(&addr, BOUND).unwrap();
+        s.set_read_timeout(Some(BOUND)).unwrap();
+        write!(
+            s,
+            "GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        text
+    })
+    .await
+    .unwrap()
+}
+
 /// How many times each transaction id is in the stored chain.
 fn stored_ids(store: &Store) -> std::collections::HashMap<Hash32, usize> {
     let mut seen = std::collections::HashMap::new();
@@ -96,6 +116,7 @@ async fn a_full_disk_heals_in_place() {
     );
     let data = disk.path().join("data");
     let mut cfg = testkit::app_config(&gateway, genesis.clone(), &data);
+    cfg.api = Some("127.0.0.1:0".into());
     cfg.node.batch_timeout = Duration::from_millis(2);
     // more than is left once full, less than is freed
     cfg.heal = HealSettings {
@@ -103,14 +124,14 @@ async fn a_full_disk_heals_in_place() {
         probe_bytes: 1 << 20,
     };
     let metrics = cfg.metrics.clone();
-    let (addrs, mut started) = tokio::sync::watch::channel(Vec::<SocketAddr>::new());
+    let (addrs, mut started) = tokio::sync::watch::channel(Vec::<(SocketAddr, SocketAddr)>::new());
     let (stop, stopping) = tokio::sync::oneshot::channel::<()>();
     let run = tokio::spawn(run_healing(
         cfg,
         async {
             let _ = stopping.await;
         },
-        move |r| addrs.send_modify(|a| a.push(r.link_addr().unwrap())),
+        move |r| addrs.send_modify(|a| a.push((r.link_addr().unwrap(), r.api_addr().unwrap()))),
     ));
     let first = tokio::time::timeout(BOUND, started.wait_for(|a| !a.is_empty()))
         .await
@@ -120,106 +141,116 @@ async fn a_full_disk_heals_in_place() {
         key: device,
         gateway,
         chain: genesis.header.chain_id,
-        addr: first,
+        addr: first.0,
         link: None,
     };
 
-    // 1. the disk fills under ingest: refused storage_failed, never lost
-    disk.fill(256 * 1024);
-    let t = Instant::now();
+    // twice: the disk fills, the gateway heals, the disk fills again
     let mut acked: Vec<(u64, Hash32)> = Vec::new();
-    let mut refused: Vec<Vec<u8>> = Vec::new();
-    let mut seq = 1;
-    while refused.len() < 3 {
-        assert!(t.elapsed() < BOUND, "the disk never filled");
-        let tx = sensor.reading(seq);
-        match sensor.send(&tx).await {
-            Some(GatewayMsg::Ack { tx_id, .. }) => acked.push((seq, tx_id)),
-            Some(GatewayMsg::Reject {
-                reason: RejectReason::StorageFailed,
-                ..
-            }) => refused.push(tx),
-            Some(GatewayMsg::Busy { .. }) | None => {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-            Some(other) => panic!("reading {seq}: unexpected answer {other:?}"),
-        }
-        seq += 1;
-    }
-    assert!(
-        !acked.is_empty(),
-        "nothing was acknowledged before the disk filled"
-    );
-    let t = Instant::now();
-    while metrics.storage_failed.get() != 1 {
-        assert!(t.elapsed() < BOUND, "the failure was not seen");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(metrics.storage_failures.get(), 1);
-    // still full: still refused, nothing restarted
-    let tx = sensor.reading(seq);
-    assert!(matches!(
-        sensor.send(&tx).await,
-        Some(GatewayMsg::Reject {
-            reason: RejectReason::StorageFailed,
-            ..
-        })
-    ));
-    refused.push(tx);
-    seq += 1;
-    assert_eq!(metrics.storage_heals.get(), 0);
-
-    // 2. space is freed: the gateway is back by itself, on the same
-    // address; the refused readings are resent (each acknowledged, or a
-    // replay if its block was stored after all), then new ones
-    disk.empty();
-    let t = Instant::now();
     let mut replayed = Vec::new();
-    let mut resends = refused.into_iter();
-    let mut next = resends.next();
-    let mut new_acks = 0;
-    while new_acks < 20 {
-        assert!(
-            t.elapsed() < BOUND,
-            "not back within {BOUND:?} after space was freed"
-        );
-        let (tx, resent) = match &next {
-            Some(tx) => (tx.clone(), true),
-            None => (sensor.reading(seq), false),
-        };
-        let id = Transaction::id_of_encoded(&tx);
-        let s = Transaction::decode(&tx).unwrap().body.sequence;
-        match sensor.send(&tx).await {
-            Some(GatewayMsg::Ack { tx_id, .. }) => {
-                assert_eq!(tx_id, id);
-                acked.push((s, tx_id));
-                if resent {
-                    next = resends.next();
-                } else {
-                    seq += 1;
-                    new_acks += 1;
+    let mut seq = 1;
+    for round in 1..=2u64 {
+        // 1. the disk fills under ingest: refused storage_failed, never lost
+        disk.fill(256 * 1024);
+        let t = Instant::now();
+        let before = acked.len();
+        let mut refused: Vec<Vec<u8>> = Vec::new();
+        while refused.len() < 3 {
+            assert!(t.elapsed() < BOUND, "the disk never filled");
+            let tx = sensor.reading(seq);
+            match sensor.send(&tx).await {
+                Some(GatewayMsg::Ack { tx_id, .. }) => acked.push((seq, tx_id)),
+                Some(GatewayMsg::Reject {
+                    reason: RejectReason::StorageFailed,
+                    ..
+                }) => refused.push(tx),
+                Some(GatewayMsg::Busy { .. }) | None => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
                 }
+                Some(other) => panic!("reading {seq}: unexpected answer {other:?}"),
             }
-            Some(GatewayMsg::Reject {
-                reason: RejectReason::Replay,
-                ..
-            }) if resent => {
-                replayed.push(id);
-                next = resends.next();
-            }
+            seq += 1;
+        }
+        assert!(
+            acked.len() > before,
+            "nothing was acknowledged before the disk filled"
+        );
+        let t = Instant::now();
+        while metrics.storage_failed.get() != 1 {
+            assert!(t.elapsed() < BOUND, "the failure was not seen");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(metrics.storage_failures.get(), round);
+        // the API still answers, and says why
+        let h = health(first.1).await;
+        assert!(h.contains("\"status\":\"storage_failed\""), "{h}");
+        // still full: still refused, nothing restarted
+        let tx = sensor.reading(seq);
+        assert!(matches!(
+            sensor.send(&tx).await,
             Some(GatewayMsg::Reject {
                 reason: RejectReason::StorageFailed,
                 ..
             })
-            | Some(GatewayMsg::Busy { .. })
-            | None => tokio::time::sleep(Duration::from_millis(20)).await,
-            Some(other) => panic!("reading {s}: unexpected answer {other:?}"),
+        ));
+        refused.push(tx);
+        seq += 1;
+        assert_eq!(metrics.storage_heals.get(), round - 1);
+
+        // 2. space is freed: the gateway is back by itself, on the same
+        // address; the refused readings are resent (each acknowledged, or a
+        // replay if its block was stored after all), then new ones
+        disk.empty();
+        let t = Instant::now();
+        let mut resends = refused.into_iter();
+        let mut next = resends.next();
+        let mut new_acks = 0;
+        while new_acks < 20 {
+            assert!(
+                t.elapsed() < BOUND,
+                "not back within {BOUND:?} after space was freed"
+            );
+            let (tx, resent) = match &next {
+                Some(tx) => (tx.clone(), true),
+                None => (sensor.reading(seq), false),
+            };
+            let id = Transaction::id_of_encoded(&tx);
+            let s = Transaction::decode(&tx).unwrap().body.sequence;
+            match sensor.send(&tx).await {
+                Some(GatewayMsg::Ack { tx_id, .. }) => {
+                    assert_eq!(tx_id, id);
+                    acked.push((s, tx_id));
+                    if resent {
+                        next = resends.next();
+                    } else {
+                        seq += 1;
+                        new_acks += 1;
+                    }
+                }
+                Some(GatewayMsg::Reject {
+                    reason: RejectReason::Replay,
+                    ..
+                }) if resent => {
+                    replayed.push(id);
+                    next = resends.next();
+                }
+                Some(GatewayMsg::Reject {
+                    reason: RejectReason::StorageFailed,
+                    ..
+                })
+                | Some(GatewayMsg::Busy { .. })
+                | None => tokio::time::sleep(Duration::from_millis(20)).await,
+                Some(other) => panic!("reading {s}: unexpected answer {other:?}"),
+            }
         }
+        assert_eq!(metrics.storage_heals.get(), round);
+        assert_eq!(metrics.storage_failed.get(), 0);
+        // the same addresses: the new gateway answers on the old API address
+        assert_eq!(started.borrow().as_slice(), vec![first; round as usize + 1]);
+        let h = health(first.1).await;
+        assert!(h.contains("\"status\":\"ok\""), "{h}");
     }
-    assert_eq!(metrics.storage_heals.get(), 1);
-    assert_eq!(metrics.storage_failed.get(), 0);
-    assert_eq!(started.borrow().as_slice(), &[first, first]);
     // an acknowledged reading sent again is not acknowledged twice
     let (old_seq, _) = acked[0];
     let again = sensor.reading(old_seq);
@@ -245,7 +276,7 @@ async fn a_full_disk_heals_in_place() {
         .expect("stopped")
         .unwrap()
         .unwrap();
-    assert_eq!(stopped.heals, 1);
+    assert_eq!(stopped.heals, 2);
     assert!(stopped.is_clean(), "{stopped:?}");
     let store = Store::open(&data).unwrap();
     store.check_integrity(IntegrityDepth::Full).unwrap();
