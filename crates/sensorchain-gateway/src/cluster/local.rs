@@ -74,10 +74,10 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long nothing may be appended before [`LocalCluster::wait_converged`]
 /// takes members at one head as settled.
-const QUIET: Duration = Duration::from_secs(3);
+pub const QUIET: Duration = Duration::from_secs(3);
 
 /// Most differences [`LocalCluster::compare_chains`] lists.
-const MAX_DIFFERENCES: usize = 16;
+pub const MAX_DIFFERENCES: usize = 16;
 
 /// What [`LocalCluster::create`] makes.
 #[derive(Debug, Clone)]

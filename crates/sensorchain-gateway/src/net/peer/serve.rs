@@ -6,7 +6,7 @@
 //!    connection): message 1 must carry the peer link's byte (a device's
 //!    is refused `VersionMismatch`); its key id must be admitted by the
 //!    [`PeerService`] — a gateway's key holding `VALIDATE` and `CONNECT`
-//!    ([`crate::cluster::network::admit_peer`]) — before any cryptography;
+//!    ([`crate::cluster::network::admit_validator`], [`crate::cluster::network::admit_member`]) — before any cryptography;
 //!    then a session slot ([`PeerConfig::max_sessions`], else `Busy`) and a
 //!    half-open slot in the server's table ([`PeerConfig::max_half_open`],
 //!    else `Busy`), both under a lock held for a few comparisons; message
