@@ -7,13 +7,14 @@ use sensorchain_core::identity::PublicKey;
 
 use super::TxLocation;
 
-/// log2 of the transactions per transaction-index epoch: 131,072. Inserts
+/// log2 of the transactions per transaction-index epoch: 32,768. Inserts
 /// only touch the current epoch's key range, a B-tree subtree of at most
-/// that many entries (≈ 7 MiB), so their cost does not grow with the
-/// chain; a lookup by id probes the epochs newest first (77 at 10M
-/// transactions). The crate's unit tests use epochs of 16 transactions, so
-/// that every test chain spans several.
-pub(super) const EPOCH_BITS: u32 = if cfg!(test) { 4 } else { 17 };
+/// that many entries (≈ 600 leaves), so their cost does not grow with the
+/// chain; a lookup by id goes through the epochs newest first (305 at 10M
+/// transactions; closed ones behind a Bloom filter, `filters.rs`). The
+/// crate's unit tests use epochs of 16 transactions, so that every test
+/// chain spans several.
+pub(super) const EPOCH_BITS: u32 = if cfg!(test) { 4 } else { 15 };
 
 /// The transaction-index epoch of a block whose first transaction is the
 /// chain's transaction number `txs_before` (from 0): every transaction of a

@@ -20,7 +20,7 @@
 //! | `certs` | height `u64` | postcard of the block's `FinalityCert` |
 //! | `meta` | `"format"` | `u32 BE` store format version ([`FORMAT_VERSION`]) |
 //! | `meta` | `"head"` | height `u64 BE` ‖ hash (32) ‖ timestamp_ms `u64 BE` ‖ tx_count_total `u64 BE` ‖ reading_count_total `u64 BE` (64 bytes) |
-//! | `tx_index` | epoch `u32 BE` ‖ tx id (32 bytes, the RFC 6962 leaf hash of the transaction's exact bytes); epoch = the block's txs_before `>> 17` | `(height u64, index u32)` |
+//! | `tx_index` | epoch `u32 BE` ‖ tx id (32 bytes, the RFC 6962 leaf hash of the transaction's exact bytes); epoch = the block's txs_before `>> 15` | `(height u64, index u32)` |
 //! | `by_stream` | device key (32) ‖ stream `u16 BE` ‖ timestamp_ms `u64 BE` ‖ sequence `u64 BE` | `(height u64, index u32, stream u16)` |
 //! | `by_time` | timestamp_ms `u64 BE` ‖ device key (32) ‖ sequence `u64 BE` | `(height u64, index u32, stream u16)` |
 //! | `snapshots` | height `u64` | `WorldState::snapshot()` bytes taken after that block; only the latest [`SNAPSHOTS_KEPT`] are kept |
@@ -46,8 +46,9 @@
 //! (format 1) dirtied about one random leaf per transaction of a tree
 //! growing with the chain (the ingest rate fell by 37 % from the 1M to the
 //! 10M segment). Keyed by epoch first, a block's entries land in the
-//! current epoch's subtree of at most 2^17 entries, whatever the chain's
-//! size; lookups by id probe the epochs newest first. Within a block each
+//! current epoch's subtree of at most 2^15 entries, whatever the chain's
+//! size; lookups by id probe the epochs newest first, the closed ones
+//! behind in-memory Bloom filters (`filters.rs`). Within a block each
 //! table's entries are inserted in key order. Format 1 also kept a
 //! `by_device` table (device ‖ timestamp ‖ sequence), one insert per reading
 //! that `by_stream` answers as well. A store of format 1 is refused
@@ -89,7 +90,7 @@
 //! indexes' key codecs, the epochs), `chain.rs` (the write path:
 //! [`Store::commit_block`], certificates; block, header, certificate and
 //! head reads), `indexes.rs` (the transaction index, inclusion proofs and
-//! the check of one block's entries), `readings.rs` (the reading queries),
+//! the check of one block's entries), `readings.rs` (the reading queries), `filters.rs` (the epochs' Bloom filters),
 //! `reindex.rs` ([`Store::reindex`]), `snapshots.rs`, `iter.rs` (streaming
 //! the chain), `integrity.rs`, `guard.rs` (panics to errors) and `tamper.rs`
 //! (writes that bypass every check: [`tamper_block_bytes`] for the demo,
@@ -106,6 +107,7 @@ use redb::{
 mod chain;
 mod consensus;
 mod error;
+mod filters;
 mod guard;
 #[cfg(test)]
 mod index_tests;
@@ -168,6 +170,8 @@ enum Db {
 pub struct Store {
     db: Db,
     path: PathBuf,
+    /// Bloom filters of the transaction index's closed epochs.
+    filters: filters::EpochFilters,
     /// The next this-many block writes fail (tests' injected fault).
     #[cfg(any(test, feature = "test-hooks"))]
     fail_writes: std::sync::atomic::AtomicU32,
@@ -213,6 +217,7 @@ impl Store {
             let store = Store {
                 db: Db::Rw(db),
                 path: path.clone(),
+                filters: Default::default(),
                 #[cfg(any(test, feature = "test-hooks"))]
                 fail_writes: Default::default(),
             };
@@ -285,6 +290,7 @@ impl Store {
             };
             let store = Store {
                 db: Db::Ro(db),
+                filters: Default::default(),
                 #[cfg(any(test, feature = "test-hooks"))]
                 fail_writes: Default::default(),
                 path: path.clone(),

@@ -58,6 +58,7 @@ impl Store {
             Ok(Store {
                 db: Db::Rw(builder(DEFAULT_CACHE_BYTES).create(&path)?),
                 path: path.clone(),
+                filters: Default::default(),
                 #[cfg(any(test, feature = "test-hooks"))]
                 fail_writes: Default::default(),
             })
