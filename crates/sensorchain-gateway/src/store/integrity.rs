@@ -8,7 +8,7 @@
 //! - **the tables agree** (cheap, independent of the chain's length): the
 //!   head record decodes; the `blocks` table holds exactly heights
 //!   `0..=head` (first, last and length); `tx_offsets` has one entry per
-//!   block; no certificate or snapshot is above the head; the three reading
+//!   block; no certificate or snapshot is above the head; the two reading
 //!   indexes hold one entry per reading the head record counts and the
 //!   transaction index no more entries than the head counts transactions;
 //! - **the latest snapshot** decodes, says it was taken after the block it
