@@ -84,6 +84,33 @@ fn lookups_by_id_and_proofs_across_epochs() {
     assert_eq!(s.tx_location(&txs[0].0).unwrap(), None);
 }
 
+/// The Bloom filters of closed epochs are built by a lookup and kept: ids
+/// stored after them, in epochs closed later, are still found, and an
+/// epoch that was open at the first lookup is filtered whole once closed.
+#[test]
+fn lookups_stay_right_as_epochs_close_after_their_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut w = World::new(3);
+    w.commit_genesis(&store);
+    w.fill(&store, 5, 7);
+    let first = every_tx(&store);
+    for (id, loc, _) in &first {
+        assert_eq!(store.tx_location(id).unwrap(), Some(*loc));
+    }
+    w.fill(&store, 9, 5);
+    let all = every_tx(&store);
+    assert!(all.len() > first.len());
+    for (id, loc, _) in &all {
+        assert_eq!(store.tx_location(id).unwrap(), Some(*loc), "{loc:?}");
+    }
+    // absent ids: none found, whatever the filters say
+    for i in 0..200u32 {
+        let id = sensorchain_core::hash::sha256(&[b"absent", &i.to_le_bytes()]);
+        assert_eq!(store.tx_location(&id).unwrap(), None);
+    }
+}
+
 #[test]
 fn a_block_is_indexed_in_the_epoch_of_its_position() {
     assert_eq!(epoch_of(0), 0);
