@@ -13,7 +13,8 @@
 //! * `audit`: builds a large chain on disk (or reuses `--data-dir`) and runs
 //!   the offline audit over it: readings/s against the raw rate.
 //! * `scale`: ingest in segments as the chain grows; the rate of each
-//!   segment and the process's resident memory (VmRSS) at each checkpoint.
+//!   segment, the process's resident memory (VmRSS), the store file and the
+//!   µs of CPU per reading by thread group at each checkpoint.
 //! * `cluster`: five gateways as processes on this machine
 //!   (`bench_cluster.rs`): finalized readings/s against cores × raw ÷ 5,
 //!   send-to-final latency at several loads, CPU by thread group of each.
@@ -652,6 +653,8 @@ struct Run {
     sensor_cores: f64,
     /// Cores' worth of CPU by thread group ([`THREAD_GROUPS`], then "other").
     cores_by_group: Value,
+    /// CPU seconds by thread group over the interval (as `cores_by_group`).
+    cpu_by_group: [f64; THREAD_GROUPS.len() + 1],
     acked: u64,
     rejected: u64,
     busy: u64,
@@ -720,6 +723,7 @@ async fn stream(
             }
             Value::Object(m)
         },
+        cpu_by_group: std::array::from_fn(|i| th1[i] - th0[i]),
         acked: 0,
         rejected: 0,
         busy: 0,
@@ -1041,6 +1045,19 @@ fn audit(a: &BenchAuditArgs) -> anyhow::Result<(bool, Value)> {
 // ---------------------------------------------------------------------------
 // scale
 
+/// µs of CPU per committed reading by thread group ([`THREAD_GROUPS`], then
+/// "other"; `raft+apply` holds the chain store's commit), from CPU seconds
+/// by group over an interval that committed `readings`.
+fn us_per_reading(cpu: &[f64; THREAD_GROUPS.len() + 1], readings: u64) -> Value {
+    let mut m = serde_json::Map::new();
+    let names = THREAD_GROUPS.iter().map(|g| g.1).chain(["other"]);
+    for (name, secs) in names.zip(cpu) {
+        let us = secs * 1e6 / readings.max(1) as f64;
+        m.insert(name.into(), json!((us * 100.0).round() / 100.0));
+    }
+    Value::Object(m)
+}
+
 async fn scale(a: &ScaleArgs, gw: tokio::runtime::Handle) -> anyhow::Result<(bool, Value)> {
     let o = &a.gw;
     let mut checkpoints = a.checkpoints.clone();
@@ -1057,6 +1074,7 @@ async fn scale(a: &ScaleArgs, gw: tokio::runtime::Handle) -> anyhow::Result<(boo
     let mut pending: VecDeque<u64> = checkpoints.iter().copied().collect();
     let mut rows = Vec::new();
     let (mut seg_committed, mut seg_seconds) = (0u64, 0.0f64);
+    let mut seg_cpu = [0.0f64; THREAD_GROUPS.len() + 1];
     let started = Instant::now();
     while net.committed() < target {
         let left = target - net.committed();
@@ -1076,6 +1094,9 @@ async fn scale(a: &ScaleArgs, gw: tokio::runtime::Handle) -> anyhow::Result<(boo
             .await?;
         seg_committed += run.committed;
         seg_seconds += run.seconds;
+        for (acc, c) in seg_cpu.iter_mut().zip(run.cpu_by_group) {
+            *acc += c;
+        }
         let now = net.committed();
         while let Some(&cp) = pending.front() {
             if now < cp {
@@ -1097,9 +1118,11 @@ async fn scale(a: &ScaleArgs, gw: tokio::runtime::Handle) -> anyhow::Result<(boo
                 "rss_mib": (rss as f64 / 1048576.0 * 10.0).round() / 10.0,
                 "store_mib": (std::fs::metadata(net.node().store().path()).map(|m| m.len()).unwrap_or(0) as f64 / 1048576.0).round(),
                 "elapsed_seconds": started.elapsed().as_secs_f64().round(),
+                "cpu_us_per_reading_by_thread": us_per_reading(&seg_cpu, seg_committed),
             }));
             seg_committed = 0;
             seg_seconds = 0.0;
+            seg_cpu = [0.0; THREAD_GROUPS.len() + 1];
         }
     }
     net.stop_with(sensors.clients).await;

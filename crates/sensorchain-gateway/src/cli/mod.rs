@@ -17,6 +17,7 @@ pub mod image;
 pub mod init;
 pub mod keygen;
 pub mod provision;
+pub mod reindex;
 pub mod resync;
 pub mod run;
 pub mod sensor_sim;
@@ -154,6 +155,8 @@ pub enum Command {
     Cluster(cluster::ClusterArgs),
     /// Make a gateway's directory (or /etc/sensorchain + /var/lib/sensorchain with --system): its key, a commented gateway.toml and, with --genesis, the chain it joins; never overwrites.
     Init(init::InitArgs),
+    /// Rebuild a stopped gateway's store indexes from its blocks (after an upgrade of the store format), then check the whole chain.
+    Reindex(reindex::ReindexArgs),
 }
 
 /// `sensorchain keygen`
@@ -413,6 +416,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tx(a) => tx::tx(a),
         Command::Init(a) => init::init(a),
         Command::Cluster(a) => cluster::cluster(a),
+        Command::Reindex(a) => reindex::reindex(a),
     }
 }
 

@@ -8,10 +8,9 @@ use sensorchain_core::hash::Hash32;
 use sensorchain_core::identity::PublicKey;
 use sensorchain_core::tx::{Transaction, TxKind};
 
-use super::keys::{key_device, key_stream, key_time};
+use super::keys::{epoch_of, key_stream, key_time, key_tx};
 use super::schema::{
-    BLOCKS, BY_DEVICE, BY_STREAM, BY_TIME, CERTS, META, META_HEAD, TX_INDEX, TX_OFFSETS, TxOffsets,
-    open_ro,
+    BLOCKS, BY_STREAM, BY_TIME, CERTS, META, META_HEAD, TX_INDEX, TX_OFFSETS, TxOffsets, open_ro,
 };
 use super::snapshots::put_snapshot;
 use super::{CERT_MAX_LEN, Head, Store, StoreError, guard};
@@ -114,28 +113,9 @@ impl Store {
                     &owned
                 }
             };
-            let offsets = layout_of(block, bytes, encoded_txs)?;
+            let mut offsets = layout_of(block, bytes, encoded_txs)?;
             let cert_bytes = cert.map(codec::encode_to_vec);
-            let mut entries = Vec::with_capacity(block.txs.len());
-            let mut readings = 0u64;
-            for (tx, enc) in block.txs.iter().zip(encoded_txs) {
-                let reading = match &tx.body.kind {
-                    TxKind::Reading { stream, .. } => {
-                        readings += 1;
-                        Some((
-                            tx.body.signer,
-                            *stream,
-                            tx.body.timestamp_ms,
-                            tx.body.sequence,
-                        ))
-                    }
-                    _ => None,
-                };
-                entries.push(TxEntry {
-                    id: Transaction::id_of_encoded(enc),
-                    reading,
-                });
-            }
+            let (entries, readings) = entries_of(block, encoded_txs);
 
             let w = self.begin_write_with(durable)?;
             {
@@ -172,38 +152,14 @@ impl Store {
                 };
                 meta.insert(META_HEAD, new_head.encode().as_slice())?;
 
+                offsets.txs_before = txs_before;
                 w.open_table(BLOCKS)?.insert(height, bytes)?;
                 w.open_table(TX_OFFSETS)?
                     .insert(height, offsets.encode().as_slice())?;
                 if let Some(c) = &cert_bytes {
                     w.open_table(CERTS)?.insert(height, c.as_slice())?;
                 }
-                let mut tx_index = w.open_table(TX_INDEX)?;
-                let mut by_device = w.open_table(BY_DEVICE)?;
-                let mut by_stream = w.open_table(BY_STREAM)?;
-                let mut by_time = w.open_table(BY_TIME)?;
-                // Transaction ids are uniformly random keys: inserting them in
-                // key order walks the B-tree's leaves once, left to right,
-                // instead of jumping between them (same pages written, fewer
-                // page-cache misses).
-                let mut by_id: Vec<(&[u8; 32], u32)> = entries
-                    .iter()
-                    .enumerate()
-                    .map(|(i, e)| (&e.id.0, i as u32))
-                    .collect();
-                by_id.sort_unstable();
-                for (id, i) in by_id {
-                    tx_index.insert(id.as_slice(), (height, i))?;
-                }
-                for (i, e) in entries.iter().enumerate() {
-                    let i = i as u32;
-                    if let Some((dev, stream, ts, seq)) = e.reading {
-                        let v = (height, i, stream);
-                        by_device.insert(key_device(&dev, ts, seq).as_slice(), v)?;
-                        by_stream.insert(key_stream(&dev, stream, ts, seq).as_slice(), v)?;
-                        by_time.insert(key_time(&dev, ts, seq).as_slice(), v)?;
-                    }
-                }
+                put_index_entries(&w, height, txs_before, &entries)?;
                 if let Some(s) = snapshot {
                     put_snapshot(&w, height, s)?;
                 }
@@ -361,6 +317,83 @@ impl Store {
     }
 }
 
+/// Writes the index entries of the block at `height` whose transactions
+/// (`entries`, in block order) follow the chain's `txs_before` first ones:
+/// one `tx_index` entry per transaction in the block's epoch, a `by_stream`
+/// and a `by_time` entry per reading. Each table's entries are inserted in
+/// key order, so each walks its B-tree's leaves once, left to right.
+pub(super) fn put_index_entries(
+    w: &WriteTransaction,
+    height: u64,
+    txs_before: u64,
+    entries: &[TxEntry],
+) -> Result<(), StoreError> {
+    let epoch = epoch_of(txs_before);
+    let mut ids: Vec<([u8; 36], u32)> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (key_tx(epoch, &e.id), i as u32))
+        .collect();
+    // (key, index) order: of identical transactions in one block, the
+    // last one's location is kept, as a later block's replaces an earlier
+    ids.sort_unstable();
+    let mut tx_index = w.open_table(TX_INDEX)?;
+    for (k, i) in &ids {
+        tx_index.insert(k.as_slice(), (height, *i))?;
+    }
+    drop(ids);
+    let mut streams = Vec::new();
+    let mut times = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        if let Some((dev, stream, ts, seq)) = e.reading {
+            let v = (height, i as u32, stream);
+            streams.push((key_stream(&dev, stream, ts, seq), v));
+            times.push((key_time(&dev, ts, seq), v));
+        }
+    }
+    streams.sort_unstable();
+    times.sort_unstable();
+    let mut by_stream = w.open_table(BY_STREAM)?;
+    for (k, v) in &streams {
+        by_stream.insert(k.as_slice(), *v)?;
+    }
+    let mut by_time = w.open_table(BY_TIME)?;
+    for (k, v) in &times {
+        by_time.insert(k.as_slice(), *v)?;
+    }
+    Ok(())
+}
+
+/// The index entries of `block`'s transactions (`encoded`: their exact
+/// encodings, in order), and how many of them are readings.
+pub(super) fn entries_of(block: &Block, encoded: &[Vec<u8>]) -> (Vec<TxEntry>, u64) {
+    let mut readings = 0u64;
+    let entries = block
+        .txs
+        .iter()
+        .zip(encoded)
+        .map(|(tx, enc)| {
+            let reading = match &tx.body.kind {
+                TxKind::Reading { stream, .. } => {
+                    readings += 1;
+                    Some((
+                        tx.body.signer,
+                        *stream,
+                        tx.body.timestamp_ms,
+                        tx.body.sequence,
+                    ))
+                }
+                _ => None,
+            };
+            TxEntry {
+                id: Transaction::id_of_encoded(enc),
+                reading,
+            }
+        })
+        .collect();
+    (entries, readings)
+}
+
 /// Computes the layout of `bytes` (the block's encoding) and checks that
 /// its transactions are exactly `encoded` (they are the tail of the
 /// encoding, in order).
@@ -387,6 +420,8 @@ pub(super) fn layout_of(
     }
     offsets.push(at);
     Ok(TxOffsets {
+        // filled in by the write, which knows the head
+        txs_before: 0,
         header_len,
         offsets,
     })

@@ -51,6 +51,23 @@ pub enum StoreError {
     /// The store was opened read-only.
     #[error("the chain store is open read-only")]
     ReadOnly,
+    /// The store was written in an older layout of its indexes: its blocks
+    /// are kept, its indexes must be rebuilt from them (`sensorchain
+    /// reindex`, [`Store::reindex`](super::Store::reindex)) before this
+    /// build reads it; nothing was read or changed.
+    #[error(
+        "the chain store in {dir} has index format {version}, this build reads format {current}: \
+         stop the gateway and run `sensorchain reindex --data-dir {dir}` (rebuilds every index \
+         from the stored blocks, then checks them)",
+        dir = .dir.display(),
+        current = super::FORMAT_VERSION
+    )]
+    OldFormat {
+        /// The format the file records.
+        version: u32,
+        /// The store's directory (what `--data-dir` takes).
+        dir: std::path::PathBuf,
+    },
     /// Another database error.
     #[error("database error: {0}")]
     Database(String),

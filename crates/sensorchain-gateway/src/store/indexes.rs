@@ -1,8 +1,9 @@
-//! The transaction index (id → location, transactions and their inclusion
-//! proofs) and the reading indexes' queries (`by_device`, `by_stream`,
-//! `by_time`), with the check of one block's index entries.
+//! The transaction index (id → location, by epoch: transactions and their
+//! inclusion proofs) and the check of one block's index entries (the
+//! transaction index and the reading indexes); the reading queries are in
+//! `readings.rs`.
 
-use redb::TableDefinition;
+use redb::{ReadOnlyTable, ReadTransaction, ReadableTable};
 use sensorchain_core::block::Block;
 use sensorchain_core::hash::Hash32;
 use sensorchain_core::identity::PublicKey;
@@ -10,10 +11,9 @@ use sensorchain_core::merkle;
 use sensorchain_core::tx::{Transaction, TxKind};
 
 use super::chain::header_of;
-use super::keys::{be64, key_device, key_stream, key_time, loc_of, pk_of};
-use super::schema::{
-    BY_DEVICE, BY_STREAM, BY_TIME, ReadingTable, TX_INDEX, TX_OFFSETS, TxOffsets, open_ro,
-};
+use super::filters::{Filter, MAX_FILTERS};
+use super::keys::{EPOCH_BITS, epoch_of, key_stream, key_time, key_tx, loc_of};
+use super::schema::{BY_STREAM, BY_TIME, ReadingTable, TX_INDEX, TX_OFFSETS, TxOffsets, open_ro};
 use super::{Store, StoreError, guard};
 
 /// Where a transaction is: block height and index in the block.
@@ -61,14 +61,42 @@ pub struct InclusionProof {
 
 impl Store {
     /// Where the transaction with id `tx_id` (the leaf hash of its exact
-    /// bytes, `Transaction::id_of_encoded`) is.
+    /// bytes, `Transaction::id_of_encoded`) is: the latest location, if an
+    /// identical transaction was stored twice. Probes the index's epochs
+    /// newest first, each closed one only if its in-memory Bloom filter
+    /// (`filters.rs`, built the first time it is needed) says it may hold
+    /// the id: about one B-tree lookup, plus one per 50 epochs.
     pub fn tx_location(&self, tx_id: &Hash32) -> Result<Option<TxLocation>, StoreError> {
         guard::guarded("tx_index", None, || {
             let r = self.begin_read()?;
             let Some(t) = open_ro(&r, TX_INDEX)? else {
                 return Ok(None);
             };
-            Ok(t.get(tx_id.0.as_slice())?.map(|g| loc_of(g.value())))
+            let newest = match t.last()? {
+                Some((k, _)) => epoch_in_key(k.value())?,
+                None => return Ok(None),
+            };
+            let filtered = newest.saturating_sub(MAX_FILTERS)..newest;
+            for epoch in (0..=newest).rev() {
+                if filtered.contains(&epoch) {
+                    let may = match self.filters.may_contain(epoch, tx_id) {
+                        Some(may) => may,
+                        None => {
+                            let f = epoch_filter(&t, epoch)?;
+                            let may = f.may_contain(&tx_id.0);
+                            self.filters.insert(epoch, f);
+                            may
+                        }
+                    };
+                    if !may {
+                        continue;
+                    }
+                }
+                if let Some(g) = t.get(key_tx(epoch, tx_id).as_slice())? {
+                    return Ok(Some(loc_of(g.value())));
+                }
+            }
+            Ok(None)
         })
     }
 
@@ -122,112 +150,13 @@ impl Store {
         .map(Option::flatten)
     }
 
-    /// Readings of `device` with device timestamps in `from_ms..=to_ms`,
-    /// oldest first, at most `limit` (the oldest ones of the window; to page
-    /// on, query again from the last timestamp returned and skip what was
-    /// seen).
-    pub fn readings_by_device(
-        &self,
-        device: &PublicKey,
-        from_ms: u64,
-        to_ms: u64,
-        limit: usize,
-    ) -> Result<Vec<ReadingRef>, StoreError> {
-        let lo = key_device(device, from_ms, 0);
-        let hi = key_device(device, to_ms, u64::MAX);
-        self.scan(BY_DEVICE, "by_device", &lo, &hi, limit, |k, v| ReadingRef {
-            loc: loc_of((v.0, v.1)),
-            device: pk_of(k),
-            stream: v.2,
-            timestamp_ms: be64(&k[32..]),
-            sequence: be64(&k[40..]),
-        })
-    }
-
-    /// Readings of one stream of `device` with timestamps in
-    /// `from_ms..=to_ms`, oldest first, at most `limit`.
-    pub fn readings_by_stream(
-        &self,
-        device: &PublicKey,
-        stream: u16,
-        from_ms: u64,
-        to_ms: u64,
-        limit: usize,
-    ) -> Result<Vec<ReadingRef>, StoreError> {
-        let lo = key_stream(device, stream, from_ms, 0);
-        let hi = key_stream(device, stream, to_ms, u64::MAX);
-        self.scan(BY_STREAM, "by_stream", &lo, &hi, limit, |k, v| ReadingRef {
-            loc: loc_of((v.0, v.1)),
-            device: pk_of(k),
-            stream: v.2,
-            timestamp_ms: be64(&k[34..]),
-            sequence: be64(&k[42..]),
-        })
-    }
-
-    /// Readings of every device with timestamps in `from_ms..=to_ms`, oldest
-    /// first, at most `limit`.
-    pub fn readings_by_time(
-        &self,
-        from_ms: u64,
-        to_ms: u64,
-        limit: usize,
-    ) -> Result<Vec<ReadingRef>, StoreError> {
-        let lo = key_time(&PublicKey([0; 32]), from_ms, 0);
-        let hi = key_time(&PublicKey([0xff; 32]), to_ms, u64::MAX);
-        self.scan(BY_TIME, "by_time", &lo, &hi, limit, |k, v| ReadingRef {
-            loc: loc_of((v.0, v.1)),
-            device: pk_of(&k[8..]),
-            stream: v.2,
-            timestamp_ms: be64(k),
-            sequence: be64(&k[40..]),
-        })
-    }
-
-    pub(super) fn scan(
-        &self,
-        def: TableDefinition<&[u8], (u64, u32, u16)>,
-        name: &'static str,
-        lo: &[u8],
-        hi: &[u8],
-        limit: usize,
-        f: impl Fn(&[u8], (u64, u32, u16)) -> ReadingRef,
-    ) -> Result<Vec<ReadingRef>, StoreError> {
-        guard::guarded(name, None, || {
-            let mut out = Vec::new();
-            if limit == 0 || lo > hi {
-                return Ok(out);
-            }
-            let r = self.begin_read()?;
-            let Some(t) = open_ro(&r, def)? else {
-                return Ok(out);
-            };
-            for item in t.range::<&[u8]>(lo..=hi)? {
-                let (k, v) = item?;
-                let k = k.value();
-                if k.len() != lo.len() {
-                    return Err(StoreError::corrupt_in(
-                        name,
-                        None,
-                        "reading index key of the wrong length",
-                    ));
-                }
-                out.push(f(k, v.value()));
-                if out.len() >= limit {
-                    break;
-                }
-            }
-            Ok(out)
-        })
-    }
-
     /// Checks the index entries of the stored block at `height` against its
     /// exact stored bytes `bytes`, their strict decoding `block` and its
     /// transactions' exact encodings `encoded`: the offsets table locates
     /// exactly these transactions, every transaction id maps to its location
-    /// (unless an identical transaction at a later height replaced it) and
-    /// every reading is in the three reading indexes. Returns the first
-    /// disagreement found.
+    /// in the block's epoch (unless an identical transaction in a later
+    /// block of that epoch replaced it) and every reading is in the two
+    /// reading indexes. Returns the first disagreement found.
     pub fn check_block_index(
         &self,
         height: u64,
@@ -237,14 +166,10 @@ impl Store {
     ) -> Result<Option<String>, StoreError> {
         guard::guarded("index tables", Some(height), || {
             let r = self.begin_read()?;
-            let tx_index = open_ro(&r, TX_INDEX)?;
-            let by_device = open_ro(&r, BY_DEVICE)?;
-            let by_stream = open_ro(&r, BY_STREAM)?;
-            let by_time = open_ro(&r, BY_TIME)?;
-            let offsets = open_ro(&r, TX_OFFSETS)?;
-            let (Some(tx_index), Some(by_device), Some(by_stream), Some(by_time), Some(offsets)) =
-                (tx_index, by_device, by_stream, by_time, offsets)
-            else {
+            let Some(check) = IndexCheck::open(&r)? else {
+                return Ok(Some("index tables missing".into()));
+            };
+            let Some(offsets) = open_ro(&r, TX_OFFSETS)? else {
                 return Ok(Some("index tables missing".into()));
             };
             let o = guard::guarded("tx_offsets", Some(height), || {
@@ -264,50 +189,145 @@ impl Store {
                     "transaction offsets do not locate the block's transactions".into(),
                 ));
             }
-            for (i, (tx, enc)) in block.txs.iter().zip(encoded).enumerate() {
-                let id = Transaction::id_of_encoded(enc);
-                let found = guard::guarded("tx_index", Some(height), || {
-                    Ok(tx_index.get(id.0.as_slice())?.map(|g| g.value()))
-                })?;
-                match found {
-                    None => {
-                        return Ok(Some(format!(
-                            "transaction {i} missing from the transaction index"
-                        )));
-                    }
-                    Some((h, j)) => {
-                        if (h, j as usize) != (height, i) && h < height {
-                            return Ok(Some(format!(
-                                "transaction {i} indexed at height {h} index {j}"
-                            )));
-                        }
-                    }
+            Ok(check
+                .block(height, layout.txs_before, block, encoded)?
+                .map(|(_, what)| what))
+        })
+    }
+}
+
+/// The Bloom filter of the ids in epoch `epoch` of the transaction index.
+fn epoch_filter(
+    t: &ReadOnlyTable<&'static [u8], (u64, u32)>,
+    epoch: u32,
+) -> Result<Filter, StoreError> {
+    let (lo, hi) = (
+        key_tx(epoch, &Hash32([0; 32])),
+        key_tx(epoch, &Hash32([0xff; 32])),
+    );
+    let mut f = Filter::with_capacity(1 << EPOCH_BITS);
+    for item in t.range::<&[u8]>(lo.as_slice()..=hi.as_slice())? {
+        let (k, _) = item?;
+        let k = k.value();
+        let id: &[u8; 32] = k
+            .get(4..)
+            .and_then(|id| id.try_into().ok())
+            .ok_or_else(|| {
+                StoreError::corrupt_in(
+                    "tx_index",
+                    None,
+                    "transaction index key of the wrong length",
+                )
+            })?;
+        f.insert(id);
+    }
+    Ok(f)
+}
+
+/// The epoch of a `tx_index` key.
+fn epoch_in_key(k: &[u8]) -> Result<u32, StoreError> {
+    k.get(..4)
+        .and_then(|e| <[u8; 4]>::try_from(e).ok())
+        .filter(|_| k.len() == 36)
+        .map(u32::from_be_bytes)
+        .ok_or_else(|| {
+            StoreError::corrupt_in(
+                "tx_index",
+                None,
+                "transaction index key of the wrong length",
+            )
+        })
+}
+
+/// The index tables of one read snapshot, to check blocks' entries
+/// against (the audit, one block at a time; the integrity check's walk).
+pub(super) struct IndexCheck {
+    tx_index: ReadOnlyTable<&'static [u8], (u64, u32)>,
+    by_stream: ReadingTable,
+    by_time: ReadingTable,
+}
+
+impl IndexCheck {
+    /// The index tables of `r`; `None` if one is missing.
+    pub(super) fn open(r: &ReadTransaction) -> Result<Option<IndexCheck>, StoreError> {
+        let (Some(tx_index), Some(by_stream), Some(by_time)) = (
+            open_ro(r, TX_INDEX)?,
+            open_ro(r, BY_STREAM)?,
+            open_ro(r, BY_TIME)?,
+        ) else {
+            return Ok(None);
+        };
+        Ok(Some(IndexCheck {
+            tx_index,
+            by_stream,
+            by_time,
+        }))
+    }
+
+    /// The first disagreement of the index entries of the stored block at
+    /// `height` (its transactions following the chain's `txs_before` first
+    /// ones) with its strict decoding `block` and its transactions' exact
+    /// encodings `encoded`, as (table, what).
+    pub(super) fn block(
+        &self,
+        height: u64,
+        txs_before: u64,
+        block: &Block,
+        encoded: &[Vec<u8>],
+    ) -> Result<Option<(&'static str, String)>, StoreError> {
+        let epoch = epoch_of(txs_before);
+        for (i, (tx, enc)) in block.txs.iter().zip(encoded).enumerate() {
+            let id = Transaction::id_of_encoded(enc);
+            let found = guard::guarded("tx_index", Some(height), || {
+                Ok(self
+                    .tx_index
+                    .get(key_tx(epoch, &id).as_slice())?
+                    .map(|g| g.value()))
+            })?;
+            match found {
+                None => {
+                    return Ok(Some((
+                        "tx_index",
+                        format!("transaction {i} missing from the transaction index"),
+                    )));
                 }
-                if let TxKind::Reading { stream, .. } = tx.body.kind {
-                    let (dev, ts, seq) = (tx.body.signer, tx.body.timestamp_ms, tx.body.sequence);
-                    let want = (height, i as u32, stream);
-                    let keys: [(&ReadingTable, Vec<u8>, &str); 3] = [
-                        (&by_device, key_device(&dev, ts, seq).to_vec(), "by_device"),
-                        (
-                            &by_stream,
-                            key_stream(&dev, stream, ts, seq).to_vec(),
-                            "by_stream",
-                        ),
-                        (&by_time, key_time(&dev, ts, seq).to_vec(), "by_time"),
-                    ];
-                    for (t, k, name) in keys {
-                        let got = guard::guarded(name, Some(height), || {
-                            Ok(t.get(k.as_slice())?.map(|g| g.value()))
-                        })?;
-                        if got != Some(want) {
-                            return Ok(Some(format!(
-                                "reading {i} missing or wrong in the {name} index"
-                            )));
-                        }
+                Some((h, j)) => {
+                    // a later identical transaction (a later block, or later
+                    // in this one) holds the entry; nothing earlier may
+                    let j = j as usize;
+                    let later_here =
+                        j > i && encoded.get(j).map(|e| Transaction::id_of_encoded(e)) == Some(id);
+                    if h < height || (h == height && j != i && !later_here) {
+                        return Ok(Some((
+                            "tx_index",
+                            format!("transaction {i} indexed at height {h} index {j}"),
+                        )));
                     }
                 }
             }
-            Ok(None)
-        })
+            if let TxKind::Reading { stream, .. } = tx.body.kind {
+                let (dev, ts, seq) = (tx.body.signer, tx.body.timestamp_ms, tx.body.sequence);
+                let want = (height, i as u32, stream);
+                let keys: [(&ReadingTable, &[u8], &'static str); 2] = [
+                    (
+                        &self.by_stream,
+                        &key_stream(&dev, stream, ts, seq),
+                        "by_stream",
+                    ),
+                    (&self.by_time, &key_time(&dev, ts, seq), "by_time"),
+                ];
+                for (t, k, name) in keys {
+                    let got =
+                        guard::guarded(name, Some(height), || Ok(t.get(k)?.map(|g| g.value())))?;
+                    if got != Some(want) {
+                        return Ok(Some((
+                            name,
+                            format!("reading {i} missing or wrong in the {name} index"),
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(None)
     }
 }

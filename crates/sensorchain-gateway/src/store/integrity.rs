@@ -8,7 +8,7 @@
 //! - **the tables agree** (cheap, independent of the chain's length): the
 //!   head record decodes; the `blocks` table holds exactly heights
 //!   `0..=head` (first, last and length); `tx_offsets` has one entry per
-//!   block; no certificate or snapshot is above the head; the three reading
+//!   block; no certificate or snapshot is above the head; the two reading
 //!   indexes hold one entry per reading the head record counts and the
 //!   transaction index no more entries than the head counts transactions;
 //! - **the latest snapshot** decodes, says it was taken after the block it
@@ -18,9 +18,13 @@
 //!   `n`, or all): each block decodes strictly, is stored under its own
 //!   height, links to the previous block's header hash, its transaction
 //!   offsets locate exactly its transactions and their Merkle root is the
-//!   header's `tx_root`, its certificate (if stored) decodes and names it;
-//!   the last one's hash and timestamp are the head record's; walking all of
-//!   them, the head's transaction and reading counts are checked too.
+//!   header's `tx_root`, its recorded position (`txs_before`) follows the
+//!   block below's, its index entries are there (each transaction in the
+//!   transaction index's epoch of the block, each reading in `by_stream`
+//!   and `by_time`, all naming its location), its certificate (if stored)
+//!   decodes and names it; the last one's hash and timestamp are the head
+//!   record's and its position plus its transactions the head's count;
+//!   walking all of them, the head's reading count is checked too.
 //!
 //! It checks no signature and no ledger rule: that is `sensorchain audit`
 //! (the full replay with the core's rules). The gateway replays the blocks
@@ -34,9 +38,10 @@ use sensorchain_core::state::WorldState;
 use sensorchain_core::tx::TxKind;
 
 use super::chain::{decode_block, decode_cert, header_of};
+use super::indexes::IndexCheck;
 use super::schema::{
-    BLOCKS, BY_DEVICE, BY_STREAM, BY_TIME, CERTS, META, META_HEAD, SNAPSHOTS, TX_INDEX, TX_OFFSETS,
-    TxOffsets, open_ro,
+    BLOCKS, BY_STREAM, BY_TIME, CERTS, META, META_HEAD, SNAPSHOTS, TX_INDEX, TX_OFFSETS, TxOffsets,
+    open_ro,
 };
 use super::{Head, Store, StoreError, guard};
 
@@ -136,8 +141,8 @@ fn tables_exist(r: &ReadTransaction) -> Result<(), StoreError> {
         };
     }
     exists!(META => "meta", BLOCKS => "blocks", TX_OFFSETS => "tx_offsets", CERTS => "certs",
-        TX_INDEX => "tx_index", BY_DEVICE => "by_device", BY_STREAM => "by_stream",
-        BY_TIME => "by_time", SNAPSHOTS => "snapshots");
+        TX_INDEX => "tx_index", BY_STREAM => "by_stream", BY_TIME => "by_time",
+        SNAPSHOTS => "snapshots");
     Ok(())
 }
 
@@ -211,11 +216,7 @@ fn check_tables(r: &ReadTransaction, head: Option<Head>) -> Result<(), StoreErro
             format!("a certificate for height {c}, above the head {h}"),
         ));
     }
-    for (name, def) in [
-        ("by_device", BY_DEVICE),
-        ("by_stream", BY_STREAM),
-        ("by_time", BY_TIME),
-    ] {
+    for (name, def) in [("by_stream", BY_STREAM), ("by_time", BY_TIME)] {
         let n = guard::guarded(name, None, || {
             Ok(match open_ro(r, def)? {
                 Some(t) => t.len()?,
@@ -250,6 +251,27 @@ fn check_tables(r: &ReadTransaction, head: Option<Head>) -> Result<(), StoreErro
         ));
     }
     Ok(())
+}
+
+/// The layout (transaction offsets, position) of the stored block at
+/// `height`.
+fn stored_layout(r: &ReadTransaction, height: u64) -> Result<TxOffsets, StoreError> {
+    guard::guarded("tx_offsets", Some(height), || {
+        let (Some(blocks), Some(offs)) = (open_ro(r, BLOCKS)?, open_ro(r, TX_OFFSETS)?) else {
+            return Err(corrupt("blocks", Some(height), "table missing"));
+        };
+        let Some(b) = blocks.get(height)? else {
+            return Err(corrupt("blocks", Some(height), "block missing"));
+        };
+        let Some(o) = offs.get(height)? else {
+            return Err(corrupt(
+                "tx_offsets",
+                Some(height),
+                "transaction offsets missing",
+            ));
+        };
+        TxOffsets::decode(height, o.value(), b.value().len())
+    })
 }
 
 /// The header of the stored block at `height` (decoding only the header).
@@ -335,9 +357,17 @@ fn walk(
     };
     let (mut txs, mut readings) = (0u64, 0u64);
     let mut last_ts = None;
+    // the position of the next block's first transaction in the chain
+    let mut txs_before = match first {
+        0 => 0,
+        n => stored_layout(r, n - 1).map(|l| l.txs_before.saturating_add(l.count() as u64))?,
+    };
     guard::guarded("blocks", Some(first), || {
         let (Some(blocks), Some(offs)) = (open_ro(r, BLOCKS)?, open_ro(r, TX_OFFSETS)?) else {
             return Err(corrupt("blocks", None, "table missing"));
+        };
+        let Some(index) = IndexCheck::open(r)? else {
+            return Err(corrupt("tx_index", None, "table missing"));
         };
         let certs = open_ro(r, CERTS)?;
         let mut expected = first;
@@ -385,6 +415,20 @@ fn walk(
                     "the transactions do not hash to the header's tx_root",
                 ));
             }
+            if layout.txs_before != txs_before {
+                return Err(corrupt(
+                    "tx_offsets",
+                    Some(h),
+                    format!(
+                        "the block's position says {} transactions below it, the blocks hold {txs_before}",
+                        layout.txs_before
+                    ),
+                ));
+            }
+            txs_before += layout.count() as u64;
+            if let Some((table, what)) = index.block(h, layout.txs_before, &block, &encoded)? {
+                return Err(corrupt(table, Some(h), what));
+            }
             let hash = block.header.hash();
             if let Some(c) = certs.as_ref().map(|t| t.get(h)).transpose()?.flatten() {
                 let cert = decode_cert(h, c.value())
@@ -426,6 +470,16 @@ fn walk(
             "meta",
             Some(head.height),
             "the head record's hash or timestamp is not the last block's",
+        ));
+    }
+    if txs_before != head.tx_count_total {
+        return Err(corrupt(
+            "meta",
+            Some(head.height),
+            format!(
+                "the head record counts {} transactions, the blocks' positions {txs_before}",
+                head.tx_count_total
+            ),
         ));
     }
     if first == 0 && (txs != head.tx_count_total || readings != head.reading_count_total) {
@@ -549,7 +603,7 @@ mod tests {
         let e = store
             .check_integrity(IntegrityDepth::Recent(1))
             .unwrap_err();
-        assert_eq!(table_of(&e).0, Some("by_device"), "{e}");
+        assert_eq!(table_of(&e).0, Some("by_stream"), "{e}");
         overwrite_head(
             &store,
             Head {

@@ -16,12 +16,11 @@
 //! | table | key | value |
 //! |---|---|---|
 //! | `blocks` | height `u64` | the block's exact postcard bytes (as the core's `Block::to_vec`) |
-//! | `tx_offsets` | height `u64` | `u32 LE` header length, then `n + 1` `u32 LE` byte offsets into the block bytes: the start of each of its `n` transactions and the end of the last |
+//! | `tx_offsets` | height `u64` | `u64 LE` txs_before (transactions in the blocks below: the block's position, which fixes its `tx_index` epoch), `u32 LE` header length, then `n + 1` `u32 LE` byte offsets into the block bytes: the start of each of its `n` transactions and the end of the last |
 //! | `certs` | height `u64` | postcard of the block's `FinalityCert` |
 //! | `meta` | `"format"` | `u32 BE` store format version ([`FORMAT_VERSION`]) |
 //! | `meta` | `"head"` | height `u64 BE` ‖ hash (32) ‖ timestamp_ms `u64 BE` ‖ tx_count_total `u64 BE` ‖ reading_count_total `u64 BE` (64 bytes) |
-//! | `tx_index` | tx id (32 bytes, the RFC 6962 leaf hash of the transaction's exact bytes) | `(height u64, index u32)` |
-//! | `by_device` | device key (32) ‖ timestamp_ms `u64 BE` ‖ sequence `u64 BE` | `(height u64, index u32, stream u16)` |
+//! | `tx_index` | epoch `u32 BE` ‖ tx id (32 bytes, the RFC 6962 leaf hash of the transaction's exact bytes); epoch = the block's txs_before `>> 15` | `(height u64, index u32)` |
 //! | `by_stream` | device key (32) ‖ stream `u16 BE` ‖ timestamp_ms `u64 BE` ‖ sequence `u64 BE` | `(height u64, index u32, stream u16)` |
 //! | `by_time` | timestamp_ms `u64 BE` ‖ device key (32) ‖ sequence `u64 BE` | `(height u64, index u32, stream u16)` |
 //! | `snapshots` | height `u64` | `WorldState::snapshot()` bytes taken after that block; only the latest [`SNAPSHOTS_KEPT`] are kept |
@@ -31,10 +30,30 @@
 //! | `own_votes` | height `u64` | the block hash (32) this gateway signed a finality vote for at that height (it never signs another) |
 //! | `evidence` | height `u64 BE` ‖ validator key (32) | equivocation: postcard of the two hashes and the two valid votes that validator signed at that height ([`Equivocation`]) |
 //!
-//! Only `TxKind::Reading` transactions enter the three reading indexes; the
+//! Only `TxKind::Reading` transactions enter the two reading indexes; the
 //! timestamp is the device's (`TxBody::timestamp_ms`). A device's
 //! `(signer, sequence)` pair is unique on a valid chain (replay protection),
-//! so index keys never collide.
+//! so index keys never collide. Readings by device are a merge of the
+//! device's streams in `by_stream` (one seek per stream).
+//!
+//! # Why the indexes look like this (format 2, issue 17)
+//!
+//! Every index entry is written in the block's own write transaction, so
+//! the indexes never lag the blocks (no gap to close after a crash). The
+//! cost of a B-tree insert is the pages it dirties: the reading indexes
+//! append at a few hot points (per device and stream; at the present
+//! time), but transaction ids are random, and an index keyed by them alone
+//! (format 1) dirtied about one random leaf per transaction of a tree
+//! growing with the chain (the ingest rate fell by 37 % from the 1M to the
+//! 10M segment). Keyed by epoch first, a block's entries land in the
+//! current epoch's subtree of at most 2^15 entries, whatever the chain's
+//! size; lookups by id probe the epochs newest first, the closed ones
+//! behind in-memory Bloom filters (`filters.rs`). Within a block each
+//! table's entries are inserted in key order. Format 1 also kept a
+//! `by_device` table (device ‖ timestamp ‖ sequence), one insert per reading
+//! that `by_stream` answers as well. A store of format 1 is refused
+//! ([`StoreError::OldFormat`], naming the command) until `sensorchain
+//! reindex` ([`Store::reindex`]) rebuilds its indexes from its blocks.
 //!
 //! # Memory
 //!
@@ -67,12 +86,13 @@
 //! by concern: `error.rs` ([`StoreError`]), `consensus.rs` (what the
 //! consensus layer records with the chain: the applied mark, rejections,
 //! validator sets, this gateway's own votes, equivocation evidence), `schema.rs` (the tables above,
-//! the head and offsets records, the format check), `keys.rs` (the reading
-//! indexes' key codecs), `chain.rs` (the write path: [`Store::commit_block`],
-//! certificates; block, header, certificate and head reads), `indexes.rs`
-//! (the transaction index, inclusion proofs, the reading queries and the
-//! check of one block's entries), `snapshots.rs`, `iter.rs` (streaming the
-//! chain), `integrity.rs`, `guard.rs` (panics to errors) and `tamper.rs`
+//! the head and offsets records, the format check), `keys.rs` (the
+//! indexes' key codecs, the epochs), `chain.rs` (the write path:
+//! [`Store::commit_block`], certificates; block, header, certificate and
+//! head reads), `indexes.rs` (the transaction index, inclusion proofs and
+//! the check of one block's entries), `readings.rs` (the reading queries), `filters.rs` (the epochs' Bloom filters),
+//! `reindex.rs` ([`Store::reindex`]), `snapshots.rs`, `iter.rs` (streaming
+//! the chain), `integrity.rs`, `guard.rs` (panics to errors) and `tamper.rs`
 //! (writes that bypass every check: [`tamper_block_bytes`] for the demo,
 //! `Store::overwrite_block_bytes_unchecked` for tests only, under
 //! `cfg(test)` or the `test-hooks` feature).
@@ -87,11 +107,16 @@ use redb::{
 mod chain;
 mod consensus;
 mod error;
+mod filters;
 mod guard;
+#[cfg(test)]
+mod index_tests;
 mod indexes;
 pub mod integrity;
 mod iter;
 mod keys;
+mod readings;
+mod reindex;
 mod schema;
 mod snapshots;
 mod tamper;
@@ -104,14 +129,21 @@ pub use error::StoreError;
 pub use indexes::{InclusionProof, ReadingRef, TxLocation};
 pub use integrity::{IntegrityDepth, IntegrityReport};
 pub use iter::{BlockIter, ChainIter, StoredBlock};
+pub use reindex::ReindexReport;
 pub use schema::Head;
 pub use tamper::tamper_block_bytes;
 
 /// The store's file name inside its directory.
 pub const FILE_NAME: &str = "chain.redb";
 
-/// The layout version written in `meta/format`.
-pub const FORMAT_VERSION: u32 = 1;
+/// The layout version written in `meta/format`. Format 1 (until issue 17)
+/// keyed `tx_index` by the bare id, had a `by_device` table and no
+/// `txs_before` in `tx_offsets`; [`Store::reindex`] rebuilds its indexes.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The oldest format whose indexes [`Store::reindex`] rebuilds (its blocks
+/// table is the same).
+pub const REINDEXABLE_FROM: u32 = 1;
 
 /// How many world-state snapshots are kept (the latest ones).
 pub const SNAPSHOTS_KEPT: usize = 3;
@@ -138,6 +170,8 @@ enum Db {
 pub struct Store {
     db: Db,
     path: PathBuf,
+    /// Bloom filters of the transaction index's closed epochs.
+    filters: filters::EpochFilters,
     /// The next this-many block writes fail (tests' injected fault).
     #[cfg(any(test, feature = "test-hooks"))]
     fail_writes: std::sync::atomic::AtomicU32,
@@ -183,6 +217,7 @@ impl Store {
             let store = Store {
                 db: Db::Rw(db),
                 path: path.clone(),
+                filters: Default::default(),
                 #[cfg(any(test, feature = "test-hooks"))]
                 fail_writes: Default::default(),
             };
@@ -255,6 +290,7 @@ impl Store {
             };
             let store = Store {
                 db: Db::Ro(db),
+                filters: Default::default(),
                 #[cfg(any(test, feature = "test-hooks"))]
                 fail_writes: Default::default(),
                 path: path.clone(),
