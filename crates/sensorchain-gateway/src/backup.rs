@@ -533,6 +533,29 @@ mod tests {
     }
 
     #[test]
+    fn rebuild_takes_missing_certificates_of_the_tip_only_if_they_verify() {
+        let (dir, w) = World::stored(3, 4, 2);
+        let source = Store::open_read_only(dir.path()).unwrap();
+        let mut r = Rebuild::new(&dir.path().join("new"), None).unwrap();
+        for h in 0..=4 {
+            r.take(&source.block_bytes(h).unwrap().unwrap(), None)
+                .unwrap();
+        }
+        assert_eq!(r.uncertified_tip().unwrap(), vec![1, 2, 3, 4]);
+        let blocks = w.chain.blocks();
+        let cert = |h: usize| sensorchain_core::codec::encode_to_vec(&w.cert(&blocks[h]));
+        // a certificate of another block is refused, nothing stored
+        let e = r.take_cert(3, &cert(2)).unwrap_err();
+        assert!(e.downcast_ref::<InvalidBackup>().is_some(), "{e:#}");
+        r.take_cert(3, &cert(3)).unwrap();
+        assert_eq!(r.uncertified_tip().unwrap(), vec![4]);
+        let s = r.finish(&dir.path().join("new")).unwrap();
+        assert_eq!((s.blocks, s.certs), (5, 1));
+        let store = Store::open_read_only(&dir.path().join("new")).unwrap();
+        assert_eq!(store.cert(3).unwrap().unwrap(), w.cert(&blocks[3]));
+    }
+
+    #[test]
     fn local_api_of_a_config() {
         let mut cfg = GatewayConfig::new("d".into(), "k".into(), "g".into());
         cfg.listen.api = Some("0.0.0.0:7480".into());

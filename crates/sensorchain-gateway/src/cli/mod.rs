@@ -110,8 +110,9 @@ pub enum Command {
     /// last 1,024 blocks, and the state replayed after the snapshot against
     /// the head's state_root (cost: docs/PERFORMANCE.md). A store that fails
     /// is refused (exit 2) naming the table and height; run `sensorchain
-    /// audit --data-dir DIR` and restore the directory from a backup or
-    /// another gateway.
+    /// audit --data-dir DIR`, then rebuild it: `sensorchain resync` (a
+    /// cluster member, from its peers) or `sensorchain restore` (from a
+    /// backup).
     Run(RunArgs),
     /// Run simulated medical sensors against a gateway.
     SensorSim(SensorSimArgs),

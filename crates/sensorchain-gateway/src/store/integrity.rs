@@ -501,8 +501,10 @@ pub fn refusal(dir: &std::path::Path, e: &StoreError) -> String {
     format!(
         "the chain store in {dir} failed its integrity check: {e}. The gateway will not serve \
          or extend it. Run `sensorchain audit --data-dir {dir}` for the full verdict, then \
-         restore the data directory from a backup or copy it from another gateway \
-         (stopped, or with `sensorchain export --api URL`)",
+         rebuild it: a cluster member from its peers with `sensorchain resync --config \
+         gateway.toml` (it moves the damaged directory aside), or any gateway from a backup \
+         with `sensorchain restore --from FILE` into an empty data directory (both validate \
+         everything they take)",
         dir = dir.display()
     )
 }
