@@ -376,39 +376,11 @@ fn wiped_follower_catches_up() {
     c.start_member(f);
     let back = Instant::now();
     // it catches up to where the others were when it came back
-    let target = c
-        .statuses(&others(&c, &[f]))
-        .iter()
-        .map(|(_, s)| s.height)
-        .max()
-        .unwrap();
-    let t = Instant::now();
-    loop {
-        let s = c.status(f);
-        if s.as_ref()
-            .is_some_and(|s| s.height >= target && s.finalized_height >= Some(target))
-        {
-            break;
-        }
-        assert!(
-            t.elapsed() < BOUND,
-            "the wiped member did not reach height {target}: {s:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let target = c.others_height(f);
+    // it catches up to where the others were when it came back
+    c.wait_reached(f, target);
     // and is a voter again
-    let t = Instant::now();
-    loop {
-        let l = c.wait_leader(&c.all(), None, 0);
-        let voter = c
-            .status(l)
-            .is_some_and(|s| s.members.iter().any(|m| m.id == f as u64 + 1 && m.voter));
-        if voter {
-            break;
-        }
-        assert!(t.elapsed() < BOUND, "member {} is not a voter again", f + 1);
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    c.wait_voter(f);
     eprintln!(
         "member {} wiped: back at height {target} and a voter in {:.1?}; {}",
         f + 1,

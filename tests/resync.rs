@@ -14,7 +14,7 @@ mod proxy;
 
 use std::io::Read;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use fixture::{BOUND, Cluster, Options};
 
@@ -135,39 +135,9 @@ fn damaged_member_resynced(opts: Options, what: &str, quiet: bool) {
     // It starts, catches up, and is a voter again.
     c.start_member(f);
     let back = Instant::now();
-    let target = c
-        .statuses(&c.all())
-        .iter()
-        .filter(|(m, _)| *m != f)
-        .map(|(_, s)| s.height)
-        .max()
-        .unwrap();
-    let t = Instant::now();
-    loop {
-        let s = c.status(f);
-        if s.as_ref()
-            .is_some_and(|s| s.height >= target && s.finalized_height >= Some(target))
-        {
-            break;
-        }
-        assert!(
-            t.elapsed() < BOUND,
-            "the re-synced member did not reach height {target}: {s:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let t = Instant::now();
-    loop {
-        let l = c.wait_leader(&c.all(), None, 0);
-        let voter = c
-            .status(l)
-            .is_some_and(|s| s.members.iter().any(|m| m.id == f as u64 + 1 && m.voter));
-        if voter {
-            break;
-        }
-        assert!(t.elapsed() < BOUND, "member {} is not a voter again", f + 1);
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let target = c.others_height(f);
+    c.wait_reached(f, target);
+    c.wait_voter(f);
     if let Some(load) = load {
         load.wait_acked_since(back, None, 20);
         sent = c.stop_load(load);

@@ -587,6 +587,52 @@ impl Cluster {
         }
     }
 
+    /// The highest chain height the running members other than `m` report.
+    pub fn others_height(&self, m: usize) -> u64 {
+        self.statuses(&self.running())
+            .iter()
+            .filter(|(o, _)| *o != m)
+            .map(|(_, s)| s.height)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Waits until member `m` has a chain at height `target` or above,
+    /// final there.
+    pub fn wait_reached(&self, m: usize, target: u64) {
+        let t = Instant::now();
+        loop {
+            let s = self.status(m);
+            if s.as_ref()
+                .is_some_and(|s| s.height >= target && s.finalized_height >= Some(target))
+            {
+                return;
+            }
+            assert!(
+                t.elapsed() < BOUND,
+                "member {} did not reach height {target}: {s:?}",
+                m + 1
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until the leader lists member `m` as a voter.
+    pub fn wait_voter(&self, m: usize) {
+        let t = Instant::now();
+        loop {
+            let l = self.wait_leader(&self.all(), None, 0);
+            let voter = self
+                .status(l)
+                .is_some_and(|s| s.members.iter().any(|x| x.id == m as u64 + 1 && x.voter));
+            if voter {
+                return;
+            }
+            assert!(t.elapsed() < BOUND, "member {} is not a voter again", m + 1);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Waits until every running member agrees: one leader, one term, the
     /// same Raft log and applied positions, the same chain height, every
     /// block final. Returns the height.
