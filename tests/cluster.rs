@@ -68,11 +68,26 @@ fn others(c: &Cluster, not: &[usize]) -> Vec<usize> {
 }
 
 /// The members' last applied log index and final height, as they say.
+/// Every member of `ms`'s applied index and finalized height; asks again
+/// until each of them answers (a comparison of two sets of positions must
+/// not drop a member that was merely slow to answer once).
 fn positions(c: &Cluster, ms: &[usize]) -> Vec<(usize, Option<u64>, Option<u64>)> {
-    c.statuses(ms)
-        .into_iter()
-        .map(|(m, s)| (m, s.applied_index, s.finalized_height))
-        .collect()
+    let t0 = Instant::now();
+    loop {
+        let got: Vec<_> = c
+            .statuses(ms)
+            .into_iter()
+            .map(|(m, s)| (m, s.applied_index, s.finalized_height))
+            .collect();
+        if got.len() == ms.len() {
+            return got;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "members {ms:?} did not all answer their status within 60 s: {got:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// A started cluster of `n` members (two sensors each, sending `window`

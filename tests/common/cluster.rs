@@ -55,6 +55,11 @@ pub const BOUND: Duration = Duration::from_secs(120);
 /// How long a graceful stop (SIGTERM) may take.
 pub const STOP_BOUND: Duration = Duration::from_secs(90);
 
+/// How long one `GET /cluster` may take: the route asks every peer for
+/// its report (each up to 2 s, at once), so an isolated member answers
+/// after about 2 s; a 2 s bound made the partition test miss it once.
+pub const STATUS_WAIT: Duration = Duration::from_secs(15);
+
 /// How long a stopped load waits for the answers in flight.
 pub const LOAD_GRACE: Duration = Duration::from_secs(3);
 
@@ -506,7 +511,7 @@ impl Cluster {
         }
         let api = member.addrs?.api;
         let agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(2)))
+            .timeout_global(Some(STATUS_WAIT))
             .build()
             .new_agent();
         let mut r = agent.get(format!("http://{api}/cluster")).call().ok()?;

@@ -69,8 +69,10 @@ use crate::store::Store;
 /// How often a wait polls the members' `GET /cluster`.
 const POLL: Duration = Duration::from_millis(50);
 
-/// How long one `GET /cluster` or `GET /health` may take.
-const HTTP_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one `GET /cluster` or `GET /health` may take. `/cluster` asks
+/// every peer for its report (each up to 2 s, at once), so a member cut
+/// off from its peers answers after about 2 s: the bound is well above it.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long nothing may be appended before [`LocalCluster::wait_converged`]
 /// takes members at one head as settled.
