@@ -210,7 +210,7 @@ fn restore_into_a_configured_gateway_checks_the_chain() {
 /// chain on every member.
 #[test]
 fn a_cluster_member_restored_from_its_backup_rejoins_and_catches_up() {
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
     let t0 = Instant::now();
     let mut c = fixture::Cluster::new(3, 6);
     c.start_all();
@@ -254,42 +254,9 @@ fn a_cluster_member_restored_from_its_backup_rejoins_and_catches_up() {
     load.wait_acked_since(Instant::now(), None, 50);
     c.start_member(f);
     let back = Instant::now();
-    let target = c
-        .statuses(&c.all())
-        .iter()
-        .filter(|(m, _)| *m != f)
-        .map(|(_, s)| s.height)
-        .max()
-        .unwrap();
-    let t = Instant::now();
-    loop {
-        let s = c.status(f);
-        if s.as_ref()
-            .is_some_and(|s| s.height >= target && s.finalized_height >= Some(target))
-        {
-            break;
-        }
-        assert!(
-            t.elapsed() < fixture::BOUND,
-            "the restored member did not reach height {target}: {s:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let t = Instant::now();
-    loop {
-        let l = c.wait_leader(&c.all(), None, 0);
-        let voter = c
-            .status(l)
-            .is_some_and(|s| s.members.iter().any(|m| m.id == id as u64 && m.voter));
-        if voter {
-            break;
-        }
-        assert!(
-            t.elapsed() < fixture::BOUND,
-            "member {id} is not a voter again"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let target = c.others_height(f);
+    c.wait_reached(f, target);
+    c.wait_voter(f);
     load.wait_acked_since(back, None, 20);
     let sent = c.stop_load(load);
     let height = c.wait_converged();

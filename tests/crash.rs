@@ -5,14 +5,12 @@
 mod common;
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::RngExt;
 use sensorchain_core::hash::Hash32;
-use sensorchain_core::link::GatewayMsg;
-use sensorchain_core::reading::Vital;
-use sensorchain_gateway::net::client::Client;
 use sensorchain_gateway::store::Store;
 
 const ROUNDS: usize = 16;
@@ -29,6 +27,7 @@ fn sigkill_during_ingest_loses_no_acknowledged_reading() {
         let mut gw = net.start();
         let kill_after = Duration::from_millis(rng.random_range(150..1200));
         let stop = Instant::now() + kill_after;
+        let gone = Arc::new(AtomicBool::new(false));
         // sensors stream until the gateway dies under them
         let handles: Vec<_> = net
             .devices
@@ -43,44 +42,22 @@ fn sigkill_during_ingest_loses_no_acknowledged_reading() {
                     acked.clone(),
                 );
                 let first = next_seq[i];
-                rt.spawn(async move {
-                    let mut seq = first;
-                    let Ok(mut c) = Client::connect(addr, &chain, &d, &[gwk]).await else {
-                        return seq;
-                    };
-                    loop {
-                        let batch: Vec<Vec<u8>> = (0..16)
-                            .map(|k| {
-                                sensorchain_gateway::sim::reading_tx(
-                                    &d,
-                                    &chain,
-                                    seq + k,
-                                    2_000,
-                                    3,
-                                    Vital::HeartRate { bpm: 70 },
-                                )
-                            })
-                            .collect();
-                        seq += 16;
-                        match c.submit_pipelined(&batch, 16).await {
-                            Ok(answers) => {
-                                let mut a = acked.lock().unwrap();
-                                for m in answers {
-                                    if let GatewayMsg::Ack { tx_id, .. } = m {
-                                        a.insert(tx_id);
-                                    }
-                                }
-                            }
-                            Err(_) => return seq,
-                        }
-                    }
-                })
+                rt.spawn(common::stream::stream(
+                    d,
+                    chain,
+                    addr,
+                    gwk,
+                    acked,
+                    first,
+                    gone.clone(),
+                ))
             })
             .collect();
         while Instant::now() < stop {
             std::thread::sleep(Duration::from_millis(10));
         }
         gw.kill();
+        gone.store(true, Ordering::Release);
         for (i, h) in handles.into_iter().enumerate() {
             // a killed gateway may have committed what it never acknowledged:
             // resume above everything sent

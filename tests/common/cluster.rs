@@ -128,6 +128,8 @@ pub struct Options {
     /// leave them out, so they wait to be added (`sensorchain cluster
     /// add`, which grants their keys `validate,connect` first).
     pub joiners: usize,
+    /// `[batch] timeout_ms`: how long a proposer waits to fill a block.
+    pub batch_timeout_ms: u64,
 }
 
 impl Default for Options {
@@ -137,6 +139,7 @@ impl Default for Options {
             snapshot_keep: 8_192,
             env: Vec::new(),
             joiners: 0,
+            batch_timeout_ms: 5,
         }
     }
 }
@@ -207,7 +210,7 @@ impl Cluster {
             );
             cfg.listen.tcp = Some("127.0.0.1:0".into());
             cfg.listen.api = Some("127.0.0.1:0".into());
-            cfg.batch.timeout_ms = 5;
+            cfg.batch.timeout_ms = opts.batch_timeout_ms;
             cfg.cluster = Some(ClusterSection {
                 node_id: id,
                 listen: Some("127.0.0.1:0".into()),

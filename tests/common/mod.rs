@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod link;
+pub mod stream;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -253,9 +253,9 @@ fn check_tables(r: &ReadTransaction, head: Option<Head>) -> Result<(), StoreErro
     Ok(())
 }
 
-/// The layout (transaction offsets, position) of the stored block at
-/// `height`.
-fn stored_layout(r: &ReadTransaction, height: u64) -> Result<TxOffsets, StoreError> {
+/// The stored block at `height` as its bytes and its layout (transaction
+/// offsets, position), or why either is missing or corrupt.
+fn stored_block(r: &ReadTransaction, height: u64) -> Result<(Vec<u8>, TxOffsets), StoreError> {
     guard::guarded("tx_offsets", Some(height), || {
         let (Some(blocks), Some(offs)) = (open_ro(r, BLOCKS)?, open_ro(r, TX_OFFSETS)?) else {
             return Err(corrupt("blocks", Some(height), "table missing"));
@@ -270,28 +270,23 @@ fn stored_layout(r: &ReadTransaction, height: u64) -> Result<TxOffsets, StoreErr
                 "transaction offsets missing",
             ));
         };
-        TxOffsets::decode(height, o.value(), b.value().len())
+        let bytes = b.value().to_vec();
+        let layout = TxOffsets::decode(height, o.value(), bytes.len())?;
+        Ok((bytes, layout))
     })
+}
+
+/// The layout (transaction offsets, position) of the stored block at
+/// `height`.
+fn stored_layout(r: &ReadTransaction, height: u64) -> Result<TxOffsets, StoreError> {
+    stored_block(r, height).map(|(_, layout)| layout)
 }
 
 /// The header of the stored block at `height` (decoding only the header).
 fn stored_header(r: &ReadTransaction, height: u64) -> Result<BlockHeader, StoreError> {
+    let (bytes, layout) = stored_block(r, height)?;
     guard::guarded("blocks", Some(height), || {
-        let (Some(blocks), Some(offs)) = (open_ro(r, BLOCKS)?, open_ro(r, TX_OFFSETS)?) else {
-            return Err(corrupt("blocks", Some(height), "table missing"));
-        };
-        let Some(b) = blocks.get(height)? else {
-            return Err(corrupt("blocks", Some(height), "block missing"));
-        };
-        let Some(o) = offs.get(height)? else {
-            return Err(corrupt(
-                "tx_offsets",
-                Some(height),
-                "transaction offsets missing",
-            ));
-        };
-        let layout = TxOffsets::decode(height, o.value(), b.value().len())?;
-        header_of(height, b.value(), Some(&layout))
+        header_of(height, &bytes, Some(&layout))
     })
 }
 
