@@ -167,6 +167,50 @@ pub fn txs_signatures_verified(
             .all(|(tx, bytes)| tx_signature_verified(chain, tx, bytes, checks))
 }
 
+/// Blocks with fewer transactions are verified on one thread.
+pub(crate) const PARALLEL_FROM_TXS: usize = 64;
+
+/// Every transaction signature of `block` verifies, except those marked
+/// `known` (verified already, e.g. by this gateway's ingest), with the
+/// audit's check ([`tx_signature_verified`], which the core guarantees equal to
+/// `SigCheck::Verify` when it holds), on all cores for many. False on any
+/// failure: the caller then applies with `SigCheck::Verify`, so the verdict
+/// is the core's, whatever this says.
+pub fn block_signatures_verified(
+    chain: &ChainId,
+    block: &Block,
+    encoded: &[Vec<u8>],
+    known: &[bool],
+) -> bool {
+    if encoded.len() != block.txs.len() || known.len() != block.txs.len() {
+        return false;
+    }
+    let todo: Vec<usize> = (0..block.txs.len()).filter(|&i| !known[i]).collect();
+    let check = |idx: &[usize]| {
+        let mut checks = HashMap::new();
+        idx.iter()
+            .all(|&i| tx_signature_verified(chain, &block.txs[i], &encoded[i], &mut checks))
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores < 2 || todo.len() < PARALLEL_FROM_TXS {
+        return check(&todo);
+    }
+    let chunk = todo.len().div_ceil(cores);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = todo
+            .chunks(chunk)
+            .map(|idx| s.spawn(move || check(idx)))
+            .collect();
+        // Join every part (a part that panicked is a `false`, not a panic
+        // of the scope), then decide.
+        let verdicts: Vec<bool> = parts
+            .into_iter()
+            .map(|p| p.join().unwrap_or(false))
+            .collect();
+        verdicts.into_iter().all(|ok| ok)
+    })
+}
+
 /// [`signatures_verified`] of one transaction (`bytes`: its exact
 /// encoding); `checks` keeps each signer's prepared check.
 pub fn tx_signature_verified(

@@ -57,7 +57,6 @@
 #![allow(clippy::result_large_err)]
 
 use crate::crash_point::{self, Point};
-use std::collections::HashMap;
 use std::io::Cursor;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -68,7 +67,7 @@ use openraft::{
 };
 use sensorchain_core::block::{Block, BlockHeader, FinalityCert, FinalityVote};
 use sensorchain_core::codec;
-use sensorchain_core::hash::{ChainId, Hash32};
+use sensorchain_core::hash::Hash32;
 use sensorchain_core::identity::{Keypair, PublicKey, VerifyingKey};
 use sensorchain_core::state::{SigCheck, WorldState};
 use sensorchain_core::tx::{Transaction, TxKind};
@@ -80,7 +79,7 @@ use super::network::{BLOCKS_PER_REQUEST, ServedBlock};
 use super::types::{ClusterRequest, ClusterResponse, Entry, GatewayNode, LogId, NodeId};
 use super::types::{StorageError, TypeConfig};
 use super::verified::Verified;
-use crate::audit::tx_signature_verified;
+use crate::audit::block_signatures_verified;
 use crate::node::{genesis_state, replay};
 use crate::store::{Applied, CERT_MAX_LEN, Store, StoreError};
 
@@ -355,50 +354,6 @@ impl LedgerStateMachine {
 /// purged only below a snapshot, which is built after a durable write.
 pub const DURABLE_EVERY: u64 = 256;
 
-/// Blocks with fewer transactions are verified on one thread.
-const PARALLEL_FROM_TXS: usize = 64;
-
-/// Every transaction signature of `block` verifies, except those marked
-/// `known` (verified by this gateway's ingest), with the audit's check
-/// (`audit::tx_signature_verified`, which the core guarantees equal to
-/// `SigCheck::Verify` when it holds), on all cores for many. False on any
-/// failure: the caller then applies with `SigCheck::Verify`, so the verdict
-/// is the core's, whatever this says.
-fn signatures_verified(
-    chain: &ChainId,
-    block: &Block,
-    encoded: &[Vec<u8>],
-    known: &[bool],
-) -> bool {
-    if encoded.len() != block.txs.len() || known.len() != block.txs.len() {
-        return false;
-    }
-    let todo: Vec<usize> = (0..block.txs.len()).filter(|&i| !known[i]).collect();
-    let check = |idx: &[usize]| {
-        let mut checks = HashMap::new();
-        idx.iter()
-            .all(|&i| tx_signature_verified(chain, &block.txs[i], &encoded[i], &mut checks))
-    };
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if cores < 2 || todo.len() < PARALLEL_FROM_TXS {
-        return check(&todo);
-    }
-    let chunk = todo.len().div_ceil(cores);
-    std::thread::scope(|s| {
-        let parts: Vec<_> = todo
-            .chunks(chunk)
-            .map(|idx| s.spawn(move || check(idx)))
-            .collect();
-        // Join every part (a part that panicked is a `false`, not a panic
-        // of the scope), then decide.
-        let verdicts: Vec<bool> = parts
-            .into_iter()
-            .map(|p| p.join().unwrap_or(false))
-            .collect();
-        verdicts.into_iter().all(|ok| ok)
-    })
-}
-
 /// The sorted public keys of the `VALIDATE` holders of `state`.
 fn validator_keys(state: &WorldState) -> Vec<PublicKey> {
     let mut v: Vec<PublicKey> = state.validators().iter().map(|k| *k.public()).collect();
@@ -565,7 +520,7 @@ impl Core {
         encoded: &[Vec<u8>],
         known: &[bool],
     ) -> Result<WorldState, sensorchain_core::state::BlockError> {
-        let sigs = if signatures_verified(self.state.chain_id(), block, encoded, known) {
+        let sigs = if block_signatures_verified(self.state.chain_id(), block, encoded, known) {
             SigCheck::AlreadyVerified
         } else {
             SigCheck::Verify

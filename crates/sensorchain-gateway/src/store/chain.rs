@@ -63,6 +63,35 @@ impl Store {
         self.commit_block_and(block, encoded_txs, with, |_| Ok(()))
     }
 
+    /// [`commit_block`](Self::commit_block) without an fsync of its own:
+    /// visible at once, on disk with the next durable commit (or
+    /// [`sync`](Self::sync)); a crash before it loses the block, never part
+    /// of it. For a store being built that is only used once whole (a
+    /// restore, a re-sync), which syncs at its end.
+    pub fn commit_block_unsynced(
+        &self,
+        block: &Block,
+        encoded_txs: &[Vec<u8>],
+        cert: Option<&FinalityCert>,
+        snapshot: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        let with = With {
+            cert,
+            snapshot,
+            relaxed: true,
+            ..With::default()
+        };
+        self.commit_block_and(block, encoded_txs, with, |_| Ok(()))
+    }
+
+    /// Makes every earlier commit durable (an empty durable commit).
+    pub fn sync(&self) -> Result<(), StoreError> {
+        guard::guarded("meta", None, || {
+            self.begin_write()?.commit()?;
+            Ok(())
+        })
+    }
+
     /// [`commit_block`](Self::commit_block) with what `with` gives, and
     /// `extra` writes of the caller's in the same write transaction (all of
     /// it, or none).

@@ -9,6 +9,7 @@ use sensorchain_core::reading::Vital;
 use sensorchain_core::tx::{Transaction, TxBody};
 
 use super::*;
+use crate::audit::PARALLEL_FROM_TXS;
 use crate::testkit;
 
 struct Fx {
