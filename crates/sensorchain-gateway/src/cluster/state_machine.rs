@@ -307,8 +307,16 @@ impl LedgerStateMachine {
             snapshot = %meta.snapshot_id,
             "the install of a Raft snapshot was cut short (a crash): finishing it first"
         );
-        c.install(&meta, data)
-            .map_err(|e| anyhow::anyhow!("finishing the snapshot's install: {e}"))?;
+        // This runs at the start, before anything reads the outcomes: a
+        // back-fill of more blocks than the channel holds would wait on it
+        // for good (the soak found a start hung there). Nobody waits on
+        // these blocks' outcomes — a new process has no pending answers,
+        // and the node reads its state from the store once started — so
+        // none are sent.
+        let outcomes = c.outcomes.take();
+        let r = c.install(&meta, data);
+        c.outcomes = outcomes;
+        r.map_err(|e| anyhow::anyhow!("finishing the snapshot's install: {e}"))?;
         Ok(true)
     }
 

@@ -501,8 +501,6 @@ impl Node {
         let capacity = cfg.max_pending.max(1);
         let single = cfg.cluster.is_single();
         let store = Arc::new(store);
-        let finalized =
-            last_final(&store, state.next_height().saturating_sub(1)).unwrap_or(u64::MAX);
         let consensus::Started {
             consensus,
             runtime,
@@ -518,6 +516,10 @@ impl Node {
             (capacity * 2).max(16_384),
             &metrics.peer,
         )?;
+        // after the start, which may have finished a snapshot's install
+        // (its back-filled certificates send no outcomes)
+        let head = consensus.state.borrow().next_height().saturating_sub(1);
+        let finalized = last_final(&store, head).unwrap_or(u64::MAX);
         let (intake, rx) = sync_channel(capacity);
         let (events, _) = broadcast::channel(1024);
         let replies = Arc::new(replies::Replies::default());

@@ -342,3 +342,93 @@ fn a_restored_chain_past_a_snapshot_takes_its_position() {
     let rec = store.rejections(2, 1).unwrap();
     assert!(rec[0].1.contains("holds block 2 already"), "{rec:?}");
 }
+
+/// A snapshot install cut short by a crash is finished at the next start
+/// ([`LedgerStateMachine::resume_install`]), before anything reads the
+/// outcomes channel: the back-fill must not wait on it. The 100-kill soak
+/// found a start that hung for good there once the back-fill passed the
+/// channel's capacity (1,024 outcomes, ~600 blocks); here the capacity is
+/// one and three blocks are back-filled.
+#[test]
+fn a_resumed_install_does_not_wait_on_the_unread_outcomes() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let a = fixture();
+    let mut sm = a.sm.clone();
+    let device = Keypair::from_seed([3; 32]);
+    let gateway = testkit::gateway();
+    let chain = *sm.state().chain_id();
+    let block_after = |state: &WorldState, seq: u64, ts: u64| {
+        let body = TxBody::reading(device.public(), seq, ts, 0, Vital::HeartRate { bpm: 72 });
+        let tx = Transaction::sign(body, &chain, &device).unwrap();
+        let enc = tx.to_vec();
+        build_block_from_pool(
+            state,
+            &gateway,
+            vec![(tx, enc)],
+            ts + 1_000,
+            SigCheck::Verify,
+        )
+        .block
+        .to_vec()
+    };
+    rt.block_on(sm.apply(vec![entry(1, ClusterRequest::Block(a.good.clone()))]))
+        .unwrap();
+    for (i, seq) in [(2u64, 10u64), (3, 11)] {
+        let next = block_after(&sm.state(), seq, 2_000 + 2_000 * seq);
+        let r = rt
+            .block_on(sm.apply(vec![entry(i, ClusterRequest::Block(next))]))
+            .unwrap();
+        assert!(matches!(r[0], ClusterResponse::Applied { .. }), "{r:?}");
+    }
+    let snapshot = rt.block_on(async {
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap()
+    });
+    assert_eq!(a.store.head().unwrap().unwrap().height, 3);
+
+    // b: at genesis, its install of that snapshot recorded and cut short
+    let (admin, gw) = (testkit::admin(), testkit::gateway());
+    let genesis = testkit::genesis_block(
+        "sm-props",
+        &admin,
+        &gw,
+        &testkit::device_members(std::slice::from_ref(&device)),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    let (tx, _unread) = mpsc::channel(1);
+    let b = LedgerStateMachine::open(
+        store.clone(),
+        &genesis,
+        Some(Arc::new(gw)),
+        Some(tx),
+        StateMachineConfig::default(),
+    )
+    .unwrap();
+    let data = snapshot.snapshot.into_inner();
+    let pending = postcard::to_allocvec(&(&snapshot.meta, &data)).unwrap();
+    store.set_pending_snapshot(Some(&pending)).unwrap();
+    let source: Arc<dyn BlockSource> = Arc::new(LyingOnce {
+        store: a.store.clone(),
+        lied: std::sync::atomic::AtomicBool::new(true),
+        asked: Default::default(),
+    });
+    b.set_block_source(&source);
+
+    let (done_tx, done) = std::sync::mpsc::channel();
+    let b2 = b.clone();
+    std::thread::spawn(move || {
+        let _ = done_tx.send(b2.resume_install().map_err(|e| e.to_string()));
+    });
+    // a generous bound on a deadlock, not a speed
+    let resumed = done
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the resumed install did not return: it waits on the unread outcomes");
+    assert_eq!(resumed, Ok(true));
+    assert_eq!(store.head().unwrap().unwrap().height, 3);
+    assert_eq!(b.state().commitment(), a.sm.state().commitment());
+    assert_eq!(store.pending_snapshot().unwrap(), None);
+}
