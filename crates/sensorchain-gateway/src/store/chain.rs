@@ -55,12 +55,7 @@ impl Store {
         cert: Option<&FinalityCert>,
         snapshot: Option<&[u8]>,
     ) -> Result<(), StoreError> {
-        let with = With {
-            cert,
-            snapshot,
-            ..With::default()
-        };
-        self.commit_block_and(block, encoded_txs, with, |_| Ok(()))
+        self.commit_block_with(block, encoded_txs, cert, snapshot, false)
     }
 
     /// [`commit_block`](Self::commit_block) without an fsync of its own:
@@ -75,10 +70,22 @@ impl Store {
         cert: Option<&FinalityCert>,
         snapshot: Option<&[u8]>,
     ) -> Result<(), StoreError> {
+        self.commit_block_with(block, encoded_txs, cert, snapshot, true)
+    }
+
+    /// [`commit_block`](Self::commit_block), without an fsync if `relaxed`.
+    fn commit_block_with(
+        &self,
+        block: &Block,
+        encoded_txs: &[Vec<u8>],
+        cert: Option<&FinalityCert>,
+        snapshot: Option<&[u8]>,
+        relaxed: bool,
+    ) -> Result<(), StoreError> {
         let with = With {
             cert,
             snapshot,
-            relaxed: true,
+            relaxed,
             ..With::default()
         };
         self.commit_block_and(block, encoded_txs, with, |_| Ok(()))
